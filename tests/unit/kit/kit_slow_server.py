@@ -1,0 +1,23 @@
+"""A KitServer in its own process, for the graceful-shutdown test: prints its port on
+stdout, then serves until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from services.kit import KitServer, setup_logging
+from tests.unit.kit.kit_support import Echo
+
+
+async def main() -> None:
+    setup_logging("kittest-subprocess", "INFO")
+    server = KitServer("kittest", grace_s=float(sys.argv[1]) if len(sys.argv) > 1 else 5.0)
+    Echo().add_to(server)
+    port = await server.start()
+    print(port, flush=True)
+    await server.serve()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
