@@ -14,7 +14,7 @@ SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"
 DEPS := build/proto-deps
 PROTOS := $(shell find proto -name '*.proto' | sort)
 
-.PHONY: help install generate check-generated proto-deps lint format breaking release-baseline \
+.PHONY: help system-deps install generate check-generated proto-deps lint format breaking release-baseline \
         typecheck imports test test-fast up clean bench
 
 help: ## list the targets
@@ -27,6 +27,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv with the pinned dependencies, buf and grpcurl
+
+# Debian packages some tests drive for real: chromium (the dashboard test). Installed when
+# missing and when we may (root); otherwise those tests say why they skip.
+SYSTEM_PACKAGES := chromium
+system-deps: ## install the Debian packages the tests drive (chromium), when missing
+	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "not installed (needs root and apt-get):$$missing; the tests that drive them skip"; fi; \
+	fi
 
 proto-deps: $(STAMP)
 	@rm -rf $(DEPS) && mkdir -p $(DEPS)/google/api $(DEPS)/google/rpc
@@ -58,7 +70,7 @@ breaking: proto-deps ## buf breaking against the committed baseline of the relea
 release-baseline: proto-deps ## move the breaking-change baseline to the current contracts (at a release)
 	$(BIN)/buf build proto -o contracts/released.binpb
 
-test: install lint check-generated breaking ## everything CI runs: lint, generated-code and breaking checks, tests
+test: install system-deps lint check-generated breaking ## everything CI runs: lint, generated-code and breaking checks, tests
 	$(BIN)/pytest -q
 
 test-fast: $(STAMP) ## the unit tests only

@@ -95,6 +95,8 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
         # Set before the handler runs, so a plain context.abort() keeps it too.
         context.set_trailing_metadata(((ctx.CORRELATION_ID_KEY, correlation_id),))
         started = time.perf_counter()
+        # Read now: asking the context for its peer after the server stopped crashes grpc.
+        peer = context.peer()
         code: grpc.StatusCode | None = None
         failure: BaseException | None = None
         with ctx.bind(correlation_id, traceparent):
@@ -121,14 +123,14 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 code = code or context.code() or grpc.StatusCode.OK
                 _with_trailing(context, ctx.CORRELATION_ID_KEY, correlation_id)
-                self._log_call(method, code, started, context, correlation_id, traceparent, failure)
+                self._log_call(method, code, started, peer, correlation_id, traceparent, failure)
 
     def _log_call(
         self,
         method: str,
         code: grpc.StatusCode,
         started: float,
-        context: grpc.aio.ServicerContext[Any, Any],
+        peer: str,
         correlation_id: str,
         traceparent: ctx.TraceParent,
         failure: BaseException | None,
@@ -152,7 +154,7 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
                 "method": method,
                 "grpc_code": code.name,
                 "duration_ms": duration_ms,
-                "peer": context.peer(),
+                "peer": peer,
                 "correlation_id": correlation_id,
                 "trace_id": traceparent.trace_id,
             },

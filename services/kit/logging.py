@@ -16,6 +16,12 @@ _STANDARD_ATTRS = frozenset(
 )
 
 
+# LogRecord reserves `module` (the Python source module), but the mesh's structured warnings
+# speak of the mesh module concerned: callers pass `extra={"module_name": ...}` and the line
+# says "module".
+_RENAMED = {"module_name": "module"}
+
+
 class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON object: fixed keys first, then `extra=` fields."""
 
@@ -39,7 +45,7 @@ class JsonFormatter(logging.Formatter):
             entry["trace_id"] = trace_id
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
-                entry[key] = value
+                entry[_RENAMED.get(key, key)] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         if record.stack_info:

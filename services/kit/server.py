@@ -47,11 +47,12 @@ class KitServer:
     ) -> None:
         self.name = name
         self._address = address
+        # Context first, so every call is correlated and logged; the caller's interceptors
+        # (metrics, tracing) next, so they see refused requests too; validation last.
         self._interceptors: list[grpc.aio.ServerInterceptor] = [ContextServerInterceptor()]
-        if validate_requests:
-            # After the context interceptor, so rejected requests are logged and correlated.
-            self._interceptors.append(RequiredFieldsInterceptor())
         self._interceptors.extend(interceptors)
+        if validate_requests:
+            self._interceptors.append(RequiredFieldsInterceptor())
         merged: dict[str, int | str] = dict(SERVER_OPTIONS)
         merged.update(options)
         self._options = list(merged.items())

@@ -8,9 +8,16 @@ human-readable reason, so the caller can say why nothing matched instead of "no 
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from services.kit.matching import (
+    VERSION_PATTERNS,
+    clean_title,
+    coverage,
+    detect_versions,
+    tokens,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -37,44 +44,8 @@ AUDIO_EXTENSIONS = LOSSLESS_EXTENSIONS | frozenset(
     {"mp3", "m4a", "aac", "ogg", "opus", "wma", "mpc"}
 )
 
-# Versions a plain request must not get. Matched on the file name and its folder after
-# tokenising (so hyphens are spaces), word-bounded so "Alive" is not "live" and "Remixed" is
-# still a remix.
-VERSION_PATTERNS: dict[str, re.Pattern[str]] = {
-    "live": re.compile(r"\blive\b|\bin concert\b|\bunplugged\b"),
-    "remix": re.compile(r"\bre ?mix(es|ed)?\b|\brmx\b|\bbootleg\b|\bmash ?up\b"),
-    "karaoke": re.compile(r"\bkaraoke\b|\bsing ?along\b"),
-    "instrumental": re.compile(r"\binstrumental\b|\binst\b|\boff ?vocal\b"),
-    "acoustic": re.compile(r"\bacoustic\b"),
-    "cover": re.compile(r"\bcover(ed)?\b|\btribute\b|\bin the style of\b"),
-    "demo": re.compile(r"\bdemo\b"),
-}
-
-_FEAT = re.compile(r"[\(\[]\s*(feat\.?|ft\.?|featuring|with)\s[^\)\]]*[\)\]]", re.IGNORECASE)
-# Spotify decorates titles ("Song - Remastered 2011", "Song - 2009 Mono Mix"): the suffix is
-# not part of what a peer names the file, so it must not count against the title match.
-_DECORATION = re.compile(
-    r"\s-\s.*\b(remaster(ed)?|mono|stereo|deluxe|bonus|anniversary|single version|"
-    r"album version|\d{4} mix)\b.*$",
-    re.IGNORECASE,
-)
-
-
-def tokens(text: str) -> list[str]:
-    """Lower-cased, accent-free alphanumeric words."""
-    folded = unicodedata.normalize("NFKD", text)
-    folded = "".join(c for c in folded if not unicodedata.combining(c)).lower()
-    folded = folded.replace("&", " and ")
-    return re.findall(r"[a-z0-9]+", folded)
-
-
-def _norm(text: str) -> str:
-    return " ".join(tokens(text))
-
-
-def detect_versions(text: str) -> set[str]:
-    normalized = _norm(text)
-    return {name for name, pattern in VERSION_PATTERNS.items() if pattern.search(normalized)}
+# The text matching (tokens, version words, title decorations) is shared with every module
+# that compares a request with a found file: it lives in services.kit.matching.
 
 
 @dataclass(frozen=True)
@@ -136,17 +107,6 @@ class RankingResult:
             counts[key] = counts.get(key, 0) + 1
         parts = [f"{n} {reason}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1])]
         return f"all {len(self.rejected)} files rejected: " + "; ".join(parts[:limit])
-
-
-def _clean_title(title: str) -> str:
-    return _DECORATION.sub("", _FEAT.sub("", title)).strip()
-
-
-def _coverage(wanted: Iterable[str], have: set[str]) -> float:
-    wanted_list = list(dict.fromkeys(wanted))
-    if not wanted_list:
-        return 1.0
-    return sum(1 for t in wanted_list if t in have) / len(wanted_list)
 
 
 def _path_parts(filename: str) -> tuple[str, str, str]:
@@ -213,16 +173,16 @@ def evaluate(
             )
 
     path_tokens = set(tokens(whole))
-    title_match = _coverage(tokens(_clean_title(request.title)), set(tokens(stem)))
+    title_match = coverage(tokens(clean_title(request.title)), set(tokens(stem)))
     if title_match < policy.min_title_match:
         # A peer may name files "01.flac" inside a titled folder: try the whole path too.
         title_match = max(
-            title_match, 0.9 * _coverage(tokens(_clean_title(request.title)), path_tokens)
+            title_match, 0.9 * coverage(tokens(clean_title(request.title)), path_tokens)
         )
     if title_match < policy.min_title_match:
         return reject(f"title mismatch: {title_match:.0%} of title words in the file name")
-    artist_match = _coverage(tokens(request.artist), path_tokens)
-    album_match = _coverage(tokens(request.album), path_tokens) if request.album else 0.0
+    artist_match = coverage(tokens(request.artist), path_tokens)
+    album_match = coverage(tokens(request.album), path_tokens) if request.album else 0.0
 
     score = 0.0
     if ext in preferred:

@@ -180,7 +180,7 @@ class SpotifyClient:
         if not self.configured:
             raise SpotifyNotConfigured(
                 "Spotify client id and secret are not configured "
-                "(set SOULSPOT_SPOTIFY_CLIENT_ID and SOULSPOT_SPOTIFY_CLIENT_SECRET)"
+                "(set SOULSPOT_SPOTIFY__CLIENT_ID and SOULSPOT_SPOTIFY__CLIENT_SECRET)"
             )
         async with self._token_lock:
             stale = time.monotonic() >= self._token_expires_at - TOKEN_REFRESH_MARGIN_S

@@ -1,0 +1,240 @@
+"""Router overhead: the same unary SearchTrack direct to a module, through the router, and
+in direct mode (DirectClient), at concurrency 1 and 64, in one run.
+
+`python -m bench.router_bench [--seconds 2] [--runs 3]` starts a router and a module as
+processes on loopback (logging at WARNING, so the figures measure routing, not log lines),
+drives them from this process and prints medians of the runs with ratios against direct.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from services.kit.channel import CHANNEL_OPTIONS, wait_for_ready
+from services.kit.direct import DirectClient
+from soulspot.capabilities.v1 import search_pb2, search_pb2_grpc
+from soulspot.common.v1 import references_pb2
+from soulspot.router.v1 import router_pb2
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+SEARCH = "/soulspot.capabilities.v1.SearchService/SearchTrack"
+REQUEST = search_pb2.SearchTrackRequest(query="artist - title", limit=5)
+CONCURRENCIES = (1, 64)
+MODES = ("direct", "router", "direct mode")
+
+
+# -- the module process ------------------------------------------------------------------
+
+
+class _Search(search_pb2_grpc.SearchServiceServicer):
+    async def SearchTrack(
+        self, request: search_pb2.SearchTrackRequest, context: Any
+    ) -> search_pb2.SearchTrackResponse:
+        return search_pb2.SearchTrackResponse(
+            results=[
+                search_pb2.SearchResult(
+                    track=references_pb2.TrackReference(title=request.query, artist="Bench"),
+                    score=1.0,
+                    source="bench",
+                )
+            ]
+        )
+
+
+async def _serve_module(port: int, router: str) -> None:
+    from services.kit.logging import setup_logging
+    from services.kit.registration import RouterRegistration
+    from services.kit.server import KitServer
+
+    setup_logging("bench-module", "WARNING")
+    server = KitServer("bench-module", f"127.0.0.1:{port}", validate_requests=True)
+    servicer = _Search()
+    server.add_service(
+        lambda s: search_pb2_grpc.add_SearchServiceServicer_to_server(servicer, s),
+        "soulspot.capabilities.v1.SearchService",
+    )
+    await server.start()
+    announcement = router_pb2.ModuleAnnouncement(
+        name="bench-module",
+        address=server.address,
+        capabilities=[router_pb2.CapabilityRegistration(capability="search.track", priority=1)],
+    )
+    registration = RouterRegistration(router, announcement)
+    await registration.start()
+    try:
+        await server.serve()
+    finally:
+        await registration.stop()
+
+
+# -- measuring ---------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    throughput: float
+    p50_ms: float
+    p99_ms: float
+
+
+async def _measure(
+    call: Callable[[], Awaitable[object]], concurrency: int, seconds: float
+) -> Result:
+    latencies: list[float] = []
+    stop_at = 0.0
+
+    async def worker(record: bool) -> None:
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            await call()
+            if record:
+                latencies.append(time.perf_counter() - started)
+
+    stop_at = time.perf_counter() + min(0.5, seconds / 4)  # warm-up: connections, caches
+    await asyncio.gather(*(worker(False) for _ in range(concurrency)))
+    began = time.perf_counter()
+    stop_at = began + seconds
+    await asyncio.gather(*(worker(True) for _ in range(concurrency)))
+    elapsed = time.perf_counter() - began
+    latencies.sort()
+    return Result(
+        throughput=len(latencies) / elapsed,
+        p50_ms=latencies[len(latencies) // 2] * 1000,
+        p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _run(seconds: float, runs: int) -> dict[tuple[str, int], list[Result]]:
+    router_port, module_port = _free_port(), _free_port()
+    router_address = f"127.0.0.1:{router_port}"
+    module_address = f"127.0.0.1:{module_port}"
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {
+            **{k: v for k, v in os.environ.items() if k != "SOULSPOT_CONFIG"},
+            "SOULSPOT_ROUTER__ADDRESS": router_address,
+            "SOULSPOT_STATE_DIR": tmp,
+            "SOULSPOT_LOG_LEVEL": "WARNING",
+        }
+        router = subprocess.Popen([sys.executable, "-m", "router"], env=env)
+        module = subprocess.Popen(
+            [sys.executable, "-m", "bench.router_bench", "--serve-module", str(module_port)],
+            env=env,
+        )
+        try:
+            return asyncio.run(_ready_then_drive(router_address, module_address, seconds, runs))
+        finally:
+            for process in (module, router):
+                process.send_signal(signal.SIGTERM)
+            for process in (module, router):
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+async def _ready_then_drive(
+    router_address: str, module_address: str, seconds: float, runs: int
+) -> dict[tuple[str, int], list[Result]]:
+    await wait_for_ready(router_address, 30)
+    await wait_for_ready(module_address, 30)
+    return await _drive(router_address, module_address, seconds, runs)
+
+
+async def _drive(
+    router_address: str, module_address: str, seconds: float, runs: int
+) -> dict[tuple[str, int], list[Result]]:
+    results: dict[tuple[str, int], list[Result]] = {}
+    module_channel = grpc.aio.insecure_channel(module_address, options=CHANNEL_OPTIONS)
+    router_channel = grpc.aio.insecure_channel(router_address, options=CHANNEL_OPTIONS)
+    client = DirectClient(router_address)
+    await client.start()
+    try:
+        if not await client.wait_for_table(10):
+            raise RuntimeError("no routing table from the router")
+        for _ in range(100):
+            if client.providers(SEARCH):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise RuntimeError("the module never showed up in the routing table")
+        direct = search_pb2_grpc.SearchServiceStub(module_channel)
+        routed = search_pb2_grpc.SearchServiceStub(router_channel)
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
+            "direct": lambda: direct.SearchTrack(REQUEST, timeout=10),
+            "router": lambda: routed.SearchTrack(REQUEST, timeout=10),
+            "direct mode": lambda: client.call(
+                SEARCH, REQUEST, search_pb2.SearchTrackResponse, timeout=10
+            ),
+        }
+        for _ in range(runs):
+            for concurrency in CONCURRENCIES:
+                for mode in MODES:
+                    result = await _measure(calls[mode], concurrency, seconds)
+                    results.setdefault((mode, concurrency), []).append(result)
+    finally:
+        await client.stop()
+        await module_channel.close()
+        await router_channel.close()
+    return results
+
+
+def _print(results: dict[tuple[str, int], list[Result]], runs: int) -> None:
+    print(f"router_bench: unary SearchTrack, medians of {runs} runs, {os.cpu_count()} cpus")
+    header = f"{'mode':<12} {'c':>3} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+    header += f"{'x direct':>9} {'p50 +ms':>8}"
+    print(header)
+    for concurrency in CONCURRENCIES:
+        base = results[("direct", concurrency)]
+        base_tp = statistics.median(r.throughput for r in base)
+        base_p50 = statistics.median(r.p50_ms for r in base)
+        for mode in MODES:
+            rows = results[(mode, concurrency)]
+            tp = statistics.median(r.throughput for r in rows)
+            p50 = statistics.median(r.p50_ms for r in rows)
+            p99 = statistics.median(r.p99_ms for r in rows)
+            print(
+                f"{mode:<12} {concurrency:>3} {tp:>9.0f} {p50:>8.3f} {p99:>8.3f} "
+                f"{tp / base_tp:>9.2f} {p50 - base_p50:>+8.3f}"
+            )
+    print("targets: router >= 0.50x direct (c=1 and c=64), router p50 <= +0.5 ms at c=1,")
+    print("         direct mode >= 0.90x direct")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.router_bench")
+    parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--serve-module", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.serve_module:
+        router = os.environ.get("SOULSPOT_ROUTER__ADDRESS", "127.0.0.1:50051")
+        asyncio.run(_serve_module(args.serve_module, router))
+        return
+    results = _run(args.seconds, args.runs)
+    _print(results, args.runs)
+
+
+if __name__ == "__main__":
+    main()

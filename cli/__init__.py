@@ -1,0 +1,3 @@
+"""The `soulspot` command line."""
+
+from __future__ import annotations

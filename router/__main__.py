@@ -1,0 +1,75 @@
+"""`python -m router`: the router on SOULSPOT_ROUTER__ADDRESS (default 127.0.0.1:50051),
+with the event bus over SQLite in the state folder."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from router.app import RouterApp
+from router.bus import EventBus, create_bus
+from router.http import start_router_http
+from router.settings import RouterSettings
+from services.kit.logging import setup_logging
+from services.kit.tracing import configure_tracing
+from soulspot.events.v1 import module_pb2 as module_events_pb2
+
+if TYPE_CHECKING:
+    from router.registry import Status
+
+log = logging.getLogger("soulspot.router")
+
+
+class StatusPublisher:
+    """The registry's on_status_change hook: publishes module.status_changed without making
+    routing wait for the event log."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+        self.pending: set[asyncio.Task[object]] = set()
+
+    def __call__(self, module: str, previous: Status, current: Status, reason: str) -> None:
+        event = module_events_pb2.ModuleStatusChanged(
+            module=module, previous=previous, current=current, reason=reason
+        )
+        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(
+            self.bus.publish_local(event, subject=module)
+        )
+        self.pending.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[object]) -> None:
+        self.pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not publish module.status_changed: %s", task.exception())
+
+    async def drain(self) -> None:
+        if self.pending:
+            await asyncio.wait(set(self.pending), timeout=1.0)
+
+
+async def main() -> None:
+    settings = RouterSettings()
+    setup_logging("router", settings.log_level, json_lines=settings.log_json)
+    configure_tracing("router")
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    bus = create_bus(settings.bus, state_dir=settings.state_dir)
+    await bus.start()
+    publisher = StatusPublisher(bus)
+    app = RouterApp(settings, bus=bus, on_status_change=publisher)
+    try:
+        await app.start()
+        http = await start_router_http(app.address, settings)
+        try:
+            await app.serve()
+        finally:
+            if http is not None:
+                await http.cleanup()
+    finally:
+        await publisher.drain()
+        await bus.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

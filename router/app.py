@@ -1,0 +1,157 @@
+"""Assembly: one KitServer serving RouterService, every capability service (the proxy),
+health per capability service and reflection, plus the registry and health watching.
+
+Seam for the event bus and the pipeline: pass `bus=` and `pipeline=` objects implementing the
+RouterService methods they own (same names, (request, context)); `on_status_change` gets
+(module, previous, current, reason) on every module status change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import TYPE_CHECKING
+
+from router.catalog import load_catalog
+from router.health_watch import HealthWatcher
+from router.proxy import CapabilityProxy
+from router.registry import Registry
+from router.routing_table import RoutingTable
+from router.service import RouterServicer
+from router.warnings import WarningBoard
+from services.kit.metrics import server_interceptors
+from services.kit.server import KitServer
+from soulspot.router.v1 import router_pb2, router_pb2_grpc
+
+if TYPE_CHECKING:
+    from router.registry import StatusCallback
+    from router.settings import RouterSettings
+
+log = logging.getLogger("soulspot.router")
+
+ROUTER_SERVICE = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
+
+
+class RouterApp:
+    def __init__(
+        self,
+        settings: RouterSettings,
+        *,
+        bus: object | None = None,
+        pipeline: object | None = None,
+        on_status_change: StatusCallback | None = None,
+        address: str | None = None,
+    ) -> None:
+        self.settings = settings
+        section = settings.router
+        self.catalog = load_catalog()
+        self.registry = Registry(self.catalog, section)
+        self.registry.on_status_change = on_status_change
+        self.watcher = HealthWatcher(self.registry, section)
+        self.warnings = WarningBoard()
+        self.table = RoutingTable(self.registry, self.catalog, section.routing_table_ttl)
+        self.proxy = CapabilityProxy(self.registry, self.catalog, self.warnings, section)
+        self.servicer = RouterServicer(
+            self.registry,
+            self.watcher,
+            self.table,
+            self.catalog,
+            self.warnings,
+            bus=bus,
+            pipeline=pipeline,
+        )
+        self.server = KitServer(
+            "router",
+            address or section.address,
+            interceptors=server_interceptors(),
+        )
+        self.server.add_service(
+            lambda s: router_pb2_grpc.add_RouterServiceServicer_to_server(self.servicer, s),
+            ROUTER_SERVICE,
+        )
+        self.server.add_service(
+            lambda s: s.add_generic_rpc_handlers((self.proxy,)), *self.catalog.services
+        )
+        self._service_health: dict[str, bool] = {}
+        self._pending_health: set[asyncio.Task[None]] = set()
+        self.registry.listeners.append(self._on_change)
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+    async def start(self) -> int:
+        # Capability services start NOT_SERVING: nobody provides them until a module does.
+        for service in self.catalog.services:
+            self._service_health[service] = False
+            await self.server.set_status(service, False, "no healthy provider")
+        port = await self.server.start()
+        for static in self.settings.router.modules:
+            announcement = router_pb2.ModuleAnnouncement(
+                name=static.name,
+                address=static.address,
+                version=static.version,
+                capabilities=[
+                    router_pb2.CapabilityRegistration(
+                        capability=c.capability,
+                        priority=c.priority,
+                        required_modules=c.required_modules,
+                    )
+                    for c in static.capabilities
+                ],
+            )
+            entry = self.registry.register_static(announcement)
+            await self.watcher.check_now(entry)
+            self.watcher.watch(entry)
+        return port
+
+    async def stop(self, grace: float | None = None) -> None:
+        # Long streams end first, cleanly: cancelled by the server stop they would die with it.
+        self.servicer.close()
+        self.table.close()
+        await asyncio.sleep(0.05)
+        await self.watcher.close()
+        await self.server.stop(grace)
+        await self.registry.close()
+        for task in list(self._pending_health):
+            await task
+
+    async def serve(self) -> None:
+        """Serve until SIGTERM or SIGINT (or the server ends), then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        requested = asyncio.Event()
+        signals = (signal.SIGTERM, signal.SIGINT)
+        for sig in signals:
+            loop.add_signal_handler(sig, requested.set)
+        try:
+            ended = asyncio.ensure_future(self.server.wait())
+            asked = asyncio.ensure_future(requested.wait())
+            try:
+                await asyncio.wait({ended, asked}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                asked.cancel()
+            log.info("router stopping")
+            await self.stop()
+            await ended
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+
+    def _on_change(self) -> None:
+        if not self.table.refresh():
+            return
+        for capability in self.catalog.by_capability:
+            if self.table.available(capability):
+                self.warnings.clear(capability)
+        for service, capabilities in self.catalog.services.items():
+            serving = any(self.table.available(c) for c in capabilities)
+            if self._service_health.get(service) == serving:
+                continue
+            self._service_health[service] = serving
+            reason = None if serving else "no healthy provider"
+            task = asyncio.get_running_loop().create_task(
+                self.server.set_status(service, serving, reason)
+            )
+            self._pending_health.add(task)
+            task.add_done_callback(self._pending_health.discard)

@@ -1,0 +1,66 @@
+"""`python -m router.bus`: a router process serving only the event bus RPCs.
+
+The full router (`python -m router`) serves the same bus; this entry runs it alone, for
+tests that need a real bus process and for benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from pydantic import Field
+
+from router.bus import BusSettings, create_bus
+from router.bus.servicer import SERVICE_NAME, BusOnlyRouter
+from services.kit.logging import setup_logging
+from services.kit.server import KitServer
+from services.kit.settings import KitSettings, Section
+from soulspot.router.v1 import router_pb2_grpc
+
+
+class _RouterAddress(Section):
+    address: str = "127.0.0.1:50051"
+
+
+class BusProcessSettings(KitSettings):
+    """SOULSPOT_ROUTER__ADDRESS (where to listen) and the SOULSPOT_BUS__* section."""
+
+    router: _RouterAddress = Field(default_factory=_RouterAddress)
+    bus: BusSettings = Field(default_factory=BusSettings)
+
+
+def _write_port(path: Path, port: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(str(port))
+    tmp.replace(path)  # atomic: a reader never sees a half-written port
+
+
+async def serve(settings: BusProcessSettings) -> None:
+    bus = create_bus(settings.bus, state_dir=settings.state_dir)
+    await bus.start()
+    server = KitServer("router", settings.router.address)
+    servicer = BusOnlyRouter(bus)
+    server.add_service(
+        lambda s: router_pb2_grpc.add_RouterServiceServicer_to_server(servicer, s), SERVICE_NAME
+    )
+    try:
+        port = await server.start()
+        # Tests and the benchmark bind port 0 and read the real port from this file.
+        port_file = os.environ.get("SOULSPOT_BUS_PORT_FILE", "")
+        if port_file:
+            await asyncio.to_thread(_write_port, Path(port_file), port)
+        await server.serve()
+    finally:
+        await bus.stop()
+
+
+def main() -> None:
+    settings = BusProcessSettings()
+    setup_logging("router", settings.log_level, json_lines=settings.log_json)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,382 @@
+"""A durable consumer: its position in the log, its deliveries and its subscribers.
+
+Subscribers sharing the consumer's name compete for its events. The consumer reads the log
+in bounded pages (from the shared tail cache when it is caught up, else from the store), so
+its memory is bounded by the page size plus the deliveries in flight, whatever its
+subscribers do. Each subscriber has its own in-flight limit; a stuck subscriber only stops
+receiving, it never holds up another consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from router.bus.patterns import PatternSet
+from soulspot.router.v1 import router_pb2
+
+if TYPE_CHECKING:
+    from router.bus.store import ConsumerRecord, EventStore
+    from router.bus.tail import TailCache
+    from soulspot.events.v1 import envelope_pb2
+
+_log = logging.getLogger(__name__)
+_tiebreak = itertools.count()
+
+
+@dataclass(eq=False, slots=True)
+class Subscription:
+    """One Subscribe stream of a consumer."""
+
+    instance: str
+    max_in_flight: int
+    queue: asyncio.Queue[router_pb2.SubscribeResponse | None] = field(default_factory=asyncio.Queue)
+    in_flight: dict[int, Outstanding] = field(default_factory=dict)
+    closed: bool = False
+
+    @property
+    def capacity(self) -> int:
+        return 0 if self.closed else self.max_in_flight - len(self.in_flight)
+
+
+@dataclass(eq=False, slots=True)
+class Outstanding:
+    """An event read for a consumer and not yet done."""
+
+    seq: int
+    envelope: envelope_pb2.EventEnvelope
+    attempts: int = 0
+    last_error: str = ""
+    replay: bool = False
+    delivery_id: int = 0
+    sub: Subscription | None = None
+    deadline: float = 0.0
+
+
+@dataclass(slots=True)
+class ConsumerStats:
+    delivered: int = 0
+    redelivered: int = 0
+    acked: int = 0
+    dead_lettered: int = 0
+
+
+class Consumer:
+    """The state and dispatcher of one durable consumer."""
+
+    def __init__(
+        self,
+        record: ConsumerRecord,
+        *,
+        store: EventStore,
+        cache: TailCache,
+        delivery_ids: itertools.count[int],
+        page_size: int,
+        ack_timeout_s: float,
+        max_attempts: int,
+    ) -> None:
+        self.name = record.name
+        self.patterns = PatternSet(record.patterns)
+        self.floor = record.floor
+        self.ack_timeout_s = ack_timeout_s
+        self.max_attempts = max_attempts
+        self.stats = ConsumerStats()
+        self._store = store
+        self._cache = cache
+        self._ids = delivery_ids
+        self._page_size = max(1, page_size)
+        self._cursor = record.floor
+        # Left from a previous run: events done above the floor, and earlier failures.
+        self._done_before = {s for s in record.done_above_floor if s > record.floor}
+        self._pending_before = {s: p for s, p in record.pending.items() if not p.replay}
+        self._outstanding: dict[int, Outstanding] = {}
+        self._replays: dict[int, Outstanding] = {}
+        self._order: list[int] = []  # heap of outstanding (non-replay) sequences
+        self._ready: list[tuple[int, int, Outstanding]] = []
+        self._waiting: list[tuple[float, int, Outstanding]] = []
+        self._timeouts: list[tuple[float, int, Outstanding]] = []
+        self._subs: list[Subscription] = []
+        self._rr = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- subscribers -----------------------------------------------------------------------
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        return list(self._subs)
+
+    def attach(self, sub: Subscription, patterns: tuple[str, ...]) -> None:
+        if patterns and patterns != self.patterns.patterns:
+            self.patterns = PatternSet(patterns)
+        self._subs.append(sub)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=f"consumer:{self.name}")
+        self.notify()
+
+    def detach(self, sub: Subscription) -> None:
+        """The stream ended: its unacked deliveries count as failed attempts."""
+        sub.closed = True
+        if sub in self._subs:
+            self._subs.remove(sub)
+        for o in list(sub.in_flight.values()):
+            self._fail(o, "subscriber went away before acking", 0.0)
+        sub.in_flight.clear()
+        self.notify()
+
+    async def close(self) -> None:
+        """Router shutdown: stop dispatching; the persisted state stays as it is."""
+        for sub in self._subs:
+            sub.closed = True
+            sub.queue.put_nowait(None)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    # -- acks ------------------------------------------------------------------------------
+
+    def ack(self, sub: Subscription, delivery_id: int) -> None:
+        o = sub.in_flight.pop(delivery_id, None)
+        if o is None or o.delivery_id != delivery_id:
+            return  # late ack of a delivery that was already redelivered or done
+        o.sub = None
+        self.stats.acked += 1
+        self._finish(o)
+        self.notify()
+
+    def nack(self, sub: Subscription, delivery_id: int, delay_s: float, reason: str) -> None:
+        o = sub.in_flight.pop(delivery_id, None)
+        if o is None or o.delivery_id != delivery_id:
+            return
+        self._fail(o, reason or "nacked", max(0.0, delay_s))
+
+    def in_progress(self, sub: Subscription, delivery_id: int) -> None:
+        o = sub.in_flight.get(delivery_id)
+        if o is None or o.delivery_id != delivery_id:
+            return
+        o.deadline = time.monotonic() + self.ack_timeout_s
+        heapq.heappush(self._timeouts, (o.deadline, delivery_id, o))
+
+    def add_replay(self, seq: int, envelope: envelope_pb2.EventEnvelope) -> None:
+        if seq in self._replays:
+            return
+        o = Outstanding(seq, envelope, replay=True)
+        self._replays[seq] = o
+        heapq.heappush(self._ready, (seq, next(_tiebreak), o))
+        self.notify()
+
+    # -- state changes ---------------------------------------------------------------------
+
+    def _finish(self, o: Outstanding) -> None:
+        if o.replay:
+            self._replays.pop(o.seq, None)
+            self._store.record_done(self.name, o.seq, self.floor, True)
+            return
+        self._outstanding.pop(o.seq, None)
+        self._advance_floor()
+        self._store.record_done(self.name, o.seq, self.floor, False)
+
+    def _advance_floor(self) -> bool:
+        while self._order and self._order[0] not in self._outstanding:
+            heapq.heappop(self._order)
+        new_floor = self._order[0] - 1 if self._order else self._cursor
+        if new_floor <= self.floor:
+            return False
+        self.floor = new_floor
+        if self._done_before:
+            self._done_before = {s for s in self._done_before if s > new_floor}
+        return True
+
+    def _fail(self, o: Outstanding, reason: str, delay_s: float) -> None:
+        o.sub = None
+        o.last_error = reason
+        if o.attempts >= self.max_attempts:
+            self.stats.dead_lettered += 1
+            _log.warning(
+                "event %s parked for consumer %s after %d attempts: %s",
+                o.envelope.event_id,
+                self.name,
+                o.attempts,
+                reason,
+                extra={
+                    "consumer": self.name,
+                    "event_id": o.envelope.event_id,
+                    "event_type": o.envelope.event_type,
+                    "sequence": o.seq,
+                    "attempts": o.attempts,
+                },
+            )
+            # Queued before the done record, so both land in the same or consecutive commits.
+            self._store.park(
+                self.name,
+                o.seq,
+                router_pb2.DEAD_LETTER_REASON_MAX_ATTEMPTS,
+                o.attempts,
+                reason,
+            )
+            self._finish(o)
+        else:
+            self._store.record_failure(self.name, o.seq, o.attempts, reason, o.replay)
+            if delay_s > 0:
+                heapq.heappush(self._waiting, (time.monotonic() + delay_s, next(_tiebreak), o))
+            else:
+                heapq.heappush(self._ready, (o.seq, next(_tiebreak), o))
+        self.notify()
+
+    # -- the dispatcher --------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while self._subs:
+                self._wake.clear()
+                now = time.monotonic()
+                self._expire(now)
+                self._release(now)
+                if self._wants_fetch():
+                    await self._fetch()
+                self._dispatch()
+                if self._wake.is_set() or self._wants_fetch():
+                    continue
+                timeout = self._next_timer(now)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            _log.exception("consumer %s dispatcher failed", self.name)
+            for sub in self._subs:
+                sub.queue.put_nowait(None)
+
+    def _wants_fetch(self) -> bool:
+        # Read ahead at most one page: the consumer's memory stays bounded whatever its
+        # subscribers do.
+        return len(self._ready) <= self._page_size // 2 and self._cursor < self._cache.last_sequence
+
+    def _next_timer(self, now: float) -> float | None:
+        times = []
+        if self._timeouts:
+            times.append(self._timeouts[0][0])
+        if self._waiting:
+            times.append(self._waiting[0][0])
+        if not times:
+            return None
+        return max(0.0, min(times) - now) + 0.001
+
+    def _expire(self, now: float) -> None:
+        while self._timeouts and self._timeouts[0][0] <= now:
+            deadline, delivery_id, o = heapq.heappop(self._timeouts)
+            sub = o.sub
+            if sub is None or o.delivery_id != delivery_id or o.deadline != deadline:
+                continue
+            sub.in_flight.pop(delivery_id, None)
+            self._fail(o, f"not acked within {self.ack_timeout_s:g}s", 0.0)
+
+    def _release(self, now: float) -> None:
+        while self._waiting and self._waiting[0][0] <= now:
+            _, tb, o = heapq.heappop(self._waiting)
+            heapq.heappush(self._ready, (o.seq, tb, o))
+
+    async def _fetch(self) -> None:
+        limit = self._page_size - len(self._ready)
+        if limit <= 0:
+            return
+        after = self._cursor
+        cached = self._cache.read_after(after, limit)
+        if cached is not None:
+            events, scanned = cached
+        else:
+            page = await self._store.read_after(after, limit)
+            events, scanned = page.events, page.scanned_to
+        if self._cursor != after:  # another fetch ran meanwhile (cannot happen: one task)
+            return
+        for env in events:
+            seq = env.sequence
+            if seq <= after or not self.patterns.matches(env.event_type):
+                continue
+            if seq in self._done_before:
+                self._done_before.discard(seq)
+                continue
+            o = Outstanding(seq, env)
+            earlier = self._pending_before.pop(seq, None)
+            if earlier is not None:
+                o.attempts = earlier.attempts
+                o.last_error = earlier.last_error
+            self._outstanding[seq] = o
+            heapq.heappush(self._order, seq)
+            heapq.heappush(self._ready, (seq, next(_tiebreak), o))
+        self._cursor = max(self._cursor, scanned)
+        if self._advance_floor():
+            # Nothing outstanding below the cursor: the skipped (unmatched) events are done.
+            self._store.record_done(self.name, 0, self.floor, False)
+
+    def _dispatch(self) -> None:
+        while self._ready:
+            sub = self._pick()
+            if sub is None:
+                return
+            _, _, o = heapq.heappop(self._ready)
+            if (o.replay and o.seq not in self._replays) or (
+                not o.replay and o.seq not in self._outstanding
+            ):
+                continue
+            self._deliver(sub, o)
+
+    def _pick(self) -> Subscription | None:
+        count = len(self._subs)
+        for i in range(count):
+            sub = self._subs[(self._rr + i) % count]
+            if sub.capacity > 0:
+                self._rr = (self._rr + i + 1) % count
+                return sub
+        return None
+
+    def _deliver(self, sub: Subscription, o: Outstanding) -> None:
+        o.attempts += 1
+        delivery_id = next(self._ids)
+        o.delivery_id = delivery_id
+        o.sub = sub
+        o.deadline = time.monotonic() + self.ack_timeout_s
+        sub.in_flight[delivery_id] = o
+        heapq.heappush(self._timeouts, (o.deadline, delivery_id, o))
+        if o.attempts > 1:
+            self.stats.redelivered += 1
+        self.stats.delivered += 1
+        sub.queue.put_nowait(
+            router_pb2.SubscribeResponse(
+                delivery=router_pb2.Delivery(
+                    delivery_id=delivery_id, attempt=o.attempts, event=o.envelope
+                )
+            )
+        )
+
+    # -- status ----------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(s.in_flight) for s in self._subs)
+
+    @property
+    def buffered(self) -> int:
+        """Events held in memory for this consumer (read ahead, in flight, waiting)."""
+        return len(self._outstanding) + len(self._replays)
+
+    def info(self) -> router_pb2.ConsumerInfo:
+        return router_pb2.ConsumerInfo(
+            name=self.name,
+            event_types=list(self.patterns.patterns),
+            acked_sequence=self.floor,
+            lag=max(0, self._cache.last_sequence - self.floor),
+            subscribers=len(self._subs),
+            in_flight=self.in_flight,
+        )

@@ -1,0 +1,627 @@
+"""The event bus: the RouterService bus RPCs over an `EventStore`.
+
+Publish validates, applies the cycle guard, and answers once the event is durable. Subscribe
+streams deliveries of a durable consumer and takes acks on the same stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any, cast
+
+import grpc
+from google.protobuf import timestamp_pb2
+from google.rpc import error_details_pb2  # type: ignore[import-untyped]
+
+from router.bus.consumer import Consumer, Subscription
+from router.bus.patterns import PatternSet, pattern_error
+from router.bus.registry import EventRegistry, event_option
+from router.bus.store import ConsumerRecord, Parking
+from router.bus.tail import TailCache
+from router.bus.validate import envelope_violations, validate_envelope
+from services.kit import context as ctx
+from services.kit.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    MeshError,
+    NotFound,
+    Unavailable,
+    abort_with,
+    bad_request,
+)
+from services.kit.validation import required_violations
+from soulspot.events.v1 import envelope_pb2
+from soulspot.router.v1 import router_pb2
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
+    from google.protobuf.descriptor import Descriptor
+    from google.protobuf.message import Message
+
+    from router.bus.settings import BusSettings
+    from router.bus.store import AppendResult, DeadLetterRecord, EventStore
+
+_log = logging.getLogger(__name__)
+Context = grpc.aio.ServicerContext[Any, Any]
+DEFAULT_LIST_LIMIT = 50
+MAX_LIST_LIMIT = 1000
+REPLAY_PAGE = 500
+
+
+def cycle_parking(envelope: envelope_pb2.EventEnvelope, max_depth: int) -> Parking | None:
+    """Why the causation chain must stop here, or None when the event may flow."""
+    chain = envelope.causation_chain
+    if len(chain) > max_depth:
+        return Parking(
+            router_pb2.DEAD_LETTER_REASON_DEPTH,
+            f"causation chain has {len(chain)} hops; the limit is {max_depth}",
+        )
+    hops = [(h.event_type, h.source_module) for h in chain]
+    hops.append((envelope.event_type, envelope.source_module))
+    seen: set[tuple[str, str]] = set()
+    for hop in hops:
+        if hop in seen:
+            path = " -> ".join(f"{t}@{m}" for t, m in hops)
+            return Parking(
+                router_pb2.DEAD_LETTER_REASON_CYCLE,
+                f"causation chain repeats {hop[0]}@{hop[1]}: {path}",
+            )
+        seen.add(hop)
+    return None
+
+
+def reason_name(reason: int) -> str:
+    """DEAD_LETTER_REASON_CYCLE and friends, for messages and logs."""
+    value = router_pb2.DeadLetterReason.ValueType(reason)
+    return router_pb2.DeadLetterReason.Name(value)
+
+
+def _glob(pattern: str) -> str:
+    """A SQLite GLOB that matches at least what the pattern matches (refined afterwards)."""
+    return "*" if pattern in ("*", "**") else pattern.replace("**", "*")
+
+
+def _page_token(seq: int) -> str:
+    return base64.urlsafe_b64encode(str(seq).encode()).decode()
+
+
+def _parse_page_token(token: str) -> int:
+    try:
+        return int(base64.urlsafe_b64decode(token.encode()).decode())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InvalidArgument(
+            "bad page_token", details=[bad_request({"page_token": "not a token from this bus"})]
+        ) from err
+
+
+class EventBus:
+    """The bus RPCs (grpc.aio servicer signatures), plus `publish_local` for the router."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        settings: BusSettings,
+        *,
+        registry: EventRegistry | None = None,
+        source_module: str = "router",
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.registry = registry or EventRegistry.discover()
+        self.source_module = source_module
+        self.cache = TailCache(settings.tail_cache_size, 0)
+        self._consumers: dict[str, Consumer] = {}
+        self._consumer_lock = asyncio.Lock()
+        self._delivery_ids = itertools.count(1)
+        self._retention_task: asyncio.Task[None] | None = None
+        self._started = False
+        self.published = 0
+        self.parked = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.store.open()
+        self.cache = TailCache(self.settings.tail_cache_size, await self.store.last_sequence())
+        self.store.append_listener = self._on_append
+        self._retention_task = asyncio.create_task(self._retention_loop(), name="bus-retention")
+        self._started = True
+
+    async def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        if self._retention_task is not None:
+            self._retention_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention_task
+        for consumer in self._consumers.values():
+            await consumer.close()
+        await self.store.close()
+
+    async def _retention_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.retention_interval_s)
+            try:
+                deleted = await self.store.apply_retention(
+                    self.settings.retention_max_age_s, self.settings.retention_max_bytes
+                )
+            except Exception:
+                _log.exception("event retention failed")
+                continue
+            if deleted:
+                _log.info("retention removed %d events", deleted, extra={"deleted": deleted})
+
+    def _on_append(self, results: list[AppendResult]) -> None:
+        self.cache.add(results)
+        for consumer in self._consumers.values():
+            if consumer.subscriptions:
+                consumer.notify()
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def _parking(self, envelope: envelope_pb2.EventEnvelope) -> Parking | None:
+        parking = cycle_parking(envelope, self.settings.max_causation_depth)
+        if parking is not None:
+            self.parked += 1
+            _log.warning(
+                "event %s parked: %s",
+                envelope.event_id,
+                parking.detail,
+                extra={
+                    "event_id": envelope.event_id,
+                    "event_type": envelope.event_type,
+                    "source_module": envelope.source_module,
+                    "reason": reason_name(parking.reason),
+                },
+            )
+        return parking
+
+    async def _append(self, envelopes: Sequence[envelope_pb2.EventEnvelope]) -> list[AppendResult]:
+        parking = [self._parking(e) for e in envelopes]
+        try:
+            results = await self.store.append(envelopes, parking)
+        except MeshError:
+            raise
+        except Exception as err:
+            raise Unavailable(f"the event log could not store the event: {err}") from err
+        self.published += sum(1 for r in results if not r.duplicate)
+        return results
+
+    async def _publish(self, envelope: envelope_pb2.EventEnvelope) -> router_pb2.PublishResponse:
+        validate_envelope(
+            envelope, self.registry, max_payload_bytes=self.settings.max_payload_bytes
+        )
+        (result,) = await self._append([envelope])
+        return router_pb2.PublishResponse(sequence=result.sequence, duplicate=result.duplicate)
+
+    async def publish_local(
+        self, payload_or_envelope: Message, *, subject: str = "", causation: Any = None
+    ) -> router_pb2.PublishResponse:
+        """Publish from inside the router process: a payload gets a router envelope."""
+        if isinstance(payload_or_envelope, envelope_pb2.EventEnvelope):
+            envelope = payload_or_envelope
+        else:
+            envelope = self.envelope_for(payload_or_envelope, subject=subject)
+            if isinstance(causation, envelope_pb2.EventEnvelope):
+                envelope.causation_id = causation.event_id
+                envelope.causation_chain.extend(causation.causation_chain)
+                envelope.causation_chain.add(
+                    event_id=causation.event_id,
+                    event_type=causation.event_type,
+                    source_module=causation.source_module,
+                )
+                if not envelope.correlation_id:
+                    envelope.correlation_id = causation.correlation_id
+        return await self._publish(envelope)
+
+    def envelope_for(self, payload: Message, *, subject: str = "") -> envelope_pb2.EventEnvelope:
+        option = event_option(cast("Descriptor", payload.DESCRIPTOR))
+        if option is None:
+            raise InvalidArgument(f"{payload.DESCRIPTOR.full_name} is not an event payload")
+        envelope = envelope_pb2.EventEnvelope(
+            event_id=str(uuid.uuid4()),
+            event_type=option.event_type,
+            schema_version=option.version,
+            source_module=self.source_module,
+            correlation_id=ctx.current_correlation_id() or "",
+            traceparent=str(ctx.child_traceparent()),
+            subject=subject,
+        )
+        envelope.occurred_at.GetCurrentTime()
+        envelope.payload.Pack(payload)
+        return envelope
+
+    async def Publish(
+        self, request: router_pb2.PublishRequest, context: Context
+    ) -> router_pb2.PublishResponse:
+        try:
+            if not request.HasField("event"):
+                raise InvalidArgument(
+                    "event is required", details=[bad_request({"event": "field event is required"})]
+                )
+            return await self._publish(request.event)
+        except MeshError as err:
+            await abort_with(context, err)
+
+    async def PublishStream(
+        self,
+        request_iterator: AsyncIterator[router_pb2.PublishStreamRequest],
+        context: Context,
+    ) -> AsyncIterator[router_pb2.PublishStreamResponse]:
+        # Batches are stored concurrently (group commit joins them) and answered in order.
+        answers: asyncio.Queue[asyncio.Task[router_pb2.PublishStreamResponse] | None] = (
+            asyncio.Queue(maxsize=64)
+        )
+
+        async def read() -> None:
+            try:
+                async for batch in request_iterator:
+                    await answers.put(asyncio.create_task(self._publish_batch(batch)))
+            finally:
+                await answers.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                task = await answers.get()
+                if task is None:
+                    break
+                yield await task
+            await reader
+        finally:
+            reader.cancel()
+
+    async def _publish_batch(
+        self, batch: router_pb2.PublishStreamRequest
+    ) -> router_pb2.PublishStreamResponse:
+        results: list[router_pb2.PublishResult] = [
+            router_pb2.PublishResult(event_id=e.event_id) for e in batch.events
+        ]
+        valid: list[tuple[int, envelope_pb2.EventEnvelope]] = []
+        for i, env in enumerate(batch.events):
+            violations, payload = envelope_violations(
+                env,
+                self.registry,
+                max_payload_bytes=self.settings.max_payload_bytes,
+                prefix=f"events[{i}].",
+            )
+            if violations or payload is None:
+                results[i].error_code = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+                results[i].error_message = "; ".join(
+                    f"{v.field}: {v.description}" for v in violations
+                )
+            else:
+                valid.append((i, env))
+        if valid:
+            try:
+                stored = await self._append([e for _, e in valid])
+            except MeshError as err:
+                for i, _ in valid:
+                    results[i].error_code = err.code.value[0]
+                    results[i].error_message = err.message
+            else:
+                for (i, _), result in zip(valid, stored, strict=True):
+                    results[i].sequence = result.sequence
+                    results[i].duplicate = result.duplicate
+        return router_pb2.PublishStreamResponse(batch_id=batch.batch_id, results=results)
+
+    # -- subscribing -----------------------------------------------------------------------
+
+    async def _consumer_for(self, start: router_pb2.SubscribeStart) -> Consumer:
+        async with self._consumer_lock:
+            patterns = tuple(start.event_types)
+            consumer = self._consumers.get(start.consumer)
+            ack_timeout = (
+                start.ack_timeout.ToTimedelta().total_seconds()
+                if start.HasField("ack_timeout")
+                else self.settings.default_ack_timeout_s
+            )
+            max_attempts = start.max_attempts or self.settings.default_max_attempts
+            if consumer is None:
+                record = await self.store.load_consumer(start.consumer)
+                if record is None:
+                    floor = await self._start_floor(start)
+                    record = ConsumerRecord(start.consumer, patterns, floor)
+                    await self.store.save_consumer(start.consumer, patterns, floor)
+                elif record.patterns != patterns:
+                    await self.store.save_consumer(start.consumer, patterns, record.floor)
+                record.patterns = patterns
+                consumer = Consumer(
+                    record,
+                    store=self.store,
+                    cache=self.cache,
+                    delivery_ids=self._delivery_ids,
+                    page_size=self.settings.page_size,
+                    ack_timeout_s=ack_timeout,
+                    max_attempts=max_attempts,
+                )
+                replays = sorted(s for s, p in record.pending.items() if p.replay)
+                for env in await self.store.read_sequences(replays):
+                    consumer.add_replay(env.sequence, env)
+                self._consumers[start.consumer] = consumer
+            else:
+                if patterns != consumer.patterns.patterns:
+                    await self.store.save_consumer(start.consumer, patterns, consumer.floor)
+                consumer.ack_timeout_s = ack_timeout
+                consumer.max_attempts = max_attempts
+            return consumer
+
+    async def _start_floor(self, start: router_pb2.SubscribeStart) -> int:
+        if start.start == router_pb2.START_POSITION_EARLIEST:
+            return 0
+        if start.start == router_pb2.START_POSITION_SEQUENCE:
+            return max(0, start.start_sequence - 1)
+        if start.start == router_pb2.START_POSITION_TIME:
+            micros = start.start_time.ToMicroseconds()
+            return max(0, await self.store.first_sequence_at(micros) - 1)
+        return self.cache.last_sequence
+
+    def _check_start(self, request: router_pb2.SubscribeRequest) -> router_pb2.SubscribeStart:
+        if request.WhichOneof("kind") != "start":
+            raise InvalidArgument(
+                "the first message of Subscribe must be start",
+                details=[bad_request({"start": "the first message must be a SubscribeStart"})],
+            )
+        start = request.start
+        violations = {
+            "start." + v.field: "start." + v.description.removeprefix("field ")
+            for v in required_violations(start)
+        }
+        for i, pattern in enumerate(start.event_types):
+            error = pattern_error(pattern)
+            if error:
+                violations[f"start.event_types[{i}]"] = error
+        if start.start == router_pb2.START_POSITION_SEQUENCE and start.start_sequence == 0:
+            violations["start.start_sequence"] = "START_POSITION_SEQUENCE needs start_sequence"
+        if start.start == router_pb2.START_POSITION_TIME and not start.HasField("start_time"):
+            violations["start.start_time"] = "START_POSITION_TIME needs start_time"
+        if start.max_in_flight > self.settings.max_in_flight_cap:
+            violations["start.max_in_flight"] = (
+                f"at most {self.settings.max_in_flight_cap} deliveries may be in flight"
+            )
+        if violations:
+            raise InvalidArgument(
+                "bad subscription: " + "; ".join(f"{k}: {v}" for k, v in violations.items()),
+                details=[bad_request(violations)],
+            )
+        return start
+
+    async def Subscribe(
+        self, request_iterator: AsyncIterator[router_pb2.SubscribeRequest], context: Context
+    ) -> AsyncIterator[router_pb2.SubscribeResponse]:
+        try:
+            first = await anext(aiter(request_iterator))
+        except StopAsyncIteration:
+            return
+        try:
+            start = self._check_start(first)
+        except MeshError as err:
+            await abort_with(context, err)
+        consumer = await self._consumer_for(start)
+        sub = Subscription(
+            instance=start.instance or context.peer(),
+            max_in_flight=start.max_in_flight or self.settings.default_max_in_flight,
+        )
+        consumer.attach(sub, tuple(start.event_types))
+        reader = asyncio.create_task(self._read_acks(request_iterator, consumer, sub))
+        try:
+            yield router_pb2.SubscribeResponse(
+                subscribed=router_pb2.Subscribed(
+                    consumer=consumer.name, acked_sequence=consumer.floor
+                )
+            )
+            while True:
+                item = await sub.queue.get()
+                if item is None:
+                    break
+                yield item
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            if self._started:
+                consumer.detach(sub)
+
+    async def _read_acks(
+        self,
+        request_iterator: AsyncIterator[router_pb2.SubscribeRequest],
+        consumer: Consumer,
+        sub: Subscription,
+    ) -> None:
+        try:
+            async for request in request_iterator:
+                kind = request.WhichOneof("kind")
+                if kind == "ack":
+                    consumer.ack(sub, request.ack.delivery_id)
+                elif kind == "nack":
+                    delay = (
+                        request.nack.delay.ToTimedelta().total_seconds()
+                        if request.nack.HasField("delay")
+                        else 0.0
+                    )
+                    consumer.nack(sub, request.nack.delivery_id, delay, request.nack.reason)
+                elif kind == "in_progress":
+                    consumer.in_progress(sub, request.in_progress.delivery_id)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            pass
+        finally:
+            # The subscriber closed its side: end the stream.
+            sub.queue.put_nowait(None)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def _patterns(self, patterns: Sequence[str], field: str) -> PatternSet:
+        violations = {
+            f"{field}[{i}]": error
+            for i, p in enumerate(patterns)
+            if (error := pattern_error(p)) is not None
+        }
+        if violations:
+            raise InvalidArgument("bad event type pattern", details=[bad_request(violations)])
+        return PatternSet(list(patterns))
+
+    async def ListEvents(
+        self, request: router_pb2.ListEventsRequest, context: Context
+    ) -> router_pb2.ListEventsResponse:
+        try:
+            patterns = self._patterns(request.event_types, "event_types")
+            limit = min(request.limit or DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)
+            position = _parse_page_token(request.page_token) if request.page_token else None
+            out: list[envelope_pb2.EventEnvelope] = []
+            globs = [_glob(p) for p in patterns.patterns]
+            if "*" in globs:
+                globs = []
+            # The GLOB prefilter may over-match ("download.*" vs deeper types): refine and
+            # read on until the page is full or the log is exhausted.
+            while len(out) < limit:
+                rows = await self.store.list_events(
+                    limit=limit,
+                    oldest_first=request.oldest_first,
+                    before=None if request.oldest_first else position,
+                    after=position if request.oldest_first else None,
+                    correlation_id=request.correlation_id,
+                    type_globs=globs,
+                )
+                if not rows:
+                    position = None
+                    break
+                for env in rows:
+                    position = env.sequence
+                    if patterns.matches(env.event_type):
+                        out.append(env)
+                        if len(out) == limit:
+                            break
+                if len(rows) < limit and len(out) < limit:
+                    position = None
+                    break
+            token = _page_token(position) if position is not None and len(out) == limit else ""
+            return router_pb2.ListEventsResponse(events=out, next_page_token=token)
+        except MeshError as err:
+            await abort_with(context, err)
+
+    async def ReplayEvents(
+        self, request: router_pb2.ReplayEventsRequest, context: Context
+    ) -> AsyncIterator[router_pb2.ReplayEventsResponse]:
+        try:
+            patterns = self._patterns(request.event_types, "event_types")
+            which = request.WhichOneof("from")
+            if which == "from_time":
+                after = await self.store.first_sequence_at(request.from_time.ToMicroseconds()) - 1
+            else:
+                after = max(0, request.from_sequence - 1)
+        except MeshError as err:
+            await abort_with(context, err)
+        sent = 0
+        limit = request.limit or None
+        while True:
+            page = await self.store.read_after(after, REPLAY_PAGE, include_parked=True)
+            for env in page.events:
+                if patterns.matches(env.event_type):
+                    yield router_pb2.ReplayEventsResponse(event=env)
+                    sent += 1
+                    if limit is not None and sent >= limit:
+                        return
+            if page.scanned_to <= after:
+                return
+            after = page.scanned_to
+
+    # -- dead letters ----------------------------------------------------------------------
+
+    @staticmethod
+    def _dead_letter(record: DeadLetterRecord) -> router_pb2.DeadLetter:
+        parked_at = timestamp_pb2.Timestamp()
+        parked_at.FromMicroseconds(record.parked_at_us)
+        return router_pb2.DeadLetter(
+            dead_letter_id=record.dead_letter_id,
+            consumer=record.consumer,
+            event=record.envelope,
+            reason=router_pb2.DeadLetterReason.ValueType(record.reason),
+            attempts=record.attempts,
+            last_error=record.last_error,
+            parked_at=parked_at,
+        )
+
+    async def ListDeadLetters(
+        self, request: router_pb2.ListDeadLettersRequest, context: Context
+    ) -> router_pb2.ListDeadLettersResponse:
+        limit = min(request.limit or DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)
+        records = await self.store.list_dead_letters(request.consumer, limit)
+        return router_pb2.ListDeadLettersResponse(
+            dead_letters=[self._dead_letter(r) for r in records]
+        )
+
+    async def GetDeadLetter(
+        self, request: router_pb2.GetDeadLetterRequest, context: Context
+    ) -> router_pb2.GetDeadLetterResponse:
+        try:
+            if request.dead_letter_id == 0:
+                raise InvalidArgument(
+                    "dead_letter_id is required",
+                    details=[bad_request({"dead_letter_id": "field dead_letter_id is required"})],
+                )
+            record = await self.store.get_dead_letter(request.dead_letter_id)
+            if record is None:
+                raise NotFound(f"no dead letter {request.dead_letter_id}")
+            return router_pb2.GetDeadLetterResponse(dead_letter=self._dead_letter(record))
+        except MeshError as err:
+            await abort_with(context, err)
+
+    async def ReplayDeadLetters(
+        self, request: router_pb2.ReplayDeadLettersRequest, context: Context
+    ) -> router_pb2.ReplayDeadLettersResponse:
+        try:
+            ids = list(request.dead_letter_ids)
+            if not ids and not request.consumer:
+                raise InvalidArgument(
+                    "name dead letters or a consumer",
+                    details=[bad_request({"dead_letter_ids": "give dead_letter_ids or consumer"})],
+                )
+            for dl_id in ids:
+                record = await self.store.get_dead_letter(dl_id)
+                if record is None:
+                    raise NotFound(f"no dead letter {dl_id}")
+                if not record.consumer:
+                    raise FailedPrecondition(
+                        f"dead letter {dl_id} was stopped by the cycle guard "
+                        f"({reason_name(record.reason)}); "
+                        "delivering it again would repeat the loop",
+                        details=[
+                            error_details_pb2.PreconditionFailure(
+                                violations=[
+                                    error_details_pb2.PreconditionFailure.Violation(
+                                        type="CYCLE_GUARD",
+                                        subject=str(dl_id),
+                                        description=record.last_error,
+                                    )
+                                ]
+                            )
+                        ],
+                    )
+            taken = await self.store.take_dead_letters(ids, request.consumer)
+            for record in taken:
+                consumer = self._consumers.get(record.consumer)
+                if consumer is not None:
+                    consumer.add_replay(record.sequence, record.envelope)
+            return router_pb2.ReplayDeadLettersResponse(replayed=len(taken))
+        except MeshError as err:
+            await abort_with(context, err)
+
+    # -- status ----------------------------------------------------------------------------
+
+    def consumers_info(self) -> list[router_pb2.ConsumerInfo]:
+        return [c.info() for c in self._consumers.values()]
+
+    @property
+    def consumers(self) -> dict[str, Consumer]:
+        return dict(self._consumers)
+
+    @property
+    def last_sequence(self) -> int:
+        return self.cache.last_sequence

@@ -1,0 +1,650 @@
+"""The SQLite event store: WAL, group commit, synchronous=FULL, on dedicated threads.
+
+One writer thread owns the write connection. Writes queue up while a commit is syncing and
+the next commit takes all of them in one transaction (group commit): many concurrent
+publishes share one fsync, and every publish is answered only after the commit that holds
+it returned (synchronous=FULL: the WAL is synced before COMMIT returns). A second thread
+owns a read connection, so queries never wait behind a sync. The event loop only enqueues
+work and is woken with the results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from google.protobuf import timestamp_pb2
+
+from router.bus.store import (
+    AppendResult,
+    ConsumerRecord,
+    DeadLetterRecord,
+    EventPage,
+    Parking,
+    PendingRecord,
+)
+from soulspot.events.v1 import envelope_pb2
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from pathlib import Path
+
+_log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+MAX_BATCH_OPS = 2048
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    event_type TEXT NOT NULL,
+    stored_at_us INTEGER NOT NULL,
+    correlation_id TEXT NOT NULL,
+    parked INTEGER NOT NULL DEFAULT 0,
+    size INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_type ON events(event_type, seq);
+CREATE INDEX IF NOT EXISTS events_by_time ON events(stored_at_us);
+CREATE INDEX IF NOT EXISTS events_by_correlation ON events(correlation_id, seq);
+CREATE TABLE IF NOT EXISTS consumers (
+    name TEXT PRIMARY KEY,
+    patterns TEXT NOT NULL,
+    floor INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS consumer_done (
+    consumer TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (consumer, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS consumer_pending (
+    consumer TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_error TEXT NOT NULL,
+    replay INTEGER NOT NULL,
+    PRIMARY KEY (consumer, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    consumer TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    reason INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_error TEXT NOT NULL,
+    parked_at_us INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_by_consumer ON dead_letters(consumer, id);
+"""
+
+_STOP = object()
+Op = Any  # Callable[[sqlite3.Connection], object]
+
+
+def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: the WAL is synced at every commit, so an answered publish survives power loss.
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    if readonly:
+        conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
+class _Worker(threading.Thread):
+    """Runs operations on its own connection; the writer batches them into one commit."""
+
+    def __init__(self, name: str, conn: sqlite3.Connection, *, batching: bool) -> None:
+        super().__init__(name=name, daemon=True)
+        self._conn = conn
+        self._batching = batching
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.on_rollback: Callable[[sqlite3.Connection], None] | None = None
+
+    def submit(
+        self,
+        op: Callable[[sqlite3.Connection], _T],
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[_T] | None,
+    ) -> None:
+        self._queue.put((op, loop, future))
+
+    def stop(self) -> None:
+        self._queue.put(_STOP)
+
+    def run(self) -> None:
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _STOP:
+                    return
+                batch = [item]
+                stop_after = False
+                if self._batching:
+                    while len(batch) < MAX_BATCH_OPS:
+                        try:
+                            nxt = self._queue.get_nowait()
+                        except queue.Empty:
+                            break
+                        if nxt is _STOP:
+                            stop_after = True
+                            break
+                        batch.append(nxt)
+                    results = self._run_batch(batch)
+                else:
+                    results = [self._run_one(item[0])]
+                self._resolve(batch, results)
+                if stop_after:
+                    return
+        finally:
+            self._conn.close()
+
+    def _run_one(self, op: Op) -> tuple[bool, object]:
+        try:
+            return True, op(self._conn)
+        except Exception as err:
+            return False, err
+
+    def _run_batch(self, batch: list[Any]) -> list[tuple[bool, object]]:
+        conn = self._conn
+        results: list[tuple[bool, object]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op, _loop, _future in batch:
+                # A savepoint per operation: one failing operation leaves the others whole.
+                conn.execute("SAVEPOINT op")
+                try:
+                    results.append((True, op(conn)))
+                    conn.execute("RELEASE op")
+                except Exception as err:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((False, err))
+            conn.execute("COMMIT")
+        except Exception as err:
+            _log.exception("event store commit failed")
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if self.on_rollback is not None:
+                self.on_rollback(conn)
+            return [(False, err)] * len(batch)
+        return results
+
+    @staticmethod
+    def _resolve(batch: list[Any], results: list[tuple[bool, object]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, tuple[bool, object]]]] = {}
+        for (op, loop, future), result in zip(batch, results, strict=True):
+            by_loop.setdefault(loop, []).append((op, future, result))
+        for loop, items in by_loop.items():
+            # One wake-up of the loop per commit, not one per operation.
+            # RuntimeError: the loop is closed, nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, items)
+
+
+def _settle(items: list[tuple[Any, asyncio.Future[Any] | None, tuple[bool, object]]]) -> None:
+    for op, future, (ok, value) in items:
+        after = getattr(op, "after_commit", None)
+        if ok and after is not None:
+            after(value)
+        if future is None:
+            if not ok:
+                _log.error("event store write failed: %s", value)
+            continue
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            assert isinstance(value, BaseException)
+            future.set_exception(value)
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _envelope(data: bytes) -> envelope_pb2.EventEnvelope:
+    env = envelope_pb2.EventEnvelope()
+    env.ParseFromString(data)
+    return env
+
+
+class _AppendOp:
+    """One append; `after_commit` tells the listener, in commit order, on the loop."""
+
+    def __init__(
+        self,
+        store: SqliteEventStore,
+        envelopes: Sequence[envelope_pb2.EventEnvelope],
+        parking: Sequence[Parking | None],
+    ) -> None:
+        self._store = store
+        self._envelopes = envelopes
+        self._parking = parking
+
+    def __call__(self, conn: sqlite3.Connection) -> list[AppendResult]:
+        return self._store._append_sync(conn, self._envelopes, self._parking)
+
+    def after_commit(self, results: list[AppendResult]) -> None:
+        listener = self._store.append_listener
+        if listener is not None:
+            fresh = [r for r in results if not r.duplicate]
+            if fresh:
+                listener(fresh)
+
+
+class SqliteEventStore:
+    """`EventStore` on one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer: _Worker | None = None
+        self._reader: _Worker | None = None
+        self._next_seq = 1
+        # Set by the bus: called on the loop with each commit's new events, in log order.
+        self.append_listener: Callable[[list[AppendResult]], None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        wconn = await asyncio.to_thread(self._open_writer)
+        rconn = await asyncio.to_thread(_connect, self.path, readonly=True)
+        self._writer = _Worker("event-store-writer", wconn, batching=True)
+        self._writer.on_rollback = self._reload_next_seq
+        self._reader = _Worker("event-store-reader", rconn, batching=False)
+        self._writer.start()
+        self._reader.start()
+
+    def _open_writer(self) -> sqlite3.Connection:
+        conn = _connect(self.path, readonly=False)
+        conn.executescript(_SCHEMA)
+        self._reload_next_seq(conn)
+        return conn
+
+    def _reload_next_seq(self, conn: sqlite3.Connection) -> None:
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        self._next_seq = (int(row[0]) if row else 0) + 1
+
+    async def close(self) -> None:
+        for worker in (self._writer, self._reader):
+            if worker is not None:
+                worker.stop()
+        for worker in (self._writer, self._reader):
+            if worker is not None:
+                await asyncio.to_thread(worker.join)
+        self._writer = self._reader = None
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    async def _write(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
+        if self._writer is None:
+            raise RuntimeError("event store is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_T] = loop.create_future()
+        self._writer.submit(op, loop, future)
+        return await future
+
+    def _write_nowait(self, op: Callable[[sqlite3.Connection], object]) -> None:
+        if self._writer is None:
+            raise RuntimeError("event store is not open")
+        self._writer.submit(op, asyncio.get_running_loop(), None)
+
+    async def _read(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
+        if self._reader is None:
+            raise RuntimeError("event store is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_T] = loop.create_future()
+        self._reader.submit(op, loop, future)
+        return await future
+
+    # -- the log ---------------------------------------------------------------------------
+
+    async def append(
+        self,
+        envelopes: Sequence[envelope_pb2.EventEnvelope],
+        parking: Sequence[Parking | None],
+    ) -> list[AppendResult]:
+        return await self._write(_AppendOp(self, envelopes, parking))
+
+    def _append_sync(
+        self,
+        conn: sqlite3.Connection,
+        envelopes: Sequence[envelope_pb2.EventEnvelope],
+        parking: Sequence[Parking | None],
+    ) -> list[AppendResult]:
+        results: list[AppendResult] = []
+        first_seq = self._next_seq
+        try:
+            for env, park in zip(envelopes, parking, strict=True):
+                row = conn.execute(
+                    "SELECT seq, data FROM events WHERE event_id = ?", (env.event_id,)
+                ).fetchone()
+                if row is not None:
+                    results.append(AppendResult(int(row[0]), True, _envelope(row[1])))
+                    continue
+                seq = self._next_seq
+                now_us = _now_us()
+                stored = envelope_pb2.EventEnvelope()
+                stored.CopyFrom(env)
+                stored.sequence = seq
+                stored.stored_at.CopyFrom(timestamp_pb2.Timestamp())
+                stored.stored_at.FromMicroseconds(now_us)
+                data = stored.SerializeToString()
+                conn.execute(
+                    "INSERT INTO events (seq, event_id, event_type, stored_at_us, correlation_id,"
+                    " parked, size, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        seq,
+                        env.event_id,
+                        env.event_type,
+                        now_us,
+                        env.correlation_id,
+                        1 if park else 0,
+                        len(data),
+                        data,
+                    ),
+                )
+                self._next_seq = seq + 1
+                if park is not None:
+                    conn.execute(
+                        "INSERT INTO dead_letters (consumer, seq, reason, attempts, last_error,"
+                        " parked_at_us, data) VALUES ('', ?, ?, 0, ?, ?, ?)",
+                        (seq, park.reason, park.detail, now_us, data),
+                    )
+                results.append(AppendResult(seq, False, stored, parked=park is not None))
+        except BaseException:
+            self._next_seq = first_seq  # the savepoint rolled the rows back
+            raise
+        return results
+
+    async def last_sequence(self) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._read(op)
+
+    async def first_sequence_at(self, time_us: int) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT MIN(seq) FROM events WHERE stored_at_us >= ?", (time_us,)
+            ).fetchone()
+            if row and row[0] is not None:
+                return int(row[0])
+            last = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+            return (int(last[0]) if last else 0) + 1
+
+        return await self._read(op)
+
+    async def read_after(
+        self, after: int, limit: int, *, include_parked: bool = False
+    ) -> EventPage:
+        def op(conn: sqlite3.Connection) -> EventPage:
+            conn.execute("BEGIN")
+            try:
+                rows = conn.execute(
+                    "SELECT seq, parked, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after, limit),
+                ).fetchall()
+                if len(rows) == limit:
+                    scanned = int(rows[-1][0])
+                else:
+                    last = conn.execute(
+                        "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
+                    ).fetchone()
+                    scanned = max(after, int(last[0]) if last else 0)
+            finally:
+                conn.execute("COMMIT")
+            return EventPage(
+                [_envelope(r[2]) for r in rows if include_parked or not r[1]], scanned
+            )
+
+        return await self._read(op)
+
+    async def read_sequences(self, sequences: Sequence[int]) -> list[envelope_pb2.EventEnvelope]:
+        wanted = list(sequences)
+
+        def op(conn: sqlite3.Connection) -> list[envelope_pb2.EventEnvelope]:
+            out: list[envelope_pb2.EventEnvelope] = []
+            for seq in wanted:
+                row = conn.execute("SELECT data FROM events WHERE seq = ?", (seq,)).fetchone()
+                if row is not None:
+                    out.append(_envelope(row[0]))
+            return out
+
+        return await self._read(op)
+
+    async def list_events(
+        self,
+        *,
+        limit: int,
+        oldest_first: bool,
+        before: int | None,
+        after: int | None,
+        correlation_id: str,
+        type_globs: Sequence[str],
+    ) -> list[envelope_pb2.EventEnvelope]:
+        where: list[str] = []
+        args: list[object] = []
+        if before is not None:
+            where.append("seq < ?")
+            args.append(before)
+        if after is not None:
+            where.append("seq > ?")
+            args.append(after)
+        if correlation_id:
+            where.append("correlation_id = ?")
+            args.append(correlation_id)
+        if type_globs:
+            where.append("(" + " OR ".join("event_type GLOB ?" for _ in type_globs) + ")")
+            args.extend(type_globs)
+        sql = "SELECT data FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq " + ("ASC" if oldest_first else "DESC") + " LIMIT ?"
+        args.append(limit)
+
+        def op(conn: sqlite3.Connection) -> list[envelope_pb2.EventEnvelope]:
+            return [_envelope(r[0]) for r in conn.execute(sql, args).fetchall()]
+
+        return await self._read(op)
+
+    # -- consumers -------------------------------------------------------------------------
+
+    async def load_consumer(self, name: str) -> ConsumerRecord | None:
+        def op(conn: sqlite3.Connection) -> ConsumerRecord | None:
+            conn.execute("BEGIN")
+            try:
+                row = conn.execute(
+                    "SELECT patterns, floor FROM consumers WHERE name = ?", (name,)
+                ).fetchone()
+                if row is None:
+                    return None
+                record = ConsumerRecord(
+                    name, tuple(p for p in str(row[0]).split("\n") if p), int(row[1])
+                )
+                record.done_above_floor = {
+                    int(r[0])
+                    for r in conn.execute(
+                        "SELECT seq FROM consumer_done WHERE consumer = ?", (name,)
+                    )
+                }
+                for seq, attempts, last_error, replay in conn.execute(
+                    "SELECT seq, attempts, last_error, replay FROM consumer_pending"
+                    " WHERE consumer = ?",
+                    (name,),
+                ):
+                    record.pending[int(seq)] = PendingRecord(
+                        int(attempts), str(last_error), bool(replay)
+                    )
+                return record
+            finally:
+                conn.execute("COMMIT")
+
+        return await self._read(op)
+
+    async def save_consumer(self, name: str, patterns: Sequence[str], floor: int) -> None:
+        joined = "\n".join(patterns)
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO consumers (name, patterns, floor) VALUES (?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET patterns = excluded.patterns",
+                (name, joined, floor),
+            )
+
+        await self._write(op)
+
+    def record_done(self, consumer: str, sequence: int, floor: int, replay: bool) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM consumer_pending WHERE consumer = ? AND seq = ?", (consumer, sequence)
+            )
+            if replay:
+                return
+            if sequence > floor:
+                conn.execute(
+                    "INSERT OR IGNORE INTO consumer_done (consumer, seq) VALUES (?, ?)",
+                    (consumer, sequence),
+                )
+            cur = conn.execute(
+                "UPDATE consumers SET floor = ? WHERE name = ? AND floor < ?",
+                (floor, consumer, floor),
+            )
+            if cur.rowcount:
+                conn.execute(
+                    "DELETE FROM consumer_done WHERE consumer = ? AND seq <= ?", (consumer, floor)
+                )
+                conn.execute(
+                    "DELETE FROM consumer_pending WHERE consumer = ? AND seq <= ? AND replay = 0",
+                    (consumer, floor),
+                )
+
+        self._write_nowait(op)
+
+    def record_failure(
+        self, consumer: str, sequence: int, attempts: int, last_error: str, replay: bool
+    ) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO consumer_pending (consumer, seq, attempts, last_error, replay)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(consumer, seq) DO UPDATE SET"
+                " attempts = excluded.attempts, last_error = excluded.last_error",
+                (consumer, sequence, attempts, last_error, 1 if replay else 0),
+            )
+
+        self._write_nowait(op)
+
+    def park(
+        self, consumer: str, sequence: int, reason: int, attempts: int, last_error: str
+    ) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO dead_letters (consumer, seq, reason, attempts, last_error,"
+                " parked_at_us, data) SELECT ?, seq, ?, ?, ?, ?, data FROM events WHERE seq = ?",
+                (consumer, reason, attempts, last_error, _now_us(), sequence),
+            )
+
+        self._write_nowait(op)
+
+    # -- dead letters ----------------------------------------------------------------------
+
+    @staticmethod
+    def _dead_letter(row: Sequence[Any]) -> DeadLetterRecord:
+        return DeadLetterRecord(
+            dead_letter_id=int(row[0]),
+            consumer=str(row[1]),
+            sequence=int(row[2]),
+            reason=int(row[3]),
+            attempts=int(row[4]),
+            last_error=str(row[5]),
+            parked_at_us=int(row[6]),
+            envelope=_envelope(row[7]),
+        )
+
+    _DL_COLUMNS = "id, consumer, seq, reason, attempts, last_error, parked_at_us, data"
+
+    async def list_dead_letters(self, consumer: str, limit: int) -> list[DeadLetterRecord]:
+        sql = f"SELECT {self._DL_COLUMNS} FROM dead_letters"
+        args: list[object] = []
+        if consumer:
+            sql += " WHERE consumer = ?"
+            args.append(consumer)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+
+        def op(conn: sqlite3.Connection) -> list[DeadLetterRecord]:
+            return [self._dead_letter(r) for r in conn.execute(sql, args).fetchall()]
+
+        return await self._read(op)
+
+    async def get_dead_letter(self, dead_letter_id: int) -> DeadLetterRecord | None:
+        def op(conn: sqlite3.Connection) -> DeadLetterRecord | None:
+            row = conn.execute(
+                f"SELECT {self._DL_COLUMNS} FROM dead_letters WHERE id = ?", (dead_letter_id,)
+            ).fetchone()
+            return self._dead_letter(row) if row else None
+
+        return await self._read(op)
+
+    async def take_dead_letters(self, ids: Sequence[int], consumer: str) -> list[DeadLetterRecord]:
+        wanted = list(ids)
+
+        def op(conn: sqlite3.Connection) -> list[DeadLetterRecord]:
+            if wanted:
+                rows = []
+                for dl_id in wanted:
+                    row = conn.execute(
+                        f"SELECT {self._DL_COLUMNS} FROM dead_letters WHERE id = ?", (dl_id,)
+                    ).fetchone()
+                    if row is not None:
+                        rows.append(row)
+            else:
+                rows = conn.execute(
+                    f"SELECT {self._DL_COLUMNS} FROM dead_letters WHERE consumer = ? ORDER BY id",
+                    (consumer,),
+                ).fetchall()
+            taken = [self._dead_letter(r) for r in rows if r[1]]
+            for record in taken:
+                conn.execute("DELETE FROM dead_letters WHERE id = ?", (record.dead_letter_id,))
+                conn.execute(
+                    "INSERT INTO consumer_pending (consumer, seq, attempts, last_error, replay)"
+                    " VALUES (?, ?, 0, '', 1) ON CONFLICT(consumer, seq) DO UPDATE SET"
+                    " attempts = 0, replay = 1",
+                    (record.consumer, record.sequence),
+                )
+            return taken
+
+        return await self._write(op)
+
+    async def count_dead_letters(self) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0])
+
+        return await self._read(op)
+
+    async def apply_retention(self, max_age_s: float, max_bytes: int) -> int:
+        cutoff = _now_us() - int(max_age_s * 1_000_000)
+
+        def op(conn: sqlite3.Connection) -> int:
+            deleted = conn.execute("DELETE FROM events WHERE stored_at_us < ?", (cutoff,)).rowcount
+            row = conn.execute(
+                "SELECT MAX(seq) FROM (SELECT seq, SUM(size) OVER (ORDER BY seq DESC) AS total"
+                " FROM events) WHERE total > ?",
+                (max_bytes,),
+            ).fetchone()
+            if row and row[0] is not None:
+                deleted += conn.execute("DELETE FROM events WHERE seq <= ?", (row[0],)).rowcount
+            return int(deleted)
+
+        return await self._write(op)

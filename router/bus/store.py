@@ -1,0 +1,162 @@
+"""The event store interface: what the bus needs from a log backend.
+
+SQLite (`SqliteEventStore`) is the embedded default; a NATS JetStream backend implements the
+same Protocol when one router is not enough. Every method is async and never blocks the
+event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from soulspot.events.v1 import envelope_pb2
+
+
+@dataclass(frozen=True, slots=True)
+class Parking:
+    """Why an event is parked at publish time instead of delivered (cycle guard)."""
+
+    reason: int  # a router_pb2.DeadLetterReason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """The outcome of appending one event."""
+
+    sequence: int
+    duplicate: bool
+    envelope: envelope_pb2.EventEnvelope  # as stored, with sequence and stored_at
+    parked: bool = False  # stopped by the cycle guard: stored, never delivered
+
+
+@dataclass(slots=True)
+class PendingRecord:
+    """A delivery of one event to one consumer that failed at least once, or a replay."""
+
+    attempts: int
+    last_error: str = ""
+    replay: bool = False
+
+
+@dataclass(slots=True)
+class ConsumerRecord:
+    """A durable consumer's state: every event up to `floor` is done (acked or parked)."""
+
+    name: str
+    patterns: tuple[str, ...]
+    floor: int
+    done_above_floor: set[int] = field(default_factory=set)
+    pending: dict[int, PendingRecord] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRecord:
+    """A parked event."""
+
+    dead_letter_id: int
+    consumer: str
+    sequence: int
+    envelope: envelope_pb2.EventEnvelope
+    reason: int
+    attempts: int
+    last_error: str
+    parked_at_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """Events after a position, and how far the scan got (for cursors over filtered reads)."""
+
+    events: list[envelope_pb2.EventEnvelope]
+    scanned_to: int
+
+
+class EventStore(Protocol):
+    """An append-only log with a global sequence, consumer state and dead letters."""
+
+    # Called on the event loop with each commit's new events, in log order.
+    append_listener: Callable[[list[AppendResult]], None] | None
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def append(
+        self,
+        envelopes: Sequence[envelope_pb2.EventEnvelope],
+        parking: Sequence[Parking | None],
+    ) -> list[AppendResult]:
+        """Store events durably, in order; an event_id already stored is not stored again.
+        A parked event is stored and dead-lettered (consumer "") in the same commit."""
+        ...
+
+    async def last_sequence(self) -> int: ...
+
+    async def first_sequence_at(self, time_us: int) -> int:
+        """The first sequence stored at or after the time (last sequence + 1 when none)."""
+        ...
+
+    async def read_after(
+        self, after: int, limit: int, *, include_parked: bool = False
+    ) -> EventPage:
+        """Up to `limit` events with sequence > after, in log order; parked events (stopped
+        by the cycle guard) only when asked, for queries: they are never delivered."""
+        ...
+
+    async def read_sequences(
+        self, sequences: Sequence[int]
+    ) -> list[envelope_pb2.EventEnvelope]: ...
+
+    async def list_events(
+        self,
+        *,
+        limit: int,
+        oldest_first: bool,
+        before: int | None,
+        after: int | None,
+        correlation_id: str,
+        type_globs: Sequence[str],
+    ) -> list[envelope_pb2.EventEnvelope]:
+        """Events by type glob (SQLite GLOB syntax; the caller refines), newest first unless
+        oldest_first; `before`/`after` bound the sequence for paging."""
+        ...
+
+    async def load_consumer(self, name: str) -> ConsumerRecord | None: ...
+
+    async def save_consumer(self, name: str, patterns: Sequence[str], floor: int) -> None: ...
+
+    # The three writes below are queued, not awaited: they become durable with the next
+    # commit, in order with every other write. An ack must not wait for a sync.
+
+    def record_done(self, consumer: str, sequence: int, floor: int, replay: bool) -> None:
+        """An event is done for a consumer (acked or parked); `floor` is the new floor."""
+        ...
+
+    def record_failure(
+        self, consumer: str, sequence: int, attempts: int, last_error: str, replay: bool
+    ) -> None: ...
+
+    def park(
+        self, consumer: str, sequence: int, reason: int, attempts: int, last_error: str
+    ) -> None:
+        """Add a dead letter for a consumer."""
+        ...
+
+    async def list_dead_letters(self, consumer: str, limit: int) -> list[DeadLetterRecord]: ...
+
+    async def get_dead_letter(self, dead_letter_id: int) -> DeadLetterRecord | None: ...
+
+    async def take_dead_letters(self, ids: Sequence[int], consumer: str) -> list[DeadLetterRecord]:
+        """Remove dead letters of consumers and queue them as replays for their consumer."""
+        ...
+
+    async def count_dead_letters(self) -> int: ...
+
+    async def apply_retention(self, max_age_s: float, max_bytes: int) -> int:
+        """Delete the oldest events beyond the age or total size; returns how many."""
+        ...

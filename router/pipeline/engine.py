@@ -1,0 +1,613 @@
+"""The post-download pipeline: download.completed in, track.ready out.
+
+It lives in the router process but uses the mesh only through public interfaces: the event
+bus's Subscribe/Publish RPCs, the capability proxy and the health service, all on a channel
+to the router's own address. A run is recorded durably before its event is acked, then runs
+in the background:
+
+1. download.completed.for_source for the module that asked for the download;
+2. the configured steps in order, each request mapped from the download and earlier results;
+   a step with no healthy module is deferred (optional) or fails the run (required);
+3. track.ready.
+
+Deferred steps run again when the router's health service says their capability service is
+SERVING (a Watch per service, and a periodic sweep as a safety net).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf import json_format
+
+from router.catalog import Catalog, load_catalog
+from router.pipeline import store as st
+from router.pipeline.calls import CapabilityCaller, HealthView, is_unavailable
+from router.pipeline.config import (
+    PipelineConfig,
+    StepConfig,
+    check_against,
+    load_pipeline_config,
+)
+from router.pipeline.mapping import evaluate
+from router.pipeline.publish import RunPublisher, derived_event_id
+from services.kit.channel import open_channel
+from services.kit.context import bind, parse_traceparent
+from services.kit.errors import DeadlineExceeded, MeshError, NotFound, abort_with, is_transient
+from services.kit.events import EventHandlers, Subscriber
+from soulspot.events.v1 import download_pb2 as download_events_pb2
+from soulspot.events.v1 import envelope_pb2
+from soulspot.events.v1 import pipeline_pb2 as pipeline_events_pb2
+from soulspot.events.v1 import track_pb2 as track_events_pb2
+from soulspot.router.v1 import router_pb2
+
+if TYPE_CHECKING:
+    import grpc
+
+_log = logging.getLogger("router.pipeline")
+
+CONSUMER = "pipeline"
+TRIGGER_EVENT = "download.completed"
+DB_FILE = "pipeline.sqlite3"
+
+
+def _describe(track: dict[str, Any]) -> str:
+    artist, title = track.get("artist", ""), track.get("title", "")
+    return f"{artist} - {title}" if artist and title else title or artist
+
+
+class Pipeline:
+    """Runs the post-download pipeline. `start()` after the router serves; `stop()` before it
+    stops. The RouterService servicer answers ListPipelineRuns/GetPipelineRun from it, and
+    the router's status includes `in_flight()`."""
+
+    def __init__(
+        self,
+        router_address: str | None,
+        state_dir: Path | str,
+        *,
+        config_file: Path | str | None = None,
+        config: PipelineConfig | None = None,
+        catalog: Catalog | None = None,
+        consumer: str = CONSUMER,
+        subscribe: bool = True,
+    ) -> None:
+        self._address = router_address
+        self._catalog = catalog or load_catalog()
+        self.config = config or load_pipeline_config(config_file)
+        check_against(self.config, self._catalog)
+        self._steps = {step.step_id: step for step in self.config.steps}
+        self.store = st.RunStore(Path(state_dir) / DB_FILE)
+        self._consumer = consumer
+        self._subscribe = subscribe
+        self._channel: grpc.aio.Channel | None = None
+        self._caller: CapabilityCaller | None = None
+        self._health: HealthView | None = None
+        self._publisher: RunPublisher | None = None
+        self._subscription: Subscriber | None = None
+        self._slots = asyncio.Semaphore(self.config.max_concurrent_runs)
+        self._runs: dict[str, asyncio.Task[None]] = {}
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._deferred_busy: set[tuple[str, int]] = set()
+        self._in_flight: dict[str, router_pb2.InFlightWork] = {}
+        self._started_at = 0.0
+        self._stopped = False
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, router_address: str | None = None) -> None:
+        """Open the store, resume unfinished runs, subscribe, watch deferred steps.
+
+        Call it once the router serves; `router_address` (the bound address, when the router
+        was started on port 0) overrides the one given at construction.
+        """
+        self._address = router_address or self._address
+        if not self._address:
+            raise ValueError("the pipeline needs the router's address")
+        self._started_at = time.monotonic()
+        await self.store.open()
+        self._channel = open_channel(self._address)
+        self._caller = CapabilityCaller(self._channel, self._catalog)
+        self._health = HealthView(self._channel)
+        self._publisher = RunPublisher(self._channel)
+        for record in await self.store.list_runs(limit=1_000_000, state=st.RUN_RUNNING):
+            _log.info(
+                "resuming pipeline run %s (%s)",
+                record.run_id,
+                record.description,
+                extra={"run_id": record.run_id, "correlation_id": record.correlation_id},
+            )
+            self._launch(record.run_id)
+        if self._subscribe:
+            handlers = EventHandlers()
+            handlers.add(TRIGGER_EVENT, self.handle_download_completed)
+            self._subscription = Subscriber(
+                self._channel,
+                consumer=self._consumer,
+                handlers=handlers,
+                # A first start also takes download.completed events stored before it.
+                start=router_pb2.START_POSITION_EARLIEST,
+                max_in_flight=max(16, self.config.max_concurrent_runs * 2),
+                instance="router-pipeline",
+            )
+            await self._subscription.start()
+        self._spawn(self._sweep_forever())
+
+    async def wait_subscribed(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        if self._subscription is not None:
+            await self._subscription.wait_connected(timeout)
+
+    async def stop(self) -> None:
+        """Stop working; unfinished runs stay RUNNING in the store and resume at next start."""
+        self._stopped = True
+        if self._subscription is not None:
+            await self._subscription.stop()
+        tasks = [*self._background, *self._runs.values(), *self._watchers.values()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._channel is not None:
+            await self._channel.close()
+        await self.store.close()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # --- queries (RouterService delegates here) --------------------------------------------
+
+    async def list_runs(self, limit: int = 0) -> list[router_pb2.PipelineRun]:
+        return [r.to_proto() for r in await self.store.list_runs(limit or 50)]
+
+    async def get_run(self, run_id: str) -> router_pb2.PipelineRun | None:
+        record = await self.store.get(run_id)
+        return record.to_proto() if record is not None else None
+
+    async def ListPipelineRuns(
+        self, request: router_pb2.ListPipelineRunsRequest, context: Any
+    ) -> router_pb2.ListPipelineRunsResponse:
+        return router_pb2.ListPipelineRunsResponse(runs=await self.list_runs(request.limit))
+
+    async def GetPipelineRun(
+        self, request: router_pb2.GetPipelineRunRequest, context: Any
+    ) -> router_pb2.GetPipelineRunResponse:
+        run = await self.get_run(request.run_id)
+        if run is None:
+            await abort_with(context, NotFound(f"no pipeline run {request.run_id!r}"))
+        return router_pb2.GetPipelineRunResponse(run=run)
+
+    def fill_status(self, response: router_pb2.GetStatusResponse) -> None:
+        """Add runs in flight to the router's status."""
+        response.in_flight.extend(self.in_flight())
+
+    def in_flight(self) -> list[router_pb2.InFlightWork]:
+        """Runs executing now, for the router's status."""
+        copies = []
+        for work in self._in_flight.values():
+            copy = router_pb2.InFlightWork()
+            copy.CopyFrom(work)
+            copies.append(copy)
+        return copies
+
+    # --- intake ----------------------------------------------------------------------------
+
+    async def handle_download_completed(
+        self,
+        payload: download_events_pb2.DownloadCompleted,
+        envelope: envelope_pb2.EventEnvelope,
+    ) -> str:
+        """Record a run for this event (once per event_id) and start it; returns the run id."""
+        as_dict = json_format.MessageToDict(payload, preserving_proto_field_name=True)
+        context: dict[str, Any] = {
+            "download_id": payload.download_id,
+            "source": payload.source,
+            "requested_by": payload.requested_by,
+            "track": as_dict.get("track", {}),
+            "file": as_dict.get("file", {}),
+            "event_id": envelope.event_id,
+            "correlation_id": envelope.correlation_id,
+            "steps": {},
+        }
+        run_id, created = await self.store.create_run(
+            event_id=envelope.event_id,
+            correlation_id=envelope.correlation_id,
+            description=_describe(context["track"]),
+            trigger=envelope.SerializeToString(),
+            context=context,
+            steps=[st.NewStep(s.step_id, s.capability, s.required) for s in self.config.steps],
+        )
+        if created:
+            _log.info(
+                "pipeline run %s started for download %s",
+                run_id,
+                payload.download_id,
+                extra={"run_id": run_id, "correlation_id": envelope.correlation_id},
+            )
+            self._launch(run_id)
+        return run_id
+
+    def _launch(self, run_id: str) -> None:
+        if self._stopped or run_id in self._runs:
+            return
+        task = asyncio.ensure_future(self._execute(run_id))
+        self._runs[run_id] = task
+        task.add_done_callback(lambda _t: self._runs.pop(run_id, None))
+
+    async def wait_idle(self) -> None:
+        """Until no run is executing (tests, benchmarks)."""
+        while self._runs:
+            await asyncio.gather(*list(self._runs.values()), return_exceptions=True)
+
+    # --- execution -------------------------------------------------------------------------
+
+    async def _execute(self, run_id: str) -> None:
+        async with self._slots:
+            record = await self.store.get(run_id)
+            if record is None or record.state != st.RUN_RUNNING:
+                return
+            trigger = envelope_pb2.EventEnvelope.FromString(record.trigger)
+            parent = parse_traceparent(trigger.traceparent)
+            work = router_pb2.InFlightWork(
+                kind="pipeline_run", id=run_id, description=record.description
+            )
+            work.started_at.FromSeconds(int(record.started_at))
+            self._in_flight[run_id] = work
+            try:
+                with bind(
+                    trigger.correlation_id or None, parent.child() if parent is not None else None
+                ):
+                    await self._run_steps(record, trigger, work)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A bug or a publish that kept failing: the run stays RUNNING and resumes at the
+                # next start instead of being lost.
+                _log.exception("pipeline run %s stopped unexpectedly", run_id)
+            finally:
+                self._in_flight.pop(run_id, None)
+
+    async def _run_steps(
+        self,
+        record: st.RunRecord,
+        trigger: envelope_pb2.EventEnvelope,
+        work: router_pb2.InFlightWork,
+    ) -> None:
+        assert self._publisher is not None
+        run_id, context = record.run_id, record.context
+        completed = download_events_pb2.DownloadCompleted()
+        trigger.payload.Unpack(completed)
+        await self._publisher.publish(
+            download_events_pb2.DownloadCompletedForSource(
+                download_id=completed.download_id,
+                track=completed.track,
+                file=completed.file,
+                target_module=completed.requested_by,
+                pipeline_run_id=run_id,
+            ),
+            event_id=derived_event_id(run_id, "for_source"),
+            cause=trigger,
+            subject=completed.download_id,
+        )
+        total = max(1, len(record.steps))
+        for step in record.steps:
+            work.percent = 100.0 * step.idx / total
+            work.description = f"{record.description}: {step.capability}"
+            if step.state not in (st.STEP_PENDING, st.STEP_RUNNING):
+                continue
+            config = self._steps.get(step.step_id)
+            if config is None:
+                await self.store.step_finished(
+                    run_id, step.idx, st.STEP_SKIPPED, detail="no longer in the pipeline file"
+                )
+                continue
+            state, detail = await self._run_step(record, step, config, context, trigger)
+            if state == st.STEP_FAILED and config.required:
+                await self._fail(record, trigger, completed, config, detail)
+                return
+        await self._ready(record, trigger, completed)
+
+    async def _run_step(
+        self,
+        record: st.RunRecord,
+        step: st.StepRecord,
+        config: StepConfig,
+        context: dict[str, Any],
+        trigger: envelope_pb2.EventEnvelope,
+        *,
+        deferred: bool = False,
+    ) -> tuple[int, str]:
+        """Run one step to an outcome; returns (step state, detail). Updates `context`."""
+        assert self._caller is not None
+        assert self._health is not None
+        run_id = record.run_id
+        spec = self._catalog.by_capability[config.capability]
+        guarded = not spec.idempotent and config.verify is not None
+        if guarded and step.state == st.STEP_RUNNING:
+            # Started before a crash: it may have taken effect. Ask before doing it again.
+            done = await self._verify(record, step, config, context)
+            if done is not None:
+                return done
+        service = spec.service
+        wait_budget = 0.0 if deferred else max(config.wait_s, self._grace_left())
+        attempts = 0
+        last: MeshError | None = None
+        while attempts < config.attempts:
+            attempts += 1
+            await self.store.step_started(
+                run_id, step.idx, state=st.STEP_DEFERRED if deferred else st.STEP_RUNNING
+            )
+            request = evaluate(config.request, context)
+            try:
+                response, module = await self._caller.call(
+                    config.capability, request, timeout=config.timeout_s
+                )
+            except MeshError as err:
+                last = err
+                if guarded and isinstance(err, (DeadlineExceeded, NotFound)):
+                    # It may have happened (deadline) or happened in an earlier attempt and
+                    # moved the file away (not found): ask before deciding.
+                    done = await self._verify(record, step, config, context)
+                    if done is not None:
+                        return done
+                if is_unavailable(err) and wait_budget > 0:
+                    started = time.monotonic()
+                    came_back = await self._health.wait_serving(service, wait_budget)
+                    wait_budget -= time.monotonic() - started
+                    if came_back:
+                        attempts -= 1  # waiting for a module is not a failed attempt
+                        continue
+                    break
+                if is_unavailable(err) and not config.required:
+                    # The proxy already tried every provider; a deferred step runs again as
+                    # soon as one is healthy, so retrying here would only delay the run.
+                    break
+                if is_transient(err) and attempts < config.attempts:
+                    await asyncio.sleep(0.1 * 2**attempts * (0.5 + random.random()))
+                    continue
+                break
+            context.setdefault("steps", {})[config.step_id] = response
+            detail = "ran after its module came back" if deferred else ""
+            await self.store.step_finished(
+                run_id, step.idx, st.STEP_SUCCEEDED, module=module, detail=detail, result=response
+            )
+            return st.STEP_SUCCEEDED, detail
+        assert last is not None
+        return await self._not_done(record, step, config, trigger, last, deferred=deferred)
+
+    async def _not_done(
+        self,
+        record: st.RunRecord,
+        step: st.StepRecord,
+        config: StepConfig,
+        trigger: envelope_pb2.EventEnvelope,
+        err: MeshError,
+        *,
+        deferred: bool,
+    ) -> tuple[int, str]:
+        assert self._publisher is not None
+        detail = f"{err.code.name}: {err.message}"
+        if config.required:
+            await self.store.step_finished(record.run_id, step.idx, st.STEP_FAILED, detail=detail)
+            return st.STEP_FAILED, detail
+        state = st.STEP_DEFERRED if is_unavailable(err) else st.STEP_SKIPPED
+        await self.store.step_finished(record.run_id, step.idx, state, detail=detail)
+        if deferred:
+            return state, detail  # already announced when it was first deferred
+        _log.warning(
+            "pipeline step %s skipped%s: %s",
+            config.capability,
+            " (runs later, when a module serves it)" if state == st.STEP_DEFERRED else "",
+            err.message,
+            extra={
+                "run_id": record.run_id,
+                "component": "router",
+                "operation": config.capability,
+                "status": err.code.name,
+                "impact": f"{record.description}: {config.capability} did not run",
+                "action": "start a module that serves " + config.capability,
+            },
+        )
+        await self._publisher.publish(
+            pipeline_events_pb2.PipelineStepSkipped(
+                pipeline_run_id=record.run_id,
+                capability=config.capability,
+                reason=detail,
+                deferred=state == st.STEP_DEFERRED,
+            ),
+            event_id=derived_event_id(record.run_id, "skipped", config.step_id),
+            cause=trigger,
+            subject=record.run_id,
+        )
+        if state == st.STEP_DEFERRED:
+            self._watch(self._catalog.by_capability[config.capability].service)
+        return state, detail
+
+    async def _verify(
+        self,
+        record: st.RunRecord,
+        step: st.StepRecord,
+        config: StepConfig,
+        context: dict[str, Any],
+    ) -> tuple[int, str] | None:
+        """(SUCCEEDED, detail) when the step already took effect; None when it did not or
+        when that cannot be known now (then the step runs, relying on the module's own
+        duplicate detection)."""
+        assert self._caller is not None
+        assert config.verify is not None
+        verify = config.verify
+        try:
+            response, module = await self._caller.call(
+                verify.capability,
+                evaluate(verify.request, context),
+                timeout=config.timeout_s,
+            )
+        except MeshError as err:
+            _log.warning(
+                "could not verify whether %s already ran: %s", config.capability, err.message
+            )
+            return None
+        scope = {**context, "verify": response}
+        if not evaluate(verify.done_if, scope):
+            return None
+        result = evaluate(verify.result, scope)
+        context.setdefault("steps", {})[config.step_id] = result
+        detail = f"already done (confirmed by {verify.capability})"
+        await self.store.step_finished(
+            record.run_id, step.idx, st.STEP_SUCCEEDED, module=module, detail=detail, result=result
+        )
+        _log.info(
+            "pipeline step %s had already taken effect; not repeated",
+            config.capability,
+            extra={"run_id": record.run_id},
+        )
+        return st.STEP_SUCCEEDED, detail
+
+    async def _fail(
+        self,
+        record: st.RunRecord,
+        trigger: envelope_pb2.EventEnvelope,
+        completed: download_events_pb2.DownloadCompleted,
+        config: StepConfig,
+        detail: str,
+    ) -> None:
+        assert self._publisher is not None
+        _log.error(
+            "pipeline run %s failed at %s: %s",
+            record.run_id,
+            config.capability,
+            detail,
+            extra={"run_id": record.run_id, "operation": config.capability},
+        )
+        await self._publisher.publish(
+            pipeline_events_pb2.PipelineRunFailed(
+                pipeline_run_id=record.run_id,
+                capability=config.capability,
+                reason=detail,
+                download_id=completed.download_id,
+            ),
+            event_id=derived_event_id(record.run_id, "failed"),
+            cause=trigger,
+            subject=completed.download_id,
+        )
+        await self.store.set_state(record.run_id, st.RUN_FAILED, detail)
+
+    async def _ready(
+        self,
+        record: st.RunRecord,
+        trigger: envelope_pb2.EventEnvelope,
+        completed: download_events_pb2.DownloadCompleted,
+    ) -> None:
+        assert self._publisher is not None
+        fresh = await self.store.get(record.run_id)
+        assert fresh is not None
+        ready = evaluate(self.config.ready, fresh.context)
+        event = track_events_pb2.TrackReady(
+            pipeline_run_id=record.run_id,
+            download_id=completed.download_id,
+            skipped_steps=[
+                s.capability for s in fresh.steps if s.state in (st.STEP_DEFERRED, st.STEP_SKIPPED)
+            ],
+        )
+        json_format.ParseDict(
+            {k: v for k, v in ready.items() if k in ("track", "file")},
+            event,
+            ignore_unknown_fields=True,
+        )
+        await self._publisher.publish(
+            event,
+            event_id=derived_event_id(record.run_id, "ready"),
+            cause=trigger,
+            subject=completed.download_id,
+        )
+        await self.store.set_state(record.run_id, st.RUN_COMPLETED)
+        _log.info(
+            "track ready: %s at %s",
+            record.description,
+            event.file.path,
+            extra={"run_id": record.run_id, "skipped_steps": list(event.skipped_steps)},
+        )
+
+    def _grace_left(self) -> float:
+        return max(0.0, self.config.startup_grace_s - (time.monotonic() - self._started_at))
+
+    # --- deferred steps --------------------------------------------------------------------
+
+    def _watch(self, service: str) -> None:
+        """Watch the router's health for `service` until its deferred steps are done."""
+        if self._stopped or service in self._watchers:
+            return
+        task = asyncio.ensure_future(self._watch_service(service))
+        self._watchers[service] = task
+        task.add_done_callback(lambda _t: self._watchers.pop(service, None))
+
+    async def _watch_service(self, service: str) -> None:
+        assert self._health is not None
+        async for serving in self._health.watch(service):
+            if not serving:
+                continue
+            remaining = await self.run_deferred(service)
+            if remaining == 0:
+                return
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            for _run_id, _idx, capability in await self.store.deferred():
+                self._watch(self._catalog.by_capability[capability].service)
+            await asyncio.sleep(self.config.deferred_sweep_s)
+
+    async def run_deferred(self, service: str | None = None) -> int:
+        """Try every deferred step (of `service`'s capabilities); returns how many remain."""
+        remaining = 0
+        for run_id, idx, capability in await self.store.deferred():
+            if service is not None and self._catalog.by_capability[capability].service != service:
+                continue
+            if (run_id, idx) in self._deferred_busy:
+                remaining += 1
+                continue
+            self._deferred_busy.add((run_id, idx))
+            try:
+                state = await self._run_deferred_step(run_id, idx)
+            finally:
+                self._deferred_busy.discard((run_id, idx))
+            if state == st.STEP_DEFERRED:
+                remaining += 1
+        return remaining
+
+    async def _run_deferred_step(self, run_id: str, idx: int) -> int:
+        record = await self.store.get(run_id)
+        if record is None:
+            return st.STEP_SKIPPED
+        step = record.steps[idx]
+        config = self._steps.get(step.step_id)
+        if step.state != st.STEP_DEFERRED:
+            return step.state
+        if config is None:
+            await self.store.step_finished(
+                run_id, idx, st.STEP_SKIPPED, detail="no longer in the pipeline file"
+            )
+            return st.STEP_SKIPPED
+        trigger = envelope_pb2.EventEnvelope.FromString(record.trigger)
+        parent = parse_traceparent(trigger.traceparent)
+        with bind(trigger.correlation_id or None, parent.child() if parent is not None else None):
+            state, _detail = await self._run_step(
+                record, step, config, record.context, trigger, deferred=True
+            )
+        if state == st.STEP_SUCCEEDED:
+            _log.info(
+                "deferred pipeline step %s ran for %s",
+                config.capability,
+                record.description,
+                extra={"run_id": run_id},
+            )
+        return state

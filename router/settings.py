@@ -1,0 +1,51 @@
+"""Router settings: `SOULSPOT_ROUTER__*` environment variables or the `router:` YAML section."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from router.bus.settings import BusSettings
+from services.kit.settings import KitSettings, Section
+
+
+class StaticCapability(BaseModel):
+    """One capability of a module listed in config."""
+
+    capability: str
+    priority: int = 0
+    required_modules: list[str] = Field(default_factory=list)
+
+
+class StaticModule(BaseModel):
+    """A module that does not announce itself; the router watches it from config alone."""
+
+    name: str
+    address: str
+    capabilities: list[StaticCapability] = Field(default_factory=list)
+    version: str = ""
+
+
+class RouterSection(Section):
+    address: str = "127.0.0.1:50051"
+    # Modules listed here are registered at start-up and health-watched like announced ones.
+    modules: list[StaticModule] = Field(default_factory=list)
+    # Health: how long one Check may take, and how often to poll where Watch is unimplemented.
+    health_check_timeout: float = 1.0
+    health_poll_interval: float = 1.0
+    # How soon to retry a failed health Watch (a module that went away and may come back).
+    health_retry_interval: float = 0.25
+    # Circuit breaker: consecutive failures that open it, seconds before a trial call.
+    breaker_failures: int = 3
+    breaker_cooldown: float = 2.0
+    # An idempotent call with another candidate behind it gets at most this share of the
+    # caller's remaining time, so a module that hangs leaves time for the next one.
+    attempt_share: float = 0.5
+    # Per-attempt limit for idempotent calls when the caller set no deadline.
+    default_attempt_timeout: float = 10.0
+    # How long a direct-mode client may trust a routing table without a newer one.
+    routing_table_ttl: float = 30.0
+
+
+class RouterSettings(KitSettings):
+    router: RouterSection = Field(default_factory=RouterSection)
+    bus: BusSettings = Field(default_factory=BusSettings)

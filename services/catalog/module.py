@@ -1,0 +1,154 @@
+"""The catalog module: search.track (priority 5) over the library's own index.
+
+The index follows the library: every track.imported event (durable consumer "catalog") adds
+or updates a row, and at start the files already under the library root are indexed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from services.catalog.index import CatalogIndex
+from services.catalog.settings import DEFAULT_PORT, CatalogSettings
+from services.kit.errors import MeshError, Unavailable, abort_with
+from services.kit.events import EventHandlers
+from services.kit.module_runner import Capability, ModuleParts, ModuleSpec, ServiceBinding
+from soulspot.capabilities.v1 import search_pb2, search_pb2_grpc
+
+if TYPE_CHECKING:
+    import grpc
+
+    from services.catalog.settings import CatalogSection
+    from services.kit.module_runner import ModuleRuntime
+    from soulspot.events.v1 import envelope_pb2, track_pb2
+
+log = logging.getLogger("soulspot.catalog")
+
+
+class Catalog:
+    """The index, its bootstrap scan, and the track.imported handler."""
+
+    def __init__(self, runtime: ModuleRuntime, section: CatalogSection) -> None:
+        self.runtime = runtime
+        self.section = section
+        self.library_root = Path(runtime.settings.library_root)
+        self.db_path = section.db_path or Path(runtime.settings.state_dir) / "catalog" / (
+            "catalog.sqlite3"
+        )
+        self.index: CatalogIndex | None = None
+        self.problem = ""
+        self.handlers = EventHandlers()
+        self.handlers.on("track.imported")(self.on_track_imported)
+        self._scan_task: asyncio.Task[None] | None = None
+        self.scanned = asyncio.Event()
+
+    def require_index(self) -> CatalogIndex:
+        if self.index is None:
+            raise Unavailable(f"catalog index unusable: {self.problem}")
+        return self.index
+
+    async def on_track_imported(
+        self, payload: track_pb2.TrackImported, envelope: envelope_pb2.EventEnvelope
+    ) -> None:
+        index = self.require_index()  # raising nacks the delivery: it comes back later
+        if payload.duplicate and payload.duplicate_of:
+            path = payload.duplicate_of
+        else:
+            path = payload.file.path
+        await asyncio.to_thread(index.upsert, payload.track, path)
+        log.info(
+            "track indexed",
+            extra={"path": path, "title": payload.track.title, "event_id": envelope.event_id},
+        )
+
+    async def _scan(self) -> None:
+        index = self.require_index()
+        try:
+            read, removed = await asyncio.to_thread(index.scan, self.library_root)
+            log.info(
+                "library indexed",
+                extra={"root": str(self.library_root), "read": read, "removed": removed},
+            )
+        except OSError as err:
+            log.warning(
+                "library scan failed", extra={"root": str(self.library_root), "error": str(err)}
+            )
+        finally:
+            self.scanned.set()
+
+    async def start(self) -> None:
+        try:
+            self.index = await asyncio.to_thread(CatalogIndex, self.db_path)
+        except (OSError, Exception) as err:
+            self.problem = f"cannot open {self.db_path}: {err}"
+            await self.runtime.set_health(False, self.problem)
+            return
+        if self.section.scan_on_start:
+            # In the background: the index already serves what it holds while it grows.
+            self._scan_task = asyncio.create_task(self._scan(), name="catalog scan")
+        else:
+            self.scanned.set()
+
+    async def stop(self) -> None:
+        if self._scan_task is not None:
+            self._scan_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scan_task
+        if self.index is not None:
+            await asyncio.to_thread(self.index.close)
+
+
+class CatalogSearchServicer(search_pb2_grpc.SearchServiceServicer):
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    async def SearchTrack(
+        self,
+        request: search_pb2.SearchTrackRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> search_pb2.SearchTrackResponse:
+        section = self.catalog.section
+        limit = min(request.limit or section.default_limit, section.max_limit)
+        try:
+            index = self.catalog.require_index()
+        except MeshError as err:
+            await abort_with(context, err)
+        hits = await asyncio.to_thread(index.search, request.query, limit)
+        return search_pb2.SearchTrackResponse(
+            results=[
+                search_pb2.SearchResult(
+                    track=hit.track, score=hit.score, source="catalog", in_library=True
+                )
+                for hit in hits
+            ]
+        )
+
+
+def build(runtime: ModuleRuntime) -> ModuleParts:
+    catalog = Catalog(runtime, runtime.section)
+    runtime.extras["catalog"] = catalog
+    return ModuleParts(
+        services=[
+            ServiceBinding.of(
+                search_pb2.DESCRIPTOR.services_by_name["SearchService"],
+                CatalogSearchServicer(catalog),
+                search_pb2_grpc.add_SearchServiceServicer_to_server,
+            )
+        ],
+        start=catalog.start,
+        stop=catalog.stop,
+        handlers=catalog.handlers,
+    )
+
+
+SPEC = ModuleSpec(
+    name="catalog",
+    default_port=DEFAULT_PORT,
+    capabilities=[Capability("search.track", 5)],
+    factory=build,
+    settings_cls=CatalogSettings,
+)

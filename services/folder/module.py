@@ -1,0 +1,234 @@
+"""The folder module: download.track (priority 5) by copying a matching file from a source
+folder (an existing downloads folder, a NAS share) into the downloads folder."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from services.folder.copier import copy_into
+from services.folder.index import FolderIndex, Match
+from services.folder.settings import DEFAULT_PORT, FolderSettings
+from services.kit.audio_probe import file_reference, read_audio
+from services.kit.download_registry import DownloadRegistry, DownloadServicerBase, State
+from services.kit.errors import MeshError, NotFound, Unavailable, abort_with
+from services.kit.module_runner import Capability, ModuleParts, ModuleSpec, ServiceBinding
+from soulspot.capabilities.v1 import download_pb2, download_pb2_grpc
+from soulspot.events.v1 import download_pb2 as download_events_pb2
+
+if TYPE_CHECKING:
+    import grpc
+
+    from services.folder.settings import FolderSection
+    from services.kit.download_registry import DownloadRecord
+    from services.kit.module_runner import ModuleRuntime
+
+log = logging.getLogger("soulspot.folder")
+FailureKind = download_events_pb2.FailureKind
+
+
+def folder_problem(section: FolderSection) -> str | None:
+    """Why the module cannot serve, or None when the folders are usable."""
+    source = section.source_dir
+    if source is None:
+        return "no source folder configured: set SOULSPOT_FOLDER__SOURCE_DIR"
+    if not source.is_dir():
+        return f"source folder {source} does not exist or is not a folder"
+    if not os.access(source, os.R_OK | os.X_OK):
+        return f"source folder {source} is not readable"
+    downloads = Path(section.downloads_dir)
+    try:
+        downloads.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        return f"downloads folder {downloads} cannot be created: {err}"
+    if not os.access(downloads, os.W_OK | os.X_OK):
+        return f"downloads folder {downloads} is not writable"
+    return None
+
+
+class FolderDownloader:
+    def __init__(
+        self, runtime: ModuleRuntime, section: FolderSection, registry: DownloadRegistry
+    ) -> None:
+        self.runtime = runtime
+        self.section = section
+        self.registry = registry
+        self.index = FolderIndex(section.source_dir or Path("."))
+        self._scanned_at = 0.0
+        self._scan_lock = asyncio.Lock()
+        self._probe_task: asyncio.Task[None] | None = None
+
+    # -- health and index ------------------------------------------------------------------------
+
+    async def check(self) -> bool:
+        problem = await asyncio.to_thread(folder_problem, self.section)
+        await self.runtime.set_health(problem is None, problem or "source folder readable")
+        return problem is None
+
+    async def refresh(self, *, force: bool = False) -> None:
+        async with self._scan_lock:
+            fresh = time.monotonic() - self._scanned_at < self.section.rescan_interval_s
+            if fresh and not force:
+                return
+            read = await asyncio.to_thread(self.index.scan)
+            self._scanned_at = time.monotonic()
+            log.info(
+                "source folder indexed",
+                extra={"files": len(self.index.entries), "read": read},
+            )
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.section.probe_interval_s)
+            try:
+                if await self.check():
+                    await self.refresh()
+            except Exception:
+                log.exception("folder probe failed")
+
+    async def start(self) -> None:
+        if await self.check():
+            await self.refresh(force=True)
+        self._probe_task = asyncio.create_task(self._probe_loop(), name="folder probe")
+
+    async def stop(self) -> None:
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
+        await self.registry.shutdown()
+
+    # -- downloads -------------------------------------------------------------------------------
+
+    async def download(
+        self, request: download_pb2.DownloadTrackRequest
+    ) -> download_pb2.DownloadTrackResponse:
+        if not await self.check():
+            raise Unavailable(f"folder cannot download: {self.runtime.health_reason}")
+        await self.refresh()
+        quality = request.quality if request.HasField("quality") else None
+        track = request.track
+        result = self.index.match(
+            track,
+            tolerance_ms=(quality.duration_tolerance_ms if quality else 0)
+            or self.section.duration_tolerance_ms,
+            allowed_versions=quality.allowed_versions if quality else (),
+            require_lossless=bool(quality and quality.require_lossless),
+            min_bitrate_kbps=quality.min_bitrate_kbps if quality else 0,
+            preferred_formats=quality.preferred_formats if quality else (),
+        )
+        record = self.registry.new(track, request.requested_by)
+        source = str(self.section.source_dir)
+        record.source = source
+        if not result.matches:
+            reason = (
+                f"no file in the source folder matches {track.artist} - {track.title}: "
+                f"{result.explain()}"
+            )
+            record.tried_sources.append(source)
+            await self.registry.fail(
+                record, reason, kind=FailureKind.FAILURE_KIND_NOT_FOUND, can_retry=False
+            )
+            await self.registry.flush()
+            raise NotFound(reason)
+        best = result.matches[0]
+        record.remote_filename = best.entry.relative
+        record.tried_sources.append(source)
+        record.state = State.DOWNLOAD_STATE_IN_PROGRESS
+        task = asyncio.create_task(self._copy(record, best), name=f"copy {record.download_id}")
+        record.task = task
+        # A local copy usually finishes at once: answer with the file then, else "in progress".
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), self.section.answer_within_s)
+        await self.registry.flush()
+        response = download_pb2.DownloadTrackResponse(
+            download_id=record.download_id,
+            state=record.state,
+            source=source,
+            remote_filename=record.remote_filename,
+            candidates=len(result.matches),
+        )
+        if record.file is not None:
+            response.file.CopyFrom(record.file)
+        return response
+
+    async def _copy(self, record: DownloadRecord, match: Match) -> None:
+        facts = match.entry.facts
+        try:
+            await self.registry.started_event(record, attempt=1, expected_size=facts.size_bytes)
+            target, checksum = await asyncio.to_thread(
+                copy_into, facts.path, Path(self.section.downloads_dir), match.entry.relative
+            )
+            copied = await asyncio.to_thread(read_audio, target)
+            file = file_reference(copied, checksum=checksum)
+            await self.registry.progress(
+                record,
+                transferred=file.size_bytes,
+                total=file.size_bytes,
+                state_text="Copied",
+                force=True,
+            )
+            await self.registry.complete(record, file)
+        except asyncio.CancelledError:
+            raise
+        except OSError as err:
+            await self.registry.fail(
+                record,
+                f"copying {match.entry.relative} failed: {err}",
+                kind=FailureKind.FAILURE_KIND_TRANSFER_FAILED,
+                can_retry=True,
+            )
+
+
+class FolderDownloadServicer(DownloadServicerBase):
+    def __init__(self, registry: DownloadRegistry, downloader: FolderDownloader) -> None:
+        super().__init__(registry)
+        self.downloader = downloader
+
+    async def DownloadTrack(
+        self,
+        request: download_pb2.DownloadTrackRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> download_pb2.DownloadTrackResponse:
+        try:
+            return await self.downloader.download(request)
+        except MeshError as err:
+            await abort_with(context, err)
+
+
+def build(runtime: ModuleRuntime) -> ModuleParts:
+    section: FolderSection = runtime.section
+    registry = DownloadRegistry(runtime.publisher, module=runtime.name)
+    downloader = FolderDownloader(runtime, section, registry)
+    runtime.extras["registry"] = registry
+    runtime.extras["downloader"] = downloader
+    return ModuleParts(
+        services=[
+            ServiceBinding.of(
+                download_pb2.DESCRIPTOR.services_by_name["DownloadService"],
+                FolderDownloadServicer(registry, downloader),
+                download_pb2_grpc.add_DownloadServiceServicer_to_server,
+            )
+        ],
+        start=downloader.start,
+        stop=downloader.stop,
+    )
+
+
+SPEC = ModuleSpec(
+    name="folder",
+    default_port=DEFAULT_PORT,
+    capabilities=[
+        Capability("download.track", 5),
+        Capability("download.status", 5),
+        Capability("download.cancel", 5),
+        Capability("download.statistics", 5),
+    ],
+    factory=build,
+    settings_cls=FolderSettings,
+)

@@ -1,0 +1,85 @@
+"""The library module: what it serves and how it is built."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from services.kit.module_runner import (
+    Capability,
+    ModuleParts,
+    ModuleRuntime,
+    ModuleSpec,
+    ServiceBinding,
+)
+from services.library.catalog import Catalog
+from services.library.importer import Importer
+from services.library.naming import validate_template
+from services.library.servicer import LibraryServicer
+from services.library.settings import LibrarySection, LibrarySettings
+from soulspot.capabilities.v1 import library_pb2, library_pb2_grpc
+
+__all__ = ["SPEC", "build"]
+
+DEFAULT_PORT = 50066
+
+
+def build(rt: ModuleRuntime) -> ModuleParts:
+    section = rt.section if isinstance(rt.section, LibrarySection) else LibrarySection()
+    # A bad template is a configuration error: refuse to start rather than misfile tracks.
+    validate_template(section.path_template)
+    catalog_path = section.catalog_path or rt.settings.state_dir / "library.sqlite3"
+    catalog = Catalog(catalog_path)
+    importer = Importer(catalog, rt.settings.library_root.absolute(), section.path_template)
+    servicer = LibraryServicer(importer, rt.publisher)
+    watcher: asyncio.Task[None] | None = None
+
+    async def check_health() -> None:
+        problem = await asyncio.to_thread(importer.check_writable)
+        if problem is None:
+            await rt.set_health(True, f"library at {importer.root}")
+        else:
+            await rt.set_health(False, problem)
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(section.health_interval_s)
+            await check_health()
+
+    async def start() -> None:
+        nonlocal watcher
+        await check_health()
+        watcher = asyncio.create_task(watch())
+
+    async def stop() -> None:
+        await servicer.outbox.close()
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        catalog.close()
+
+    return ModuleParts(
+        services=[
+            ServiceBinding.of(
+                library_pb2.DESCRIPTOR.services_by_name["LibraryService"],
+                servicer,
+                library_pb2_grpc.add_LibraryServiceServicer_to_server,
+            )
+        ],
+        start=start,
+        stop=stop,
+    )
+
+
+SPEC = ModuleSpec(
+    name="library",
+    default_port=DEFAULT_PORT,
+    capabilities=[
+        Capability("import.track", 10),
+        Capability("library.check_downloaded", 10),
+        Capability("library.statistics", 10),
+    ],
+    factory=build,
+    settings_cls=LibrarySettings,
+)

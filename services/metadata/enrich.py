@@ -1,0 +1,234 @@
+"""Enrichment: read the file, merge what the caller knows, look the recording up, write tags.
+
+Precedence for every tag: what the request's TrackReference says wins, then what the file
+already says, then what MusicBrainz found (which fills gaps and always supplies the recording
+id). MusicBrainz never overrides the caller or the file, because a title/artist search can
+match the wrong version of a song; an ISRC match still only fills gaps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from services.kit.audio_probe import sha256_file
+from services.kit.errors import FailedPrecondition, InvalidArgument, NotFound, bad_request
+from services.metadata.audio import AudioInfo, CorruptAudio, probe, write_tags_atomically
+from soulspot.common.v1 import references_pb2
+
+if TYPE_CHECKING:
+    from services.metadata.musicbrainz import LookupResult, MusicBrainzClient
+
+__all__ = ["EnrichOutcome", "Enricher", "file_reference", "resolve_audio_path", "track_from_tags"]
+
+log = logging.getLogger("soulspot.metadata")
+
+TrackReference = references_pb2.TrackReference
+FileReference = references_pb2.FileReference
+
+
+@dataclass
+class EnrichOutcome:
+    track: references_pb2.TrackReference
+    file: references_pb2.FileReference
+    musicbrainz_matched: bool = False
+    lookup_skipped_reason: str = ""
+    changed_tags: list[str] = field(default_factory=list)
+
+
+def resolve_audio_path(path_text: str, field_path: str) -> Path:
+    """The request's file path as an existing regular file, or the right error."""
+    path = Path(path_text)
+    if not path.is_absolute():
+        raise InvalidArgument(
+            f"{field_path} must be an absolute path, got {path_text!r}",
+            details=[bad_request({field_path: "must be an absolute path"})],
+        )
+    if not path.exists():
+        raise NotFound(f"no such file: {path_text}")
+    if not path.is_file():
+        raise InvalidArgument(
+            f"{field_path} is not a regular file: {path_text}",
+            details=[bad_request({field_path: "must name a regular file"})],
+        )
+    return path
+
+
+def _number(text: str) -> int:
+    """3 from "3", "03" or "3/12"; 0 when there is no number."""
+    head = text.split("/", 1)[0].strip()
+    return int(head) if head.isdigit() else 0
+
+
+def track_from_tags(tags: dict[str, str], duration_ms: int) -> references_pb2.TrackReference:
+    date = tags.get("date", "")
+    return TrackReference(
+        title=tags.get("title", ""),
+        artist=tags.get("artist", ""),
+        album=tags.get("album", ""),
+        album_artist=tags.get("albumartist", ""),
+        isrc=tags.get("isrc", "").upper(),
+        musicbrainz_id=tags.get("musicbrainz_trackid", ""),
+        track_number=_number(tags.get("tracknumber", "")),
+        disc_number=_number(tags.get("discnumber", "")),
+        year=int(date[:4]) if date[:4].isdigit() else 0,
+        genre=tags.get("genre", ""),
+        duration_ms=duration_ms,
+    )
+
+
+def _overlay(base: references_pb2.TrackReference, top: references_pb2.TrackReference) -> None:
+    """Copy every non-empty field of `top` onto `base` (proto3 scalars: empty means unset)."""
+    for descriptor, value in top.ListFields():
+        setattr(base, descriptor.name, value)
+
+
+def file_reference(
+    path: Path, info: AudioInfo, checksum: str, file_id: str = ""
+) -> references_pb2.FileReference:
+    return FileReference(
+        file_id=file_id,
+        path=str(path),
+        size_bytes=path.stat().st_size,
+        format=info.format,  # type: ignore[arg-type]
+        checksum=checksum,
+        bitrate_kbps=info.bitrate_kbps,
+        sample_rate_hz=info.sample_rate_hz,
+        bit_depth=info.bit_depth,
+        duration_ms=info.duration_ms,
+        quality=info.quality,  # type: ignore[arg-type]
+    )
+
+
+def _desired_tags(track: references_pb2.TrackReference, current: dict[str, str]) -> dict[str, str]:
+    """The normalised tags the file should carry for `track`."""
+    out: dict[str, str] = {}
+    for key, value in (
+        ("title", track.title),
+        ("artist", track.artist),
+        ("album", track.album),
+        ("albumartist", track.album_artist),
+        ("isrc", track.isrc),
+        ("musicbrainz_trackid", track.musicbrainz_id),
+        ("genre", track.genre),
+    ):
+        if value:
+            out[key] = value
+    if track.track_number:
+        out["tracknumber"] = str(track.track_number)
+    if track.disc_number:
+        out["discnumber"] = str(track.disc_number)
+    if track.year:
+        date = current.get("date", "")
+        # A full date ("2019-05-03") of the right year says more than the year alone: keep it.
+        out["date"] = date if date[:4] == str(track.year) else str(track.year)
+    return out
+
+
+def _changes(desired: dict[str, str], current: dict[str, str]) -> dict[str, str]:
+    changes: dict[str, str] = {}
+    for key, value in desired.items():
+        old = current.get(key, "")
+        if key in ("tracknumber", "discnumber"):
+            # "3/12" already says track 3: rewriting it to "3" would lose the total.
+            if _number(old) == _number(value):
+                continue
+        elif old == value:
+            continue
+        changes[key] = value
+    return changes
+
+
+class Enricher:
+    def __init__(self, musicbrainz: MusicBrainzClient | None, *, offline: bool) -> None:
+        self._mb = musicbrainz
+        self._offline = offline
+
+    async def read(self, file: references_pb2.FileReference) -> EnrichOutcome:
+        path = resolve_audio_path(file.path, "file.path")
+        info, checksum = await asyncio.to_thread(self._probe, path)
+        track = track_from_tags(info.tags, info.duration_ms)
+        return EnrichOutcome(track, file_reference(path, info, checksum, file.file_id))
+
+    @staticmethod
+    def _probe(path: Path) -> tuple[AudioInfo, str]:
+        try:
+            info = probe(path)
+        except CorruptAudio as err:
+            raise FailedPrecondition(f"{err}; the file was left unchanged") from err
+        return info, sha256_file(path)
+
+    async def enrich(
+        self,
+        track: references_pb2.TrackReference,
+        file: references_pb2.FileReference,
+        *,
+        offline: bool = False,
+    ) -> EnrichOutcome:
+        path = resolve_audio_path(file.path, "file.path")
+        info, _ = await asyncio.to_thread(self._probe, path)
+        merged = track_from_tags(info.tags, info.duration_ms)
+        _overlay(merged, track)
+        matched, skipped = await self._lookup(merged, offline=offline)
+        changes = _changes(_desired_tags(merged, info.tags), info.tags)
+        if changes:
+            try:
+                await asyncio.to_thread(write_tags_atomically, path, changes)
+            except CorruptAudio as err:
+                raise FailedPrecondition(f"{err}; the file was left unchanged") from err
+            except OSError as err:
+                raise FailedPrecondition(
+                    f"cannot write tags to {path}: {err}; the file was left unchanged"
+                ) from err
+        info, checksum = await asyncio.to_thread(self._probe, path)
+        if not merged.duration_ms:
+            merged.duration_ms = info.duration_ms
+        return EnrichOutcome(
+            track=merged,
+            file=file_reference(path, info, checksum, file.file_id),
+            musicbrainz_matched=matched,
+            lookup_skipped_reason=skipped,
+            changed_tags=list(changes),
+        )
+
+    async def _lookup(
+        self, track: references_pb2.TrackReference, *, offline: bool
+    ) -> tuple[bool, str]:
+        """(matched, skipped reason); fills the gaps of `track` from a matched recording."""
+        if self._offline:
+            return False, "offline mode (SOULSPOT_METADATA__OFFLINE)"
+        if offline:
+            return False, "offline requested by the caller"
+        if self._mb is None:
+            return False, "no MusicBrainz client configured"
+        if track.musicbrainz_id:
+            return False, "the track already carries a MusicBrainz recording id"
+        if not track.isrc and not track.title:
+            return False, "nothing to look up: no ISRC and no title"
+        result: LookupResult = await self._mb.lookup(
+            isrc=track.isrc or None, title=track.title or None, artist=track.artist or None
+        )
+        if result.status == "skipped":
+            log.warning(
+                "MusicBrainz lookup skipped",
+                extra={"reason": result.reason, "impact": "tags not matched online"},
+            )
+            return False, result.reason
+        if result.recording is None:
+            return False, ""
+        recording = result.recording
+        track.musicbrainz_id = recording.mbid
+        if not track.title:
+            track.title = recording.title
+        if not track.artist:
+            track.artist = recording.artist
+        if not track.album and recording.album:
+            track.album = recording.album
+        if not track.year and recording.year:
+            track.year = recording.year
+        if not track.track_number and recording.track_number:
+            track.track_number = recording.track_number
+        return True, ""

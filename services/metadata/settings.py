@@ -1,0 +1,22 @@
+"""The metadata module's settings: `SOULSPOT_METADATA__*` or `metadata:` in the config file."""
+
+from __future__ import annotations
+
+from services.kit.module_runner import ModuleSection
+from services.kit.settings import KitSettings
+from services.metadata.musicbrainz import DEFAULT_BASE_URL, DEFAULT_USER_AGENT
+
+
+class MetadataSection(ModuleSection):
+    # SOULSPOT_METADATA__MUSICBRAINZ_URL: the MusicBrainz server (a mirror works too).
+    musicbrainz_url: str = DEFAULT_BASE_URL
+    # SOULSPOT_METADATA__USER_AGENT: MusicBrainz refuses anonymous clients; say who you are.
+    user_agent: str = DEFAULT_USER_AGENT
+    # SOULSPOT_METADATA__OFFLINE: never look anything up online.
+    offline: bool = False
+    # How long one MusicBrainz request may take; the lookup is skipped, not failed, past it.
+    timeout_s: float = 5.0
+
+
+class MetadataSettings(KitSettings):
+    metadata: MetadataSection = MetadataSection()

@@ -1,0 +1,11 @@
+"""`python -m services.notifications`: run the notifications module standalone."""
+
+from __future__ import annotations
+
+import sys
+
+from services.kit.module_runner import run_module
+from services.notifications.module import SPEC
+
+if __name__ == "__main__":
+    sys.exit(run_module(SPEC))

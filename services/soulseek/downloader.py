@@ -1,0 +1,391 @@
+"""One Soulseek download from request to verified file, through slskd.
+
+search (polled to completion) -> rank candidates -> enqueue the best -> follow the transfer
+-> locate the file on disk and verify its size -> download.completed. A candidate that fails
+(errored, rejected, stalled, vanished) is replaced by the next one, preferably from another
+user, before download.failed is published with every source tried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from services.kit.audio_probe import file_reference, read_audio, sha256_file
+from services.kit.download_registry import DownloadRegistry, State
+from services.kit.errors import NotFound, Unavailable
+from services.kit.matching import clean_title, tokens
+from services.soulseek import ranking
+from services.soulseek.slskd_api import SlskdError, SlskdNotFoundError
+from services.soulseek.transfer_state import parse_state, resolve_outcome
+from soulspot.capabilities.v1 import download_pb2
+from soulspot.common.v1 import references_pb2
+from soulspot.events.v1 import download_pb2 as download_events_pb2
+
+if TYPE_CHECKING:
+    from services.kit.download_registry import DownloadRecord
+    from services.soulseek.settings import SoulseekSection
+    from services.soulseek.slskd_api import SlskdClient, Transfer
+
+log = logging.getLogger("soulspot.soulseek")
+
+FailureKind = download_events_pb2.FailureKind
+AudioFormat = references_pb2.AudioFormat
+
+# AudioFormat -> the file extensions peers use for it.
+_EXTENSIONS: dict[int, tuple[str, ...]] = {
+    AudioFormat.AUDIO_FORMAT_MP3: ("mp3",),
+    AudioFormat.AUDIO_FORMAT_FLAC: ("flac",),
+    AudioFormat.AUDIO_FORMAT_OGG: ("ogg",),
+    AudioFormat.AUDIO_FORMAT_OPUS: ("opus",),
+    AudioFormat.AUDIO_FORMAT_AAC: ("m4a", "aac"),
+    AudioFormat.AUDIO_FORMAT_ALAC: ("alac", "m4a"),
+    AudioFormat.AUDIO_FORMAT_WAV: ("wav",),
+    AudioFormat.AUDIO_FORMAT_AIFF: ("aiff", "aif"),
+}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The ranking policy plus what ranking itself does not enforce."""
+
+    ranking: ranking.QualityPolicy
+    require_lossless: bool = False
+
+
+def build_policy(section: SoulseekSection, quality: references_pb2.QualityPolicy | None) -> Policy:
+    """The request's QualityPolicy over the module's defaults.
+
+    A zero bitrate floor or tolerance in a request means "the module's default", not "none":
+    a caller that only allows a live version must not silently lose the quality floor.
+    """
+    formats: tuple[str, ...] = tuple(f.lower() for f in section.preferred_formats)
+    min_bitrate = section.min_bitrate_kbps
+    prefer_lossless = section.prefer_lossless
+    tolerance_ms = section.duration_tolerance_ms
+    allowed: frozenset[str] = frozenset()
+    require_lossless = False
+    if quality is not None:
+        if quality.preferred_formats:
+            formats = tuple(
+                ext for fmt in quality.preferred_formats for ext in _EXTENSIONS.get(fmt, ())
+            )
+        min_bitrate = quality.min_bitrate_kbps or min_bitrate
+        prefer_lossless = quality.prefer_lossless or quality.require_lossless
+        tolerance_ms = quality.duration_tolerance_ms or tolerance_ms
+        allowed = frozenset(v.lower() for v in quality.allowed_versions)
+        require_lossless = quality.require_lossless
+    only_preferred = bool(quality is not None and quality.preferred_formats)
+    if require_lossless:
+        lossless = tuple(f for f in formats if f in ranking.LOSSLESS_EXTENSIONS)
+        formats = lossless or tuple(sorted(ranking.LOSSLESS_EXTENSIONS))
+        only_preferred = True
+    return Policy(
+        ranking=ranking.QualityPolicy(
+            preferred_formats=formats,
+            min_bitrate_kbps=min_bitrate,
+            prefer_lossless=prefer_lossless,
+            duration_tolerance_s=tolerance_ms / 1000,
+            allowed_versions=allowed,
+            only_preferred_formats=only_preferred,
+        ),
+        require_lossless=require_lossless,
+    )
+
+
+def search_query(track: references_pb2.TrackReference) -> str:
+    """What to ask the network: artist and title words, no punctuation or decorations.
+
+    Soulseek matches every word, so a "(feat. X)" or "- Remastered 2011" would only lose hits.
+    """
+    words = tokens(track.artist) + tokens(clean_title(track.title))
+    return " ".join(dict.fromkeys(words))
+
+
+def _next_index(
+    candidates: list[ranking.RankedCandidate], tried: set[int], failed_users: set[str]
+) -> int | None:
+    """The best untried candidate, from a user that has not failed us yet when possible."""
+    untried = [i for i in range(len(candidates)) if i not in tried]
+    for i in untried:
+        if candidates[i].username not in failed_users:
+            return i
+    return untried[0] if untried else None
+
+
+class SoulseekDownloader:
+    def __init__(
+        self, client: SlskdClient, section: SoulseekSection, registry: DownloadRegistry
+    ) -> None:
+        self.client = client
+        self.section = section
+        self.registry = registry
+
+    @property
+    def downloads_dir(self) -> Path:
+        return Path(self.section.downloads_dir)
+
+    # -- the request path ------------------------------------------------------------------------
+
+    async def start(
+        self, request: download_pb2.DownloadTrackRequest
+    ) -> download_pb2.DownloadTrackResponse:
+        """Search, rank and enqueue; answer once a transfer is under way. The rest runs in a
+        background task. Raises NotFound when no candidate is acceptable, Unavailable when
+        slskd cannot be used."""
+        track = request.track
+        policy = build_policy(
+            self.section, request.quality if request.HasField("quality") else None
+        )
+        active = self.registry.find_active(track, request.requested_by)
+        if active is not None:
+            log.info("already downloading", extra={"download_id": active.download_id})
+            return download_pb2.DownloadTrackResponse(
+                download_id=active.download_id,
+                state=active.state,  # type: ignore[arg-type]
+                source=active.source,
+                remote_filename=active.remote_filename,
+            )
+        record = self.registry.new(track, request.requested_by)
+        query = search_query(track)
+        log.info("searching", extra={"download_id": record.download_id, "query": query})
+        try:
+            result = await self.client.search(
+                query,
+                max_wait_s=self.section.search_max_wait_s,
+                poll_interval_s=self.section.poll_interval_s,
+                search_timeout_ms=int(self.section.search_timeout_s * 1000),
+            )
+        except SlskdError as err:
+            reason = f"slskd search failed: {err}"
+            await self.registry.fail(
+                record,
+                reason,
+                kind=FailureKind.FAILURE_KIND_BACKEND_UNAVAILABLE,
+                can_retry=True,
+            )
+            await self.registry.flush()
+            raise Unavailable(reason) from err
+        ranked = ranking.rank_candidates(
+            ranking.TrackRequest(
+                title=track.title,
+                artist=track.artist,
+                album=track.album or None,
+                duration_ms=track.duration_ms or None,
+            ),
+            result.responses,
+            policy.ranking,
+        )
+        candidates = [
+            c
+            for c in ranked.accepted
+            if not policy.require_lossless or _ext(c) in ranking.LOSSLESS_EXTENSIONS
+        ][: max(1, self.section.max_attempts)]
+        if not candidates:
+            kind = (
+                FailureKind.FAILURE_KIND_NO_ACCEPTABLE_CANDIDATE
+                if ranked.rejected
+                else FailureKind.FAILURE_KIND_NOT_FOUND
+            )
+            reason = f"no acceptable Soulseek candidate for {query!r}: {ranked.explain()}"
+            examples = sorted({r.reason for r in ranked.rejected})[:3]
+            if examples:
+                reason += f" (e.g. {'; '.join(examples)})"
+            await self.registry.fail(record, reason, kind=kind, can_retry=True)
+            await self.registry.flush()
+            raise NotFound(reason)
+        log.info(
+            "candidates ranked",
+            extra={
+                "download_id": record.download_id,
+                "accepted": len(ranked.accepted),
+                "rejected": len(ranked.rejected),
+                "best": candidates[0].file.filename,
+            },
+        )
+        tried: set[int] = set()
+        failed_users: set[str] = set()
+        index = await self._enqueue_next(record, candidates, tried, failed_users)
+        if index is None:
+            reason = f"every one of {len(tried)} candidates refused the download: {record.error}"
+            await self.registry.fail(
+                record, reason, kind=FailureKind.FAILURE_KIND_TRANSFER_FAILED, can_retry=True
+            )
+            await self.registry.flush()
+            raise Unavailable(reason)
+        record.task = asyncio.create_task(
+            self._follow(record, candidates, index, tried, failed_users),
+            name=f"download {record.download_id}",
+        )
+        return download_pb2.DownloadTrackResponse(
+            download_id=record.download_id,
+            state=State.DOWNLOAD_STATE_QUEUED,
+            source=record.source,
+            remote_filename=record.remote_filename,
+            candidates=len(ranked.accepted),
+        )
+
+    async def _enqueue_next(
+        self,
+        record: DownloadRecord,
+        candidates: list[ranking.RankedCandidate],
+        tried: set[int],
+        failed_users: set[str],
+    ) -> int | None:
+        """Enqueue the next candidate slskd accepts; its index, or None when none is left."""
+        while (index := _next_index(candidates, tried, failed_users)) is not None:
+            tried.add(index)
+            candidate = candidates[index]
+            record.tried_sources.append(candidate.username)
+            try:
+                await self.client.enqueue(candidate.username, [candidate.file])
+            except SlskdError as err:
+                record.error = f"{candidate.username}: enqueue refused: {err}"
+                failed_users.add(candidate.username)
+                log.warning(
+                    "enqueue refused, trying the next candidate",
+                    extra={"download_id": record.download_id, "error": str(err)},
+                )
+                continue
+            record.source = candidate.username
+            record.remote_filename = candidate.file.filename
+            record.state = State.DOWNLOAD_STATE_QUEUED
+            record.percent = 0.0
+            return index
+        return None
+
+    # -- the background part ---------------------------------------------------------------------
+
+    async def _follow(
+        self,
+        record: DownloadRecord,
+        candidates: list[ranking.RankedCandidate],
+        index: int | None,
+        tried: set[int],
+        failed_users: set[str],
+    ) -> None:
+        attempt = 0
+        reasons: list[str] = []
+        try:
+            while index is not None:
+                attempt += 1
+                candidate = candidates[index]
+                await self.registry.started_event(
+                    record, attempt=attempt, expected_size=candidate.file.size
+                )
+                path, reason = await self._watch(record, candidate)
+                if path is not None:
+                    file = await asyncio.to_thread(_describe, path)
+                    await self.registry.complete(record, file)
+                    return
+                reasons.append(f"{candidate.username}: {reason}")
+                failed_users.add(candidate.username)
+                log.warning(
+                    "candidate failed, trying the next one",
+                    extra={"download_id": record.download_id, "reason": reason},
+                )
+                index = await self._enqueue_next(record, candidates, tried, failed_users)
+            await self.registry.fail(
+                record,
+                f"all {len(record.tried_sources)} candidates failed: " + "; ".join(reasons)
+                if reasons
+                else record.error or "no candidate could be downloaded",
+                kind=FailureKind.FAILURE_KIND_TRANSFER_FAILED,
+                can_retry=True,
+            )
+        except asyncio.CancelledError:
+            if record.cancel_requested:
+                await self._cancel_remote(record)
+            raise
+        except Exception as err:
+            log.exception("download task crashed", extra={"download_id": record.download_id})
+            await self.registry.fail(
+                record,
+                f"internal error while downloading: {err}",
+                kind=FailureKind.FAILURE_KIND_TRANSFER_FAILED,
+                can_retry=True,
+            )
+
+    async def _cancel_remote(self, record: DownloadRecord) -> None:
+        with contextlib.suppress(SlskdError):
+            transfer = await self.client.find_download(record.source, record.remote_filename)
+            if transfer is not None:
+                await self.client.cancel(record.source, transfer.id)
+
+    async def _watch(
+        self, record: DownloadRecord, candidate: ranking.RankedCandidate
+    ) -> tuple[Path | None, str]:
+        """Follow one transfer to its end: (the verified file, "") or (None, why it failed)."""
+        expected = candidate.file.size or None
+        last_change = time.monotonic()
+        last_bytes = -1
+        last_state = ""
+        missing_polls = 0
+        while True:
+            transfer: Transfer | None = None
+            try:
+                transfer = await self.client.find_download(
+                    candidate.username, candidate.file.filename
+                )
+            except SlskdError as err:
+                # slskd away for a moment: the transfer goes on without us; keep looking.
+                log.warning(
+                    "cannot read the transfer state",
+                    extra={"download_id": record.download_id, "error": str(err)},
+                )
+            state = transfer.state if transfer is not None else parse_state("")
+            outcome = await asyncio.to_thread(
+                resolve_outcome, state, self.downloads_dir, candidate.file.filename, expected
+            )
+            if outcome.arrived and outcome.path is not None:
+                if outcome.reason not in ("completed", "file on disk"):
+                    log.warning(
+                        "slskd reported a failure but the file arrived",
+                        extra={"download_id": record.download_id, "note": outcome.reason},
+                    )
+                return outcome.path, ""
+            if transfer is None:
+                missing_polls += 1
+                if missing_polls >= 3:
+                    return None, "the transfer disappeared from slskd"
+            else:
+                missing_polls = 0
+                if state.is_terminal:
+                    detail = f" ({transfer.exception})" if transfer.exception else ""
+                    return None, f"{outcome.reason}{detail}"
+                record.state = (
+                    State.DOWNLOAD_STATE_IN_PROGRESS
+                    if state.in_progress
+                    else State.DOWNLOAD_STATE_QUEUED
+                )
+                if transfer.bytes_transferred != last_bytes or transfer.state_text != last_state:
+                    last_change = time.monotonic()
+                    last_bytes = transfer.bytes_transferred
+                    last_state = transfer.state_text
+                await self.registry.progress(
+                    record,
+                    transferred=transfer.bytes_transferred,
+                    total=transfer.size or candidate.file.size,
+                    bytes_per_second=transfer.average_speed,
+                    state_text=transfer.state_text,
+                )
+            if time.monotonic() - last_change > self.section.stall_timeout_s:
+                if transfer is not None:
+                    with contextlib.suppress(SlskdError, SlskdNotFoundError):
+                        await self.client.cancel(candidate.username, transfer.id)
+                return None, f"no progress for {self.section.stall_timeout_s:g}s"
+            await asyncio.sleep(self.section.poll_interval_s)
+
+
+def _ext(candidate: ranking.RankedCandidate) -> str:
+    return candidate.file.extension or candidate.file.filename.rsplit(".", 1)[-1].lower()
+
+
+def _describe(path: Path) -> references_pb2.FileReference:
+    """The FileReference of a downloaded file: properties from its headers, sha256."""
+    return file_reference(read_audio(path), checksum=sha256_file(path))

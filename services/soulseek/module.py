@@ -1,0 +1,142 @@
+"""The soulseek module: download.track (priority 10) and friends through slskd."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from services.kit.download_registry import DownloadRegistry, DownloadServicerBase
+from services.kit.errors import MeshError, Unavailable, abort_with
+from services.kit.module_runner import Capability, ModuleParts, ModuleSpec, ServiceBinding
+from services.soulseek.downloader import SoulseekDownloader
+from services.soulseek.settings import DEFAULT_PORT, SoulseekSettings
+from services.soulseek.slskd_api import SlskdClient
+from soulspot.capabilities.v1 import download_pb2, download_pb2_grpc
+
+if TYPE_CHECKING:
+    import grpc
+
+    from services.kit.module_runner import ModuleRuntime
+    from services.soulseek.settings import SoulseekSection
+
+log = logging.getLogger("soulspot.soulseek")
+
+PROBE_TIMEOUT_S = 5.0
+NOT_CONFIGURED = (
+    "slskd is not configured: set SOULSPOT_SOULSEEK__URL and SOULSPOT_SOULSEEK__API_KEY"
+)
+
+
+class SlskdHealthProbe:
+    """Keeps the module's health in step with slskd: reachable, key accepted, logged in."""
+
+    def __init__(self, runtime: ModuleRuntime, client: SlskdClient | None, interval_s: float):
+        self.runtime = runtime
+        self.client = client
+        self.interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def check(self) -> bool:
+        if self.client is None:
+            await self.runtime.set_health(False, NOT_CONFIGURED)
+            return False
+        try:
+            # A black-holed address would otherwise hold the probe for the client's timeout.
+            health = await asyncio.wait_for(self.client.health(), PROBE_TIMEOUT_S)
+        except TimeoutError:
+            reason = f"slskd at {self.client.base_url} did not answer within {PROBE_TIMEOUT_S:g}s"
+            await self.runtime.set_health(False, reason)
+            return False
+        await self.runtime.set_health(health.usable, health.reason)
+        return health.usable
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.check()
+            except Exception:
+                log.exception("slskd health probe failed")
+
+    async def start(self) -> None:
+        await self.check()
+        self._task = asyncio.create_task(self._loop(), name="slskd health probe")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class SoulseekDownloadServicer(DownloadServicerBase):
+    def __init__(
+        self,
+        registry: DownloadRegistry,
+        downloader: SoulseekDownloader | None,
+        probe: SlskdHealthProbe,
+    ) -> None:
+        super().__init__(registry)
+        self.downloader = downloader
+        self.probe = probe
+
+    async def DownloadTrack(
+        self,
+        request: download_pb2.DownloadTrackRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> download_pb2.DownloadTrackResponse:
+        try:
+            # A stale "down" must not refuse work once slskd is back: probe again first.
+            if not self.probe.runtime.serving and not await self.probe.check():
+                raise Unavailable(f"soulseek cannot download: {self.probe.runtime.health_reason}")
+            if self.downloader is None:
+                raise Unavailable(NOT_CONFIGURED)
+            return await self.downloader.start(request)
+        except MeshError as err:
+            await abort_with(context, err)
+
+
+def build(runtime: ModuleRuntime) -> ModuleParts:
+    section: SoulseekSection = runtime.section
+    client = SlskdClient(section.url, section.api_key) if section.url else None
+    registry = DownloadRegistry(
+        runtime.publisher, module=runtime.name, progress_interval_s=section.progress_interval_s
+    )
+    downloader = SoulseekDownloader(client, section, registry) if client is not None else None
+    probe = SlskdHealthProbe(runtime, client, section.probe_interval_s)
+    servicer = SoulseekDownloadServicer(registry, downloader, probe)
+
+    async def stop() -> None:
+        await probe.stop()
+        await registry.shutdown()
+        if client is not None:
+            await client.aclose()
+
+    runtime.extras["registry"] = registry
+    return ModuleParts(
+        services=[
+            ServiceBinding.of(
+                download_pb2.DESCRIPTOR.services_by_name["DownloadService"],
+                servicer,
+                download_pb2_grpc.add_DownloadServiceServicer_to_server,
+            )
+        ],
+        start=probe.start,
+        stop=stop,
+    )
+
+
+SPEC = ModuleSpec(
+    name="soulseek",
+    default_port=DEFAULT_PORT,
+    capabilities=[
+        Capability("download.track", 10),
+        Capability("download.status", 10),
+        Capability("download.cancel", 10),
+        Capability("download.statistics", 10),
+    ],
+    factory=build,
+    settings_cls=SoulseekSettings,
+)

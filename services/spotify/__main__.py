@@ -1,0 +1,11 @@
+"""`python -m services.spotify`: run the spotify module standalone."""
+
+from __future__ import annotations
+
+import sys
+
+from services.kit.module_runner import run_module
+from services.spotify.module import SPEC
+
+if __name__ == "__main__":
+    sys.exit(run_module(SPEC))

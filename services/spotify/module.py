@@ -1,0 +1,102 @@
+"""The spotify module: what it serves and how it is built."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from services.kit.module_runner import (
+    Capability,
+    ModuleParts,
+    ModuleRuntime,
+    ModuleSpec,
+    ServiceBinding,
+)
+from services.spotify.servicer import PlaylistServicer, SearchServicer
+from services.spotify.settings import NO_CREDENTIALS, SpotifySection, SpotifySettings
+from services.spotify.web_api import (
+    SpotifyAuthError,
+    SpotifyClient,
+    SpotifyError,
+    SpotifyNotConfigured,
+    SpotifyUnreachable,
+)
+from soulspot.capabilities.v1 import playlist_pb2, playlist_pb2_grpc, search_pb2, search_pb2_grpc
+
+__all__ = ["SPEC", "build"]
+
+DEFAULT_PORT = 50061
+
+
+def build(rt: ModuleRuntime) -> ModuleParts:
+    section = rt.section if isinstance(rt.section, SpotifySection) else SpotifySection()
+    client = SpotifyClient(
+        section.client_id or None,
+        section.client_secret or None,
+        api_base=section.api_url,
+        accounts_base=section.accounts_url,
+        timeout=section.timeout_s,
+        market=section.market or None,
+    )
+    watcher: asyncio.Task[None] | None = None
+
+    async def probe() -> None:
+        if not client.configured:
+            await rt.set_health(False, NO_CREDENTIALS)
+            return
+        usable, reason = await client.health()
+        await rt.set_health(usable, reason if not usable else f"Spotify API at {section.api_url}")
+
+    async def on_backend_error(err: SpotifyError) -> None:
+        # Only failures of the backend itself change health; a rate limit or a missing
+        # playlist says nothing about whether the next call can succeed.
+        if isinstance(err, SpotifyNotConfigured):
+            await rt.set_health(False, NO_CREDENTIALS)
+        elif isinstance(err, SpotifyAuthError | SpotifyUnreachable):
+            await rt.set_health(False, str(err))
+
+    async def watch() -> None:
+        while True:
+            await probe()
+            await asyncio.sleep(section.health_interval_s)
+
+    async def start() -> None:
+        nonlocal watcher
+        if not client.configured:
+            await rt.set_health(False, NO_CREDENTIALS)
+            return
+        # Probed in the background: an unreachable Spotify must not hold up the server's start.
+        watcher = asyncio.create_task(watch())
+
+    async def stop() -> None:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        await client.aclose()
+
+    return ModuleParts(
+        services=[
+            ServiceBinding.of(
+                search_pb2.DESCRIPTOR.services_by_name["SearchService"],
+                SearchServicer(client, on_backend_error),
+                search_pb2_grpc.add_SearchServiceServicer_to_server,
+            ),
+            ServiceBinding.of(
+                playlist_pb2.DESCRIPTOR.services_by_name["PlaylistService"],
+                PlaylistServicer(client, on_backend_error),
+                playlist_pb2_grpc.add_PlaylistServiceServicer_to_server,
+            ),
+        ],
+        start=start,
+        stop=stop,
+    )
+
+
+SPEC = ModuleSpec(
+    name="spotify",
+    default_port=DEFAULT_PORT,
+    capabilities=[Capability("search.track", 10), Capability("playlist.tracks", 10)],
+    factory=build,
+    settings_cls=SpotifySettings,
+)

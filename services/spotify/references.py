@@ -1,0 +1,31 @@
+"""Turning what a user pastes (share URL, URI, bare id) into a Spotify playlist id."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+__all__ = ["parse_playlist_id"]
+
+_ID = re.compile(r"[A-Za-z0-9]+")
+# spotify:playlist:ID and the older spotify:user:NAME:playlist:ID
+_URI = re.compile(r"spotify:(?:user:[^:]+:)?playlist:([A-Za-z0-9]+)")
+_HOSTS = frozenset({"open.spotify.com", "play.spotify.com", "spotify.link"})
+
+
+def parse_playlist_id(text: str) -> str | None:
+    """The playlist id in `text`, or None when it is no playlist reference."""
+    value = text.strip()
+    if _ID.fullmatch(value):
+        return value
+    if match := _URI.fullmatch(value):
+        return match.group(1)
+    parts = urlsplit(value if "://" in value else f"https://{value}")
+    if parts.hostname not in _HOSTS:
+        return None
+    segments = [s for s in parts.path.split("/") if s]
+    # /playlist/ID, /intl-de/playlist/ID, /user/NAME/playlist/ID, /embed/playlist/ID
+    for index, segment in enumerate(segments[:-1]):
+        if segment == "playlist" and _ID.fullmatch(segments[index + 1]):
+            return segments[index + 1]
+    return None

@@ -1,0 +1,151 @@
+"""search.track and playlist.tracks served from the Spotify Web API."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from services.kit.errors import (
+    InvalidArgument,
+    MeshError,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    bad_request,
+)
+from services.spotify.references import parse_playlist_id
+from services.spotify.settings import NO_CREDENTIALS
+from services.spotify.web_api import (
+    PlaylistNotAccessible,
+    SpotifyAuthError,
+    SpotifyError,
+    SpotifyNotConfigured,
+    SpotifyRateLimited,
+    SpotifyTrack,
+    SpotifyUnreachable,
+)
+from soulspot.capabilities.v1 import (
+    playlist_pb2,
+    playlist_pb2_grpc,
+    search_pb2,
+    search_pb2_grpc,
+)
+from soulspot.common.v1 import references_pb2
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+    import grpc
+
+    from services.spotify.web_api import SpotifyClient
+
+__all__ = ["PlaylistServicer", "SearchServicer", "mesh_error", "track_reference"]
+
+log = logging.getLogger("soulspot.spotify")
+
+DEFAULT_LIMIT = 10
+MAX_LIMIT = 50
+
+
+def track_reference(track: SpotifyTrack) -> references_pb2.TrackReference:
+    return references_pb2.TrackReference(
+        spotify_id=track["spotify_id"],
+        isrc=(track["isrc"] or "").upper(),
+        title=track["title"],
+        artist=track["artists"],
+        album=track["album"],
+        duration_ms=track["duration_ms"],
+        track_number=track["track_number"] or 0,
+        disc_number=track["disc_number"] or 0,
+        year=track["year"] or 0,
+    )
+
+
+def mesh_error(err: SpotifyError) -> MeshError:
+    """The status a caller (and the router's fallback) should see for a Spotify failure.
+
+    Anything that means "Spotify cannot answer now" is UNAVAILABLE or RESOURCE_EXHAUSTED, so
+    the router falls back to the local catalog; an inaccessible playlist is NOT_FOUND.
+    """
+    if isinstance(err, PlaylistNotAccessible):
+        return NotFound(str(err))
+    if isinstance(err, SpotifyNotConfigured):
+        return Unavailable(NO_CREDENTIALS)
+    if isinstance(err, SpotifyRateLimited):
+        return ResourceExhausted(str(err))
+    if isinstance(err, SpotifyAuthError | SpotifyUnreachable):
+        return Unavailable(str(err))
+    return Unavailable(f"Spotify failed: {err}")
+
+
+class SearchServicer(search_pb2_grpc.SearchServiceServicer):
+    def __init__(
+        self, client: SpotifyClient, on_backend_error: Callable[[SpotifyError], Awaitable[None]]
+    ) -> None:
+        self._client = client
+        self._on_backend_error = on_backend_error
+
+    async def SearchTrack(
+        self,
+        request: search_pb2.SearchTrackRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> search_pb2.SearchTrackResponse:
+        limit = min(request.limit or DEFAULT_LIMIT, MAX_LIMIT)
+        try:
+            found = await self._client.search_tracks(request.query, limit)
+        except SpotifyError as err:
+            await self._on_backend_error(err)
+            raise mesh_error(err) from err
+        # Spotify orders results by its own relevance; the score says the same thing in the
+        # contract's 0..1 range (the best result 1.0, then evenly down).
+        count = len(found)
+        return search_pb2.SearchTrackResponse(
+            results=[
+                search_pb2.SearchResult(
+                    track=track_reference(track),
+                    score=round(1.0 - index / max(count, 1), 4),
+                    source="spotify",
+                )
+                for index, track in enumerate(found)
+            ]
+        )
+
+
+class PlaylistServicer(playlist_pb2_grpc.PlaylistServiceServicer):
+    def __init__(
+        self, client: SpotifyClient, on_backend_error: Callable[[SpotifyError], Awaitable[None]]
+    ) -> None:
+        self._client = client
+        self._on_backend_error = on_backend_error
+
+    async def ListPlaylistTracks(
+        self,
+        request: playlist_pb2.ListPlaylistTracksRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[playlist_pb2.ListPlaylistTracksResponse]:
+        playlist_id = parse_playlist_id(request.playlist_id)
+        if playlist_id is None:
+            raise InvalidArgument(
+                f"not a Spotify playlist id, URI or URL: {request.playlist_id!r}",
+                details=[
+                    bad_request(
+                        {
+                            "playlist_id": "expected an id, spotify:playlist:ID or "
+                            "https://open.spotify.com/playlist/ID"
+                        }
+                    )
+                ],
+            )
+        # Every page is read before the first track is sent, so each response carries the
+        # real total (local files and removed tracks are skipped, which Spotify's own total
+        # counts) and a failure half way sends nothing misleading.
+        try:
+            tracks = [t async for t in self._client.playlist_tracks(playlist_id)]
+        except SpotifyError as err:
+            await self._on_backend_error(err)
+            raise mesh_error(err) from err
+        total = len(tracks)
+        for position, track in enumerate(tracks, start=1):
+            yield playlist_pb2.ListPlaylistTracksResponse(
+                track=track_reference(track), position=position, total=total
+            )

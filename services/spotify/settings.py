@@ -1,0 +1,28 @@
+"""The spotify module's settings: `SOULSPOT_SPOTIFY__*` or `spotify:` in the config file."""
+
+from __future__ import annotations
+
+from services.kit.module_runner import ModuleSection
+from services.kit.settings import KitSettings
+from services.spotify.web_api import DEFAULT_ACCOUNTS_BASE, DEFAULT_API_BASE
+
+NO_CREDENTIALS = "no Spotify credentials (SOULSPOT_SPOTIFY__CLIENT_ID / __CLIENT_SECRET)"
+
+
+class SpotifySection(ModuleSection):
+    # SOULSPOT_SPOTIFY__CLIENT_ID / __CLIENT_SECRET: a Spotify app's client credentials.
+    client_id: str = ""
+    client_secret: str = ""
+    # SOULSPOT_SPOTIFY__API_URL / __ACCOUNTS_URL: the Web API and accounts service.
+    api_url: str = DEFAULT_API_BASE
+    accounts_url: str = DEFAULT_ACCOUNTS_BASE
+    # SOULSPOT_SPOTIFY__MARKET: an ISO country code for track relinking, when wanted.
+    market: str = ""
+    # Seconds one Spotify request may take.
+    timeout_s: float = 10.0
+    # How often an unusable backend is probed again, in seconds.
+    health_interval_s: float = 60.0
+
+
+class SpotifySettings(KitSettings):
+    spotify: SpotifySection = SpotifySection()

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+# The envelope builders and the raw subscriber are shared with the integration tests.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "integration" / "bus"))
+
+from bus_process import BusProcess
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+@pytest.fixture
+def bus_process(tmp_path: Path) -> Iterator[BusProcess]:
+    proc = BusProcess(tmp_path)
+    yield proc
+    proc.stop()

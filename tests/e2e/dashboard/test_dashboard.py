@@ -1,0 +1,151 @@
+"""The dashboard in a real browser against a real router process and a real module process.
+
+The router serves its HTTP side on SOULSPOT_ROUTER__HTTP_ADDRESS; the page must render the
+module's badge and its capability row from live data, show a download's progress pushed
+over Server-Sent Events, and show the module going away after it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import aiohttp
+import pytest
+
+_ROOT = Path(__file__).resolve().parents[3]
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+from services.kit.channel import open_channel  # noqa: E402
+from services.kit.events import RouterPublisher  # noqa: E402
+from soulspot.common.v1 import module_pb2, references_pb2  # noqa: E402
+from soulspot.events.v1 import download_pb2 as download_events_pb2  # noqa: E402
+from soulspot.router.v1 import router_pb2  # noqa: E402
+from tests.e2e.mesh import Mesh, free_port  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from playwright.async_api import Browser
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOT = _ROOT / "build" / "screenshots" / "dashboard.png"
+MODULE = "notifications"
+CAPABILITY = "notify.track_ready"
+
+if not CHROMIUM.exists():
+    pytest.skip(
+        f"{CHROMIUM} is absent: install Debian's chromium package to run the dashboard test",
+        allow_module_level=True,
+    )
+if importlib.util.find_spec("router.__main__") is None:
+    pytest.skip("`python -m router` does not exist yet", allow_module_level=True)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        launched = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def _wait_http(url: str, mesh: Mesh, within_s: float = 20.0) -> None:
+    async with aiohttp.ClientSession() as session, asyncio.timeout(within_s):
+        while True:
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if not mesh.procs["router"].running:
+                raise RuntimeError("router exited:\n" + mesh.procs["router"].log()[-4000:])
+            await asyncio.sleep(0.1)
+
+
+async def _wait_module_status(mesh: Mesh, name: str, unwanted: int, within_s: float = 15.0) -> None:
+    async with asyncio.timeout(within_s):
+        while True:
+            status = await mesh.stub().GetStatus(router_pb2.GetStatusRequest(), timeout=2.0)
+            module = next((m for m in status.modules if m.name == name), None)
+            if module is None or module.status != unwanted:
+                return
+            await asyncio.sleep(0.1)
+
+
+async def test_dashboard_renders_live_data_and_follows_changes(
+    tmp_path: Path, browser: Browser
+) -> None:
+    http_port = free_port()
+    base = f"http://127.0.0.1:{http_port}"
+    async with Mesh(tmp_path) as mesh:
+        mesh.start_router({"SOULSPOT_ROUTER__HTTP_ADDRESS": f"127.0.0.1:{http_port}"})
+        await mesh.wait_serving("router")
+        mesh.start_module(MODULE)
+        await mesh.wait_routable(MODULE, CAPABILITY)
+        await _wait_http(f"{base}/healthz", mesh)
+
+        page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+        await page.goto(base + "/")
+        badge = page.locator(f'tr[data-module="{MODULE}"] .badge')
+        await badge.wait_for(timeout=10_000)
+        assert (await badge.inner_text()).strip() == "active"
+        row = page.locator(f'tr[data-capability="{CAPABILITY}"]')
+        assert await row.locator(f'.chip.routable[data-provider="{MODULE}"]').count() == 1
+        assert (await row.locator(".badge").inner_text()).strip() == "available"
+        # The router's own module.status_changed event is among the recent events.
+        await page.locator('tr[data-event-type="module.status_changed"]').first.wait_for(
+            timeout=10_000
+        )
+
+        # A download's progress arrives live over the stream, without a refresh.
+        await page.locator("#live.on").wait_for(timeout=10_000)
+        async with open_channel(mesh.router_address) as channel:
+            publisher = RouterPublisher(channel, source_module="folder")
+            await publisher.publish(
+                download_events_pb2.DownloadProgress(
+                    download_id="dl-e2e-1",
+                    track=references_pb2.TrackReference(artist="Nina Simone", title="Sinnerman"),
+                    percent=42.0,
+                    state="InProgress",
+                ),
+                subject="dl-e2e-1",
+            )
+        download = page.locator('[data-download="dl-e2e-1"]')
+        await download.wait_for(timeout=10_000)
+        assert "Nina Simone - Sinnerman" in await download.inner_text()
+        assert "42%" in await download.inner_text()
+
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+        # The module stops: after the router notices, a refresh shows it gone inactive and
+        # its capability unavailable.
+        await mesh.stop(MODULE)
+        await _wait_module_status(mesh, MODULE, module_pb2.MODULE_STATUS_ACTIVE)
+        await page.evaluate("window.soulspotRefresh()")
+        assert (await badge.inner_text()).strip() != "active"
+        assert (await row.locator(".badge").inner_text()).strip() == "unavailable"
+        assert await row.locator(f'.chip.routable[data-provider="{MODULE}"]').count() == 0
+        await page.close()
