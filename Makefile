@@ -14,7 +14,7 @@ SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"
 DEPS := build/proto-deps
 PROTOS := $(shell find proto -name '*.proto' | sort)
 
-.PHONY: help system-deps install generate check-generated proto-deps lint format breaking release-baseline \
+.PHONY: help system-deps compose-test install generate check-generated proto-deps lint format breaking release-baseline \
         typecheck imports test test-fast up clean bench
 
 help: ## list the targets
@@ -28,17 +28,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv with the pinned dependencies, buf and grpcurl
 
-# Debian packages some tests drive for real: chromium (the dashboard test). Installed when
+# Debian packages some tests drive for real: chromium (the dashboard test), docker-compose
+# (validates docker-compose.yml). Installed when
 # missing and when we may (root); otherwise those tests say why they skip.
-SYSTEM_PACKAGES := chromium
-system-deps: ## install the Debian packages the tests drive (chromium), when missing
-	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	  else echo "not installed (needs root and apt-get):$$missing; the tests that drive them skip"; fi; \
-	fi
+SYSTEM_PACKAGES := chromium docker-compose
+system-deps: ## install the Debian packages the tests drive (chromium, docker-compose), when missing
+	@scripts/ensure_debian_packages.sh $(SYSTEM_PACKAGES)
 
 proto-deps: $(STAMP)
 	@rm -rf $(DEPS) && mkdir -p $(DEPS)/google/api $(DEPS)/google/rpc
@@ -79,7 +74,11 @@ test-fast: $(STAMP) ## the unit tests only
 up: $(STAMP) ## run the mesh locally (router and every module)
 	$(BIN)/soulspot up
 
-bench: $(STAMP) ## run the benchmarks (prints ratios)
+compose-test: ## build the image and run docker-compose.yml end to end under podman (slow, root, opt-in)
+	nice -n 19 scripts/compose_test.sh
+
+bench: $(STAMP) ## run the benchmarks (prints ratios; installs nats-server for the JetStream peer)
+	@scripts/ensure_debian_packages.sh nats-server
 	$(PY) -m bench
 
 clean: ## remove the virtual environment and build output

@@ -1,9 +1,16 @@
 """Router overhead: the same unary SearchTrack direct to a module, through the router, and
-in direct mode (DirectClient), at concurrency 1 and 64, in one run.
+in direct mode (DirectClient), at concurrency 1 and 64.
 
 `python -m bench.router_bench [--seconds 2] [--runs 3]` starts a router and a module as
-processes on loopback (logging at WARNING, so the figures measure routing, not log lines),
-drives them from this process and prints medians of the runs with ratios against direct.
+separate processes on loopback (logging at WARNING, so the figures measure routing, not
+log lines), drives them from this process and prints medians of the runs with ratios
+against direct. Every mode uses the same driver; each measurement is preceded by a
+warm-up, and the modes take turns within each run so that a noisy neighbour hurts them
+alike. The whole benchmark (this process and its children) runs niced.
+
+CPU per call is the CPU time that this process, the router and the module together spent
+during the measured seconds, divided by the calls: it depends far less on what else the
+machine is doing than throughput does.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import signal
 import socket
 import statistics
@@ -30,12 +38,13 @@ from soulspot.common.v1 import references_pb2
 from soulspot.router.v1 import router_pb2
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Sequence
 
 SEARCH = "/soulspot.capabilities.v1.SearchService/SearchTrack"
 REQUEST = search_pb2.SearchTrackRequest(query="artist - title", limit=5)
 CONCURRENCIES = (1, 64)
 MODES = ("direct", "router", "direct mode")
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 # -- the module process ------------------------------------------------------------------
@@ -56,12 +65,12 @@ class _Search(search_pb2_grpc.SearchServiceServicer):
         )
 
 
-async def _serve_module(port: int, router: str) -> None:
+async def _serve_module(port: int, router: str, log_level: str) -> None:
     from services.kit.logging import setup_logging
     from services.kit.registration import RouterRegistration
     from services.kit.server import KitServer
 
-    setup_logging("bench-module", "WARNING")
+    setup_logging("bench-module", log_level)
     server = KitServer("bench-module", f"127.0.0.1:{port}", validate_requests=True)
     servicer = _Search()
     server.add_service(
@@ -90,10 +99,33 @@ class Result:
     throughput: float
     p50_ms: float
     p99_ms: float
+    # CPU seconds per call (client + router + module), and the router's share of it.
+    cpu_us: float
+    router_cpu_us: float
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a child has used so far; 0 without /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # Fields 14 and 15 of stat(5), counted after the ")" that ends the command name.
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def _measure(
-    call: Callable[[], Awaitable[object]], concurrency: int, seconds: float
+    call: Callable[[], Awaitable[object]],
+    concurrency: int,
+    seconds: float,
+    router_pid: int,
+    module_pid: int,
 ) -> Result:
     latencies: list[float] = []
     stop_at = 0.0
@@ -107,15 +139,22 @@ async def _measure(
 
     stop_at = time.perf_counter() + min(0.5, seconds / 4)  # warm-up: connections, caches
     await asyncio.gather(*(worker(False) for _ in range(concurrency)))
+    router_before = _process_cpu(router_pid)
+    cpu_before = _own_cpu() + router_before + _process_cpu(module_pid)
     began = time.perf_counter()
     stop_at = began + seconds
     await asyncio.gather(*(worker(True) for _ in range(concurrency)))
     elapsed = time.perf_counter() - began
+    router_used = _process_cpu(router_pid) - router_before
+    cpu_used = _own_cpu() + _process_cpu(router_pid) + _process_cpu(module_pid) - cpu_before
     latencies.sort()
+    calls = len(latencies)
     return Result(
-        throughput=len(latencies) / elapsed,
-        p50_ms=latencies[len(latencies) // 2] * 1000,
-        p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        throughput=calls / elapsed,
+        p50_ms=latencies[calls // 2] * 1000,
+        p99_ms=latencies[min(calls - 1, int(calls * 0.99))] * 1000,
+        cpu_us=cpu_used / calls * 1e6,
+        router_cpu_us=router_used / calls * 1e6,
     )
 
 
@@ -126,7 +165,9 @@ def _free_port() -> int:
         return port
 
 
-def _run(seconds: float, runs: int) -> dict[tuple[str, int], list[Result]]:
+def _run(
+    seconds: float, runs: int, modes: Sequence[str], concurrencies: Sequence[int], log_level: str
+) -> dict[tuple[str, int], list[Result]]:
     router_port, module_port = _free_port(), _free_port()
     router_address = f"127.0.0.1:{router_port}"
     module_address = f"127.0.0.1:{module_port}"
@@ -134,8 +175,10 @@ def _run(seconds: float, runs: int) -> dict[tuple[str, int], list[Result]]:
         env = {
             **{k: v for k, v in os.environ.items() if k != "SOULSPOT_CONFIG"},
             "SOULSPOT_ROUTER__ADDRESS": router_address,
+            # The dashboard is not part of the hop being measured; port 0 keeps runs apart.
+            "SOULSPOT_ROUTER__HTTP_ADDRESS": "127.0.0.1:0",
             "SOULSPOT_STATE_DIR": tmp,
-            "SOULSPOT_LOG_LEVEL": "WARNING",
+            "SOULSPOT_LOG_LEVEL": log_level,
         }
         router = subprocess.Popen([sys.executable, "-m", "router"], env=env)
         module = subprocess.Popen(
@@ -143,7 +186,17 @@ def _run(seconds: float, runs: int) -> dict[tuple[str, int], list[Result]]:
             env=env,
         )
         try:
-            return asyncio.run(_ready_then_drive(router_address, module_address, seconds, runs))
+            return asyncio.run(
+                _ready_then_drive(
+                    router_address,
+                    module_address,
+                    seconds,
+                    runs,
+                    modes,
+                    concurrencies,
+                    (router.pid, module.pid),
+                )
+            )
         finally:
             for process in (module, router):
                 process.send_signal(signal.SIGTERM)
@@ -155,17 +208,30 @@ def _run(seconds: float, runs: int) -> dict[tuple[str, int], list[Result]]:
 
 
 async def _ready_then_drive(
-    router_address: str, module_address: str, seconds: float, runs: int
+    router_address: str,
+    module_address: str,
+    seconds: float,
+    runs: int,
+    modes: Sequence[str],
+    concurrencies: Sequence[int],
+    pids: tuple[int, int],
 ) -> dict[tuple[str, int], list[Result]]:
     await wait_for_ready(router_address, 30)
     await wait_for_ready(module_address, 30)
-    return await _drive(router_address, module_address, seconds, runs)
+    return await _drive(router_address, module_address, seconds, runs, modes, concurrencies, pids)
 
 
 async def _drive(
-    router_address: str, module_address: str, seconds: float, runs: int
+    router_address: str,
+    module_address: str,
+    seconds: float,
+    runs: int,
+    modes: Sequence[str],
+    concurrencies: Sequence[int],
+    pids: tuple[int, int],
 ) -> dict[tuple[str, int], list[Result]]:
     results: dict[tuple[str, int], list[Result]] = {}
+    # One channel per target, same options: the modes differ only in where the call goes.
     module_channel = grpc.aio.insecure_channel(module_address, options=CHANNEL_OPTIONS)
     router_channel = grpc.aio.insecure_channel(router_address, options=CHANNEL_OPTIONS)
     client = DirectClient(router_address)
@@ -173,7 +239,7 @@ async def _drive(
     try:
         if not await client.wait_for_table(10):
             raise RuntimeError("no routing table from the router")
-        for _ in range(100):
+        for _ in range(200):
             if client.providers(SEARCH):
                 break
             await asyncio.sleep(0.05)
@@ -188,10 +254,12 @@ async def _drive(
                 SEARCH, REQUEST, search_pb2.SearchTrackResponse, timeout=10
             ),
         }
-        for _ in range(runs):
-            for concurrency in CONCURRENCIES:
-                for mode in MODES:
-                    result = await _measure(calls[mode], concurrency, seconds)
+        for run in range(runs):
+            for concurrency in concurrencies:
+                # Rotate the order each run: no mode always follows the same one.
+                shift = run % len(modes)
+                for mode in (*modes[shift:], *modes[:shift]):
+                    result = await _measure(calls[mode], concurrency, seconds, *pids)
                     results.setdefault((mode, concurrency), []).append(result)
     finally:
         await client.stop()
@@ -200,24 +268,32 @@ async def _drive(
     return results
 
 
-def _print(results: dict[tuple[str, int], list[Result]], runs: int) -> None:
+def _print(
+    results: dict[tuple[str, int], list[Result]],
+    runs: int,
+    modes: Sequence[str],
+    concurrencies: Sequence[int],
+) -> None:
     print(f"router_bench: unary SearchTrack, medians of {runs} runs, {os.cpu_count()} cpus")
     header = f"{'mode':<12} {'c':>3} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-    header += f"{'x direct':>9} {'p50 +ms':>8}"
+    header += f"{'x direct':>9} {'p50 +ms':>8} {'cpu us':>7} {'router':>7}"
     print(header)
-    for concurrency in CONCURRENCIES:
-        base = results[("direct", concurrency)]
-        base_tp = statistics.median(r.throughput for r in base)
-        base_p50 = statistics.median(r.p50_ms for r in base)
-        for mode in MODES:
+    for concurrency in concurrencies:
+        base = results.get(("direct", concurrency))
+        base_tp = statistics.median(r.throughput for r in base) if base else float("nan")
+        base_p50 = statistics.median(r.p50_ms for r in base) if base else float("nan")
+        for mode in modes:
             rows = results[(mode, concurrency)]
             tp = statistics.median(r.throughput for r in rows)
             p50 = statistics.median(r.p50_ms for r in rows)
             p99 = statistics.median(r.p99_ms for r in rows)
+            cpu = statistics.median(r.cpu_us for r in rows)
+            router_cpu = statistics.median(r.router_cpu_us for r in rows)
             print(
                 f"{mode:<12} {concurrency:>3} {tp:>9.0f} {p50:>8.3f} {p99:>8.3f} "
-                f"{tp / base_tp:>9.2f} {p50 - base_p50:>+8.3f}"
+                f"{tp / base_tp:>9.2f} {p50 - base_p50:>+8.3f} {cpu:>7.0f} {router_cpu:>7.0f}"
             )
+    print("cpu us: client + router + module CPU per call; router: the router's part")
     print("targets: router >= 0.50x direct (c=1 and c=64), router p50 <= +0.5 ms at c=1,")
     print("         direct mode >= 0.90x direct")
 
@@ -226,14 +302,24 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.router_bench")
     parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset")
+    parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCIES)))
+    parser.add_argument("--nice", type=int, default=10, help="niceness for all processes")
+    parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--serve-module", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.serve_module:
         router = os.environ.get("SOULSPOT_ROUTER__ADDRESS", "127.0.0.1:50051")
-        asyncio.run(_serve_module(args.serve_module, router))
+        log_level = os.environ.get("SOULSPOT_LOG_LEVEL", "WARNING")
+        asyncio.run(_serve_module(args.serve_module, router, log_level))
         return
-    results = _run(args.seconds, args.runs)
-    _print(results, args.runs)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    if args.nice:
+        # Inherited by the router and the module: every process of the mesh runs alike.
+        os.nice(args.nice)
+    results = _run(args.seconds, args.runs, modes, concurrencies, args.log_level)
+    _print(results, args.runs, modes, concurrencies)
 
 
 if __name__ == "__main__":

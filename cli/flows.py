@@ -30,6 +30,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.prompt import IntPrompt
 from rich.table import Table
 
+from cli.status_cmd import status
 from services.kit.channel import open_channel
 from services.kit.context import bind, new_correlation_id, new_traceparent
 from services.kit.errors import MeshError, from_rpc_error
@@ -555,6 +556,7 @@ def _standalone() -> typer.Typer:
     app.command("get")(get)
     app.command("sync-playlist")(sync_playlist)
     app.command("worker")(worker)
+    app.command("status")(status)
     return app
 
 

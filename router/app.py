@@ -20,7 +20,7 @@ from router.registry import Registry
 from router.routing_table import RoutingTable
 from router.service import RouterServicer
 from router.warnings import WarningBoard
-from services.kit.metrics import server_interceptors
+from services.kit.metrics import MeshMetrics, default_metrics, server_interceptors
 from services.kit.server import KitServer
 from soulspot.router.v1 import router_pb2, router_pb2_grpc
 
@@ -42,16 +42,21 @@ class RouterApp:
         pipeline: object | None = None,
         on_status_change: StatusCallback | None = None,
         address: str | None = None,
+        metrics: MeshMetrics | None = None,
     ) -> None:
         self.settings = settings
         section = settings.router
+        # The process default unless given: /metrics serves that one (tests pass their own).
+        self.metrics = metrics if metrics is not None else default_metrics()
         self.catalog = load_catalog()
-        self.registry = Registry(self.catalog, section)
+        self.registry = Registry(self.catalog, section, self.metrics)
         self.registry.on_status_change = on_status_change
         self.watcher = HealthWatcher(self.registry, section)
         self.warnings = WarningBoard()
         self.table = RoutingTable(self.registry, self.catalog, section.routing_table_ttl)
-        self.proxy = CapabilityProxy(self.registry, self.catalog, self.warnings, section)
+        self.proxy = CapabilityProxy(
+            self.registry, self.catalog, self.warnings, section, self.metrics
+        )
         self.servicer = RouterServicer(
             self.registry,
             self.watcher,
@@ -64,7 +69,7 @@ class RouterApp:
         self.server = KitServer(
             "router",
             address or section.address,
-            interceptors=server_interceptors(),
+            interceptors=server_interceptors(self.metrics),
         )
         self.server.add_service(
             lambda s: router_pb2_grpc.add_RouterServiceServicer_to_server(self.servicer, s),

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from services.kit.metrics import MeshMetrics
+
 
 class BreakerState(StrEnum):
     CLOSED = "closed"
@@ -26,8 +28,14 @@ class CircuitBreaker:
         cooldown: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[BreakerState], None] | None = None,
+        *,
+        name: str = "",
+        metrics: MeshMetrics | None = None,
     ) -> None:
         self.failure_threshold = max(1, failure_threshold)
+        # The module it guards, for the breaker_state gauge (no gauge without metrics).
+        self.name = name
+        self._metrics = metrics
         self.cooldown = cooldown
         self._clock = clock
         self._on_change = on_change
@@ -35,6 +43,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._trial_in_flight = False
+        self.publish()
 
     @property
     def state(self) -> BreakerState:
@@ -80,7 +89,15 @@ class CircuitBreaker:
         if self._state is not BreakerState.CLOSED:
             self._set(BreakerState.CLOSED)
 
+    def publish(self) -> None:
+        """Put the current state on the gauge. State changes do it themselves; the clock's
+        open -> half-open turn happens without a call, so its owner calls this then."""
+        if self._metrics is not None:
+            self._metrics.set_breaker(self.name, self.state.value)
+
     def _set(self, state: BreakerState) -> None:
         self._state = state
+        if self._metrics is not None:
+            self._metrics.set_breaker(self.name, state.value)
         if self._on_change is not None:
             self._on_change(state)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import re
@@ -15,6 +16,7 @@ from google.protobuf import timestamp_pb2
 
 from router.breaker import BreakerState, CircuitBreaker
 from services.kit.errors import AlreadyExists, InvalidArgument, bad_request
+from services.kit.metrics import MeshMetrics, default_metrics
 from services.kit.validation import validate_request
 from soulspot.common.v1 import module_pb2
 from soulspot.router.v1 import router_pb2
@@ -79,6 +81,8 @@ class ModuleEntry:
     version: str = ""
     health: Status = UNKNOWN
     reason: str = "not checked yet"
+    # What the module itself says about its health (grpc.health carries no reason).
+    reported_reason: str = ""
     since: float = field(default_factory=time.time)
     # Registration streams that replaced this one must not be torn down by its end.
     generation: int = 0
@@ -98,6 +102,8 @@ class ModuleEntry:
         state = self.breaker.state
         if self.health == ACTIVE and state is not BreakerState.CLOSED:
             return f"circuit breaker {state.value} after repeated call failures"
+        if self.health == INACTIVE and self.reported_reason:
+            return f"{self.reason}: {self.reported_reason}"
         return self.reason
 
     @property
@@ -129,9 +135,12 @@ class Registry:
     """The module table. Every change calls the change listeners (routing table, health,
     warnings) synchronously, so nobody routes on a stale view."""
 
-    def __init__(self, catalog: Catalog, settings: RouterSection) -> None:
+    def __init__(
+        self, catalog: Catalog, settings: RouterSection, metrics: MeshMetrics | None = None
+    ) -> None:
         self.catalog = catalog
         self.settings = settings
+        self.metrics = metrics if metrics is not None else default_metrics()
         self.modules: dict[str, ModuleEntry] = {}
         self._generations = itertools.count(1)
         self._rr: dict[str, int] = {}
@@ -191,7 +200,9 @@ class Registry:
             breaker=CircuitBreaker(
                 self.settings.breaker_failures,
                 self.settings.breaker_cooldown,
-                on_change=self._breaker_changed,
+                on_change=functools.partial(self._breaker_changed, announcement.name),
+                name=announcement.name,
+                metrics=self.metrics,
             ),
             generation=next(self._generations),
             stream_open=dynamic,
@@ -259,6 +270,12 @@ class Registry:
             self._notify_status(entry.name, previous, entry.status, reason)
         self.changed()
 
+    def set_reported_health(self, entry: ModuleEntry, report: router_pb2.HealthReport) -> None:
+        reason = "" if report.serving else report.reason
+        if self.modules.get(entry.name) is entry and entry.reported_reason != reason:
+            entry.reported_reason = reason
+            self.changed()
+
     def _notify_status(self, name: str, previous: Status, current: Status, reason: str) -> None:
         if self.on_status_change is not None and previous != current:
             try:
@@ -266,13 +283,19 @@ class Registry:
             except Exception:
                 log.exception("status change hook failed for %s", name)
 
-    def _breaker_changed(self, state: BreakerState) -> None:
+    def _breaker_changed(self, name: str, state: BreakerState) -> None:
         self.changed()
         if state is BreakerState.OPEN:
             # The breaker half-opens by the clock alone; tell the listeners when it does.
             asyncio.get_running_loop().call_later(
-                self.settings.breaker_cooldown + 0.01, self.changed
+                self.settings.breaker_cooldown + 0.01, self._breaker_cooled, name
             )
+
+    def _breaker_cooled(self, name: str) -> None:
+        entry = self.modules.get(name)
+        if entry is not None:
+            entry.breaker.publish()
+        self.changed()
 
     def changed(self) -> None:
         self._offer_cache.clear()

@@ -123,7 +123,10 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             )
             requests = aiter(request_iterator)
             while (request := await self._next(requests)) is not None:
-                if request.WhichOneof("kind") == "heartbeat":
+                kind = request.WhichOneof("kind")
+                if kind == "health":
+                    self.registry.set_reported_health(entry, request.health)
+                elif kind == "heartbeat":
                     now = timestamp_pb2.Timestamp()
                     now.GetCurrentTime()
                     yield router_pb2.RegisterResponse(heartbeat=router_pb2.Heartbeat(sent_at=now))

@@ -34,11 +34,13 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 # -- tools ------------------------------------------------------------------------------------
+# catatonit is podman's init for `init: true` (not always pulled in as a recommendation).
 TOOLS=(podman runc netavark aardvark-dns fuse-overlayfs slirp4netns uidmap debootstrap iptables
-       docker-compose)
+       docker-compose catatonit)
 missing=()
-for bin in podman runc netavark debootstrap docker-compose iptables; do
-    command -v "$bin" >/dev/null 2>&1 || [[ -x /usr/lib/podman/$bin ]] || missing+=("$bin")
+for bin in podman runc netavark debootstrap docker-compose iptables catatonit; do
+    command -v "$bin" >/dev/null 2>&1 || [[ -x /usr/lib/podman/$bin ]] \
+        || [[ -x /usr/libexec/podman/$bin ]] || missing+=("$bin")
 done
 if ((${#missing[@]})); then
     log "installing ${TOOLS[*]} (missing: ${missing[*]})"
@@ -55,10 +57,13 @@ runroot = "$W/run"
 graphroot = "$W/storage"
 EOF
 # Each line is needed: root here lacks CAP_SYS_RESOURCE (default ulimits fail), crun fails
-# on hybrid cgroups, there is no systemd for cgroups or the events journal.
+# on hybrid cgroups, there is no systemd for cgroups or the events journal; init_path names
+# the init that `init: true` runs.
+INIT_PATH=$(command -v catatonit || echo /usr/libexec/podman/catatonit)
 cat >"$W/containers.conf" <<EOF
 [containers]
 default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+init_path = "$INIT_PATH"
 [network]
 network_backend = "netavark"
 network_config_dir = "$W/networks"

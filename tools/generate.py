@@ -23,7 +23,8 @@ def _include_dirs() -> list[Path]:
     import grpc_tools
 
     purelib = Path(sysconfig.get_paths()["purelib"])
-    # grpcio-tools ships the well-known types; googleapis-common-protos ships google/api, google/rpc.
+    # grpcio-tools ships the well-known types; googleapis-common-protos ships google/api
+    # and google/rpc.
     return [PROTO, Path(grpc_tools.__file__).parent / "_proto", purelib]
 
 

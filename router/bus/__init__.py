@@ -2,7 +2,16 @@
 
 `create_bus()` returns an `EventBus` whose methods are the RouterService bus RPCs (Publish,
 PublishStream, Subscribe, ListEvents, ReplayEvents, ListDeadLetters, GetDeadLetter,
-ReplayDeadLetters) with grpc.aio servicer signatures; the router delegates them to it.
+ReplayDeadLetters) with grpc.aio servicer signatures; the router delegates them to it
+(streaming RPCs as async generator functions: `async for r in bus.Subscribe(it, ctx): yield r`,
+which is how the kit's server interceptors recognise a streaming behaviour).
+
+Payload size: the bus refuses a payload above `BusSettings.max_payload_bytes` (1 MiB) with
+INVALID_ARGUMENT and a BadRequest violation on `event.payload.value`. The server must accept
+larger messages than that for the bus to answer (the kit's servers allow 16 MiB); a message
+above the gRPC limit itself is refused by gRPC with RESOURCE_EXHAUSTED before the bus sees it.
+
+`python -m router.bus` serves the bus alone (SOULSPOT_ROUTER__ADDRESS, SOULSPOT_BUS__*).
 """
 
 from __future__ import annotations

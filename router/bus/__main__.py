@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from pathlib import Path
 
 from pydantic import Field
@@ -18,6 +19,8 @@ from services.kit.logging import setup_logging
 from services.kit.server import KitServer
 from services.kit.settings import KitSettings, Section
 from soulspot.router.v1 import router_pb2_grpc
+
+SWITCH_INTERVAL_S = 0.0005
 
 
 class _RouterAddress(Section):
@@ -57,6 +60,9 @@ async def serve(settings: BusProcessSettings) -> None:
 
 
 def main() -> None:
+    # The store's threads hand results back to the event loop; a short GIL switch interval
+    # keeps a busy loop from holding them (and every publish ack) for the default 5 ms.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     settings = BusProcessSettings()
     setup_logging("router", settings.log_level, json_lines=settings.log_json)
     asyncio.run(serve(settings))

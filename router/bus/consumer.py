@@ -15,6 +15,7 @@ import heapq
 import itertools
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,11 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 _tiebreak = itertools.count()
+FLUSH_DELAY_S = 0.01
+
+
+# (delivery_id, attempt, event) to send, or None: end the stream.
+Outgoing = tuple[int, int, "envelope_pb2.EventEnvelope"] | None
 
 
 @dataclass(eq=False, slots=True)
@@ -36,13 +42,22 @@ class Subscription:
 
     instance: str
     max_in_flight: int
-    queue: asyncio.Queue[router_pb2.SubscribeResponse | None] = field(default_factory=asyncio.Queue)
+    # What the stream has to send; at most max_in_flight deliveries (plus an end marker).
+    outgoing: deque[Outgoing] = field(default_factory=deque)
+    signal: asyncio.Event = field(default_factory=asyncio.Event)
     in_flight: dict[int, Outstanding] = field(default_factory=dict)
     closed: bool = False
 
     @property
     def capacity(self) -> int:
         return 0 if self.closed else self.max_in_flight - len(self.in_flight)
+
+    def push(self, item: Outgoing) -> None:
+        self.outgoing.append(item)
+        self.signal.set()
+
+    def end(self) -> None:
+        self.push(None)
 
 
 @dataclass(eq=False, slots=True)
@@ -57,6 +72,7 @@ class Outstanding:
     delivery_id: int = 0
     sub: Subscription | None = None
     deadline: float = 0.0
+    failure_recorded: bool = False  # a consumer_pending row exists for it
 
 
 @dataclass(slots=True)
@@ -105,6 +121,13 @@ class Consumer:
         self._rr = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Progress not yet handed to the store: acks are persisted in small groups (one
+        # write per flush, not per ack). An ack lost in a crash means one redelivery.
+        self._done_dirty: list[int] = []
+        self._cleared_dirty: list[int] = []
+        self._replays_dirty: list[int] = []
+        self._floor_dirty = False
+        self._flush_handle: asyncio.TimerHandle | None = None
 
     # -- subscribers -----------------------------------------------------------------------
 
@@ -132,9 +155,10 @@ class Consumer:
 
     async def close(self) -> None:
         """Router shutdown: stop dispatching; the persisted state stays as it is."""
+        self.flush()
         for sub in self._subs:
             sub.closed = True
-            sub.queue.put_nowait(None)
+            sub.end()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -152,7 +176,10 @@ class Consumer:
         o.sub = None
         self.stats.acked += 1
         self._finish(o)
-        self.notify()
+        # Wake the dispatcher once a quarter of the window is free, not for every ack:
+        # deliveries then go out in runs.
+        if sub.capacity >= max(1, sub.max_in_flight // 4) or not sub.in_flight:
+            self.notify()
 
     def nack(self, sub: Subscription, delivery_id: int, delay_s: float, reason: str) -> None:
         o = sub.in_flight.pop(delivery_id, None)
@@ -170,7 +197,7 @@ class Consumer:
     def add_replay(self, seq: int, envelope: envelope_pb2.EventEnvelope) -> None:
         if seq in self._replays:
             return
-        o = Outstanding(seq, envelope, replay=True)
+        o = Outstanding(seq, envelope, replay=True, failure_recorded=True)
         self._replays[seq] = o
         heapq.heappush(self._ready, (seq, next(_tiebreak), o))
         self.notify()
@@ -180,11 +207,40 @@ class Consumer:
     def _finish(self, o: Outstanding) -> None:
         if o.replay:
             self._replays.pop(o.seq, None)
-            self._store.record_done(self.name, o.seq, self.floor, True)
+            self._replays_dirty.append(o.seq)
+        else:
+            self._outstanding.pop(o.seq, None)
+            self._done_dirty.append(o.seq)
+            if o.failure_recorded:
+                self._cleared_dirty.append(o.seq)
+            self._advance_floor()
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_DELAY_S, self.flush)
+
+    def flush(self) -> None:
+        """Hand the progress since the last flush to the store (one queued write)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if not (
+            self._done_dirty or self._cleared_dirty or self._replays_dirty or self._floor_dirty
+        ):
             return
-        self._outstanding.pop(o.seq, None)
-        self._advance_floor()
-        self._store.record_done(self.name, o.seq, self.floor, False)
+        floor = self.floor
+        self._store.record_progress(
+            self.name,
+            floor,
+            done=[s for s in self._done_dirty if s > floor],
+            cleared=self._cleared_dirty,
+            replays_done=self._replays_dirty,
+        )
+        self._done_dirty = []
+        self._cleared_dirty = []
+        self._replays_dirty = []
+        self._floor_dirty = False
 
     def _advance_floor(self) -> bool:
         while self._order and self._order[0] not in self._outstanding:
@@ -193,6 +249,7 @@ class Consumer:
         if new_floor <= self.floor:
             return False
         self.floor = new_floor
+        self._floor_dirty = True
         if self._done_before:
             self._done_before = {s for s in self._done_before if s > new_floor}
         return True
@@ -225,7 +282,9 @@ class Consumer:
                 reason,
             )
             self._finish(o)
+            self.flush()
         else:
+            o.failure_recorded = True
             self._store.record_failure(self.name, o.seq, o.attempts, reason, o.replay)
             if delay_s > 0:
                 heapq.heappush(self._waiting, (time.monotonic() + delay_s, next(_tiebreak), o))
@@ -256,7 +315,7 @@ class Consumer:
         except Exception:
             _log.exception("consumer %s dispatcher failed", self.name)
             for sub in self._subs:
-                sub.queue.put_nowait(None)
+                sub.end()
 
     def _wants_fetch(self) -> bool:
         # Read ahead at most one page: the consumer's memory stays bounded whatever its
@@ -312,13 +371,14 @@ class Consumer:
             if earlier is not None:
                 o.attempts = earlier.attempts
                 o.last_error = earlier.last_error
+                o.failure_recorded = True
             self._outstanding[seq] = o
             heapq.heappush(self._order, seq)
             heapq.heappush(self._ready, (seq, next(_tiebreak), o))
         self._cursor = max(self._cursor, scanned)
         if self._advance_floor():
             # Nothing outstanding below the cursor: the skipped (unmatched) events are done.
-            self._store.record_done(self.name, 0, self.floor, False)
+            self._schedule_flush()
 
     def _dispatch(self) -> None:
         while self._ready:
@@ -352,13 +412,7 @@ class Consumer:
         if o.attempts > 1:
             self.stats.redelivered += 1
         self.stats.delivered += 1
-        sub.queue.put_nowait(
-            router_pb2.SubscribeResponse(
-                delivery=router_pb2.Delivery(
-                    delivery_id=delivery_id, attempt=o.attempts, event=o.envelope
-                )
-            )
-        )
+        sub.push((delivery_id, o.attempts, o.envelope))
 
     # -- status ----------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from google.protobuf import timestamp_pb2
-from google.rpc import error_details_pb2  # type: ignore[import-untyped]
+from google.rpc import error_details_pb2
 
 from router.bus.consumer import Consumer, Subscription
 from router.bus.patterns import PatternSet, pattern_error
@@ -98,6 +98,31 @@ def _parse_page_token(token: str) -> int:
         raise InvalidArgument(
             "bad page_token", details=[bad_request({"page_token": "not a token from this bus"})]
         ) from err
+
+
+def _next_response(
+    sub: Subscription, max_batch: int
+) -> tuple[router_pb2.SubscribeResponse | None, bool]:
+    """The next message for a subscriber: one delivery, or a batch of whatever is queued
+    (built in place: each event is copied once), and whether the stream ends after it."""
+    response = router_pb2.SubscribeResponse()
+    if max_batch == 1:
+        item = sub.outgoing.popleft()
+        if item is None:
+            return None, True
+        delivery = response.delivery
+        delivery.delivery_id, delivery.attempt = item[0], item[1]
+        delivery.event.CopyFrom(item[2])
+        return response, False
+    deliveries = response.batch.deliveries
+    outgoing = sub.outgoing
+    while outgoing and len(deliveries) < max_batch:
+        item = outgoing.popleft()
+        if item is None:
+            return (response if deliveries else None), True
+        delivery = deliveries.add(delivery_id=item[0], attempt=item[1])
+        delivery.event.CopyFrom(item[2])
+    return response, False
 
 
 class EventBus:
@@ -417,11 +442,16 @@ class EventBus:
                     consumer=consumer.name, acked_sequence=consumer.floor
                 )
             )
+            max_batch = max(1, start.max_batch)
             while True:
-                item = await sub.queue.get()
-                if item is None:
+                while not sub.outgoing:
+                    sub.signal.clear()
+                    await sub.signal.wait()
+                response, ended = _next_response(sub, max_batch)
+                if response is not None:
+                    yield response
+                if ended:
                     break
-                yield item
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -440,6 +470,9 @@ class EventBus:
                 kind = request.WhichOneof("kind")
                 if kind == "ack":
                     consumer.ack(sub, request.ack.delivery_id)
+                elif kind == "ack_batch":
+                    for delivery_id in request.ack_batch.delivery_ids:
+                        consumer.ack(sub, delivery_id)
                 elif kind == "nack":
                     delay = (
                         request.nack.delay.ToTimedelta().total_seconds()
@@ -453,7 +486,7 @@ class EventBus:
             pass
         finally:
             # The subscriber closed its side: end the stream.
-            sub.queue.put_nowait(None)
+            sub.end()
 
     # -- queries ---------------------------------------------------------------------------
 

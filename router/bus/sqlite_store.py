@@ -405,9 +405,7 @@ class SqliteEventStore:
                     scanned = max(after, int(last[0]) if last else 0)
             finally:
                 conn.execute("COMMIT")
-            return EventPage(
-                [_envelope(r[2]) for r in rows if include_parked or not r[1]], scanned
-            )
+            return EventPage([_envelope(r[2]) for r in rows if include_parked or not r[1]], scanned)
 
         return await self._read(op)
 
@@ -505,17 +503,22 @@ class SqliteEventStore:
 
         await self._write(op)
 
-    def record_done(self, consumer: str, sequence: int, floor: int, replay: bool) -> None:
+    def record_progress(
+        self,
+        consumer: str,
+        floor: int,
+        *,
+        done: Sequence[int],
+        cleared: Sequence[int],
+        replays_done: Sequence[int],
+    ) -> None:
+        done_rows = [(consumer, s) for s in done if s > floor]
+        cleared_rows = [(consumer, s) for s in (*cleared, *replays_done)]
+
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "DELETE FROM consumer_pending WHERE consumer = ? AND seq = ?", (consumer, sequence)
-            )
-            if replay:
-                return
-            if sequence > floor:
-                conn.execute(
-                    "INSERT OR IGNORE INTO consumer_done (consumer, seq) VALUES (?, ?)",
-                    (consumer, sequence),
+            if cleared_rows:
+                conn.executemany(
+                    "DELETE FROM consumer_pending WHERE consumer = ? AND seq = ?", cleared_rows
                 )
             cur = conn.execute(
                 "UPDATE consumers SET floor = ? WHERE name = ? AND floor < ?",
@@ -528,6 +531,10 @@ class SqliteEventStore:
                 conn.execute(
                     "DELETE FROM consumer_pending WHERE consumer = ? AND seq <= ? AND replay = 0",
                     (consumer, floor),
+                )
+            if done_rows:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO consumer_done (consumer, seq) VALUES (?, ?)", done_rows
                 )
 
         self._write_nowait(op)

@@ -133,8 +133,17 @@ class EventStore(Protocol):
     # The three writes below are queued, not awaited: they become durable with the next
     # commit, in order with every other write. An ack must not wait for a sync.
 
-    def record_done(self, consumer: str, sequence: int, floor: int, replay: bool) -> None:
-        """An event is done for a consumer (acked or parked); `floor` is the new floor."""
+    def record_progress(
+        self,
+        consumer: str,
+        floor: int,
+        *,
+        done: Sequence[int],
+        cleared: Sequence[int],
+        replays_done: Sequence[int],
+    ) -> None:
+        """A consumer's progress: its new floor, events done above it, failure records to
+        drop (`cleared`), and replayed dead letters that were handled."""
         ...
 
     def record_failure(

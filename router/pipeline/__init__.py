@@ -1,8 +1,55 @@
-"""The post-download pipeline (download.completed -> steps -> track.ready), run in the router."""
+"""The post-download pipeline (download.completed -> steps -> track.ready), run in the router.
+
+Wiring, in the router's main:
+
+    pipeline = create_pipeline(settings)                 # reads the pipeline file
+    app = RouterApp(settings, bus=bus, pipeline=pipeline)
+    await app.start()
+    await pipeline.start(app.address)                    # after the router serves
+    try:
+        await app.serve()                                # until SIGTERM
+    finally:
+        await pipeline.stop()                            # closes its store
+
+The pipeline lets go of the router by itself when the router's health turns NOT_SERVING at
+shutdown, so its Subscribe stream never holds the server's grace period open.
+"""
 
 from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
 
 from router.pipeline.config import DEFAULT_PIPELINE_FILE, PipelineConfig, load_pipeline_config
 from router.pipeline.engine import Pipeline
 
-__all__ = ["DEFAULT_PIPELINE_FILE", "Pipeline", "PipelineConfig", "load_pipeline_config"]
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from services.kit.settings import KitSettings
+
+PIPELINE_FILE_ENV = "SOULSPOT_ROUTER__PIPELINE_FILE"
+
+__all__ = [
+    "DEFAULT_PIPELINE_FILE",
+    "PIPELINE_FILE_ENV",
+    "Pipeline",
+    "PipelineConfig",
+    "create_pipeline",
+    "load_pipeline_config",
+]
+
+
+def create_pipeline(settings: KitSettings, *, pipeline_file: Path | str | None = None) -> Pipeline:
+    """The pipeline for a router with these settings: its runs under the state dir, its steps
+    from `pipeline_file`, else the router section's `pipeline_file`, else
+    SOULSPOT_ROUTER__PIPELINE_FILE, else the shipped pipeline.yaml."""
+    section = getattr(settings, "router", None)
+    chosen = (
+        pipeline_file
+        or getattr(section, "pipeline_file", None)
+        # Read directly while the router's settings section does not declare the field.
+        or os.environ.get(PIPELINE_FILE_ENV)
+        or None
+    )
+    return Pipeline(None, settings.state_dir, config_file=chosen)

@@ -111,6 +111,20 @@ class HealthView:
                         return True
         return False
 
+    async def reported(self, service: str) -> AsyncIterator[bool]:
+        """Only what the health service itself reports for `service` over Watch (no Check
+        fallback: a failed call says nothing about the status); reconnects after errors."""
+        while True:
+            call = self._watch(health_pb2.HealthCheckRequest(service=service))
+            try:
+                async for reply in call:
+                    yield bool(reply.status == SERVING)
+            except grpc.aio.AioRpcError:
+                pass
+            finally:
+                call.cancel()
+            await asyncio.sleep(0.5)
+
     async def watch(self, service: str, poll_s: float = 1.0) -> AsyncIterator[bool]:
         """Yields True/False on every health change of `service`, forever.
 

@@ -139,6 +139,7 @@ class Pipeline:
             )
             await self._subscription.start()
         self._spawn(self._sweep_forever())
+        self._spawn(self._quiesce_on_shutdown())
 
     async def wait_subscribed(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         if self._subscription is not None:
@@ -146,10 +147,8 @@ class Pipeline:
 
     async def stop(self) -> None:
         """Stop working; unfinished runs stay RUNNING in the store and resume at next start."""
-        self._stopped = True
-        if self._subscription is not None:
-            await self._subscription.stop()
-        tasks = [*self._background, *self._runs.values(), *self._watchers.values()]
+        await self._quiesce()
+        tasks = list(self._background)
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -158,6 +157,32 @@ class Pipeline:
         if self._channel is not None:
             await self._channel.close()
         await self.store.close()
+
+    async def _quiesce(self) -> None:
+        """Stop taking events and running steps (runs stay RUNNING and resume later)."""
+        self._stopped = True
+        if self._subscription is not None:
+            await self._subscription.stop()
+        tasks = [*self._runs.values(), *self._watchers.values()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _quiesce_on_shutdown(self) -> None:
+        """When the router starts its graceful shutdown (its health turns NOT_SERVING), let go
+        of the router at once: the pipeline's own Subscribe stream and step calls would
+        otherwise hold the server's grace period open, however the router orders its stop."""
+        assert self._health is not None
+        seen_serving = False
+        async for serving in self._health.reported(""):
+            if serving:
+                seen_serving = True
+            elif seen_serving:
+                _log.info("router shutting down: pipeline stops taking work")
+                await self._quiesce()
+                return
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -333,13 +358,18 @@ class Pipeline:
         run_id = record.run_id
         spec = self._catalog.by_capability[config.capability]
         guarded = not spec.idempotent and config.verify is not None
+        service = spec.service
+        wait_budget = 0.0 if deferred else max(config.wait_s, self._grace_left())
         if guarded and step.state == st.STEP_RUNNING:
-            # Started before a crash: it may have taken effect. Ask before doing it again.
+            # Started before a crash: it may have taken effect. Ask before doing it again,
+            # waiting (within the step's budget) for a module that can answer.
+            assert config.verify is not None
+            verify_service = self._catalog.by_capability[config.verify.capability].service
+            if wait_budget > 0:
+                await self._health.wait_serving(verify_service, wait_budget)
             done = await self._verify(record, step, config, context)
             if done is not None:
                 return done
-        service = spec.service
-        wait_budget = 0.0 if deferred else max(config.wait_s, self._grace_left())
         attempts = 0
         last: MeshError | None = None
         while attempts < config.attempts:
@@ -411,7 +441,7 @@ class Pipeline:
             err.message,
             extra={
                 "run_id": record.run_id,
-                "component": "router",
+                "module_name": "router",
                 "operation": config.capability,
                 "status": err.code.name,
                 "impact": f"{record.description}: {config.capability} did not run",

@@ -143,9 +143,11 @@ class _SyncStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a run the event bus was told about (the event is acked after this commit)
-        # must survive a power cut, not only a process crash.
-        self.db.execute("PRAGMA synchronous=FULL")
+        # NORMAL in WAL mode survives a process crash (kill -9); only a power cut can lose the
+        # last commits. Step bookkeeping accepts that (a resumed run re-checks a step it lost
+        # track of); creating a run does not: its event is acked right after, so that commit
+        # is made FULL (fsynced) in create_run.
+        self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(_SCHEMA)
 
@@ -164,6 +166,25 @@ class _SyncStore:
         now = time.time()
         run_id = uuid.uuid4().hex
         context = {**context, "run_id": run_id}
+        self.db.execute("PRAGMA synchronous=FULL")
+        try:
+            return self._create_run(
+                run_id, now, event_id, correlation_id, description, trigger, context, steps
+            )
+        finally:
+            self.db.execute("PRAGMA synchronous=NORMAL")
+
+    def _create_run(
+        self,
+        run_id: str,
+        now: float,
+        event_id: str,
+        correlation_id: str,
+        description: str,
+        trigger: bytes,
+        context: dict[str, Any],
+        steps: Sequence[NewStep],
+    ) -> tuple[str, bool]:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             row = self.db.execute(

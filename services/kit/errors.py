@@ -13,7 +13,7 @@ import grpc
 from google.protobuf import any_pb2, descriptor_pool, message_factory
 
 # googleapis-common-protos ships .pyi files but no py.typed marker.
-from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 if TYPE_CHECKING:

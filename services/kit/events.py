@@ -308,6 +308,7 @@ class Subscriber:
         instance: str = "",
         recent_ids: int = 10_000,
         max_backoff_s: float = 10.0,
+        max_batch: int = 64,
     ) -> None:
         self._stub = router_pb2_grpc.RouterServiceStub(channel)
         self.consumer = consumer
@@ -323,6 +324,7 @@ class Subscriber:
         self.nack_delay_s = nack_delay_s
         self.instance = instance
         self.max_backoff_s = max_backoff_s
+        self.max_batch = max_batch
         self.recent = RecentIds(recent_ids)
         self.connected = asyncio.Event()
         self.handled = 0
@@ -383,6 +385,7 @@ class Subscriber:
             max_in_flight=self.max_in_flight,
             max_attempts=self.max_attempts,
             instance=self.instance,
+            max_batch=self.max_batch,
         )
         if self.ack_timeout_s is not None:
             start.ack_timeout.FromMilliseconds(int(self.ack_timeout_s * 1000))
@@ -397,6 +400,7 @@ class Subscriber:
                 yield await outbox.get()
 
         call = self._stub.Subscribe(requests())
+        acks = _AckSender(outbox)
         tasks: set[asyncio.Task[None]] = set()
         slots = asyncio.Semaphore(self.max_in_flight)
         try:
@@ -406,29 +410,30 @@ class Subscriber:
                     self.acked_sequence = response.subscribed.acked_sequence
                     self.connected.set()
                     continue
-                if kind != "delivery":
+                if kind == "delivery":
+                    deliveries: Any = [response.delivery]
+                elif kind == "batch":
+                    deliveries = response.batch.deliveries
+                else:
                     continue
-                await slots.acquire()
-                task = asyncio.create_task(self._handle(response.delivery, outbox))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                task.add_done_callback(lambda _t: slots.release())
+                for delivery in deliveries:
+                    await slots.acquire()
+                    task = asyncio.create_task(self._handle(delivery, acks))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                    task.add_done_callback(lambda _t: slots.release())
         finally:
             for task in list(tasks):
                 task.cancel()
             call.cancel()
 
-    async def _handle(
-        self, delivery: router_pb2.Delivery, outbox: asyncio.Queue[router_pb2.SubscribeRequest]
-    ) -> None:
+    async def _handle(self, delivery: router_pb2.Delivery, acks: _AckSender) -> None:
         envelope = delivery.event
         delivery_id = delivery.delivery_id
         if envelope.event_id in self.recent:
-            outbox.put_nowait(
-                router_pb2.SubscribeRequest(ack=router_pb2.Ack(delivery_id=delivery_id))
-            )
+            acks.ack(delivery_id)
             return
-        keepalive = asyncio.create_task(self._keep_alive(delivery_id, outbox))
+        keepalive = asyncio.create_task(self._keep_alive(delivery_id, acks.outbox))
         try:
             await self.handlers.dispatch(envelope)
         except asyncio.CancelledError:
@@ -451,13 +456,13 @@ class Subscriber:
             nack = router_pb2.Nack(delivery_id=delivery_id, reason=repr(err)[:500])
             if self.nack_delay_s > 0:
                 nack.delay.CopyFrom(_duration(self.nack_delay_s))
-            outbox.put_nowait(router_pb2.SubscribeRequest(nack=nack))
+            acks.outbox.put_nowait(router_pb2.SubscribeRequest(nack=nack))
             return
         finally:
             keepalive.cancel()
         self.recent.add(envelope.event_id)
         self.handled += 1
-        outbox.put_nowait(router_pb2.SubscribeRequest(ack=router_pb2.Ack(delivery_id=delivery_id)))
+        acks.ack(delivery_id)
 
     async def _keep_alive(
         self, delivery_id: int, outbox: asyncio.Queue[router_pb2.SubscribeRequest]
@@ -471,6 +476,27 @@ class Subscriber:
                     in_progress=router_pb2.InProgress(delivery_id=delivery_id)
                 )
             )
+
+
+class _AckSender:
+    """Acks of one event-loop turn go out as one message (AckBatch when there are several)."""
+
+    def __init__(self, outbox: asyncio.Queue[router_pb2.SubscribeRequest]) -> None:
+        self.outbox = outbox
+        self._ids: list[int] = []
+
+    def ack(self, delivery_id: int) -> None:
+        if not self._ids:
+            asyncio.get_running_loop().call_soon(self._send)
+        self._ids.append(delivery_id)
+
+    def _send(self) -> None:
+        ids, self._ids = self._ids, []
+        if len(ids) == 1:
+            request = router_pb2.SubscribeRequest(ack=router_pb2.Ack(delivery_id=ids[0]))
+        else:
+            request = router_pb2.SubscribeRequest(ack_batch=router_pb2.AckBatch(delivery_ids=ids))
+        self.outbox.put_nowait(request)
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:

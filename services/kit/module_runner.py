@@ -34,6 +34,7 @@ from services.kit.metrics import server_interceptors, start_module_metrics
 from services.kit.registration import RouterRegistration
 from services.kit.server import KitServer
 from services.kit.settings import KitSettings, Section
+from soulspot.router.v1 import router_pb2
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -43,8 +44,6 @@ if TYPE_CHECKING:
     from google.protobuf.message import Message
 
     from soulspot.events.v1 import envelope_pb2
-
-from soulspot.router.v1 import router_pb2
 
 __all__ = [
     "Capability",
@@ -354,6 +353,8 @@ class ModuleRuntime:
         self._health_state = (serving, reason)
         for service in (OVERALL, *self.service_names):
             await self.health.set_status(service, serving, None if serving else reason)
+        if self.registration is not None:
+            self.registration.report_health(serving, reason)
         if changed:
             if serving:
                 log.info("serving", extra={"module_name": self.name, "reason": reason})
@@ -475,6 +476,7 @@ class ModuleRuntime:
             ],
         )
         self.registration = RouterRegistration(self.settings.router_address, announcement)
+        self.registration.report_health(*self._health_state)
         await self.registration.start()
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_S) -> None:

@@ -37,6 +37,9 @@ class RouterRegistration:
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
         self.registered: router_pb2.Registered | None = None
+        self._health = router_pb2.HealthReport(serving=True)
+        # Wakes the request stream when the module's health changes between heartbeats.
+        self._health_changed = asyncio.Event()
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._warned = False
@@ -54,6 +57,14 @@ class RouterRegistration:
             return False
         return True
 
+    def report_health(self, serving: bool, reason: str = "") -> None:
+        """Tell the router whether this module can serve and why not; sent at once when the
+        stream is open, and again after every reconnect."""
+        report = router_pb2.HealthReport(serving=serving, reason="" if serving else reason)
+        if report != self._health:
+            self._health = report
+            self._health_changed.set()
+
     async def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
@@ -70,8 +81,16 @@ class RouterRegistration:
 
     async def _requests(self) -> AsyncIterator[router_pb2.RegisterRequest]:
         yield router_pb2.RegisterRequest(announce=self.announcement)
+        self._health_changed.clear()
+        yield router_pb2.RegisterRequest(health=self._health)
         while True:
-            await asyncio.sleep(self.heartbeat_interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.heartbeat_interval):
+                    await self._health_changed.wait()
+            if self._health_changed.is_set():
+                self._health_changed.clear()
+                yield router_pb2.RegisterRequest(health=self._health)
+                continue
             now = timestamp_pb2.Timestamp()
             now.GetCurrentTime()
             yield router_pb2.RegisterRequest(heartbeat=router_pb2.Heartbeat(sent_at=now))

@@ -13,6 +13,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[3]
 
 
+def _spawn(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "router.bus"], cwd=REPO, env=env, stdout=log, stderr=log
+        )
+
+
 class BusProcess:
     """Starts, kills (-9) and restarts the bus process on one state dir and one port."""
 
@@ -41,10 +48,7 @@ class BusProcess:
             }
         )
         env.update({f"SOULSPOT_BUS__{k.upper()}": v for k, v in self.bus_env.items()})
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "router.bus"], cwd=REPO, env=env, stdout=log, stderr=log
-            )
+        self.proc = _spawn(env, self.log_path)
         deadline = time.monotonic() + 20
         while not port_file.exists():
             if self.proc.poll() is not None:

@@ -9,7 +9,7 @@ import pytest
 # The envelope builders and the raw subscriber are shared with the integration tests.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "integration" / "bus"))
 
-from bus_process import BusProcess
+from tests.e2e.bus.bus_process import BusProcess
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from soulspot.events.v1 import playlist_pb2 as playlist_events_pb2
 from tests.e2e.flow.flow_support import (
     events,
     folder_env,

@@ -49,6 +49,7 @@ def _remote(sample: dict[str, object]) -> str:
 # (an in-process stand-in keeps serving keep-alive connections after shutdown()).
 SLSKD_SCRIPT = """
 import json, sys, threading
+from tests.standins.slskd import Peer, PeerFile, SlskdStandin
 spec = json.loads(sys.argv[1])
 files = [PeerFile(f["remote"], seconds=f["seconds"], bit_depth=16) for f in spec["files"]]
 server = SlskdStandin(api_key=spec["key"], downloads_dir=spec["downloads"],
@@ -186,7 +187,8 @@ async def test_grpcurl_searches_and_downloads_through_the_router(
             correlation_id,
         )
         assert isinstance(started, dict)
-        download_id = started["downloadId"]
+        # grpcurl prints proto field names (download_id); JSON parsers take either spelling.
+        download_id = started.get("download_id") or started["downloadId"]
         _, ready = await wait_event(
             mesh, "track.ready", where=lambda p: p.download_id == download_id
         )

@@ -93,7 +93,7 @@ class BusHarness:
         await self.bus.stop()
 
     @property
-    def stub(self) -> router_pb2_grpc.RouterServiceStub:
+    def stub(self) -> router_pb2_grpc.RouterServiceAsyncStub:
         assert self.channel is not None
         return router_pb2_grpc.RouterServiceStub(self.channel)
 
@@ -106,7 +106,7 @@ class RawSubscriber:
 
     def __init__(
         self,
-        stub: router_pb2_grpc.RouterServiceStub,
+        stub: router_pb2_grpc.RouterServiceAsyncStub,
         consumer: str,
         event_types: list[str],
         *,
@@ -175,7 +175,9 @@ class RawSubscriber:
                 await self._task
 
     def ack(self, delivery_id: int) -> None:
-        self._outbox.put_nowait(router_pb2.SubscribeRequest(ack=router_pb2.Ack(delivery_id=delivery_id)))
+        self._outbox.put_nowait(
+            router_pb2.SubscribeRequest(ack=router_pb2.Ack(delivery_id=delivery_id))
+        )
 
     def nack(self, delivery_id: int, reason: str = "failed", delay_s: float = 0.0) -> None:
         nack = router_pb2.Nack(delivery_id=delivery_id, reason=reason)
@@ -193,7 +195,7 @@ class RawSubscriber:
             return await self.deliveries.get()
 
     async def take(self, count: int, within_s: float = 10.0) -> list[router_pb2.Delivery]:
-        out = []
+        out: list[router_pb2.Delivery] = []
         async with asyncio.timeout(within_s):
             while len(out) < count:
                 out.append(await self.deliveries.get())

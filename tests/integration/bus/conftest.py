@@ -3,7 +3,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
-from bus_support import BusHarness
+
+from tests.integration.bus.bus_support import BusHarness
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -3,16 +3,15 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from bus_support import completed, wait_for
-
 from services.kit import context as ctx
 from services.kit.events import EventHandlers, RouterPublisher, Subscriber
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import track_pb2
 from soulspot.router.v1 import router_pb2
+from tests.integration.bus.bus_support import completed, wait_for
 
 if TYPE_CHECKING:
-    from bus_support import BusHarness
+    from tests.integration.bus.bus_support import BusHarness
 
 
 def _ready(download_id: str) -> track_pb2.TrackReady:
@@ -118,7 +117,7 @@ async def test_subscriber_reconnects_after_the_stream_breaks(harness: BusHarness
     try:
         await sub.wait_connected()
         for s in list(harness.bus.consumers["rc"].subscriptions):
-            s.queue.put_nowait(None)  # the router ends the stream
+            s.end()  # the router ends the stream
         await asyncio.sleep(0.05)
         await sub.wait_connected()
         await publisher.publish(completed("after"))

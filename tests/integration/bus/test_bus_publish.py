@@ -4,15 +4,18 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from bus_support import completed, envelope, started
+from google.rpc import error_details_pb2
 
 from services.kit.errors import InvalidArgument, from_rpc_error
 from soulspot.events.v1 import download_pb2
 from soulspot.router.v1 import router_pb2
+from tests.integration.bus.bus_support import completed, envelope, started
 
 if TYPE_CHECKING:
-    from bus_support import BusHarness
+    from collections.abc import AsyncIterator
+
     from soulspot.events.v1 import envelope_pb2
+    from tests.integration.bus.bus_support import BusHarness
 
 
 async def _refusal(harness: BusHarness, env: envelope_pb2.EventEnvelope) -> dict[str, str]:
@@ -21,7 +24,7 @@ async def _refusal(harness: BusHarness, env: envelope_pb2.EventEnvelope) -> dict
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     err = from_rpc_error(info.value)
     assert isinstance(err, InvalidArgument)
-    bad = err.detail(__import__("google.rpc.error_details_pb2").rpc.error_details_pb2.BadRequest)
+    bad = err.detail(error_details_pb2.BadRequest)
     assert bad is not None
     return {v.field: v.description for v in bad.field_violations}
 
@@ -99,17 +102,19 @@ async def test_publish_stream_answers_each_event(harness: BusHarness) -> None:
     good = envelope(completed("a"))
     bad = envelope(download_pb2.DownloadCompleted(download_id="b"))
 
-    async def batches():  # type: ignore[no-untyped-def]
+    async def batches() -> AsyncIterator[router_pb2.PublishStreamRequest]:
         yield router_pb2.PublishStreamRequest(batch_id=7, events=[good, bad, good])
 
     answers = [a async for a in harness.stub.PublishStream(batches())]
     assert len(answers) == 1
     results = answers[0].results
     assert answers[0].batch_id == 7
-    assert results[0].sequence == 1 and not results[0].duplicate
+    assert results[0].sequence == 1
+    assert not results[0].duplicate
     assert results[1].error_code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert "events[1].payload.track" in results[1].error_message
-    assert results[2].duplicate and results[2].sequence == 1
+    assert results[2].duplicate
+    assert results[2].sequence == 1
 
 
 async def test_list_events_filters_by_type_and_pages(harness: BusHarness) -> None:
@@ -151,3 +156,21 @@ async def test_replay_from_sequence_and_time(harness: BusHarness) -> None:
         async for r in harness.stub.ReplayEvents(router_pb2.ReplayEventsRequest(from_time=when))
     ]
     assert by_time == [3, 4]
+
+
+async def test_publish_local_wraps_a_payload_with_causation(harness: BusHarness) -> None:
+    cause = envelope(completed("root"))
+    await harness.publish(cause)
+    answer = await harness.bus.publish_local(started("next"), subject="next", causation=cause)
+    assert not answer.duplicate
+    (stored,) = (
+        await harness.stub.ListEvents(
+            router_pb2.ListEventsRequest(event_types=["download.started"])
+        )
+    ).events
+    assert stored.source_module == "router"
+    assert stored.causation_id == cause.event_id
+    assert stored.correlation_id == cause.correlation_id
+    assert [h.event_id for h in stored.causation_chain] == [cause.event_id]
+    with pytest.raises(InvalidArgument):
+        await harness.bus.publish_local(download_pb2.DownloadCompleted(download_id="x"))

@@ -5,9 +5,17 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from bus_support import BusHarness, RawSubscriber, bus_settings, completed, envelope, started, wait_for
 
 from soulspot.router.v1 import router_pb2
+from tests.integration.bus.bus_support import (
+    BusHarness,
+    RawSubscriber,
+    bus_settings,
+    completed,
+    envelope,
+    started,
+    wait_for,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -74,9 +82,7 @@ async def test_nack_redelivers_and_poison_goes_to_dead_letters(harness: BusHarne
         d = await sub.next()
         assert d.event.event_id == later.event_id
         sub.ack(d.delivery_id)
-        await wait_for(
-            lambda: harness.stub.ListDeadLetters(router_pb2.ListDeadLettersRequest())
-        )
+        await wait_for(lambda: harness.stub.ListDeadLetters(router_pb2.ListDeadLettersRequest()))
         letters = (
             await harness.stub.ListDeadLetters(router_pb2.ListDeadLettersRequest(consumer="worker"))
         ).dead_letters
@@ -106,9 +112,7 @@ async def test_nack_redelivers_and_poison_goes_to_dead_letters(harness: BusHarne
 
 
 async def test_unacked_delivery_is_redelivered_after_the_ack_timeout(harness: BusHarness) -> None:
-    async with RawSubscriber(
-        harness.stub, "slow", ["*"], auto_ack=False, ack_timeout_s=0.2
-    ) as sub:
+    async with RawSubscriber(harness.stub, "slow", ["*"], auto_ack=False, ack_timeout_s=0.2) as sub:
         env = envelope(completed())
         await harness.publish(env)
         first = await sub.next()
@@ -121,9 +125,7 @@ async def test_unacked_delivery_is_redelivered_after_the_ack_timeout(harness: Bu
 
 
 async def test_in_progress_keeps_a_long_delivery(harness: BusHarness) -> None:
-    async with RawSubscriber(
-        harness.stub, "long", ["*"], auto_ack=False, ack_timeout_s=0.3
-    ) as sub:
+    async with RawSubscriber(harness.stub, "long", ["*"], auto_ack=False, ack_timeout_s=0.3) as sub:
         await harness.publish(envelope(completed()))
         d = await sub.next()
         for _ in range(5):
@@ -134,7 +136,9 @@ async def test_in_progress_keeps_a_long_delivery(harness: BusHarness) -> None:
 
 
 async def test_max_in_flight_bounds_unacked_deliveries(harness: BusHarness) -> None:
-    async with RawSubscriber(harness.stub, "bounded", ["*"], auto_ack=False, max_in_flight=3) as sub:
+    async with RawSubscriber(
+        harness.stub, "bounded", ["*"], auto_ack=False, max_in_flight=3
+    ) as sub:
         for i in range(10):
             await harness.publish(envelope(completed(f"d{i}")))
         got = await sub.take(3)
@@ -169,9 +173,7 @@ async def test_causation_cycle_and_depth_are_parked_and_the_rest_flows(
             source="soulseek",
             chain=[("download.completed", "soulseek"), ("track.ready", "router")],
         )
-        deep_env = envelope(
-            completed("deep"), chain=[(f"t{i}.x", f"m{i}") for i in range(17)]
-        )
+        deep_env = envelope(completed("deep"), chain=[(f"t{i}.x", f"m{i}") for i in range(17)])
         fine = envelope(completed("fine"), chain=[("track.ready", "router")])
         for env in (loop_env, deep_env, fine):
             answer = await harness.publish(env)
@@ -193,19 +195,23 @@ async def test_causation_cycle_and_depth_are_parked_and_the_rest_flows(
 
 
 async def test_state_survives_a_bus_restart(tmp_path: Path) -> None:
-    async with BusHarness(tmp_path, bus_settings()) as h:
-        async with RawSubscriber(h.stub, "keep", ["*"], auto_ack=False, max_attempts=5) as sub:
-            for i in range(4):
-                await h.publish(envelope(completed(f"d{i}")))
-            got = await sub.take(4)
-            sub.ack(got[0].delivery_id)
-            sub.ack(got[2].delivery_id)
-            sub.nack(got[1].delivery_id, "first failure", delay_s=60)
-            await asyncio.sleep(0.2)
-    async with BusHarness(tmp_path, bus_settings()) as h:
-        async with RawSubscriber(h.stub, "keep", ["*"], auto_ack=False) as sub:
-            assert sub.acked_sequence == 1
-            got = await sub.take(2)
-            # 2 was nacked once; 4 was in flight when the stream ended, which counts too.
-            assert [(d.event.sequence, d.attempt) for d in got] == [(2, 2), (4, 2)]
-            assert await sub.nothing_within(0.2)
+    async with (
+        BusHarness(tmp_path, bus_settings()) as h,
+        RawSubscriber(h.stub, "keep", ["*"], auto_ack=False, max_attempts=5) as sub,
+    ):
+        for i in range(4):
+            await h.publish(envelope(completed(f"d{i}")))
+        got = await sub.take(4)
+        sub.ack(got[0].delivery_id)
+        sub.ack(got[2].delivery_id)
+        sub.nack(got[1].delivery_id, "first failure", delay_s=60)
+        await asyncio.sleep(0.2)
+    async with (
+        BusHarness(tmp_path, bus_settings()) as h,
+        RawSubscriber(h.stub, "keep", ["*"], auto_ack=False) as sub,
+    ):
+        assert sub.acked_sequence == 1
+        got = await sub.take(2)
+        # 2 was nacked once; 4 was in flight when the stream ended, which counts too.
+        assert [(d.event.sequence, d.attempt) for d in got] == [(2, 2), (4, 2)]
+        assert await sub.nothing_within(0.2)

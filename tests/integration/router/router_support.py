@@ -15,6 +15,8 @@ from router.settings import RouterSection, RouterSettings
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from services.kit.metrics import MeshMetrics
+
 _FAKE_PATH = Path(__file__).resolve().parents[2] / "e2e" / "router" / "router_fake_module.py"
 
 
@@ -38,7 +40,7 @@ Behaviour = _fake.Behaviour  # type: ignore[attr-defined]
 SEARCH = "/soulspot.capabilities.v1.SearchService/SearchTrack"
 
 
-def router_app(**section: object) -> RouterApp:
+def router_app(metrics: MeshMetrics | None = None, **section: object) -> RouterApp:
     defaults: dict[str, object] = {
         "address": "127.0.0.1:0",
         "breaker_failures": 2,
@@ -48,7 +50,7 @@ def router_app(**section: object) -> RouterApp:
         "routing_table_ttl": 5.0,
     }
     defaults.update(section)
-    return RouterApp(RouterSettings(router=RouterSection.model_validate(defaults)))
+    return RouterApp(RouterSettings(router=RouterSection.model_validate(defaults)), metrics=metrics)
 
 
 def md(metadata: object) -> dict[str, str]:

@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2  # type: ignore[import-untyped]
+from google.rpc import error_details_pb2
 
 from services.kit.errors import from_rpc_error
 from soulspot.capabilities.v1 import search_pb2

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2  # type: ignore[import-untyped]
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
 
 from router.settings import StaticCapability, StaticModule

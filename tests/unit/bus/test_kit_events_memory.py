@@ -39,7 +39,9 @@ async def test_in_memory_bus_records_and_dispatches_with_causation() -> None:
     assert root.event_type == "download.completed"
     assert root.schema_version == "1.0.0"
     assert root.source_module == "soulseek"
-    assert root.event_id and root.correlation_id and root.traceparent
+    assert root.event_id
+    assert root.correlation_id
+    assert root.traceparent
     await bus.drain()
     assert seen == ["d"]
     (ready,) = bus.envelopes("track.ready")

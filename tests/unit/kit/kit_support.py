@@ -8,9 +8,9 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.api import field_behavior_pb2  # type: ignore[import-untyped]
+from google.api import field_behavior_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.rpc import error_details_pb2  # type: ignore[import-untyped]
+from google.rpc import error_details_pb2
 
 from services.kit import context, errors
 

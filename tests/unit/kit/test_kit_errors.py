@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2  # type: ignore[import-untyped]
+from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from services.kit import (

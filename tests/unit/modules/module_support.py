@@ -22,7 +22,7 @@ if _ROOT not in sys.path:
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from google.rpc import error_details_pb2  # type: ignore[import-untyped]
+    from google.rpc import error_details_pb2
 
 
 def make_bus() -> InMemoryBus:

@@ -15,7 +15,7 @@ import pytest
 
 from router.pipeline import Pipeline, load_pipeline_config
 from router.pipeline import store as st
-from services.kit import KitServer
+from services.kit import KitServer, open_channel
 from soulspot.capabilities.v1 import (
     library_pb2,
     library_pb2_grpc,
@@ -38,6 +38,20 @@ METADATA = "soulspot.capabilities.v1.MetadataService"
 class FakeRouter(router_pb2_grpc.RouterServiceServicer):
     def __init__(self) -> None:
         self.events: dict[str, envelope_pb2.EventEnvelope] = {}
+        self.pipeline: Pipeline | None = None
+
+    # Delegated the way the router's servicer delegates them.
+    async def ListPipelineRuns(
+        self, request: router_pb2.ListPipelineRunsRequest, context: Any
+    ) -> router_pb2.ListPipelineRunsResponse:
+        assert self.pipeline is not None
+        return await self.pipeline.ListPipelineRuns(request, context)
+
+    async def GetPipelineRun(
+        self, request: router_pb2.GetPipelineRunRequest, context: Any
+    ) -> router_pb2.GetPipelineRunResponse:
+        assert self.pipeline is not None
+        return await self.pipeline.GetPipelineRun(request, context)
 
     async def Publish(
         self, request: router_pb2.PublishRequest, context: Any
@@ -303,6 +317,11 @@ async def test_interrupted_import_resumes_without_importing_twice(
     await pipeline.start()
     run_id = await pipeline.handle_download_completed(*_completed())
     await _until(lambda: len(mesh.library.imports) == 1)
+    # The router's status shows the run in flight, at its import step.
+    status = router_pb2.GetStatusResponse()
+    pipeline.fill_status(status)
+    assert [(w.kind, w.id) for w in status.in_flight] == [("pipeline_run", run_id)]
+    assert status.in_flight[0].description.endswith("import.track")
     await pipeline.stop()
     record_store = st.RunStore(tmp_path / "pipeline.sqlite3")
     record = await record_store.get(run_id)
@@ -325,3 +344,24 @@ async def test_interrupted_import_resumes_without_importing_twice(
         assert len(mesh.router.of_type("download.completed.for_source")) == 1
     finally:
         await resumed.stop()
+
+
+async def test_runs_are_served_over_grpc(mesh: Mesh, tmp_path: Path) -> None:
+    pipeline = _pipeline(mesh, tmp_path)
+    mesh.router.pipeline = pipeline
+    await pipeline.start()
+    try:
+        run_id = await pipeline.handle_download_completed(*_completed())
+        await pipeline.wait_idle()
+        async with open_channel(mesh.server.address) as channel:
+            stub = router_pb2_grpc.RouterServiceStub(channel)
+            runs = await stub.ListPipelineRuns(router_pb2.ListPipelineRunsRequest())
+            assert [r.run_id for r in runs.runs] == [run_id]
+            assert runs.runs[0].description == "The Paper Lanterns - Harbour Lights"
+            one = await stub.GetPipelineRun(router_pb2.GetPipelineRunRequest(run_id=run_id))
+            assert one.run.event_id == "ev-1"
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.GetPipelineRun(router_pb2.GetPipelineRunRequest(run_id="nope"))
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        await pipeline.stop()

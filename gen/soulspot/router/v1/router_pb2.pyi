@@ -231,6 +231,7 @@ class RegisterRequest(_message.Message):
 
     ANNOUNCE_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def announce(self) -> Global___ModuleAnnouncement:
         """The first message: who the module is."""
@@ -239,21 +240,54 @@ class RegisterRequest(_message.Message):
     def heartbeat(self) -> Global___Heartbeat:
         """Sent periodically to keep the stream alive through idle proxies."""
 
+    @_builtins.property
+    def health(self) -> Global___HealthReport:
+        """The module's own view of its health, sent after the announce and on every change, so
+        the router can say why a module is not serving (grpc.health carries no reason).
+        """
+
     def __init__(
         self,
         *,
         announce: Global___ModuleAnnouncement | None = ...,
         heartbeat: Global___Heartbeat | None = ...,
+        health: Global___HealthReport | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["announce", b"announce", "heartbeat", b"heartbeat", "kind", b"kind"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["announce", b"announce", "health", b"health", "heartbeat", b"heartbeat", "kind", b"kind"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["announce", b"announce", "heartbeat", b"heartbeat", "kind", b"kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["announce", b"announce", "health", b"health", "heartbeat", b"heartbeat", "kind", b"kind"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["announce", "heartbeat"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["announce", "heartbeat", "health"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___RegisterRequest: _TypeAlias = RegisterRequest  # noqa: Y015
+
+@_typing.final
+class HealthReport(_message.Message):
+    """HealthReport is a module's own account of whether it can serve, and why not."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVING_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    serving: _builtins.bool
+    """True when the module's backend is usable."""
+    reason: _builtins.str
+    """Why it is not serving, for example "no Spotify credentials"; empty when serving."""
+    def __init__(
+        self,
+        *,
+        serving: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "serving", b"serving"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HealthReport: _TypeAlias = HealthReport  # noqa: Y015
 
 @_typing.final
 class Heartbeat(_message.Message):
@@ -500,6 +534,7 @@ class SubscribeStart(_message.Message):
     ACK_TIMEOUT_FIELD_NUMBER: _builtins.int
     MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
     INSTANCE_FIELD_NUMBER: _builtins.int
+    MAX_BATCH_FIELD_NUMBER: _builtins.int
     consumer: _builtins.str
     """The durable consumer's name; subscribers sharing it compete for events."""
     start: Global___StartPosition.ValueType
@@ -512,6 +547,10 @@ class SubscribeStart(_message.Message):
     """Deliveries of one event before it goes to the dead-letter list; 0 uses the default."""
     instance: _builtins.str
     """A name for this subscriber instance, for status and logs."""
+    max_batch: _builtins.int
+    """The largest number of deliveries the router may send in one DeliveryBatch; 0 or 1 sends
+    each delivery in its own message. Batches cut per-message overhead at high rates.
+    """
     @_builtins.property
     def event_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Event type patterns such as "download.*" or "track.ready"; "*" or "**" matches every type."""
@@ -536,10 +575,11 @@ class SubscribeStart(_message.Message):
         ack_timeout: _duration_pb2.Duration | None = ...,
         max_attempts: _builtins.int = ...,
         instance: _builtins.str = ...,
+        max_batch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ack_timeout", b"ack_timeout", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_timeout", b"ack_timeout", "consumer", b"consumer", "event_types", b"event_types", "instance", b"instance", "max_attempts", b"max_attempts", "max_in_flight", b"max_in_flight", "start", b"start", "start_sequence", b"start_sequence", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_timeout", b"ack_timeout", "consumer", b"consumer", "event_types", b"event_types", "instance", b"instance", "max_attempts", b"max_attempts", "max_batch", b"max_batch", "max_in_flight", b"max_in_flight", "start", b"start", "start_sequence", b"start_sequence", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -631,6 +671,7 @@ class SubscribeRequest(_message.Message):
     ACK_FIELD_NUMBER: _builtins.int
     NACK_FIELD_NUMBER: _builtins.int
     IN_PROGRESS_FIELD_NUMBER: _builtins.int
+    ACK_BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def start(self) -> Global___SubscribeStart:
         """The first message: what to subscribe to."""
@@ -647,6 +688,10 @@ class SubscribeRequest(_message.Message):
     def in_progress(self) -> Global___InProgress:
         """A delivery is still being worked on."""
 
+    @_builtins.property
+    def ack_batch(self) -> Global___AckBatch:
+        """Several deliveries were handled."""
+
     def __init__(
         self,
         *,
@@ -654,16 +699,41 @@ class SubscribeRequest(_message.Message):
         ack: Global___Ack | None = ...,
         nack: Global___Nack | None = ...,
         in_progress: Global___InProgress | None = ...,
+        ack_batch: Global___AckBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "in_progress", b"in_progress", "kind", b"kind", "nack", b"nack", "start", b"start"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "ack_batch", b"ack_batch", "in_progress", b"in_progress", "kind", b"kind", "nack", b"nack", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "in_progress", b"in_progress", "kind", b"kind", "nack", b"nack", "start", b"start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "ack_batch", b"ack_batch", "in_progress", b"in_progress", "kind", b"kind", "nack", b"nack", "start", b"start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["start", "ack", "nack", "in_progress"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["start", "ack", "nack", "in_progress", "ack_batch"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___SubscribeRequest: _TypeAlias = SubscribeRequest  # noqa: Y015
+
+@_typing.final
+class AckBatch(_message.Message):
+    """AckBatch confirms several deliveries at once."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def delivery_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The deliveries' ids."""
+
+    def __init__(
+        self,
+        *,
+        delivery_ids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_ids", b"delivery_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AckBatch: _TypeAlias = AckBatch  # noqa: Y015
 
 @_typing.final
 class Delivery(_message.Message):
@@ -731,6 +801,7 @@ class SubscribeResponse(_message.Message):
 
     SUBSCRIBED_FIELD_NUMBER: _builtins.int
     DELIVERY_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def subscribed(self) -> Global___Subscribed:
         """The subscription is open."""
@@ -739,21 +810,50 @@ class SubscribeResponse(_message.Message):
     def delivery(self) -> Global___Delivery:
         """An event to handle."""
 
+    @_builtins.property
+    def batch(self) -> Global___DeliveryBatch:
+        """Several events to handle, in log order, when the subscriber set max_batch."""
+
     def __init__(
         self,
         *,
         subscribed: Global___Subscribed | None = ...,
         delivery: Global___Delivery | None = ...,
+        batch: Global___DeliveryBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["delivery", b"delivery", "kind", b"kind", "subscribed", b"subscribed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "delivery", b"delivery", "kind", b"kind", "subscribed", b"subscribed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery", b"delivery", "kind", b"kind", "subscribed", b"subscribed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "delivery", b"delivery", "kind", b"kind", "subscribed", b"subscribed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["subscribed", "delivery"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["subscribed", "delivery", "batch"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___SubscribeResponse: _TypeAlias = SubscribeResponse  # noqa: Y015
+
+@_typing.final
+class DeliveryBatch(_message.Message):
+    """DeliveryBatch is several deliveries in one message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[Global___Delivery]:
+        """The deliveries, in log order."""
+
+    def __init__(
+        self,
+        *,
+        deliveries: _abc.Iterable[Global___Delivery] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryBatch: _TypeAlias = DeliveryBatch  # noqa: Y015
 
 @_typing.final
 class ListEventsRequest(_message.Message):

@@ -1,0 +1,70 @@
+"""`soulspot events` and `soulspot dlq` against a real bus process."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import events_cmd
+from cli.events_cmd import dlq_app, events_app
+from services.kit.channel import open_channel
+from soulspot.router.v1 import router_pb2, router_pb2_grpc
+from tests.integration.bus.bus_support import RawSubscriber, completed, envelope
+
+if TYPE_CHECKING:
+    from tests.e2e.bus.bus_process import BusProcess
+
+pytestmark = pytest.mark.e2e
+
+
+async def _seed(address: str) -> None:
+    async with open_channel(address) as channel:
+        stub = router_pb2_grpc.RouterServiceStub(channel)
+        await stub.Publish(router_pb2.PublishRequest(event=envelope(completed("cli-ok"))))
+        async with RawSubscriber(stub, "cli-worker", ["*"], auto_ack=False, max_attempts=1) as sub:
+            d = await sub.next()
+            sub.nack(d.delivery_id, "cannot handle it")
+            for _ in range(100):
+                letters = await stub.ListDeadLetters(router_pb2.ListDeadLettersRequest())
+                if letters.dead_letters:
+                    return
+                await asyncio.sleep(0.05)
+
+
+def test_events_and_dlq_commands(bus_process: BusProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A wide console, so table cells are not wrapped in the captured output.
+    monkeypatch.setattr(events_cmd.console, "width", 300)
+    asyncio.run(bus_process.start())
+    asyncio.run(_seed(bus_process.address))
+    runner = CliRunner()
+    router = ["--router", bus_process.address]
+
+    listed = runner.invoke(events_app, ["list", "--type", "download.*", *router])
+    assert listed.exit_code == 0, listed.output
+    assert "download.completed" in listed.output
+    assert "cli-ok" in listed.output
+
+    dlq = runner.invoke(dlq_app, ["list", *router])
+    assert dlq.exit_code == 0, dlq.output
+    assert "cli-worker" in dlq.output
+    assert "max attempts" in dlq.output
+
+    shown = runner.invoke(dlq_app, ["show", "1", *router])
+    assert shown.exit_code == 0, shown.output
+    assert "cannot handle it" in shown.output
+    assert "cli-ok" in shown.output
+
+    missing = runner.invoke(dlq_app, ["show", "999", *router])
+    assert missing.exit_code == 1
+    assert "NOT_FOUND" in missing.output
+
+    replayed = runner.invoke(dlq_app, ["replay", "--consumer", "cli-worker", *router])
+    assert replayed.exit_code == 0, replayed.output
+    assert "replayed 1" in replayed.output
+
+    unreachable = runner.invoke(events_app, ["list", "--router", "127.0.0.1:1"])
+    assert unreachable.exit_code == 1
+    assert "unreachable" in unreachable.output
