@@ -17,11 +17,15 @@ above the gRPC limit itself is refused by gRPC with RESOURCE_EXHAUSTED before th
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from router.bus.service import EventBus, cycle_parking
 from router.bus.settings import BusSettings
 from router.bus.sqlite_store import SqliteEventStore
 from router.bus.store import EventStore
+
+if TYPE_CHECKING:
+    from services.kit.metrics import MeshMetrics
 
 __all__ = [
     "BusSettings",
@@ -41,8 +45,10 @@ def create_bus(
     state_dir: Path | str | None = None,
     store: EventStore | None = None,
     source_module: str = "router",
+    metrics: MeshMetrics | None = None,
 ) -> EventBus:
-    """A bus over `store`, or over SQLite at settings.db_path or <state_dir>/events.db.
+    """A bus over `store`, or over SQLite at settings.db_path or <state_dir>/events.db,
+    counting on `metrics` (default: the process's `default_metrics()` when the bus starts).
 
     Call `await bus.start()` before serving and `await bus.stop()` after.
     """
@@ -55,4 +61,4 @@ def create_bus(
         else:
             raise ValueError("create_bus needs settings.db_path, state_dir or a store")
         store = SqliteEventStore(path)
-    return EventBus(store, settings, source_module=source_module)
+    return EventBus(store, settings, source_module=source_module, metrics=metrics)

@@ -23,6 +23,7 @@ from router.bus.patterns import PatternSet
 from soulspot.router.v1 import router_pb2
 
 if TYPE_CHECKING:
+    from router.bus.metrics import BusMetrics
     from router.bus.store import ConsumerRecord, EventStore
     from router.bus.tail import TailCache
     from soulspot.events.v1 import envelope_pb2
@@ -96,8 +97,10 @@ class Consumer:
         page_size: int,
         ack_timeout_s: float,
         max_attempts: int,
+        metrics: BusMetrics | None = None,
     ) -> None:
         self.name = record.name
+        self._metrics = metrics
         self.patterns = PatternSet(record.patterns)
         self.floor = record.floor
         self.ack_timeout_s = ack_timeout_s
@@ -121,6 +124,8 @@ class Consumer:
         self._rr = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # One loop timer for the earliest ack deadline or nack delay (not one per wait).
+        self._timer: asyncio.TimerHandle | None = None
         # Progress not yet handed to the store: acks are persisted in small groups (one
         # write per flush, not per ack). An ack lost in a crash means one redelivery.
         self._done_dirty: list[int] = []
@@ -192,7 +197,20 @@ class Consumer:
         if o is None or o.delivery_id != delivery_id:
             return
         o.deadline = time.monotonic() + self.ack_timeout_s
-        heapq.heappush(self._timeouts, (o.deadline, delivery_id, o))
+        self._push_timeout(o.deadline, delivery_id, o)
+
+    def _push_timeout(self, deadline: float, delivery_id: int, o: Outstanding) -> None:
+        heapq.heappush(self._timeouts, (deadline, delivery_id, o))
+        # Entries of acked deliveries stay in the heap until their deadline; when they are
+        # most of it, drop them, so memory follows what is in flight, not the ack timeout
+        # times the delivery rate.
+        if len(self._timeouts) > 1024 and len(self._timeouts) > 4 * (self.in_flight + 1):
+            self._timeouts = [
+                t
+                for t in self._timeouts
+                if t[2].sub is not None and t[2].delivery_id == t[1] and t[2].deadline == t[0]
+            ]
+            heapq.heapify(self._timeouts)
 
     def add_replay(self, seq: int, envelope: envelope_pb2.EventEnvelope) -> None:
         if seq in self._replays:
@@ -281,6 +299,8 @@ class Consumer:
                 o.attempts,
                 reason,
             )
+            if self._metrics is not None:
+                self._metrics.dead_lettered(o.envelope.event_type, self.name, "max_attempts")
             self._finish(o)
             self.flush()
         else:
@@ -306,16 +326,36 @@ class Consumer:
                 self._dispatch()
                 if self._wake.is_set() or self._wants_fetch():
                     continue
-                timeout = self._next_timer(now)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(timeout):
-                        await self._wake.wait()
+                self._arm_timer(now)
+                await self._wake.wait()
         except asyncio.CancelledError:
             raise
         except Exception:
             _log.exception("consumer %s dispatcher failed", self.name)
             for sub in self._subs:
                 sub.end()
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _arm_timer(self, now: float) -> None:
+        """Wake the dispatcher at the next deadline; an armed timer that is due no later
+        stays (most waits end with an ack or a new event, long before any deadline)."""
+        due = self._next_timer(now)
+        timer = self._timer
+        if due is None:
+            return
+        when = asyncio.get_running_loop().time() + due
+        if timer is not None and not timer.cancelled() and timer.when() <= when:
+            return
+        if timer is not None:
+            timer.cancel()
+        self._timer = asyncio.get_running_loop().call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._wake.set()
 
     def _wants_fetch(self) -> bool:
         # Read ahead at most one page: the consumer's memory stays bounded whatever its
@@ -408,10 +448,12 @@ class Consumer:
         o.sub = sub
         o.deadline = time.monotonic() + self.ack_timeout_s
         sub.in_flight[delivery_id] = o
-        heapq.heappush(self._timeouts, (o.deadline, delivery_id, o))
+        self._push_timeout(o.deadline, delivery_id, o)
         if o.attempts > 1:
             self.stats.redelivered += 1
         self.stats.delivered += 1
+        if self._metrics is not None:
+            self._metrics.delivered(o.envelope.event_type, self.name, o.attempts)
         sub.push((delivery_id, o.attempts, o.envelope))
 
     # -- status ----------------------------------------------------------------------------
@@ -426,11 +468,15 @@ class Consumer:
         return len(self._outstanding) + len(self._replays)
 
     def info(self) -> router_pb2.ConsumerInfo:
+        """The consumer's status; also writes its lag to the consumer_lag gauge."""
+        lag = max(0, self._cache.last_sequence - self.floor)
+        if self._metrics is not None:
+            self._metrics.lag(self.name, lag)
         return router_pb2.ConsumerInfo(
             name=self.name,
             event_types=list(self.patterns.patterns),
             acked_sequence=self.floor,
-            lag=max(0, self._cache.last_sequence - self.floor),
+            lag=lag,
             subscribers=len(self._subs),
             in_flight=self.in_flight,
         )

@@ -7,6 +7,7 @@ contracts is known to the bus as soon as its module is generated.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ class EventSchema:
         return TYPE_URL_PREFIX + self.full_name
 
 
+@functools.lru_cache(maxsize=256)  # parsed for every published event
 def parse_version(version: str) -> tuple[int, int, int] | None:
     """MAJOR.MINOR.PATCH as ints, or None when it is not a semantic version."""
     match = _VERSION_RE.match(version)

@@ -11,6 +11,7 @@ import base64
 import contextlib
 import itertools
 import logging
+import time
 import uuid
 from typing import TYPE_CHECKING, Any, cast
 
@@ -19,6 +20,7 @@ from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
 
 from router.bus.consumer import Consumer, Subscription
+from router.bus.metrics import BusMetrics, reason_label
 from router.bus.patterns import PatternSet, pattern_error
 from router.bus.registry import EventRegistry, event_option
 from router.bus.store import ConsumerRecord, Parking
@@ -34,6 +36,7 @@ from services.kit.errors import (
     abort_with,
     bad_request,
 )
+from services.kit.metrics import MeshMetrics, default_metrics
 from services.kit.validation import required_violations
 from soulspot.events.v1 import envelope_pb2
 from soulspot.router.v1 import router_pb2
@@ -135,8 +138,13 @@ class EventBus:
         *,
         registry: EventRegistry | None = None,
         source_module: str = "router",
+        metrics: MeshMetrics | None = None,
     ) -> None:
         self.store = store
+        # Resolved at start when not given: the router makes its own instance the process
+        # default after building the bus.
+        self._mesh_metrics = metrics
+        self.metrics = BusMetrics(metrics if metrics is not None else default_metrics())
         self.settings = settings
         self.registry = registry or EventRegistry.discover()
         self.source_module = source_module
@@ -145,6 +153,7 @@ class EventBus:
         self._consumer_lock = asyncio.Lock()
         self._delivery_ids = itertools.count(1)
         self._retention_task: asyncio.Task[None] | None = None
+        self._metrics_task: asyncio.Task[None] | None = None
         self._started = False
         self.published = 0
         self.parked = 0
@@ -155,17 +164,21 @@ class EventBus:
         await self.store.open()
         self.cache = TailCache(self.settings.tail_cache_size, await self.store.last_sequence())
         self.store.append_listener = self._on_append
+        if self._mesh_metrics is None:
+            self.metrics = BusMetrics(default_metrics())
         self._retention_task = asyncio.create_task(self._retention_loop(), name="bus-retention")
+        self._metrics_task = asyncio.create_task(self._lag_loop(), name="bus-lag")
         self._started = True
 
     async def stop(self) -> None:
         if not self._started:
             return
         self._started = False
-        if self._retention_task is not None:
-            self._retention_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retention_task
+        for task in (self._retention_task, self._metrics_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for consumer in self._consumers.values():
             await consumer.close()
         await self.store.close()
@@ -182,6 +195,13 @@ class EventBus:
                 continue
             if deleted:
                 _log.info("retention removed %d events", deleted, extra={"deleted": deleted})
+
+    async def _lag_loop(self) -> None:
+        # Lag grows while nothing is acked, so it is sampled, not only updated on acks.
+        while True:
+            for consumer in list(self._consumers.values()):
+                consumer.info()  # sets the gauge
+            await asyncio.sleep(self.settings.metrics_interval_s)
 
     def _on_append(self, results: list[AppendResult]) -> None:
         self.cache.add(results)
@@ -210,13 +230,24 @@ class EventBus:
 
     async def _append(self, envelopes: Sequence[envelope_pb2.EventEnvelope]) -> list[AppendResult]:
         parking = [self._parking(e) for e in envelopes]
+        started = time.perf_counter()
         try:
             results = await self.store.append(envelopes, parking)
         except MeshError:
             raise
         except Exception as err:
             raise Unavailable(f"the event log could not store the event: {err}") from err
-        self.published += sum(1 for r in results if not r.duplicate)
+        seconds = time.perf_counter() - started
+        metrics = self.metrics
+        for result, park in zip(results, parking, strict=True):
+            if result.duplicate:
+                continue
+            self.published += 1
+            metrics.published(result.envelope.event_type, seconds)
+            if park is not None:
+                metrics.dead_lettered(
+                    result.envelope.event_type, "", reason_label(reason_name(park.reason))
+                )
         return results
 
     async def _publish(self, envelope: envelope_pb2.EventEnvelope) -> router_pb2.PublishResponse:
@@ -366,6 +397,7 @@ class EventBus:
                     page_size=self.settings.page_size,
                     ack_timeout_s=ack_timeout,
                     max_attempts=max_attempts,
+                    metrics=self.metrics,
                 )
                 replays = sorted(s for s, p in record.pending.items() if p.replay)
                 for env in await self.store.read_sequences(replays):

@@ -28,3 +28,5 @@ class BusSettings(Section):
     retention_max_age_s: float = 30 * 24 * 3600.0
     retention_max_bytes: int = 2 * 1024 * MIB
     retention_interval_s: float = 300.0
+    # How often each consumer's lag is written to the consumer_lag gauge.
+    metrics_interval_s: float = 5.0

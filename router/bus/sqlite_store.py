@@ -6,6 +6,15 @@ publishes share one fsync, and every publish is answered only after the commit t
 it returned (synchronous=FULL: the WAL is synced before COMMIT returns). A second thread
 owns a read connection, so queries never wait behind a sync. The event loop only enqueues
 work and is woken with the results.
+
+Consumer bookkeeping (acks, failures, dead letters of a consumer) is written lazily: it
+rides along with the next commit, or is committed on its own after `LAZY_COMMIT_S` when
+nothing else is written, so acks never cost a sync of their own. Losing it in a crash means
+redelivery, which at-least-once allows.
+
+Every SQLite call releases the GIL and must take it back, which can wait for a busy event
+loop; a commit therefore uses as few statements as it can (no savepoint per operation
+unless one failed, one INSERT per event, bookkeeping deletes only when rows may exist).
 """
 
 from __future__ import annotations
@@ -38,6 +47,8 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 MAX_BATCH_OPS = 2048
+# How long lazy writes (consumer bookkeeping) may wait for a commit to join.
+LAZY_COMMIT_S = 0.2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -88,6 +99,10 @@ _STOP = object()
 Op = Any  # Callable[[sqlite3.Connection], object]
 
 
+class _RetryIsolated(Exception):
+    """An operation failed in a batch run without savepoints: run it again isolated."""
+
+
 def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -114,38 +129,59 @@ class _Worker(threading.Thread):
         op: Callable[[sqlite3.Connection], _T],
         loop: asyncio.AbstractEventLoop,
         future: asyncio.Future[_T] | None,
+        *,
+        lazy: bool = False,
     ) -> None:
-        self._queue.put((op, loop, future))
+        """Queue an operation; a lazy one does not start a commit of its own at once."""
+        self._queue.put((op, loop, future, lazy))
 
     def stop(self) -> None:
         self._queue.put(_STOP)
 
     def run(self) -> None:
         try:
-            while True:
-                item = self._queue.get()
-                if item is _STOP:
-                    return
-                batch = [item]
-                stop_after = False
-                if self._batching:
-                    while len(batch) < MAX_BATCH_OPS:
-                        try:
-                            nxt = self._queue.get_nowait()
-                        except queue.Empty:
-                            break
-                        if nxt is _STOP:
-                            stop_after = True
-                            break
-                        batch.append(nxt)
-                    results = self._run_batch(batch)
-                else:
-                    results = [self._run_one(item[0])]
-                self._resolve(batch, results)
-                if stop_after:
-                    return
+            if self._batching:
+                self._run_batching()
+            else:
+                while (item := self._queue.get()) is not _STOP:
+                    self._resolve([item], [self._run_one(item[0])])
         finally:
             self._conn.close()
+
+    def _run_batching(self) -> None:
+        # Lazy operations wait here, in queue order, until an eager one arrives or their
+        # time is up; then everything queued so far goes into one commit.
+        held: list[Any] = []
+        held_until = 0.0
+        while True:
+            try:
+                if held:
+                    item = self._queue.get(timeout=max(0.0, held_until - time.monotonic()))
+                else:
+                    item = self._queue.get()
+            except queue.Empty:
+                item = None  # the lazy operations waited long enough
+            stop = item is _STOP
+            if item is not None and not stop:
+                if not held:
+                    held_until = time.monotonic() + LAZY_COMMIT_S
+                held.append(item)
+                if item[3]:
+                    continue
+            while not stop and len(held) < MAX_BATCH_OPS:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                held.append(nxt)
+            if held:
+                batch, held = held, []
+                self._resolve(batch, self._run_batch(batch))
+            if stop:
+                return
 
     def _run_one(self, op: Op) -> tuple[bool, object]:
         try:
@@ -154,34 +190,59 @@ class _Worker(threading.Thread):
             return False, err
 
     def _run_batch(self, batch: list[Any]) -> list[tuple[bool, object]]:
+        # Operations rarely fail: run them without savepoints, and only when one does, roll
+        # the transaction back and run them again, each in a savepoint so the failing one
+        # leaves the others whole.
+        try:
+            return self._commit(batch, isolate=False)
+        except _RetryIsolated:
+            pass
+        except Exception as err:
+            return self._failed(batch, err)
+        try:
+            return self._commit(batch, isolate=True)
+        except Exception as err:
+            return self._failed(batch, err)
+
+    def _commit(self, batch: list[Any], *, isolate: bool) -> list[tuple[bool, object]]:
         conn = self._conn
         results: list[tuple[bool, object]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for op, _loop, _future in batch:
-                # A savepoint per operation: one failing operation leaves the others whole.
-                conn.execute("SAVEPOINT op")
+        conn.execute("BEGIN IMMEDIATE")
+        for item in batch:
+            op = item[0]
+            if not isolate:
                 try:
                     results.append((True, op(conn)))
-                    conn.execute("RELEASE op")
                 except Exception as err:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    results.append((False, err))
-            conn.execute("COMMIT")
-        except Exception as err:
-            _log.exception("event store commit failed")
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            if self.on_rollback is not None:
-                self.on_rollback(conn)
-            return [(False, err)] * len(batch)
+                    self._rollback()
+                    raise _RetryIsolated from err
+                continue
+            conn.execute("SAVEPOINT op")
+            try:
+                results.append((True, op(conn)))
+                conn.execute("RELEASE op")
+            except Exception as err:
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                results.append((False, err))
+        conn.execute("COMMIT")
         return results
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("ROLLBACK")
+        if self.on_rollback is not None:
+            self.on_rollback(self._conn)
+
+    def _failed(self, batch: list[Any], err: Exception) -> list[tuple[bool, object]]:
+        _log.exception("event store commit failed")
+        self._rollback()
+        return [(False, err)] * len(batch)
 
     @staticmethod
     def _resolve(batch: list[Any], results: list[tuple[bool, object]]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, tuple[bool, object]]]] = {}
-        for (op, loop, future), result in zip(batch, results, strict=True):
+        for (op, loop, future, _lazy), result in zip(batch, results, strict=True):
             by_loop.setdefault(loop, []).append((op, future, result))
         for loop, items in by_loop.items():
             # One wake-up of the loop per commit, not one per operation.
@@ -250,6 +311,9 @@ class SqliteEventStore:
         self._writer: _Worker | None = None
         self._reader: _Worker | None = None
         self._next_seq = 1
+        # Consumers known (on the writer thread) to have no done/failure rows at or below
+        # their floor, so a progress write can skip the deletes that prune them.
+        self._pruned: set[str] = set()
         # Set by the bus: called on the loop with each commit's new events, in log order.
         self.append_listener: Callable[[list[AppendResult]], None] | None = None
 
@@ -272,6 +336,7 @@ class SqliteEventStore:
         return conn
 
     def _reload_next_seq(self, conn: sqlite3.Connection) -> None:
+        self._pruned.clear()  # a rolled-back prune may not have happened
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
         self._next_seq = (int(row[0]) if row else 0) + 1
 
@@ -294,10 +359,10 @@ class SqliteEventStore:
         self._writer.submit(op, loop, future)
         return await future
 
-    def _write_nowait(self, op: Callable[[sqlite3.Connection], object]) -> None:
+    def _write_lazily(self, op: Callable[[sqlite3.Connection], object]) -> None:
         if self._writer is None:
             raise RuntimeError("event store is not open")
-        self._writer.submit(op, asyncio.get_running_loop(), None)
+        self._writer.submit(op, asyncio.get_running_loop(), None, lazy=True)
 
     async def _read(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
         if self._reader is None:
@@ -326,12 +391,6 @@ class SqliteEventStore:
         first_seq = self._next_seq
         try:
             for env, park in zip(envelopes, parking, strict=True):
-                row = conn.execute(
-                    "SELECT seq, data FROM events WHERE event_id = ?", (env.event_id,)
-                ).fetchone()
-                if row is not None:
-                    results.append(AppendResult(int(row[0]), True, _envelope(row[1])))
-                    continue
                 seq = self._next_seq
                 now_us = _now_us()
                 stored = envelope_pb2.EventEnvelope()
@@ -340,20 +399,30 @@ class SqliteEventStore:
                 stored.stored_at.CopyFrom(timestamp_pb2.Timestamp())
                 stored.stored_at.FromMicroseconds(now_us)
                 data = stored.SerializeToString()
-                conn.execute(
-                    "INSERT INTO events (seq, event_id, event_type, stored_at_us, correlation_id,"
-                    " parked, size, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        seq,
-                        env.event_id,
-                        env.event_type,
-                        now_us,
-                        env.correlation_id,
-                        1 if park else 0,
-                        len(data),
-                        data,
-                    ),
-                )
+                # One statement for a new event_id; a duplicate (rare) fails the statement
+                # alone (which undoes only its own changes) and is looked up afterwards.
+                try:
+                    self._insert_event(
+                        conn,
+                        (
+                            seq,
+                            env.event_id,
+                            env.event_type,
+                            now_us,
+                            env.correlation_id,
+                            1 if park else 0,
+                            len(data),
+                            data,
+                        ),
+                    )
+                except sqlite3.IntegrityError as err:
+                    if "events.event_id" not in str(err):
+                        raise
+                    row = conn.execute(
+                        "SELECT seq, data FROM events WHERE event_id = ?", (env.event_id,)
+                    ).fetchone()
+                    results.append(AppendResult(int(row[0]), True, _envelope(row[1])))
+                    continue
                 self._next_seq = seq + 1
                 if park is not None:
                     conn.execute(
@@ -366,6 +435,14 @@ class SqliteEventStore:
             self._next_seq = first_seq  # the savepoint rolled the rows back
             raise
         return results
+
+    @staticmethod
+    def _insert_event(conn: sqlite3.Connection, row: tuple[object, ...]) -> None:
+        conn.execute(
+            "INSERT INTO events (seq, event_id, event_type, stored_at_us, correlation_id,"
+            " parked, size, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            row,
+        )
 
     async def last_sequence(self) -> int:
         def op(conn: sqlite3.Connection) -> int:
@@ -524,7 +601,7 @@ class SqliteEventStore:
                 "UPDATE consumers SET floor = ? WHERE name = ? AND floor < ?",
                 (floor, consumer, floor),
             )
-            if cur.rowcount:
+            if cur.rowcount and consumer not in self._pruned:
                 conn.execute(
                     "DELETE FROM consumer_done WHERE consumer = ? AND seq <= ?", (consumer, floor)
                 )
@@ -532,17 +609,20 @@ class SqliteEventStore:
                     "DELETE FROM consumer_pending WHERE consumer = ? AND seq <= ? AND replay = 0",
                     (consumer, floor),
                 )
+                self._pruned.add(consumer)
             if done_rows:
+                self._pruned.discard(consumer)
                 conn.executemany(
                     "INSERT OR IGNORE INTO consumer_done (consumer, seq) VALUES (?, ?)", done_rows
                 )
 
-        self._write_nowait(op)
+        self._write_lazily(op)
 
     def record_failure(
         self, consumer: str, sequence: int, attempts: int, last_error: str, replay: bool
     ) -> None:
         def op(conn: sqlite3.Connection) -> None:
+            self._pruned.discard(consumer)
             conn.execute(
                 "INSERT INTO consumer_pending (consumer, seq, attempts, last_error, replay)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT(consumer, seq) DO UPDATE SET"
@@ -550,7 +630,7 @@ class SqliteEventStore:
                 (consumer, sequence, attempts, last_error, 1 if replay else 0),
             )
 
-        self._write_nowait(op)
+        self._write_lazily(op)
 
     def park(
         self, consumer: str, sequence: int, reason: int, attempts: int, last_error: str
@@ -562,7 +642,7 @@ class SqliteEventStore:
                 (consumer, reason, attempts, last_error, _now_us(), sequence),
             )
 
-        self._write_nowait(op)
+        self._write_lazily(op)
 
     # -- dead letters ----------------------------------------------------------------------
 
@@ -623,6 +703,7 @@ class SqliteEventStore:
                 ).fetchall()
             taken = [self._dead_letter(r) for r in rows if r[1]]
             for record in taken:
+                self._pruned.discard(record.consumer)
                 conn.execute("DELETE FROM dead_letters WHERE id = ?", (record.dead_letter_id,))
                 conn.execute(
                     "INSERT INTO consumer_pending (consumer, seq, attempts, last_error, replay)"

@@ -130,8 +130,9 @@ class EventStore(Protocol):
 
     async def save_consumer(self, name: str, patterns: Sequence[str], floor: int) -> None: ...
 
-    # The three writes below are queued, not awaited: they become durable with the next
-    # commit, in order with every other write. An ack must not wait for a sync.
+    # The three writes below are queued, not awaited, and lazy: they join the next commit
+    # (or get one of their own within a fraction of a second), in order with every other
+    # write. An ack must not wait for a sync; one lost in a crash means a redelivery.
 
     def record_progress(
         self,

@@ -29,6 +29,8 @@ import grpc
 from google.protobuf import descriptor_pool, duration_pb2, message_factory
 
 from services.kit import context as ctx
+from services.kit import metrics as kit_metrics
+from services.kit import tracing
 from services.kit.errors import InvalidArgument, from_rpc_error
 from services.kit.retry import call_with_retry
 from services.kit.validation import validate_request
@@ -204,11 +206,55 @@ class _Registration:
     handler: HandlerFn
 
 
-class EventHandlers:
-    """A registry of async handlers by event type (or pattern such as `download.*`)."""
+class _HandledMetrics:
+    """events_handled / event_handling_duration children of one MeshMetrics, cached per
+    event type and outcome (looked up once, not per handler run)."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: kit_metrics.MeshMetrics) -> None:
+        self.metrics = metrics
+        self._counts: dict[tuple[str, str], Any] = {}
+        self._seconds: dict[str, Any] = {}
+
+    def record(self, event_type: str, outcome: str, seconds: float | None = None) -> None:
+        count = self._counts.get((event_type, outcome))
+        if count is None:
+            count = self._counts[event_type, outcome] = self.metrics.handled.labels(
+                event_type, outcome
+            )
+        count.inc()
+        if seconds is not None:
+            observe = self._seconds.get(event_type)
+            if observe is None:
+                observe = self._seconds[event_type] = self.metrics.handle_seconds.labels(event_type)
+            observe.observe(seconds)
+
+
+_handled_cache: _HandledMetrics | None = None
+
+
+def _handled_metrics(metrics: kit_metrics.MeshMetrics | None) -> _HandledMetrics:
+    """The cache for `metrics`, or for the process default (which may be replaced)."""
+    global _handled_cache
+    chosen = metrics if metrics is not None else kit_metrics.default_metrics()
+    if _handled_cache is None or _handled_cache.metrics is not chosen:
+        _handled_cache = _HandledMetrics(chosen)
+    return _handled_cache
+
+
+def record_duplicate(event_type: str, metrics: kit_metrics.MeshMetrics | None = None) -> None:
+    """An event_id handled before came again: acked without running the handlers."""
+    _handled_metrics(metrics).record(event_type, "duplicate")
+
+
+class EventHandlers:
+    """A registry of async handlers by event type (or pattern such as `download.*`).
+
+    Each handler run counts in `metrics` (default: the process's `default_metrics()`) as
+    events_handled{outcome="ok"|"error"} with its duration."""
+
+    def __init__(self, metrics: kit_metrics.MeshMetrics | None = None) -> None:
         self._registrations: list[_Registration] = []
+        self.metrics = metrics
 
     def on(self, pattern: str) -> Callable[[HandlerFn], HandlerFn]:
         regex = _pattern_regex(pattern)
@@ -230,20 +276,29 @@ class EventHandlers:
     def handlers_for(self, event_type: str) -> list[HandlerFn]:
         return [r.handler for r in self._registrations if r.regex.fullmatch(event_type)]
 
-    async def dispatch(self, envelope: envelope_pb2.EventEnvelope) -> int:
+    async def dispatch(self, envelope: envelope_pb2.EventEnvelope, *, consumer: str = "") -> int:
         """Run every matching handler with the event as the current event; returns how many
-        ran. The first exception propagates (the caller nacks the delivery)."""
+        ran. The first exception propagates (the caller nacks the delivery).
+
+        Each run is inside `tracing.event_span`: the event's correlation id and a child of
+        its traceparent are bound (logs and onward events stay in the event's trace)."""
         handlers = self.handlers_for(envelope.event_type)
         if not handlers:
             return 0
         payload = unpack_payload(envelope)
+        metrics = _handled_metrics(self.metrics)
+        event_type = envelope.event_type
         token = current_event.set(envelope)
         try:
-            with ctx.bind(
-                envelope.correlation_id or None, ctx.parse_traceparent(envelope.traceparent)
-            ):
-                for handler in handlers:
-                    await handler(payload, envelope)
+            for handler in handlers:
+                started = time.perf_counter()
+                outcome = "error"
+                try:
+                    with tracing.event_span(envelope, consumer=consumer):
+                        await handler(payload, envelope)
+                    outcome = "ok"
+                finally:
+                    metrics.record(event_type, outcome, time.perf_counter() - started)
         finally:
             current_event.reset(token)
         return len(handlers)
@@ -431,11 +486,12 @@ class Subscriber:
         envelope = delivery.event
         delivery_id = delivery.delivery_id
         if envelope.event_id in self.recent:
+            record_duplicate(envelope.event_type, self.handlers.metrics)
             acks.ack(delivery_id)
             return
         keepalive = asyncio.create_task(self._keep_alive(delivery_id, acks.outbox))
         try:
-            await self.handlers.dispatch(envelope)
+            await self.handlers.dispatch(envelope, consumer=self.consumer)
         except asyncio.CancelledError:
             raise
         except Exception as err:

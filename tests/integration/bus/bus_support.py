@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
     from google.protobuf.message import Message
 
+    from services.kit.metrics import MeshMetrics
+
 
 def track(title: str = "Song", artist: str = "Artist") -> references_pb2.TrackReference:
     return references_pb2.TrackReference(track_id="t1", title=title, artist=artist)
@@ -68,10 +70,16 @@ def bus_settings(**overrides: Any) -> BusSettings:
 class BusHarness:
     """An EventBus served by a real gRPC server on 127.0.0.1:0, and a client channel."""
 
-    def __init__(self, state_dir: Path, settings: BusSettings | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        settings: BusSettings | None = None,
+        *,
+        metrics: MeshMetrics | None = None,
+    ) -> None:
         self.state_dir = state_dir
         self.settings = settings or bus_settings()
-        self.bus: EventBus = create_bus(self.settings, state_dir=state_dir)
+        self.bus: EventBus = create_bus(self.settings, state_dir=state_dir, metrics=metrics)
         self.server = KitServer("router", "127.0.0.1:0", grace_s=0.5)
         servicer = BusOnlyRouter(self.bus)
         self.server.add_service(
