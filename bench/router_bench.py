@@ -3,10 +3,11 @@ in direct mode (DirectClient), at concurrency 1 and 64.
 
 `python -m bench.router_bench [--seconds 2] [--runs 3]` starts a router and a module as
 separate processes on loopback (logging at WARNING, so the figures measure routing, not
-log lines), drives them from this process and prints medians of the runs with ratios
-against direct. Every mode uses the same driver; each measurement is preceded by a
-warm-up, and the modes take turns within each run so that a noisy neighbour hurts them
-alike. The whole benchmark (this process and its children) runs niced.
+log lines; `--loop uvloop` runs both on uvloop, see services.kit.eventloop), drives them
+from this process and prints medians of the runs with ratios against direct. Every mode
+uses the same driver; each measurement is preceded by a warm-up, and the modes take turns
+within each run so that a noisy neighbour hurts them alike. The whole benchmark (this
+process and its children) runs niced.
 
 CPU per call is the CPU time that this process, the router and the module together spent
 during the measured seconds, divided by the calls: it depends far less on what else the
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from services.kit import eventloop
 from services.kit.channel import CHANNEL_OPTIONS, wait_for_ready
 from services.kit.direct import DirectClient
 from soulspot.capabilities.v1 import search_pb2, search_pb2_grpc
@@ -166,7 +168,12 @@ def _free_port() -> int:
 
 
 def _run(
-    seconds: float, runs: int, modes: Sequence[str], concurrencies: Sequence[int], log_level: str
+    seconds: float,
+    runs: int,
+    modes: Sequence[str],
+    concurrencies: Sequence[int],
+    log_level: str,
+    loop: str,
 ) -> dict[tuple[str, int], list[Result]]:
     router_port, module_port = _free_port(), _free_port()
     router_address = f"127.0.0.1:{router_port}"
@@ -179,6 +186,7 @@ def _run(
             "SOULSPOT_ROUTER__HTTP_ADDRESS": "127.0.0.1:0",
             "SOULSPOT_STATE_DIR": tmp,
             "SOULSPOT_LOG_LEVEL": log_level,
+            eventloop.ENV_VAR: loop,
         }
         router = subprocess.Popen([sys.executable, "-m", "router"], env=env)
         module = subprocess.Popen(
@@ -306,19 +314,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCIES)))
     parser.add_argument("--nice", type=int, default=10, help="niceness for all processes")
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument(
+        "--loop",
+        choices=eventloop.LOOPS,
+        default=eventloop.DEFAULT_LOOP,
+        help="event loop of the router and the module (this driver keeps asyncio's)",
+    )
     parser.add_argument("--serve-module", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.serve_module:
         router = os.environ.get("SOULSPOT_ROUTER__ADDRESS", "127.0.0.1:50051")
         log_level = os.environ.get("SOULSPOT_LOG_LEVEL", "WARNING")
-        asyncio.run(_serve_module(args.serve_module, router, log_level))
+        eventloop.run(_serve_module(args.serve_module, router, log_level))
         return
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     if args.nice:
         # Inherited by the router and the module: every process of the mesh runs alike.
         os.nice(args.nice)
-    results = _run(args.seconds, args.runs, modes, concurrencies, args.log_level)
+    results = _run(args.seconds, args.runs, modes, concurrencies, args.log_level, args.loop)
+    print(f"router and module event loop: {args.loop}")
     _print(results, args.runs, modes, concurrencies)
 
 

@@ -11,6 +11,7 @@ from router.app import RouterApp
 from router.bus import EventBus, create_bus
 from router.http import start_router_http
 from router.settings import RouterSettings
+from services.kit import eventloop
 from services.kit.logging import setup_logging
 from services.kit.tracing import configure_tracing
 from soulspot.events.v1 import module_pb2 as module_events_pb2
@@ -72,4 +73,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    eventloop.run(main())

@@ -1,10 +1,11 @@
 """A durable consumer: its position in the log, its deliveries and its subscribers.
 
 Subscribers sharing the consumer's name compete for its events. The consumer reads the log
-in bounded pages (from the shared tail cache when it is caught up, else from the store), so
-its memory is bounded by the page size plus the deliveries in flight, whatever its
-subscribers do. Each subscriber has its own in-flight limit; a stuck subscriber only stops
-receiving, it never holds up another consumer.
+in bounded pages (from the shared tail cache when it is caught up, else from the store), and
+replayed dead letters the same way (they stay queued in the store), so its memory is bounded
+by the page size plus the deliveries in flight, whatever its subscribers do or however many
+dead letters are replayed. Each subscriber has its own in-flight limit; a stuck subscriber
+only stops receiving, it never holds up another consumer.
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ class ConsumerStats:
     redelivered: int = 0
     acked: int = 0
     dead_lettered: int = 0
+    # The most replayed dead letters held in memory at once (at most one page).
+    replays_buffered_max: int = 0
 
 
 class Consumer:
@@ -115,7 +118,15 @@ class Consumer:
         self._done_before = {s for s in record.done_above_floor if s > record.floor}
         self._pending_before = {s: p for s, p in record.pending.items() if not p.replay}
         self._outstanding: dict[int, Outstanding] = {}
+        # Replayed dead letters read from the store (at most a page) and not yet done. The
+        # store may hold more past `_replay_cursor` (`_replays_unread`); a new replay request
+        # may queue some below it (`_replay_rescan`: read again from the start).
         self._replays: dict[int, Outstanding] = {}
+        self._replay_cursor = 0
+        self._replays_unread = record.replays > 0
+        self._replay_rescan = False
+        # Replays finished while a page read is under way: that read may still return them.
+        self._replays_finished_meanwhile: set[int] | None = None
         self._order: list[int] = []  # heap of outstanding (non-replay) sequences
         self._ready: list[tuple[int, int, Outstanding]] = []
         self._waiting: list[tuple[float, int, Outstanding]] = []
@@ -212,12 +223,9 @@ class Consumer:
             ]
             heapq.heapify(self._timeouts)
 
-    def add_replay(self, seq: int, envelope: envelope_pb2.EventEnvelope) -> None:
-        if seq in self._replays:
-            return
-        o = Outstanding(seq, envelope, replay=True, failure_recorded=True)
-        self._replays[seq] = o
-        heapq.heappush(self._ready, (seq, next(_tiebreak), o))
+    def replays_queued(self) -> None:
+        """Dead letters were queued as replays for this consumer (in the store): read them."""
+        self._replay_rescan = True
         self.notify()
 
     # -- state changes ---------------------------------------------------------------------
@@ -226,6 +234,8 @@ class Consumer:
         if o.replay:
             self._replays.pop(o.seq, None)
             self._replays_dirty.append(o.seq)
+            if self._replays_finished_meanwhile is not None:
+                self._replays_finished_meanwhile.add(o.seq)
         else:
             self._outstanding.pop(o.seq, None)
             self._done_dirty.append(o.seq)
@@ -323,8 +333,10 @@ class Consumer:
                 self._release(now)
                 if self._wants_fetch():
                     await self._fetch()
+                if self._wants_replays():
+                    await self._fetch_replays()
                 self._dispatch()
-                if self._wake.is_set() or self._wants_fetch():
+                if self._wake.is_set() or self._wants_fetch() or self._wants_replays():
                     continue
                 self._arm_timer(now)
                 await self._wake.wait()
@@ -361,6 +373,13 @@ class Consumer:
         # Read ahead at most one page: the consumer's memory stays bounded whatever its
         # subscribers do.
         return len(self._ready) <= self._page_size // 2 and self._cursor < self._cache.last_sequence
+
+    def _wants_replays(self) -> bool:
+        # Like the log: at most one page of replays in memory, the next read once half of
+        # it is done.
+        return (self._replays_unread or self._replay_rescan) and len(
+            self._replays
+        ) <= self._page_size // 2
 
     def _next_timer(self, now: float) -> float | None:
         times = []
@@ -420,6 +439,51 @@ class Consumer:
             # Nothing outstanding below the cursor: the skipped (unmatched) events are done.
             self._schedule_flush()
 
+    async def _fetch_replays(self) -> None:
+        if self._replay_rescan:
+            self._replay_rescan = False
+            self._replay_cursor = 0
+            self._replays_unread = True
+        limit = self._page_size - len(self._replays)
+        if limit <= 0:
+            return
+        # Finished replays go to the store first: the read is queued behind them.
+        self.flush()
+        finished: set[int] = set()
+        self._replays_finished_meanwhile = finished
+        try:
+            page = await self._store.read_replays(self.name, self._replay_cursor, limit)
+        finally:
+            self._replays_finished_meanwhile = None
+        if len(page) < limit:
+            self._replays_unread = False
+        for replay in page:
+            seq = replay.sequence
+            self._replay_cursor = max(self._replay_cursor, seq)
+            if seq in self._replays or seq in finished:
+                continue
+            if replay.envelope is None:
+                _log.warning(
+                    "replayed event %d for consumer %s is no longer in the log; dropped",
+                    seq,
+                    self.name,
+                    extra={"consumer": self.name, "sequence": seq},
+                )
+                self._replays_dirty.append(seq)
+                self._schedule_flush()
+                continue
+            o = Outstanding(
+                seq,
+                replay.envelope,
+                attempts=replay.attempts,
+                last_error=replay.last_error,
+                replay=True,
+                failure_recorded=True,
+            )
+            self._replays[seq] = o
+            heapq.heappush(self._ready, (seq, next(_tiebreak), o))
+        self.stats.replays_buffered_max = max(self.stats.replays_buffered_max, len(self._replays))
+
     def _dispatch(self) -> None:
         while self._ready:
             sub = self._pick()
@@ -461,6 +525,11 @@ class Consumer:
     @property
     def in_flight(self) -> int:
         return sum(len(s.in_flight) for s in self._subs)
+
+    @property
+    def replays_buffered(self) -> int:
+        """Replayed dead letters held in memory (read from the store, not yet done)."""
+        return len(self._replays)
 
     @property
     def buffered(self) -> int:

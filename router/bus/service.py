@@ -399,9 +399,8 @@ class EventBus:
                     max_attempts=max_attempts,
                     metrics=self.metrics,
                 )
-                replays = sorted(s for s, p in record.pending.items() if p.replay)
-                for env in await self.store.read_sequences(replays):
-                    consumer.add_replay(env.sequence, env)
+                # Queued replays (record.replays) stay in the store; the consumer reads
+                # them a page at a time.
                 self._consumers[start.consumer] = consumer
             else:
                 if patterns != consumer.patterns.patterns:
@@ -669,12 +668,12 @@ class EventBus:
                             )
                         ],
                     )
-            taken = await self.store.take_dead_letters(ids, request.consumer)
-            for record in taken:
-                consumer = self._consumers.get(record.consumer)
+            counts = await self.store.take_dead_letters(ids, request.consumer)
+            for name in counts:
+                consumer = self._consumers.get(name)
                 if consumer is not None:
-                    consumer.add_replay(record.sequence, record.envelope)
-            return router_pb2.ReplayDeadLettersResponse(replayed=len(taken))
+                    consumer.replays_queued()
+            return router_pb2.ReplayDeadLettersResponse(replayed=sum(counts.values()))
         except MeshError as err:
             await abort_with(context, err)
 

@@ -37,6 +37,7 @@ from router.bus.store import (
     EventPage,
     Parking,
     PendingRecord,
+    ReplayRecord,
 )
 from soulspot.events.v1 import envelope_pb2
 
@@ -554,14 +555,19 @@ class SqliteEventStore:
                         "SELECT seq FROM consumer_done WHERE consumer = ?", (name,)
                     )
                 }
-                for seq, attempts, last_error, replay in conn.execute(
-                    "SELECT seq, attempts, last_error, replay FROM consumer_pending"
-                    " WHERE consumer = ?",
+                for seq, attempts, last_error in conn.execute(
+                    "SELECT seq, attempts, last_error FROM consumer_pending"
+                    " WHERE consumer = ? AND replay = 0",
                     (name,),
                 ):
-                    record.pending[int(seq)] = PendingRecord(
-                        int(attempts), str(last_error), bool(replay)
-                    )
+                    record.pending[int(seq)] = PendingRecord(int(attempts), str(last_error))
+                # Replays are only counted: the consumer reads them page by page.
+                record.replays = int(
+                    conn.execute(
+                        "SELECT COUNT(*) FROM consumer_pending WHERE consumer = ? AND replay = 1",
+                        (name,),
+                    ).fetchone()[0]
+                )
                 return record
             finally:
                 conn.execute("COMMIT")
@@ -684,35 +690,63 @@ class SqliteEventStore:
 
         return await self._read(op)
 
-    async def take_dead_letters(self, ids: Sequence[int], consumer: str) -> list[DeadLetterRecord]:
+    async def take_dead_letters(self, ids: Sequence[int], consumer: str) -> dict[str, int]:
         wanted = list(ids)
+        # Set-based: a consumer's whole dead-letter queue moves over without being read into
+        # memory, however long it is.
+        queue_sql = (
+            "INSERT INTO consumer_pending (consumer, seq, attempts, last_error, replay)"
+            " SELECT consumer, seq, 0, '', 1 FROM dead_letters WHERE {where}"
+            " ON CONFLICT(consumer, seq) DO UPDATE SET attempts = 0, replay = 1"
+        )
 
-        def op(conn: sqlite3.Connection) -> list[DeadLetterRecord]:
+        def op(conn: sqlite3.Connection) -> dict[str, int]:
+            counts: dict[str, int] = {}
             if wanted:
-                rows = []
                 for dl_id in wanted:
                     row = conn.execute(
-                        f"SELECT {self._DL_COLUMNS} FROM dead_letters WHERE id = ?", (dl_id,)
+                        "SELECT consumer FROM dead_letters WHERE id = ? AND consumer != ''",
+                        (dl_id,),
                     ).fetchone()
-                    if row is not None:
-                        rows.append(row)
-            else:
-                rows = conn.execute(
-                    f"SELECT {self._DL_COLUMNS} FROM dead_letters WHERE consumer = ? ORDER BY id",
-                    (consumer,),
-                ).fetchall()
-            taken = [self._dead_letter(r) for r in rows if r[1]]
-            for record in taken:
-                self._pruned.discard(record.consumer)
-                conn.execute("DELETE FROM dead_letters WHERE id = ?", (record.dead_letter_id,))
-                conn.execute(
-                    "INSERT INTO consumer_pending (consumer, seq, attempts, last_error, replay)"
-                    " VALUES (?, ?, 0, '', 1) ON CONFLICT(consumer, seq) DO UPDATE SET"
-                    " attempts = 0, replay = 1",
-                    (record.consumer, record.sequence),
-                )
-            return taken
+                    if row is None:
+                        continue
+                    name = str(row[0])
+                    conn.execute(queue_sql.format(where="id = ?"), (dl_id,))
+                    conn.execute("DELETE FROM dead_letters WHERE id = ?", (dl_id,))
+                    counts[name] = counts.get(name, 0) + 1
+            elif consumer:
+                conn.execute(queue_sql.format(where="consumer = ?"), (consumer,))
+                taken = conn.execute(
+                    "DELETE FROM dead_letters WHERE consumer = ?", (consumer,)
+                ).rowcount
+                if taken:
+                    counts[consumer] = int(taken)
+            for name in counts:
+                self._pruned.discard(name)
+            return counts
 
+        return await self._write(op)
+
+    async def read_replays(self, consumer: str, after: int, limit: int) -> list[ReplayRecord]:
+        def op(conn: sqlite3.Connection) -> list[ReplayRecord]:
+            rows = conn.execute(
+                "SELECT p.seq, p.attempts, p.last_error, e.data FROM consumer_pending AS p"
+                " LEFT JOIN events AS e ON e.seq = p.seq"
+                " WHERE p.consumer = ? AND p.replay = 1 AND p.seq > ? ORDER BY p.seq LIMIT ?",
+                (consumer, after, limit),
+            ).fetchall()
+            return [
+                ReplayRecord(
+                    int(r[0]),
+                    _envelope(r[3]) if r[3] is not None else None,
+                    int(r[1]),
+                    str(r[2]),
+                )
+                for r in rows
+            ]
+
+        # On the writer, not the reader: queued after the consumer's handed-over progress,
+        # so a replay it has finished is deleted before this read sees the table.
         return await self._write(op)
 
     async def count_dead_letters(self) -> int:

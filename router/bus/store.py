@@ -45,13 +45,30 @@ class PendingRecord:
 
 @dataclass(slots=True)
 class ConsumerRecord:
-    """A durable consumer's state: every event up to `floor` is done (acked or parked)."""
+    """A durable consumer's state: every event up to `floor` is done (acked or parked).
+
+    `pending` holds the failure records of log events; replayed dead letters stay in the
+    store (they may be many) and are only counted here: the consumer reads them a page at a
+    time with `EventStore.read_replays`.
+    """
 
     name: str
     patterns: tuple[str, ...]
     floor: int
     done_above_floor: set[int] = field(default_factory=set)
     pending: dict[int, PendingRecord] = field(default_factory=dict)
+    replays: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayRecord:
+    """A replayed dead letter queued for a consumer, as read for delivery."""
+
+    sequence: int
+    # None when the event is no longer in the log (removed by retention).
+    envelope: envelope_pb2.EventEnvelope | None
+    attempts: int
+    last_error: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +178,16 @@ class EventStore(Protocol):
 
     async def get_dead_letter(self, dead_letter_id: int) -> DeadLetterRecord | None: ...
 
-    async def take_dead_letters(self, ids: Sequence[int], consumer: str) -> list[DeadLetterRecord]:
-        """Remove dead letters of consumers and queue them as replays for their consumer."""
+    async def take_dead_letters(self, ids: Sequence[int], consumer: str) -> dict[str, int]:
+        """Remove dead letters (the given ids, else every one of `consumer`) and queue them as
+        replays for their consumer; returns how many were queued, per consumer. Dead letters
+        of the cycle guard (consumer "") are never taken."""
+        ...
+
+    async def read_replays(self, consumer: str, after: int, limit: int) -> list[ReplayRecord]:
+        """Up to `limit` replays queued for the consumer with sequence > after, in sequence
+        order. It runs after every write queued before it, so a replay whose completion the
+        consumer already handed over (`record_progress`) is not read again."""
         ...
 
     async def count_dead_letters(self) -> int: ...

@@ -16,6 +16,7 @@ from services.folder.index import FolderIndex, Match
 from services.folder.settings import DEFAULT_PORT, FolderSettings
 from services.kit.audio_probe import file_reference, read_audio
 from services.kit.download_registry import DownloadRegistry, DownloadServicerBase, State
+from services.kit.download_store import FILE_NAME
 from services.kit.errors import MeshError, NotFound, Unavailable, abort_with
 from services.kit.module_runner import Capability, ModuleParts, ModuleSpec, ServiceBinding
 from soulspot.capabilities.v1 import download_pb2, download_pb2_grpc
@@ -95,6 +96,15 @@ class FolderDownloader:
         if await self.check():
             await self.refresh(force=True)
         self._probe_task = asyncio.create_task(self._probe_loop(), name="folder probe")
+        # A copy cut short by a restart left no finished file to pick up: say so, with the
+        # same id the caller holds, so it can ask again.
+        for record in await self.registry.recover():
+            await self.registry.fail(
+                record,
+                "interrupted by a restart of the folder module before the copy finished",
+                kind=FailureKind.FAILURE_KIND_TRANSFER_FAILED,
+                can_retry=True,
+            )
 
     async def stop(self) -> None:
         if self._probe_task is not None:
@@ -140,6 +150,7 @@ class FolderDownloader:
         record.remote_filename = best.entry.relative
         record.tried_sources.append(source)
         record.state = State.DOWNLOAD_STATE_IN_PROGRESS
+        self.registry.save(record)
         task = asyncio.create_task(self._copy(record, best), name=f"copy {record.download_id}")
         record.task = task
         # A local copy usually finishes at once: answer with the file then, else "in progress".
@@ -203,7 +214,11 @@ class FolderDownloadServicer(DownloadServicerBase):
 
 def build(runtime: ModuleRuntime) -> ModuleParts:
     section: FolderSection = runtime.section
-    registry = DownloadRegistry(runtime.publisher, module=runtime.name)
+    registry = DownloadRegistry(
+        runtime.publisher,
+        module=runtime.name,
+        db_path=runtime.settings.state_dir / runtime.name / FILE_NAME,
+    )
     downloader = FolderDownloader(runtime, section, registry)
     runtime.extras["registry"] = registry
     runtime.extras["downloader"] = downloader

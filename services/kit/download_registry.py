@@ -3,6 +3,12 @@ the DownloadService methods that only read or cancel records.
 
 A downloader module implements DownloadTrack itself (how it finds and fetches a file) and
 gets GetDownload, CancelDownload and GetDownloadStatistics from `DownloadServicerBase`.
+
+With a `db_path` the registry is durable (services.kit.download_store): records, counters
+and events not yet published survive a restart, and the in-memory records are a cache of
+the file (every download that has not ended, plus the most recent ended ones). After a
+restart `recover()` sends the held events and hands back the downloads that were
+interrupted, for the module to resume or fail.
 """
 
 from __future__ import annotations
@@ -14,10 +20,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf import timestamp_pb2
 
+from services.kit.download_store import DownloadStore, StoredDownload
 from services.kit.errors import FailedPrecondition, MeshError, NotFound, abort_with
 from services.kit.matching import normalize
 from soulspot.capabilities.v1 import download_pb2, download_pb2_grpc
@@ -27,6 +35,7 @@ if TYPE_CHECKING:
     import grpc
     from google.protobuf.message import Message
 
+    from services.kit.download_store import HeldEvent
     from services.kit.module_runner import Publisher
     from soulspot.common.v1 import references_pb2
 
@@ -42,6 +51,9 @@ log = logging.getLogger("soulspot.downloads")
 State = download_pb2.DownloadState
 FailureKind = download_events_pb2.FailureKind
 _MAX_QUEUED_PROGRESS = 100
+# Ended downloads kept in memory (beyond them GetDownload reads the file).
+CACHE_ENDED = 1000
+_COUNTERS = ("started", "completed", "failed", "bytes_received", "candidate_retries")
 _TERMINAL = frozenset(
     {
         State.DOWNLOAD_STATE_COMPLETED,
@@ -66,6 +78,8 @@ class DownloadRecord:
     file: references_pb2.FileReference | None = None
     error: str = ""
     tried_sources: list[str] = field(default_factory=list)
+    # The size the source announced: what a download resumed after a restart waits for.
+    expected_size: int = 0
     task: asyncio.Task[Any] | None = None
     cancel_requested: bool = False
     # Throttling of download.progress: when the last one went out, and what it said.
@@ -92,6 +106,40 @@ class DownloadRecord:
             response.file.CopyFrom(self.file)
         return response
 
+    def stored(self) -> StoredDownload:
+        return StoredDownload(
+            download_id=self.download_id,
+            track=self.track,
+            requested_by=self.requested_by,
+            state=self.state,
+            source=self.source,
+            remote_filename=self.remote_filename,
+            expected_size=self.expected_size,
+            percent=self.percent,
+            file=self.file,
+            error=self.error,
+            tried_sources=list(self.tried_sources),
+            started_at=self.started_at,
+            terminal=self.terminal,
+        )
+
+    @classmethod
+    def from_stored(cls, stored: StoredDownload) -> DownloadRecord:
+        return cls(
+            download_id=stored.download_id,
+            track=stored.track,
+            requested_by=stored.requested_by,
+            state=stored.state,
+            started_at=stored.started_at,
+            source=stored.source,
+            remote_filename=stored.remote_filename,
+            percent=stored.percent,
+            file=stored.file,
+            error=stored.error,
+            tried_sources=list(stored.tried_sources),
+            expected_size=stored.expected_size,
+        )
+
 
 def _track_key(track: references_pb2.TrackReference) -> tuple[str, ...]:
     if track.isrc:
@@ -103,7 +151,12 @@ class DownloadRegistry:
     """The downloads of one module process, their counters, and their events."""
 
     def __init__(
-        self, publisher: Publisher, *, module: str, progress_interval_s: float = 0.5
+        self,
+        publisher: Publisher,
+        *,
+        module: str,
+        progress_interval_s: float = 0.5,
+        db_path: Path | str | None = None,
     ) -> None:
         self.publisher = publisher
         self.module = module
@@ -116,10 +169,79 @@ class DownloadRegistry:
         self.candidate_retries = 0
         # Events go out through one ordered queue drained in the background: the download
         # work never waits for the router (the publisher holds and retries events while the
-        # router is away), and the order of one download's events is kept.
-        self._outbox: asyncio.Queue[tuple[Message, str]] = asyncio.Queue()
+        # router is away), and the order of one download's events is kept. The third item
+        # is the event's row in the store (None: not held there, e.g. progress).
+        self._outbox: asyncio.Queue[tuple[Message, str, int | None]] = asyncio.Queue()
         self._drainer: asyncio.Task[None] | None = None
         self.unpublished = 0
+        self._store = DownloadStore(Path(db_path)) if db_path is not None else None
+        self._interrupted: list[DownloadRecord] = []
+        if self._store is not None:
+            self._load(self._store)
+
+    # -- durability -------------------------------------------------------------------------------
+
+    def _load(self, store: DownloadStore) -> None:
+        for stored in store.load(recent_terminal=CACHE_ENDED):
+            record = DownloadRecord.from_stored(stored)
+            self.records[record.download_id] = record
+            if not record.terminal:
+                self._interrupted.append(record)
+        counters = store.counters()
+        for name in _COUNTERS:
+            setattr(self, name, counters.get(name, 0))
+        for held in store.held():
+            payload = _payload(held)
+            if payload is None:
+                store.release(held.held_id)
+                continue
+            self._outbox.put_nowait((payload, held.subject, held.held_id))
+        if self._interrupted or not self._outbox.empty():
+            log.info(
+                "downloads restored",
+                extra={
+                    "module_name": self.module,
+                    "interrupted": len(self._interrupted),
+                    "held_events": self._outbox.qsize(),
+                },
+            )
+
+    async def recover(self) -> list[DownloadRecord]:
+        """After a restart: send the events the last run could not, and return the
+        downloads it left unfinished (the module resumes or fails each of them)."""
+        if not self._outbox.empty():
+            self._start_drainer()
+        interrupted, self._interrupted = self._interrupted, []
+        return [r for r in interrupted if not r.terminal]
+
+    def save(self, record: DownloadRecord) -> None:
+        """Store a record whose fields the module changed (state, source, file name)."""
+        self._persist(record)
+
+    def _persist(
+        self, record: DownloadRecord, *, counters: bool = False, event: Message | None = None
+    ) -> int | None:
+        if self._store is None:
+            return None
+        hold = None
+        if event is not None:
+            hold = (event.DESCRIPTOR.name, event.SerializeToString(), record.download_id)
+        return self._store.save(
+            record.stored(),
+            counters={n: int(getattr(self, n)) for n in _COUNTERS} if counters else None,
+            hold=hold,
+        )
+
+    def _trim(self) -> None:
+        """Keep the ended records in memory bounded; the file still answers for them."""
+        if self._store is None or len(self.records) <= CACHE_ENDED * 3 // 2:
+            return
+        ended = sorted(
+            (r for r in self.records.values() if r.terminal and (r.task is None or r.task.done())),
+            key=lambda r: r.started_at,
+        )
+        for record in ended[: max(0, len(ended) - CACHE_ENDED)]:
+            del self.records[record.download_id]
 
     # -- records ----------------------------------------------------------------------------------
 
@@ -130,6 +252,7 @@ class DownloadRegistry:
             requested_by=requested_by,
         )
         self.records[record.download_id] = record
+        self._persist(record)
         return record
 
     def find_active(
@@ -149,6 +272,9 @@ class DownloadRegistry:
 
     def get(self, download_id: str) -> DownloadRecord:
         record = self.records.get(download_id)
+        if record is None and self._store is not None:
+            stored = self._store.get(download_id)
+            record = DownloadRecord.from_stored(stored) if stored is not None else None
         if record is None:
             raise NotFound(f"no download with id {download_id!r} in the {self.module} module")
         return record
@@ -224,25 +350,41 @@ class DownloadRegistry:
             self._drainer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._drainer
+        if self._store is not None:
+            # Events still queued stay held in the file and go out after the next start.
+            self._store.close()
+            self._store = None
 
     # -- events ------------------------------------------------------------------------------------
 
-    async def _publish(self, payload: Message, record: DownloadRecord) -> None:
-        """Queue an event for the drainer (returns at once)."""
-        if isinstance(payload, download_events_pb2.DownloadProgress) and (
-            self._outbox.qsize() > _MAX_QUEUED_PROGRESS
-        ):
-            return  # progress is superseded by the next one; never let it pile up
-        self._outbox.put_nowait((payload, record.download_id))
+    async def _publish(
+        self, payload: Message, record: DownloadRecord, *, counters: bool = False
+    ) -> None:
+        """Store the record (with the counters and the event, in one commit) and queue the
+        event for the drainer (returns at once)."""
+        if isinstance(payload, download_events_pb2.DownloadProgress):
+            # Progress is superseded by the next one: not held across a restart, and never
+            # allowed to pile up.
+            self._persist(record, counters=counters)
+            if self._outbox.qsize() > _MAX_QUEUED_PROGRESS:
+                return
+            held_id = None
+        else:
+            held_id = self._persist(record, counters=counters, event=payload)
+        self._outbox.put_nowait((payload, record.download_id, held_id))
+        self._start_drainer()
+
+    def _start_drainer(self) -> None:
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain(), name=f"{self.module} events")
 
     async def _drain(self) -> None:
         while True:
-            payload, subject = await self._outbox.get()
+            payload, subject, held_id = await self._outbox.get()
             try:
                 await self.publisher.publish(payload, subject=subject)
             except asyncio.CancelledError:
+                # Shutdown: a held event stays in the file and is sent after the restart.
                 raise
             except Exception:
                 # The download itself is not undone by a lost event; the log says which one.
@@ -251,8 +393,15 @@ class DownloadRegistry:
                     "could not publish download event",
                     extra={"download_id": subject, "event": payload.DESCRIPTOR.name},
                 )
+                self._release(held_id)
+            else:
+                self._release(held_id)
             finally:
                 self._outbox.task_done()
+
+    def _release(self, held_id: int | None) -> None:
+        if held_id is not None and self._store is not None:
+            self._store.release(held_id)
 
     async def started_event(
         self, record: DownloadRecord, *, attempt: int, expected_size: int = 0
@@ -261,6 +410,7 @@ class DownloadRegistry:
             self.started += 1
         else:
             self.candidate_retries += 1
+        record.expected_size = expected_size
         await self._publish(
             download_events_pb2.DownloadStarted(
                 download_id=record.download_id,
@@ -272,6 +422,7 @@ class DownloadRegistry:
                 attempt=attempt,
             ),
             record,
+            counters=True,
         )
 
     async def progress(
@@ -333,7 +484,9 @@ class DownloadRegistry:
                 requested_by=record.requested_by,
             ),
             record,
+            counters=True,
         )
+        self._trim()
 
     async def fail(
         self,
@@ -371,7 +524,20 @@ class DownloadRegistry:
                 requested_by=record.requested_by,
             ),
             record,
+            counters=True,
         )
+        self._trim()
+
+
+def _payload(held: HeldEvent) -> Message | None:
+    """A held event's payload back from its bytes (None: a type this version lacks)."""
+    cls = getattr(download_events_pb2, held.payload_type, None)
+    if cls is None:
+        log.error("dropping a held event of unknown type", extra={"event": held.payload_type})
+        return None
+    payload: Message = cls()
+    payload.ParseFromString(held.data)
+    return payload
 
 
 class DownloadServicerBase(download_pb2_grpc.DownloadServiceServicer):

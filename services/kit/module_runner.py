@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import grpc
 
+from services.kit import eventloop
 from services.kit.channel import open_channel
 from services.kit.errors import is_transient, status_code_of
 from services.kit.events import InMemoryBus, RouterPublisher, Subscriber, build_envelope
@@ -592,7 +593,7 @@ def run_module(spec: ModuleSpec, argv: Sequence[str] | None = None) -> int:
         return 2
     setup_logging(spec.name, settings.log_level, json_lines=settings.log_json)
     try:
-        asyncio.run(serve(spec, settings))
+        eventloop.run(serve(spec, settings))
     except KeyboardInterrupt:
         return 130
     except OSError as err:

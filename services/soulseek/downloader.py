@@ -4,6 +4,10 @@ search (polled to completion) -> rank candidates -> enqueue the best -> follow t
 -> locate the file on disk and verify its size -> download.completed. A candidate that fails
 (errored, rejected, stalled, vanished) is replaced by the next one, preferably from another
 user, before download.failed is published with every source tried.
+
+slskd keeps transferring while this module restarts: a download interrupted by a restart is
+followed again (`resume`) when its transfer was already enqueued; one still searching is
+failed with can_retry (the search and its candidates were only in memory).
 """
 
 from __future__ import annotations
@@ -256,6 +260,9 @@ class SoulseekDownloader:
             record.remote_filename = candidate.file.filename
             record.state = State.DOWNLOAD_STATE_QUEUED
             record.percent = 0.0
+            record.expected_size = candidate.file.size
+            # Stored before anything else: a restart from here on finds the transfer again.
+            self.registry.save(record)
             return index
         return None
 
@@ -278,7 +285,9 @@ class SoulseekDownloader:
                 await self.registry.started_event(
                     record, attempt=attempt, expected_size=candidate.file.size
                 )
-                path, reason = await self._watch(record, candidate)
+                path, reason = await self._watch(
+                    record, candidate.username, candidate.file.filename, candidate.file.size
+                )
                 if path is not None:
                     file = await asyncio.to_thread(_describe, path)
                     await self.registry.complete(record, file)
@@ -317,11 +326,63 @@ class SoulseekDownloader:
             if transfer is not None:
                 await self.client.cancel(record.source, transfer.id)
 
+    # -- after a restart ---------------------------------------------------------------------
+
+    async def resume(self, records: list[DownloadRecord]) -> None:
+        """Take over the downloads a previous run left unfinished."""
+        for record in records:
+            if record.state == State.DOWNLOAD_STATE_SEARCHING or not (
+                record.source and record.remote_filename
+            ):
+                # Nothing was enqueued at slskd: there is no transfer to follow.
+                await self.registry.fail(
+                    record,
+                    "interrupted by a restart of the soulseek module before a transfer started",
+                    kind=FailureKind.FAILURE_KIND_TRANSFER_FAILED,
+                    can_retry=True,
+                )
+                continue
+            log.info(
+                "resuming download",
+                extra={"download_id": record.download_id, "source": record.source},
+            )
+            record.task = asyncio.create_task(
+                self._resume(record), name=f"download {record.download_id}"
+            )
+
+    async def _resume(self, record: DownloadRecord) -> None:
+        try:
+            path, reason = await self._watch(
+                record, record.source, record.remote_filename, record.expected_size
+            )
+            if path is not None:
+                file = await asyncio.to_thread(_describe, path)
+                await self.registry.complete(record, file)
+                return
+            await self.registry.fail(
+                record,
+                f"{record.source}: {reason} (followed again after a restart)",
+                kind=FailureKind.FAILURE_KIND_TRANSFER_FAILED,
+                can_retry=True,
+            )
+        except asyncio.CancelledError:
+            if record.cancel_requested:
+                await self._cancel_remote(record)
+            raise
+        except Exception as err:
+            log.exception("resumed download crashed", extra={"download_id": record.download_id})
+            await self.registry.fail(
+                record,
+                f"internal error while downloading: {err}",
+                kind=FailureKind.FAILURE_KIND_TRANSFER_FAILED,
+                can_retry=True,
+            )
+
     async def _watch(
-        self, record: DownloadRecord, candidate: ranking.RankedCandidate
+        self, record: DownloadRecord, username: str, filename: str, size: int
     ) -> tuple[Path | None, str]:
         """Follow one transfer to its end: (the verified file, "") or (None, why it failed)."""
-        expected = candidate.file.size or None
+        expected = size or None
         last_change = time.monotonic()
         last_bytes = -1
         last_state = ""
@@ -329,9 +390,7 @@ class SoulseekDownloader:
         while True:
             transfer: Transfer | None = None
             try:
-                transfer = await self.client.find_download(
-                    candidate.username, candidate.file.filename
-                )
+                transfer = await self.client.find_download(username, filename)
             except SlskdError as err:
                 # slskd away for a moment: the transfer goes on without us; keep looking.
                 log.warning(
@@ -340,7 +399,7 @@ class SoulseekDownloader:
                 )
             state = transfer.state if transfer is not None else parse_state("")
             outcome = await asyncio.to_thread(
-                resolve_outcome, state, self.downloads_dir, candidate.file.filename, expected
+                resolve_outcome, state, self.downloads_dir, filename, expected
             )
             if outcome.arrived and outcome.path is not None:
                 if outcome.reason not in ("completed", "file on disk"):
@@ -358,11 +417,14 @@ class SoulseekDownloader:
                 if state.is_terminal:
                     detail = f" ({transfer.exception})" if transfer.exception else ""
                     return None, f"{outcome.reason}{detail}"
-                record.state = (
+                now = (
                     State.DOWNLOAD_STATE_IN_PROGRESS
                     if state.in_progress
                     else State.DOWNLOAD_STATE_QUEUED
                 )
+                if now != record.state:
+                    record.state = now
+                    self.registry.save(record)
                 if transfer.bytes_transferred != last_bytes or transfer.state_text != last_state:
                     last_change = time.monotonic()
                     last_bytes = transfer.bytes_transferred
@@ -370,14 +432,14 @@ class SoulseekDownloader:
                 await self.registry.progress(
                     record,
                     transferred=transfer.bytes_transferred,
-                    total=transfer.size or candidate.file.size,
+                    total=transfer.size or size,
                     bytes_per_second=transfer.average_speed,
                     state_text=transfer.state_text,
                 )
             if time.monotonic() - last_change > self.section.stall_timeout_s:
                 if transfer is not None:
                     with contextlib.suppress(SlskdError, SlskdNotFoundError):
-                        await self.client.cancel(candidate.username, transfer.id)
+                        await self.client.cancel(username, transfer.id)
                 return None, f"no progress for {self.section.stall_timeout_s:g}s"
             await asyncio.sleep(self.section.poll_interval_s)
 

@@ -8,12 +8,14 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from services.kit.download_registry import DownloadRegistry, DownloadServicerBase
+from services.kit.download_store import FILE_NAME
 from services.kit.errors import MeshError, Unavailable, abort_with
 from services.kit.module_runner import Capability, ModuleParts, ModuleSpec, ServiceBinding
 from services.soulseek.downloader import SoulseekDownloader
 from services.soulseek.settings import DEFAULT_PORT, SoulseekSettings
 from services.soulseek.slskd_api import SlskdClient
 from soulspot.capabilities.v1 import download_pb2, download_pb2_grpc
+from soulspot.events.v1 import download_pb2 as download_events_pb2
 
 if TYPE_CHECKING:
     import grpc
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from services.soulseek.settings import SoulseekSection
 
 log = logging.getLogger("soulspot.soulseek")
+FailureKind = download_events_pb2.FailureKind
 
 PROBE_TIMEOUT_S = 5.0
 NOT_CONFIGURED = (
@@ -102,11 +105,28 @@ def build(runtime: ModuleRuntime) -> ModuleParts:
     section: SoulseekSection = runtime.section
     client = SlskdClient(section.url, section.api_key) if section.url else None
     registry = DownloadRegistry(
-        runtime.publisher, module=runtime.name, progress_interval_s=section.progress_interval_s
+        runtime.publisher,
+        module=runtime.name,
+        progress_interval_s=section.progress_interval_s,
+        db_path=runtime.settings.state_dir / runtime.name / FILE_NAME,
     )
     downloader = SoulseekDownloader(client, section, registry) if client is not None else None
     probe = SlskdHealthProbe(runtime, client, section.probe_interval_s)
     servicer = SoulseekDownloadServicer(registry, downloader, probe)
+
+    async def start() -> None:
+        await probe.start()
+        interrupted = await registry.recover()
+        if downloader is not None:
+            await downloader.resume(interrupted)
+            return
+        for record in interrupted:
+            await registry.fail(
+                record,
+                f"interrupted by a restart, and soulseek cannot follow it: {NOT_CONFIGURED}",
+                kind=FailureKind.FAILURE_KIND_BACKEND_UNAVAILABLE,
+                can_retry=True,
+            )
 
     async def stop() -> None:
         await probe.stop()
@@ -123,7 +143,7 @@ def build(runtime: ModuleRuntime) -> ModuleParts:
                 download_pb2_grpc.add_DownloadServiceServicer_to_server,
             )
         ],
-        start=probe.start,
+        start=start,
         stop=stop,
     )
 

@@ -60,6 +60,7 @@ async def test_download_and_index_through_the_router(tmp_path: Path) -> None:
     async for router in _router(tmp_path / "router"):
         folder_settings = FolderSettings(
             folder=FolderSection(source_dir=source, downloads_dir=tmp_path / "downloads"),
+            state_dir=tmp_path / "folder-state",
             router_address=router.address,
         )
         catalog_settings = CatalogSettings(

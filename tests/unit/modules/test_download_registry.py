@@ -1,16 +1,25 @@
-"""services.kit.download_registry: throttled progress, ordered events, cancellation."""
+"""services.kit.download_registry: throttled progress, ordered events, cancellation, and
+what survives a restart."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from services.kit import download_registry
 from services.kit.download_registry import DownloadRegistry, State
 from services.kit.errors import FailedPrecondition, NotFound
 from services.kit.events import InMemoryBus
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import download_pb2 as ev
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from google.protobuf.message import Message
 
 TRACK = references_pb2.TrackReference(title="T", artist="A")
 
@@ -72,3 +81,112 @@ async def test_cancel_stops_the_task_and_publishes_once() -> None:
     await registry.complete(done, references_pb2.FileReference(path="/y"))
     with pytest.raises(FailedPrecondition):
         await registry.cancel(done.download_id)
+
+
+# -- durability ----------------------------------------------------------------------------------
+
+
+class _HeldPublisher:
+    """A publisher whose router never answers (events stay queued)."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    async def publish(self, payload: Message, **_: Any) -> Any:
+        self.attempts += 1
+        await asyncio.Event().wait()
+
+
+async def test_a_new_registry_on_the_same_file_sees_records_and_counters(tmp_path: Path) -> None:
+    db = tmp_path / "demo" / "downloads.sqlite3"
+    bus = InMemoryBus()
+    registry = DownloadRegistry(bus, module="demo", db_path=db)
+    done = registry.new(TRACK, "cli")
+    done.source = "peer"
+    await registry.started_event(done, attempt=1, expected_size=5)
+    await registry.started_event(done, attempt=2, expected_size=5)
+    await registry.complete(done, references_pb2.FileReference(path="/x", size_bytes=5))
+    failed = registry.new(references_pb2.TrackReference(title="F", artist="A"), "cli")
+    failed.tried_sources.append("peer")
+    await registry.fail(failed, "gone", kind=ev.FAILURE_KIND_NOT_FOUND, can_retry=True)
+    running = registry.new(references_pb2.TrackReference(title="R", artist="A"), "web")
+    running.source, running.remote_filename = "other", "@@other\\R.flac"
+    running.state = State.DOWNLOAD_STATE_QUEUED
+    registry.save(running)
+    await registry.started_event(running, attempt=1, expected_size=7)
+    before = registry.statistics()
+    await registry.shutdown()
+
+    again = DownloadRegistry(InMemoryBus(), module="demo", db_path=db)
+    assert again.statistics() == before
+    assert (before.started, before.completed, before.failed, before.candidate_retries) == (
+        2,
+        1,
+        1,
+        1,
+    )
+    assert before.active == 1
+    answer = again.get(done.download_id).to_response()
+    assert answer.state == State.DOWNLOAD_STATE_COMPLETED
+    assert (answer.file.path, answer.source, answer.track) == ("/x", "peer", TRACK)
+    assert abs((answer.started_at.ToDatetime(UTC) - done.started_at).total_seconds()) < 1e-3
+    lost = again.get(failed.download_id)
+    assert (lost.state, lost.error, lost.tried_sources) == (
+        State.DOWNLOAD_STATE_FAILED,
+        "gone",
+        ["peer"],
+    )
+    # The unfinished one comes back to the module, with what it needs to follow it again.
+    interrupted = await again.recover()
+    assert [r.download_id for r in interrupted] == [running.download_id]
+    back = interrupted[0]
+    assert (back.state, back.source, back.remote_filename, back.expected_size) == (
+        State.DOWNLOAD_STATE_QUEUED,
+        "other",
+        "@@other\\R.flac",
+        7,
+    )
+    assert again.find_active(running.track, "web") is back
+    await again.shutdown()
+
+
+async def test_events_the_router_never_took_are_sent_after_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "downloads.sqlite3"
+    stuck = _HeldPublisher()
+    registry = DownloadRegistry(stuck, module="demo", db_path=db)
+    record = registry.new(TRACK, "cli")
+    await registry.started_event(record, attempt=1)
+    await registry.complete(record, references_pb2.FileReference(path="/x", size_bytes=5))
+    await registry.shutdown()  # the router never answered: both events are still held
+    assert stuck.attempts == 1
+
+    bus = InMemoryBus()
+    again = DownloadRegistry(bus, module="demo", db_path=db)
+    assert await again.recover() == []
+    assert await again.flush()
+    assert [e.event_type for e in bus.published] == ["download.started", "download.completed"]
+    assert {e.subject for e in bus.published} == {record.download_id}
+    await again.shutdown()
+    # Sent once: a third start has nothing left to send.
+    third_bus = InMemoryBus()
+    third = DownloadRegistry(third_bus, module="demo", db_path=db)
+    await third.recover()
+    assert await third.flush()
+    assert third_bus.published == []
+    await third.shutdown()
+
+
+async def test_ended_downloads_leave_memory_but_still_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(download_registry, "CACHE_ENDED", 2)
+    registry = DownloadRegistry(InMemoryBus(), module="demo", db_path=tmp_path / "d.sqlite3")
+    ids = []
+    for n in range(6):
+        record = registry.new(references_pb2.TrackReference(title=f"T{n}", artist="A"), "cli")
+        await registry.complete(record, references_pb2.FileReference(path=f"/{n}"))
+        ids.append(record.download_id)
+    assert len(registry.records) <= 3
+    assert registry.get(ids[0]).file == references_pb2.FileReference(path="/0")
+    assert registry.statistics().completed == 6
+    await registry.shutdown()

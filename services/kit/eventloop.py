@@ -1,0 +1,59 @@
+"""Which asyncio event loop a process of the mesh runs on: SOULSPOT_EVENT_LOOP=asyncio|uvloop.
+
+The one place that reads the setting, so the router and every module choose alike. grpc.aio
+does not depend on the loop implementation (its completion queue is drained by a poller
+thread that hands results to whatever loop is running), so uvloop is a drop-in choice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine, Mapping
+    from typing import Any
+
+ENV_VAR = "SOULSPOT_EVENT_LOOP"
+ASYNCIO = "asyncio"
+UVLOOP = "uvloop"
+LOOPS = (ASYNCIO, UVLOOP)
+DEFAULT_LOOP = ASYNCIO
+
+T = TypeVar("T")
+
+
+def selected_loop(environ: Mapping[str, str] | None = None) -> str:
+    """The loop named by SOULSPOT_EVENT_LOOP (default asyncio); ValueError for any other name."""
+    value = (os.environ if environ is None else environ).get(ENV_VAR, "").strip().lower()
+    name = value or DEFAULT_LOOP
+    if name not in LOOPS:
+        raise ValueError(f"{ENV_VAR}={value!r}: expected one of {', '.join(LOOPS)}")
+    return name
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The factory for asyncio.Runner; None means asyncio's own loop."""
+    if name == ASYNCIO:
+        return None
+    try:
+        # Imported by name: uvloop is optional, and a process that keeps the default loop
+        # must not need it installed.
+        uvloop = importlib.import_module("uvloop")
+    except ImportError as err:
+        raise RuntimeError(f"{ENV_VAR}={name} but uvloop is not installed") from err
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run(main) on the loop SOULSPOT_EVENT_LOOP selects."""
+    try:
+        factory = loop_factory(selected_loop())
+    except (ValueError, RuntimeError):
+        main.close()  # never awaited: close it, or Python warns about it at exit
+        raise
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
