@@ -1,5 +1,5 @@
 """`python -m router`: the router on SOULSPOT_ROUTER__ADDRESS (default 127.0.0.1:50051),
-with the event bus over SQLite in the state folder."""
+with the event bus over SQLite in the state folder and the post-download pipeline."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from router.app import RouterApp
 from router.bus import EventBus, create_bus
 from router.http import start_router_http
+from router.pipeline import create_pipeline
 from router.settings import RouterSettings
 from services.kit import eventloop
 from services.kit.logging import setup_logging
@@ -58,9 +59,12 @@ async def main() -> None:
     bus = create_bus(settings.bus, state_dir=settings.state_dir)
     await bus.start()
     publisher = StatusPublisher(bus)
-    app = RouterApp(settings, bus=bus, on_status_change=publisher)
+    pipeline = create_pipeline(settings)
+    app = RouterApp(settings, bus=bus, pipeline=pipeline, on_status_change=publisher)
     try:
         await app.start()
+        # After the router serves: the pipeline is a client of the router's own address.
+        await pipeline.start(app.address)
         http = await start_router_http(app.address, settings)
         try:
             await app.serve()
@@ -68,6 +72,7 @@ async def main() -> None:
             if http is not None:
                 await http.cleanup()
     finally:
+        await pipeline.stop()
         await publisher.drain()
         await bus.stop()
 

@@ -24,7 +24,6 @@ from services.kit.errors import (
     abort_with,
     bad_request,
 )
-from services.kit.interceptors import quiet_success
 from services.kit.metrics import MeshMetrics, default_metrics
 from services.kit.validation import required_violations
 
@@ -355,8 +354,6 @@ class CapabilityProxy(grpc.GenericRpcHandler):
             self.metrics.call(capability, entry.name, grpc.StatusCode.OK, started)
             entry.breaker.record_success()
             attempts.append(f"{entry.name}:OK")
-            # The attempt is on the metrics already; the access log keeps failures only.
-            quiet_success()
             # Trailing only: initial metadata would cost a unary call a batch of its own.
             own = self._answer_metadata(entry, attempts)
             context.set_trailing_metadata((*tuple(context.trailing_metadata() or ()), *own))
@@ -445,7 +442,6 @@ class CapabilityProxy(grpc.GenericRpcHandler):
             if not first:
                 entry.breaker.record_success()
                 attempts.append(f"{entry.name}:OK")
-            quiet_success()
             own = self._answer_metadata(entry, attempts)
             context.set_trailing_metadata((*tuple(context.trailing_metadata() or ()), *own))
             return

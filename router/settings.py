@@ -44,6 +44,8 @@ class RouterSection(Section):
     default_attempt_timeout: float = 10.0
     # How long a direct-mode client may trust a routing table without a newer one.
     routing_table_ttl: float = 30.0
+    # The post-download pipeline's steps; unset uses the shipped router/pipeline/pipeline.yaml.
+    pipeline_file: str | None = None
 
 
 class RouterSettings(KitSettings):

@@ -48,7 +48,7 @@ def create_pipeline(settings: KitSettings, *, pipeline_file: Path | str | None =
     chosen = (
         pipeline_file
         or getattr(section, "pipeline_file", None)
-        # Read directly while the router's settings section does not declare the field.
+        # For settings classes without a router section (tests build plain KitSettings).
         or os.environ.get(PIPELINE_FILE_ENV)
         or None
     )

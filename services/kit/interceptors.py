@@ -7,7 +7,6 @@ import functools
 import logging
 import time
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -37,17 +36,6 @@ QUIET_METHOD_PREFIXES: tuple[str, ...] = (
     "/grpc.reflection.v1alpha.ServerReflection/",
     "/grpc.reflection.v1.ServerReflection/",
 )
-# Set by a handler whose calls are accounted for elsewhere (the router's proxy counts each
-# forwarded attempt in its metrics): its successful calls log at DEBUG, its failures as usual.
-_quiet_success: ContextVar[bool] = ContextVar("soulspot_quiet_success", default=False)
-
-
-def quiet_success() -> None:
-    """Log the current call's access line at DEBUG if it ends OK (each RPC runs in its own
-    task, so this touches no other call)."""
-    _quiet_success.set(True)
-
-
 # Codes that mean the server misbehaved, as opposed to answering a bad or unlucky request.
 _SERVER_FAULT_CODES = frozenset(
     {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.DATA_LOSS}
@@ -149,9 +137,7 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
     ) -> None:
         if code in _SERVER_FAULT_CODES:
             level = logging.ERROR
-        elif code == grpc.StatusCode.OK and (
-            _quiet_success.get() or method.startswith(QUIET_METHOD_PREFIXES)
-        ):
+        elif code == grpc.StatusCode.OK and method.startswith(QUIET_METHOD_PREFIXES):
             level = logging.DEBUG
         else:
             level = logging.INFO
