@@ -588,6 +588,7 @@ def run_module(spec: ModuleSpec, argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         settings = spec.settings_cls()
+        eventloop.selected_loop()
     except Exception as err:
         print(f"{spec.name}: invalid settings: {err}", file=sys.stderr)
         return 2

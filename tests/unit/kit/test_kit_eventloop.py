@@ -11,8 +11,8 @@ async def _loop_module() -> str:
     return type(asyncio.get_running_loop()).__module__
 
 
-def test_default_is_asyncio() -> None:
-    assert eventloop.selected_loop({}) == "asyncio"
+def test_default_is_uvloop() -> None:
+    assert eventloop.selected_loop({}) == "uvloop"
     assert eventloop.selected_loop({"SOULSPOT_EVENT_LOOP": " UVLoop "}) == "uvloop"
 
 
@@ -24,7 +24,6 @@ def test_unknown_loop_is_refused() -> None:
 def test_run_uses_the_selected_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOULSPOT_EVENT_LOOP", "asyncio")
     assert eventloop.run(_loop_module()).startswith("asyncio")
-    pytest.importorskip("uvloop")
     monkeypatch.setenv("SOULSPOT_EVENT_LOOP", "uvloop")
     assert eventloop.run(_loop_module()) == "uvloop"
 
