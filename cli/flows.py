@@ -45,6 +45,7 @@ from soulspot.capabilities.v1 import (
     search_pb2,
     search_pb2_grpc,
 )
+from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import download_pb2 as download_events_pb2
 from soulspot.events.v1 import pipeline_pb2 as pipeline_events_pb2
 from soulspot.events.v1 import playlist_pb2 as playlist_events_pb2
@@ -54,7 +55,6 @@ from soulspot.router.v1 import router_pb2
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from soulspot.common.v1 import references_pb2
     from soulspot.events.v1 import envelope_pb2
 
 DEFAULT_ROUTER = "127.0.0.1:50051"
@@ -205,19 +205,28 @@ def get(
 async def _get(query: str, pick: int, choose: bool, limit_s: float, router: str) -> int:
     with bind(new_correlation_id(), new_traceparent()):
         async with open_channel(router) as channel:
+            typed = track_from_query(query)
             try:
                 results = await _search(channel, query)
             except MeshError as err:
-                err_console.print(f"[red]search failed:[/] {err.message}")
+                # No catalog at all (offline, no Spotify): "Artist - Title" is enough for a
+                # downloader, which searches its own sources.
+                if typed is None or err.code != grpc.StatusCode.UNAVAILABLE:
+                    err_console.print(f"[red]search failed:[/] {err.message}")
+                    return 1
+                results = []
+            if results:
+                index = _choose(results) if choose else pick
+                if index > len(results):
+                    err_console.print(f"[red]only {len(results)} results; --pick {index} is out[/]")
+                    return 2
+                track = results[index - 1].track
+            elif typed is not None:
+                console.print("no catalog knows it yet: asking the downloaders as typed")
+                track = typed
+            else:
+                err_console.print(f'[red]nothing found for[/] {query!r} (try "Artist - Title")')
                 return 1
-            if not results:
-                err_console.print(f"[red]nothing found for[/] {query!r}")
-                return 1
-            index = _choose(results) if choose else pick
-            if index > len(results):
-                err_console.print(f"[red]only {len(results)} results; --pick {index} is out[/]")
-                return 2
-            track = results[index - 1].track
             console.print(f"getting [bold]{_describe(track)}[/]")
             watch = DownloadWatch(channel, "get")
             await watch.start()
@@ -225,6 +234,14 @@ async def _get(query: str, pick: int, choose: bool, limit_s: float, router: str)
                 return await _download_one(channel, watch, track, limit_s)
             finally:
                 await watch.stop()
+
+
+def track_from_query(query: str) -> references_pb2.TrackReference | None:
+    """The track a query names as "Artist - Title", or None when it is not of that form."""
+    artist, sep, title = query.partition(" - ")
+    if not sep or not artist.strip() or not title.strip():
+        return None
+    return references_pb2.TrackReference(artist=artist.strip(), title=title.strip())
 
 
 async def _search(channel: grpc.aio.Channel, query: str) -> list[search_pb2.SearchResult]:

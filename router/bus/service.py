@@ -22,7 +22,6 @@ from google.rpc import error_details_pb2
 from router.bus.consumer import Consumer, Subscription
 from router.bus.metrics import BusMetrics, reason_label
 from router.bus.patterns import PatternSet, pattern_error
-from router.bus.registry import EventRegistry, event_option
 from router.bus.store import ConsumerRecord, Parking
 from router.bus.tail import TailCache
 from router.bus.validate import envelope_violations, validate_envelope
@@ -36,6 +35,7 @@ from services.kit.errors import (
     abort_with,
     bad_request,
 )
+from services.kit.event_registry import EventRegistry, default_registry, event_option
 from services.kit.metrics import MeshMetrics, default_metrics
 from services.kit.validation import required_violations
 from soulspot.events.v1 import envelope_pb2
@@ -146,7 +146,7 @@ class EventBus:
         self._mesh_metrics = metrics
         self.metrics = BusMetrics(metrics if metrics is not None else default_metrics())
         self.settings = settings
-        self.registry = registry or EventRegistry.discover()
+        self.registry = registry or default_registry()
         self.source_module = source_module
         self.cache = TailCache(settings.tail_cache_size, 0)
         self._consumers: dict[str, Consumer] = {}

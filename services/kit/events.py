@@ -26,12 +26,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import grpc
-from google.protobuf import descriptor_pool, duration_pb2, message_factory
+from google.protobuf import duration_pb2
 
 from services.kit import context as ctx
 from services.kit import metrics as kit_metrics
 from services.kit import tracing
 from services.kit.errors import InvalidArgument, from_rpc_error
+from services.kit.event_registry import default_registry
 from services.kit.retry import call_with_retry
 from services.kit.validation import validate_request
 from soulspot.events.v1 import envelope_pb2
@@ -106,11 +107,12 @@ def build_envelope(
 def unpack_payload(envelope: envelope_pb2.EventEnvelope) -> Message:
     """The payload as its registered message class (known from the generated contracts)."""
     name = envelope.payload.type_url.rsplit("/", 1)[-1]
-    try:
-        descriptor = descriptor_pool.Default().FindMessageTypeByName(name)
-    except KeyError as err:
-        raise InvalidArgument(f"unknown payload type {name!r}") from err
-    message = message_factory.GetMessageClass(descriptor)()
+    # From the registry, not the descriptor pool: the pool knows only the generated modules
+    # someone happened to import, the registry imports every event module.
+    message_class = default_registry().message_class(name)
+    if message_class is None:
+        raise InvalidArgument(f"unknown payload type {name!r}")
+    message = message_class()
     message.ParseFromString(envelope.payload.value)
     return message
 

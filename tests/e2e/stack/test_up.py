@@ -138,6 +138,28 @@ async def test_up_runs_the_mesh_and_stops_it(tmp_path: Path) -> None:
         samples = list((tmp_path / "st" / "source").rglob("*.*"))
         assert samples, "no sample audio generated for the folder module"
         assert (tmp_path / "st" / "logs" / "router.log").is_file()
+
+        # A fresh machine, nothing configured: `soulspot get` lands a sample in the library.
+        get = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "cli.main",
+            "get",
+            "The Paper Lanterns - Harbour Lights",
+            "--router",
+            router,
+            "--timeout",
+            "60",
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        printed, _ = await asyncio.wait_for(get.communicate(), 90)
+        assert get.returncode == 0, printed.decode()
+        imported = list((tmp_path / "st" / "library").rglob("*Harbour Lights*"))
+        assert len(imported) == 1, printed.decode()
+        assert str(imported[0]) in printed.decode().replace("\n", "")
     finally:
         proc.send_signal(signal.SIGINT)
         try:

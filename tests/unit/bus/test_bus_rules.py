@@ -3,11 +3,11 @@ from __future__ import annotations
 import pytest
 
 from router.bus.patterns import PatternSet, pattern_error
-from router.bus.registry import EventRegistry
 from router.bus.service import cycle_parking
 from router.bus.store import AppendResult
 from router.bus.tail import TailCache
 from router.bus.validate import envelope_violations
+from services.kit.event_registry import EventRegistry
 from services.kit.events import build_envelope
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import download_pb2, envelope_pb2

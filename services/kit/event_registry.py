@@ -74,6 +74,7 @@ class EventRegistry:
                 )
             self._by_key[key] = schema
         self._types = frozenset(t for t, _ in self._by_key)
+        self._by_name = {s.full_name: s.message_class for s in self._by_key.values()}
 
     @classmethod
     def discover(cls) -> EventRegistry:
@@ -95,6 +96,16 @@ class EventRegistry:
 
     def schemas(self) -> list[EventSchema]:
         return list(self._by_key.values())
+
+    def message_class(self, full_name: str) -> type[Message] | None:
+        """The payload class for a message's full name, e.g. from an Any's type URL."""
+        return self._by_name.get(full_name)
+
+
+@functools.cache
+def default_registry() -> EventRegistry:
+    """Every event of the generated contracts, discovered once per process."""
+    return EventRegistry.discover()
 
 
 def _discover() -> list[EventSchema]:
