@@ -19,6 +19,7 @@ from services.kit.download_registry import DownloadRegistry, DownloadServicerBas
 from services.kit.download_store import FILE_NAME
 from services.kit.errors import MeshError, NotFound, Unavailable, abort_with
 from services.kit.module_runner import Capability, ModuleParts, ModuleSpec, ServiceBinding
+from services.kit.periodic import Periodic
 from soulspot.capabilities.v1 import download_pb2, download_pb2_grpc
 from soulspot.events.v1 import download_pb2 as download_events_pb2
 
@@ -62,7 +63,7 @@ class FolderDownloader:
         self.index = FolderIndex(section.source_dir or Path("."))
         self._scanned_at = 0.0
         self._scan_lock = asyncio.Lock()
-        self._probe_task: asyncio.Task[None] | None = None
+        self._probe = Periodic("folder probe", section.probe_interval_s, self._probe_once)
 
     # -- health and index ------------------------------------------------------------------------
 
@@ -83,19 +84,14 @@ class FolderDownloader:
                 extra={"files": len(self.index.entries), "read": read},
             )
 
-    async def _probe_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.section.probe_interval_s)
-            try:
-                if await self.check():
-                    await self.refresh()
-            except Exception:
-                log.exception("folder probe failed")
+    async def _probe_once(self) -> None:
+        if await self.check():
+            await self.refresh()
 
     async def start(self) -> None:
         if await self.check():
             await self.refresh(force=True)
-        self._probe_task = asyncio.create_task(self._probe_loop(), name="folder probe")
+        self._probe.start()
         # A copy cut short by a restart left no finished file to pick up: say so, with the
         # same id the caller holds, so it can ask again.
         for record in await self.registry.recover():
@@ -107,10 +103,7 @@ class FolderDownloader:
             )
 
     async def stop(self) -> None:
-        if self._probe_task is not None:
-            self._probe_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe_task
+        await self._probe.stop()
         await self.registry.shutdown()
 
     # -- downloads -------------------------------------------------------------------------------

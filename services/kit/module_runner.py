@@ -21,14 +21,20 @@ import random
 import signal
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import grpc
 
 from services.kit import eventloop
 from services.kit.channel import open_channel
 from services.kit.errors import is_transient, status_code_of
-from services.kit.events import InMemoryBus, RouterPublisher, Subscriber, build_envelope
+from services.kit.events import (
+    EventPublisher,
+    InMemoryBus,
+    RouterPublisher,
+    Subscriber,
+    build_envelope,
+)
 from services.kit.health import OVERALL, KitHealthServicer
 from services.kit.logging import setup_logging
 from services.kit.metrics import server_interceptors, start_module_metrics
@@ -76,17 +82,8 @@ class ModuleSection(Section):
     advertise_address: str = ""
 
 
-class Publisher(Protocol):
-    """What a module publishes through: services.kit.events' RouterPublisher or InMemoryBus."""
-
-    async def publish(
-        self,
-        payload: Message,
-        *,
-        subject: str = "",
-        ordering_key: str = "",
-        attributes: dict[str, str] | None = None,
-    ) -> envelope_pb2.EventEnvelope: ...
+# What a module publishes through: services.kit.events' RouterPublisher or InMemoryBus.
+Publisher = EventPublisher
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from services.kit.module_runner import (
     Capability,
@@ -12,6 +11,7 @@ from services.kit.module_runner import (
     ModuleSpec,
     ServiceBinding,
 )
+from services.kit.periodic import Periodic
 from services.library.catalog import Catalog
 from services.library.importer import Importer
 from services.library.naming import validate_template
@@ -32,7 +32,6 @@ def build(rt: ModuleRuntime) -> ModuleParts:
     catalog = Catalog(catalog_path)
     importer = Importer(catalog, rt.settings.library_root.absolute(), section.path_template)
     servicer = LibraryServicer(importer, rt.publisher)
-    watcher: asyncio.Task[None] | None = None
 
     async def check_health() -> None:
         problem = await asyncio.to_thread(importer.check_writable)
@@ -41,22 +40,15 @@ def build(rt: ModuleRuntime) -> ModuleParts:
         else:
             await rt.set_health(False, problem)
 
-    async def watch() -> None:
-        while True:
-            await asyncio.sleep(section.health_interval_s)
-            await check_health()
+    watcher = Periodic("library health probe", section.health_interval_s, check_health)
 
     async def start() -> None:
-        nonlocal watcher
         await check_health()
-        watcher = asyncio.create_task(watch())
+        watcher.start()
 
     async def stop() -> None:
         await servicer.outbox.close()
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        await watcher.stop()
         catalog.close()
 
     return ModuleParts(

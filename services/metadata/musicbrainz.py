@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import Any, Literal
 
 import httpx
 
-if TYPE_CHECKING:
-    from types import TracebackType
+from services.kit.http_client import PooledHttpClient
 
 __all__ = [
     "DEFAULT_USER_AGENT",
@@ -106,7 +105,7 @@ def _recording_from_api(data: dict[str, Any]) -> Recording:
     )
 
 
-class MusicBrainzClient:
+class MusicBrainzClient(PooledHttpClient):
     """Throttled MusicBrainz client shared by all lookups of a process."""
 
     def __init__(
@@ -132,20 +131,6 @@ class MusicBrainzClient:
         self._min_score = min_score
         self._throttle = asyncio.Lock()
         self._last_request_end = float("-inf")
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     async def _get(self, path: str, params: dict[str, str]) -> dict[str, Any] | None:
         """One throttled GET; None for 404. Retries 503 with backoff."""

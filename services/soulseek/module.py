@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +10,7 @@ from services.kit.download_registry import DownloadRegistry, DownloadServicerBas
 from services.kit.download_store import FILE_NAME
 from services.kit.errors import MeshError, Unavailable, abort_with
 from services.kit.module_runner import Capability, ModuleParts, ModuleSpec, ServiceBinding
+from services.kit.periodic import Periodic
 from services.soulseek.downloader import SoulseekDownloader
 from services.soulseek.settings import DEFAULT_PORT, SoulseekSettings
 from services.soulseek.slskd_api import SlskdClient
@@ -38,8 +38,7 @@ class SlskdHealthProbe:
     def __init__(self, runtime: ModuleRuntime, client: SlskdClient | None, interval_s: float):
         self.runtime = runtime
         self.client = client
-        self.interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("slskd health probe", interval_s, self.check)
 
     async def check(self) -> bool:
         if self.client is None:
@@ -55,23 +54,12 @@ class SlskdHealthProbe:
         await self.runtime.set_health(health.usable, health.reason)
         return health.usable
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.check()
-            except Exception:
-                log.exception("slskd health probe failed")
-
     async def start(self) -> None:
         await self.check()
-        self._task = asyncio.create_task(self._loop(), name="slskd health probe")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._periodic.stop()
 
 
 class SoulseekDownloadServicer(DownloadServicerBase):

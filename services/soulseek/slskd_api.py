@@ -18,7 +18,7 @@ import contextlib
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from tenacity import (
@@ -28,11 +28,11 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from services.kit.http_client import PooledHttpClient
 from services.soulseek.transfer_state import TransferState, parse_state
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from types import TracebackType
 
 __all__ = [
     "CandidateFile",
@@ -246,7 +246,7 @@ def _flatten_user_downloads(data: Any) -> list[Transfer]:
 # Client
 
 
-class SlskdClient:
+class SlskdClient(PooledHttpClient):
     """slskd REST client. Use as ``async with SlskdClient(url, key) as client``."""
 
     def __init__(
@@ -272,20 +272,6 @@ class SlskdClient:
         self._enqueue_lock = asyncio.Lock()
         self._busy_retries = busy_retries
         self._busy_backoff_max_s = busy_backoff_max_s
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     # -- plumbing ------------------------------------------------------------------------------
 

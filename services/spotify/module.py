@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from services.kit.module_runner import (
     Capability,
     ModuleParts,
@@ -12,6 +9,7 @@ from services.kit.module_runner import (
     ModuleSpec,
     ServiceBinding,
 )
+from services.kit.periodic import Periodic
 from services.spotify.servicer import PlaylistServicer, SearchServicer
 from services.spotify.settings import NO_CREDENTIALS, SpotifySection, SpotifySettings
 from services.spotify.web_api import (
@@ -38,7 +36,6 @@ def build(rt: ModuleRuntime) -> ModuleParts:
         timeout=section.timeout_s,
         market=section.market or None,
     )
-    watcher: asyncio.Task[None] | None = None
 
     async def probe() -> None:
         if not client.configured:
@@ -55,24 +52,17 @@ def build(rt: ModuleRuntime) -> ModuleParts:
         elif isinstance(err, SpotifyAuthError | SpotifyUnreachable):
             await rt.set_health(False, str(err))
 
-    async def watch() -> None:
-        while True:
-            await probe()
-            await asyncio.sleep(section.health_interval_s)
+    # Probed in the background: an unreachable Spotify must not hold up the server's start.
+    watcher = Periodic("spotify health probe", section.health_interval_s, probe, first_at_once=True)
 
     async def start() -> None:
-        nonlocal watcher
         if not client.configured:
             await rt.set_health(False, NO_CREDENTIALS)
             return
-        # Probed in the background: an unreachable Spotify must not hold up the server's start.
-        watcher = asyncio.create_task(watch())
+        watcher.start()
 
     async def stop() -> None:
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        await watcher.stop()
         await client.aclose()
 
     return ModuleParts(

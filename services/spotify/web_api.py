@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any, Self, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import httpx
 
+from services.kit.http_client import PooledHttpClient
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-    from types import TracebackType
 
 __all__ = [
     "PlaylistNotAccessible",
@@ -107,7 +108,7 @@ def track_from_api(data: dict[str, Any]) -> SpotifyTrack:
     )
 
 
-class SpotifyClient:
+class SpotifyClient(PooledHttpClient):
     """Spotify Web API client. Use as ``async with SpotifyClient(id, secret) as client``."""
 
     def __init__(
@@ -138,20 +139,6 @@ class SpotifyClient:
     @property
     def configured(self) -> bool:
         return bool(self._client_id and self._client_secret)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     # -- token ---------------------------------------------------------------------------------
 
