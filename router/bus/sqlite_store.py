@@ -39,6 +39,7 @@ from router.bus.store import (
     PendingRecord,
     ReplayRecord,
 )
+from services.kit.sqlite import open_wal
 from soulspot.events.v1 import envelope_pb2
 
 if TYPE_CHECKING:
@@ -105,11 +106,8 @@ class _RetryIsolated(Exception):
 
 
 def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
     # FULL: the WAL is synced at every commit, so an answered publish survives power loss.
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA busy_timeout=10000")
+    conn = open_wal(path, synchronous="FULL", busy_timeout_ms=10000)
     if readonly:
         conn.execute("PRAGMA query_only=ON")
     return conn

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf import timestamp_pb2
 
+from services.kit.sqlite import open_wal, transaction
 from soulspot.router.v1 import router_pb2
 
 if TYPE_CHECKING:
@@ -140,14 +140,11 @@ class NewStep:
 
 class _SyncStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives a process crash (kill -9); only a power cut can lose the
         # last commits. Step bookkeeping accepts that (a resumed run re-checks a step it lost
         # track of); creating a run does not: its event is acked right after, so that commit
         # is made FULL (fsynced) in create_run.
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db = open_wal(path, synchronous="NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(_SCHEMA)
 
@@ -185,14 +182,12 @@ class _SyncStore:
         context: dict[str, Any],
         steps: Sequence[NewStep],
     ) -> tuple[str, bool]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.db):
             row = self.db.execute(
                 "SELECT run_id FROM runs WHERE event_id = ?", (event_id,)
             ).fetchone()
             if row is not None:
-                self.db.execute("ROLLBACK")
-                return str(row[0]), False
+                return str(row[0]), False  # already created: the transaction wrote nothing
             self.db.execute(
                 "INSERT INTO runs (run_id, event_id, correlation_id, state, description,"
                 " trigger, context, started_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -224,10 +219,6 @@ class _SyncStore:
                     for idx, s in enumerate(steps)
                 ],
             )
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return run_id, True
 
     def _steps(self, run_id: str) -> list[StepRecord]:
@@ -298,8 +289,7 @@ class _SyncStore:
 
     def step_started(self, run_id: str, idx: int, state: int) -> int:
         now = time.time()
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.db):
             self.db.execute(
                 "UPDATE steps SET state = ?, attempts = attempts + 1, started_at = ?"
                 " WHERE run_id = ? AND idx = ?",
@@ -309,10 +299,6 @@ class _SyncStore:
             row = self.db.execute(
                 "SELECT attempts FROM steps WHERE run_id = ? AND idx = ?", (run_id, idx)
             ).fetchone()
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return int(row[0]) if row else 0
 
     def step_finished(
@@ -327,8 +313,7 @@ class _SyncStore:
     ) -> None:
         """Record a step's outcome and (when given) its result in the run's context, at once."""
         now = time.time()
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.db):
             if result is not None:
                 row = self.db.execute(
                     "SELECT r.context, s.step_id FROM runs r JOIN steps s USING (run_id)"
@@ -346,10 +331,6 @@ class _SyncStore:
                 (state, module, detail, now, run_id, idx),
             )
             self.db.execute("UPDATE runs SET updated_at = ? WHERE run_id = ?", (now, run_id))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     def set_state(self, run_id: str, state: int, error: str = "") -> None:
         self.db.execute(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +17,11 @@ from typing import TYPE_CHECKING
 
 from services.kit.audio_probe import AUDIO_SUFFIXES, read_audio, track_reference
 from services.kit.matching import coverage, tokens
+from services.kit.sqlite import open_wal
 from soulspot.common.v1 import references_pb2
 
 if TYPE_CHECKING:
+    import sqlite3
     from collections.abc import Iterator
 
 _SCHEMA = """
@@ -93,14 +94,10 @@ class CatalogIndex:
     """Thread-safe (one connection behind a lock); call it from a worker thread."""
 
     def __init__(self, db_path: Path) -> None:
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
+        # NORMAL: the index is rebuilt from events and the library scan, a lost commit costs
+        # nothing.
+        self._db = open_wal(db_path, synchronous="NORMAL", schema=_SCHEMA, row_factory=True)
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         with self._lock:

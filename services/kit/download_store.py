@@ -10,12 +10,12 @@ lose the last moments, a process crash loses nothing).
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from services.kit.sqlite import open_wal, transaction
 from soulspot.common.v1 import references_pb2
 
 if TYPE_CHECKING:
@@ -123,12 +123,8 @@ class DownloadStore:
     """The downloads file of one module. Not thread-safe: used from the event loop only."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(str(path), isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_wal(path, synchronous="NORMAL", schema=_SCHEMA)
 
     def close(self) -> None:
         self._db.close()
@@ -189,8 +185,7 @@ class DownloadStore:
             1 if download.terminal else 0,
         )
         held_id: int | None = None
-        self._db.execute("BEGIN")
-        try:
+        with transaction(self._db, immediate=False):
             self._db.execute(
                 f"INSERT OR REPLACE INTO downloads ({_COLUMNS}) VALUES"
                 " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -206,10 +201,6 @@ class DownloadStore:
                     "INSERT INTO held_events (payload_type, data, subject) VALUES (?, ?, ?)", hold
                 )
                 held_id = cur.lastrowid
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
         return held_id
 
     def release(self, held_id: int) -> None:

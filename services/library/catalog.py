@@ -7,16 +7,17 @@ round trip without a schema change.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from services.kit.matching import clean_title, normalize
+from services.kit.sqlite import open_wal
 from soulspot.common.v1 import references_pb2
 
 if TYPE_CHECKING:
+    import sqlite3
     from pathlib import Path
 
 __all__ = ["Catalog", "CatalogEntry", "title_artist_key"]
@@ -71,16 +72,9 @@ class Catalog:
     """Thread-safe (one lock) access to the catalog database; call from worker threads."""
 
     def __init__(self, db_path: Path) -> None:
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
+        # FULL: a committed import survives a power cut, matching the file's fsync.
+        self._db = open_wal(db_path, synchronous="FULL", schema=_SCHEMA, row_factory=True)
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a committed import survives a power cut, matching the file's fsync.
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         with self._lock:
