@@ -24,9 +24,14 @@ def test_transaction_commits_or_rolls_back(tmp_path: Path) -> None:
     db = open_wal(tmp_path / "t.sqlite3", synchronous="NORMAL", schema="CREATE TABLE t (x)")
     with transaction(db):
         db.execute("INSERT INTO t VALUES (1)")
-    with pytest.raises(RuntimeError), transaction(db):
-        db.execute("INSERT INTO t VALUES (2)")
-        raise RuntimeError("halfway")
+
+    def fail_halfway() -> None:
+        with transaction(db):
+            db.execute("INSERT INTO t VALUES (2)")
+            raise RuntimeError("halfway")
+
+    with pytest.raises(RuntimeError):
+        fail_halfway()
     assert [r[0] for r in db.execute("SELECT x FROM t")] == [1]
     assert not db.in_transaction
     db.close()
