@@ -227,6 +227,10 @@ async def _get(query: str, pick: int, choose: bool, limit_s: float, router: str)
             else:
                 err_console.print(f'[red]nothing found for[/] {query!r} (try "Artist - Title")')
                 return 1
+            existing = await _in_library(library_pb2_grpc.LibraryServiceStub(channel), track)
+            if existing is not None:
+                console.print(f"[green]already in the library:[/] {existing}")
+                return 0
             console.print(f"getting [bold]{_describe(track)}[/]")
             watch = DownloadWatch(channel, "get")
             await watch.start()
@@ -234,6 +238,20 @@ async def _get(query: str, pick: int, choose: bool, limit_s: float, router: str)
                 return await _download_one(channel, watch, track, limit_s)
             finally:
                 await watch.stop()
+
+
+async def _in_library(
+    library: library_pb2_grpc.LibraryServiceAsyncStub, track: references_pb2.TrackReference
+) -> str | None:
+    """Where the library already holds the track, or None (also when no library answers:
+    then the download goes ahead and the library's duplicate check still applies)."""
+    try:
+        check = await _call(
+            library.CheckDownloaded(library_pb2.CheckDownloadedRequest(track=track), timeout=15)
+        )
+    except MeshError:
+        return None
+    return check.file.path if check.downloaded else None
 
 
 def track_from_query(query: str) -> references_pb2.TrackReference | None:
@@ -379,16 +397,9 @@ class PlaylistWorker:
         track: references_pb2.TrackReference,
         quality: references_pb2.QualityPolicy | None = None,
     ) -> Outcome:
-        try:
-            check = await _call(
-                self._library.CheckDownloaded(
-                    library_pb2.CheckDownloadedRequest(track=track), timeout=15
-                )
-            )
-            if check.downloaded:
-                return Outcome("already_in_library", check.file.path)
-        except MeshError:
-            pass  # no library to ask: download anyway, its duplicate check still applies
+        existing = await _in_library(self._library, track)
+        if existing is not None:
+            return Outcome("already_in_library", existing)
         request = download_pb2.DownloadTrackRequest(track=track, requested_by=CLIENT)
         if quality is not None and quality.ByteSize():
             request.quality.CopyFrom(quality)

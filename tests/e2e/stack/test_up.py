@@ -160,6 +160,25 @@ async def test_up_runs_the_mesh_and_stops_it(tmp_path: Path) -> None:
         imported = list((tmp_path / "st" / "library").rglob("*Harbour Lights*"))
         assert len(imported) == 1, printed.decode()
         assert str(imported[0]) in printed.decode().replace("\n", "")
+
+        # Asked again (now the catalog knows it), the library's copy is reported, not fetched.
+        again = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "cli.main",
+            "get",
+            "Harbour Lights",
+            "--router",
+            router,
+            cwd=ROOT,
+            env={**env, "COLUMNS": "400"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        printed, _ = await asyncio.wait_for(again.communicate(), 90)
+        assert again.returncode == 0, printed.decode()
+        assert f"already in the library: {imported[0]}" in printed.decode()
+        assert len(list((tmp_path / "st" / "library").rglob("*Harbour Lights*"))) == 1
     finally:
         proc.send_signal(signal.SIGINT)
         try:
