@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
         Iterable,
         Sequence,
     )
+
+    from services.kit.handlers import Around
+    from services.kit.metrics import MetricsServerInterceptor
+    from services.kit.tracing import TracingServerInterceptor
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
@@ -58,16 +63,84 @@ def _with_trailing(context: grpc.aio.ServicerContext[Any, Any], key: str, value:
         context.set_trailing_metadata((*existing, (key, value)))
 
 
+class _Method:
+    """What the per-call path needs to know about one method, worked out once."""
+
+    __slots__ = ("method", "quiet", "record")
+
+    def __init__(self, method: str, record: Callable[[Any, float], None] | None) -> None:
+        self.method = method
+        self.quiet = method.startswith(QUIET_METHOD_PREFIXES)
+        self.record = record
+
+
+class _Scope:
+    """One call's context from its start to its end."""
+
+    __slots__ = ("correlation_id", "peer", "started", "tokens", "traceparent")
+
+    def __init__(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        metadata = context.invocation_metadata()
+        correlation_id = (
+            metadata_value(metadata, ctx.CORRELATION_ID_KEY) or ctx.new_correlation_id()
+        )
+        incoming = ctx.parse_traceparent(metadata_value(metadata, ctx.TRACEPARENT_KEY))
+        traceparent = incoming.child() if incoming is not None else ctx.new_traceparent()
+        # Set before the handler runs, so a plain context.abort() keeps it too.
+        context.set_trailing_metadata(((ctx.CORRELATION_ID_KEY, correlation_id),))
+        self.correlation_id = correlation_id
+        self.traceparent = traceparent
+        self.started = time.perf_counter()
+        # Read now: asking the context for its peer after the server stopped crashes grpc.
+        self.peer = context.peer()
+        self.tokens = (
+            ctx.correlation_id_var.set(correlation_id),
+            ctx.traceparent_var.set(traceparent),
+        )
+
+    def unbind(self) -> None:
+        # An async generator finalized by the event loop exits in another Context, where
+        # reset() refuses these tokens; that Context is thrown away, nothing to restore.
+        with suppress(ValueError):
+            ctx.traceparent_var.reset(self.tokens[1])
+            ctx.correlation_id_var.reset(self.tokens[0])
+
+
+def _failure_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
+    """The status for a handler that raised something other than a status."""
+    code = context.code()
+    if code is None or code == grpc.StatusCode.OK:
+        return grpc.StatusCode.UNKNOWN
+    return code
+
+
 class ContextServerInterceptor(grpc.aio.ServerInterceptor):
     """Binds each call's correlation id and traceparent, and logs one line when it ends.
 
     The correlation id comes from `x-correlation-id` (or is created) and is echoed in the
     trailing metadata; the server span is a child of the caller's `traceparent` (or a new
     trace). A `MeshError` escaping the handler becomes its rich status.
+
+    Given the metrics and tracing interceptors, it does their work too, in the same wrapper
+    (KitServer folds them in): each layer would otherwise cost every call a wrapped handler
+    and a context manager of its own.
     """
 
-    def __init__(self, logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger | None = None,
+        *,
+        metrics: MetricsServerInterceptor | None = None,
+        tracing: TracingServerInterceptor | None = None,
+    ) -> None:
         self._log = logger or logging.getLogger(ACCESS_LOGGER_NAME)
+        self._metrics = metrics
+        self._tracing = tracing
+        # method -> (handler as found, handler as wrapped): servers hand out the same
+        # handler object for a method on every call, so its wrapper is built once.
+        self._wrapped: dict[
+            str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
+        ] = {}
 
     async def intercept_service(
         self,
@@ -79,29 +152,49 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        around = functools.partial(self._call_scope, handler_call_details.method)
-        return wrap_handler(handler, around)
+        method = handler_call_details.method
+        span = self._tracing.around(method) if self._tracing is not None else None
+        if span is not None:
+            return self._wrap(method, handler, span)
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(method, handler, None)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
-    @asynccontextmanager
-    async def _call_scope(
-        self, method: str, context: grpc.aio.ServicerContext[Any, Any], _request: object
-    ) -> AsyncIterator[None]:
-        metadata = context.invocation_metadata()
-        correlation_id = (
-            metadata_value(metadata, ctx.CORRELATION_ID_KEY) or ctx.new_correlation_id()
-        )
-        incoming = ctx.parse_traceparent(metadata_value(metadata, ctx.TRACEPARENT_KEY))
-        traceparent = incoming.child() if incoming is not None else ctx.new_traceparent()
-        # Set before the handler runs, so a plain context.abort() keeps it too.
-        context.set_trailing_metadata(((ctx.CORRELATION_ID_KEY, correlation_id),))
-        started = time.perf_counter()
-        # Read now: asking the context for its peer after the server stopped crashes grpc.
-        peer = context.peer()
-        code: grpc.StatusCode | None = None
-        failure: BaseException | None = None
-        with ctx.bind(correlation_id, traceparent):
+    def _wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any], span: Around | None
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        info = _Method(method, self._metrics.recorder(method) if self._metrics else None)
+        if handler.response_streaming:
+            return wrap_handler(handler, functools.partial(self._call_scope, info, span))
+        # The stubs type behaviours for sync servers; grpc.aio calls them with its context.
+        behaviour: Any
+        factory: Any
+        if handler.request_streaming:
+            behaviour = handler.stream_unary
+            factory = grpc.stream_unary_rpc_method_handler
+        else:
+            behaviour = handler.unary_unary
+            factory = grpc.unary_unary_rpc_method_handler
+
+        # The common shape without a context manager: the same steps as _call_scope.
+        async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            scope = _Scope(context)
+            code: grpc.StatusCode | None = None
+            failure: BaseException | None = None
             try:
-                yield
+                if span is None:
+                    result = behaviour(request, context)
+                    if inspect.isawaitable(result):
+                        result = await result
+                    return result
+                async with span(context, None if handler.request_streaming else request):
+                    result = behaviour(request, context)
+                    if inspect.isawaitable(result):
+                        result = await result
+                    return result
             except grpc.aio.AbortError:
                 code = context.code()
                 raise
@@ -113,37 +206,92 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
                 raise
             except Exception as err:
                 failure = err
-                code = context.code()
-                if code is None or code == grpc.StatusCode.OK:
-                    code = grpc.StatusCode.UNKNOWN
-                # Answer here, like gRPC would, but without gRPC logging the exception a
-                # second time: the access line below carries the traceback.
-                details = context.details() or f"Unexpected {type(err).__name__}: {err}"
-                await abort_with(context, error_for(code, details))
+                code = _failure_code(context)
+                await self._answer_failure(context, code, err)
             finally:
-                code = code or context.code() or grpc.StatusCode.OK
-                _with_trailing(context, ctx.CORRELATION_ID_KEY, correlation_id)
-                self._log_call(method, code, started, peer, correlation_id, traceparent, failure)
+                self._end(info, scope, context, code, failure)
+
+        wrapped: grpc.RpcMethodHandler[Any, Any] = factory(
+            observed, handler.request_deserializer, handler.response_serializer
+        )
+        return wrapped
+
+    @asynccontextmanager
+    async def _call_scope(
+        self,
+        info: _Method,
+        span: Around | None,
+        context: grpc.aio.ServicerContext[Any, Any],
+        request: object,
+    ) -> AsyncIterator[None]:
+        scope = _Scope(context)
+        code: grpc.StatusCode | None = None
+        failure: BaseException | None = None
+        try:
+            if span is None:
+                yield
+            else:
+                async with span(context, request):
+                    yield
+        except grpc.aio.AbortError:
+            code = context.code()
+            raise
+        except MeshError as err:
+            code = err.code
+            await abort_with(context, err)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as err:
+            failure = err
+            code = _failure_code(context)
+            await self._answer_failure(context, code, err)
+        finally:
+            self._end(info, scope, context, code, failure)
+
+    @staticmethod
+    async def _answer_failure(
+        context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, err: Exception
+    ) -> None:
+        # Answer here, like gRPC would, but without gRPC logging the exception a second
+        # time: the access line carries the traceback.
+        details = context.details() or f"Unexpected {type(err).__name__}: {err}"
+        await abort_with(context, error_for(code, details))
+
+    def _end(
+        self,
+        info: _Method,
+        scope: _Scope,
+        context: grpc.aio.ServicerContext[Any, Any],
+        code: grpc.StatusCode | None,
+        failure: BaseException | None,
+    ) -> None:
+        try:
+            code = code or context.code() or grpc.StatusCode.OK
+            if info.record is not None:
+                info.record(code, time.perf_counter() - scope.started)
+            _with_trailing(context, ctx.CORRELATION_ID_KEY, scope.correlation_id)
+            self._log_call(info, code, scope, failure)
+        finally:
+            scope.unbind()
 
     def _log_call(
         self,
-        method: str,
+        info: _Method,
         code: grpc.StatusCode,
-        started: float,
-        peer: str,
-        correlation_id: str,
-        traceparent: ctx.TraceParent,
+        scope: _Scope,
         failure: BaseException | None,
     ) -> None:
         if code in _SERVER_FAULT_CODES:
             level = logging.ERROR
-        elif code == grpc.StatusCode.OK and method.startswith(QUIET_METHOD_PREFIXES):
+        elif code == grpc.StatusCode.OK and info.quiet:
             level = logging.DEBUG
         else:
             level = logging.INFO
         if not self._log.isEnabledFor(level):
             return  # the line below would be built only to be dropped
-        duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        duration_ms = round((time.perf_counter() - scope.started) * 1000, 3)
+        method = info.method
         self._log.log(
             level,
             "%s %s %.1fms",
@@ -156,9 +304,9 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
                 "method": method,
                 "grpc_code": code.name,
                 "duration_ms": duration_ms,
-                "peer": peer,
-                "correlation_id": correlation_id,
-                "trace_id": traceparent.trace_id,
+                "peer": scope.peer,
+                "correlation_id": scope.correlation_id,
+                "trace_id": scope.traceparent.trace_id,
             },
         )
 

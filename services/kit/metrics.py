@@ -324,6 +324,15 @@ class MetricsServerInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, metrics: MeshMetrics) -> None:
         self.metrics = metrics
+        self._recorders: dict[str, _RpcRecorder] = {}
+
+    def recorder(self, full_method: str) -> Callable[[grpc.StatusCode | int, float], None]:
+        """`record(code, seconds)` for one method, its labelled children cached: `.labels()`
+        takes a lock and builds a key on every use, which a per-call path cannot afford."""
+        found = self._recorders.get(full_method)
+        if found is None:
+            found = self._recorders[full_method] = _RpcRecorder(self.metrics, full_method)
+        return found
 
     async def intercept_service(
         self,
@@ -363,7 +372,28 @@ class MetricsServerInterceptor(grpc.aio.ServerInterceptor):
         finally:
             if code is None:
                 code = context.code() or grpc.StatusCode.OK
-            self.metrics.record_rpc(method, _code_name(code), time.perf_counter() - started)
+            self.recorder(method)(code, time.perf_counter() - started)
+
+
+class _RpcRecorder:
+    """`MeshMetrics.record_rpc` for one method, with its labelled children kept."""
+
+    __slots__ = ("_by_code", "_method", "_metrics", "_seconds", "_service")
+
+    def __init__(self, metrics: MeshMetrics, full_method: str) -> None:
+        self._metrics = metrics
+        self._service, self._method = split_method(full_method)
+        self._seconds = metrics.rpc_seconds.labels(self._service, self._method)
+        self._by_code: dict[grpc.StatusCode | int, Counter] = {}
+
+    def __call__(self, code: grpc.StatusCode | int, seconds: float) -> None:
+        counter = self._by_code.get(code)
+        if counter is None:
+            counter = self._by_code[code] = self._metrics.rpcs.labels(
+                self._service, self._method, _code_name(code)
+            )
+        counter.inc()
+        self._seconds.observe(seconds)
 
 
 def server_interceptors(metrics: MeshMetrics | None = None) -> list[grpc.aio.ServerInterceptor]:

@@ -44,6 +44,7 @@ from services.kit.interceptors import metadata_value
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
+    from services.kit.handlers import Around
     from soulspot.events.v1 import envelope_pb2
 
 _Req = TypeVar("_Req")
@@ -242,6 +243,13 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):
             return handler
         around = functools.partial(self._scope, handler_call_details.method)
         return wrap_handler(handler, around)
+
+    def around(self, method: str) -> Around | None:
+        """The span scope for one call of `method`, or None while tracing is off: for a
+        wrapper that does this interceptor's work within its own (see KitServer)."""
+        if _provider is None:
+            return None
+        return functools.partial(self._scope, method)
 
     @asynccontextmanager
     async def _scope(
