@@ -100,9 +100,16 @@ def _claim(existing: Path, dest: Path) -> str:
 def place(source: Path, dest: Path, *, keep_source: bool, cross_device: bool) -> Placement:
     """Make `dest` hold the source's bytes; FileExistsError when dest is taken."""
     if not cross_device and not keep_source:
-        method = _claim(source, dest)
-        fsync_dir(dest.parent)
-        return Placement(source, dest, method, keep_source)
+        try:
+            method = _claim(source, dest)
+        except OSError as err:
+            # One device, two mounts (bind mounts, container volumes): st_dev matches, yet
+            # link and rename both refuse with EXDEV. Copy, as across filesystems.
+            if err.errno != errno.EXDEV:
+                raise
+        else:
+            fsync_dir(dest.parent)
+            return Placement(source, dest, method, keep_source)
     # A copy (asked for, or across filesystems): written in full under a temporary name in the
     # destination folder, fsynced, and only then given its real name.
     fd, temp_name = tempfile.mkstemp(prefix=".soulspot-import-", suffix=".part", dir=dest.parent)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -19,7 +20,6 @@ from soulspot.common.v1 import references_pb2
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 Track = references_pb2.TrackReference
 File = references_pb2.FileReference
@@ -255,3 +255,31 @@ async def test_a_crash_during_the_copy_leaves_no_partial_file(
     monkeypatch.undo()
     assert src.read_bytes() == before
     assert library_files(importer) == []
+
+
+async def test_two_mounts_of_one_device_are_crossed_by_copying(
+    importer: Importer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Container volumes and bind mounts: st_dev is the same, yet link and rename between
+    # the downloads mount and the library mount fail with EXDEV.
+    src = source(tmp_path)
+    checksum = digest(src)
+    real_link, real_rename = os.link, os.rename
+    downloads = src.parent
+
+    def across_mounts(real: Any) -> Any:
+        def call(a: str | Path, b: str | Path, *args: object, **kwargs: object) -> None:
+            if Path(a).parent == downloads:
+                raise OSError(errno.EXDEV, "Invalid cross-device link")
+            real(a, b, *args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr("services.library.files.os.link", across_mounts(real_link))
+    monkeypatch.setattr("services.library.files.os.rename", across_mounts(real_rename))
+    result = await importer.import_track(TRACK, File(path=str(src)))
+    monkeypatch.undo()
+    assert result.file.path == str(importer.root.resolve() / EXPECTED)
+    assert digest(importer.root / EXPECTED) == checksum
+    assert not src.exists()  # a move: the source goes once the catalog holds the copy
+    assert library_files(importer) == [EXPECTED]
