@@ -32,6 +32,8 @@ from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import download_pb2 as download_events_pb2
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from services.kit.download_registry import DownloadRecord
     from services.soulseek.settings import SoulseekSection
     from services.soulseek.slskd_api import SlskdClient, Transfer
@@ -278,7 +280,7 @@ class SoulseekDownloader:
     ) -> None:
         attempt = 0
         reasons: list[str] = []
-        try:
+        async with self._guarded(record, "download task"):
             while index is not None:
                 attempt += 1
                 candidate = candidates[index]
@@ -307,12 +309,19 @@ class SoulseekDownloader:
                 kind=FailureKind.FAILURE_KIND_TRANSFER_FAILED,
                 can_retry=True,
             )
+
+    @contextlib.asynccontextmanager
+    async def _guarded(self, record: DownloadRecord, what: str) -> AsyncIterator[None]:
+        """A download's background work: a cancel asked by the caller reaches slskd too, and
+        a crash becomes download.failed (can_retry) instead of a download left hanging."""
+        try:
+            yield
         except asyncio.CancelledError:
             if record.cancel_requested:
                 await self._cancel_remote(record)
             raise
         except Exception as err:
-            log.exception("download task crashed", extra={"download_id": record.download_id})
+            log.exception("%s crashed", what, extra={"download_id": record.download_id})
             await self.registry.fail(
                 record,
                 f"internal error while downloading: {err}",
@@ -351,7 +360,7 @@ class SoulseekDownloader:
             )
 
     async def _resume(self, record: DownloadRecord) -> None:
-        try:
+        async with self._guarded(record, "resumed download"):
             path, reason = await self._watch(
                 record, record.source, record.remote_filename, record.expected_size
             )
@@ -362,18 +371,6 @@ class SoulseekDownloader:
             await self.registry.fail(
                 record,
                 f"{record.source}: {reason} (followed again after a restart)",
-                kind=FailureKind.FAILURE_KIND_TRANSFER_FAILED,
-                can_retry=True,
-            )
-        except asyncio.CancelledError:
-            if record.cancel_requested:
-                await self._cancel_remote(record)
-            raise
-        except Exception as err:
-            log.exception("resumed download crashed", extra={"download_id": record.download_id})
-            await self.registry.fail(
-                record,
-                f"internal error while downloading: {err}",
                 kind=FailureKind.FAILURE_KIND_TRANSFER_FAILED,
                 can_retry=True,
             )
