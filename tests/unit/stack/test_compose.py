@@ -46,7 +46,6 @@ def test_the_project_file_is_the_one_up_finds(compose: dict[str, Any]) -> None:
 
 def test_every_design_service_is_present(compose: dict[str, Any]) -> None:
     assert set(MESH) <= set(compose["services"])
-    assert _service(compose, "nats").get("profiles") == ["nats"]
     assert _service(compose, "client").get("profiles") == ["e2e"]
 
 
@@ -143,7 +142,7 @@ def test_docker_compose_accepts_the_file() -> None:
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.skip("docker-compose is not installed: `docker-compose config -q` not run")
-    for profile_args in ([], ["--profile", "nats", "--profile", "e2e"]):
+    for profile_args in ([], ["--profile", "e2e"]):
         result = subprocess.run(
             [binary, "-f", str(ROOT / "docker-compose.yml"), *profile_args, "config", "-q"],
             capture_output=True,

@@ -142,7 +142,6 @@ def test_plan_runs_router_and_modules_not_profiles(tmp_path: Path) -> None:
         "library",
         "notifications",
     }
-    assert "nats" in plan.skipped
     assert "client" in plan.skipped
     assert plan.get("folder").argv == ["/py/bin/python3", "-m", "services.folder"]
     assert [p.name for p in plan.levels()[0]] == ["router"]
