@@ -78,8 +78,12 @@ export CONTAINERS_STORAGE_CONF=$W/storage.conf CONTAINERS_CONF=$W/containers.con
 # -- a base image without a registry ----------------------------------------------------------
 if [[ $BASE == localhost/localbase:bookworm ]] && ! podman image exists "$BASE"; then
     log "bootstrapping $BASE with debootstrap (minbase)"
-    MIRROR=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-    MIRROR=${MIRROR:-http://deb.debian.org/debian}
+    # The machine's own Debian mirror (MIRROR overrides it).
+    MIRROR=${MIRROR:-$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)}
+    if [[ -z $MIRROR ]]; then
+        echo "compose-test: no Debian mirror found in apt's sources; set MIRROR" >&2
+        exit 2
+    fi
     rm -rf "$W/rootfs"
     debootstrap --variant=minbase bookworm "$W/rootfs" "$MIRROR" >"$W/debootstrap.log" 2>&1 || {
         tail -20 "$W/debootstrap.log"
