@@ -11,7 +11,8 @@ addresses, folders under the state folder); this module runs it:
    backend is not configured: that is their healthy state);
 3. prints where everything is, with each module's status and reason from the router;
 4. on Ctrl-C or SIGTERM stops them in reverse order: SIGTERM, a grace period, then SIGKILL
-   for stragglers.
+   for stragglers. On Linux each process is also tied to `up` (cli/pdeathsig.py): if `up`
+   itself is killed (SIGKILL, a crash), they get SIGTERM instead of running on, orphaned.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +58,9 @@ STOP_GRACE_S = 10.0
 # asynchronous to the module's own health).
 REGISTRATION_WAIT_S = 10.0
 LOG_TAIL_LINES = 20
+# prctl(PR_SET_PDEATHSIG) is Linux only; elsewhere children are stopped by `up` alone.
+TIE_TO_PARENT = sys.platform.startswith("linux")
+PDEATHSIG_WRAPPER = Path(__file__).resolve().with_name("pdeathsig.py")
 
 _STATUS_NAMES = {0: "unknown", 1: "active", 2: "inactive", 3: "degraded", 4: "unknown"}
 
@@ -106,7 +111,7 @@ class StackRun:
         log_file.write(f"--- {stamp} soulspot up: {' '.join(spec.argv)}\n".encode())
         log_file.flush()
         popen = subprocess.Popen(
-            spec.argv,
+            launch_argv(spec.argv),
             env=process_env(self.environ, spec),
             stdin=subprocess.DEVNULL,
             stdout=log_file,
@@ -246,6 +251,21 @@ class StackRun:
                     await asyncio.to_thread(proc.popen.wait)
         for proc in self.running:
             proc.log_file.close()
+
+
+def launch_argv(argv: list[str], *, tie_to_parent: bool = TIE_TO_PARENT) -> list[str]:
+    """The command that starts argv, on Linux through the parent-death-signal wrapper.
+
+    The wrapper (not a preexec_fn, which is unsafe in a process with threads: see its
+    docstring) sets PR_SET_PDEATHSIG and execs argv, so the pid stays the service's. The
+    signal is tied to the *thread* that forks: StackRun.start runs on the event loop's
+    thread, which lives as long as `up` does.
+    """
+    if not tie_to_parent:
+        return list(argv)
+    # -I -S: a bare, fast interpreter; the wrapper needs only the standard library.
+    wrapper = [sys.executable, "-I", "-S", str(PDEATHSIG_WRAPPER), str(os.getpid()), "--"]
+    return [*wrapper, *argv]
 
 
 class StartupError(Exception):

@@ -1,14 +1,16 @@
-"""A real `python -m router.bus` process for the bus's end-to-end tests."""
+"""A real router process (`python -m router`) for the bus's end-to-end tests."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from services.kit.channel import wait_for_ready
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -16,8 +18,15 @@ REPO = Path(__file__).resolve().parents[3]
 def _spawn(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "router.bus"], cwd=REPO, env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "router"], cwd=REPO, env=env, stdout=log, stderr=log
         )
+
+
+def _free_port() -> int:
+    # Chosen once and kept: a restarted router must come back at the address clients hold.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 class BusProcess:
@@ -25,7 +34,7 @@ class BusProcess:
 
     def __init__(self, state_dir: Path, **bus_env: str) -> None:
         self.state_dir = state_dir
-        self.port = 0
+        self.port = _free_port()
         self.bus_env = bus_env
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = state_dir / "router.log"
@@ -35,14 +44,12 @@ class BusProcess:
         return f"127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        port_file = self.state_dir / "port"
-        port_file.unlink(missing_ok=True)
         env = dict(os.environ)
         env.update(
             {
                 "SOULSPOT_STATE_DIR": str(self.state_dir),
-                "SOULSPOT_ROUTER__ADDRESS": f"127.0.0.1:{self.port}",
-                "SOULSPOT_BUS_PORT_FILE": str(port_file),
+                "SOULSPOT_ROUTER__ADDRESS": self.address,
+                "SOULSPOT_ROUTER__HTTP_ADDRESS": "off",
                 "SOULSPOT_LOG_LEVEL": "WARNING",
                 "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "gen")]),
             }
@@ -50,13 +57,15 @@ class BusProcess:
         env.update({f"SOULSPOT_BUS__{k.upper()}": v for k, v in self.bus_env.items()})
         self.proc = _spawn(env, self.log_path)
         deadline = time.monotonic() + 20
-        while not port_file.exists():
+        while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"bus exited: {self.log_path.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise TimeoutError("bus did not start")
-            await asyncio.sleep(0.05)
-        self.port = int(port_file.read_text())
+                raise RuntimeError(f"router exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                await wait_for_ready(self.address, 0.5)
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("router did not start") from None
 
     def kill9(self) -> None:
         assert self.proc is not None

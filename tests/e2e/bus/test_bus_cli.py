@@ -24,7 +24,9 @@ async def _seed(address: str) -> None:
     async with open_channel(address) as channel:
         stub = router_pb2_grpc.RouterServiceStub(channel)
         await stub.Publish(router_pb2.PublishRequest(event=envelope(completed("cli-ok"))))
-        async with RawSubscriber(stub, "cli-worker", ["*"], auto_ack=False, max_attempts=1) as sub:
+        async with RawSubscriber(
+            stub, "cli-worker", ["download.*", "track.*"], auto_ack=False, max_attempts=1
+        ) as sub:
             d = await sub.next()
             sub.nack(d.delivery_id, "cannot handle it")
             for _ in range(100):
