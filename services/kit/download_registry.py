@@ -8,7 +8,9 @@ With a `db_path` the registry is durable (services.kit.download_store): records,
 and events not yet published survive a restart, and the in-memory records are a cache of
 the file (every download that has not ended, plus the most recent ended ones). After a
 restart `recover()` sends the held events and hands back the downloads that were
-interrupted, for the module to resume or fail.
+interrupted, for the module to resume or fail. An event's envelope is built (and held) when
+the event happens, and the same envelope is what goes out, however late: the router
+deduplicates by event_id, so an event it stored just before a crash is not stored twice.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from google.protobuf import timestamp_pb2
 
 from services.kit.download_store import DownloadStore, StoredDownload
 from services.kit.errors import FailedPrecondition, MeshError, NotFound, abort_with
+from services.kit.events import build_envelope
 from services.kit.matching import normalize
 from soulspot.capabilities.v1 import download_pb2, download_pb2_grpc
 from soulspot.events.v1 import download_pb2 as download_events_pb2
+from soulspot.events.v1 import envelope_pb2
 
 if TYPE_CHECKING:
     import grpc
@@ -169,9 +173,9 @@ class DownloadRegistry:
         self.candidate_retries = 0
         # Events go out through one ordered queue drained in the background: the download
         # work never waits for the router (the publisher holds and retries events while the
-        # router is away), and the order of one download's events is kept. The third item
+        # router is away), and the order of one download's events is kept. The second item
         # is the event's row in the store (None: not held there, e.g. progress).
-        self._outbox: asyncio.Queue[tuple[Message, str, int | None]] = asyncio.Queue()
+        self._outbox: asyncio.Queue[tuple[envelope_pb2.EventEnvelope, int | None]] = asyncio.Queue()
         self._drainer: asyncio.Task[None] | None = None
         self.unpublished = 0
         self._store = DownloadStore(Path(db_path)) if db_path is not None else None
@@ -191,11 +195,11 @@ class DownloadRegistry:
         for name in _COUNTERS:
             setattr(self, name, counters.get(name, 0))
         for held in store.held():
-            payload = _payload(held)
-            if payload is None:
+            envelope = self._held_envelope(held)
+            if envelope is None:
                 store.release(held.held_id)
                 continue
-            self._outbox.put_nowait((payload, held.subject, held.held_id))
+            self._outbox.put_nowait((envelope, held.held_id))
         if self._interrupted or not self._outbox.empty():
             log.info(
                 "downloads restored",
@@ -218,14 +222,42 @@ class DownloadRegistry:
         """Store a record whose fields the module changed (state, source, file name)."""
         self._persist(record)
 
+    def _held_envelope(self, held: HeldEvent) -> envelope_pb2.EventEnvelope | None:
+        """The envelope to send for a held event (None: unreadable, dropped)."""
+        if held.envelope is not None:
+            envelope = envelope_pb2.EventEnvelope()
+            envelope.ParseFromString(held.envelope)
+            return envelope
+        # Held by a version that kept only the payload: its first id is unknown, so it
+        # goes out under a new one.
+        payload = _payload(held)
+        if payload is None:
+            return None
+        return self._envelope(payload, held.subject)
+
+    def _envelope(self, payload: Message, subject: str) -> envelope_pb2.EventEnvelope:
+        # Built where the event happens: the correlation id, traceparent and causation are
+        # those of the work that caused it, not of whichever call started the drainer.
+        return build_envelope(payload, source_module=self.module, subject=subject)
+
     def _persist(
-        self, record: DownloadRecord, *, counters: bool = False, event: Message | None = None
+        self,
+        record: DownloadRecord,
+        *,
+        counters: bool = False,
+        event: tuple[Message, envelope_pb2.EventEnvelope] | None = None,
     ) -> int | None:
         if self._store is None:
             return None
         hold = None
         if event is not None:
-            hold = (event.DESCRIPTOR.name, event.SerializeToString(), record.download_id)
+            payload, envelope = event
+            hold = (
+                payload.DESCRIPTOR.name,
+                payload.SerializeToString(),
+                record.download_id,
+                envelope.SerializeToString(),
+            )
         return self._store.save(
             record.stored(),
             counters={n: int(getattr(self, n)) for n in _COUNTERS} if counters else None,
@@ -362,6 +394,7 @@ class DownloadRegistry:
     ) -> None:
         """Store the record (with the counters and the event, in one commit) and queue the
         event for the drainer (returns at once)."""
+        envelope = self._envelope(payload, record.download_id)
         if isinstance(payload, download_events_pb2.DownloadProgress):
             # Progress is superseded by the next one: not held across a restart, and never
             # allowed to pile up.
@@ -370,8 +403,8 @@ class DownloadRegistry:
                 return
             held_id = None
         else:
-            held_id = self._persist(record, counters=counters, event=payload)
-        self._outbox.put_nowait((payload, record.download_id, held_id))
+            held_id = self._persist(record, counters=counters, event=(payload, envelope))
+        self._outbox.put_nowait((envelope, held_id))
         self._start_drainer()
 
     def _start_drainer(self) -> None:
@@ -380,9 +413,9 @@ class DownloadRegistry:
 
     async def _drain(self) -> None:
         while True:
-            payload, subject, held_id = await self._outbox.get()
+            envelope, held_id = await self._outbox.get()
             try:
-                await self.publisher.publish(payload, subject=subject)
+                await self.publisher.publish_envelope(envelope)
             except asyncio.CancelledError:
                 # Shutdown: a held event stays in the file and is sent after the restart.
                 raise
@@ -391,7 +424,11 @@ class DownloadRegistry:
                 self.unpublished += 1
                 log.exception(
                     "could not publish download event",
-                    extra={"download_id": subject, "event": payload.DESCRIPTOR.name},
+                    extra={
+                        "download_id": envelope.subject,
+                        "event": envelope.event_type,
+                        "event_id": envelope.event_id,
+                    },
                 )
                 self._release(held_id)
             else:

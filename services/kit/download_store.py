@@ -2,9 +2,10 @@
 
 A downloader module forgets nothing across a restart: GetDownload still answers for ids it
 handed out, the statistics keep counting, and events not yet handed to the router are sent
-after the restart. One small file per module (WAL); writes are a row or two, so they run on
-the caller's thread (synchronous=NORMAL: a commit does not wait for a sync; a power cut may
-lose the last moments, a process crash loses nothing).
+after the restart as the same envelope (same event_id: if the router had stored one and only
+its answer was lost, it stores it once). One small file per module (WAL); writes are a row
+or two, so they run on the caller's thread (synchronous=NORMAL: a commit does not wait for a
+sync; a power cut may lose the last moments, a process crash loses nothing).
 """
 
 from __future__ import annotations
@@ -52,9 +53,12 @@ CREATE TABLE IF NOT EXISTS held_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     payload_type TEXT NOT NULL,
     data BLOB NOT NULL,
-    subject TEXT NOT NULL
+    subject TEXT NOT NULL,
+    envelope BLOB
 );
 """
+# A file from before held events kept their envelope lacks the column (its rows keep NULL).
+_HELD_ENVELOPE_COLUMN = "ALTER TABLE held_events ADD COLUMN envelope BLOB"
 
 _COLUMNS = (
     "download_id, track, requested_by, state, source, remote_filename, expected_size, percent,"
@@ -89,6 +93,9 @@ class HeldEvent:
     payload_type: str  # the payload's message name in soulspot.events.v1 download_pb2
     data: bytes
     subject: str
+    # The serialized EventEnvelope as first built; None in rows written before it was kept
+    # (payload_type, data and subject are still written, so an older version can read them).
+    envelope: bytes | None = None
 
 
 def _us(moment: datetime) -> int:
@@ -125,6 +132,9 @@ class DownloadStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = open_wal(path, synchronous="NORMAL", schema=_SCHEMA)
+        columns = {str(r[1]) for r in self._db.execute("PRAGMA table_info(held_events)")}
+        if "envelope" not in columns:
+            self._db.execute(_HELD_ENVELOPE_COLUMN)
 
     def close(self) -> None:
         self._db.close()
@@ -152,9 +162,18 @@ class DownloadStore:
 
     def held(self) -> list[HeldEvent]:
         rows = self._db.execute(
-            "SELECT id, payload_type, data, subject FROM held_events ORDER BY id"
+            "SELECT id, payload_type, data, subject, envelope FROM held_events ORDER BY id"
         ).fetchall()
-        return [HeldEvent(int(r[0]), str(r[1]), bytes(r[2]), str(r[3])) for r in rows]
+        return [
+            HeldEvent(
+                int(r[0]),
+                str(r[1]),
+                bytes(r[2]),
+                str(r[3]),
+                bytes(r[4]) if r[4] is not None else None,
+            )
+            for r in rows
+        ]
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -163,11 +182,11 @@ class DownloadStore:
         download: StoredDownload,
         *,
         counters: Mapping[str, int] | None = None,
-        hold: tuple[str, bytes, str] | None = None,
+        hold: tuple[str, bytes, str, bytes] | None = None,
     ) -> int | None:
         """Store a download's state, and in the same commit the counters and an event to
-        publish (payload type, bytes, subject): a crash never leaves a completed download
-        without its download.completed. Returns the held event's id."""
+        publish (payload type, payload bytes, subject, envelope bytes): a crash never leaves
+        a completed download without its download.completed. Returns the held event's id."""
         values = (
             download.download_id,
             download.track.SerializeToString(),
@@ -198,7 +217,9 @@ class DownloadStore:
                 )
             if hold is not None:
                 cur = self._db.execute(
-                    "INSERT INTO held_events (payload_type, data, subject) VALUES (?, ?, ?)", hold
+                    "INSERT INTO held_events (payload_type, data, subject, envelope)"
+                    " VALUES (?, ?, ?, ?)",
+                    hold,
                 )
                 held_id = cur.lastrowid
         return held_id

@@ -118,7 +118,12 @@ def unpack_payload(envelope: envelope_pb2.EventEnvelope) -> Message:
 
 
 class EventPublisher(Protocol):
-    """What a module publishes through."""
+    """What a module publishes through.
+
+    `publish` builds a new envelope (a new event_id); `publish_envelope` sends one built
+    earlier (`build_envelope`), e.g. kept across a restart: sent again with the same
+    event_id, the bus stores it once.
+    """
 
     async def publish(
         self,
@@ -127,6 +132,10 @@ class EventPublisher(Protocol):
         subject: str = "",
         ordering_key: str = "",
         attributes: dict[str, str] | None = None,
+    ) -> envelope_pb2.EventEnvelope: ...
+
+    async def publish_envelope(
+        self, envelope: envelope_pb2.EventEnvelope
     ) -> envelope_pb2.EventEnvelope: ...
 
 
@@ -572,6 +581,8 @@ class InMemoryBus:
     `publish` validates the payload (event option, required fields) like the router does,
     records the envelope in `.published`, and schedules the registered handlers (it does not
     wait for them: `await bus.drain()` does). Handler failures are kept in `.failures`.
+    Like the router, an event_id it already has is stored once (`publish_envelope` of the
+    same envelope again answers the stored one and delivers nothing).
     """
 
     def __init__(self, source_module: str = "test", handlers: EventHandlers | None = None) -> None:
@@ -581,6 +592,7 @@ class InMemoryBus:
         self._handlers: list[EventHandlers] = [handlers] if handlers is not None else []
         self._tasks: set[asyncio.Task[None]] = set()
         self._seq = 0
+        self._by_id: dict[str, envelope_pb2.EventEnvelope] = {}
 
     def subscribe(self, handlers: EventHandlers) -> None:
         self._handlers.append(handlers)
@@ -601,10 +613,25 @@ class InMemoryBus:
             ordering_key=ordering_key,
             attributes=attributes,
         )
+        return self._store(envelope)
+
+    async def publish_envelope(
+        self, envelope: envelope_pb2.EventEnvelope
+    ) -> envelope_pb2.EventEnvelope:
+        known = self._by_id.get(envelope.event_id)
+        if known is not None:
+            return known
+        validate_request(unpack_payload(envelope))
+        stored = envelope_pb2.EventEnvelope()
+        stored.CopyFrom(envelope)
+        return self._store(stored)
+
+    def _store(self, envelope: envelope_pb2.EventEnvelope) -> envelope_pb2.EventEnvelope:
         self._seq += 1
         envelope.sequence = self._seq
         envelope.stored_at.GetCurrentTime()
         self.published.append(envelope)
+        self._by_id[envelope.event_id] = envelope
         for handlers in self._handlers:
             if handlers.handlers_for(envelope.event_type):
                 task = asyncio.create_task(self._deliver(handlers, envelope))

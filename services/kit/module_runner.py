@@ -197,38 +197,33 @@ class RetryingPublisher:
         ordering_key: str = "",
         attributes: dict[str, str] | None = None,
     ) -> envelope_pb2.EventEnvelope:
-        publish_envelope = getattr(self.inner, "publish_envelope", None)
-        envelope: envelope_pb2.EventEnvelope | None = None
-        if publish_envelope is not None:
-            # Built once, so every retry carries the same event_id and the router stores the
-            # event once even when an answer was lost.
-            envelope = build_envelope(
-                payload,
-                source_module=getattr(self.inner, "source_module", ""),
-                subject=subject,
-                ordering_key=ordering_key,
-                attributes=attributes,
-            )
+        # Built once, so every retry carries the same event_id and the router stores the
+        # event once even when an answer was lost.
+        envelope = build_envelope(
+            payload,
+            source_module=getattr(self.inner, "source_module", ""),
+            subject=subject,
+            ordering_key=ordering_key,
+            attributes=attributes,
+        )
+        return await self.publish_envelope(envelope)
+
+    async def publish_envelope(
+        self, envelope: envelope_pb2.EventEnvelope
+    ) -> envelope_pb2.EventEnvelope:
         delay = 0.1
         self.pending += 1
         try:
             while True:
                 try:
-                    if envelope is not None and publish_envelope is not None:
-                        stored: envelope_pb2.EventEnvelope = await publish_envelope(envelope)
-                    else:
-                        stored = await self.inner.publish(
-                            payload,
-                            subject=subject,
-                            ordering_key=ordering_key,
-                            attributes=attributes,
-                        )
+                    stored = await self.inner.publish_envelope(envelope)
                 except Exception as err:
                     if not _retryable(err) or self._closed.is_set():
                         log.error(
                             "event not published",
                             extra={
-                                "event_payload": payload.DESCRIPTOR.full_name,
+                                "event_type": envelope.event_type,
+                                "event_id": envelope.event_id,
                                 "error": str(err),
                             },
                         )
@@ -238,7 +233,7 @@ class RetryingPublisher:
                         log.warning(
                             "router unreachable: holding events and retrying until it answers",
                             extra={
-                                "event_payload": payload.DESCRIPTOR.full_name,
+                                "event_type": envelope.event_type,
                                 "error": str(err),
                                 "action": "retrying with backoff",
                             },

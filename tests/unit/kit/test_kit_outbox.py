@@ -23,6 +23,11 @@ class StuckPublisher:
         await self.release.wait()
         return None
 
+    async def publish_envelope(self, envelope: Any) -> Any:
+        self.started += 1
+        await self.release.wait()
+        return envelope
+
 
 async def test_the_call_goes_on_while_the_event_waits() -> None:
     stuck = StuckPublisher()

@@ -4,6 +4,7 @@ what survives a restart."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
@@ -12,9 +13,11 @@ import pytest
 from services.kit import download_registry
 from services.kit.download_registry import DownloadRegistry, State
 from services.kit.errors import FailedPrecondition, NotFound
-from services.kit.events import InMemoryBus
+from services.kit.events import InMemoryBus, RouterPublisher, build_envelope
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import download_pb2 as ev
+from soulspot.events.v1 import envelope_pb2
+from tests.integration.bus.bus_support import BusHarness
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -93,8 +96,44 @@ class _HeldPublisher:
         self.attempts = 0
 
     async def publish(self, payload: Message, **_: Any) -> Any:
+        return await self.publish_envelope(build_envelope(payload, source_module="demo"))
+
+    async def publish_envelope(self, envelope: envelope_pb2.EventEnvelope) -> Any:
         self.attempts += 1
         await asyncio.Event().wait()
+
+
+class _LostAnswerPublisher:
+    """A router that stores each event but whose answer never comes back: the module cannot
+    tell the event arrived, so it keeps it held."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.sent: list[str] = []
+
+    async def publish(self, payload: Message, **_: Any) -> Any:
+        return await self.publish_envelope(build_envelope(payload, source_module="demo"))
+
+    async def publish_envelope(self, envelope: envelope_pb2.EventEnvelope) -> Any:
+        self.sent.append(envelope.event_id)
+        await self.inner.publish_envelope(envelope)
+        await asyncio.Event().wait()
+
+
+class _Recording:
+    """Passes envelopes on and keeps what the router answered for each."""
+
+    def __init__(self, inner: RouterPublisher) -> None:
+        self.inner = inner
+        self.answers: list[envelope_pb2.EventEnvelope] = []
+
+    async def publish(self, payload: Message, **_: Any) -> Any:
+        return await self.publish_envelope(build_envelope(payload, source_module="demo"))
+
+    async def publish_envelope(self, envelope: envelope_pb2.EventEnvelope) -> Any:
+        stored = await self.inner.publish_envelope(envelope)
+        self.answers.append(stored)
+        return stored
 
 
 async def test_a_new_registry_on_the_same_file_sees_records_and_counters(tmp_path: Path) -> None:
@@ -174,6 +213,89 @@ async def test_events_the_router_never_took_are_sent_after_a_restart(tmp_path: P
     assert await third.flush()
     assert third_bus.published == []
     await third.shutdown()
+
+
+async def test_an_event_sent_again_after_a_restart_keeps_its_id(tmp_path: Path) -> None:
+    db = tmp_path / "downloads.sqlite3"
+    bus = InMemoryBus()
+    lost = _LostAnswerPublisher(bus)
+    registry = DownloadRegistry(lost, module="demo", db_path=db)
+    record = registry.new(TRACK, "cli")
+    await registry.started_event(record, attempt=1)
+    await registry.complete(record, references_pb2.FileReference(path="/x", size_bytes=5))
+    await registry.shutdown()
+    # The bus stored download.started; its answer was lost, so both events are still held.
+    (first,) = bus.published
+    assert [first.event_id] == lost.sent
+
+    again = DownloadRegistry(bus, module="demo", db_path=db)
+    await again.recover()
+    assert await again.flush()
+    await again.shutdown()
+    # Sent again under the same id: stored once, and download.completed after it.
+    assert [e.event_type for e in bus.published] == ["download.started", "download.completed"]
+    assert bus.published[0].event_id == first.event_id
+    assert bus.published[1].event_id not in lost.sent
+    # The same envelope published twice more is still the one stored event.
+    resent = envelope_pb2.EventEnvelope()
+    resent.CopyFrom(first)
+    assert (await bus.publish_envelope(resent)).sequence == first.sequence
+    assert len(bus.published) == 2
+
+
+async def test_the_router_stores_a_resent_held_event_once(tmp_path: Path) -> None:
+    db = tmp_path / "module" / "downloads.sqlite3"
+    async with BusHarness(tmp_path / "router") as harness:
+        assert harness.channel is not None
+        router = RouterPublisher(harness.channel, source_module="demo", deadline_s=5.0)
+        lost = _LostAnswerPublisher(router)
+        registry = DownloadRegistry(lost, module="demo", db_path=db)
+        record = registry.new(TRACK, "cli")
+        await registry.complete(record, references_pb2.FileReference(path="/x", size_bytes=5))
+        await registry.shutdown()
+        assert len(lost.sent) == 1  # stored by the router, answer lost: still held
+
+        recording = _Recording(router)
+        again = DownloadRegistry(recording, module="demo", db_path=db)
+        await again.recover()
+        assert await again.flush(10.0)
+        await again.shutdown()
+        (answer,) = recording.answers
+        assert answer.event_id == lost.sent[0]
+        # The router knew the id: no second download.completed behind the first one.
+        response = await harness.publish(answer)
+        assert response.duplicate
+        assert response.sequence == answer.sequence == 1
+
+
+async def test_events_held_in_a_file_from_before_envelopes_still_go_out(tmp_path: Path) -> None:
+    db = tmp_path / "downloads.sqlite3"
+    # The held_events table as earlier versions wrote it: the payload, no envelope.
+    with sqlite3.connect(db) as old:
+        old.execute(
+            "CREATE TABLE held_events (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+            " payload_type TEXT NOT NULL, data BLOB NOT NULL, subject TEXT NOT NULL)"
+        )
+        payload = ev.DownloadCompleted(
+            download_id="demo-1", track=TRACK, file=references_pb2.FileReference(path="/x")
+        )
+        old.execute(
+            "INSERT INTO held_events (payload_type, data, subject) VALUES (?, ?, ?)",
+            ("DownloadCompleted", payload.SerializeToString(), "demo-1"),
+        )
+    old.close()
+    bus = InMemoryBus()
+    registry = DownloadRegistry(bus, module="demo", db_path=db)
+    await registry.recover()
+    assert await registry.flush()
+    assert bus.payloads("download.completed") == [payload]
+    assert bus.published[0].subject == "demo-1"
+    # New events in the same (migrated) file keep their envelope.
+    record = registry.new(TRACK, "cli")
+    await registry.complete(record, references_pb2.FileReference(path="/y"))
+    assert await registry.flush()
+    await registry.shutdown()
+    assert len(bus.envelopes("download.completed")) == 2
 
 
 async def test_ended_downloads_leave_memory_but_still_answer(
