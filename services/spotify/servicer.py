@@ -136,16 +136,22 @@ class PlaylistServicer(playlist_pb2_grpc.PlaylistServiceServicer):
                     )
                 ],
             )
-        # Every page is read before the first track is sent, so each response carries the
-        # real total (local files and removed tracks are skipped, which Spotify's own total
-        # counts) and a failure half way sends nothing misleading.
+        # Name and total come from one small request first, so every track can be sent as
+        # soon as its page is read instead of after the whole playlist. The total is
+        # Spotify's item count: removed tracks, local files and episodes are counted there but
+        # skipped here, so fewer tracks than the total may arrive. A failure before the first
+        # track lets the router fall back; one after it ends the stream with the error.
         try:
-            tracks = [t async for t in self._client.playlist_tracks(playlist_id)]
+            playlist = await self._client.playlist(playlist_id)
+            position = 0
+            async for track in self._client.playlist_tracks(playlist_id):
+                position += 1
+                yield playlist_pb2.ListPlaylistTracksResponse(
+                    track=track_reference(track),
+                    position=position,
+                    total=playlist["total"],
+                    playlist_name=playlist["name"],
+                )
         except SpotifyError as err:
             await self._on_backend_error(err)
             raise mesh_error(err) from err
-        total = len(tracks)
-        for position, track in enumerate(tracks, start=1):
-            yield playlist_pb2.ListPlaylistTracksResponse(
-                track=track_reference(track), position=position, total=total
-            )

@@ -25,6 +25,7 @@ __all__ = [
     "SpotifyClient",
     "SpotifyError",
     "SpotifyNotConfigured",
+    "SpotifyPlaylist",
     "SpotifyRateLimited",
     "SpotifyTrack",
     "SpotifyUnreachable",
@@ -87,6 +88,13 @@ class SpotifyTrack(TypedDict):
     track_number: int | None
     disc_number: int | None
     year: int | None
+
+
+class SpotifyPlaylist(TypedDict):
+    name: str
+    # Spotify's count of the playlist's items, including the removed tracks, local files and
+    # episodes that playlist_tracks skips.
+    total: int
 
 
 def track_from_api(data: dict[str, Any]) -> SpotifyTrack:
@@ -243,6 +251,22 @@ class SpotifyClient(PooledHttpClient):
             if not items:
                 break
         return found[:limit]
+
+    async def playlist(self, playlist_id: str) -> SpotifyPlaylist:
+        """The playlist's name and item count, from one small request."""
+        # ``fields`` trims the answer to what is used: without it Spotify also sends the
+        # first 100 items, which playlist_tracks fetches anyway.
+        url = f"{self.api_base}/v1/playlists/{playlist_id}"
+        try:
+            data = await self._get(url, {"fields": "name,tracks.total"})
+        except _HTTPStatus as exc:
+            if exc.status == 404:
+                raise PlaylistNotAccessible(playlist_id) from exc
+            raise SpotifyError(f"Spotify playlist {playlist_id} failed: {exc}") from exc
+        return SpotifyPlaylist(
+            name=str(data.get("name") or ""),
+            total=int((data.get("tracks") or {}).get("total") or 0),
+        )
 
     async def playlist_tracks(self, playlist_id: str) -> AsyncIterator[SpotifyTrack]:
         """Every track of a playlist, page by page; local files and removed tracks skipped."""

@@ -4,9 +4,12 @@ Not Spotify: a local test server serving
 
 * ``POST /api/token`` (client credentials, HTTP Basic; 400 ``invalid_client`` otherwise),
 * ``GET /v1/search?type=track`` with ``limit``/``offset`` paging and absolute ``next`` URLs,
+* ``GET /v1/playlists/{id}?fields=...`` (dotted ``fields`` paths such as ``name,tracks.total``),
 * ``GET /v1/playlists/{id}/tracks`` paging (null tracks and local files included, as Spotify
   returns them), 404 for unknown or inaccessible (editorial) playlists,
-* 401 for expired or revoked bearer tokens and 429 with ``Retry-After`` on demand.
+* 401 for expired or revoked bearer tokens and 429 with ``Retry-After`` on demand,
+* a held answer for one playlist page on demand (:meth:`SpotifyStandin.hold_playlist_page`), so
+  a test can observe what a client does before that page arrives.
 
 Both the accounts and API paths are served from the same base URL.
 """
@@ -23,7 +26,10 @@ from urllib.parse import parse_qs, urlencode
 
 from tests.standins import LoggedRequest, Reply, StandinServer, json_reply
 
-__all__ = ["SpotifyStandin", "make_track"]
+__all__ = ["PageHold", "SpotifyStandin", "make_track"]
+
+# Long enough for any test, short enough that a forgotten release fails instead of hanging.
+HOLD_TIMEOUT_S = 10.0
 
 
 def make_track(
@@ -53,6 +59,21 @@ def make_track(
     }
 
 
+class PageHold:
+    """One withheld playlist page: answered only after :meth:`release`."""
+
+    def __init__(self) -> None:
+        self._released = threading.Event()
+        self.requested = threading.Event()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def wait(self) -> None:
+        self.requested.set()
+        self._released.wait(HOLD_TIMEOUT_S)
+
+
 class SpotifyStandin(StandinServer):
     def __init__(
         self,
@@ -61,6 +82,7 @@ class SpotifyStandin(StandinServer):
         client_secret: str = "standin-secret",
         tracks: list[dict[str, Any]] | None = None,
         playlists: dict[str, list[dict[str, Any]]] | None = None,
+        playlist_names: dict[str, str] | None = None,
         inaccessible_playlists: set[str] | None = None,
         token_lifetime_s: int = 3600,
     ) -> None:
@@ -70,12 +92,14 @@ class SpotifyStandin(StandinServer):
         self.tracks = tracks or []
         # Playlist items: {"track": {...} | None, "is_local": bool}
         self.playlists = playlists or {}
+        self.playlist_names = playlist_names or {}
         self.inaccessible_playlists = inaccessible_playlists or set()
         self.token_lifetime_s = token_lifetime_s
         self.tokens: dict[str, float] = {}
         self.tokens_issued = 0
         self.rate_limited_served = 0
         self._pending_429: list[int] = []
+        self._holds: dict[tuple[str, int], PageHold] = {}
         self._lock = threading.Lock()
 
     # -- knobs ---------------------------------------------------------------------------------
@@ -84,6 +108,13 @@ class SpotifyStandin(StandinServer):
         """The next ``count`` API requests get 429 with ``Retry-After: retry_after_s``."""
         with self._lock:
             self._pending_429.extend([retry_after_s] * count)
+
+    def hold_playlist_page(self, playlist_id: str, offset: int) -> PageHold:
+        """Withhold the answer for the tracks page at ``offset`` until the hold is released."""
+        hold = PageHold()
+        with self._lock:
+            self._holds[(playlist_id, offset)] = hold
+        return hold
 
     def revoke_tokens(self) -> None:
         with self._lock:
@@ -116,6 +147,8 @@ class SpotifyStandin(StandinServer):
             return self._search(request)
         if match := re.fullmatch(r"/v1/playlists/([^/]+)/tracks", request.path):
             return self._playlist(match.group(1), request)
+        if match := re.fullmatch(r"/v1/playlists/([^/]+)", request.path):
+            return self._playlist_object(match.group(1), request)
         return json_reply(404, {"error": {"status": 404, "message": "Service not found"}})
 
     def _token(self, request: LoggedRequest) -> Reply:
@@ -173,9 +206,47 @@ class SpotifyStandin(StandinServer):
         hits = [t for t in self.tracks if matches(t)]
         return json_reply(200, {"tracks": self._paging(request, hits, "/v1/search", 50)})
 
-    def _playlist(self, playlist_id: str, request: LoggedRequest) -> Reply:
-        if playlist_id in self.inaccessible_playlists or playlist_id not in self.playlists:
+    def _missing(self, playlist_id: str) -> bool:
+        return playlist_id in self.inaccessible_playlists or playlist_id not in self.playlists
+
+    def _playlist_object(self, playlist_id: str, request: LoggedRequest) -> Reply:
+        if self._missing(playlist_id):
             return json_reply(404, {"error": {"status": 404, "message": "Resource not found"}})
+        full: dict[str, Any] = {
+            "id": playlist_id,
+            "type": "playlist",
+            "name": self.playlist_names.get(playlist_id, f"Playlist {playlist_id}"),
+            "public": True,
+            "tracks": self._paging(
+                request, self.playlists[playlist_id], f"/v1/playlists/{playlist_id}/tracks", 100
+            ),
+        }
+        fields = request.query.get("fields", [""])[0]
+        if not fields:
+            return json_reply(200, full)
+        if "(" in fields or "!" in fields:
+            # Spotify accepts these; the stand-in only knows dotted paths and says so.
+            return json_reply(400, {"error": {"status": 400, "message": "unsupported fields"}})
+        chosen: dict[str, Any] = {}
+        for path in fields.split(","):
+            source: dict[str, Any] = full
+            target = chosen
+            *parents, leaf = path.strip().split(".")
+            for key in parents:
+                source = source.get(key) or {}
+                target = target.setdefault(key, {})
+            if leaf in source:
+                target[leaf] = source[leaf]
+        return json_reply(200, chosen)
+
+    def _playlist(self, playlist_id: str, request: LoggedRequest) -> Reply:
+        if self._missing(playlist_id):
+            return json_reply(404, {"error": {"status": 404, "message": "Resource not found"}})
+        offset = int(request.query.get("offset", ["0"])[0])
+        with self._lock:
+            hold = self._holds.pop((playlist_id, offset), None)
+        if hold is not None:
+            hold.wait()
         items = self.playlists[playlist_id]
         href = f"/v1/playlists/{playlist_id}/tracks"
         return json_reply(200, self._paging(request, items, href, 100))

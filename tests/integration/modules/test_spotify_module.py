@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 PID = "3cEYpjA9oz9GiPac4AsH4n"
 EDITORIAL = "37i9dQZF1DXcBWIGoYBM5M"
+PLAYLIST_NAME = "Copper Sky, complete"
 
 TRACKS = [
     make_track(f"id{n:03d}", f"Song {n}", ["Mira Okonkwo"], "Copper Sky", isrc=f"QZSS1210{n:04d}")
@@ -54,6 +56,7 @@ def spotify() -> Iterator[SpotifyStandin]:
     standin = SpotifyStandin(
         tracks=TRACKS,
         playlists={PID: playlist_items()},
+        playlist_names={PID: PLAYLIST_NAME},
         inaccessible_playlists={EDITORIAL},
     )
     standin.start()
@@ -123,12 +126,41 @@ async def test_playlist_follows_every_page(
     replies = [r async for r in call]
     assert [r.track.spotify_id for r in replies] == [t["id"] for t in TRACKS]
     assert [r.position for r in replies] == list(range(1, 131))
-    assert {r.total for r in replies} == {130}
+    # Spotify's item count, which includes the removed track and the local file skipped here.
+    assert {(r.total, r.playlist_name) for r in replies} == {(132, PLAYLIST_NAME)}
     assert spotify.rate_limited_served == 1
-    assert len(spotify.requests_to(f"/v1/playlists/{PID}/tracks")) == 3  # 429 + two pages
+    # The 429, then name and total, then two pages of tracks.
+    paths = [r.path for r in spotify.requests_to("/v1/playlists/")]
+    assert paths == [f"/v1/playlists/{PID}"] * 2 + [f"/v1/playlists/{PID}/tracks"] * 2
+    assert spotify.requests_to(f"/v1/playlists/{PID}")[0].query["fields"] == ["name,tracks.total"]
 
 
-async def test_editorial_playlist_is_not_found_with_the_reason(module: Module) -> None:
+async def test_playlist_streams_tracks_before_the_last_page_is_read(
+    module: Module, spotify: SpotifyStandin
+) -> None:
+    last_page = spotify.hold_playlist_page(PID, offset=100)
+    call = module.playlists.ListPlaylistTracks(
+        playlist_pb2.ListPlaylistTracksRequest(playlist_id=PID), timeout=10
+    )
+    stream = call.__aiter__()
+    try:
+        # Only reachable while the last page is withheld if tracks are not buffered; a
+        # buffering servicer runs into this wait's limit instead.
+        first = await asyncio.wait_for(stream.__anext__(), timeout=5)
+        pages = [r.query["offset"] for r in spotify.requests_to(f"/v1/playlists/{PID}/tracks")]
+        answered_before_first = [p for p in pages if p != ["100"]]
+    finally:
+        last_page.release()
+    rest = [r async for r in stream]
+    assert answered_before_first == [["0"]]
+    assert (first.track.spotify_id, first.position) == (TRACKS[0]["id"], 1)
+    assert len(rest) == 129
+    assert {(r.total, r.playlist_name) for r in [first, *rest]} == {(132, PLAYLIST_NAME)}
+
+
+async def test_editorial_playlist_is_not_found_with_the_reason(
+    module: Module, spotify: SpotifyStandin
+) -> None:
     call = module.playlists.ListPlaylistTracks(
         playlist_pb2.ListPlaylistTracksRequest(playlist_id=EDITORIAL), timeout=10
     )
@@ -136,6 +168,8 @@ async def test_editorial_playlist_is_not_found_with_the_reason(module: Module) -
     assert error.code == grpc.StatusCode.NOT_FOUND
     assert "editorial" in error.message
     assert "client-credentials" in error.message
+    # The name request already answers 404; no page of tracks is asked for.
+    assert spotify.requests_to(f"/v1/playlists/{EDITORIAL}/tracks") == []
     # A missing playlist says nothing about Spotify's health.
     assert await health_status(module.channel, PLAYLIST) == SERVING
 

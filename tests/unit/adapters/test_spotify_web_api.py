@@ -51,6 +51,7 @@ def standin() -> Iterator[SpotifyStandin]:
     server = SpotifyStandin(
         tracks=TRACKS,
         playlists={"pl-big": _playlist()},
+        playlist_names={"pl-big": "Glass Tide, all of it"},
         inaccessible_playlists={"37i9dQZF1DXcBWIGoYBM5M"},
     )
     server.start()
@@ -156,11 +157,25 @@ async def test_playlist_pages_skip_null_local_and_episodes(standin: SpotifyStand
     assert len(standin.requests_to("/v1/playlists/pl-big/tracks")) == 2  # 123 items, 100/page
 
 
+async def test_playlist_name_and_total_in_one_trimmed_request(standin: SpotifyStandin) -> None:
+    async with _client(standin) as client:
+        playlist = await client.playlist("pl-big")
+    # 123 items: Spotify counts the removed track, local file and episode the pages skip.
+    assert playlist == {"name": "Glass Tide, all of it", "total": 123}
+    [request] = standin.requests_to("/v1/playlists/pl-big")
+    assert (request.path, request.query) == (
+        "/v1/playlists/pl-big",
+        {"fields": ["name,tracks.total"]},
+    )
+
+
 async def test_editorial_playlist_404(standin: SpotifyStandin) -> None:
     async with _client(standin) as client:
         with pytest.raises(PlaylistNotAccessible, match="editorial or algorithmic") as info:
             async for _ in client.playlist_tracks("37i9dQZF1DXcBWIGoYBM5M"):
                 pass
+        with pytest.raises(PlaylistNotAccessible, match="editorial or algorithmic"):
+            await client.playlist("37i9dQZF1DXcBWIGoYBM5M")
     assert "client-credentials" in str(info.value)
 
 

@@ -52,7 +52,10 @@ class ListPlaylistTracksResponse(_message.Message):
     position: _builtins.int
     """Its position in the playlist, from 1."""
     total: _builtins.int
-    """The number of tracks in the playlist."""
+    """The number of entries the source reports for the playlist, known before the first page
+    is read; entries that are not downloadable tracks (local files, episodes, removed tracks)
+    count here but are not sent, so fewer messages than this may arrive.
+    """
     playlist_name: _builtins.str
     """The playlist's name."""
     @_builtins.property
