@@ -8,7 +8,6 @@ over Server-Sent Events, and show the module going away after it stops.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,8 +53,6 @@ if not CHROMIUM.exists():
         f"{CHROMIUM} is absent: install Debian's chromium package to run the dashboard test",
         allow_module_level=True,
     )
-if importlib.util.find_spec("router.__main__") is None:
-    pytest.skip("`python -m router` does not exist yet", allow_module_level=True)
 
 
 @pytest.fixture

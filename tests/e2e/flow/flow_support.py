@@ -9,7 +9,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 import grpc
-import pytest
 
 from services.kit.context import CORRELATION_ID_KEY, MODULE_KEY
 from services.kit.events import unpack_payload
@@ -68,17 +67,13 @@ METADATA_ENV = {"SOULSPOT_METADATA__OFFLINE": "true"}
 
 
 async def require_pipeline(mesh: Mesh) -> None:
-    """Skip when this router build serves no pipeline (RouterService answers UNIMPLEMENTED)."""
-    try:
-        await mesh.stub().ListPipelineRuns(router_pb2.ListPipelineRunsRequest(), timeout=5)
-    except grpc.aio.AioRpcError as err:
-        if err.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.FAILED_PRECONDITION):
-            pytest.skip(f"python -m router serves no pipeline yet: {err.details()}")
-        raise
+    """The router serves its pipeline (a router without one answers UNIMPLEMENTED and the
+    test fails here, not later on a missing track.ready)."""
+    await mesh.stub().ListPipelineRuns(router_pb2.ListPipelineRunsRequest(), timeout=5)
 
 
 async def start_stack(mesh: Mesh, modules: dict[str, dict[str, str] | None]) -> None:
-    """The router (skipping the test at once when it serves no pipeline), then `modules`,
+    """The router (failing at once when it serves no pipeline), then `modules`,
     each until the router routes its capability."""
     if "router" not in mesh.procs:
         mesh.start_router()

@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
+
+from tests.e2e.stack.stack_support import alive, child_pids, free_offset
 
 ROOT = Path(__file__).resolve().parents[3]
 OFFLINE_ACTIVE = {"folder", "library", "metadata", "notifications", "catalog"}
@@ -24,63 +22,7 @@ NEEDS_BACKEND = {"spotify", "soulseek"}
 PORTS = (50051, 8080, 50061, 50062, 50063, 50064, 50065, 50066, 50067)
 
 
-def _missing_entry_points() -> list[str]:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
-    missing = []
-    for service in compose["services"].values():
-        command = service.get("command") or []
-        if service.get("profiles") or command[:2] != ["python", "-m"]:
-            continue
-        # The package first: find_spec of a submodule raises when its package is missing.
-        if importlib.util.find_spec(command[2]) is None or (
-            importlib.util.find_spec(f"{command[2]}.__main__") is None
-        ):
-            missing.append(f"{command[2]}.__main__")
-    return missing
-
-
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        bool(_missing_entry_points()),
-        reason=f"entry points not written yet: {', '.join(_missing_entry_points())}",
-    ),
-]
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_offset() -> int:
-    # The stack's default ports shifted as one block (--port-offset), clear of other tests.
-    for _ in range(50):
-        offset = random.randrange(10_000, 14_000, 10)
-        if all(_port_free(p + offset) for p in PORTS):
-            return offset
-    pytest.fail("no free block of ports for the stack")
-
-
-def _children(pid: int) -> set[int]:
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            found |= {int(c) for c in (task / "children").read_text().split()}
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 async def _status(address: str) -> dict[str, tuple[int, str]]:
@@ -99,7 +41,7 @@ async def test_up_runs_the_mesh_and_stops_it(tmp_path: Path) -> None:
 
     active = module_pb2.MODULE_STATUS_ACTIVE
     inactive = module_pb2.MODULE_STATUS_INACTIVE
-    offset = _free_offset()
+    offset = free_offset(PORTS, 10_000, 14_000)
     router = f"127.0.0.1:{50051 + offset}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOULSPOT_")}
     out = (tmp_path / "up.out").open("wb")
@@ -122,7 +64,7 @@ async def test_up_runs_the_mesh_and_stops_it(tmp_path: Path) -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             assert proc.returncode is None, (tmp_path / "up.out").read_text()
-            children |= _children(proc.pid)
+            children |= child_pids(proc.pid)
             with contextlib.suppress(Exception):
                 seen = await _status(router)
             ready = all(seen.get(m, (0, ""))[0] == active for m in OFFLINE_ACTIVE) and all(
@@ -133,7 +75,7 @@ async def test_up_runs_the_mesh_and_stops_it(tmp_path: Path) -> None:
             await asyncio.sleep(0.5)
         else:
             pytest.fail(f"router status never settled: {seen}\n{(tmp_path / 'up.out').read_text()}")
-        children |= _children(proc.pid)
+        children |= child_pids(proc.pid)
         assert len(children) == 8, children  # the router and seven modules
         samples = list((tmp_path / "st" / "source").rglob("*.*"))
         assert samples, "no sample audio generated for the folder module"
@@ -189,4 +131,4 @@ async def test_up_runs_the_mesh_and_stops_it(tmp_path: Path) -> None:
                 await proc.wait()
             out.close()
     assert code == 0, (tmp_path / "up.out").read_text()
-    assert not [pid for pid in children if _alive(pid)]
+    assert not [pid for pid in children if alive(pid)]

@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +17,7 @@ import pytest
 from cli.pdeathsig import PARENT_GONE
 from cli.up import PDEATHSIG_WRAPPER
 from services.kit.healthprobe import probe
+from tests.e2e.stack.stack_support import alive, child_pids, free_offset
 
 ROOT = Path(__file__).resolve().parents[3]
 ROUTER_PORT, FOLDER_PORT = 50051, 50064
@@ -30,44 +29,9 @@ pytestmark = [
 ]
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_offset() -> int:
-    # The stack's default ports shifted as one block (--port-offset), clear of other tests.
-    for _ in range(50):
-        offset = random.randrange(14_000, 14_900, 10)
-        if all(_port_free(p + offset) for p in PORTS):
-            return offset
-    pytest.fail("no free block of ports for the stack")
-
-
-def _children(pid: int) -> set[int]:
-    found: set[int] = set()
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(OSError):
-                found |= {int(c) for c in (task / "children").read_text().split()}
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.timeout(90)
 async def test_killed_up_leaves_no_orphans(tmp_path: Path) -> None:
-    offset = _free_offset()
+    offset = free_offset(PORTS, 14_000, 14_900)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOULSPOT_")}
     out_path = tmp_path / "up.out"
     with out_path.open("wb") as out:
@@ -85,20 +49,20 @@ async def test_killed_up_leaves_no_orphans(tmp_path: Path) -> None:
         addresses = [f"127.0.0.1:{port + offset}" for port in (ROUTER_PORT, FOLDER_PORT)]
         while True:
             assert up.returncode is None, out_path.read_text()
-            children |= _children(up.pid)
+            children |= child_pids(up.pid)
             answers = [await probe(address, deadline_s=1.0) for address in addresses]
             if all(answer.answered for answer in answers):
                 break
             assert time.monotonic() < deadline, f"{answers}\n{out_path.read_text()}"
             await asyncio.sleep(0.2)
-        children |= _children(up.pid)
+        children |= child_pids(up.pid)
         assert len(children) == 2, children  # the router and the folder module
-        assert all(_alive(pid) for pid in children)
+        assert all(alive(pid) for pid in children)
 
         up.kill()  # SIGKILL: `up` gets no chance to stop anything itself
         await up.wait()
         deadline = time.monotonic() + 8  # each service's graceful stop is at most 5 s
-        while left := [pid for pid in children if _alive(pid)]:
+        while left := [pid for pid in children if alive(pid)]:
             assert time.monotonic() < deadline, (
                 f"orphans still running: {left}\n{out_path.read_text()}"
             )
@@ -108,7 +72,7 @@ async def test_killed_up_leaves_no_orphans(tmp_path: Path) -> None:
             up.kill()
             await up.wait()
         for pid in children:  # only what this test started, so a failure leaks nothing
-            if _alive(pid):
+            if alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
 
