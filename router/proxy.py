@@ -308,18 +308,75 @@ class CapabilityProxy(grpc.GenericRpcHandler):
             err.code(), err.details() or "", trailing_metadata=(*existing, *theirs, *own)
         )
 
-    # -- unary ----------------------------------------------------------------------------
+    # -- what unary and streaming calls share ---------------------------------------------
 
-    async def _unary(self, spec: MethodSpec, request: bytes, context: Context) -> bytes:
+    async def _begin(
+        self, spec: MethodSpec, request: bytes, context: Context
+    ) -> tuple[_Request, list[ModuleEntry], float | None]:
+        """Check the request, pick the candidates and fix the deadline (loop time), or abort."""
         try:
             self._validate(spec, request)
             req = _Request(context.invocation_metadata())
             candidates = self._candidates(spec, req)
         except MeshError as err:
             await abort_with(context, err)
-        loop = asyncio.get_running_loop()
         time_left = context.time_remaining()
-        ends = None if time_left is None else loop.time() + time_left
+        ends = None if time_left is None else asyncio.get_running_loop().time() + time_left
+        return req, candidates, ends
+
+    def _failed(
+        self,
+        spec: MethodSpec,
+        entry: ModuleEntry,
+        err: grpc.aio.AioRpcError,
+        started: float,
+        attempts: list[str],
+        ends: float | None,
+        *,
+        more: bool,
+    ) -> bool:
+        """Account for a failed attempt; True when the call should go on to the next module."""
+        code = err.code()
+        self.metrics.call(spec.capability, entry.name, code, started)
+        attempts.append(f"{entry.name}:{code.name}")
+        if code in _BREAKER_CODES:
+            entry.breaker.record_failure()
+        else:
+            entry.breaker.record_success()
+        left = None if ends is None else ends - asyncio.get_running_loop().time()
+        return more and self._may_fall_back(spec, code, left)
+
+    async def _exhausted(
+        self,
+        spec: MethodSpec,
+        context: Context,
+        last: grpc.aio.AioRpcError | None,
+        last_entry: ModuleEntry | None,
+        attempts: list[str],
+    ) -> None:
+        """No module answered: the last module's error, or why none was tried. Aborts."""
+        if last is not None:
+            await self._relay_error(context, last, self._answer_metadata(last_entry, attempts))
+        if not attempts:
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"{spec.capability}: the caller's deadline ran out before a module was tried",
+            )
+        # Every candidate's breaker refused the call.
+        await abort_with(
+            context,
+            Unavailable(
+                f"no module can take {spec.capability} now: circuit breakers open "
+                f"({', '.join(attempts)})",
+                metadata=self._answer_metadata(None, attempts),
+            ),
+        )
+
+    # -- unary ----------------------------------------------------------------------------
+
+    async def _unary(self, spec: MethodSpec, request: bytes, context: Context) -> bytes:
+        req, candidates, ends = await self._begin(spec, request, context)
+        loop = asyncio.get_running_loop()
         attempts: list[str] = []
         last: grpc.aio.AioRpcError | None = None
         last_entry: ModuleEntry | None = None
@@ -344,16 +401,8 @@ class CapabilityProxy(grpc.GenericRpcHandler):
                     metadata=req.forward,
                 )
             except grpc.aio.AioRpcError as err:
-                code = err.code()
-                self.metrics.call(capability, entry.name, code, started)
-                attempts.append(f"{entry.name}:{code.name}")
-                if code in _BREAKER_CODES:
-                    entry.breaker.record_failure()
-                else:
-                    entry.breaker.record_success()
                 last, last_entry = err, entry
-                left = None if ends is None else ends - loop.time()
-                if more and self._may_fall_back(spec, code, left):
+                if self._failed(spec, entry, err, started, attempts, ends, more=more):
                     continue
                 await self._relay_error(context, err, self._answer_metadata(entry, attempts))
             except asyncio.CancelledError:
@@ -370,36 +419,16 @@ class CapabilityProxy(grpc.GenericRpcHandler):
             # Trailing only: initial metadata would cost a unary call a batch of its own.
             context.set_trailing_metadata((*tuple(context.trailing_metadata() or ()), *own))
             return cast("bytes", response)
-        if last is not None:
-            await self._relay_error(context, last, self._answer_metadata(last_entry, attempts))
-        if not attempts:
-            await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"{spec.capability}: the caller's deadline ran out before a module was tried",
-            )
-        # Every candidate's breaker refused the call.
-        error = Unavailable(
-            f"no module can take {spec.capability} now: circuit breakers open "
-            f"({', '.join(attempts)})",
-            metadata=self._answer_metadata(None, attempts),
-        )
-        await abort_with(context, error)
-        raise AssertionError("unreachable")  # abort raises
+        await self._exhausted(spec, context, last, last_entry, attempts)
+        raise AssertionError("unreachable")  # _exhausted aborts
 
     # -- server streaming -----------------------------------------------------------------
 
     async def _stream(
         self, spec: MethodSpec, request: bytes, context: Context
     ) -> AsyncIterator[bytes]:
-        try:
-            self._validate(spec, request)
-            req = _Request(context.invocation_metadata())
-            candidates = self._candidates(spec, req)
-        except MeshError as err:
-            await abort_with(context, err)
+        req, candidates, ends = await self._begin(spec, request, context)
         loop = asyncio.get_running_loop()
-        time_left = context.time_remaining()
-        ends = None if time_left is None else loop.time() + time_left
         attempts: list[str] = []
         last: grpc.aio.AioRpcError | None = None
         last_entry: ModuleEntry | None = None
@@ -430,19 +459,14 @@ class CapabilityProxy(grpc.GenericRpcHandler):
                         await context.send_initial_metadata(self._answer_metadata(entry, attempts))
                     yield cast("bytes", item)
             except grpc.aio.AioRpcError as err:
-                code = err.code()
-                self.metrics.call(capability, entry.name, code, started)
                 if first:
+                    # Data reached the caller: no fallback, the module's status is the answer.
+                    code = err.code()
+                    self.metrics.call(capability, entry.name, code, started)
                     attempts[-1] = f"{entry.name}:{code.name}"
                     await self._relay_error(context, err, self._answer_metadata(entry, attempts))
-                attempts.append(f"{entry.name}:{code.name}")
-                if code in _BREAKER_CODES:
-                    entry.breaker.record_failure()
-                else:
-                    entry.breaker.record_success()
                 last, last_entry = err, entry
-                left = None if ends is None else ends - loop.time()
-                if more and self._may_fall_back(spec, code, left):
+                if self._failed(spec, entry, err, started, attempts, ends, more=more):
                     continue
                 await self._relay_error(context, err, self._answer_metadata(entry, attempts))
             except asyncio.CancelledError:
@@ -457,18 +481,4 @@ class CapabilityProxy(grpc.GenericRpcHandler):
             own = self._answer_metadata(entry, attempts)
             context.set_trailing_metadata((*tuple(context.trailing_metadata() or ()), *own))
             return
-        if last is not None:
-            await self._relay_error(context, last, self._answer_metadata(last_entry, attempts))
-        if not attempts:
-            await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"{spec.capability}: the caller's deadline ran out before a module was tried",
-            )
-        await abort_with(
-            context,
-            Unavailable(
-                f"no module can take {spec.capability} now: circuit breakers open "
-                f"({', '.join(attempts)})",
-                metadata=self._answer_metadata(None, attempts),
-            ),
-        )
+        await self._exhausted(spec, context, last, last_entry, attempts)
