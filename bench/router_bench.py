@@ -1,5 +1,7 @@
 """Router overhead: the same unary SearchTrack direct to a module, through the router, and
-in direct mode (DirectClient), at concurrency 1 and 64.
+in direct mode (DirectClient), at concurrency 1 and 64; and, as the floor any proxy written
+on grpc.aio in Python stands on, through a bare proxy: a process that forwards the bytes to
+the module and does nothing else (no routing, no fallback, no metadata, no metrics, no logs).
 
 `python -m bench.router_bench [--seconds 2] [--runs 3]` starts a router and a module as
 separate processes on loopback (logging at WARNING, so the figures measure routing, not
@@ -33,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from services.kit import eventloop
-from services.kit.channel import CHANNEL_OPTIONS, wait_for_ready
+from services.kit.channel import CHANNEL_OPTIONS, SERVER_OPTIONS, wait_for_ready
 from services.kit.direct import DirectClient
 from soulspot.capabilities.v1 import search_pb2, search_pb2_grpc
 from soulspot.common.v1 import references_pb2
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
 SEARCH = "/soulspot.capabilities.v1.SearchService/SearchTrack"
 REQUEST = search_pb2.SearchTrackRequest(query="artist - title", limit=5)
 CONCURRENCIES = (1, 64)
-MODES = ("direct", "router", "direct mode")
+MODES = ("direct", "router", "bare proxy", "direct mode")
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -91,6 +93,26 @@ async def _serve_module(port: int, router: str, log_level: str) -> None:
         await server.serve()
     finally:
         await registration.stop()
+
+
+async def _serve_bare_proxy(port: int, target: str) -> None:
+    """The floor: a grpc.aio server whose one handler awaits the same call on a channel to
+    the module, bytes in and bytes out, with no interceptor."""
+    channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    forward: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(SEARCH)
+
+    async def search(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        response: bytes = await forward(request, timeout=context.time_remaining())
+        return response
+
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    service, method = SEARCH.strip("/").split("/")
+    server.add_registered_method_handlers(
+        service, {method: grpc.unary_unary_rpc_method_handler(search)}
+    )
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
 
 
 # -- measuring ---------------------------------------------------------------------------
@@ -175,9 +197,10 @@ def _run(
     log_level: str,
     loop: str,
 ) -> dict[tuple[str, int], list[Result]]:
-    router_port, module_port = _free_port(), _free_port()
+    router_port, module_port, bare_port = _free_port(), _free_port(), _free_port()
     router_address = f"127.0.0.1:{router_port}"
     module_address = f"127.0.0.1:{module_port}"
+    bare_address = f"127.0.0.1:{bare_port}"
     with tempfile.TemporaryDirectory() as tmp:
         env = {
             **{k: v for k, v in os.environ.items() if k != "SOULSPOT_CONFIG"},
@@ -193,56 +216,73 @@ def _run(
             [sys.executable, "-m", "bench.router_bench", "--serve-module", str(module_port)],
             env=env,
         )
+        bare = subprocess.Popen(
+            [sys.executable, "-m", "bench.router_bench", "--serve-bare-proxy", str(bare_port)],
+            env={**env, "SOULSPOT_BENCH_MODULE": module_address},
+        )
+        processes = (bare, module, router)
         try:
             return asyncio.run(
                 _ready_then_drive(
-                    router_address,
-                    module_address,
+                    Targets(router_address, module_address, bare_address),
                     seconds,
                     runs,
                     modes,
                     concurrencies,
-                    (router.pid, module.pid),
+                    Pids(router.pid, module.pid, bare.pid),
                 )
             )
         finally:
-            for process in (module, router):
+            for process in processes:
                 process.send_signal(signal.SIGTERM)
-            for process in (module, router):
+            for process in processes:
                 try:
                     process.wait(10)
                 except subprocess.TimeoutExpired:
                     process.kill()
 
 
+@dataclass(frozen=True)
+class Targets:
+    router: str
+    module: str
+    bare: str
+
+
+@dataclass(frozen=True)
+class Pids:
+    router: int
+    module: int
+    bare: int
+
+
 async def _ready_then_drive(
-    router_address: str,
-    module_address: str,
+    targets: Targets,
     seconds: float,
     runs: int,
     modes: Sequence[str],
     concurrencies: Sequence[int],
-    pids: tuple[int, int],
+    pids: Pids,
 ) -> dict[tuple[str, int], list[Result]]:
-    await wait_for_ready(router_address, 30)
-    await wait_for_ready(module_address, 30)
-    return await _drive(router_address, module_address, seconds, runs, modes, concurrencies, pids)
+    await wait_for_ready(targets.router, 30)
+    await wait_for_ready(targets.module, 30)
+    return await _drive(targets, seconds, runs, modes, concurrencies, pids)
 
 
 async def _drive(
-    router_address: str,
-    module_address: str,
+    targets: Targets,
     seconds: float,
     runs: int,
     modes: Sequence[str],
     concurrencies: Sequence[int],
-    pids: tuple[int, int],
+    pids: Pids,
 ) -> dict[tuple[str, int], list[Result]]:
     results: dict[tuple[str, int], list[Result]] = {}
     # One channel per target, same options: the modes differ only in where the call goes.
-    module_channel = grpc.aio.insecure_channel(module_address, options=CHANNEL_OPTIONS)
-    router_channel = grpc.aio.insecure_channel(router_address, options=CHANNEL_OPTIONS)
-    client = DirectClient(router_address)
+    module_channel = grpc.aio.insecure_channel(targets.module, options=CHANNEL_OPTIONS)
+    router_channel = grpc.aio.insecure_channel(targets.router, options=CHANNEL_OPTIONS)
+    bare_channel = grpc.aio.insecure_channel(targets.bare, options=CHANNEL_OPTIONS)
+    client = DirectClient(targets.router)
     await client.start()
     try:
         if not await client.wait_for_table(10):
@@ -255,9 +295,13 @@ async def _drive(
             raise RuntimeError("the module never showed up in the routing table")
         direct = search_pb2_grpc.SearchServiceStub(module_channel)
         routed = search_pb2_grpc.SearchServiceStub(router_channel)
+        bare = search_pb2_grpc.SearchServiceStub(bare_channel)
+        # The bare proxy has no health service: one call that waits says it is up.
+        await bare.SearchTrack(REQUEST, timeout=30, wait_for_ready=True)
         calls: dict[str, Callable[[], Awaitable[object]]] = {
             "direct": lambda: direct.SearchTrack(REQUEST, timeout=10),
             "router": lambda: routed.SearchTrack(REQUEST, timeout=10),
+            "bare proxy": lambda: bare.SearchTrack(REQUEST, timeout=10),
             "direct mode": lambda: client.call(
                 SEARCH, REQUEST, search_pb2.SearchTrackResponse, timeout=10
             ),
@@ -267,12 +311,17 @@ async def _drive(
                 # Rotate the order each run: no mode always follows the same one.
                 shift = run % len(modes)
                 for mode in (*modes[shift:], *modes[:shift]):
-                    result = await _measure(calls[mode], concurrency, seconds, *pids)
+                    # The "router" CPU column is whichever proxy the mode goes through.
+                    proxy_pid = pids.bare if mode == "bare proxy" else pids.router
+                    result = await _measure(
+                        calls[mode], concurrency, seconds, proxy_pid, pids.module
+                    )
                     results.setdefault((mode, concurrency), []).append(result)
     finally:
         await client.stop()
         await module_channel.close()
         await router_channel.close()
+        await bare_channel.close()
     return results
 
 
@@ -283,7 +332,7 @@ def _print(
     concurrencies: Sequence[int],
 ) -> None:
     print(f"router_bench: unary SearchTrack, medians of {runs} runs, {os.cpu_count()} cpus")
-    header = f"{'mode':<12} {'c':>3} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+    header = f"{'mode':<11} {'c':>3} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
     header += f"{'x direct':>9} {'p50 +ms':>8} {'cpu us':>7} {'router':>7}"
     print(header)
     for concurrency in concurrencies:
@@ -298,10 +347,20 @@ def _print(
             cpu = statistics.median(r.cpu_us for r in rows)
             router_cpu = statistics.median(r.router_cpu_us for r in rows)
             print(
-                f"{mode:<12} {concurrency:>3} {tp:>9.0f} {p50:>8.3f} {p99:>8.3f} "
+                f"{mode:<11} {concurrency:>3} {tp:>9.0f} {p50:>8.3f} {p99:>8.3f} "
                 f"{tp / base_tp:>9.2f} {p50 - base_p50:>+8.3f} {cpu:>7.0f} {router_cpu:>7.0f}"
             )
-    print("cpu us: client + router + module CPU per call; router: the router's part")
+    print("cpu us: client + proxy + module CPU per call; router: the proxy's part")
+    overheads = []
+    for concurrency in concurrencies:
+        ours, bare = results.get(("router", concurrency)), results.get(("bare proxy", concurrency))
+        if ours and bare:
+            ratio = statistics.median(r.router_cpu_us for r in ours) / statistics.median(
+                r.router_cpu_us for r in bare
+            )
+            overheads.append(f"{ratio:.2f}x at c={concurrency}")
+    if overheads:
+        print(f"router CPU per call vs the bare proxy's: {', '.join(overheads)}")
     print("targets: router >= 0.50x direct (c=1 and c=64), router p50 <= +0.5 ms at c=1,")
     print("         direct mode >= 0.90x direct")
 
@@ -321,7 +380,12 @@ def main(argv: list[str] | None = None) -> None:
         help="event loop of the router and the module (this driver keeps asyncio's)",
     )
     parser.add_argument("--serve-module", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-bare-proxy", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.serve_bare_proxy:
+        target = os.environ["SOULSPOT_BENCH_MODULE"]
+        eventloop.run(_serve_bare_proxy(args.serve_bare_proxy, target))
+        return
     if args.serve_module:
         router = os.environ.get("SOULSPOT_ROUTER__ADDRESS", "127.0.0.1:50051")
         log_level = os.environ.get("SOULSPOT_LOG_LEVEL", "WARNING")

@@ -6,9 +6,8 @@ without passing them around, while concurrent RPCs on the same loop stay apart.
 
 from __future__ import annotations
 
+import random
 import re
-import secrets
-import uuid
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -47,15 +46,29 @@ class TraceParent:
 
     def child(self) -> TraceParent:
         """A new span in the same trace, for a call made on behalf of this span."""
-        return TraceParent(self.trace_id, secrets.token_hex(8), self.flags)
+        return TraceParent(self.trace_id, _span_id(), self.flags)
 
     def __str__(self) -> str:
         return format_traceparent(self)
 
 
+# Ids need to be unique, not secret: like OpenTelemetry's RandomIdGenerator, they come from
+# the `random` module (reseeded in a forked child), which costs no system call per id as
+# secrets and uuid4 do, on every call the mesh serves. Zero is not a valid id.
+def _hex_id(bits: int) -> str:
+    value = 0
+    while not value:
+        value = random.getrandbits(bits)
+    return f"{value:0{bits // 4}x}"
+
+
+def _span_id() -> str:
+    return _hex_id(64)
+
+
 def new_traceparent(*, sampled: bool = True) -> TraceParent:
     """The root span of a new trace."""
-    return TraceParent(secrets.token_hex(16), secrets.token_hex(8), _SAMPLED if sampled else 0)
+    return TraceParent(_hex_id(128), _hex_id(64), _SAMPLED if sampled else 0)
 
 
 def parse_traceparent(value: str | bytes | None) -> TraceParent | None:
@@ -83,7 +96,8 @@ def format_traceparent(tp: TraceParent) -> str:
 
 
 def new_correlation_id() -> str:
-    return uuid.uuid4().hex
+    """32 hex digits, the shape of a uuid4's hex form."""
+    return _hex_id(128)
 
 
 correlation_id_var: ContextVar[str | None] = ContextVar("soulspot_correlation_id", default=None)

@@ -62,6 +62,20 @@ def _idempotent(method: str) -> bool:
     )
 
 
+def _context_metadata() -> tuple[tuple[str, str], ...]:
+    """The caller's correlation id and a child of its span, when it has them. A caller with
+    neither (a script, the CLI) lets the module start both, as a plain stub call would: the
+    module echoes the correlation id in its trailing metadata either way."""
+    correlation_id = ctx.current_correlation_id()
+    traceparent = ctx.current_traceparent()
+    md: tuple[tuple[str, str], ...] = ()
+    if correlation_id is not None:
+        md = ((ctx.CORRELATION_ID_KEY, correlation_id),)
+    if traceparent is not None:
+        md = (*md, (ctx.TRACEPARENT_KEY, str(traceparent.child())))
+    return md
+
+
 class DirectClient:
     """`await client.call("/soulspot.capabilities.v1.SearchService/SearchTrack", request,
     SearchTrackResponse)` answers from the best module directly while the routing table
@@ -219,11 +233,7 @@ class DirectClient:
     ) -> _M:
         """One unary capability call; raises grpc.aio.AioRpcError like a stub would."""
         payload = request.SerializeToString()
-        md = (
-            *metadata,
-            (ctx.CORRELATION_ID_KEY, ctx.current_correlation_id() or ctx.new_correlation_id()),
-            (ctx.TRACEPARENT_KEY, str(ctx.child_traceparent())),
-        )
+        md = (*metadata, *_context_metadata())
         loop = asyncio.get_running_loop()
         ends = None if timeout is None else loop.time() + timeout
         for provider in self._order(method):

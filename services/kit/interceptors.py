@@ -152,32 +152,54 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
-        span = self._tracing.around(method) if self._tracing is not None else None
-        if span is not None:
-            return self._wrap(method, handler, span)
+        return self.wrap(handler_call_details.method, handler)
+
+    def wrap(
+        self,
+        method: str,
+        handler: grpc.RpcMethodHandler[Any, Any],
+        check: Callable[[Any], None] | None = None,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """`handler` with this interceptor's work around every call of it, built once per
+        handler object (servers hand out the same one for a method on every call).
+
+        `check(request)` runs first for unary requests, inside the call's scope, so a
+        refusal it raises (a MeshError) is answered and logged like any other. KitServer
+        wraps handlers this way when they are added, so that grpc.aio runs no interceptors:
+        its interceptor path costs every call a coroutine chain of its own.
+        """
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = self._wrap(method, handler, None)
+        wrapped = self._wrap(method, handler, check)
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
+    def _span(self, method: str) -> Around | None:
+        # Asked per call: tracing may be switched on after the handler was wrapped.
+        return self._tracing.around(method) if self._tracing is not None else None
+
     def _wrap(
-        self, method: str, handler: grpc.RpcMethodHandler[Any, Any], span: Around | None
+        self,
+        method: str,
+        handler: grpc.RpcMethodHandler[Any, Any],
+        check: Callable[[Any], None] | None,
     ) -> grpc.RpcMethodHandler[Any, Any]:
         info = _Method(method, self._metrics.recorder(method) if self._metrics else None)
         if handler.response_streaming:
-            return wrap_handler(handler, functools.partial(self._call_scope, info, span))
+            around = functools.partial(self._call_scope, info, check)
+            return wrap_handler(handler, around)
         # The stubs type behaviours for sync servers; grpc.aio calls them with its context.
         behaviour: Any
         factory: Any
         if handler.request_streaming:
             behaviour = handler.stream_unary
             factory = grpc.stream_unary_rpc_method_handler
+            check = None  # streamed requests are the handler's to check
         else:
             behaviour = handler.unary_unary
             factory = grpc.unary_unary_rpc_method_handler
+        span_for = self._span
 
         # The common shape without a context manager: the same steps as _call_scope.
         async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -185,6 +207,9 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
             code: grpc.StatusCode | None = None
             failure: BaseException | None = None
             try:
+                if check is not None:
+                    check(request)
+                span = span_for(method)
                 if span is None:
                     result = behaviour(request, context)
                     if inspect.isawaitable(result):
@@ -220,7 +245,7 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
     async def _call_scope(
         self,
         info: _Method,
-        span: Around | None,
+        check: Callable[[Any], None] | None,
         context: grpc.aio.ServicerContext[Any, Any],
         request: object,
     ) -> AsyncIterator[None]:
@@ -228,6 +253,9 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
         code: grpc.StatusCode | None = None
         failure: BaseException | None = None
         try:
+            if check is not None and request is not None:
+                check(request)
+            span = self._span(info.method)
             if span is None:
                 yield
             else:

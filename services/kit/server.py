@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import grpc
+from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -17,7 +18,8 @@ from services.kit.health import OVERALL, KitHealthServicer
 from services.kit.interceptors import ContextServerInterceptor
 from services.kit.metrics import MetricsServerInterceptor
 from services.kit.tracing import TracingServerInterceptor
-from services.kit.validation import RequiredFieldsInterceptor
+from services.kit.validation import RequiredFieldsInterceptor, validate_request
+from services.kit.wrapping_server import WrappingServer
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -25,6 +27,12 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 DEFAULT_GRACE_S = 5.0
+
+
+def _check_required(request: object) -> None:
+    """Unary requests missing a REQUIRED field are refused before the handler runs."""
+    if isinstance(request, Message):
+        validate_request(request)
 
 
 class KitServer:
@@ -65,12 +73,15 @@ class KitServer:
             else:
                 break
             rest.pop(0)
-        self._interceptors: list[grpc.aio.ServerInterceptor] = [
-            ContextServerInterceptor(metrics=metrics, tracing=tracing),
-            *rest,
-        ]
-        if validate_requests:
-            self._interceptors.append(RequiredFieldsInterceptor())
+        self._context = ContextServerInterceptor(metrics=metrics, tracing=tracing)
+        self._validate_requests = validate_requests
+        # Only other interceptors need grpc.aio's interceptor chain; the kit's own work is
+        # done by wrapping each handler as it is added (services/kit/wrapping_server.py).
+        self._interceptors: list[grpc.aio.ServerInterceptor] = []
+        if rest:
+            self._interceptors = [self._context, *rest]
+            if validate_requests:
+                self._interceptors.append(RequiredFieldsInterceptor())
         merged: dict[str, int | str] = dict(SERVER_OPTIONS)
         merged.update(options)
         self._options = list(merged.items())
@@ -119,18 +130,21 @@ class KitServer:
             raise RuntimeError("start() called twice")
         # Created here, not in __init__: a grpc.aio server binds to the running loop.
         server = grpc.aio.server(
-            interceptors=self._interceptors,
+            interceptors=self._interceptors or None,
             options=self._options,
             maximum_concurrent_rpcs=self._maximum_concurrent_rpcs,
         )
+        target: grpc.aio.Server = server
+        if not self._interceptors:
+            target = WrappingServer(server, self._wrap)
         for register in self._registrars:
-            register(server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+            register(target)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, target)
         for service in self.service_names:
             if self.health.status(service) is None:
                 await self.health.set_status(service, True)
         reflection.enable_server_reflection(
-            (*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), target
         )
         self._port = server.add_insecure_port(self._address)
         self._server = server
@@ -146,6 +160,12 @@ class KitServer:
             },
         )
         return self._port
+
+    def _wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        check = _check_required if self._validate_requests else None
+        return self._context.wrap(method, handler, check)
 
     async def wait(self) -> None:
         """Until the server has stopped."""

@@ -10,6 +10,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
+from services.kit import context as ctx
 from services.kit.direct import DirectClient
 from soulspot.capabilities.v1 import search_pb2
 from soulspot.common.v1 import module_pb2
@@ -186,3 +187,24 @@ async def test_direct_client_without_table_goes_through_router(
         assert fake.last_metadata["x-correlation-id"]
     finally:
         await client.stop()
+
+
+async def test_direct_client_carries_the_callers_context_and_invents_none(
+    module: Callable[..., Awaitable[Any]], router: RouterApp
+) -> None:
+    fake = await module("mod", 1)
+    async with DirectClient(router.address) as client:
+        assert await client.wait_for_table(5)
+        await eventually(lambda: client.providers(SEARCH) == ["mod"])
+        parent = ctx.new_traceparent()
+        with ctx.bind("corr-direct-1", parent):
+            await client.call(SEARCH, REQUEST, search_pb2.SearchTrackResponse, timeout=5)
+        assert fake.last_metadata["x-correlation-id"] == "corr-direct-1"
+        sent = ctx.parse_traceparent(fake.last_metadata["traceparent"])
+        assert sent is not None
+        assert sent.trace_id == parent.trace_id
+        assert sent.span_id != parent.span_id
+        # A caller with no context sends none: the module starts the trace and the id.
+        await client.call(SEARCH, REQUEST, search_pb2.SearchTrackResponse, timeout=5)
+        assert "x-correlation-id" not in fake.last_metadata
+        assert "traceparent" not in fake.last_metadata

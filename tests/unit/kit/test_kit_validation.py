@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from services.kit import (
+    CORRELATION_ID_KEY,
     InvalidArgument,
     KitServer,
+    metadata_value,
     open_channel,
     required_violations,
     validate_request,
@@ -104,3 +108,31 @@ async def test_validation_is_opt_in() -> None:
     async with kit_server, open_channel(kit_server.address) as channel:
         await say_stub(channel)(SayRequest())
     assert echo.calls == 1
+
+
+class _CountingInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        self.seen.append(details.method)
+        return await continuation(details)
+
+
+async def test_another_interceptor_keeps_validation_and_the_call_context() -> None:
+    # A caller's own interceptor needs grpc.aio's interceptor chain: the kit's work then
+    # runs as interceptors too, in the same order (context, the caller's, validation).
+    echo = Echo()
+    counting = _CountingInterceptor()
+    kit_server = KitServer("kittest", interceptors=[counting], validate_requests=True)
+    echo.add_to(kit_server)
+    async with kit_server, open_channel(kit_server.address) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await say_stub(channel)(SayRequest())
+        call = say_stub(channel)(SayRequest(text="hi"))
+        await call
+        trailing = await call.trailing_metadata()
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert echo.calls == 1
+    assert len(counting.seen) == 2
+    assert metadata_value(trailing, CORRELATION_ID_KEY)
