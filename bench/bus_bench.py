@@ -1,6 +1,6 @@
 """Event bus benchmark: durable publish-to-deliver, this router's bus against NATS JetStream.
 
-Run: `.venv/bin/python bench/bus_bench.py [--events 5000] [--repeats 3]`.
+Run: `.venv/bin/python -m bench.bus_bench [--events 5000] [--repeats 3]`.
 
 Both systems run as local processes and are driven by the same Python process and event
 loop, with the same payload bytes (a serialised EventEnvelope carrying a DownloadCompleted),
@@ -11,6 +11,9 @@ file storage and explicit acks. Scenarios (medians over the repeats):
   there).
 - fan-out: the same with 10 durable subscribers: deliveries/s.
 - latency: 1,000 events/s paced publishes; p50/p99 of publish-to-deliver.
+- the gRPC floor: the same paced publishes through a grpc.aio server (the bus's event loop)
+  that stores, validates and tracks nothing: it hands each published message straight to
+  the subscriber's stream. No bus on grpc.aio in Python delivers faster than that.
 
 Deliveries: the bus sends batches (max_batch=256) and takes one AckBatch per batch;
 JetStream uses a push consumer with AckPolicy.ALL, acking every 100th message.
@@ -97,6 +100,116 @@ class Result:
     fanout: float
     p50_ms: float
     p99_ms: float
+
+
+@dataclass
+class Latency:
+    p50_ms: float
+    p99_ms: float
+
+
+def _paced_latency_summary(runs: list[list[float]]) -> Latency:
+    return Latency(_median([_p(r, 0.5) for r in runs]), _median([_p(r, 0.99) for r in runs]))
+
+
+# -- the gRPC floor ------------------------------------------------------------------------
+
+FLOOR_SERVICE = "soulspot.bench.v1.Floor"
+
+
+async def _serve_floor(port_file: Path) -> None:
+    """Publish (a stream of messages, one empty answer each) hands every message to each
+    Subscribe stream as it arrives: the transport and nothing else."""
+    import grpc
+
+    subscribers: list[asyncio.Queue[bytes]] = []
+
+    async def publish(requests: Any, _context: Any) -> Any:
+        async for message in requests:
+            for queue in subscribers:
+                queue.put_nowait(message)
+            yield b""
+
+    async def subscribe(_request: bytes, _context: Any) -> Any:
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        subscribers.append(queue)
+        try:
+            yield b""  # subscribed
+            while True:
+                yield await queue.get()
+        finally:
+            subscribers.remove(queue)
+
+    server = grpc.aio.server()
+    server.add_registered_method_handlers(
+        FLOOR_SERVICE,
+        {
+            "Publish": grpc.stream_stream_rpc_method_handler(publish),
+            "Subscribe": grpc.unary_stream_rpc_method_handler(subscribe),
+        },
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    tmp = port_file.with_name(port_file.name + ".tmp")
+    tmp.write_text(str(port))
+    tmp.replace(port_file)
+    await server.wait_for_termination()
+
+
+async def _floor_latency(address: str, n: int) -> list[float]:
+    """The bus's latency scenario against the floor server: the same bytes, the same pace."""
+    async with open_channel(address, interceptors=[]) as channel:
+        publish: Any = channel.stream_stream(f"/{FLOOR_SERVICE}/Publish")
+        subscribe: Any = channel.unary_stream(f"/{FLOOR_SERVICE}/Subscribe")
+        messages = [
+            router_pb2.PublishStreamRequest(batch_id=i, events=[_envelope(i)]).SerializeToString()
+            for i in range(n)
+        ]
+        sent: list[int] = []
+        latencies: list[float] = []
+        stream = subscribe(b"")
+        received = stream.__aiter__()
+        await received.__anext__()  # subscribed
+
+        async def receive() -> None:
+            for k in range(n):
+                await received.__anext__()
+                latencies.append((time.perf_counter_ns() - sent[k]) / 1e6)
+
+        async def paced() -> Any:
+            began = time.perf_counter()
+            for i, message in enumerate(messages):
+                delay = began + i / LATENCY_RATE - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                sent.append(time.perf_counter_ns())
+                yield message
+
+        receiver = asyncio.create_task(receive())
+        async for _answer in publish(paced()):
+            pass
+        await receiver
+        stream.cancel()
+        return latencies
+
+
+async def bench_floor(root: Path, n: int, repeats: int) -> Latency:
+    port_file = root / "floor.port"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "gen")])
+    proc = _spawn([sys.executable, "-m", "bench.bus_bench", "--serve-floor", str(port_file)], env)
+    try:
+        while not port_file.exists():
+            if proc.poll() is not None:
+                raise RuntimeError("floor server exited")
+            await asyncio.sleep(0.05)
+        address = f"127.0.0.1:{port_file.read_text()}"
+        await _floor_latency(address, 500)  # warm-up
+        runs = [await _floor_latency(address, min(n, 3 * LATENCY_RATE)) for _ in range(repeats)]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return _paced_latency_summary(runs)
 
 
 # -- this bus ------------------------------------------------------------------------------
@@ -374,7 +487,7 @@ async def bench_jetstream(root: Path, n: int, repeats: int) -> Result | None:
     return Result(_median(tp), _median(fo), _median(p50), _median(p99))
 
 
-def _table(bus: Result, js: Result | None, n: int, size: int) -> str:
+def _table(bus: Result, js: Result | None, floor: Latency | None, n: int, size: int) -> str:
     rows = [
         ("throughput, 1 pub -> 1 sub (events/s)", bus.throughput, js and js.throughput, True),
         (f"fan-out to {FANOUT} subs (deliveries/s)", bus.fanout, js and js.fanout, True),
@@ -391,6 +504,14 @@ def _table(bus: Result, js: Result | None, n: int, size: int) -> str:
             lines.append(f"{name:44} {ours:12.1f} {theirs:12.1f} {ratio:7.2f}x")
         else:
             lines.append(f"{name:44} {ours:12.1f} {'-':>12} {'-':>8}")
+    if floor is not None:
+        for label, value, js_value in (
+            ("p50", floor.p50_ms, js and js.p50_ms),
+            ("p99", floor.p99_ms, js and js.p99_ms),
+        ):
+            name = f"{label} latency, gRPC floor (stores nothing)"
+            shown = f"{js_value / value:7.2f}x" if js_value else f"{'-':>8}"
+            lines.append(f"{name:44} {value:12.1f} {'':>12} {shown}")
     lines.append("ratio > 1 means the bus is better (throughput: bus/JS; latency: JS/bus).")
     lines.append(
         "durability: the bus syncs to disk before acking a publish (SQLite WAL, "
@@ -399,18 +520,35 @@ def _table(bus: Result, js: Result | None, n: int, size: int) -> str:
     return "\n".join(lines)
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+async def run(events: int, repeats: int, *, jetstream: bool = True, floor: bool = True) -> None:
+    with tempfile.TemporaryDirectory(prefix="bus-bench-") as tmp:
+        root = Path(tmp)
+        bus = await bench_bus(root, events, repeats)
+        js = await bench_jetstream(root, events, repeats) if jetstream else None
+        base = await bench_floor(root, events, repeats) if floor else None
+    print(_table(bus, js, base, events, len(_envelope(0).SerializeToString())))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.bus_bench", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-jetstream", action="store_true")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bus-bench-") as tmp:
-        root = Path(tmp)
-        bus = await bench_bus(root, args.events, args.repeats)
-        js = None if args.skip_jetstream else await bench_jetstream(root, args.events, args.repeats)
-    print(_table(bus, js, args.events, len(_envelope(0).SerializeToString())))
+    parser.add_argument("--skip-floor", action="store_true")
+    parser.add_argument("--serve-floor", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.serve_floor is not None:
+        # The floor runs on the bus's event loop, so the two differ only in what they do.
+        from services.kit import eventloop
+
+        eventloop.run(_serve_floor(args.serve_floor))
+        return
+    asyncio.run(
+        run(args.events, args.repeats, jetstream=not args.skip_jetstream, floor=not args.skip_floor)
+    )
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

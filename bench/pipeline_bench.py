@@ -257,7 +257,7 @@ async def breakdown(
     ]
 
 
-async def main(tracks: int, concurrency: int) -> None:
+async def run(tracks: int, concurrency: int) -> None:
     console = Console(width=140)
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -352,13 +352,15 @@ async def main(tracks: int, concurrency: int) -> None:
     )
 
 
-def _args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.pipeline_bench", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--tracks", type=int, default=40)
     parser.add_argument("--concurrency", type=int, default=8)
-    return parser.parse_args()
+    arguments = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    asyncio.run(run(arguments.tracks, arguments.concurrency))
 
 
 if __name__ == "__main__":
-    arguments = _args()
-    asyncio.run(main(arguments.tracks, arguments.concurrency))
+    main()

@@ -8,7 +8,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from router.app import RouterApp
-from router.bus import EventBus, create_bus
+from router.bus import EventBus, create_bus, tune_process_for_bus
 from router.http import start_router_http
 from router.pipeline import create_pipeline
 from router.settings import RouterSettings
@@ -78,4 +78,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    tune_process_for_bus()
     eventloop.run(main())

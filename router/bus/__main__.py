@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from pathlib import Path
 
 from pydantic import Field
 
-from router.bus import BusSettings, create_bus
+from router.bus import BusSettings, create_bus, tune_process_for_bus
 from router.bus.servicer import SERVICE_NAME, BusOnlyRouter
+from services.kit import eventloop
 from services.kit.logging import setup_logging
 from services.kit.server import KitServer
 from services.kit.settings import KitSettings, Section
 from soulspot.router.v1 import router_pb2_grpc
-
-SWITCH_INTERVAL_S = 0.0005
 
 
 class _RouterAddress(Section):
@@ -60,12 +58,11 @@ async def serve(settings: BusProcessSettings) -> None:
 
 
 def main() -> None:
-    # The store's threads hand results back to the event loop; a short GIL switch interval
-    # keeps a busy loop from holding them (and every publish ack) for the default 5 ms.
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    tune_process_for_bus()
     settings = BusProcessSettings()
     setup_logging("router", settings.log_level, json_lines=settings.log_json)
-    asyncio.run(serve(settings))
+    # The same event loop as the full router (uvloop unless SOULSPOT_EVENT_LOOP says).
+    eventloop.run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -1,26 +1,30 @@
 """The SQLite event store: WAL, group commit, synchronous=FULL, on dedicated threads.
 
 One writer thread owns the write connection. Writes queue up while a commit is syncing and
-the next commit takes all of them in one transaction (group commit): many concurrent
-publishes share one fsync, and every publish is answered only after the commit that holds
-it returned (synchronous=FULL: the WAL is synced before COMMIT returns). A second thread
-owns a read connection, so queries never wait behind a sync. The event loop only enqueues
-work and is woken with the results.
-
-Consumer bookkeeping (acks, failures, dead letters of a consumer) is written lazily: it
-rides along with the next commit, or is committed on its own after `LAZY_COMMIT_S` when
-nothing else is written, so acks never cost a sync of their own. Losing it in a crash means
-redelivery, which at-least-once allows.
+the next commit takes all of them (group commit): many concurrent publishes share one fsync,
+and every publish is answered only after the commit that holds it returned (synchronous=FULL:
+the WAL is synced before the commit returns). A second thread owns a read connection, so
+queries never wait behind a sync. The event loop only enqueues work and is woken with the
+results.
 
 Every SQLite call releases the GIL and must take it back, which can wait for a busy event
-loop; a commit therefore uses as few statements as it can (no savepoint per operation
-unless one failed, one INSERT per event, bookkeeping deletes only when rows may exist).
+loop: that wait, not the sync, is most of a commit's latency. So appends that share a commit
+go in as one multi-row INSERT outside any transaction (a lone statement is its own
+transaction): one call instead of BEGIN, one per event and COMMIT. Anything else (parked
+events, a duplicate event_id, other writes) takes an explicit transaction, without a
+savepoint per operation unless one failed.
+
+Consumer bookkeeping (acks, failures, dead letters of a consumer) is written lazily: it
+waits up to `LAZY_COMMIT_S` for a transaction to join, so acks never cost a sync of their
+own. Queries about consumer state commit what is waiting first. Losing it in a crash means
+redelivery, which at-least-once allows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import queue
 import sqlite3
@@ -49,6 +53,9 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 MAX_BATCH_OPS = 2048
+# At most this many events go into one multi-row INSERT (8 parameters each, well inside
+# SQLite's limit of 32,766); a bigger commit takes the usual transaction.
+ONE_STATEMENT_MAX_EVENTS = 512
 # How long lazy writes (consumer bookkeeping) may wait for a commit to join.
 LAZY_COMMIT_S = 0.2
 
@@ -122,6 +129,11 @@ class _Worker(threading.Thread):
         self._batching = batching
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.on_rollback: Callable[[sqlite3.Connection], None] | None = None
+        # Set by the store: commits operations as one statement, or answers None to leave
+        # them to the usual transaction (see SqliteEventStore._append_in_one_statement).
+        self.one_statement: Callable[[sqlite3.Connection, list[Op]], list[object] | None] | None = (
+            None
+        )
 
     def submit(
         self,
@@ -148,8 +160,8 @@ class _Worker(threading.Thread):
             self._conn.close()
 
     def _run_batching(self) -> None:
-        # Lazy operations wait here, in queue order, until an eager one arrives or their
-        # time is up; then everything queued so far goes into one commit.
+        # Lazy operations wait here, in queue order, until their time is up or an eager one
+        # arrives that cannot go alone in one statement; then they join its commit.
         held: list[Any] = []
         held_until = 0.0
         while True:
@@ -161,13 +173,12 @@ class _Worker(threading.Thread):
             except queue.Empty:
                 item = None  # the lazy operations waited long enough
             stop = item is _STOP
+            if not held:
+                held_until = time.monotonic() + LAZY_COMMIT_S
+            pending = held
             if item is not None and not stop:
-                if not held:
-                    held_until = time.monotonic() + LAZY_COMMIT_S
-                held.append(item)
-                if item[3]:
-                    continue
-            while not stop and len(held) < MAX_BATCH_OPS:
+                pending.append(item)
+            while not stop and len(pending) < MAX_BATCH_OPS:
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
@@ -175,12 +186,32 @@ class _Worker(threading.Thread):
                 if nxt is _STOP:
                     stop = True
                     break
-                held.append(nxt)
-            if held:
-                batch, held = held, []
-                self._resolve(batch, self._run_batch(batch))
+                pending.append(nxt)
+            # Checked by the clock too: under steady appends the wait above never times out.
+            due = stop or len(pending) >= MAX_BATCH_OPS or time.monotonic() >= held_until
+            held = self._commit_pending(pending, due=due)
             if stop:
                 return
+
+    def _commit_pending(self, pending: list[Any], *, due: bool) -> list[Any]:
+        """Commit what has to go now; returns the lazy operations that may wait on.
+
+        Eager operations that fit in one statement go alone: a lone statement is its own
+        transaction, so the commit makes one call into SQLite instead of BEGIN, one per
+        operation and COMMIT, and every such call gives up the GIL and has to win it back
+        from a busy event loop (most of a commit's latency). Otherwise, or once the lazy
+        operations are `due`, everything pending goes into one transaction.
+        """
+        eager = [item for item in pending if not item[3]]
+        if not eager and not due:
+            return pending
+        if eager and not due and self.one_statement is not None:
+            results = self.one_statement(self._conn, [item[0] for item in eager])
+            if results is not None:
+                self._resolve(eager, [(True, result) for result in results])
+                return [item for item in pending if item[3]]
+        self._resolve(pending, self._run_batch(pending))
+        return []
 
     def _run_one(self, op: Op) -> tuple[bool, object]:
         try:
@@ -268,6 +299,21 @@ def _settle(items: list[tuple[Any, asyncio.Future[Any] | None, tuple[bool, objec
             future.set_exception(value)
 
 
+@functools.lru_cache(maxsize=64)
+def _insert_events_sql(rows: int) -> str:
+    """INSERT of `rows` events (the same text for the same count: SQLite's statement cache
+    then skips preparing it again)."""
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+    return (
+        "INSERT INTO events (seq, event_id, event_type, stored_at_us, correlation_id,"
+        f" parked, size, data) VALUES {values}"
+    )
+
+
+def _commit_lazy_writes(_conn: sqlite3.Connection) -> None:
+    """An eager write of nothing: the lazy writes queued before it are committed with it."""
+
+
 def _now_us() -> int:
     return time.time_ns() // 1000
 
@@ -288,11 +334,13 @@ class _AppendOp:
         parking: Sequence[Parking | None],
     ) -> None:
         self._store = store
-        self._envelopes = envelopes
+        self.envelopes = envelopes
         self._parking = parking
+        # Nothing parked: the events are rows of `events` and nothing else.
+        self.plain = not any(parking)
 
     def __call__(self, conn: sqlite3.Connection) -> list[AppendResult]:
-        return self._store._append_sync(conn, self._envelopes, self._parking)
+        return self._store._append_sync(conn, self.envelopes, self._parking)
 
     def after_commit(self, results: list[AppendResult]) -> None:
         listener = self._store.append_listener
@@ -324,6 +372,7 @@ class SqliteEventStore:
         rconn = await asyncio.to_thread(_connect, self.path, readonly=True)
         self._writer = _Worker("event-store-writer", wconn, batching=True)
         self._writer.on_rollback = self._reload_next_seq
+        self._writer.one_statement = self._append_in_one_statement
         self._reader = _Worker("event-store-reader", rconn, batching=False)
         self._writer.start()
         self._reader.start()
@@ -363,6 +412,12 @@ class SqliteEventStore:
             raise RuntimeError("event store is not open")
         self._writer.submit(op, asyncio.get_running_loop(), None, lazy=True)
 
+    async def _read_settled(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
+        """`_read` after the lazy writes queued so far are committed: for reads of consumer
+        state (acks, failures, dead letters), which those writes change."""
+        await self._write(_commit_lazy_writes)
+        return await self._read(op)
+
     async def _read(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
         if self._reader is None:
             raise RuntimeError("event store is not open")
@@ -380,6 +435,60 @@ class SqliteEventStore:
     ) -> list[AppendResult]:
         return await self._write(_AppendOp(self, envelopes, parking))
 
+    @staticmethod
+    def _stored_row(
+        env: envelope_pb2.EventEnvelope, seq: int, parked: bool
+    ) -> tuple[envelope_pb2.EventEnvelope, tuple[object, ...]]:
+        """The event as stored (its sequence and storage time set) and its `events` row."""
+        now_us = _now_us()
+        stored = envelope_pb2.EventEnvelope()
+        stored.CopyFrom(env)
+        stored.sequence = seq
+        stored.stored_at.CopyFrom(timestamp_pb2.Timestamp())
+        stored.stored_at.FromMicroseconds(now_us)
+        data = stored.SerializeToString()
+        row = (
+            seq,
+            env.event_id,
+            env.event_type,
+            now_us,
+            env.correlation_id,
+            1 if parked else 0,
+            len(data),
+            data,
+        )
+        return stored, row
+
+    def _append_in_one_statement(
+        self, conn: sqlite3.Connection, ops: list[Op]
+    ) -> list[object] | None:
+        """Every event of `ops` in one multi-row INSERT, outside any transaction: SQLite runs
+        a lone statement as its own transaction, all or nothing, synced like any commit.
+        None, with nothing written, when the usual path must decide: an op that is not a
+        plain append, too many rows, or a failure (an event_id already stored, above all)."""
+        if not all(isinstance(op, _AppendOp) and op.plain for op in ops):
+            return None
+        count = sum(len(op.envelopes) for op in ops)
+        if not 0 < count <= ONE_STATEMENT_MAX_EVENTS:
+            return None
+        seq = self._next_seq
+        values: list[object] = []
+        answers: list[object] = []
+        for op in ops:
+            results: list[AppendResult] = []
+            for env in op.envelopes:
+                stored, row = self._stored_row(env, seq, parked=False)
+                values.extend(row)
+                results.append(AppendResult(seq, False, stored))
+                seq += 1
+            answers.append(results)
+        try:
+            conn.execute(_insert_events_sql(count), values)
+        except sqlite3.Error:
+            return None
+        self._next_seq = seq
+        return answers
+
     def _append_sync(
         self,
         conn: sqlite3.Connection,
@@ -391,57 +500,31 @@ class SqliteEventStore:
         try:
             for env, park in zip(envelopes, parking, strict=True):
                 seq = self._next_seq
-                now_us = _now_us()
-                stored = envelope_pb2.EventEnvelope()
-                stored.CopyFrom(env)
-                stored.sequence = seq
-                stored.stored_at.CopyFrom(timestamp_pb2.Timestamp())
-                stored.stored_at.FromMicroseconds(now_us)
-                data = stored.SerializeToString()
+                stored, row = self._stored_row(env, seq, parked=park is not None)
                 # One statement for a new event_id; a duplicate (rare) fails the statement
                 # alone (which undoes only its own changes) and is looked up afterwards.
                 try:
-                    self._insert_event(
-                        conn,
-                        (
-                            seq,
-                            env.event_id,
-                            env.event_type,
-                            now_us,
-                            env.correlation_id,
-                            1 if park else 0,
-                            len(data),
-                            data,
-                        ),
-                    )
+                    conn.execute(_insert_events_sql(1), row)
                 except sqlite3.IntegrityError as err:
                     if "events.event_id" not in str(err):
                         raise
-                    row = conn.execute(
+                    found = conn.execute(
                         "SELECT seq, data FROM events WHERE event_id = ?", (env.event_id,)
                     ).fetchone()
-                    results.append(AppendResult(int(row[0]), True, _envelope(row[1])))
+                    results.append(AppendResult(int(found[0]), True, _envelope(found[1])))
                     continue
                 self._next_seq = seq + 1
                 if park is not None:
                     conn.execute(
                         "INSERT INTO dead_letters (consumer, seq, reason, attempts, last_error,"
                         " parked_at_us, data) VALUES ('', ?, ?, 0, ?, ?, ?)",
-                        (seq, park.reason, park.detail, now_us, data),
+                        (seq, park.reason, park.detail, row[3], row[7]),
                     )
                 results.append(AppendResult(seq, False, stored, parked=park is not None))
         except BaseException:
             self._next_seq = first_seq  # the savepoint rolled the rows back
             raise
         return results
-
-    @staticmethod
-    def _insert_event(conn: sqlite3.Connection, row: tuple[object, ...]) -> None:
-        conn.execute(
-            "INSERT INTO events (seq, event_id, event_type, stored_at_us, correlation_id,"
-            " parked, size, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            row,
-        )
 
     async def last_sequence(self) -> int:
         def op(conn: sqlite3.Connection) -> int:
@@ -570,7 +653,7 @@ class SqliteEventStore:
             finally:
                 conn.execute("COMMIT")
 
-        return await self._read(op)
+        return await self._read_settled(op)
 
     async def save_consumer(self, name: str, patterns: Sequence[str], floor: int) -> None:
         joined = "\n".join(patterns)
@@ -677,7 +760,7 @@ class SqliteEventStore:
         def op(conn: sqlite3.Connection) -> list[DeadLetterRecord]:
             return [self._dead_letter(r) for r in conn.execute(sql, args).fetchall()]
 
-        return await self._read(op)
+        return await self._read_settled(op)
 
     async def get_dead_letter(self, dead_letter_id: int) -> DeadLetterRecord | None:
         def op(conn: sqlite3.Connection) -> DeadLetterRecord | None:
@@ -686,7 +769,7 @@ class SqliteEventStore:
             ).fetchone()
             return self._dead_letter(row) if row else None
 
-        return await self._read(op)
+        return await self._read_settled(op)
 
     async def take_dead_letters(self, ids: Sequence[int], consumer: str) -> dict[str, int]:
         wanted = list(ids)
@@ -751,7 +834,7 @@ class SqliteEventStore:
         def op(conn: sqlite3.Connection) -> int:
             return int(conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0])
 
-        return await self._read(op)
+        return await self._read_settled(op)
 
     async def apply_retention(self, max_age_s: float, max_bytes: int) -> int:
         cutoff = _now_us() - int(max_age_s * 1_000_000)

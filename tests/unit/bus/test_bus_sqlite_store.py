@@ -4,7 +4,7 @@ import asyncio
 import sqlite3
 from typing import TYPE_CHECKING
 
-from router.bus.sqlite_store import SqliteEventStore
+from router.bus.sqlite_store import LAZY_COMMIT_S, ONE_STATEMENT_MAX_EVENTS, SqliteEventStore
 from router.bus.store import Parking
 from services.kit.events import build_envelope
 from soulspot.common.v1 import references_pb2
@@ -44,6 +44,63 @@ async def test_concurrent_appends_share_commits_and_get_unique_sequences(tmp_pat
     conn.close()
 
 
+async def test_a_duplicate_inside_one_commit_is_stored_once_and_the_rest_in_order(
+    tmp_path: Path,
+) -> None:
+    # Appends that share a commit go in one statement; a duplicate fails that statement,
+    # and the usual path then stores the others and answers the duplicate.
+    store = SqliteEventStore(tmp_path / "e.db")
+    await store.open()
+    try:
+        first, second, third = _env(1), _env(2), _env(3)
+        stored = await store.append([first], [None])
+        results = await asyncio.gather(
+            store.append([second, first], [None, None]), store.append([third], [None])
+        )
+        pair, single = results
+        assert [(r.sequence, r.duplicate) for r in pair] == [(2, False), (1, True)]
+        assert [(r.sequence, r.duplicate) for r in single] == [(3, False)]
+        assert stored[0].sequence == 1
+        page = await store.read_after(0, 10)
+        assert [e.event_id for e in page.events] == [
+            first.event_id,
+            second.event_id,
+            third.event_id,
+        ]
+        assert [e.sequence for e in page.events] == [1, 2, 3]
+    finally:
+        await store.close()
+
+
+async def test_a_commit_too_big_for_one_statement_takes_the_usual_transaction(
+    tmp_path: Path,
+) -> None:
+    store = SqliteEventStore(tmp_path / "e.db")
+    await store.open()
+    try:
+        envs = [_env(i) for i in range(ONE_STATEMENT_MAX_EVENTS + 5)]
+        results = await store.append(envs, [None] * len(envs))
+        assert [r.sequence for r in results] == list(range(1, len(envs) + 1))
+        assert await store.last_sequence() == len(envs)
+    finally:
+        await store.close()
+
+
+async def test_dead_letters_written_lazily_are_listed_at_once(tmp_path: Path) -> None:
+    # Consumer bookkeeping waits for a commit to join (appends go alone in one statement);
+    # a query about it commits what is waiting first, so it never reads stale state.
+    store = SqliteEventStore(tmp_path / "e.db")
+    await store.open()
+    try:
+        await store.append([_env(1)], [None])
+        store.park("worker", 1, router_pb2.DEAD_LETTER_REASON_MAX_ATTEMPTS, 3, "boom")
+        await store.append([_env(2)], [None])
+        letters = await store.list_dead_letters("worker", 10)
+        assert [(d.sequence, d.attempts, d.last_error) for d in letters] == [(1, 3, "boom")]
+    finally:
+        await store.close()
+
+
 async def test_parked_events_are_stored_but_not_read_for_delivery(tmp_path: Path) -> None:
     store = SqliteEventStore(tmp_path / "e.db")
     await store.open()
@@ -75,5 +132,34 @@ async def test_retention_drops_the_oldest_beyond_the_size(tmp_path: Path) -> Non
         # The sequence never goes back, even with an empty log.
         fresh = await store.append([_env(99)], [None])
         assert fresh[0].sequence == 11
+    finally:
+        await store.close()
+
+
+async def test_lazy_bookkeeping_is_committed_in_time_under_steady_appends(tmp_path: Path) -> None:
+    # Publishers that keep the writer's queue from ever running dry: the lazy writes' wait
+    # never times out, and they must still reach the file within their time.
+    store = SqliteEventStore(tmp_path / "e.db")
+    await store.open()
+    running = True
+    counter = iter(range(1, 1_000_000))
+
+    async def publisher() -> None:
+        while running:
+            await store.append([_env(next(counter))], [None])
+
+    try:
+        await store.append([_env(0)], [None])
+        store.park("worker", 1, router_pb2.DEAD_LETTER_REASON_MAX_ATTEMPTS, 2, "late")
+        publishers = [asyncio.create_task(publisher()) for _ in range(4)]
+        await asyncio.sleep(LAZY_COMMIT_S * 3)
+        conn = sqlite3.connect(tmp_path / "e.db")
+        try:
+            count = conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+        finally:
+            conn.close()
+        running = False
+        await asyncio.gather(*publishers)
+        assert count == 1
     finally:
         await store.close()
