@@ -6,8 +6,10 @@ search (polled to completion) -> rank candidates -> enqueue the best -> follow t
 user, before download.failed is published with every source tried.
 
 slskd keeps transferring while this module restarts: a download interrupted by a restart is
-followed again (`resume`) when its transfer was already enqueued; one still searching is
-failed with can_retry (the search and its candidates were only in memory).
+followed again (`resume`) when its transfer was already enqueued; should that transfer fail,
+its ranked candidates, stored with it (services.soulseek.candidate_store), take over as they
+would have without the restart. One still searching is failed with can_retry (search results
+are not stored: a retry searches again).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from services.kit.download_registry import DownloadRegistry, State
 from services.kit.errors import NotFound, Unavailable
 from services.kit.matching import clean_title, tokens
 from services.soulseek import ranking
+from services.soulseek.candidate_store import CandidatePlan
 from services.soulseek.slskd_api import SlskdError, SlskdNotFoundError
 from services.soulseek.transfer_state import parse_state, resolve_outcome
 from soulspot.capabilities.v1 import download_pb2
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from services.kit.download_registry import DownloadRecord
+    from services.soulseek.candidate_store import CandidateStore
     from services.soulseek.settings import SoulseekSection
     from services.soulseek.slskd_api import SlskdClient, Transfer
 
@@ -113,24 +117,19 @@ def search_query(track: references_pb2.TrackReference) -> str:
     return " ".join(dict.fromkeys(words))
 
 
-def _next_index(
-    candidates: list[ranking.RankedCandidate], tried: set[int], failed_users: set[str]
-) -> int | None:
-    """The best untried candidate, from a user that has not failed us yet when possible."""
-    untried = [i for i in range(len(candidates)) if i not in tried]
-    for i in untried:
-        if candidates[i].username not in failed_users:
-            return i
-    return untried[0] if untried else None
-
-
 class SoulseekDownloader:
     def __init__(
-        self, client: SlskdClient, section: SoulseekSection, registry: DownloadRegistry
+        self,
+        client: SlskdClient,
+        section: SoulseekSection,
+        registry: DownloadRegistry,
+        plans: CandidateStore | None = None,
     ) -> None:
         self.client = client
         self.section = section
         self.registry = registry
+        # None: the candidates live in memory only (a restart ends a failed transfer's download).
+        self.plans = plans
 
     @property
     def downloads_dir(self) -> Path:
@@ -214,19 +213,19 @@ class SoulseekDownloader:
                 "best": candidates[0].file.filename,
             },
         )
-        tried: set[int] = set()
-        failed_users: set[str] = set()
-        index = await self._enqueue_next(record, candidates, tried, failed_users)
+        plan = CandidatePlan(candidates)
+        index = await self._enqueue_next(record, plan)
         if index is None:
-            reason = f"every one of {len(tried)} candidates refused the download: {record.error}"
+            reason = (
+                f"every one of {len(plan.tried)} candidates refused the download: {record.error}"
+            )
             await self.registry.fail(
                 record, reason, kind=FailureKind.FAILURE_KIND_TRANSFER_FAILED, can_retry=True
             )
             await self.registry.flush()
             raise Unavailable(reason)
         record.task = asyncio.create_task(
-            self._follow(record, candidates, index, tried, failed_users),
-            name=f"download {record.download_id}",
+            self._follow(record, plan), name=f"download {record.download_id}"
         )
         return download_pb2.DownloadTrackResponse(
             download_id=record.download_id,
@@ -236,23 +235,17 @@ class SoulseekDownloader:
             candidates=len(ranked.accepted),
         )
 
-    async def _enqueue_next(
-        self,
-        record: DownloadRecord,
-        candidates: list[ranking.RankedCandidate],
-        tried: set[int],
-        failed_users: set[str],
-    ) -> int | None:
+    async def _enqueue_next(self, record: DownloadRecord, plan: CandidatePlan) -> int | None:
         """Enqueue the next candidate slskd accepts; its index, or None when none is left."""
-        while (index := _next_index(candidates, tried, failed_users)) is not None:
-            tried.add(index)
-            candidate = candidates[index]
+        while (index := plan.next_index()) is not None:
+            plan.tried.add(index)
+            candidate = plan.candidates[index]
             record.tried_sources.append(candidate.username)
             try:
                 await self.client.enqueue(candidate.username, [candidate.file])
             except SlskdError as err:
                 record.error = f"{candidate.username}: enqueue refused: {err}"
-                failed_users.add(candidate.username)
+                plan.failed_users.add(candidate.username)
                 log.warning(
                     "enqueue refused, trying the next candidate",
                     extra={"download_id": record.download_id, "error": str(err)},
@@ -263,7 +256,12 @@ class SoulseekDownloader:
             record.state = State.DOWNLOAD_STATE_QUEUED
             record.percent = 0.0
             record.expected_size = candidate.file.size
-            # Stored before anything else: a restart from here on finds the transfer again.
+            plan.attempt += 1
+            # Stored before anything else: a restart from here on finds the transfer again,
+            # and the candidates that follow it. The plan goes first: a crash between the two
+            # writes can only make it skip this candidate after a restart, never repeat one.
+            if self.plans is not None:
+                self.plans.save(record.download_id, plan)
             self.registry.save(record)
             return index
         return None
@@ -271,44 +269,50 @@ class SoulseekDownloader:
     # -- the background part ---------------------------------------------------------------------
 
     async def _follow(
-        self,
-        record: DownloadRecord,
-        candidates: list[ranking.RankedCandidate],
-        index: int | None,
-        tried: set[int],
-        failed_users: set[str],
+        self, record: DownloadRecord, plan: CandidatePlan, *, resumed: bool = False
     ) -> None:
-        attempt = 0
-        reasons: list[str] = []
-        async with self._guarded(record, "download task"):
-            while index is not None:
-                attempt += 1
-                candidate = candidates[index]
-                await self.registry.started_event(
-                    record, attempt=attempt, expected_size=candidate.file.size
+        """Follow the record's transfer to its end; one that fails is replaced by the plan's
+        next candidate until none is left. `resumed`: the transfer was started, and
+        download.started sent, by the run before a restart."""
+        try:
+            async with self._guarded(record, "resumed download" if resumed else "download task"):
+                announce = not resumed
+                while True:
+                    if announce:
+                        await self.registry.started_event(
+                            record, attempt=plan.attempt, expected_size=record.expected_size
+                        )
+                    path, reason = await self._watch(
+                        record, record.source, record.remote_filename, record.expected_size
+                    )
+                    if path is not None:
+                        file = await asyncio.to_thread(_describe, path)
+                        await self.registry.complete(record, file)
+                        return
+                    note = "" if announce else " (followed again after a restart)"
+                    plan.reasons.append(f"{record.source}: {reason}{note}")
+                    plan.failed_users.add(record.source)
+                    announce = True
+                    log.warning(
+                        "candidate failed, trying the next one",
+                        extra={"download_id": record.download_id, "reason": reason},
+                    )
+                    if await self._enqueue_next(record, plan) is None:
+                        break
+                reasons = "; ".join(plan.reasons)
+                await self.registry.fail(
+                    record,
+                    # Without candidates (none stored for it) only the followed one was known.
+                    f"all {len(record.tried_sources)} candidates failed: {reasons}"
+                    if plan.candidates
+                    else reasons,
+                    kind=FailureKind.FAILURE_KIND_TRANSFER_FAILED,
+                    can_retry=True,
                 )
-                path, reason = await self._watch(
-                    record, candidate.username, candidate.file.filename, candidate.file.size
-                )
-                if path is not None:
-                    file = await asyncio.to_thread(_describe, path)
-                    await self.registry.complete(record, file)
-                    return
-                reasons.append(f"{candidate.username}: {reason}")
-                failed_users.add(candidate.username)
-                log.warning(
-                    "candidate failed, trying the next one",
-                    extra={"download_id": record.download_id, "reason": reason},
-                )
-                index = await self._enqueue_next(record, candidates, tried, failed_users)
-            await self.registry.fail(
-                record,
-                f"all {len(record.tried_sources)} candidates failed: " + "; ".join(reasons)
-                if reasons
-                else record.error or "no candidate could be downloaded",
-                kind=FailureKind.FAILURE_KIND_TRANSFER_FAILED,
-                can_retry=True,
-            )
+        finally:
+            # A cancel asked by a caller ends the download once this task is gone.
+            if self.plans is not None and (record.terminal or record.cancel_requested):
+                self.plans.forget(record.download_id)
 
     @contextlib.asynccontextmanager
     async def _guarded(self, record: DownloadRecord, what: str) -> AsyncIterator[None]:
@@ -351,28 +355,24 @@ class SoulseekDownloader:
                     can_retry=True,
                 )
                 continue
+            stored = self.plans.load(record.download_id) if self.plans is not None else None
+            plan = stored if stored is not None else CandidatePlan([])
             log.info(
                 "resuming download",
-                extra={"download_id": record.download_id, "source": record.source},
+                extra={
+                    "download_id": record.download_id,
+                    "source": record.source,
+                    "candidates_left": len(plan.candidates) - len(plan.tried),
+                },
             )
             record.task = asyncio.create_task(
-                self._resume(record), name=f"download {record.download_id}"
+                self._follow(record, plan, resumed=True), name=f"download {record.download_id}"
             )
-
-    async def _resume(self, record: DownloadRecord) -> None:
-        async with self._guarded(record, "resumed download"):
-            path, reason = await self._watch(
-                record, record.source, record.remote_filename, record.expected_size
-            )
-            if path is not None:
-                file = await asyncio.to_thread(_describe, path)
-                await self.registry.complete(record, file)
-                return
-            await self.registry.fail(
-                record,
-                f"{record.source}: {reason} (followed again after a restart)",
-                kind=FailureKind.FAILURE_KIND_TRANSFER_FAILED,
-                can_retry=True,
+        if self.plans is not None:
+            # Plans left by downloads that ended without their task seeing it (a cancel during
+            # a shutdown, a crash) are of no further use.
+            self.plans.retain(
+                r.download_id for r in self.registry.records.values() if not r.terminal
             )
 
     async def _watch(

@@ -11,6 +11,7 @@ from services.kit.download_store import FILE_NAME
 from services.kit.errors import MeshError, Unavailable, abort_with
 from services.kit.module_runner import Capability, ModuleParts, ModuleSpec, ServiceBinding
 from services.kit.periodic import Periodic
+from services.soulseek.candidate_store import CandidateStore
 from services.soulseek.downloader import SoulseekDownloader
 from services.soulseek.settings import DEFAULT_PORT, SoulseekSettings
 from services.soulseek.slskd_api import SlskdClient
@@ -92,13 +93,18 @@ class SoulseekDownloadServicer(DownloadServicerBase):
 def build(runtime: ModuleRuntime) -> ModuleParts:
     section: SoulseekSection = runtime.section
     client = SlskdClient(section.url, section.api_key) if section.url else None
+    db_path = runtime.settings.state_dir / runtime.name / FILE_NAME
     registry = DownloadRegistry(
         runtime.publisher,
         module=runtime.name,
         progress_interval_s=section.progress_interval_s,
-        db_path=runtime.settings.state_dir / runtime.name / FILE_NAME,
+        db_path=db_path,
     )
-    downloader = SoulseekDownloader(client, section, registry) if client is not None else None
+    # The candidates of a download are kept beside its record, in the same file.
+    plans = CandidateStore(db_path) if client is not None else None
+    downloader = (
+        SoulseekDownloader(client, section, registry, plans) if client is not None else None
+    )
     probe = SlskdHealthProbe(runtime, client, section.probe_interval_s)
     servicer = SoulseekDownloadServicer(registry, downloader, probe)
 
@@ -119,6 +125,9 @@ def build(runtime: ModuleRuntime) -> ModuleParts:
     async def stop() -> None:
         await probe.stop()
         await registry.shutdown()
+        if plans is not None:
+            # After the shutdown: the download tasks it ends still write to it.
+            plans.close()
         if client is not None:
             await client.aclose()
 
