@@ -6,6 +6,15 @@ replayed dead letters the same way (they stay queued in the store), so its memor
 by the page size plus the deliveries in flight, whatever its subscribers do or however many
 dead letters are replayed. Each subscriber has its own in-flight limit; a stuck subscriber
 only stops receiving, it never holds up another consumer.
+
+Ordering keys: of the events sharing a non-empty ordering_key, at most one is in flight per
+consumer (over all its subscribers), and they go in sequence order. The first one the
+dispatcher takes owns the key until it is done (acked, or parked as a dead letter); a nack
+or an ack timeout keeps the key, so the redelivery comes before the next event of the key.
+Later events of the key are held back in memory and go to the dispatcher one at a time as
+the key is released; other keys and unkeyed events pass them. Held events count as
+read-ahead, so memory stays bounded by the page: a key with half a page held behind it
+pauses reading ahead until it moves (its owner is acked or, after its last attempt, parked).
 """
 
 from __future__ import annotations
@@ -75,6 +84,7 @@ class Outstanding:
     sub: Subscription | None = None
     deadline: float = 0.0
     failure_recorded: bool = False  # a consumer_pending row exists for it
+    key: str = ""  # the envelope's ordering_key, read once
 
 
 @dataclass(slots=True)
@@ -131,6 +141,13 @@ class Consumer:
         self._ready: list[tuple[int, int, Outstanding]] = []
         self._waiting: list[tuple[float, int, Outstanding]] = []
         self._timeouts: list[tuple[float, int, Outstanding]] = []
+        # Ordering keys: the event that owns each busy key (in flight, waiting for a
+        # redelivery or ready for one) and the later events of the key held back behind it,
+        # in the order the dispatcher took them (sequence order). Only busy keys have
+        # entries; unkeyed events never touch these.
+        self._key_owner: dict[str, Outstanding] = {}
+        self._held: dict[str, deque[Outstanding]] = {}
+        self._held_count = 0
         self._subs: list[Subscription] = []
         self._rr = 0
         self._wake = asyncio.Event()
@@ -231,6 +248,8 @@ class Consumer:
     # -- state changes ---------------------------------------------------------------------
 
     def _finish(self, o: Outstanding) -> None:
+        if o.key:
+            self._release_key(o)
         if o.replay:
             self._replays.pop(o.seq, None)
             self._replays_dirty.append(o.seq)
@@ -243,6 +262,26 @@ class Consumer:
                 self._cleared_dirty.append(o.seq)
             self._advance_floor()
         self._schedule_flush()
+
+    def _release_key(self, o: Outstanding) -> None:
+        """`o` is done (acked or parked): the next held event of its key goes to the
+        dispatcher; a dead letter releases its key like an ack, or the key would stall."""
+        key = o.key
+        if self._key_owner.get(key) is not o:
+            return  # cannot happen: only a delivered event is done, and it owns its key
+        held = self._held.get(key)
+        if not held:
+            del self._key_owner[key]
+            return
+        nxt = held.popleft()
+        self._held_count -= 1
+        if not held:
+            del self._held[key]
+        # It owns the key now, so it is dispatched even if another event of the key (a
+        # replay taken later) reaches the ready heap first.
+        self._key_owner[key] = nxt
+        heapq.heappush(self._ready, (nxt.seq, next(_tiebreak), nxt))
+        self.notify()
 
     def _schedule_flush(self) -> None:
         if self._flush_handle is None:
@@ -371,8 +410,11 @@ class Consumer:
 
     def _wants_fetch(self) -> bool:
         # Read ahead at most one page: the consumer's memory stays bounded whatever its
-        # subscribers do.
-        return len(self._ready) <= self._page_size // 2 and self._cursor < self._cache.last_sequence
+        # subscribers do. Events held back behind their ordering key are read ahead too.
+        return (
+            len(self._ready) + self._held_count <= self._page_size // 2
+            and self._cursor < self._cache.last_sequence
+        )
 
     def _wants_replays(self) -> bool:
         # Like the log: at most one page of replays in memory, the next read once half of
@@ -406,7 +448,7 @@ class Consumer:
             heapq.heappush(self._ready, (o.seq, tb, o))
 
     async def _fetch(self) -> None:
-        limit = self._page_size - len(self._ready)
+        limit = self._page_size - len(self._ready) - self._held_count
         if limit <= 0:
             return
         after = self._cursor
@@ -425,7 +467,7 @@ class Consumer:
             if seq in self._done_before:
                 self._done_before.discard(seq)
                 continue
-            o = Outstanding(seq, env)
+            o = Outstanding(seq, env, key=env.ordering_key)
             earlier = self._pending_before.pop(seq, None)
             if earlier is not None:
                 o.attempts = earlier.attempts
@@ -479,22 +521,52 @@ class Consumer:
                 last_error=replay.last_error,
                 replay=True,
                 failure_recorded=True,
+                key=replay.envelope.ordering_key,
             )
             self._replays[seq] = o
             heapq.heappush(self._ready, (seq, next(_tiebreak), o))
         self.stats.replays_buffered_max = max(self.stats.replays_buffered_max, len(self._replays))
 
     def _dispatch(self) -> None:
-        while self._ready:
+        ready = self._ready
+        while ready:
             sub = self._pick()
             if sub is None:
                 return
-            _, _, o = heapq.heappop(self._ready)
-            if (o.replay and o.seq not in self._replays) or (
-                not o.replay and o.seq not in self._outstanding
-            ):
-                continue
-            self._deliver(sub, o)
+            # Pop until an event that may go now: one held behind its key is set aside (it
+            # costs no capacity), so a busy key never stops other keys or unkeyed events.
+            while ready:
+                _, _, o = heapq.heappop(ready)
+                if (o.replay and o.seq not in self._replays) or (
+                    not o.replay and o.seq not in self._outstanding
+                ):
+                    continue
+                if o.key and not self._claim_key(o):
+                    continue
+                self._deliver(sub, o)
+                break
+
+    def _claim_key(self, o: Outstanding) -> bool:
+        """Whether `o` may be delivered now; if not, hold it back behind its key's owner.
+
+        The ready heap yields the log's events of a key in sequence order, so the first one
+        taken owns the key and the rest queue behind it in order. The owner keeps the key
+        through nacks and ack timeouts (it comes back through the ready heap as the owner).
+        A replayed dead letter takes its turn like the others: behind the events of its key
+        taken before it, so it is never in flight beside another event of its key.
+        """
+        owner = self._key_owner.get(o.key)
+        if owner is None:
+            self._key_owner[o.key] = o
+            return True
+        if owner is o:
+            return True
+        held = self._held.get(o.key)
+        if held is None:
+            held = self._held[o.key] = deque()
+        held.append(o)
+        self._held_count += 1
+        return False
 
     def _pick(self) -> Subscription | None:
         count = len(self._subs)
@@ -525,6 +597,11 @@ class Consumer:
     @property
     def in_flight(self) -> int:
         return sum(len(s.in_flight) for s in self._subs)
+
+    @property
+    def held_back(self) -> int:
+        """Events read ahead but held back behind an earlier event of their ordering key."""
+        return self._held_count
 
     @property
     def replays_buffered(self) -> int:

@@ -80,7 +80,12 @@ class EventEnvelope(_message.Message):
     traceparent: _builtins.str
     """The W3C trace context of the publishing span ("00-<trace>-<span>-<flags>")."""
     ordering_key: _builtins.str
-    """Events with the same key are delivered in publish order to competing consumers."""
+    """Per durable consumer, events sharing a non-empty key are delivered one at a time and in
+    sequence order, whichever competing subscriber takes them: the next waits until the
+    previous is acked or dead-lettered (a dead letter releases the key), and a nacked or
+    timed-out event is redelivered before the next. A replayed dead letter also waits for its
+    key, but comes after the events that went while it was parked. No key: no ordering.
+    """
     subject: _builtins.str
     """What the event is about, for example a track or download id."""
     sequence: _builtins.int
