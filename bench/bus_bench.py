@@ -4,7 +4,9 @@ Run: `.venv/bin/python -m bench.bus_bench [--events 5000] [--repeats 3]`.
 
 Both systems run as local processes and are driven by the same Python process and event
 loop, with the same payload bytes (a serialised EventEnvelope carrying a DownloadCompleted),
-file storage and explicit acks. Scenarios (medians over the repeats):
+file storage and explicit acks. Every system serves through the whole run and they take
+turns, repeat by repeat, in a rotating order, so that a noisy neighbour hurts them alike.
+Scenarios (medians over the repeats):
 
 - throughput: one publisher, one durable subscriber: events/s from the first publish to
   the last delivery. Publishers pipeline (100-event batches here, 100 concurrent publishes
@@ -36,9 +38,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "gen")]
@@ -193,23 +198,31 @@ async def _floor_latency(address: str, n: int) -> list[float]:
         return latencies
 
 
-async def bench_floor(root: Path, n: int, repeats: int) -> Latency:
-    port_file = root / "floor.port"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "gen")])
-    proc = _spawn([sys.executable, "-m", "bench.bus_bench", "--serve-floor", str(port_file)], env)
-    try:
+class FloorServer:
+    """The gRPC floor's server process; `address` once entered."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.address = ""
+
+    async def __aenter__(self) -> FloorServer:
+        port_file = self.root / "floor.port"
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "gen")])
+        argv = [sys.executable, "-m", "bench.bus_bench", "--serve-floor", str(port_file)]
+        self.proc = _spawn(argv, env)
         while not port_file.exists():
-            if proc.poll() is not None:
+            if self.proc.poll() is not None:
                 raise RuntimeError("floor server exited")
             await asyncio.sleep(0.05)
-        address = f"127.0.0.1:{port_file.read_text()}"
-        await _floor_latency(address, 500)  # warm-up
-        runs = [await _floor_latency(address, min(n, 3 * LATENCY_RATE)) for _ in range(repeats)]
-    finally:
-        proc.terminate()
-        proc.wait(10)
-    return _paced_latency_summary(runs)
+        self.address = f"127.0.0.1:{port_file.read_text()}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
 
 
 # -- this bus ------------------------------------------------------------------------------
@@ -357,19 +370,6 @@ async def _bus_latency(address: str, n: int, tag: str) -> list[float]:
         return sub.latencies_ms
 
 
-async def bench_bus(root: Path, n: int, repeats: int) -> Result:
-    tp, fo, p50, p99 = [], [], [], []
-    async with BusServer(root) as server:
-        await _bus_round(server.address, 500, 1, "warmup")  # imports, caches, file growth
-        for r in range(repeats):
-            tp.append(await _bus_round(server.address, n, 1, f"tp{r}"))
-            fo.append(await _bus_round(server.address, n, FANOUT, f"fo{r}"))
-            lat = await _bus_latency(server.address, min(n, 3 * LATENCY_RATE), f"l{r}")
-            p50.append(_p(lat, 0.5))
-            p99.append(_p(lat, 0.99))
-    return Result(_median(tp), _median(fo), _median(p50), _median(p99))
-
-
 # -- JetStream -----------------------------------------------------------------------------
 
 
@@ -461,30 +461,27 @@ async def _js_round(js: Any, n: int, subscribers: int, tag: str, paced: bool) ->
     return latencies if paced else n * subscribers / elapsed
 
 
-async def bench_jetstream(root: Path, n: int, repeats: int) -> Result | None:
+def _jetstream_available() -> bool:
     if shutil.which("nats-server") is None:
         print("JetStream skipped: nats-server is not installed (apt-get install nats-server)")
-        return None
+        return False
     try:
-        import nats
+        import nats  # noqa: F401
     except ImportError:
         print("JetStream skipped: nats-py is not installed")
-        return None
-    tp, fo, p50, p99 = [], [], [], []
-    async with NatsServer(root) as server:
-        nc = await nats.connect(f"nats://127.0.0.1:{server.port}")
-        js = nc.jetstream()
-        try:
-            await _js_round(js, 500, 1, "warmup", False)
-            for r in range(repeats):
-                tp.append(await _js_round(js, n, 1, f"tp{r}", False))
-                fo.append(await _js_round(js, n, FANOUT, f"fo{r}", False))
-                lat = await _js_round(js, min(n, 3 * LATENCY_RATE), 1, f"l{r}", True)
-                p50.append(_p(lat, 0.5))
-                p99.append(_p(lat, 0.99))
-        finally:
-            await nc.close()
-    return Result(_median(tp), _median(fo), _median(p50), _median(p99))
+        return False
+    return True
+
+
+@dataclass
+class _Samples:
+    tp: list[float] = field(default_factory=list)
+    fo: list[float] = field(default_factory=list)
+    latency: list[list[float]] = field(default_factory=list)
+
+    def result(self) -> Result:
+        lat = _paced_latency_summary(self.latency)
+        return Result(_median(self.tp), _median(self.fo), lat.p50_ms, lat.p99_ms)
 
 
 def _table(bus: Result, js: Result | None, floor: Latency | None, n: int, size: int) -> str:
@@ -521,12 +518,59 @@ def _table(bus: Result, js: Result | None, floor: Latency | None, n: int, size: 
 
 
 async def run(events: int, repeats: int, *, jetstream: bool = True, floor: bool = True) -> None:
+    """Every system serves through the whole run and they take turns, round by round, in an
+    order that rotates: a noisy neighbour on a shared machine then hurts them alike."""
+    paced = min(events, 3 * LATENCY_RATE)
+    bus, js_samples, floor_runs = _Samples(), _Samples(), []
     with tempfile.TemporaryDirectory(prefix="bus-bench-") as tmp:
         root = Path(tmp)
-        bus = await bench_bus(root, events, repeats)
-        js = await bench_jetstream(root, events, repeats) if jetstream else None
-        base = await bench_floor(root, events, repeats) if floor else None
-    print(_table(bus, js, base, events, len(_envelope(0).SerializeToString())))
+        async with contextlib.AsyncExitStack() as stack:
+            server = await stack.enter_async_context(BusServer(root))
+            await _bus_round(server.address, 500, 1, "warmup")  # imports, caches, file growth
+            steps: list[Callable[[int], Awaitable[None]]] = []
+
+            async def bus_step(r: int) -> None:
+                bus.tp.append(await _bus_round(server.address, events, 1, f"tp{r}"))
+                bus.fo.append(await _bus_round(server.address, events, FANOUT, f"fo{r}"))
+                bus.latency.append(await _bus_latency(server.address, paced, f"l{r}"))
+
+            steps.append(bus_step)
+            if jetstream and _jetstream_available():
+                import nats
+
+                nats_server = await stack.enter_async_context(NatsServer(root))
+                nc = await nats.connect(f"nats://127.0.0.1:{nats_server.port}")
+                stack.push_async_callback(nc.close)
+                js = nc.jetstream()
+                await _js_round(js, 500, 1, "warmup", False)
+
+                async def js_step(r: int) -> None:
+                    js_samples.tp.append(await _js_round(js, events, 1, f"tp{r}", False))
+                    js_samples.fo.append(await _js_round(js, events, FANOUT, f"fo{r}", False))
+                    js_samples.latency.append(await _js_round(js, paced, 1, f"l{r}", True))
+
+                steps.append(js_step)
+            if floor:
+                floor_server = await stack.enter_async_context(FloorServer(root))
+                await _floor_latency(floor_server.address, 500)  # warm-up
+
+                async def floor_step(_r: int) -> None:
+                    floor_runs.append(await _floor_latency(floor_server.address, paced))
+
+                steps.append(floor_step)
+            for r in range(repeats):
+                shift = r % len(steps)
+                for step in (*steps[shift:], *steps[:shift]):
+                    await step(r)
+    print(
+        _table(
+            bus.result(),
+            js_samples.result() if js_samples.tp else None,
+            _paced_latency_summary(floor_runs) if floor_runs else None,
+            events,
+            len(_envelope(0).SerializeToString()),
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,14 +31,14 @@ class BusMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def delivered(self, event_type: str, consumer: str, attempt: int) -> None:
-        """A delivery; attempts after the first count as redeliveries."""
+    def delivered(self, event_type: str, consumer: str, attempt: int, count: int = 1) -> None:
+        """`count` deliveries; attempts after the first count as redeliveries."""
         key = (event_type, consumer, attempt > 1)
         child = self._delivered.get(key)
         if child is None:
             counter = self.metrics.redelivered if key[2] else self.metrics.delivered
             child = self._delivered[key] = counter.labels(event_type, consumer)
-        child.inc()
+        child.inc(count)
 
     def dead_lettered(self, event_type: str, consumer: str, reason: str) -> None:
         key = (event_type, consumer, reason)

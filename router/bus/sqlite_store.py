@@ -10,9 +10,10 @@ results.
 Every SQLite call releases the GIL and must take it back, which can wait for a busy event
 loop: that wait, not the sync, is most of a commit's latency. So appends that share a commit
 go in as one multi-row INSERT outside any transaction (a lone statement is its own
-transaction): one call instead of BEGIN, one per event and COMMIT. Anything else (parked
-events, a duplicate event_id, other writes) takes an explicit transaction, without a
-savepoint per operation unless one failed.
+transaction): one call instead of BEGIN, one per event and COMMIT; a bigger commit takes
+one INSERT per `ROWS_PER_INSERT` events in a transaction. Anything else (parked events, a
+duplicate event_id, other writes) takes an explicit transaction, one statement per event,
+without a savepoint per operation unless one failed.
 
 Consumer bookkeeping (acks, failures, dead letters of a consumer) is written lazily: it
 waits up to `LAZY_COMMIT_S` for a transaction to join, so acks never cost a sync of their
@@ -54,8 +55,8 @@ _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 MAX_BATCH_OPS = 2048
 # At most this many events go into one multi-row INSERT (8 parameters each, well inside
-# SQLite's limit of 32,766); a bigger commit takes the usual transaction.
-ONE_STATEMENT_MAX_EVENTS = 512
+# SQLite's limit of 32,766).
+ROWS_PER_INSERT = 512
 # How long lazy writes (consumer bookkeeping) may wait for a commit to join.
 LAZY_COMMIT_S = 0.2
 
@@ -129,9 +130,9 @@ class _Worker(threading.Thread):
         self._batching = batching
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.on_rollback: Callable[[sqlite3.Connection], None] | None = None
-        # Set by the store: commits operations as one statement, or answers None to leave
-        # them to the usual transaction (see SqliteEventStore._append_in_one_statement).
-        self.one_statement: Callable[[sqlite3.Connection, list[Op]], list[object] | None] | None = (
+        # Set by the store: commits appends as multi-row INSERTs, or answers None to leave
+        # them to the usual transaction (see SqliteEventStore._append_rows).
+        self.append_rows: Callable[[sqlite3.Connection, list[Op]], list[object] | None] | None = (
             None
         )
 
@@ -161,7 +162,7 @@ class _Worker(threading.Thread):
 
     def _run_batching(self) -> None:
         # Lazy operations wait here, in queue order, until their time is up or an eager one
-        # arrives that cannot go alone in one statement; then they join its commit.
+        # arrives that cannot go alone as appended rows; then they join its commit.
         held: list[Any] = []
         held_until = 0.0
         while True:
@@ -196,17 +197,18 @@ class _Worker(threading.Thread):
     def _commit_pending(self, pending: list[Any], *, due: bool) -> list[Any]:
         """Commit what has to go now; returns the lazy operations that may wait on.
 
-        Eager operations that fit in one statement go alone: a lone statement is its own
-        transaction, so the commit makes one call into SQLite instead of BEGIN, one per
-        operation and COMMIT, and every such call gives up the GIL and has to win it back
-        from a busy event loop (most of a commit's latency). Otherwise, or once the lazy
-        operations are `due`, everything pending goes into one transaction.
+        Eager operations that are all appends go alone, as multi-row INSERTs: up to
+        ROWS_PER_INSERT events make one statement, its own transaction, so the commit makes
+        one call into SQLite instead of BEGIN, one per event and COMMIT, and every such call
+        gives up the GIL and has to win it back from a busy event loop (most of a commit's
+        latency). Otherwise, or once the lazy operations are `due`, everything pending goes
+        into one transaction.
         """
         eager = [item for item in pending if not item[3]]
         if not eager and not due:
             return pending
-        if eager and not due and self.one_statement is not None:
-            results = self.one_statement(self._conn, [item[0] for item in eager])
+        if eager and not due and self.append_rows is not None:
+            results = self.append_rows(self._conn, [item[0] for item in eager])
             if results is not None:
                 self._resolve(eager, [(True, result) for result in results])
                 return [item for item in pending if item[3]]
@@ -299,6 +301,9 @@ def _settle(items: list[tuple[Any, asyncio.Future[Any] | None, tuple[bool, objec
             future.set_exception(value)
 
 
+_EVENT_COLUMNS = 8  # the parameters of one events row, as _insert_events_sql lists them
+
+
 @functools.lru_cache(maxsize=64)
 def _insert_events_sql(rows: int) -> str:
     """INSERT of `rows` events (the same text for the same count: SQLite's statement cache
@@ -372,7 +377,7 @@ class SqliteEventStore:
         rconn = await asyncio.to_thread(_connect, self.path, readonly=True)
         self._writer = _Worker("event-store-writer", wconn, batching=True)
         self._writer.on_rollback = self._reload_next_seq
-        self._writer.one_statement = self._append_in_one_statement
+        self._writer.append_rows = self._append_rows
         self._reader = _Worker("event-store-reader", rconn, batching=False)
         self._writer.start()
         self._reader.start()
@@ -459,17 +464,13 @@ class SqliteEventStore:
         )
         return stored, row
 
-    def _append_in_one_statement(
-        self, conn: sqlite3.Connection, ops: list[Op]
-    ) -> list[object] | None:
-        """Every event of `ops` in one multi-row INSERT, outside any transaction: SQLite runs
-        a lone statement as its own transaction, all or nothing, synced like any commit.
-        None, with nothing written, when the usual path must decide: an op that is not a
-        plain append, too many rows, or a failure (an event_id already stored, above all)."""
+    def _append_rows(self, conn: sqlite3.Connection, ops: list[Op]) -> list[object] | None:
+        """Every event of `ops` in multi-row INSERTs: one statement outside any transaction
+        (SQLite runs a lone statement as its own transaction, all or nothing, synced like
+        any commit) or, above ROWS_PER_INSERT events, one per ROWS_PER_INSERT in a
+        transaction. None, with nothing written, when the usual path must decide: an op that
+        is not a plain append, or a failure (an event_id already stored, above all)."""
         if not all(isinstance(op, _AppendOp) and op.plain for op in ops):
-            return None
-        count = sum(len(op.envelopes) for op in ops)
-        if not 0 < count <= ONE_STATEMENT_MAX_EVENTS:
             return None
         seq = self._next_seq
         values: list[object] = []
@@ -482,9 +483,23 @@ class SqliteEventStore:
                 results.append(AppendResult(seq, False, stored))
                 seq += 1
             answers.append(results)
+        count = seq - self._next_seq
+        if count == 0:
+            return None
         try:
-            conn.execute(_insert_events_sql(count), values)
+            if count <= ROWS_PER_INSERT:
+                conn.execute(_insert_events_sql(count), values)
+            else:
+                conn.execute("BEGIN IMMEDIATE")
+                width = ROWS_PER_INSERT * _EVENT_COLUMNS
+                for start in range(0, len(values), width):
+                    chunk = values[start : start + width]
+                    conn.execute(_insert_events_sql(len(chunk) // _EVENT_COLUMNS), chunk)
+                conn.execute("COMMIT")
         except sqlite3.Error:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             return None
         self._next_seq = seq
         return answers

@@ -4,7 +4,7 @@ import asyncio
 import sqlite3
 from typing import TYPE_CHECKING
 
-from router.bus.sqlite_store import LAZY_COMMIT_S, ONE_STATEMENT_MAX_EVENTS, SqliteEventStore
+from router.bus.sqlite_store import LAZY_COMMIT_S, ROWS_PER_INSERT, SqliteEventStore
 from router.bus.store import Parking
 from services.kit.events import build_envelope
 from soulspot.common.v1 import references_pb2
@@ -47,7 +47,7 @@ async def test_concurrent_appends_share_commits_and_get_unique_sequences(tmp_pat
 async def test_a_duplicate_inside_one_commit_is_stored_once_and_the_rest_in_order(
     tmp_path: Path,
 ) -> None:
-    # Appends that share a commit go in one statement; a duplicate fails that statement,
+    # Appends that share a commit go in as multi-row INSERTs; a duplicate fails them,
     # and the usual path then stores the others and answers the duplicate.
     store = SqliteEventStore(tmp_path / "e.db")
     await store.open()
@@ -72,22 +72,29 @@ async def test_a_duplicate_inside_one_commit_is_stored_once_and_the_rest_in_orde
         await store.close()
 
 
-async def test_a_commit_too_big_for_one_statement_takes_the_usual_transaction(
+async def test_a_commit_bigger_than_one_insert_is_stored_whole_and_in_order(
     tmp_path: Path,
 ) -> None:
     store = SqliteEventStore(tmp_path / "e.db")
     await store.open()
     try:
-        envs = [_env(i) for i in range(ONE_STATEMENT_MAX_EVENTS + 5)]
+        envs = [_env(i) for i in range(ROWS_PER_INSERT + 5)]
         results = await store.append(envs, [None] * len(envs))
         assert [r.sequence for r in results] == list(range(1, len(envs) + 1))
         assert await store.last_sequence() == len(envs)
+        # A duplicate in the last INSERT rolls the earlier ones back too: the usual path
+        # then stores the new events once and answers the duplicate.
+        more = [_env(1000 + i) for i in range(ROWS_PER_INSERT + 5)] + [envs[0]]
+        again = await store.append(more, [None] * len(more))
+        assert [r.sequence for r in again[:-1]] == list(range(len(envs) + 1, len(envs) + len(more)))
+        assert (again[-1].sequence, again[-1].duplicate) == (1, True)
+        assert await store.last_sequence() == len(envs) + len(more) - 1
     finally:
         await store.close()
 
 
 async def test_dead_letters_written_lazily_are_listed_at_once(tmp_path: Path) -> None:
-    # Consumer bookkeeping waits for a commit to join (appends go alone in one statement);
+    # Consumer bookkeeping waits for a commit to join (appends go alone as rows);
     # a query about it commits what is waiting first, so it never reads stale state.
     store = SqliteEventStore(tmp_path / "e.db")
     await store.open()
