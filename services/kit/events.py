@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import re
@@ -581,6 +582,9 @@ class InMemoryBus:
     `publish` validates the payload (event option, required fields) like the router does,
     records the envelope in `.published`, and schedules the registered handlers (it does not
     wait for them: `await bus.drain()` does). Handler failures are kept in `.failures`.
+    Like the router, events sharing an ordering_key reach one set of handlers one at a time,
+    in publish order (a failed one does not hold the next back: the router would redeliver
+    it, then dead-letter it, and then let the next go).
     Like the router, an event_id it already has is stored once (`publish_envelope` of the
     same envelope again answers the stored one and delivers nothing).
     """
@@ -593,6 +597,8 @@ class InMemoryBus:
         self._tasks: set[asyncio.Task[None]] = set()
         self._seq = 0
         self._by_id: dict[str, envelope_pb2.EventEnvelope] = {}
+        # (handlers, ordering_key) -> the delivery of that key's latest event.
+        self._key_tails: dict[tuple[int, str], asyncio.Task[None]] = {}
 
     def subscribe(self, handlers: EventHandlers) -> None:
         self._handlers.append(handlers)
@@ -634,12 +640,28 @@ class InMemoryBus:
         self._by_id[envelope.event_id] = envelope
         for handlers in self._handlers:
             if handlers.handlers_for(envelope.event_type):
-                task = asyncio.create_task(self._deliver(handlers, envelope))
+                key = (id(handlers), envelope.ordering_key)
+                after = self._key_tails.get(key) if envelope.ordering_key else None
+                task = asyncio.create_task(self._deliver(handlers, envelope, after))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+                if envelope.ordering_key:
+                    self._key_tails[key] = task
+                    task.add_done_callback(functools.partial(self._key_done, key))
         return envelope
 
-    async def _deliver(self, handlers: EventHandlers, envelope: envelope_pb2.EventEnvelope) -> None:
+    def _key_done(self, key: tuple[int, str], task: asyncio.Task[None]) -> None:
+        if self._key_tails.get(key) is task:
+            del self._key_tails[key]
+
+    async def _deliver(
+        self,
+        handlers: EventHandlers,
+        envelope: envelope_pb2.EventEnvelope,
+        after: asyncio.Task[None] | None = None,
+    ) -> None:
+        if after is not None:
+            await asyncio.wait({after})  # the key's previous event first, however it ended
         # Handlers run outside the publisher's context, as they would behind the router.
         try:
             await handlers.dispatch(envelope)

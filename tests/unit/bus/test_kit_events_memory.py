@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 from services.kit.errors import InvalidArgument
-from services.kit.events import EventHandlers, InMemoryBus, current_event
+from services.kit.events import EventHandlers, InMemoryBus, current_event, unpack_payload
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import download_pb2, track_pb2
 
@@ -60,3 +61,32 @@ async def test_in_memory_bus_refuses_what_the_router_refuses() -> None:
     with pytest.raises(InvalidArgument, match="not an event payload"):
         await bus.publish(references_pb2.TrackReference(title="t", artist="a"))
     assert bus.published == []
+
+
+async def test_in_memory_bus_delivers_one_event_of_a_key_at_a_time_in_order() -> None:
+    handlers = EventHandlers()
+    bus = InMemoryBus(handlers=handlers)
+    log: list[str] = []
+
+    @handlers.on("download.completed")
+    async def slow(payload: Any, envelope: Any) -> None:
+        log.append(f"start {payload.download_id}")
+        if payload.download_id == "a1":
+            await asyncio.sleep(0.05)
+            raise RuntimeError("a1 fails; a2 still goes after it")
+        await asyncio.sleep(0.01)
+        log.append(f"end {payload.download_id}")
+
+    await bus.publish(_completed("a1"), ordering_key="a")
+    await bus.publish(_completed("a2"), ordering_key="a")
+    await bus.publish(_completed("b1"))
+    await bus.drain()
+    # b1 (no key) does not wait for a1; a2 starts only once a1 is over.
+    assert log.index("start b1") < log.index("start a2")
+    assert log.index("start a2") > log.index("start a1")
+    assert log[-2:] == ["start a2", "end a2"]
+    failed = [unpack_payload(envelope) for envelope, _ in bus.failures]
+    assert [p.download_id for p in failed if isinstance(p, download_pb2.DownloadCompleted)] == [
+        "a1"
+    ]
+    assert len(failed) == 1
