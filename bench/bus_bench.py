@@ -40,10 +40,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "gen")]
@@ -82,10 +82,59 @@ def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
+def _python_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "gen")])
+    return env
+
+
+class _PortFileServer:
+    """A server process that binds port 0 and writes the port it got to a file, in a fresh
+    folder of its own under `root`; `address` once entered, terminated on exit."""
+
+    name = "server"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.address = ""
+
+    def _command(self, port_file: Path) -> tuple[list[str], dict[str, str]]:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        folder = self.root / self.name.replace(" ", "-")
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        port_file = folder / "port"
+        self.proc = _spawn(*self._command(port_file))
+        while not port_file.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited")
+            await asyncio.sleep(0.05)
+        self.address = f"127.0.0.1:{port_file.read_text()}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def _at_rate(count: int) -> AsyncIterator[int]:
+    """0..count-1, each at its time on a LATENCY_RATE per second schedule."""
+    began = time.perf_counter()
+    for i in range(count):
+        delay = began + i / LATENCY_RATE - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        yield i
 
 
 def _median(values: list[float]) -> float:
@@ -182,13 +231,9 @@ async def _floor_latency(address: str, n: int) -> list[float]:
                 latencies.append((time.perf_counter_ns() - sent[k]) / 1e6)
 
         async def paced() -> Any:
-            began = time.perf_counter()
-            for i, message in enumerate(messages):
-                delay = began + i / LATENCY_RATE - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+            async for i in _at_rate(len(messages)):
                 sent.append(time.perf_counter_ns())
-                yield message
+                yield messages[i]
 
         receiver = asyncio.create_task(receive())
         async for _answer in publish(paced()):
@@ -198,69 +243,35 @@ async def _floor_latency(address: str, n: int) -> list[float]:
         return latencies
 
 
-class FloorServer:
-    """The gRPC floor's server process; `address` once entered."""
+class FloorServer(_PortFileServer):
+    """The gRPC floor's server process."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.address = ""
+    name = "floor server"
 
-    async def __aenter__(self) -> FloorServer:
-        port_file = self.root / "floor.port"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "gen")])
+    def _command(self, port_file: Path) -> tuple[list[str], dict[str, str]]:
         argv = [sys.executable, "-m", "bench.bus_bench", "--serve-floor", str(port_file)]
-        self.proc = _spawn(argv, env)
-        while not port_file.exists():
-            if self.proc.poll() is not None:
-                raise RuntimeError("floor server exited")
-            await asyncio.sleep(0.05)
-        self.address = f"127.0.0.1:{port_file.read_text()}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
+        return argv, _python_env()
 
 
 # -- this bus ------------------------------------------------------------------------------
 
 
-class BusServer:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.address = ""
+class BusServer(_PortFileServer):
+    """`python -m router.bus` on a fresh state folder."""
 
-    async def __aenter__(self) -> BusServer:
-        state = self.root / "bus"
-        shutil.rmtree(state, ignore_errors=True)
-        state.mkdir(parents=True)
-        port_file = state / "port"
-        env = dict(os.environ)
+    name = "bus process"
+
+    def _command(self, port_file: Path) -> tuple[list[str], dict[str, str]]:
+        env = _python_env()
         env.update(
             {
-                "SOULSPOT_STATE_DIR": str(state),
+                "SOULSPOT_STATE_DIR": str(port_file.parent),
                 "SOULSPOT_ROUTER__ADDRESS": "127.0.0.1:0",
                 "SOULSPOT_BUS_PORT_FILE": str(port_file),
                 "SOULSPOT_LOG_LEVEL": "WARNING",
-                "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "gen")]),
             }
         )
-        self.proc = _spawn([sys.executable, "-m", "router.bus"], env)
-        while not port_file.exists():
-            if self.proc.poll() is not None:
-                raise RuntimeError("bus process exited")
-            await asyncio.sleep(0.05)
-        self.address = f"127.0.0.1:{port_file.read_text()}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
+        return [sys.executable, "-m", "router.bus"], env
 
 
 class BusSubscriber:
@@ -355,13 +366,9 @@ async def _bus_latency(address: str, n: int, tag: str) -> list[float]:
         envs = [_envelope(i) for i in range(n)]
 
         async def paced() -> Any:
-            began = time.perf_counter()
-            for i, env in enumerate(envs):
-                delay = began + i / LATENCY_RATE - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                env.attributes["sent_ns"] = str(time.perf_counter_ns())
-                yield router_pb2.PublishStreamRequest(batch_id=i, events=[env])
+            async for i in _at_rate(len(envs)):
+                envs[i].attributes["sent_ns"] = str(time.perf_counter_ns())
+                yield router_pb2.PublishStreamRequest(batch_id=i, events=[envs[i]])
 
         async for _answer in stub.PublishStream(paced()):
             pass
@@ -443,10 +450,7 @@ async def _js_round(js: Any, n: int, subscribers: int, tag: str, paced: bool) ->
     began = time.perf_counter()
     if paced:
         tasks = []
-        for i in range(n):
-            delay = began + i / LATENCY_RATE - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        async for _i in _at_rate(n):
             headers = {"sent_ns": str(time.perf_counter_ns())}
             tasks.append(asyncio.create_task(js.publish(subject, body, headers=headers)))
         await asyncio.gather(*tasks)

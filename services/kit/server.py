@@ -9,7 +9,6 @@ import signal
 from typing import TYPE_CHECKING, Any, Self
 
 import grpc
-from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -18,7 +17,7 @@ from services.kit.health import OVERALL, KitHealthServicer
 from services.kit.interceptors import ContextServerInterceptor
 from services.kit.metrics import MetricsServerInterceptor
 from services.kit.tracing import TracingServerInterceptor
-from services.kit.validation import RequiredFieldsInterceptor, validate_request
+from services.kit.validation import RequiredFieldsInterceptor, check_required
 from services.kit.wrapping_server import WrappingServer
 
 if TYPE_CHECKING:
@@ -27,12 +26,6 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 DEFAULT_GRACE_S = 5.0
-
-
-def _check_required(request: object) -> None:
-    """Unary requests missing a REQUIRED field are refused before the handler runs."""
-    if isinstance(request, Message):
-        validate_request(request)
 
 
 class KitServer:
@@ -164,7 +157,7 @@ class KitServer:
     def _wrap(
         self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
     ) -> grpc.RpcMethodHandler[Any, Any]:
-        check = _check_required if self._validate_requests else None
+        check = check_required if self._validate_requests else None
         return self._context.wrap(method, handler, check)
 
     async def wait(self) -> None:

@@ -155,6 +155,13 @@ def validate_request(msg: Message) -> None:
         )
 
 
+def check_required(request: object) -> None:
+    """validate_request for a handler's request: messages are checked, anything else
+    (raw bytes a proxy forwards) is the handler's own business."""
+    if isinstance(request, Message):
+        validate_request(request)
+
+
 class RequiredFieldsInterceptor(grpc.aio.ServerInterceptor):
     """Answers INVALID_ARGUMENT (with BadRequest details) to a unary request missing a
     required field, before the handler runs. Streamed requests are the handler's to check."""
@@ -176,9 +183,8 @@ class RequiredFieldsInterceptor(grpc.aio.ServerInterceptor):
 async def _validated(
     context: grpc.aio.ServicerContext[Any, Any], request: object
 ) -> AsyncIterator[None]:
-    if isinstance(request, Message):
-        try:
-            validate_request(request)
-        except InvalidArgument as err:
-            await abort_with(context, err)
+    try:
+        check_required(request)
+    except InvalidArgument as err:
+        await abort_with(context, err)
     yield
