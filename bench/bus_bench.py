@@ -16,13 +16,18 @@ Scenarios (medians over the repeats):
 - the gRPC floor: the same paced publishes through a grpc.aio server (the bus's event loop)
   that stores, validates and tracks nothing: it hands each published message straight to
   the subscriber's stream. No bus on grpc.aio in Python delivers faster than that.
+- server CPU per event in the latency scenario: the CPU time of the server process (the bus,
+  nats-server, the floor) over the paced round, per event: what each event costs at a
+  steady 1,000/s, where latency is won or lost on a shared two-core machine.
 
 Deliveries: the bus sends batches (max_batch=256) and takes one AckBatch per batch;
 JetStream uses a push consumer with AckPolicy.ALL, acking every 100th message.
 
 This bus answers a publish only after the event is synced to disk (SQLite WAL,
 synchronous=FULL); JetStream syncs its file store lazily by default (every 2 minutes), so
-its publish ack does not mean the event survives a power loss.
+its publish ack does not mean the event survives a power loss. The bus also runs with
+SOULSPOT_BUS__SYNCHRONOUS=NORMAL, JetStream's trade (acked once written: survives a crash of
+the process, not a power cut), as a second system in the same run.
 """
 
 from __future__ import annotations
@@ -154,16 +159,39 @@ class Result:
     fanout: float
     p50_ms: float
     p99_ms: float
+    cpu_us: float  # server CPU per event in the latency scenario
+
+
+def _cpu_s(proc: subprocess.Popen[bytes] | None) -> float:
+    """User plus system CPU seconds of a running child process (Linux's /proc)."""
+    if proc is None:
+        return float("nan")
+    try:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def _cpu_per_event(proc: subprocess.Popen[bytes] | None, events: int, into: list[float]) -> Any:
+    """Appends the process's CPU microseconds per event over the block to `into`."""
+    before = _cpu_s(proc)
+    yield
+    into.append((_cpu_s(proc) - before) / events * 1e6)
 
 
 @dataclass
 class Latency:
     p50_ms: float
     p99_ms: float
+    cpu_us: float
 
 
-def _paced_latency_summary(runs: list[list[float]]) -> Latency:
-    return Latency(_median([_p(r, 0.5) for r in runs]), _median([_p(r, 0.99) for r in runs]))
+def _paced_latency_summary(runs: list[list[float]], cpu: list[float]) -> Latency:
+    return Latency(
+        _median([_p(r, 0.5) for r in runs]), _median([_p(r, 0.99) for r in runs]), _median(cpu)
+    )
 
 
 # -- the gRPC floor ------------------------------------------------------------------------
@@ -257,9 +285,12 @@ class FloorServer(_PortFileServer):
 
 
 class BusServer(_PortFileServer):
-    """`python -m router.bus` on a fresh state folder."""
+    """`python -m router.bus` on a fresh state folder, syncing at `synchronous`."""
 
-    name = "bus process"
+    def __init__(self, root: Path, synchronous: str = "FULL") -> None:
+        super().__init__(root)
+        self.synchronous = synchronous
+        self.name = f"bus process {synchronous}"
 
     def _command(self, port_file: Path) -> tuple[list[str], dict[str, str]]:
         env = _python_env()
@@ -268,6 +299,7 @@ class BusServer(_PortFileServer):
                 "SOULSPOT_STATE_DIR": str(port_file.parent),
                 "SOULSPOT_ROUTER__ADDRESS": "127.0.0.1:0",
                 "SOULSPOT_BUS_PORT_FILE": str(port_file),
+                "SOULSPOT_BUS__SYNCHRONOUS": self.synchronous,
                 "SOULSPOT_LOG_LEVEL": "WARNING",
             }
         )
@@ -482,41 +514,84 @@ class _Samples:
     tp: list[float] = field(default_factory=list)
     fo: list[float] = field(default_factory=list)
     latency: list[list[float]] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
 
     def result(self) -> Result:
-        lat = _paced_latency_summary(self.latency)
-        return Result(_median(self.tp), _median(self.fo), lat.p50_ms, lat.p99_ms)
+        lat = _paced_latency_summary(self.latency, self.cpu)
+        return Result(_median(self.tp), _median(self.fo), lat.p50_ms, lat.p99_ms, lat.cpu_us)
 
 
-def _table(bus: Result, js: Result | None, floor: Latency | None, n: int, size: int) -> str:
-    rows = [
-        ("throughput, 1 pub -> 1 sub (events/s)", bus.throughput, js and js.throughput, True),
-        (f"fan-out to {FANOUT} subs (deliveries/s)", bus.fanout, js and js.fanout, True),
-        (f"p50 latency at {LATENCY_RATE}/s (ms)", bus.p50_ms, js and js.p50_ms, False),
-        (f"p99 latency at {LATENCY_RATE}/s (ms)", bus.p99_ms, js and js.p99_ms, False),
+def _table(
+    buses: list[tuple[str, Result]],
+    js: Result | None,
+    floor: Latency | None,
+    n: int,
+    size: int,
+) -> str:
+    """One column per system, then each bus against JetStream (>1: the bus is better)."""
+    nan = float("nan")
+    rows: list[tuple[str, list[float], float, float, bool]] = [
+        # name, bus values, JetStream's, the floor's, higher is better
+        (
+            "throughput, 1 pub -> 1 sub (events/s)",
+            [r.throughput for _, r in buses],
+            js.throughput if js else nan,
+            nan,
+            True,
+        ),
+        (
+            f"fan-out to {FANOUT} subs (deliveries/s)",
+            [r.fanout for _, r in buses],
+            js.fanout if js else nan,
+            nan,
+            True,
+        ),
+        (
+            f"p50 latency at {LATENCY_RATE}/s (ms)",
+            [r.p50_ms for _, r in buses],
+            js.p50_ms if js else nan,
+            floor.p50_ms if floor else nan,
+            False,
+        ),
+        (
+            f"p99 latency at {LATENCY_RATE}/s (ms)",
+            [r.p99_ms for _, r in buses],
+            js.p99_ms if js else nan,
+            floor.p99_ms if floor else nan,
+            False,
+        ),
+        (
+            f"server CPU per event at {LATENCY_RATE}/s (us)",
+            [r.cpu_us for _, r in buses],
+            js.cpu_us if js else nan,
+            floor.cpu_us if floor else nan,
+            False,
+        ),
     ]
+    names = [name for name, _ in buses]
+    header = "".join(f"{name:>12}" for name in [*names, "JetStream", "gRPC floor"])
+    ratios = "".join(f"{name + ' / JS':>16}" for name in names)
     lines = [
         f"events per round: {n}; payload: {size} bytes; medians of the repeats",
-        f"{'metric':44} {'bus':>12} {'JetStream':>12} {'ratio':>8}",
+        f"{'metric':44}{header}{ratios}",
     ]
-    for name, ours, theirs, higher_better in rows:
-        if theirs:
-            ratio = ours / theirs if higher_better else theirs / ours
-            lines.append(f"{name:44} {ours:12.1f} {theirs:12.1f} {ratio:7.2f}x")
-        else:
-            lines.append(f"{name:44} {ours:12.1f} {'-':>12} {'-':>8}")
-    if floor is not None:
-        for label, value, js_value in (
-            ("p50", floor.p50_ms, js and js.p50_ms),
-            ("p99", floor.p99_ms, js and js.p99_ms),
-        ):
-            name = f"{label} latency, gRPC floor (stores nothing)"
-            shown = f"{js_value / value:7.2f}x" if js_value else f"{'-':>8}"
-            lines.append(f"{name:44} {value:12.1f} {'':>12} {shown}")
-    lines.append("ratio > 1 means the bus is better (throughput: bus/JS; latency: JS/bus).")
+
+    def cell(value: float) -> str:
+        return f"{'-':>12}" if value != value else f"{value:12.1f}"  # nan: not measured
+
+    for name, ours, theirs, base, higher_better in rows:
+        line = f"{name:44}" + "".join(cell(v) for v in [*ours, theirs, base])
+        for value in ours:
+            if theirs != theirs or not value:
+                line += f"{'-':>16}"
+            else:
+                ratio = value / theirs if higher_better else theirs / value
+                line += f"{ratio:15.2f}x"
+        lines.append(line)
+    lines.append("ratio > 1 means the bus is better (throughput: bus/JS; latency and CPU: JS/bus).")
     lines.append(
-        "durability: the bus syncs to disk before acking a publish (SQLite WAL, "
-        "synchronous=FULL); JetStream syncs its file store lazily by default."
+        "durability: bus FULL syncs to disk before acking a publish (SQLite WAL, "
+        "synchronous=FULL); bus NORMAL and JetStream (by default) ack before the sync."
     )
     return "\n".join(lines)
 
@@ -525,20 +600,29 @@ async def run(events: int, repeats: int, *, jetstream: bool = True, floor: bool 
     """Every system serves through the whole run and they take turns, round by round, in an
     order that rotates: a noisy neighbour on a shared machine then hurts them alike."""
     paced = min(events, 3 * LATENCY_RATE)
-    bus, js_samples, floor_runs = _Samples(), _Samples(), []
+    buses = {level: _Samples() for level in ("FULL", "NORMAL")}
+    js_samples = _Samples()
+    floor_runs: list[list[float]] = []
+    floor_cpu: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bus-bench-") as tmp:
         root = Path(tmp)
         async with contextlib.AsyncExitStack() as stack:
-            server = await stack.enter_async_context(BusServer(root))
-            await _bus_round(server.address, 500, 1, "warmup")  # imports, caches, file growth
             steps: list[Callable[[int], Awaitable[None]]] = []
 
-            async def bus_step(r: int) -> None:
-                bus.tp.append(await _bus_round(server.address, events, 1, f"tp{r}"))
-                bus.fo.append(await _bus_round(server.address, events, FANOUT, f"fo{r}"))
-                bus.latency.append(await _bus_latency(server.address, paced, f"l{r}"))
+            def bus_step(server: BusServer, samples: _Samples) -> Callable[[int], Awaitable[None]]:
+                async def step(r: int) -> None:
+                    tag = f"{server.synchronous[0]}{r}"
+                    samples.tp.append(await _bus_round(server.address, events, 1, f"tp{tag}"))
+                    samples.fo.append(await _bus_round(server.address, events, FANOUT, f"fo{tag}"))
+                    with _cpu_per_event(server.proc, paced, samples.cpu):
+                        samples.latency.append(await _bus_latency(server.address, paced, f"l{tag}"))
 
-            steps.append(bus_step)
+                return step
+
+            for level, samples in buses.items():
+                server = await stack.enter_async_context(BusServer(root, level))
+                await _bus_round(server.address, 500, 1, "warmup")  # imports, caches, growth
+                steps.append(bus_step(server, samples))
             if jetstream and _jetstream_available():
                 import nats
 
@@ -551,7 +635,8 @@ async def run(events: int, repeats: int, *, jetstream: bool = True, floor: bool 
                 async def js_step(r: int) -> None:
                     js_samples.tp.append(await _js_round(js, events, 1, f"tp{r}", False))
                     js_samples.fo.append(await _js_round(js, events, FANOUT, f"fo{r}", False))
-                    js_samples.latency.append(await _js_round(js, paced, 1, f"l{r}", True))
+                    with _cpu_per_event(nats_server.proc, paced, js_samples.cpu):
+                        js_samples.latency.append(await _js_round(js, paced, 1, f"l{r}", True))
 
                 steps.append(js_step)
             if floor:
@@ -559,7 +644,8 @@ async def run(events: int, repeats: int, *, jetstream: bool = True, floor: bool 
                 await _floor_latency(floor_server.address, 500)  # warm-up
 
                 async def floor_step(_r: int) -> None:
-                    floor_runs.append(await _floor_latency(floor_server.address, paced))
+                    with _cpu_per_event(floor_server.proc, paced, floor_cpu):
+                        floor_runs.append(await _floor_latency(floor_server.address, paced))
 
                 steps.append(floor_step)
             for r in range(repeats):
@@ -568,9 +654,9 @@ async def run(events: int, repeats: int, *, jetstream: bool = True, floor: bool 
                     await step(r)
     print(
         _table(
-            bus.result(),
+            [(f"bus {level}", samples.result()) for level, samples in buses.items()],
             js_samples.result() if js_samples.tp else None,
-            _paced_latency_summary(floor_runs) if floor_runs else None,
+            _paced_latency_summary(floor_runs, floor_cpu) if floor_runs else None,
             events,
             len(_envelope(0).SerializeToString()),
         )

@@ -71,5 +71,5 @@ def create_bus(
             path = Path(state_dir) / DB_NAME
         else:
             raise ValueError("create_bus needs settings.db_path, state_dir or a store")
-        store = SqliteEventStore(path)
+        store = SqliteEventStore(path, synchronous=settings.synchronous)
     return EventBus(store, settings, source_module=source_module, metrics=metrics)

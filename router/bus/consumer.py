@@ -53,9 +53,14 @@ class Subscription:
 
     instance: str
     max_in_flight: int
+    # How long a delivery to this stream may stay unacked (its SubscribeStart's ack_timeout).
+    ack_timeout_s: float
     # What the stream has to send; at most max_in_flight deliveries (plus an end marker).
     outgoing: deque[Outgoing] = field(default_factory=deque)
     signal: asyncio.Event = field(default_factory=asyncio.Event)
+    # Unacked deliveries by delivery id, in deadline order: every deadline is "now plus this
+    # stream's ack timeout", so insertion order is deadline order (an extended deadline
+    # moves its entry to the end). The oldest entries expire first; no heap needed.
     in_flight: dict[int, Outstanding] = field(default_factory=dict)
     closed: bool = False
 
@@ -108,7 +113,6 @@ class Consumer:
         cache: TailCache,
         delivery_ids: itertools.count[int],
         page_size: int,
-        ack_timeout_s: float,
         max_attempts: int,
         metrics: BusMetrics | None = None,
     ) -> None:
@@ -116,7 +120,6 @@ class Consumer:
         self._metrics = metrics
         self.patterns = PatternSet(record.patterns)
         self.floor = record.floor
-        self.ack_timeout_s = ack_timeout_s
         self.max_attempts = max_attempts
         self.stats = ConsumerStats()
         self._store = store
@@ -137,10 +140,11 @@ class Consumer:
         self._replay_rescan = False
         # Replays finished while a page read is under way: that read may still return them.
         self._replays_finished_meanwhile: set[int] | None = None
-        self._order: list[int] = []  # heap of outstanding (non-replay) sequences
+        # Outstanding (non-replay) sequences in log order (read in sequence order), oldest
+        # first; entries already done are dropped when they reach the front.
+        self._order: deque[int] = deque()
         self._ready: list[tuple[int, int, Outstanding]] = []
         self._waiting: list[tuple[float, int, Outstanding]] = []
-        self._timeouts: list[tuple[float, int, Outstanding]] = []
         # Ordering keys: the event that owns each busy key (in flight, waiting for a
         # redelivery or ready for one) and the later events of the key held back behind it,
         # in the order the dispatcher took them (sequence order). Only busy keys have
@@ -167,6 +171,11 @@ class Consumer:
     @property
     def subscriptions(self) -> list[Subscription]:
         return list(self._subs)
+
+    @property
+    def attached(self) -> bool:
+        """Whether any stream is subscribed (asked on every commit: no list copy)."""
+        return bool(self._subs)
 
     def attach(self, sub: Subscription, patterns: tuple[str, ...]) -> None:
         if patterns and patterns != self.patterns.patterns:
@@ -224,21 +233,10 @@ class Consumer:
         o = sub.in_flight.get(delivery_id)
         if o is None or o.delivery_id != delivery_id:
             return
-        o.deadline = time.monotonic() + self.ack_timeout_s
-        self._push_timeout(o.deadline, delivery_id, o)
-
-    def _push_timeout(self, deadline: float, delivery_id: int, o: Outstanding) -> None:
-        heapq.heappush(self._timeouts, (deadline, delivery_id, o))
-        # Entries of acked deliveries stay in the heap until their deadline; when they are
-        # most of it, drop them, so memory follows what is in flight, not the ack timeout
-        # times the delivery rate.
-        if len(self._timeouts) > 1024 and len(self._timeouts) > 4 * (self.in_flight + 1):
-            self._timeouts = [
-                t
-                for t in self._timeouts
-                if t[2].sub is not None and t[2].delivery_id == t[1] and t[2].deadline == t[0]
-            ]
-            heapq.heapify(self._timeouts)
+        o.deadline = time.monotonic() + sub.ack_timeout_s
+        # The latest deadline: to the end of the deadline order.
+        del sub.in_flight[delivery_id]
+        sub.in_flight[delivery_id] = o
 
     def replays_queued(self) -> None:
         """Dead letters were queued as replays for this consumer (in the store): read them."""
@@ -310,8 +308,9 @@ class Consumer:
         self._floor_dirty = False
 
     def _advance_floor(self) -> bool:
-        while self._order and self._order[0] not in self._outstanding:
-            heapq.heappop(self._order)
+        order, outstanding = self._order, self._outstanding
+        while order and order[0] not in outstanding:
+            order.popleft()
         new_floor = self._order[0] - 1 if self._order else self._cursor
         if new_floor <= self.floor:
             return False
@@ -425,8 +424,10 @@ class Consumer:
 
     def _next_timer(self, now: float) -> float | None:
         times = []
-        if self._timeouts:
-            times.append(self._timeouts[0][0])
+        for sub in self._subs:
+            for o in sub.in_flight.values():  # the oldest delivery expires first
+                times.append(o.deadline)
+                break
         if self._waiting:
             times.append(self._waiting[0][0])
         if not times:
@@ -434,13 +435,17 @@ class Consumer:
         return max(0.0, min(times) - now) + 0.001
 
     def _expire(self, now: float) -> None:
-        while self._timeouts and self._timeouts[0][0] <= now:
-            deadline, delivery_id, o = heapq.heappop(self._timeouts)
-            sub = o.sub
-            if sub is None or o.delivery_id != delivery_id or o.deadline != deadline:
-                continue
-            sub.in_flight.pop(delivery_id, None)
-            self._fail(o, f"not acked within {self.ack_timeout_s:g}s", 0.0)
+        for sub in self._subs:
+            in_flight = sub.in_flight
+            expired = []
+            for delivery_id, o in in_flight.items():  # oldest deadline first
+                if o.deadline > now:
+                    break
+                expired.append(delivery_id)
+            for delivery_id in expired:
+                self._fail(
+                    in_flight.pop(delivery_id), f"not acked within {sub.ack_timeout_s:g}s", 0.0
+                )
 
     def _release(self, now: float) -> None:
         while self._waiting and self._waiting[0][0] <= now:
@@ -481,7 +486,7 @@ class Consumer:
                     o.last_error = earlier.last_error
                     o.failure_recorded = True
             outstanding[seq] = o
-            push(order, seq)
+            order.append(seq)
             push(ready, (seq, next(_tiebreak), o))
         self._cursor = max(self._cursor, scanned)
         if self._advance_floor():
@@ -536,9 +541,9 @@ class Consumer:
 
     def _dispatch(self) -> None:
         ready = self._ready
-        # One deadline and one metrics update per round, not per delivery: a round takes
-        # microseconds, and fan-out makes deliveries the bus's most frequent work.
-        deadline = time.monotonic() + self.ack_timeout_s
+        # One clock reading and one metrics update per round, not per delivery: a round
+        # takes microseconds, and fan-out makes deliveries the bus's most frequent work.
+        now = time.monotonic()
         counts: dict[tuple[str, bool], int] = {}
         try:
             while ready:
@@ -556,7 +561,7 @@ class Consumer:
                         continue
                     if o.key and not self._claim_key(o):
                         continue
-                    self._deliver(sub, o, deadline)
+                    self._deliver(sub, o, now + sub.ack_timeout_s)
                     counted = (o.envelope.event_type, o.attempts > 1)
                     counts[counted] = counts.get(counted, 0) + 1
                     break
@@ -604,7 +609,6 @@ class Consumer:
         o.sub = sub
         o.deadline = deadline
         sub.in_flight[delivery_id] = o
-        self._push_timeout(deadline, delivery_id, o)
         if o.attempts > 1:
             self.stats.redelivered += 1
         self.stats.delivered += 1

@@ -206,7 +206,7 @@ class EventBus:
     def _on_append(self, results: list[AppendResult]) -> None:
         self.cache.add(results)
         for consumer in self._consumers.values():
-            if consumer.subscriptions:
+            if consumer.attached:
                 consumer.notify()
 
     # -- publishing ------------------------------------------------------------------------
@@ -374,11 +374,6 @@ class EventBus:
         async with self._consumer_lock:
             patterns = tuple(start.event_types)
             consumer = self._consumers.get(start.consumer)
-            ack_timeout = (
-                start.ack_timeout.ToTimedelta().total_seconds()
-                if start.HasField("ack_timeout")
-                else self.settings.default_ack_timeout_s
-            )
             max_attempts = start.max_attempts or self.settings.default_max_attempts
             if consumer is None:
                 record = await self.store.load_consumer(start.consumer)
@@ -395,7 +390,6 @@ class EventBus:
                     cache=self.cache,
                     delivery_ids=self._delivery_ids,
                     page_size=self.settings.page_size,
-                    ack_timeout_s=ack_timeout,
                     max_attempts=max_attempts,
                     metrics=self.metrics,
                 )
@@ -405,7 +399,6 @@ class EventBus:
             else:
                 if patterns != consumer.patterns.patterns:
                     await self.store.save_consumer(start.consumer, patterns, consumer.floor)
-                consumer.ack_timeout_s = ack_timeout
                 consumer.max_attempts = max_attempts
             return consumer
 
@@ -464,6 +457,11 @@ class EventBus:
         sub = Subscription(
             instance=start.instance or context.peer(),
             max_in_flight=start.max_in_flight or self.settings.default_max_in_flight,
+            ack_timeout_s=(
+                start.ack_timeout.ToTimedelta().total_seconds()
+                if start.HasField("ack_timeout")
+                else self.settings.default_ack_timeout_s
+            ),
         )
         consumer.attach(sub, tuple(start.event_types))
         reader = asyncio.create_task(self._read_acks(request_iterator, consumer, sub))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from services.kit.settings import Section
 
 MIB = 1024 * 1024
@@ -12,6 +14,11 @@ class BusSettings(Section):
 
     # The log file; empty means <state_dir>/events.db.
     db_path: str = ""
+    # What an acknowledged publish survives. FULL (the default): the log is synced to disk
+    # before the ack, so a power cut loses no acked event. NORMAL: the ack waits for the
+    # write, not the sync, so an acked event survives a crash of the router (kill -9) but a
+    # power cut may take the last ones: NATS JetStream's default trade.
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
     # Larger payloads are refused with INVALID_ARGUMENT. The gRPC server must accept
     # messages larger than this (the kit allows 16 MiB) so the bus can answer clearly.
     max_payload_bytes: int = 1 * MIB

@@ -3,7 +3,8 @@
 One writer thread owns the write connection. Writes queue up while a commit is syncing and
 the next commit takes all of them (group commit): many concurrent publishes share one fsync,
 and every publish is answered only after the commit that holds it returned (synchronous=FULL:
-the WAL is synced before the commit returns). A second thread owns a read connection, so
+the WAL is synced before the commit returns; a store opened with NORMAL answers once the
+commit is written, and syncs at checkpoints). A second thread owns a read connection, so
 queries never wait behind a sync. The event loop only enqueues work and is woken with the
 results.
 
@@ -44,7 +45,7 @@ from router.bus.store import (
     PendingRecord,
     ReplayRecord,
 )
-from services.kit.sqlite import open_wal
+from services.kit.sqlite import Synchronous, open_wal
 from soulspot.events.v1 import envelope_pb2
 
 if TYPE_CHECKING:
@@ -113,9 +114,10 @@ class _RetryIsolated(Exception):
     """An operation failed in a batch run without savepoints: run it again isolated."""
 
 
-def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
-    # FULL: the WAL is synced at every commit, so an answered publish survives power loss.
-    conn = open_wal(path, synchronous="FULL", busy_timeout_ms=10000)
+def _connect(path: Path, *, readonly: bool, synchronous: Synchronous) -> sqlite3.Connection:
+    # FULL: the WAL is synced at every commit, so an answered publish survives power loss;
+    # NORMAL: written at every commit, synced at checkpoints (survives a process crash).
+    conn = open_wal(path, synchronous=synchronous, busy_timeout_ms=10000)
     if readonly:
         conn.execute("PRAGMA query_only=ON")
     return conn
@@ -358,8 +360,9 @@ class _AppendOp:
 class SqliteEventStore:
     """`EventStore` on one SQLite file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, synchronous: Synchronous = "FULL") -> None:
         self.path = path
+        self.synchronous: Synchronous = synchronous
         self._writer: _Worker | None = None
         self._reader: _Worker | None = None
         self._next_seq = 1
@@ -374,7 +377,9 @@ class SqliteEventStore:
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         wconn = await asyncio.to_thread(self._open_writer)
-        rconn = await asyncio.to_thread(_connect, self.path, readonly=True)
+        rconn = await asyncio.to_thread(
+            _connect, self.path, readonly=True, synchronous=self.synchronous
+        )
         self._writer = _Worker("event-store-writer", wconn, batching=True)
         self._writer.on_rollback = self._reload_next_seq
         self._writer.append_rows = self._append_rows
@@ -383,7 +388,7 @@ class SqliteEventStore:
         self._reader.start()
 
     def _open_writer(self) -> sqlite3.Connection:
-        conn = _connect(self.path, readonly=False)
+        conn = _connect(self.path, readonly=False, synchronous=self.synchronous)
         conn.executescript(_SCHEMA)
         self._reload_next_seq(conn)
         return conn

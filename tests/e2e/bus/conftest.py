@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture
-def bus_process(tmp_path: Path) -> Iterator[BusProcess]:
-    proc = BusProcess(tmp_path)
+def bus_process(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[BusProcess]:
+    # Parametrized indirectly with SOULSPOT_BUS__* settings ({"synchronous": "NORMAL"}).
+    proc = BusProcess(tmp_path, **getattr(request, "param", {}))
     yield proc
     proc.stop()

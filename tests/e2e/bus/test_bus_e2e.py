@@ -27,6 +27,10 @@ async def _all_events(stub: router_pb2_grpc.RouterServiceAsyncStub) -> list[Any]
     ]
 
 
+# NORMAL acks before the sync; a killed process still leaves every written commit behind.
+@pytest.mark.parametrize(
+    "bus_process", [{}, {"synchronous": "NORMAL"}], indirect=True, ids=["full", "normal"]
+)
 async def test_kill_9_during_a_burst_loses_no_acked_event(bus_process: BusProcess) -> None:
     await bus_process.start()
     acked: dict[str, int] = {}

@@ -135,6 +135,45 @@ async def test_in_progress_keeps_a_long_delivery(harness: BusHarness) -> None:
         sub.ack(d.delivery_id)
 
 
+async def test_in_progress_extends_only_its_own_delivery(harness: BusHarness) -> None:
+    # The older delivery is kept alive; the newer one, never extended, must still expire on
+    # time (the extended one no longer stands first in the stream's deadline order).
+    async with RawSubscriber(harness.stub, "two", ["*"], auto_ack=False, ack_timeout_s=0.4) as sub:
+        await harness.publish(envelope(completed("kept")))
+        await harness.publish(envelope(completed("dropped")))
+        kept, dropped = await sub.take(2)
+        for _ in range(10):
+            sub.in_progress(kept.delivery_id)
+            await asyncio.sleep(0.1)
+        again = sub.received[2:]
+        assert again, "the delivery that was not extended was never redelivered"
+        assert {d.event.event_id for d in again} == {dropped.event.event_id}
+        assert again[0].attempt == 2
+        sub.ack(kept.delivery_id)
+
+
+async def test_each_subscriber_keeps_its_own_ack_timeout(harness: BusHarness) -> None:
+    async with (
+        RawSubscriber(
+            harness.stub, "mixed", ["*"], auto_ack=False, max_in_flight=1, ack_timeout_s=30
+        ) as patient,
+        RawSubscriber(
+            harness.stub, "mixed", ["*"], auto_ack=False, max_in_flight=1, ack_timeout_s=0.3
+        ) as hasty,
+    ):
+        await harness.publish(envelope(completed("a")))
+        await harness.publish(envelope(completed("b")))
+        slow = await patient.next()
+        quick = await hasty.next()
+        # The hasty subscriber's delivery times out and comes back (to it: the patient one
+        # is still busy); the patient one's, under a 30 s timeout, does not.
+        again = await hasty.next(3)
+        assert (again.event.event_id, again.attempt) == (quick.event.event_id, 2)
+        assert await patient.nothing_within(0.6)
+        patient.ack(slow.delivery_id)
+        hasty.ack(again.delivery_id)
+
+
 async def test_max_in_flight_bounds_unacked_deliveries(harness: BusHarness) -> None:
     async with RawSubscriber(
         harness.stub, "bounded", ["*"], auto_ack=False, max_in_flight=3

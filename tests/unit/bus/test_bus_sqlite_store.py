@@ -4,6 +4,11 @@ import asyncio
 import sqlite3
 from typing import TYPE_CHECKING
 
+import pytest
+from pydantic import ValidationError
+
+from router.bus import BusSettings, create_bus
+from router.bus.__main__ import BusProcessSettings
 from router.bus.sqlite_store import LAZY_COMMIT_S, ROWS_PER_INSERT, SqliteEventStore
 from router.bus.store import Parking
 from services.kit.events import build_envelope
@@ -170,3 +175,30 @@ async def test_lazy_bookkeeping_is_committed_in_time_under_steady_appends(tmp_pa
         assert count == 1
     finally:
         await store.close()
+
+
+async def test_the_sync_level_of_the_settings_reaches_the_write_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite's numbering: 1 is NORMAL, 2 is FULL.
+    levels = {}
+    monkeypatch.setenv("SOULSPOT_BUS__SYNCHRONOUS", "NORMAL")
+    for name, settings in (
+        ("default", BusSettings()),
+        ("env", BusProcessSettings().bus),
+    ):
+        bus = create_bus(settings, state_dir=tmp_path / name)
+        await bus.start()
+        try:
+            store = bus.store
+            assert isinstance(store, SqliteEventStore)
+            levels[name] = await store._write(
+                lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0]
+            )
+            (result,) = await store.append([_env(1)], [None])
+            assert result.sequence == 1
+        finally:
+            await bus.stop()
+    assert levels == {"default": 2, "env": 1}
+    with pytest.raises(ValidationError):
+        BusSettings(synchronous="SOMETIMES")  # type: ignore[arg-type]

@@ -561,7 +561,9 @@ class SubscribeStart(_message.Message):
 
     @_builtins.property
     def ack_timeout(self) -> _duration_pb2.Duration:
-        """How long a delivery may stay unacked before it is redelivered; unset uses the default."""
+        """How long a delivery to this subscriber may stay unacked before it is redelivered;
+        unset uses the default. Each subscriber of a durable consumer keeps its own.
+        """
 
     def __init__(
         self,
