@@ -518,7 +518,8 @@ class Consumer:
                 continue
             if replay.envelope is None:
                 _log.warning(
-                    "replayed event %d for consumer %s is no longer in the log; dropped",
+                    "replayed event %d for consumer %s is gone from the log and its replay"
+                    " carries no copy (queued by an older version); dropped",
                     seq,
                     self.name,
                     extra={"consumer": self.name, "sequence": seq},

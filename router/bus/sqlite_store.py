@@ -91,6 +91,8 @@ CREATE TABLE IF NOT EXISTS consumer_pending (
     attempts INTEGER NOT NULL,
     last_error TEXT NOT NULL,
     replay INTEGER NOT NULL,
+    -- A replayed dead letter's own copy of the event (NULL otherwise), see _migrate.
+    data BLOB,
     PRIMARY KEY (consumer, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -317,6 +319,15 @@ def _insert_events_sql(rows: int) -> str:
     )
 
 
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a log written by an earlier version up to this schema."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(consumer_pending)")}
+    if "data" not in columns:
+        # A replayed dead letter carries its event along: retention may have removed it
+        # from the log since it was parked.
+        conn.execute("ALTER TABLE consumer_pending ADD COLUMN data BLOB")
+
+
 def _commit_lazy_writes(_conn: sqlite3.Connection) -> None:
     """An eager write of nothing: the lazy writes queued before it are committed with it."""
 
@@ -390,6 +401,7 @@ class SqliteEventStore:
     def _open_writer(self) -> sqlite3.Connection:
         conn = _connect(self.path, readonly=False, synchronous=self.synchronous)
         conn.executescript(_SCHEMA)
+        _migrate(conn)
         self._reload_next_seq(conn)
         return conn
 
@@ -743,10 +755,28 @@ class SqliteEventStore:
         self, consumer: str, sequence: int, reason: int, attempts: int, last_error: str
     ) -> None:
         def op(conn: sqlite3.Connection) -> None:
+            # The event from the log or, for a replay whose event retention has removed
+            # since, the copy its replay carried (queued before the replay's done record,
+            # so that row is still there).
+            row = conn.execute("SELECT data FROM events WHERE seq = ?", (sequence,)).fetchone()
+            if row is None:
+                row = conn.execute(
+                    "SELECT data FROM consumer_pending WHERE consumer = ? AND seq = ?"
+                    " AND data IS NOT NULL",
+                    (consumer, sequence),
+                ).fetchone()
+            if row is None:
+                _log.warning(
+                    "event %d of consumer %s is gone from the log: not parked",
+                    sequence,
+                    consumer,
+                    extra={"consumer": consumer, "sequence": sequence},
+                )
+                return
             conn.execute(
                 "INSERT INTO dead_letters (consumer, seq, reason, attempts, last_error,"
-                " parked_at_us, data) SELECT ?, seq, ?, ?, ?, ?, data FROM events WHERE seq = ?",
-                (consumer, reason, attempts, last_error, _now_us(), sequence),
+                " parked_at_us, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (consumer, sequence, reason, attempts, last_error, _now_us(), row[0]),
             )
 
         self._write_lazily(op)
@@ -795,10 +825,13 @@ class SqliteEventStore:
         wanted = list(ids)
         # Set-based: a consumer's whole dead-letter queue moves over without being read into
         # memory, however long it is.
+        # The replay takes the dead letter's copy of the event: the log may not hold it any
+        # more (retention), and the dead letter row goes.
         queue_sql = (
-            "INSERT INTO consumer_pending (consumer, seq, attempts, last_error, replay)"
-            " SELECT consumer, seq, 0, '', 1 FROM dead_letters WHERE {where}"
-            " ON CONFLICT(consumer, seq) DO UPDATE SET attempts = 0, replay = 1"
+            "INSERT INTO consumer_pending (consumer, seq, attempts, last_error, replay, data)"
+            " SELECT consumer, seq, 0, '', 1, data FROM dead_letters WHERE {where}"
+            " ON CONFLICT(consumer, seq) DO UPDATE SET attempts = 0, replay = 1,"
+            " data = excluded.data"
         )
 
         def op(conn: sqlite3.Connection) -> dict[str, int]:
@@ -831,7 +864,8 @@ class SqliteEventStore:
     async def read_replays(self, consumer: str, after: int, limit: int) -> list[ReplayRecord]:
         def op(conn: sqlite3.Connection) -> list[ReplayRecord]:
             rows = conn.execute(
-                "SELECT p.seq, p.attempts, p.last_error, e.data FROM consumer_pending AS p"
+                "SELECT p.seq, p.attempts, p.last_error, COALESCE(e.data, p.data)"
+                " FROM consumer_pending AS p"
                 " LEFT JOIN events AS e ON e.seq = p.seq"
                 " WHERE p.consumer = ? AND p.replay = 1 AND p.seq > ? ORDER BY p.seq LIMIT ?",
                 (consumer, after, limit),

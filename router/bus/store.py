@@ -65,7 +65,8 @@ class ReplayRecord:
     """A replayed dead letter queued for a consumer, as read for delivery."""
 
     sequence: int
-    # None when the event is no longer in the log (removed by retention).
+    # From the log or, once retention removed it there, the copy the dead letter carried
+    # into its replay; None only for a replay queued before replays carried one.
     envelope: envelope_pb2.EventEnvelope | None
     attempts: int
     last_error: str

@@ -102,3 +102,36 @@ async def test_replays_queued_before_the_consumer_loads_are_paged_in(tmp_path: P
             assert 0 < consumer.stats.replays_buffered_max <= 16
         left = await harness.stub.ListDeadLetters(router_pb2.ListDeadLettersRequest())
         assert [d.reason for d in left.dead_letters] == [router_pb2.DEAD_LETTER_REASON_CYCLE]
+
+
+async def test_a_dead_letter_replays_after_retention_removed_its_event(tmp_path: Path) -> None:
+    async with BusHarness(tmp_path) as harness:
+        store = harness.bus.store
+        (seq,) = await _park_many(harness, "late", 1)
+        parked = (await store.list_dead_letters("late", 10))[0].envelope
+        assert await store.apply_retention(0.0, 0) == 1  # the log forgets the event
+        assert (await store.read_after(0, 10)).events == []
+        async with RawSubscriber(
+            harness.stub,
+            "late",
+            ["download.*"],
+            start=router_pb2.START_POSITION_NEW,
+            max_attempts=1,
+            auto_ack=False,
+        ) as sub:
+            answer = await harness.stub.ReplayDeadLetters(
+                router_pb2.ReplayDeadLettersRequest(consumer="late"), timeout=10
+            )
+            assert answer.replayed == 1
+            got = await sub.next()
+            assert got.event == parked
+            # Failing again parks it again, from the replay's copy: still not lost.
+            sub.nack(got.delivery_id)
+
+            async def parked_again() -> bool:
+                return await store.count_dead_letters() == 1
+
+            await wait_for(parked_again)
+        (again,) = await store.list_dead_letters("late", 10)
+        assert again.sequence == seq
+        assert again.envelope == parked

@@ -202,3 +202,28 @@ async def test_the_sync_level_of_the_settings_reaches_the_write_connection(
     assert levels == {"default": 2, "env": 1}
     with pytest.raises(ValidationError):
         BusSettings(synchronous="SOMETIMES")  # type: ignore[arg-type]
+
+
+async def test_a_log_from_before_replays_carried_their_event_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "e.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE consumer_pending (consumer TEXT NOT NULL, seq INTEGER NOT NULL,"
+        " attempts INTEGER NOT NULL, last_error TEXT NOT NULL, replay INTEGER NOT NULL,"
+        " PRIMARY KEY (consumer, seq)) WITHOUT ROWID;"
+        " INSERT INTO consumer_pending VALUES ('c', 7, 2, 'boom', 0);"
+    )
+    old.close()
+    store = SqliteEventStore(path)
+    await store.open()
+    try:
+        columns = await store._write(
+            lambda conn: [r[1] for r in conn.execute("PRAGMA table_info(consumer_pending)")]
+        )
+        assert "data" in columns
+        await store.save_consumer("c", ["*"], 0)
+        record = await store.load_consumer("c")
+        assert record is not None
+        assert record.pending[7].attempts == 2
+    finally:
+        await store.close()
