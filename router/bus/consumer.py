@@ -33,6 +33,8 @@ from router.bus.patterns import PatternSet
 from soulspot.router.v1 import router_pb2
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from router.bus.metrics import BusMetrics
     from router.bus.store import ConsumerRecord, EventStore
     from router.bus.tail import TailCache
@@ -212,15 +214,28 @@ class Consumer:
     # -- acks ------------------------------------------------------------------------------
 
     def ack(self, sub: Subscription, delivery_id: int) -> None:
-        o = sub.in_flight.pop(delivery_id, None)
-        if o is None or o.delivery_id != delivery_id:
-            return  # late ack of a delivery that was already redelivered or done
-        o.sub = None
-        self.stats.acked += 1
-        self._finish(o)
+        self.ack_many(sub, (delivery_id,))
+
+    def ack_many(self, sub: Subscription, delivery_ids: Iterable[int]) -> None:
+        """Acks of one stream (an AckBatch): the floor, the flush and the dispatcher's
+        wake-up are settled once for all of them."""
+        in_flight = sub.in_flight
+        acked = 0
+        for delivery_id in delivery_ids:
+            o = in_flight.pop(delivery_id, None)
+            if o is None or o.delivery_id != delivery_id:
+                continue  # late ack of a delivery that was already redelivered or done
+            o.sub = None
+            acked += 1
+            self._done(o)
+        if not acked:
+            return
+        self.stats.acked += acked
+        self._advance_floor()
+        self._schedule_flush()
         # Wake the dispatcher once a quarter of the window is free, not for every ack:
         # deliveries then go out in runs.
-        if sub.capacity >= max(1, sub.max_in_flight // 4) or not sub.in_flight:
+        if sub.capacity >= max(1, sub.max_in_flight // 4) or not in_flight:
             self.notify()
 
     def nack(self, sub: Subscription, delivery_id: int, delay_s: float, reason: str) -> None:
@@ -246,6 +261,13 @@ class Consumer:
     # -- state changes ---------------------------------------------------------------------
 
     def _finish(self, o: Outstanding) -> None:
+        self._done(o)
+        if not o.replay:
+            self._advance_floor()
+        self._schedule_flush()
+
+    def _done(self, o: Outstanding) -> None:
+        """`o` is acked or parked; the caller advances the floor and schedules the flush."""
         if o.key:
             self._release_key(o)
         if o.replay:
@@ -258,8 +280,6 @@ class Consumer:
             self._done_dirty.append(o.seq)
             if o.failure_recorded:
                 self._cleared_dirty.append(o.seq)
-            self._advance_floor()
-        self._schedule_flush()
 
     def _release_key(self, o: Outstanding) -> None:
         """`o` is done (acked or parked): the next held event of its key goes to the
@@ -542,19 +562,28 @@ class Consumer:
 
     def _dispatch(self) -> None:
         ready = self._ready
-        # One clock reading and one metrics update per round, not per delivery: a round
-        # takes microseconds, and fan-out makes deliveries the bus's most frequent work.
+        if not ready:
+            return
+        # One clock reading, one metrics update and one wake-up per stream per round, not
+        # per delivery: a round takes microseconds, and fan-out makes deliveries the bus's
+        # most frequent work.
         now = time.monotonic()
         counts: dict[tuple[str, bool], int] = {}
+        served: list[Subscription] = []
         try:
             while ready:
                 sub = self._pick()
                 if sub is None:
                     return
+                # A lone subscriber takes all that fits at once; several take turns, an
+                # event each.
+                room = sub.capacity if len(self._subs) == 1 else 1
+                deadline = now + sub.ack_timeout_s
+                taken = 0
                 # Pop until an event that may go now: one held behind its key is set aside
                 # (it costs no capacity), so a busy key never stops other keys or unkeyed
                 # events.
-                while ready:
+                while ready and taken < room:
                     _, _, o = heapq.heappop(ready)
                     if (o.replay and o.seq not in self._replays) or (
                         not o.replay and o.seq not in self._outstanding
@@ -562,11 +591,15 @@ class Consumer:
                         continue
                     if o.key and not self._claim_key(o):
                         continue
-                    self._deliver(sub, o, now + sub.ack_timeout_s)
+                    self._deliver(sub, o, deadline)
                     counted = (o.envelope.event_type, o.attempts > 1)
                     counts[counted] = counts.get(counted, 0) + 1
-                    break
+                    taken += 1
+                if taken:
+                    served.append(sub)
         finally:
+            for sub in served:
+                sub.signal.set()
             if self._metrics is not None:
                 for (event_type, again), n in counts.items():
                     self._metrics.delivered(event_type, self.name, 2 if again else 1, n)
@@ -603,7 +636,7 @@ class Consumer:
         return None
 
     def _deliver(self, sub: Subscription, o: Outstanding, deadline: float) -> None:
-        """Hand `o` to `sub`; the caller counts it in the metrics."""
+        """Queue `o` on `sub`; the caller counts it in the metrics and wakes the stream."""
         o.attempts += 1
         delivery_id = next(self._ids)
         o.delivery_id = delivery_id
@@ -613,7 +646,7 @@ class Consumer:
         if o.attempts > 1:
             self.stats.redelivered += 1
         self.stats.delivered += 1
-        sub.push((delivery_id, o.attempts, o.envelope))
+        sub.outgoing.append((delivery_id, o.attempts, o.envelope))
 
     # -- status ----------------------------------------------------------------------------
 

@@ -500,8 +500,7 @@ class EventBus:
                 if kind == "ack":
                     consumer.ack(sub, request.ack.delivery_id)
                 elif kind == "ack_batch":
-                    for delivery_id in request.ack_batch.delivery_ids:
-                        consumer.ack(sub, delivery_id)
+                    consumer.ack_many(sub, request.ack_batch.delivery_ids)
                 elif kind == "nack":
                     delay = (
                         request.nack.delay.ToTimedelta().total_seconds()

@@ -187,6 +187,11 @@ class RawSubscriber:
             router_pb2.SubscribeRequest(ack=router_pb2.Ack(delivery_id=delivery_id))
         )
 
+    def ack_batch(self, delivery_ids: list[int]) -> None:
+        self._outbox.put_nowait(
+            router_pb2.SubscribeRequest(ack_batch=router_pb2.AckBatch(delivery_ids=delivery_ids))
+        )
+
     def nack(self, delivery_id: int, reason: str = "failed", delay_s: float = 0.0) -> None:
         nack = router_pb2.Nack(delivery_id=delivery_id, reason=reason)
         if delay_s:

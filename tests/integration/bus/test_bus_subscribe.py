@@ -174,6 +174,26 @@ async def test_each_subscriber_keeps_its_own_ack_timeout(harness: BusHarness) ->
         hasty.ack(again.delivery_id)
 
 
+async def test_an_ack_batch_acks_every_delivery_it_names(harness: BusHarness) -> None:
+    async with RawSubscriber(
+        harness.stub, "batch", ["*"], auto_ack=False, ack_timeout_s=0.3
+    ) as sub:
+        for i in range(5):
+            await harness.publish(envelope(completed(f"d{i}")))
+        got = await sub.take(5)
+        ids = [d.delivery_id for d in got]
+        # A repeated id and an unknown one change nothing; the last delivery stays unacked.
+        sub.ack_batch([*ids[:4], ids[0], 999_999])
+        again = await sub.next(3)
+        assert (again.event.event_id, again.attempt) == (got[4].event.event_id, 2)
+        consumer = harness.bus.consumers["batch"]
+        await wait_for(lambda: consumer.floor == got[3].event.sequence)
+        sub.ack_batch([again.delivery_id])
+        await wait_for(lambda: consumer.floor == got[4].event.sequence)
+        assert await sub.nothing_within(0.5)
+        assert consumer.stats.acked == 5
+
+
 async def test_max_in_flight_bounds_unacked_deliveries(harness: BusHarness) -> None:
     async with RawSubscriber(
         harness.stub, "bounded", ["*"], auto_ack=False, max_in_flight=3
