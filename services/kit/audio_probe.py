@@ -1,8 +1,9 @@
 """Read-only look at an audio file: format, properties, common tags, checksum.
 
 What a downloader or an indexer needs to describe a file it found (a FileReference and a
-TrackReference), with mutagen's "easy" tag interfaces so MP3, FLAC, Ogg and MP4 read alike.
-Never writes to the file.
+TrackReference), its tags read through services.kit.audio_tags, so every container (MP3, FLAC,
+Ogg, Opus, MP4, WAV, AIFF) reads alike, and as the metadata module writes them. Never writes
+to the file.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import mutagen
 
+from services.kit.audio_tags import read_tags
 from soulspot.common.v1 import references_pb2
 
 if TYPE_CHECKING:
@@ -26,6 +28,7 @@ __all__ = [
     "quality_tier",
     "read_audio",
     "sha256_file",
+    "stream_properties",
     "track_reference",
 ]
 
@@ -103,16 +106,29 @@ class AudioFacts:
         return self.tags.get(key, "")
 
 
-def _first(value: Any) -> str:
-    if isinstance(value, list):
-        value = value[0] if value else ""
-    return str(value).strip()
-
-
 def _number(text: str) -> int:
     # "3/12" (track of total) and "2019-05-01" (a date) both start with the number wanted.
     head = text.split("/", 1)[0].split("-", 1)[0].strip()
     return int(head) if head.isdigit() else 0
+
+
+def stream_properties(info: Any, fmt: int, size_bytes: int) -> tuple[int, int, int]:
+    """(bitrate kbps, sample rate Hz, bit depth) of mutagen's stream info for a file of
+    `fmt` and `size_bytes`, filling in what a header leaves out. Bit depth is kept for
+    lossless formats only."""
+    length = float(getattr(info, "length", 0.0) or 0.0)
+    bitrate = int(getattr(info, "bitrate", 0) or 0)
+    if bitrate <= 0 and length > 0:
+        # No bitrate in the header (ffmpeg's Vorbis encoder writes a nominal 0): the
+        # average over the file, which is what a quality tier needs.
+        bitrate = round(size_bytes * 8 / length)
+    # Opus always decodes at 48 kHz, whatever rate the encoder was fed; mutagen names none.
+    if fmt == AudioFormat.AUDIO_FORMAT_OPUS:
+        rate = 48000
+    else:
+        rate = int(getattr(info, "sample_rate", 0) or 0)
+    bits = int(getattr(info, "bits_per_sample", 0) or 0)
+    return round(bitrate / 1000), rate, bits if fmt in _LOSSLESS else 0
 
 
 def read_audio(path: Path) -> AudioFacts:
@@ -122,43 +138,25 @@ def read_audio(path: Path) -> AudioFacts:
     fmt = format_for_suffix(path.name)
     try:
         # mutagen.File is unannotated; its result is used dynamically.
-        audio: Any = mutagen.File(str(path), easy=True)
+        audio: Any = mutagen.File(str(path))
     except (mutagen.MutagenError, EOFError, ValueError, IndexError, KeyError, OverflowError):
         audio = None
     if audio is None:
         return AudioFacts(path=path, format=fmt, size_bytes=size, readable=False)
     info = audio.info
-    tags: dict[str, str] = {}
-    if audio.tags is not None:
-        for key in (
-            "title",
-            "artist",
-            "album",
-            "albumartist",
-            "isrc",
-            "tracknumber",
-            "discnumber",
-            "date",
-            "genre",
-        ):
-            try:
-                value = audio.tags.get(key)
-            except (KeyError, ValueError):
-                value = None
-            if value:
-                tags[key] = _first(value)
+    tags = read_tags(audio.tags)
     codec = str(getattr(info, "codec", ""))
     if codec == "alac":
         fmt = AudioFormat.AUDIO_FORMAT_ALAC
-    bits = int(getattr(info, "bits_per_sample", 0) or 0)
+    bitrate_kbps, sample_rate_hz, bit_depth = stream_properties(info, fmt, size)
     return AudioFacts(
         path=path,
         format=fmt,
         size_bytes=size,
         duration_ms=round(float(getattr(info, "length", 0.0) or 0.0) * 1000),
-        bitrate_kbps=round(int(getattr(info, "bitrate", 0) or 0) / 1000),
-        sample_rate_hz=int(getattr(info, "sample_rate", 0) or 0),
-        bit_depth=bits if fmt in _LOSSLESS else 0,
+        bitrate_kbps=bitrate_kbps,
+        sample_rate_hz=sample_rate_hz,
+        bit_depth=bit_depth,
         tags=tags,
     )
 

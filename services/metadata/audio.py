@@ -24,7 +24,8 @@ from mutagen import aiff, flac, mp3, oggopus, oggvorbis, wave
 from mutagen import id3 as _id3
 from mutagen import mp4 as _mp4
 
-from services.kit.audio_probe import quality_tier
+from services.kit.audio_probe import quality_tier, stream_properties
+from services.kit.audio_tags import TAG_KEYS, read_tags, set_tag
 from soulspot.common.v1 import references_pb2
 
 __all__ = [
@@ -36,29 +37,6 @@ __all__ = [
 ]
 
 AudioFormat = references_pb2.AudioFormat
-
-# The normalised tag names, in the order they are reported.
-TAG_KEYS: tuple[str, ...] = (
-    "title",
-    "artist",
-    "album",
-    "albumartist",
-    "tracknumber",
-    "discnumber",
-    "date",
-    "isrc",
-    "musicbrainz_trackid",
-    "genre",
-)
-
-_LOSSLESS = frozenset(
-    {
-        AudioFormat.AUDIO_FORMAT_FLAC,
-        AudioFormat.AUDIO_FORMAT_ALAC,
-        AudioFormat.AUDIO_FORMAT_WAV,
-        AudioFormat.AUDIO_FORMAT_AIFF,
-    }
-)
 
 
 # mutagen ships py.typed but leaves the tag classes' methods unannotated, which strict mypy
@@ -143,104 +121,15 @@ def probe(path: Path) -> AudioInfo:
     """Properties and normalised tags of an audio file; CorruptAudio when it is not one."""
     audio, fmt = _loaded(path)
     info = audio.info
-    bitrate = int(getattr(info, "bitrate", 0) or 0)
-    bits = int(getattr(info, "bits_per_sample", 0) or 0)
+    bitrate_kbps, sample_rate_hz, bit_depth = stream_properties(info, fmt, path.stat().st_size)
     return AudioInfo(
         format=fmt,
         duration_ms=round(float(info.length) * 1000),
-        bitrate_kbps=round(bitrate / 1000),
-        sample_rate_hz=int(getattr(info, "sample_rate", 0) or 0),
-        # The contract keeps bit depth for lossless formats only.
-        bit_depth=bits if fmt in _LOSSLESS else 0,
-        tags=_read_tags(audio.tags),
+        bitrate_kbps=bitrate_kbps,
+        sample_rate_hz=sample_rate_hz,
+        bit_depth=bit_depth,
+        tags=read_tags(audio.tags),
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Tag families
-
-
-_ID3_TEXT: dict[str, str] = {
-    "title": "TIT2",
-    "artist": "TPE1",
-    "album": "TALB",
-    "albumartist": "TPE2",
-    "tracknumber": "TRCK",
-    "discnumber": "TPOS",
-    "date": "TDRC",
-    "isrc": "TSRC",
-    "genre": "TCON",
-}
-_MB_UFID_OWNER = "http://musicbrainz.org"  # where Picard and EasyID3 keep the recording id
-
-_MP4_TEXT: dict[str, str] = {
-    "title": "\xa9nam",
-    "artist": "\xa9ART",
-    "album": "\xa9alb",
-    "albumartist": "aART",
-    "date": "\xa9day",
-    "genre": "\xa9gen",
-}
-_MP4_FREEFORM: dict[str, str] = {
-    "isrc": "----:com.apple.iTunes:ISRC",
-    "musicbrainz_trackid": "----:com.apple.iTunes:MusicBrainz Track Id",
-}
-_MP4_PAIRS: dict[str, str] = {"tracknumber": "trkn", "discnumber": "disk"}
-
-
-def _read_tags(tags: Any) -> dict[str, str]:
-    out: dict[str, str] = {}
-    if tags is None:
-        return out
-    for key in TAG_KEYS:
-        value = _get(tags, key)
-        if value:
-            out[key] = value
-    return out
-
-
-def _get(tags: Any, key: str) -> str:
-    if isinstance(tags, id3.ID3):
-        if key == "musicbrainz_trackid":
-            frame = tags.get(f"UFID:{_MB_UFID_OWNER}")
-            return bytes(frame.data).decode("ascii", "replace") if frame is not None else ""
-        frame = tags.get(_ID3_TEXT[key])
-        return str(frame.text[0]).strip() if frame is not None and frame.text else ""
-    if isinstance(tags, mp4.MP4Tags):
-        if key in _MP4_TEXT:
-            values = tags.get(_MP4_TEXT[key]) or []
-            return str(values[0]).strip() if values else ""
-        if key in _MP4_FREEFORM:
-            values = tags.get(_MP4_FREEFORM[key]) or []
-            return bytes(values[0]).decode("utf-8", "replace").strip() if values else ""
-        pairs = tags.get(_MP4_PAIRS[key]) or []
-        return str(pairs[0][0]) if pairs and pairs[0][0] else ""
-    # Vorbis comments: case-insensitive keys, lists of strings.
-    values = tags.get(key) or []
-    return str(values[0]).strip() if values else ""
-
-
-def _set(tags: Any, key: str, value: str) -> None:
-    if isinstance(tags, id3.ID3):
-        if key == "musicbrainz_trackid":
-            tags.delall(f"UFID:{_MB_UFID_OWNER}")
-            tags.add(id3.UFID(owner=_MB_UFID_OWNER, data=value.encode("ascii", "replace")))
-            return
-        frame_id = _ID3_TEXT[key]
-        tags.delall(frame_id)
-        tags.add(getattr(id3, frame_id)(encoding=3, text=[value]))
-        return
-    if isinstance(tags, mp4.MP4Tags):
-        if key in _MP4_TEXT:
-            tags[_MP4_TEXT[key]] = [value]
-        elif key in _MP4_FREEFORM:
-            tags[_MP4_FREEFORM[key]] = [mp4.MP4FreeForm(value.encode("utf-8"))]
-        else:
-            number = int(value) if value.isdigit() else 0
-            old = tags.get(_MP4_PAIRS[key]) or [(0, 0)]
-            tags[_MP4_PAIRS[key]] = [(number, int(old[0][1]) if len(old[0]) > 1 else 0)]
-        return
-    tags[key] = [value]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,7 +164,7 @@ def write_tags_atomically(path: Path, changes: dict[str, str]) -> None:
         if audio.tags is None:
             audio.add_tags()
         for key, value in changes.items():
-            _set(audio.tags, key, value)
+            set_tag(audio.tags, key, value)
         audio.save()
         _loaded(temp)  # what is about to replace the original must still be audio
         with temp.open("rb+") as handle:
