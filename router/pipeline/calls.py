@@ -17,9 +17,8 @@ import grpc
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2
 
-from services.kit.context import MODULE_KEY
+from services.kit.context import MODULE_KEY, metadata_value
 from services.kit.errors import InvalidArgument, MeshError, from_rpc_error
-from services.kit.interceptors import metadata_value
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -18,6 +18,7 @@ from services.kit.context import (
     current_trace_id,
     current_traceparent,
     format_traceparent,
+    metadata_value,
     new_correlation_id,
     new_traceparent,
     parse_traceparent,
@@ -48,11 +49,7 @@ from services.kit.errors import (
     from_rpc_error,
     is_transient,
 )
-from services.kit.interceptors import (
-    ContextServerInterceptor,
-    client_interceptors,
-    metadata_value,
-)
+from services.kit.interceptors import ContextServerInterceptor, client_interceptors
 from services.kit.logging import setup_logging
 from services.kit.retry import call_with_retry
 from services.kit.server import KitServer

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
 # Metadata keys. gRPC metadata keys are lower-case ASCII.
 CORRELATION_ID_KEY = "x-correlation-id"
@@ -26,6 +26,17 @@ NO_FALLBACK_KEY = "x-soulspot-no-fallback"
 TARGET_MODULE_KEY = "x-soulspot-target-module"
 
 _SAMPLED = 0x01
+
+
+def metadata_value(metadata: Iterable[tuple[str, str | bytes]] | None, key: str) -> str | None:
+    """The first value of `key` as text, or None (also for an empty value)."""
+    for k, v in metadata or ():
+        if k == key:
+            text = v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+            return text or None
+    return None
+
+
 _TRACEPARENT_RE = re.compile(
     r"^(?P<version>[0-9a-f]{2})-(?P<trace_id>[0-9a-f]{32})-(?P<span_id>[0-9a-f]{16})"
     r"-(?P<flags>[0-9a-f]{2})(?P<rest>-.*)?$"

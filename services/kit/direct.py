@@ -16,6 +16,7 @@ import grpc
 from google.protobuf import descriptor_pool
 
 from services.kit import context as ctx
+from services.kit import tracing
 from services.kit.channel import CHANNEL_OPTIONS, open_channel
 from soulspot.options.v1 import options_pb2
 from soulspot.router.v1 import router_pb2, router_pb2_grpc
@@ -63,17 +64,30 @@ def _idempotent(method: str) -> bool:
 
 
 def _context_metadata() -> tuple[tuple[str, str], ...]:
-    """The caller's correlation id and a child of its span, when it has them. A caller with
-    neither (a script, the CLI) lets the module start both, as a plain stub call would: the
-    module echoes the correlation id in its trailing metadata either way."""
+    """The caller's correlation id, when it has one. A caller without (a script, the CLI)
+    lets the module start one, as a plain stub call would: the module echoes it in its
+    trailing metadata either way. The traceparent is per attempt (`_attempt`)."""
     correlation_id = ctx.current_correlation_id()
-    traceparent = ctx.current_traceparent()
-    md: tuple[tuple[str, str], ...] = ()
-    if correlation_id is not None:
-        md = ((ctx.CORRELATION_ID_KEY, correlation_id),)
-    if traceparent is not None:
-        md = (*md, (ctx.TRACEPARENT_KEY, str(traceparent.child())))
-    return md
+    return () if correlation_id is None else ((ctx.CORRELATION_ID_KEY, correlation_id),)
+
+
+async def _attempt(
+    call: Any,
+    method: str,
+    payload: bytes,
+    timeout: float | None,  # noqa: ASYNC109 (the call's gRPC deadline)
+    metadata: tuple[tuple[str, str], ...],
+) -> Any:
+    """One call; inside traced work, as a child of the caller's span with a CLIENT span of
+    its own (the callee's span hangs under it)."""
+    parent = ctx.current_traceparent()
+    if parent is None or any(k == ctx.TRACEPARENT_KEY for k, _ in metadata):
+        return await call(payload, timeout=timeout, metadata=metadata)
+    sent = parent.child()
+    with tracing.client_span(method, sent=sent, parent=parent):
+        return await call(
+            payload, timeout=timeout, metadata=(*metadata, (ctx.TRACEPARENT_KEY, str(sent)))
+        )
 
 
 class DirectClient:
@@ -242,7 +256,7 @@ class DirectClient:
                 break
             call = self._callable(provider.address, method, response_type)
             try:
-                response: _M = await call(payload, timeout=remaining, metadata=md)
+                response: _M = await _attempt(call, method, payload, remaining, md)
             except grpc.aio.AioRpcError as err:
                 code = err.code()
                 if code in _FALLBACK_CODES or (
@@ -256,5 +270,5 @@ class DirectClient:
         # No fresh table, no route, or every module failed: the router knows more.
         remaining = None if ends is None else max(0.0, ends - loop.time())
         router_call = self._callable(None, method, response_type)
-        result: _M = await router_call(payload, timeout=remaining, metadata=md)
+        result: _M = await _attempt(router_call, method, payload, remaining, md)
         return result

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 
 from services.kit import context as ctx
+from services.kit import tracing
+from services.kit.context import metadata_value
 from services.kit.errors import MeshError, abort_with, error_for
 from services.kit.handlers import wrap_handler
 
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
+_Call = TypeVar("_Call")
 
 ACCESS_LOGGER_NAME = "soulspot.access"
 
@@ -45,15 +48,6 @@ QUIET_METHOD_PREFIXES: tuple[str, ...] = (
 _SERVER_FAULT_CODES = frozenset(
     {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.DATA_LOSS}
 )
-
-
-def metadata_value(metadata: Iterable[tuple[str, str | bytes]] | None, key: str) -> str | None:
-    """The first value of `key` as text, or None (also for an empty value)."""
-    for k, v in metadata or ():
-        if k == key:
-            text = v.decode("utf-8", "replace") if isinstance(v, bytes) else v
-            return text or None
-    return None
 
 
 def _with_trailing(context: grpc.aio.ServicerContext[Any, Any], key: str, value: str) -> None:
@@ -339,22 +333,51 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
-def with_context_metadata(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-    """Call details carrying the current correlation id and a child traceparent.
+def with_context_metadata(
+    details: grpc.aio.ClientCallDetails,
+) -> tuple[grpc.aio.ClientCallDetails, Any]:
+    """Call details carrying the current correlation id and a child traceparent, and the
+    CLIENT span that child stands for when the call is made inside traced work (None
+    otherwise, and while tracing is off).
 
     Values the caller set explicitly win; the caller's Metadata object is never mutated.
     """
     metadata = grpc.aio.Metadata.from_tuple(tuple(details.metadata or ()))
+    span = None
     # `.keys()`: the stubs type `in metadata` as a test on (key, value) pairs.
     if ctx.CORRELATION_ID_KEY not in metadata.keys():  # noqa: SIM118
         correlation_id = ctx.current_correlation_id()
         if correlation_id is not None:
             metadata.add(ctx.CORRELATION_ID_KEY, correlation_id)
     if ctx.TRACEPARENT_KEY not in metadata.keys():  # noqa: SIM118
-        metadata.add(ctx.TRACEPARENT_KEY, str(ctx.child_traceparent()))
+        parent = ctx.current_traceparent()
+        sent = parent.child() if parent is not None else ctx.new_traceparent()
+        metadata.add(ctx.TRACEPARENT_KEY, str(sent))
+        if parent is not None:
+            method = details.method
+            name = method.decode() if isinstance(method, bytes) else method
+            span = tracing.start_client_span(name, sent=sent, parent=parent)
     return grpc.aio.ClientCallDetails(
         details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
-    )
+    ), span
+
+
+async def _traced(
+    continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[_Call]],
+    details: grpc.aio.ClientCallDetails,
+    request: Any,
+) -> _Call:
+    """Start the call with the context metadata; its CLIENT span ends when the call does."""
+    details, span = with_context_metadata(details)
+    if span is None:
+        return await continuation(details, request)
+    try:
+        call = await continuation(details, request)
+    except BaseException:
+        span.end()
+        raise
+    tracing.end_client_span(span, call)
+    return call
 
 
 # grpc.aio sorts a channel's interceptors by type with an if/elif chain, so one object
@@ -370,7 +393,7 @@ class ContextUnaryUnaryInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         client_call_details: grpc.aio.ClientCallDetails,
         request: _Req,
     ) -> _Resp | grpc.aio.UnaryUnaryCall[_Req, _Resp]:
-        return await continuation(with_context_metadata(client_call_details), request)
+        return await _traced(continuation, client_call_details, request)
 
 
 class ContextUnaryStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):
@@ -382,7 +405,7 @@ class ContextUnaryStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):
         client_call_details: grpc.aio.ClientCallDetails,
         request: _Req,
     ) -> AsyncIterator[_Resp] | grpc.aio.UnaryStreamCall[_Req, _Resp]:
-        return await continuation(with_context_metadata(client_call_details), request)
+        return await _traced(continuation, client_call_details, request)
 
 
 class ContextStreamUnaryInterceptor(grpc.aio.StreamUnaryClientInterceptor):
@@ -395,7 +418,7 @@ class ContextStreamUnaryInterceptor(grpc.aio.StreamUnaryClientInterceptor):
         client_call_details: grpc.aio.ClientCallDetails,
         request_iterator: AsyncIterable[_Req] | Iterable[_Req],
     ) -> _Resp | grpc.aio.StreamUnaryCall[_Req, _Resp]:
-        return await continuation(with_context_metadata(client_call_details), request_iterator)
+        return await _traced(continuation, client_call_details, request_iterator)
 
 
 class ContextStreamStreamInterceptor(grpc.aio.StreamStreamClientInterceptor):
@@ -408,7 +431,7 @@ class ContextStreamStreamInterceptor(grpc.aio.StreamStreamClientInterceptor):
         client_call_details: grpc.aio.ClientCallDetails,
         request_iterator: AsyncIterable[_Req] | Iterable[_Req],
     ) -> AsyncIterator[_Resp] | grpc.aio.StreamStreamCall[_Req, _Resp]:
-        return await continuation(with_context_metadata(client_call_details), request_iterator)
+        return await _traced(continuation, client_call_details, request_iterator)
 
 
 def client_interceptors() -> Sequence[grpc.aio.ClientInterceptor]:

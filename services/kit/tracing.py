@@ -16,6 +16,7 @@ and the interceptor costs one contextvar read per call.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -37,9 +38,9 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from services.kit import context as ctx
+from services.kit.context import metadata_value
 from services.kit.errors import MeshError
 from services.kit.handlers import wrap_handler
-from services.kit.interceptors import metadata_value
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -194,6 +195,75 @@ def mirrored_span(
         span, end_on_exit=True, record_exception=True, set_status_on_exception=True
     ):
         yield span
+
+
+def start_client_span(
+    method: str, *, sent: ctx.TraceParent, parent: ctx.TraceParent
+) -> trace.Span | None:
+    """The CLIENT span of an outgoing call made inside traced work (`parent`, the caller's
+    current span), with the ids of `sent`, the traceparent the callee receives: the callee's
+    server span then hangs under a span that exists. None while tracing is off.
+
+    End it with `end_client_span` once the call is done.
+    """
+    provider = _provider
+    if provider is None or sent.trace_id != parent.trace_id:
+        return None
+    service, _, name = method.lstrip("/").rpartition("/")
+    token = _next_ids.set(sent)
+    try:
+        return provider.get_tracer(TRACER_NAME).start_span(
+            method.lstrip("/"),
+            context=_remote_parent(parent),
+            kind=SpanKind.CLIENT,
+            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+        )
+    finally:
+        _next_ids.reset(token)
+
+
+@contextmanager
+def client_span(method: str, *, sent: ctx.TraceParent, parent: ctx.TraceParent) -> Iterator[None]:
+    """`start_client_span` around a call awaited in the block, ended with its outcome."""
+    span = start_client_span(method, sent=sent, parent=parent)
+    if span is None:
+        yield
+        return
+    try:
+        yield
+    except grpc.aio.AioRpcError as err:
+        _set_code(span, err.code())
+        raise
+    except BaseException as err:
+        span.record_exception(err)
+        _set_code(span, grpc.StatusCode.CANCELLED)
+        raise
+    else:
+        _set_code(span, grpc.StatusCode.OK)
+    finally:
+        span.end()
+
+
+# Spans whose calls are finishing: held until ended (the loop keeps only weak task refs).
+_ending: set[asyncio.Task[None]] = set()
+
+
+def end_client_span(span: trace.Span, call: Any) -> None:
+    """End `span` with the status of grpc.aio `call` once the call is done."""
+
+    async def end() -> None:
+        try:
+            _set_code(span, await call.code())
+        except Exception:  # a call cancelled before it started has no code to give
+            _set_code(span, grpc.StatusCode.CANCELLED)
+        span.end()
+
+    def done(_call: Any) -> None:
+        task = asyncio.ensure_future(end())
+        _ending.add(task)
+        task.add_done_callback(_ending.discard)
+
+    call.add_done_callback(done)
 
 
 @contextmanager

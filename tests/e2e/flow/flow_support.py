@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from services.kit.context import CORRELATION_ID_KEY, MODULE_KEY
+from services.kit.context import CORRELATION_ID_KEY, MODULE_KEY, metadata_value
 from services.kit.events import unpack_payload
-from services.kit.interceptors import metadata_value
 from services.kit.sample_audio import DEFAULT_SAMPLE_TRACKS, make_sample_library
 from soulspot.capabilities.v1 import (
     download_pb2,

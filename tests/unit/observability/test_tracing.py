@@ -3,6 +3,7 @@ event handling continues the envelope's trace; without an exporter nothing is se
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -80,6 +81,61 @@ async def test_server_span_and_log_share_the_callers_trace_id(
     handled = [line for line in lines.lines if "probe handling traced" in line]
     assert len(handled) == 1
     assert f'"trace_id": "{CALLER.trace_id}"' in handled[0]
+
+
+async def test_a_call_made_inside_traced_work_has_a_client_span_the_server_hangs_under(
+    exporter: InMemorySpanExporter,
+) -> None:
+    server = KitServer("obs", interceptors=[tracing.TracingServerInterceptor()], grace_s=0.5)
+    add_probe(server)
+    async with server, open_channel(server.address) as channel:
+        with ctx.bind("corr-traced", CALLER):
+            await say(channel)(b"inner")
+            with pytest.raises(grpc.aio.AioRpcError):
+                await say(channel)(b"fail:NOT_FOUND")
+        await asyncio.sleep(0.05)  # client spans end once their call is done
+
+    spans = exporter.get_finished_spans()
+    clients = [s for s in spans if s.kind == SpanKind.CLIENT]
+    servers = {s.context.span_id: s for s in spans if s.kind == SpanKind.SERVER}
+    assert len(clients) == 2
+    assert len(servers) == 2
+    for client in clients:
+        assert client.name == "obs.Probe/Say"
+        assert format(client.context.trace_id, "032x") == CALLER.trace_id
+        assert client.parent is not None
+        assert format(client.parent.span_id, "016x") == CALLER.span_id
+        # The server span's parent is this client span: the trace tree has no gap.
+        (served,) = [
+            s
+            for s in servers.values()
+            if s.parent is not None and s.parent.span_id == client.context.span_id
+        ]
+        assert served.context.trace_id == client.context.trace_id
+    ok, failed = sorted(clients, key=lambda s: s.start_time or 0)
+    assert ok.attributes is not None
+    assert ok.attributes["rpc.grpc.status_code"] == 0
+    assert failed.attributes is not None
+    assert failed.attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+    assert not failed.status.is_ok
+
+
+def test_a_direct_call_span_takes_the_ids_it_sends(exporter: InMemorySpanExporter) -> None:
+    sent = CALLER.child()
+    with tracing.client_span("/obs.Probe/Say", sent=sent, parent=CALLER):
+        pass
+    with (
+        pytest.raises(RuntimeError),
+        tracing.client_span("/obs.Probe/Say", sent=CALLER.child(), parent=CALLER),
+    ):
+        raise RuntimeError("the call went wrong")
+    done, broken = exporter.get_finished_spans()
+    assert done.kind == SpanKind.CLIENT
+    assert format(done.context.span_id, "016x") == sent.span_id
+    assert done.parent is not None
+    assert format(done.parent.span_id, "016x") == CALLER.span_id
+    assert done.status.is_ok
+    assert not broken.status.is_ok
 
 
 async def test_untraced_call_gets_a_span_matching_its_log_lines(
