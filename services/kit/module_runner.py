@@ -440,6 +440,11 @@ class ModuleRuntime:
         if subscribe is not None:
             subscribe(handlers)
 
+    def capability_channel(self) -> grpc.aio.Channel | None:
+        """A channel to the router for calling other modules' capabilities (the router picks
+        the module), or None when this module runs without a router."""
+        return self._router_channel() if self.connect_router else None
+
     def _router_channel(self) -> grpc.aio.Channel:
         if self.router_channel is None:
             self.router_channel = open_channel(self.settings.router_address)

@@ -10,6 +10,7 @@ from services.kit.module_runner import (
     ServiceBinding,
 )
 from services.kit.periodic import Periodic
+from services.spotify.library_lookup import LibraryLookup
 from services.spotify.servicer import PlaylistServicer, SearchServicer
 from services.spotify.settings import NO_CREDENTIALS, SpotifySection, SpotifySettings
 from services.spotify.web_api import (
@@ -52,6 +53,8 @@ def build(rt: ModuleRuntime) -> ModuleParts:
         elif isinstance(err, SpotifyAuthError | SpotifyUnreachable):
             await rt.set_health(False, str(err))
 
+    library = LibraryLookup(rt.capability_channel, timeout_s=section.library_lookup_timeout_s)
+
     # Probed in the background: an unreachable Spotify must not hold up the server's start.
     watcher = Periodic("spotify health probe", section.health_interval_s, probe, first_at_once=True)
 
@@ -69,7 +72,7 @@ def build(rt: ModuleRuntime) -> ModuleParts:
         services=[
             ServiceBinding.of(
                 search_pb2.DESCRIPTOR.services_by_name["SearchService"],
-                SearchServicer(client, on_backend_error),
+                SearchServicer(client, on_backend_error, library=library),
                 search_pb2_grpc.add_SearchServiceServicer_to_server,
             ),
             ServiceBinding.of(

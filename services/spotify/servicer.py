@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     import grpc
 
+    from services.spotify.library_lookup import LibraryLookup
     from services.spotify.web_api import SpotifyClient
 
 __all__ = ["PlaylistServicer", "SearchServicer", "mesh_error", "track_reference"]
@@ -80,10 +81,15 @@ def mesh_error(err: SpotifyError) -> MeshError:
 
 class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     def __init__(
-        self, client: SpotifyClient, on_backend_error: Callable[[SpotifyError], Awaitable[None]]
+        self,
+        client: SpotifyClient,
+        on_backend_error: Callable[[SpotifyError], Awaitable[None]],
+        *,
+        library: LibraryLookup | None = None,
     ) -> None:
         self._client = client
         self._on_backend_error = on_backend_error
+        self._library = library
 
     async def SearchTrack(
         self,
@@ -99,14 +105,17 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         # Spotify orders results by its own relevance; the score says the same thing in the
         # contract's 0..1 range (the best result 1.0, then evenly down).
         count = len(found)
+        tracks = [track_reference(track) for track in found]
+        held = await self._library.holds(tracks) if self._library is not None else [False] * count
         return search_pb2.SearchTrackResponse(
             results=[
                 search_pb2.SearchResult(
-                    track=track_reference(track),
+                    track=track,
                     score=round(1.0 - index / max(count, 1), 4),
                     source="spotify",
+                    in_library=in_library,
                 )
-                for index, track in enumerate(found)
+                for index, (track, in_library) in enumerate(zip(tracks, held, strict=True))
             ]
         )
 

@@ -22,6 +22,10 @@ class SpotifySection(ModuleSection):
     timeout_s: float = 10.0
     # How often an unusable backend is probed again, in seconds.
     health_interval_s: float = 60.0
+    # How long a search waits to learn which results the library holds (library.check_
+    # downloaded through the router); 0 skips the lookup. Results not confirmed in time
+    # show as not in the library.
+    library_lookup_timeout_s: float = 0.5
 
 
 class SpotifySettings(KitSettings):
