@@ -101,6 +101,11 @@ class Outcome:
     detail: str
 
 
+# A command's own consumers (a fresh name each run) go once it has been gone this long: long
+# enough to ride out a router restart, short enough that status does not fill with them.
+WATCHER_IDLE_S = 600.0
+
+
 class DownloadWatch:
     """One subscription to download/pipeline events, sorted by download_id.
 
@@ -120,6 +125,7 @@ class DownloadWatch:
             handlers=handlers,
             start=router_pb2.START_POSITION_NEW,
             instance=_instance(),
+            inactive_threshold_s=WATCHER_IDLE_S,
         )
         self._queues: dict[str, asyncio.Queue[tuple[str, Any]]] = {}
         self._unclaimed: OrderedDict[str, list[tuple[str, Any]]] = OrderedDict()
@@ -465,6 +471,7 @@ async def _sync_playlist(playlist: str, workers: int, limit_s: float, router: st
                 handlers=handlers,
                 start=router_pb2.START_POSITION_NEW,
                 instance=_instance(),
+                inactive_threshold_s=WATCHER_IDLE_S,
             )
             local = [
                 PlaylistWorker(channel, name=f"{_instance()}-w{n}") for n in range(1, workers + 1)

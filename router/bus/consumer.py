@@ -123,6 +123,10 @@ class Consumer:
         self.patterns = PatternSet(record.patterns)
         self.floor = record.floor
         self.max_attempts = max_attempts
+        # Seconds without a subscriber before the bus removes this consumer (0: never), and
+        # since when it has had none (wall clock; 0 while one is attached).
+        self.inactive_s = 0.0
+        self.idle_since = 0.0
         self.stats = ConsumerStats()
         self._store = store
         self._cache = cache
@@ -207,6 +211,15 @@ class Consumer:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    def discard(self) -> None:
+        """The consumer is being removed (idle too long): stop without writing anything."""
+        for handle in (self._flush_handle, self._timer):
+            if handle is not None:
+                handle.cancel()
+        self._flush_handle = self._timer = None
+        if self._task is not None:
+            self._task.cancel()
 
     def notify(self) -> None:
         self._wake.set()

@@ -154,6 +154,8 @@ class EventBus:
         self._delivery_ids = itertools.count(1)
         self._retention_task: asyncio.Task[None] | None = None
         self._metrics_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._idle_timer: asyncio.TimerHandle | None = None
         self._started = False
         self.published = 0
         self.parked = 0
@@ -166,6 +168,10 @@ class EventBus:
         self.store.append_listener = self._on_append
         if self._mesh_metrics is None:
             self.metrics = BusMetrics(default_metrics())
+        # Nobody is subscribed yet: consumers that go away when idle are idle from now on
+        # (those idle since before a stop go if their time is up).
+        await self.store.consumers_idle_from(int(time.time() * 1_000_000))
+        await self._expire_idle()
         self._retention_task = asyncio.create_task(self._retention_loop(), name="bus-retention")
         self._metrics_task = asyncio.create_task(self._lag_loop(), name="bus-lag")
         self._started = True
@@ -174,7 +180,9 @@ class EventBus:
         if not self._started:
             return
         self._started = False
-        for task in (self._retention_task, self._metrics_task):
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        for task in (self._retention_task, self._metrics_task, *self._background):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -195,6 +203,64 @@ class EventBus:
                 continue
             if deleted:
                 _log.info("retention removed %d events", deleted, extra={"deleted": deleted})
+            await self._expire_idle()
+
+    async def _expire_idle(self) -> None:
+        """Remove the consumers that have had no subscriber for longer than they asked for."""
+        now = time.time()
+        gone = [
+            name
+            for name, c in self._consumers.items()
+            if c.inactive_s > 0
+            and not c.attached
+            and c.idle_since
+            and now - c.idle_since >= c.inactive_s
+        ]
+        for name in gone:
+            # Out of memory first, so no progress of theirs is written after the removal.
+            self._consumers.pop(name).discard()
+        try:
+            removed, next_due_us = await self.store.expire_consumers(
+                int(now * 1_000_000), keep=set(self._consumers), also=gone
+            )
+        except Exception:
+            _log.exception("removing idle consumers failed")
+            return
+        if next_due_us is not None:
+            # The next one to go (also those left idle by a previous run of the router).
+            self._expire_at(next_due_us / 1_000_000 - time.time())
+        for name in removed:
+            _log.info(
+                "consumer %s removed after its inactive threshold",
+                name,
+                extra={"consumer": name},
+            )
+
+    def _idle(self, consumer: Consumer) -> None:
+        """`consumer` lost its last subscriber: remember when, and look again once its
+        inactive threshold is up."""
+        consumer.idle_since = time.time()
+        self.store.set_consumer_idle(consumer.name, int(consumer.idle_since * 1_000_000))
+        self._expire_at(consumer.inactive_s)
+
+    def _expire_at(self, delay_s: float) -> None:
+        """Look for idle consumers to remove in `delay_s` (one timer: the soonest wins)."""
+        loop = asyncio.get_running_loop()
+        when = loop.time() + max(0.0, delay_s) + 0.05
+        timer = self._idle_timer
+        if timer is not None and not timer.cancelled() and timer.when() <= when:
+            return
+        if timer is not None:
+            timer.cancel()
+        self._idle_timer = loop.call_at(when, self._expire_soon)
+
+    def _expire_soon(self) -> None:
+        self._idle_timer = None
+        if not self._started:
+            return
+        task = asyncio.create_task(self._expire_idle(), name="bus-idle-consumers")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _lag_loop(self) -> None:
         # Lag grows while nothing is acked, so it is sampled, not only updated on acks.
@@ -375,14 +441,22 @@ class EventBus:
             patterns = tuple(start.event_types)
             consumer = self._consumers.get(start.consumer)
             max_attempts = start.max_attempts or self.settings.default_max_attempts
+            inactive_s = (
+                start.inactive_threshold.ToTimedelta().total_seconds()
+                if start.HasField("inactive_threshold")
+                else 0.0
+            )
             if consumer is None:
                 record = await self.store.load_consumer(start.consumer)
                 if record is None:
                     floor = await self._start_floor(start)
                     record = ConsumerRecord(start.consumer, patterns, floor)
-                    await self.store.save_consumer(start.consumer, patterns, floor)
-                elif record.patterns != patterns:
-                    await self.store.save_consumer(start.consumer, patterns, record.floor)
+                else:
+                    floor = record.floor
+                # Patterns and the inactive threshold as this subscriber asks.
+                await self.store.save_consumer(
+                    start.consumer, patterns, floor, inactive_s=inactive_s
+                )
                 record.patterns = patterns
                 consumer = Consumer(
                     record,
@@ -396,10 +470,15 @@ class EventBus:
                 # Queued replays (record.replays) stay in the store; the consumer reads
                 # them a page at a time.
                 self._consumers[start.consumer] = consumer
-            else:
-                if patterns != consumer.patterns.patterns:
-                    await self.store.save_consumer(start.consumer, patterns, consumer.floor)
-                consumer.max_attempts = max_attempts
+            elif patterns != consumer.patterns.patterns or inactive_s != consumer.inactive_s:
+                await self.store.save_consumer(
+                    start.consumer, patterns, consumer.floor, inactive_s=inactive_s
+                )
+            consumer.max_attempts = max_attempts
+            consumer.inactive_s = inactive_s
+            if consumer.idle_since or inactive_s > 0:
+                consumer.idle_since = 0.0
+                self.store.set_consumer_idle(consumer.name, 0)  # it has a subscriber now
             return consumer
 
     async def _start_floor(self, start: router_pb2.SubscribeStart) -> int:
@@ -487,6 +566,8 @@ class EventBus:
                 await reader
             if self._started:
                 consumer.detach(sub)
+                if consumer.inactive_s > 0 and not consumer.attached:
+                    self._idle(consumer)
 
     async def _read_acks(
         self,

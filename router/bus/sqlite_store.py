@@ -49,7 +49,7 @@ from services.kit.sqlite import Synchronous, open_wal
 from soulspot.events.v1 import envelope_pb2
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Collection, Sequence
     from pathlib import Path
 
 _log = logging.getLogger(__name__)
@@ -78,7 +78,10 @@ CREATE INDEX IF NOT EXISTS events_by_correlation ON events(correlation_id, seq);
 CREATE TABLE IF NOT EXISTS consumers (
     name TEXT PRIMARY KEY,
     patterns TEXT NOT NULL,
-    floor INTEGER NOT NULL
+    floor INTEGER NOT NULL,
+    -- Removed after this long without a subscriber (0: kept), idle since (0: attached).
+    inactive_s REAL NOT NULL DEFAULT 0,
+    idle_since_us INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS consumer_done (
     consumer TEXT NOT NULL,
@@ -326,6 +329,11 @@ def _migrate(conn: sqlite3.Connection) -> None:
         # A replayed dead letter carries its event along: retention may have removed it
         # from the log since it was parked.
         conn.execute("ALTER TABLE consumer_pending ADD COLUMN data BLOB")
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(consumers)")}
+    if "inactive_s" not in columns:
+        # Consumers that go away on their own after a while without subscribers.
+        conn.execute("ALTER TABLE consumers ADD COLUMN inactive_s REAL NOT NULL DEFAULT 0")
+        conn.execute("ALTER TABLE consumers ADD COLUMN idle_since_us INTEGER NOT NULL DEFAULT 0")
 
 
 def _commit_lazy_writes(_conn: sqlite3.Connection) -> None:
@@ -687,17 +695,57 @@ class SqliteEventStore:
 
         return await self._read_settled(op)
 
-    async def save_consumer(self, name: str, patterns: Sequence[str], floor: int) -> None:
+    async def save_consumer(
+        self, name: str, patterns: Sequence[str], floor: int, *, inactive_s: float = 0.0
+    ) -> None:
         joined = "\n".join(patterns)
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO consumers (name, patterns, floor) VALUES (?, ?, ?)"
-                " ON CONFLICT(name) DO UPDATE SET patterns = excluded.patterns",
-                (name, joined, floor),
+                "INSERT INTO consumers (name, patterns, floor, inactive_s) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET patterns = excluded.patterns,"
+                " inactive_s = excluded.inactive_s",
+                (name, joined, floor, inactive_s),
             )
 
         await self._write(op)
+
+    def set_consumer_idle(self, name: str, since_us: int) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE consumers SET idle_since_us = ? WHERE name = ?", (since_us, name))
+
+        self._write_lazily(op)
+
+    async def consumers_idle_from(self, since_us: int) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE consumers SET idle_since_us = ? WHERE inactive_s > 0 AND idle_since_us = 0",
+                (since_us,),
+            )
+
+        await self._write(op)
+
+    async def expire_consumers(
+        self, now_us: int, *, keep: Collection[str], also: Collection[str] = ()
+    ) -> tuple[list[str], int | None]:
+        kept = set(keep)
+        due_sql = "idle_since_us + CAST(inactive_s * 1000000 AS INTEGER)"
+
+        def op(conn: sqlite3.Connection) -> tuple[list[str], int | None]:
+            idle = "inactive_s > 0 AND idle_since_us > 0"
+            rows = conn.execute(
+                f"SELECT name FROM consumers WHERE {idle} AND {due_sql} <= ?", (now_us,)
+            ).fetchall()
+            names = sorted(({str(r[0]) for r in rows} | set(also)) - kept)
+            for name in names:
+                for table in ("consumer_done", "consumer_pending"):
+                    conn.execute(f"DELETE FROM {table} WHERE consumer = ?", (name,))
+                conn.execute("DELETE FROM consumers WHERE name = ?", (name,))
+                self._pruned.discard(name)
+            row = conn.execute(f"SELECT MIN({due_sql}) FROM consumers WHERE {idle}").fetchone()
+            return names, (int(row[0]) if row and row[0] is not None else None)
+
+        return await self._write(op)
 
     def record_progress(
         self,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Collection, Sequence
 
     from soulspot.events.v1 import envelope_pb2
 
@@ -146,7 +146,31 @@ class EventStore(Protocol):
 
     async def load_consumer(self, name: str) -> ConsumerRecord | None: ...
 
-    async def save_consumer(self, name: str, patterns: Sequence[str], floor: int) -> None: ...
+    async def save_consumer(
+        self, name: str, patterns: Sequence[str], floor: int, *, inactive_s: float = 0.0
+    ) -> None:
+        """Create the consumer, or update its patterns and `inactive_s` (seconds without a
+        subscriber before it is removed; 0 keeps it)."""
+        ...
+
+    def set_consumer_idle(self, name: str, since_us: int) -> None:
+        """Queued and lazy: the consumer lost its last subscriber at `since_us` (0: it has
+        one again)."""
+        ...
+
+    async def consumers_idle_from(self, since_us: int) -> None:
+        """At start, nobody is subscribed: consumers that go away when idle count as idle
+        from `since_us` unless they already were."""
+        ...
+
+    async def expire_consumers(
+        self, now_us: int, *, keep: Collection[str], also: Collection[str] = ()
+    ) -> tuple[list[str], int | None]:
+        """Remove the consumers idle longer than their `inactive_s` at `now_us`, and those
+        named in `also`, except `keep`: their position, done and pending records (not their
+        dead letters). Returns the names removed and when the next idle consumer's time is up
+        (microseconds, wall clock), if any is idle."""
+        ...
 
     # The three writes below are queued, not awaited, and lazy: they join the next commit
     # (or get one of their own within a fraction of a second), in order with every other

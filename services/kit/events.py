@@ -376,6 +376,7 @@ class Subscriber:
         recent_ids: int = 10_000,
         max_backoff_s: float = 10.0,
         max_batch: int = 64,
+        inactive_threshold_s: float | None = None,
     ) -> None:
         self._stub = router_pb2_grpc.RouterServiceStub(channel)
         self.consumer = consumer
@@ -392,6 +393,9 @@ class Subscriber:
         self.instance = instance
         self.max_backoff_s = max_backoff_s
         self.max_batch = max_batch
+        # The router removes the consumer once it has had no subscriber this long: for a
+        # watcher that names a fresh consumer each run. None keeps it.
+        self.inactive_threshold_s = inactive_threshold_s
         self.recent = RecentIds(recent_ids)
         self.connected = asyncio.Event()
         self.handled = 0
@@ -456,6 +460,8 @@ class Subscriber:
         )
         if self.ack_timeout_s is not None:
             start.ack_timeout.FromMilliseconds(int(self.ack_timeout_s * 1000))
+        if self.inactive_threshold_s is not None:
+            start.inactive_threshold.FromMilliseconds(int(self.inactive_threshold_s * 1000))
         return router_pb2.SubscribeRequest(start=start)
 
     async def _session(self) -> None:

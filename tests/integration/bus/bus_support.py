@@ -123,6 +123,7 @@ class RawSubscriber:
         ack_timeout_s: float | None = None,
         max_attempts: int = 0,
         auto_ack: bool = True,
+        inactive_threshold_s: float | None = None,
     ) -> None:
         self.stub = stub
         self.auto_ack = auto_ack
@@ -140,6 +141,8 @@ class RawSubscriber:
         )
         if ack_timeout_s is not None:
             start_msg.ack_timeout.FromMilliseconds(int(ack_timeout_s * 1000))
+        if inactive_threshold_s is not None:
+            start_msg.inactive_threshold.FromMilliseconds(int(inactive_threshold_s * 1000))
         self._outbox.put_nowait(router_pb2.SubscribeRequest(start=start_msg))
         self._call: Any = None
         self._task: asyncio.Task[None] | None = None

@@ -535,6 +535,7 @@ class SubscribeStart(_message.Message):
     MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
     INSTANCE_FIELD_NUMBER: _builtins.int
     MAX_BATCH_FIELD_NUMBER: _builtins.int
+    INACTIVE_THRESHOLD_FIELD_NUMBER: _builtins.int
     consumer: _builtins.str
     """The durable consumer's name; subscribers sharing it compete for events."""
     start: Global___StartPosition.ValueType
@@ -565,6 +566,14 @@ class SubscribeStart(_message.Message):
         unset uses the default. Each subscriber of a durable consumer keeps its own.
         """
 
+    @_builtins.property
+    def inactive_threshold(self) -> _duration_pb2.Duration:
+        """When set, the consumer, its position and its pending state are removed once it has had
+        no subscriber for this long: for watchers (a command line tool) that name a fresh
+        consumer each run. Unset keeps the consumer for good. Its dead letters
+        stay listable. The latest subscriber's value applies.
+        """
+
     def __init__(
         self,
         *,
@@ -578,10 +587,11 @@ class SubscribeStart(_message.Message):
         max_attempts: _builtins.int = ...,
         instance: _builtins.str = ...,
         max_batch: _builtins.int = ...,
+        inactive_threshold: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack_timeout", b"ack_timeout", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack_timeout", b"ack_timeout", "inactive_threshold", b"inactive_threshold", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_timeout", b"ack_timeout", "consumer", b"consumer", "event_types", b"event_types", "instance", b"instance", "max_attempts", b"max_attempts", "max_batch", b"max_batch", "max_in_flight", b"max_in_flight", "start", b"start", "start_sequence", b"start_sequence", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_timeout", b"ack_timeout", "consumer", b"consumer", "event_types", b"event_types", "inactive_threshold", b"inactive_threshold", "instance", b"instance", "max_attempts", b"max_attempts", "max_batch", b"max_batch", "max_in_flight", b"max_in_flight", "start", b"start", "start_sequence", b"start_sequence", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
