@@ -34,6 +34,12 @@ def _log_retry(state: RetryCallState) -> None:
     )
 
 
+# The least time left worth starting another attempt with: this long, or this share of a
+# shorter deadline.
+MIN_ATTEMPT_S = 0.05
+MIN_ATTEMPT_SHARE = 0.1
+
+
 async def call_with_retry(
     fn: Callable[[float], Awaitable[_T]],
     *,
@@ -46,10 +52,12 @@ async def call_with_retry(
 
     Each attempt receives the time left as its timeout (pass it to the gRPC call), so the
     attempts together never outlive `deadline_s`. Waits are full-jitter exponential
-    (`initial` * 2^n, capped at `max_backoff`); no attempt starts if its wait would end past
-    the deadline. The last error is raised as it is.
+    (`initial` * 2^n, capped at `max_backoff`); no attempt starts if its wait would leave it
+    less than a minimum slice of the deadline (an attempt with a few milliseconds left can
+    only time out, hiding the error that mattered). The last error is raised as it is.
     """
     deadline = time.monotonic() + deadline_s
+    last_start = max(0.0, deadline_s - min(MIN_ATTEMPT_S, deadline_s * MIN_ATTEMPT_SHARE))
 
     async def attempt() -> _T:
         remaining = deadline - time.monotonic()
@@ -63,7 +71,7 @@ async def call_with_retry(
             raise DeadlineExceeded(f"deadline of {deadline_s}s exceeded") from err
 
     retrying = AsyncRetrying(
-        stop=stop_before_delay(deadline_s),
+        stop=stop_before_delay(last_start),
         wait=wait_random_exponential(multiplier=initial, max=max_backoff),
         retry=retry_if_exception(is_retryable),
         before_sleep=_log_retry,
