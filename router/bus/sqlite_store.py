@@ -729,21 +729,26 @@ class SqliteEventStore:
         self, now_us: int, *, keep: Collection[str], also: Collection[str] = ()
     ) -> tuple[list[str], int | None]:
         kept = set(keep)
-        due_sql = "idle_since_us + CAST(inactive_s * 1000000 AS INTEGER)"
 
         def op(conn: sqlite3.Connection) -> tuple[list[str], int | None]:
-            idle = "inactive_s > 0 AND idle_since_us > 0"
-            rows = conn.execute(
-                f"SELECT name FROM consumers WHERE {idle} AND {due_sql} <= ?", (now_us,)
-            ).fetchall()
-            names = sorted(({str(r[0]) for r in rows} | set(also)) - kept)
+            # Only consumers that go when idle and are idle now; `keep` (the router's own,
+            # which time themselves) are neither removed nor waited for.
+            due = {
+                str(name): int(since) + int(seconds * 1_000_000)
+                for name, since, seconds in conn.execute(
+                    "SELECT name, idle_since_us, inactive_s FROM consumers"
+                    " WHERE inactive_s > 0 AND idle_since_us > 0"
+                )
+                if name not in kept
+            }
+            names = sorted({n for n, at in due.items() if at <= now_us} | (set(also) - kept))
             for name in names:
                 for table in ("consumer_done", "consumer_pending"):
                     conn.execute(f"DELETE FROM {table} WHERE consumer = ?", (name,))
                 conn.execute("DELETE FROM consumers WHERE name = ?", (name,))
                 self._pruned.discard(name)
-            row = conn.execute(f"SELECT MIN({due_sql}) FROM consumers WHERE {idle}").fetchone()
-            return names, (int(row[0]) if row and row[0] is not None else None)
+            later = [at for n, at in due.items() if n not in names]
+            return names, (min(later) if later else None)
 
         return await self._write(op)
 

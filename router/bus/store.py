@@ -169,7 +169,7 @@ class EventStore(Protocol):
         """Remove the consumers idle longer than their `inactive_s` at `now_us`, and those
         named in `also`, except `keep`: their position, done and pending records (not their
         dead letters). Returns the names removed and when the next idle consumer's time is up
-        (microseconds, wall clock), if any is idle."""
+        (microseconds, wall clock), among those not kept, if any is idle."""
         ...
 
     # The three writes below are queued, not awaited, and lazy: they join the next commit
