@@ -530,43 +530,23 @@ def _table(
 ) -> str:
     """One column per system, then each bus against JetStream (>1: the bus is better)."""
     nan = float("nan")
+    # label, the field of Result (and of Latency, for the floor), higher is better
+    metrics = [
+        ("throughput, 1 pub -> 1 sub (events/s)", "throughput", True),
+        (f"fan-out to {FANOUT} subs (deliveries/s)", "fanout", True),
+        (f"p50 latency at {LATENCY_RATE}/s (ms)", "p50_ms", False),
+        (f"p99 latency at {LATENCY_RATE}/s (ms)", "p99_ms", False),
+        (f"server CPU per event at {LATENCY_RATE}/s (us)", "cpu_us", False),
+    ]
     rows: list[tuple[str, list[float], float, float, bool]] = [
-        # name, bus values, JetStream's, the floor's, higher is better
         (
-            "throughput, 1 pub -> 1 sub (events/s)",
-            [r.throughput for _, r in buses],
-            js.throughput if js else nan,
-            nan,
-            True,
-        ),
-        (
-            f"fan-out to {FANOUT} subs (deliveries/s)",
-            [r.fanout for _, r in buses],
-            js.fanout if js else nan,
-            nan,
-            True,
-        ),
-        (
-            f"p50 latency at {LATENCY_RATE}/s (ms)",
-            [r.p50_ms for _, r in buses],
-            js.p50_ms if js else nan,
-            floor.p50_ms if floor else nan,
-            False,
-        ),
-        (
-            f"p99 latency at {LATENCY_RATE}/s (ms)",
-            [r.p99_ms for _, r in buses],
-            js.p99_ms if js else nan,
-            floor.p99_ms if floor else nan,
-            False,
-        ),
-        (
-            f"server CPU per event at {LATENCY_RATE}/s (us)",
-            [r.cpu_us for _, r in buses],
-            js.cpu_us if js else nan,
-            floor.cpu_us if floor else nan,
-            False,
-        ),
+            label,
+            [getattr(r, attr) for _, r in buses],
+            getattr(js, attr) if js else nan,
+            getattr(floor, attr, nan) if floor else nan,
+            higher_better,
+        )
+        for label, attr, higher_better in metrics
     ]
     names = [name for name, _ in buses]
     header = "".join(f"{name:>12}" for name in [*names, "JetStream", "gRPC floor"])

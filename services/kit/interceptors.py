@@ -28,6 +28,8 @@ if TYPE_CHECKING:
         Sequence,
     )
 
+    from opentelemetry.trace import Span
+
     from services.kit.handlers import Around
     from services.kit.metrics import MetricsServerInterceptor
     from services.kit.tracing import TracingServerInterceptor
@@ -335,7 +337,7 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
 
 def with_context_metadata(
     details: grpc.aio.ClientCallDetails,
-) -> tuple[grpc.aio.ClientCallDetails, Any]:
+) -> tuple[grpc.aio.ClientCallDetails, Span | None]:
     """Call details carrying the current correlation id and a child traceparent, and the
     CLIENT span that child stands for when the call is made inside traced work (None
     otherwise, and while tracing is off).

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from router.app import RouterApp
-from router.settings import RouterSection, RouterSettings
 from services.kit.channel import open_channel, wait_for_ready
 from services.kit.module_runner import ModuleRuntime
 from services.kit.sample_audio import write_mp3
@@ -16,6 +14,7 @@ from services.spotify.module import SPEC as SPOTIFY
 from services.spotify.settings import SpotifySection, SpotifySettings
 from soulspot.capabilities.v1 import library_pb2, library_pb2_grpc, search_pb2, search_pb2_grpc
 from soulspot.common.v1 import references_pb2
+from tests.integration.router.router_support import router_app
 from tests.standins.spotify import SpotifyStandin, make_track
 from tests.unit.modules.module_support import make_bus
 
@@ -55,14 +54,7 @@ async def _search(channel: grpc.aio.Channel) -> list[search_pb2.SearchResult]:
 async def test_search_results_say_which_tracks_the_library_holds(tmp_path: Path) -> None:
     spotify = SpotifyStandin(tracks=TRACKS)
     spotify.start()
-    router = RouterApp(
-        RouterSettings(
-            router=RouterSection(
-                address="127.0.0.1:0", health_poll_interval=0.1, health_retry_interval=0.05
-            )
-        ),
-        bus=None,
-    )
+    router = router_app()
     await router.start()
     try:
         library_settings = LibrarySettings(
