@@ -53,8 +53,8 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "gen")]
 
-from services.kit.channel import open_channel  # noqa: E402
-from services.kit.events import build_envelope  # noqa: E402
+from services.kit.events.client import build_envelope  # noqa: E402
+from services.kit.rpc.channel import open_channel  # noqa: E402
 from soulspot.common.v1 import references_pb2  # noqa: E402
 from soulspot.events.v1 import download_pb2  # noqa: E402
 from soulspot.router.v1 import router_pb2, router_pb2_grpc  # noqa: E402
@@ -655,7 +655,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.serve_floor is not None:
         # The floor runs on the bus's event loop, so the two differ only in what they do.
-        from services.kit import eventloop
+        from services.kit.support import eventloop
 
         eventloop.run(_serve_floor(args.serve_floor))
         return

@@ -38,9 +38,9 @@ from router.bus import create_bus  # noqa: E402
 from router.pipeline import Pipeline, load_pipeline_config  # noqa: E402
 from router.pipeline.store import NewStep, RunStore  # noqa: E402
 from router.settings import RouterSettings  # noqa: E402
-from services.kit.channel import open_channel  # noqa: E402
-from services.kit.events import EventHandlers, RouterPublisher, Subscriber  # noqa: E402
-from services.kit.sample_audio import make_sample_library  # noqa: E402
+from services.kit.events.client import EventHandlers, RouterPublisher, Subscriber  # noqa: E402
+from services.kit.rpc.channel import open_channel  # noqa: E402
+from services.kit.testing.sample_audio import make_sample_library  # noqa: E402
 from soulspot.capabilities.v1 import (  # noqa: E402
     library_pb2,
     library_pb2_grpc,

@@ -5,7 +5,7 @@ the module and does nothing else (no routing, no fallback, no metadata, no metri
 
 `python -m bench.router_bench [--seconds 2] [--runs 3]` starts a router and a module as
 separate processes on loopback (logging at WARNING, so the figures measure routing, not
-log lines; `--loop uvloop` runs both on uvloop, see services.kit.eventloop), drives them
+log lines; `--loop uvloop` runs both on uvloop, see services.kit.support.eventloop), drives them
 from this process and prints medians of the runs with ratios against direct. Every mode
 uses the same driver; each measurement is preceded by a warm-up, and the modes take turns
 within each run so that a noisy neighbour hurts them alike. The whole benchmark (this
@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from services.kit import eventloop
-from services.kit.channel import CHANNEL_OPTIONS, SERVER_OPTIONS, wait_for_ready
-from services.kit.direct import DirectClient
+from services.kit.rpc.channel import CHANNEL_OPTIONS, SERVER_OPTIONS, wait_for_ready
+from services.kit.rpc.direct import DirectClient
+from services.kit.support import eventloop
 from soulspot.capabilities.v1 import search_pb2, search_pb2_grpc
 from soulspot.common.v1 import references_pb2
 from soulspot.router.v1 import router_pb2
@@ -70,9 +70,9 @@ class _Search(search_pb2_grpc.SearchServiceServicer):
 
 
 async def _serve_module(port: int, router: str, log_level: str) -> None:
-    from services.kit.logging import setup_logging
-    from services.kit.registration import RouterRegistration
-    from services.kit.server import KitServer
+    from services.kit.module.registration import RouterRegistration
+    from services.kit.observability.logging import setup_logging
+    from services.kit.rpc.server import KitServer
 
     setup_logging("bench-module", log_level)
     server = KitServer("bench-module", f"127.0.0.1:{port}", validate_requests=True)

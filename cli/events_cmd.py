@@ -14,9 +14,9 @@ from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 
-from services.kit.channel import open_channel
-from services.kit.errors import from_rpc_error
-from services.kit.events import unpack_payload
+from services.kit.events.client import unpack_payload
+from services.kit.rpc.channel import open_channel
+from services.kit.rpc.errors import from_rpc_error
 from soulspot.router.v1 import router_pb2, router_pb2_grpc
 
 if TYPE_CHECKING:

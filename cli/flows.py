@@ -31,10 +31,10 @@ from rich.prompt import IntPrompt
 from rich.table import Table
 
 from cli.status_cmd import status
-from services.kit.channel import open_channel
-from services.kit.context import bind, new_correlation_id, new_traceparent
-from services.kit.errors import MeshError, from_rpc_error
-from services.kit.events import EventHandlers, RouterPublisher, Subscriber
+from services.kit.events.client import EventHandlers, RouterPublisher, Subscriber
+from services.kit.rpc.channel import open_channel
+from services.kit.rpc.context import bind, new_correlation_id, new_traceparent
+from services.kit.rpc.errors import MeshError, from_rpc_error
 from soulspot.capabilities.v1 import (
     download_pb2,
     download_pb2_grpc,

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
 COMPOSE_FILE = "docker-compose.yml"
-HEALTHPROBE_MODULE = "services.kit.healthprobe"
+HEALTHPROBE_MODULE = "services.kit.rpc.healthprobe"
 SERVING_OR_NOT = "--serving-or-not"
 LOOPBACK = "127.0.0.1"
 ROUTER = "router"

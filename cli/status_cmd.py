@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.kit.channel import open_channel
+from services.kit.rpc.channel import open_channel
 from soulspot.common.v1 import module_pb2
 from soulspot.router.v1 import router_pb2, router_pb2_grpc
 

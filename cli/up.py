@@ -45,7 +45,7 @@ from cli.stack import (
     process_env,
     router_http_address,
 )
-from services.kit.healthprobe import ProbeResult, probe
+from services.kit.rpc.healthprobe import ProbeResult, probe
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -164,7 +164,7 @@ class StackRun:
         router = self.plan.router
         if router is None or router.address is None:
             return None
-        from services.kit.channel import open_channel
+        from services.kit.rpc.channel import open_channel
         from soulspot.router.v1 import router_pb2, router_pb2_grpc
 
         expected = {p.spec.name for p in self.running if not p.spec.is_router}
@@ -341,7 +341,7 @@ def ensure_sample_source(plan: StackPlan, *, enabled: bool) -> tuple[Path, int] 
         return None
     if source.is_dir() and any(p.is_file() for p in source.rglob("*")):
         return None
-    from services.kit.sample_audio import DEFAULT_SAMPLE_TRACKS, make_sample_library
+    from services.kit.testing.sample_audio import DEFAULT_SAMPLE_TRACKS, make_sample_library
 
     written = make_sample_library(source, DEFAULT_SAMPLE_TRACKS)
     return source, len(written)

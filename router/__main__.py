@@ -12,13 +12,13 @@ from router.bus import EventBus, create_bus, tune_process_for_bus
 from router.http import start_router_http
 from router.pipeline import create_pipeline
 from router.settings import RouterSettings
-from services.kit import eventloop
-from services.kit.logging import setup_logging
-from services.kit.tracing import configure_tracing
+from services.kit.observability.logging import setup_logging
+from services.kit.observability.tracing import configure_tracing
+from services.kit.support import eventloop
 from soulspot.events.v1 import module_pb2 as module_events_pb2
 
 if TYPE_CHECKING:
-    from router.registry import Status
+    from router.routing.registry import Status
 
 log = logging.getLogger("soulspot.router")
 

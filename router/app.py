@@ -13,19 +13,19 @@ import logging
 import signal
 from typing import TYPE_CHECKING
 
-from router.catalog import load_catalog
-from router.health_watch import HealthWatcher
-from router.proxy import CapabilityProxy
-from router.registry import Registry
-from router.routing_table import RoutingTable
+from router.routing.capabilities import load_catalog
+from router.routing.health_watch import HealthWatcher
+from router.routing.proxy import CapabilityProxy
+from router.routing.registry import Registry
+from router.routing.routing_table import RoutingTable
+from router.routing.warnings import WarningBoard
 from router.service import RouterServicer
-from router.warnings import WarningBoard
-from services.kit.metrics import MeshMetrics, default_metrics, server_interceptors
-from services.kit.server import KitServer
+from services.kit.observability.metrics import MeshMetrics, default_metrics, server_interceptors
+from services.kit.rpc.server import KitServer
 from soulspot.router.v1 import router_pb2, router_pb2_grpc
 
 if TYPE_CHECKING:
-    from router.registry import StatusCallback
+    from router.routing.registry import StatusCallback
     from router.settings import RouterSettings
 
 log = logging.getLogger("soulspot.router")

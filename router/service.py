@@ -12,18 +12,18 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf import timestamp_pb2
 
-from router.status import build_status
-from services.kit.errors import InvalidArgument, MeshError, abort_with, bad_request
+from router.routing.status import build_status
+from services.kit.rpc.errors import InvalidArgument, MeshError, abort_with, bad_request
 from soulspot.router.v1 import router_pb2, router_pb2_grpc
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from router.catalog import Catalog
-    from router.health_watch import HealthWatcher
-    from router.registry import Registry
-    from router.routing_table import RoutingTable
-    from router.warnings import WarningBoard
+    from router.routing.capabilities import Catalog
+    from router.routing.health_watch import HealthWatcher
+    from router.routing.registry import Registry
+    from router.routing.routing_table import RoutingTable
+    from router.routing.warnings import WarningBoard
 
 log = logging.getLogger("soulspot.router.service")
 Context = grpc.aio.ServicerContext[Any, Any]

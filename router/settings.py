@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from router.bus.settings import BusSettings
-from services.kit.settings import KitSettings, Section
+from services.kit.support.settings import KitSettings, Section
 
 
 class StaticCapability(BaseModel):

@@ -158,7 +158,7 @@ PY=$ROOT/.venv/bin/python
 rm -rf "$W/source"
 (cd "$ROOT" && "$PY" -c '
 import sys
-from services.kit.sample_audio import DEFAULT_SAMPLE_TRACKS, make_sample_library
+from services.kit.testing.sample_audio import DEFAULT_SAMPLE_TRACKS, make_sample_library
 print(len(make_sample_library(sys.argv[1], DEFAULT_SAMPLE_TRACKS)), "sample files")
 ' "$W/source")
 chmod -R a+rX "$W/source"

@@ -20,13 +20,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from router.bus.service import EventBus, cycle_parking
+from router.bus.event_bus import EventBus, cycle_parking
 from router.bus.settings import BusSettings
 from router.bus.sqlite_store import SqliteEventStore
 from router.bus.store import EventStore
 
 if TYPE_CHECKING:
-    from services.kit.metrics import MeshMetrics
+    from services.kit.observability.metrics import MeshMetrics
 
 __all__ = [
     "BusSettings",

@@ -14,10 +14,10 @@ from pydantic import Field
 
 from router.bus import BusSettings, create_bus, tune_process_for_bus
 from router.bus.servicer import SERVICE_NAME, BusOnlyRouter
-from services.kit import eventloop
-from services.kit.logging import setup_logging
-from services.kit.server import KitServer
-from services.kit.settings import KitSettings, Section
+from services.kit.observability.logging import setup_logging
+from services.kit.rpc.server import KitServer
+from services.kit.support import eventloop
+from services.kit.support.settings import KitSettings, Section
 from soulspot.router.v1 import router_pb2_grpc
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from services.kit.metrics import MeshMetrics
+    from services.kit.observability.metrics import MeshMetrics
 
 
 class BusMetrics:

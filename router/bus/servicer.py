@@ -11,7 +11,7 @@ from soulspot.router.v1 import router_pb2, router_pb2_grpc
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from router.bus.service import EventBus
+    from router.bus.event_bus import EventBus
 
 Context = grpc.aio.ServicerContext[Any, Any]
 SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from services.kit.settings import Section
+from services.kit.support.settings import Section
 
 MIB = 1024 * 1024
 

@@ -45,7 +45,7 @@ from router.bus.store import (
     PendingRecord,
     ReplayRecord,
 )
-from services.kit.sqlite import Synchronous, open_wal
+from services.kit.support.sqlite import Synchronous, open_wal
 from soulspot.events.v1 import envelope_pb2
 
 if TYPE_CHECKING:

@@ -16,15 +16,15 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2
 
-from services.kit.errors import InvalidArgument
-from services.kit.event_registry import parse_version
-from services.kit.validation import required_violations
+from services.kit.events.registry import parse_version
+from services.kit.rpc.errors import InvalidArgument
+from services.kit.rpc.validation import required_violations
 from soulspot.events.v1 import envelope_pb2
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
 
-    from services.kit.event_registry import EventRegistry
+    from services.kit.events.registry import EventRegistry
 
 FieldViolation = error_details_pb2.BadRequest.FieldViolation
 MAX_EVENT_ID_CHARS = 128

@@ -29,8 +29,8 @@ from google.protobuf import json_format
 
 from router.http.convert import dead_letter_json, event_json, status_json
 from router.http.live import LiveHub
-from services.kit.channel import check_health, open_channel
-from services.kit.metrics import default_metrics, metrics_handler
+from services.kit.observability.metrics import default_metrics, metrics_handler
+from services.kit.rpc.channel import check_health, open_channel
 from soulspot.router.v1 import router_pb2, router_pb2_grpc
 
 if TYPE_CHECKING:
@@ -226,7 +226,7 @@ def create_http_app(
 
 
 async def start_http(app: web.Application, host: str, port: int) -> web.AppRunner:
-    """Serve `app` on host:port (0 picks a port: see services.kit.metrics.bound_port).
+    """Serve `app` on host:port (0 picks a port: see services.kit.observability.metrics.bound_port).
 
     Stop with `await runner.cleanup()`.
     """

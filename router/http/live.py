@@ -15,7 +15,7 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from router.http.convert import event_json
-from services.kit.events import EventHandlers, Subscriber
+from services.kit.events.client import EventHandlers, Subscriber
 from soulspot.router.v1 import router_pb2
 
 if TYPE_CHECKING:

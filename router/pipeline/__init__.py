@@ -26,7 +26,7 @@ from router.pipeline.engine import Pipeline
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from services.kit.settings import KitSettings
+    from services.kit.support.settings import KitSettings
 
 PIPELINE_FILE_ENV = "SOULSPOT_ROUTER__PIPELINE_FILE"
 

@@ -17,13 +17,13 @@ import grpc
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2
 
-from services.kit.context import MODULE_KEY, metadata_value
-from services.kit.errors import InvalidArgument, MeshError, from_rpc_error
+from services.kit.rpc.context import MODULE_KEY, metadata_value
+from services.kit.rpc.errors import InvalidArgument, MeshError, from_rpc_error
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from router.catalog import Catalog
+    from router.routing.capabilities import Catalog
 
 _log = logging.getLogger(__name__)
 

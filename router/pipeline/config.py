@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from router.pipeline.mapping import validate_mapping
 
 if TYPE_CHECKING:
-    from router.catalog import Catalog
+    from router.routing.capabilities import Catalog
 
 DEFAULT_PIPELINE_FILE = Path(__file__).with_name("pipeline.yaml")
 

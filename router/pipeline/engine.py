@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 
-from router.catalog import Catalog, load_catalog
 from router.pipeline import store as st
 from router.pipeline.calls import CapabilityCaller, HealthView, is_unavailable
 from router.pipeline.config import (
@@ -37,10 +36,11 @@ from router.pipeline.config import (
 )
 from router.pipeline.mapping import evaluate
 from router.pipeline.publish import RunPublisher, derived_event_id
-from services.kit.channel import open_channel
-from services.kit.context import bind, parse_traceparent
-from services.kit.errors import DeadlineExceeded, MeshError, NotFound, abort_with, is_transient
-from services.kit.events import EventHandlers, Subscriber
+from router.routing.capabilities import Catalog, load_catalog
+from services.kit.events.client import EventHandlers, Subscriber
+from services.kit.rpc.channel import open_channel
+from services.kit.rpc.context import bind, parse_traceparent
+from services.kit.rpc.errors import DeadlineExceeded, MeshError, NotFound, abort_with, is_transient
 from soulspot.events.v1 import download_pb2 as download_events_pb2
 from soulspot.events.v1 import envelope_pb2
 from soulspot.events.v1 import pipeline_pb2 as pipeline_events_pb2

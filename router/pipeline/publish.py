@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING
 
-from services.kit.events import RouterPublisher, build_envelope
+from services.kit.events.client import RouterPublisher, build_envelope
 
 if TYPE_CHECKING:
     import grpc

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf import timestamp_pb2
 
-from services.kit.sqlite import open_wal, transaction
+from services.kit.support.sqlite import open_wal, transaction
 from soulspot.router.v1 import router_pb2
 
 if TYPE_CHECKING:

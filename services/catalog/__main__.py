@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from services.catalog.module import SPEC
-from services.kit.module_runner import run_module
+from services.kit.module.runner import run_module
 
 raise SystemExit(run_module(SPEC))

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from services.kit.audio_probe import AUDIO_SUFFIXES, read_audio, track_reference
-from services.kit.matching import coverage, tokens
-from services.kit.sqlite import open_wal
+from services.domain.audio.probe import AUDIO_SUFFIXES, read_audio, track_reference
+from services.domain.matching import coverage, tokens
+from services.kit.support.sqlite import open_wal
 from soulspot.common.v1 import references_pb2
 
 if TYPE_CHECKING:

@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 from services.catalog.index import CatalogIndex
 from services.catalog.settings import DEFAULT_PORT, CatalogSettings
-from services.kit.errors import MeshError, Unavailable, abort_with
-from services.kit.events import EventHandlers
-from services.kit.module_runner import Capability, ModuleParts, ModuleSpec, ServiceBinding
+from services.kit.events.client import EventHandlers
+from services.kit.module.runner import Capability, ModuleParts, ModuleSpec, ServiceBinding
+from services.kit.rpc.errors import MeshError, Unavailable, abort_with
 from soulspot.capabilities.v1 import search_pb2, search_pb2_grpc
 
 if TYPE_CHECKING:
     import grpc
 
     from services.catalog.settings import CatalogSection
-    from services.kit.module_runner import ModuleRuntime
+    from services.kit.module.runner import ModuleRuntime
     from soulspot.events.v1 import envelope_pb2, track_pb2
 
 log = logging.getLogger("soulspot.catalog")

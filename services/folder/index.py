@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from services.kit.audio_probe import AUDIO_SUFFIXES, AudioFacts, read_audio
-from services.kit.matching import clean_title, coverage, tokens, unwanted_versions
+from services.domain.audio.probe import AUDIO_SUFFIXES, AudioFacts, read_audio
+from services.domain.matching import clean_title, coverage, tokens, unwanted_versions
 from soulspot.common.v1 import references_pb2
 
 if TYPE_CHECKING:

@@ -11,24 +11,24 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from services.domain.audio.probe import file_reference, read_audio
+from services.domain.downloads.registry import DownloadRegistry, DownloadServicerBase, State
+from services.domain.downloads.store import FILE_NAME
 from services.folder.copier import copy_into
 from services.folder.index import FolderIndex, Match
 from services.folder.settings import DEFAULT_PORT, FolderSettings
-from services.kit.audio_probe import file_reference, read_audio
-from services.kit.download_registry import DownloadRegistry, DownloadServicerBase, State
-from services.kit.download_store import FILE_NAME
-from services.kit.errors import MeshError, NotFound, Unavailable, abort_with
-from services.kit.module_runner import Capability, ModuleParts, ModuleSpec, ServiceBinding
-from services.kit.periodic import Periodic
+from services.kit.module.periodic import Periodic
+from services.kit.module.runner import Capability, ModuleParts, ModuleSpec, ServiceBinding
+from services.kit.rpc.errors import MeshError, NotFound, Unavailable, abort_with
 from soulspot.capabilities.v1 import download_pb2, download_pb2_grpc
 from soulspot.events.v1 import download_pb2 as download_events_pb2
 
 if TYPE_CHECKING:
     import grpc
 
+    from services.domain.downloads.registry import DownloadRecord
     from services.folder.settings import FolderSection
-    from services.kit.download_registry import DownloadRecord
-    from services.kit.module_runner import ModuleRuntime
+    from services.kit.module.runner import ModuleRuntime
 
 log = logging.getLogger("soulspot.folder")
 FailureKind = download_events_pb2.FailureKind

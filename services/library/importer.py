@@ -15,8 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from services.kit.audio_probe import format_for_suffix, quality_tier, sha256_file
-from services.kit.errors import FailedPrecondition, Internal, InvalidArgument, NotFound, bad_request
+from services.domain.audio.probe import format_for_suffix, quality_tier, sha256_file
+from services.kit.rpc.errors import (
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    bad_request,
+)
 from services.library import files
 from services.library.naming import TemplateError, numbered, render_path
 from soulspot.common.v1 import references_pb2
@@ -24,7 +30,7 @@ from soulspot.common.v1 import references_pb2
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from services.library.catalog import Catalog, CatalogEntry
+    from services.library.library_store import Catalog, CatalogEntry
 
 __all__ = ["CheckResult", "ImportResult", "Importer", "LibraryStatistics"]
 

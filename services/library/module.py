@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
-from services.kit.module_runner import (
+from services.kit.module.periodic import Periodic
+from services.kit.module.runner import (
     Capability,
     ModuleParts,
     ModuleRuntime,
     ModuleSpec,
     ServiceBinding,
 )
-from services.kit.periodic import Periodic
-from services.library.catalog import Catalog
 from services.library.importer import Importer
+from services.library.library_store import Catalog
 from services.library.naming import validate_template
 from services.library.servicer import LibraryServicer
 from services.library.settings import LibrarySection, LibrarySettings

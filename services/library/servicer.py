@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from services.kit.outbox import Outbox
+from services.kit.events.background_publish import Outbox
 from soulspot.capabilities.v1 import library_pb2, library_pb2_grpc
 from soulspot.events.v1 import track_pb2
 
 if TYPE_CHECKING:
     import grpc
 
-    from services.kit.module_runner import Publisher
+    from services.kit.module.runner import Publisher
     from services.library.importer import Importer
 
 

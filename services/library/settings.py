@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path  # noqa: TC003 (pydantic reads the annotation at runtime)
 
-from services.kit.module_runner import ModuleSection
-from services.kit.settings import KitSettings
+from services.kit.module.runner import ModuleSection
+from services.kit.support.settings import KitSettings
 from services.library.naming import DEFAULT_TEMPLATE
 
 

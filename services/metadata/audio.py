@@ -24,8 +24,8 @@ from mutagen import aiff, flac, mp3, oggopus, oggvorbis, wave
 from mutagen import id3 as _id3
 from mutagen import mp4 as _mp4
 
-from services.kit.audio_probe import quality_tier, stream_properties
-from services.kit.audio_tags import TAG_KEYS, read_tags, set_tag
+from services.domain.audio.probe import quality_tier, stream_properties
+from services.domain.audio.tags import TAG_KEYS, read_tags, set_tag
 from soulspot.common.v1 import references_pb2
 
 __all__ = [

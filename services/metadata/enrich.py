@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from services.kit.audio_probe import sha256_file
-from services.kit.errors import FailedPrecondition, InvalidArgument, NotFound, bad_request
+from services.domain.audio.probe import sha256_file
+from services.kit.rpc.errors import FailedPrecondition, InvalidArgument, NotFound, bad_request
 from services.metadata.audio import AudioInfo, CorruptAudio, probe, write_tags_atomically
 from soulspot.common.v1 import references_pb2
 
 if TYPE_CHECKING:
-    from services.metadata.musicbrainz import LookupResult, MusicBrainzClient
+    from services.metadata.musicbrainz_api import LookupResult, MusicBrainzClient
 
 __all__ = ["EnrichOutcome", "Enricher", "file_reference", "resolve_audio_path", "track_from_tags"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.kit.module_runner import (
+from services.kit.module.runner import (
     Capability,
     ModuleParts,
     ModuleRuntime,
@@ -10,7 +10,7 @@ from services.kit.module_runner import (
     ServiceBinding,
 )
 from services.metadata.enrich import Enricher
-from services.metadata.musicbrainz import MusicBrainzClient
+from services.metadata.musicbrainz_api import MusicBrainzClient
 from services.metadata.servicer import MetadataServicer
 from services.metadata.settings import MetadataSection, MetadataSettings
 from soulspot.capabilities.v1 import metadata_pb2, metadata_pb2_grpc

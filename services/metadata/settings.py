@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from services.kit.module_runner import ModuleSection
-from services.kit.settings import KitSettings
-from services.metadata.musicbrainz import DEFAULT_BASE_URL, DEFAULT_USER_AGENT
+from services.kit.module.runner import ModuleSection
+from services.kit.support.settings import KitSettings
+from services.metadata.musicbrainz_api import DEFAULT_BASE_URL, DEFAULT_USER_AGENT
 
 
 class MetadataSection(ModuleSection):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from services.kit.module_runner import (
+from services.kit.module.runner import (
     Capability,
     ModuleParts,
     ModuleRuntime,
@@ -13,7 +13,7 @@ from services.kit.module_runner import (
 )
 from services.notifications.channels import WebhookSender, redact
 from services.notifications.hub import NotificationHub
-from services.notifications.service import Notifier
+from services.notifications.notifier import Notifier
 from services.notifications.servicer import NotificationServicer
 from services.notifications.settings import NotificationsSection, NotificationsSettings
 from soulspot.capabilities.v1 import notify_pb2, notify_pb2_grpc

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
     import grpc
 
-    from services.notifications.service import Notifier
+    from services.notifications.notifier import Notifier
 
 
 class NotificationServicer(notify_pb2_grpc.NotificationServiceServicer):

@@ -14,8 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.kit.module_runner import ModuleSection
-from services.kit.settings import KitSettings
+from services.kit.module.runner import ModuleSection
+from services.kit.support.settings import KitSettings
 
 WebhookKind = Literal["webhook", "discord", "slack", "gotify"]
 

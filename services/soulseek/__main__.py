@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.kit.module_runner import run_module
+from services.kit.module.runner import run_module
 from services.soulseek.module import SPEC
 
 raise SystemExit(run_module(SPEC))

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from services.kit.sqlite import open_wal, transaction
+from services.kit.support.sqlite import open_wal, transaction
 from services.soulseek.ranking import RankedCandidate
 from services.soulseek.slskd_api import CandidateFile
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from services.kit.audio_probe import file_reference, read_audio, sha256_file
-from services.kit.download_registry import DownloadRegistry, State
-from services.kit.errors import NotFound, Unavailable
-from services.kit.matching import clean_title, tokens
+from services.domain.audio.probe import file_reference, read_audio, sha256_file
+from services.domain.downloads.registry import DownloadRegistry, State
+from services.domain.matching import clean_title, tokens
+from services.kit.rpc.errors import NotFound, Unavailable
 from services.soulseek import ranking
 from services.soulseek.candidate_store import CandidatePlan
 from services.soulseek.slskd_api import SlskdError, SlskdNotFoundError
@@ -37,7 +37,7 @@ from soulspot.events.v1 import download_pb2 as download_events_pb2
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from services.kit.download_registry import DownloadRecord
+    from services.domain.downloads.registry import DownloadRecord
     from services.soulseek.candidate_store import CandidateStore
     from services.soulseek.settings import SoulseekSection
     from services.soulseek.slskd_api import SlskdClient, Transfer

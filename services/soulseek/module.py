@@ -6,11 +6,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from services.kit.download_registry import DownloadRegistry, DownloadServicerBase
-from services.kit.download_store import FILE_NAME
-from services.kit.errors import MeshError, Unavailable, abort_with
-from services.kit.module_runner import Capability, ModuleParts, ModuleSpec, ServiceBinding
-from services.kit.periodic import Periodic
+from services.domain.downloads.registry import DownloadRegistry, DownloadServicerBase
+from services.domain.downloads.store import FILE_NAME
+from services.kit.module.periodic import Periodic
+from services.kit.module.runner import Capability, ModuleParts, ModuleSpec, ServiceBinding
+from services.kit.rpc.errors import MeshError, Unavailable, abort_with
 from services.soulseek.candidate_store import CandidateStore
 from services.soulseek.downloader import SoulseekDownloader
 from services.soulseek.settings import DEFAULT_PORT, SoulseekSettings
@@ -21,7 +21,7 @@ from soulspot.events.v1 import download_pb2 as download_events_pb2
 if TYPE_CHECKING:
     import grpc
 
-    from services.kit.module_runner import ModuleRuntime
+    from services.kit.module.runner import ModuleRuntime
     from services.soulseek.settings import SoulseekSection
 
 log = logging.getLogger("soulspot.soulseek")

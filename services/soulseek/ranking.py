@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from services.kit.matching import (
+from services.domain.matching import (
     VERSION_PATTERNS,
     clean_title,
     coverage,
@@ -45,7 +45,7 @@ AUDIO_EXTENSIONS = LOSSLESS_EXTENSIONS | frozenset(
 )
 
 # The text matching (tokens, version words, title decorations) is shared with every module
-# that compares a request with a found file: it lives in services.kit.matching.
+# that compares a request with a found file: it lives in services.domain.matching.
 
 
 @dataclass(frozen=True)

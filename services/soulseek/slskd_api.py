@@ -28,7 +28,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from services.kit.http_client import PooledHttpClient
+from services.kit.support.http_client import PooledHttpClient
 from services.soulseek.transfer_state import TransferState, parse_state
 
 if TYPE_CHECKING:

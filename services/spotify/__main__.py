@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from services.kit.module_runner import run_module
+from services.kit.module.runner import run_module
 from services.spotify.module import SPEC
 
 if __name__ == "__main__":

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from services.kit.module_runner import (
+from services.kit.module.periodic import Periodic
+from services.kit.module.runner import (
     Capability,
     ModuleParts,
     ModuleRuntime,
     ModuleSpec,
     ServiceBinding,
 )
-from services.kit.periodic import Periodic
 from services.spotify.library_lookup import LibraryLookup
 from services.spotify.servicer import PlaylistServicer, SearchServicer
 from services.spotify.settings import NO_CREDENTIALS, SpotifySection, SpotifySettings
-from services.spotify.web_api import (
+from services.spotify.spotify_api import (
     SpotifyAuthError,
     SpotifyClient,
     SpotifyError,

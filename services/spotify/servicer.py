@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from services.kit.errors import (
+from services.kit.rpc.errors import (
     InvalidArgument,
     MeshError,
     NotFound,
@@ -15,7 +15,7 @@ from services.kit.errors import (
 )
 from services.spotify.references import parse_playlist_id
 from services.spotify.settings import NO_CREDENTIALS
-from services.spotify.web_api import (
+from services.spotify.spotify_api import (
     PlaylistNotAccessible,
     SpotifyAuthError,
     SpotifyError,
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     import grpc
 
     from services.spotify.library_lookup import LibraryLookup
-    from services.spotify.web_api import SpotifyClient
+    from services.spotify.spotify_api import SpotifyClient
 
 __all__ = ["PlaylistServicer", "SearchServicer", "mesh_error", "track_reference"]
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from services.kit.module_runner import ModuleSection
-from services.kit.settings import KitSettings
-from services.spotify.web_api import DEFAULT_ACCOUNTS_BASE, DEFAULT_API_BASE
+from services.kit.module.runner import ModuleSection
+from services.kit.support.settings import KitSettings
+from services.spotify.spotify_api import DEFAULT_ACCOUNTS_BASE, DEFAULT_API_BASE
 
 NO_CREDENTIALS = "no Spotify credentials (SOULSPOT_SPOTIFY__CLIENT_ID / __CLIENT_SECRET)"
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from services.kit.channel import check_health, open_channel
+from services.kit.rpc.channel import check_health, open_channel
 from soulspot.router.v1 import router_pb2, router_pb2_grpc
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ Not slskd: a local test server that behaves like it where the adapter depends on
   from ``GET /searches/{id}/responses`` (peer catalogue matched on every query word).
 * Downloads move Queued, Remotely -> InProgress -> the file's configured final state after its
   configured number of polls (or stay queued forever), and on success the file (generated with
-  ``services.kit.sample_audio``) is written to ``<downloads>/<remote folder>/<name>``.
+  ``services.kit.testing.sample_audio``) is written to ``<downloads>/<remote folder>/<name>``.
 * ``GET /application`` reports the server connection (``logged_in`` knob).
 """
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.kit.sample_audio import write_flac, write_mp3
+from services.kit.testing.sample_audio import write_flac, write_mp3
 from tests.standins import LoggedRequest, Reply, StandinServer, json_reply
 
 __all__ = ["ERRORED", "QUEUED", "SUCCEEDED", "Peer", "PeerFile", "SlskdStandin"]

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from services.kit.channel import wait_for_ready
+from services.kit.rpc.channel import wait_for_ready
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from cli import events_cmd
 from cli.events_cmd import dlq_app, events_app
-from services.kit.channel import open_channel
+from services.kit.rpc.channel import open_channel
 from soulspot.router.v1 import router_pb2, router_pb2_grpc
-from tests.integration.bus.bus_support import RawSubscriber, completed, envelope
+from tests.integration.router.bus.bus_support import RawSubscriber, completed, envelope
 
 if TYPE_CHECKING:
     from tests.e2e.bus.bus_process import BusProcess

@@ -8,10 +8,16 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import pytest
 
-from services.kit.channel import open_channel
-from services.kit.events import EventHandlers, Subscriber
+from services.kit.events.client import EventHandlers, Subscriber
+from services.kit.rpc.channel import open_channel
 from soulspot.router.v1 import router_pb2, router_pb2_grpc
-from tests.integration.bus.bus_support import RawSubscriber, completed, envelope, started, wait_for
+from tests.integration.router.bus.bus_support import (
+    RawSubscriber,
+    completed,
+    envelope,
+    started,
+    wait_for,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

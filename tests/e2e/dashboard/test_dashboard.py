@@ -19,8 +19,8 @@ _ROOT = Path(__file__).resolve().parents[3]
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from services.kit.channel import open_channel  # noqa: E402
-from services.kit.events import RouterPublisher  # noqa: E402
+from services.kit.events.client import RouterPublisher  # noqa: E402
+from services.kit.rpc.channel import open_channel  # noqa: E402
 from soulspot.common.v1 import module_pb2, references_pb2  # noqa: E402
 from soulspot.events.v1 import download_pb2 as download_events_pb2  # noqa: E402
 from soulspot.router.v1 import router_pb2  # noqa: E402

@@ -20,8 +20,8 @@ _ROOT = Path(__file__).resolve().parents[3]
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from services.kit.context import CORRELATION_ID_KEY, TRACEPARENT_KEY, new_traceparent  # noqa: E402
-from services.kit.sample_audio import DEFAULT_SAMPLE_TRACKS  # noqa: E402
+from services.kit.rpc.context import CORRELATION_ID_KEY, TRACEPARENT_KEY, new_traceparent  # noqa: E402
+from services.kit.testing.sample_audio import DEFAULT_SAMPLE_TRACKS  # noqa: E402
 from soulspot.capabilities.v1 import (  # noqa: E402
     download_pb2,
     download_pb2_grpc,

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from services.kit.context import CORRELATION_ID_KEY, MODULE_KEY, metadata_value
-from services.kit.events import unpack_payload
-from services.kit.sample_audio import DEFAULT_SAMPLE_TRACKS, make_sample_library
+from services.kit.events.client import unpack_payload
+from services.kit.rpc.context import CORRELATION_ID_KEY, MODULE_KEY, metadata_value
+from services.kit.testing.sample_audio import DEFAULT_SAMPLE_TRACKS, make_sample_library
 from soulspot.capabilities.v1 import (
     download_pb2,
     download_pb2_grpc,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import mutagen
 import pytest
 
-from services.kit.sample_audio import DEFAULT_SAMPLE_TRACKS
+from services.kit.testing.sample_audio import DEFAULT_SAMPLE_TRACKS
 from soulspot.router.v1 import router_pb2
 from tests.e2e.flow.flow_support import (
     METADATA_ENV,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from services.kit.sample_audio import DEFAULT_SAMPLE_TRACKS
+from services.kit.testing.sample_audio import DEFAULT_SAMPLE_TRACKS
 from tests.e2e.flow.flow_support import (
     download,
     events,

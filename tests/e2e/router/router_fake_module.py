@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from services.kit.errors import abort_with, bad_request, error_for
-from services.kit.logging import setup_logging
-from services.kit.registration import RouterRegistration
-from services.kit.server import KitServer
+from services.kit.module.registration import RouterRegistration
+from services.kit.observability.logging import setup_logging
+from services.kit.rpc.errors import abort_with, bad_request, error_for
+from services.kit.rpc.server import KitServer
 from soulspot.capabilities.v1 import (
     download_pb2,
     download_pb2_grpc,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
-from services.kit.channel import open_channel, wait_for_ready
+from services.kit.rpc.channel import open_channel, wait_for_ready
 from soulspot.capabilities.v1 import library_pb2, library_pb2_grpc, search_pb2, search_pb2_grpc
 from soulspot.common.v1 import references_pb2
 from soulspot.router.v1 import router_pb2, router_pb2_grpc

@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 async def _status(address: str) -> dict[str, tuple[int, str]]:
-    from services.kit.channel import open_channel
+    from services.kit.rpc.channel import open_channel
     from soulspot.router.v1 import router_pb2, router_pb2_grpc
 
     async with open_channel(address) as channel:

@@ -16,7 +16,7 @@ import pytest
 
 from cli.pdeathsig import PARENT_GONE
 from cli.up import PDEATHSIG_WRAPPER
-from services.kit.healthprobe import probe
+from services.kit.rpc.healthprobe import probe
 from tests.e2e.stack.stack_support import alive, child_pids, free_offset
 
 ROOT = Path(__file__).resolve().parents[3]

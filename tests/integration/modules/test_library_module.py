@@ -8,9 +8,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from services.kit.channel import open_channel
-from services.kit.module_runner import ModuleRuntime
-from services.kit.sample_audio import write_flac, write_mp3
+from services.kit.module.runner import ModuleRuntime
+from services.kit.rpc.channel import open_channel
+from services.kit.testing.sample_audio import write_flac, write_mp3
 from services.library.module import SPEC
 from services.library.settings import LibrarySection, LibrarySettings
 from soulspot.capabilities.v1 import library_pb2, library_pb2_grpc

@@ -17,8 +17,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from services.kit.channel import open_channel
-from services.kit.sample_audio import write_flac
+from services.kit.rpc.channel import open_channel
+from services.kit.testing.sample_audio import write_flac
 from soulspot.capabilities.v1 import (
     library_pb2,
     library_pb2_grpc,

@@ -9,9 +9,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from services.kit.channel import open_channel
-from services.kit.module_runner import ModuleRuntime
-from services.kit.sample_audio import write_flac, write_mp3
+from services.kit.module.runner import ModuleRuntime
+from services.kit.rpc.channel import open_channel
+from services.kit.testing.sample_audio import write_flac, write_mp3
 from services.metadata.audio import probe
 from services.metadata.module import SPEC
 from services.metadata.settings import MetadataSection, MetadataSettings

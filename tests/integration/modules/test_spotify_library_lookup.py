@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from services.kit.channel import open_channel, wait_for_ready
-from services.kit.module_runner import ModuleRuntime
-from services.kit.sample_audio import write_mp3
+from services.kit.module.runner import ModuleRuntime
+from services.kit.rpc.channel import open_channel, wait_for_ready
+from services.kit.testing.sample_audio import write_mp3
 from services.library.module import SPEC as LIBRARY
 from services.library.settings import LibrarySettings
 from services.spotify.module import SPEC as SPOTIFY

@@ -10,8 +10,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from services.kit.channel import open_channel
-from services.kit.module_runner import ModuleRuntime
+from services.kit.module.runner import ModuleRuntime
+from services.kit.rpc.channel import open_channel
 from services.spotify.module import SPEC
 from services.spotify.settings import NO_CREDENTIALS, SpotifySection, SpotifySettings
 from soulspot.capabilities.v1 import playlist_pb2, playlist_pb2_grpc, search_pb2, search_pb2_grpc

@@ -15,7 +15,7 @@ from router.settings import RouterSection, RouterSettings
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from services.kit.metrics import MeshMetrics
+    from services.kit.observability.metrics import MeshMetrics
 
 _FAKE_PATH = Path(__file__).resolve().parents[2] / "e2e" / "router" / "router_fake_module.py"
 

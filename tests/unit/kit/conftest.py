@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from services.kit import KitServer, open_channel
+from services.kit.rpc.channel import open_channel
+from services.kit.rpc.server import KitServer
 from tests.unit.kit.kit_support import Echo
 
 if TYPE_CHECKING:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from services.kit import KitServer, setup_logging
+from services.kit.observability.logging import setup_logging
+from services.kit.rpc.server import KitServer
 from tests.unit.kit.kit_support import Echo
 
 

@@ -12,12 +12,12 @@ from google.api import field_behavior_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.rpc import error_details_pb2
 
-from services.kit import context, errors
+from services.kit.rpc import context, errors
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from services.kit.server import KitServer
+    from services.kit.rpc.server import KitServer
 
 SERVICE = "kittest.v1.Echo"
 _F = descriptor_pb2.FieldDescriptorProto

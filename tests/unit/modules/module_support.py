@@ -12,8 +12,8 @@ import grpc
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
-from services.kit.errors import from_rpc_error
-from services.kit.events import InMemoryBus
+from services.kit.events.client import InMemoryBus
+from services.kit.rpc.errors import from_rpc_error
 
 _ROOT = str(Path(__file__).resolve().parents[3])
 if _ROOT not in sys.path:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 if TYPE_CHECKING:
-    from services.kit.server import KitServer
+    from services.kit.rpc.server import KitServer
 
 SAY = "/obs.Probe/Say"
 SERVICE = "obs.Probe"

@@ -11,9 +11,9 @@ from grpc_health.v1 import health_pb2
 
 from services.catalog.module import SPEC
 from services.catalog.settings import CatalogSection, CatalogSettings
-from services.kit.channel import open_channel
-from services.kit.module_runner import ModuleRuntime
-from services.kit.sample_audio import DEFAULT_SAMPLE_TRACKS, make_sample_library
+from services.kit.module.runner import ModuleRuntime
+from services.kit.rpc.channel import open_channel
+from services.kit.testing.sample_audio import DEFAULT_SAMPLE_TRACKS, make_sample_library
 from soulspot.capabilities.v1 import search_pb2, search_pb2_grpc
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import track_pb2
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
-    from services.kit.events import InMemoryBus
+    from services.kit.events.client import InMemoryBus
 
 SERVICE = "soulspot.capabilities.v1.SearchService"
 

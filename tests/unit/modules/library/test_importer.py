@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from services.kit.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
-from services.kit.sample_audio import write_flac, write_mp3
+from services.kit.rpc.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
+from services.kit.testing.sample_audio import write_flac, write_mp3
 from services.library import files
-from services.library.catalog import Catalog
 from services.library.importer import Importer
+from services.library.library_store import Catalog
 from services.library.naming import DEFAULT_TEMPLATE
 from soulspot.common.v1 import references_pb2
 

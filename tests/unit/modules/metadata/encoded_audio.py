@@ -1,4 +1,4 @@
-"""Audio files from real encoders, for the formats `services.kit.sample_audio` cannot write.
+"""Audio files from real encoders, for the formats `services.kit.testing.sample_audio` cannot write.
 
 sample_audio writes FLAC, MP3 and WAV containers in pure Python. AAC and ALAC in MP4, Ogg
 Vorbis, Opus and AIFF come from ffmpeg's encoders as PyAV's wheels ship them: a second of a

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from services.kit.sample_audio import write_flac, write_mp3, write_wav
+from services.kit.testing.sample_audio import write_flac, write_mp3, write_wav
 from services.metadata.audio import CorruptAudio, probe, write_tags_atomically
 from soulspot.common.v1 import references_pb2
 

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from services.kit.audio_probe import read_audio, track_reference
-from services.kit.sample_audio import write_wav
+from services.domain.audio.probe import read_audio, track_reference
+from services.kit.testing.sample_audio import write_wav
 from services.metadata.audio import probe, write_tags_atomically
 from soulspot.common.v1 import references_pb2
 from tests.unit.modules.metadata.encoded_audio import ENCODINGS, decoded_seconds, encode
@@ -68,7 +68,7 @@ def test_written_tags_read_back_the_same_and_the_audio_stays(tmp_path: Path, nam
 
 @pytest.mark.parametrize("name", sorted(ENCODINGS))
 def test_the_kit_reader_describes_each_container_alike(tmp_path: Path, name: str) -> None:
-    # services.kit.audio_probe (downloads, the library, folders) reads through mutagen's
+    # services.domain.audio.probe (downloads, the library, folders) reads through mutagen's
     # "easy" interfaces; it must see the same file the metadata module wrote.
     path = encode(tmp_path, name)
     write_tags_atomically(path, CHANGES)

@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from services.kit.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.kit.sample_audio import write_flac, write_mp3
+from services.kit.rpc.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.kit.testing.sample_audio import write_flac, write_mp3
 from services.metadata.audio import probe
 from services.metadata.enrich import Enricher
-from services.metadata.musicbrainz import MusicBrainzClient
+from services.metadata.musicbrainz_api import MusicBrainzClient
 from soulspot.common.v1 import references_pb2
 from tests.standins.musicbrainz import MusicBrainzStandin, StandinRecording
 

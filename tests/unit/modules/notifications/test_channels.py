@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from services.notifications.channels import WebhookSender, payload_for, redact
-from services.notifications.service import compose
+from services.notifications.notifier import compose
 from services.notifications.settings import WebhookTarget
 from soulspot.common.v1 import references_pb2
 from tests.unit.modules.notifications.webhook_receiver import WebhookReceiverStandin

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from services.kit.download_registry import DownloadRegistry
-from services.kit.download_store import FILE_NAME
+from services.domain.downloads.registry import DownloadRegistry
+from services.domain.downloads.store import FILE_NAME
 from services.soulseek.candidate_store import CandidatePlan, CandidateStore
 from services.soulseek.ranking import RankedCandidate
 from services.soulseek.slskd_api import CandidateFile

@@ -12,8 +12,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from services.kit.channel import open_channel
-from services.kit.module_runner import ModuleRuntime
+from services.kit.module.runner import ModuleRuntime
+from services.kit.rpc.channel import open_channel
 from services.soulseek.module import SPEC
 from services.soulseek.settings import SoulseekSection, SoulseekSettings
 from soulspot.capabilities.v1 import download_pb2, download_pb2_grpc

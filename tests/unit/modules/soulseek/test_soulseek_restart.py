@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from services.kit.channel import open_channel
-from services.kit.download_registry import DownloadRecord, DownloadRegistry
-from services.kit.download_store import FILE_NAME
-from services.kit.module_runner import ModuleRuntime
+from services.domain.downloads.registry import DownloadRecord, DownloadRegistry
+from services.domain.downloads.store import FILE_NAME
+from services.kit.module.runner import ModuleRuntime
+from services.kit.rpc.channel import open_channel
 from services.soulseek.module import SPEC
 from services.soulseek.settings import SoulseekSection, SoulseekSettings
 from services.soulseek.slskd_api import SlskdClient
@@ -24,7 +24,7 @@ from tests.unit.modules.module_support import event_types, eventually, make_bus,
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from services.kit.events import InMemoryBus
+    from services.kit.events.client import InMemoryBus
 
 API_KEY = "test-key"
 State = download_pb2.DownloadState

@@ -7,7 +7,7 @@ import pytest
 
 from services.spotify.servicer import mesh_error, track_reference
 from services.spotify.settings import NO_CREDENTIALS
-from services.spotify.web_api import (
+from services.spotify.spotify_api import (
     PlaylistNotAccessible,
     SpotifyAuthError,
     SpotifyError,

@@ -1,0 +1,769 @@
+"""The event bus: the RouterService bus RPCs over an `EventStore`.
+
+Publish validates, applies the cycle guard, and answers once the event is durable. Subscribe
+streams deliveries of a durable consumer and takes acks on the same stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, cast
+
+import grpc
+from google.protobuf import timestamp_pb2
+from google.rpc import error_details_pb2
+
+from router.bus.consumer import Consumer, Subscription
+from router.bus.metrics import BusMetrics, reason_label
+from router.bus.patterns import PatternSet, pattern_error
+from router.bus.store import ConsumerRecord, Parking
+from router.bus.tail import TailCache
+from router.bus.validate import envelope_violations, validate_envelope
+from services.kit.events.registry import EventRegistry, default_registry, event_option
+from services.kit.observability.metrics import MeshMetrics, default_metrics
+from services.kit.rpc import context as ctx
+from services.kit.rpc.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    MeshError,
+    NotFound,
+    Unavailable,
+    abort_with,
+    bad_request,
+)
+from services.kit.rpc.validation import required_violations
+from soulspot.events.v1 import envelope_pb2
+from soulspot.router.v1 import router_pb2
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
+    from google.protobuf.descriptor import Descriptor
+    from google.protobuf.message import Message
+
+    from router.bus.settings import BusSettings
+    from router.bus.store import AppendResult, DeadLetterRecord, EventStore
+
+_log = logging.getLogger(__name__)
+Context = grpc.aio.ServicerContext[Any, Any]
+DEFAULT_LIST_LIMIT = 50
+MAX_LIST_LIMIT = 1000
+REPLAY_PAGE = 500
+
+
+def cycle_parking(envelope: envelope_pb2.EventEnvelope, max_depth: int) -> Parking | None:
+    """Why the causation chain must stop here, or None when the event may flow."""
+    chain = envelope.causation_chain
+    if len(chain) > max_depth:
+        return Parking(
+            router_pb2.DEAD_LETTER_REASON_DEPTH,
+            f"causation chain has {len(chain)} hops; the limit is {max_depth}",
+        )
+    hops = [(h.event_type, h.source_module) for h in chain]
+    hops.append((envelope.event_type, envelope.source_module))
+    seen: set[tuple[str, str]] = set()
+    for hop in hops:
+        if hop in seen:
+            path = " -> ".join(f"{t}@{m}" for t, m in hops)
+            return Parking(
+                router_pb2.DEAD_LETTER_REASON_CYCLE,
+                f"causation chain repeats {hop[0]}@{hop[1]}: {path}",
+            )
+        seen.add(hop)
+    return None
+
+
+def reason_name(reason: int) -> str:
+    """DEAD_LETTER_REASON_CYCLE and friends, for messages and logs."""
+    value = router_pb2.DeadLetterReason.ValueType(reason)
+    return router_pb2.DeadLetterReason.Name(value)
+
+
+def _glob(pattern: str) -> str:
+    """A SQLite GLOB that matches at least what the pattern matches (refined afterwards)."""
+    return "*" if pattern in ("*", "**") else pattern.replace("**", "*")
+
+
+def _page_token(seq: int) -> str:
+    return base64.urlsafe_b64encode(str(seq).encode()).decode()
+
+
+def _parse_page_token(token: str) -> int:
+    try:
+        return int(base64.urlsafe_b64decode(token.encode()).decode())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InvalidArgument(
+            "bad page_token", details=[bad_request({"page_token": "not a token from this bus"})]
+        ) from err
+
+
+def _next_response(
+    sub: Subscription, max_batch: int
+) -> tuple[router_pb2.SubscribeResponse | None, bool]:
+    """The next message for a subscriber: one delivery, or a batch of whatever is queued
+    (built in place: each event is copied once), and whether the stream ends after it."""
+    response = router_pb2.SubscribeResponse()
+    if max_batch == 1:
+        item = sub.outgoing.popleft()
+        if item is None:
+            return None, True
+        delivery = response.delivery
+        delivery.delivery_id, delivery.attempt = item[0], item[1]
+        delivery.event.CopyFrom(item[2])
+        return response, False
+    deliveries = response.batch.deliveries
+    outgoing = sub.outgoing
+    while outgoing and len(deliveries) < max_batch:
+        item = outgoing.popleft()
+        if item is None:
+            return (response if deliveries else None), True
+        delivery = deliveries.add(delivery_id=item[0], attempt=item[1])
+        delivery.event.CopyFrom(item[2])
+    return response, False
+
+
+class EventBus:
+    """The bus RPCs (grpc.aio servicer signatures), plus `publish_local` for the router."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        settings: BusSettings,
+        *,
+        registry: EventRegistry | None = None,
+        source_module: str = "router",
+        metrics: MeshMetrics | None = None,
+    ) -> None:
+        self.store = store
+        # Resolved at start when not given: the router makes its own instance the process
+        # default after building the bus.
+        self._mesh_metrics = metrics
+        self.metrics = BusMetrics(metrics if metrics is not None else default_metrics())
+        self.settings = settings
+        self.registry = registry or default_registry()
+        self.source_module = source_module
+        self.cache = TailCache(settings.tail_cache_size, 0)
+        self._consumers: dict[str, Consumer] = {}
+        self._consumer_lock = asyncio.Lock()
+        self._delivery_ids = itertools.count(1)
+        self._retention_task: asyncio.Task[None] | None = None
+        self._metrics_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._started = False
+        self.published = 0
+        self.parked = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.store.open()
+        self.cache = TailCache(self.settings.tail_cache_size, await self.store.last_sequence())
+        self.store.append_listener = self._on_append
+        if self._mesh_metrics is None:
+            self.metrics = BusMetrics(default_metrics())
+        # Nobody is subscribed yet: consumers that go away when idle are idle from now on
+        # (those idle since before a stop go if their time is up).
+        await self.store.consumers_idle_from(int(time.time() * 1_000_000))
+        await self._expire_idle()
+        self._retention_task = asyncio.create_task(self._retention_loop(), name="bus-retention")
+        self._metrics_task = asyncio.create_task(self._lag_loop(), name="bus-lag")
+        self._started = True
+
+    async def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        for task in (self._retention_task, self._metrics_task, *self._background):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for consumer in self._consumers.values():
+            await consumer.close()
+        await self.store.close()
+
+    async def _retention_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.retention_interval_s)
+            try:
+                deleted = await self.store.apply_retention(
+                    self.settings.retention_max_age_s, self.settings.retention_max_bytes
+                )
+            except Exception:
+                _log.exception("event retention failed")
+                continue
+            if deleted:
+                _log.info("retention removed %d events", deleted, extra={"deleted": deleted})
+            await self._expire_idle()
+
+    async def _expire_idle(self) -> None:
+        """Remove the consumers that have had no subscriber for longer than they asked for."""
+        now = time.time()
+        gone = [
+            name
+            for name, c in self._consumers.items()
+            if c.inactive_s > 0
+            and not c.attached
+            and c.idle_since
+            and now - c.idle_since >= c.inactive_s
+        ]
+        for name in gone:
+            # Out of memory first, so no progress of theirs is written after the removal.
+            self._consumers.pop(name).discard()
+        try:
+            removed, next_due_us = await self.store.expire_consumers(
+                int(now * 1_000_000), keep=set(self._consumers), also=gone
+            )
+        except Exception:
+            _log.exception("removing idle consumers failed")
+            return
+        if next_due_us is not None:
+            # The next one to go (also those left idle by a previous run of the router).
+            self._expire_at(next_due_us / 1_000_000 - time.time())
+        for name in removed:
+            _log.info(
+                "consumer %s removed after its inactive threshold",
+                name,
+                extra={"consumer": name},
+            )
+
+    def _idle(self, consumer: Consumer) -> None:
+        """`consumer` lost its last subscriber: remember when, and look again once its
+        inactive threshold is up."""
+        consumer.idle_since = time.time()
+        self.store.set_consumer_idle(consumer.name, int(consumer.idle_since * 1_000_000))
+        self._expire_at(consumer.inactive_s)
+
+    def _expire_at(self, delay_s: float) -> None:
+        """Look for idle consumers to remove in `delay_s` (one timer: the soonest wins)."""
+        loop = asyncio.get_running_loop()
+        when = loop.time() + max(0.0, delay_s) + 0.05
+        timer = self._idle_timer
+        if timer is not None and not timer.cancelled() and timer.when() <= when:
+            return
+        if timer is not None:
+            timer.cancel()
+        self._idle_timer = loop.call_at(when, self._expire_soon)
+
+    def _expire_soon(self) -> None:
+        self._idle_timer = None
+        if not self._started:
+            return
+        task = asyncio.create_task(self._expire_idle(), name="bus-idle-consumers")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _lag_loop(self) -> None:
+        # Lag grows while nothing is acked, so it is sampled, not only updated on acks.
+        while True:
+            for consumer in list(self._consumers.values()):
+                consumer.info()  # sets the gauge
+            await asyncio.sleep(self.settings.metrics_interval_s)
+
+    def _on_append(self, results: list[AppendResult]) -> None:
+        self.cache.add(results)
+        for consumer in self._consumers.values():
+            if consumer.attached:
+                consumer.notify()
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def _parking(self, envelope: envelope_pb2.EventEnvelope) -> Parking | None:
+        parking = cycle_parking(envelope, self.settings.max_causation_depth)
+        if parking is not None:
+            self.parked += 1
+            _log.warning(
+                "event %s parked: %s",
+                envelope.event_id,
+                parking.detail,
+                extra={
+                    "event_id": envelope.event_id,
+                    "event_type": envelope.event_type,
+                    "source_module": envelope.source_module,
+                    "reason": reason_name(parking.reason),
+                },
+            )
+        return parking
+
+    async def _append(self, envelopes: Sequence[envelope_pb2.EventEnvelope]) -> list[AppendResult]:
+        parking = [self._parking(e) for e in envelopes]
+        started = time.perf_counter()
+        try:
+            results = await self.store.append(envelopes, parking)
+        except MeshError:
+            raise
+        except Exception as err:
+            raise Unavailable(f"the event log could not store the event: {err}") from err
+        seconds = time.perf_counter() - started
+        metrics = self.metrics
+        for result, park in zip(results, parking, strict=True):
+            if result.duplicate:
+                continue
+            self.published += 1
+            metrics.published(result.envelope.event_type, seconds)
+            if park is not None:
+                metrics.dead_lettered(
+                    result.envelope.event_type, "", reason_label(reason_name(park.reason))
+                )
+        return results
+
+    async def _publish(self, envelope: envelope_pb2.EventEnvelope) -> router_pb2.PublishResponse:
+        validate_envelope(
+            envelope, self.registry, max_payload_bytes=self.settings.max_payload_bytes
+        )
+        (result,) = await self._append([envelope])
+        return router_pb2.PublishResponse(sequence=result.sequence, duplicate=result.duplicate)
+
+    async def publish_local(
+        self, payload_or_envelope: Message, *, subject: str = "", causation: Any = None
+    ) -> router_pb2.PublishResponse:
+        """Publish from inside the router process: a payload gets a router envelope."""
+        if isinstance(payload_or_envelope, envelope_pb2.EventEnvelope):
+            envelope = payload_or_envelope
+        else:
+            envelope = self.envelope_for(payload_or_envelope, subject=subject)
+            if isinstance(causation, envelope_pb2.EventEnvelope):
+                envelope.causation_id = causation.event_id
+                envelope.causation_chain.extend(causation.causation_chain)
+                envelope.causation_chain.add(
+                    event_id=causation.event_id,
+                    event_type=causation.event_type,
+                    source_module=causation.source_module,
+                )
+                if not envelope.correlation_id:
+                    envelope.correlation_id = causation.correlation_id
+        return await self._publish(envelope)
+
+    def envelope_for(self, payload: Message, *, subject: str = "") -> envelope_pb2.EventEnvelope:
+        option = event_option(cast("Descriptor", payload.DESCRIPTOR))
+        if option is None:
+            raise InvalidArgument(f"{payload.DESCRIPTOR.full_name} is not an event payload")
+        envelope = envelope_pb2.EventEnvelope(
+            event_id=str(uuid.uuid4()),
+            event_type=option.event_type,
+            schema_version=option.version,
+            source_module=self.source_module,
+            correlation_id=ctx.current_correlation_id() or "",
+            traceparent=str(ctx.child_traceparent()),
+            subject=subject,
+        )
+        envelope.occurred_at.GetCurrentTime()
+        envelope.payload.Pack(payload)
+        return envelope
+
+    async def Publish(
+        self, request: router_pb2.PublishRequest, context: Context
+    ) -> router_pb2.PublishResponse:
+        try:
+            if not request.HasField("event"):
+                raise InvalidArgument(
+                    "event is required", details=[bad_request({"event": "field event is required"})]
+                )
+            return await self._publish(request.event)
+        except MeshError as err:
+            await abort_with(context, err)
+
+    async def PublishStream(
+        self,
+        request_iterator: AsyncIterator[router_pb2.PublishStreamRequest],
+        context: Context,
+    ) -> AsyncIterator[router_pb2.PublishStreamResponse]:
+        # Batches are stored concurrently (group commit joins them) and answered in order.
+        answers: asyncio.Queue[asyncio.Task[router_pb2.PublishStreamResponse] | None] = (
+            asyncio.Queue(maxsize=64)
+        )
+
+        async def read() -> None:
+            try:
+                async for batch in request_iterator:
+                    await answers.put(asyncio.create_task(self._publish_batch(batch)))
+            finally:
+                await answers.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                task = await answers.get()
+                if task is None:
+                    break
+                yield await task
+            await reader
+        finally:
+            reader.cancel()
+
+    async def _publish_batch(
+        self, batch: router_pb2.PublishStreamRequest
+    ) -> router_pb2.PublishStreamResponse:
+        results: list[router_pb2.PublishResult] = [
+            router_pb2.PublishResult(event_id=e.event_id) for e in batch.events
+        ]
+        valid: list[tuple[int, envelope_pb2.EventEnvelope]] = []
+        for i, env in enumerate(batch.events):
+            violations, payload = envelope_violations(
+                env,
+                self.registry,
+                max_payload_bytes=self.settings.max_payload_bytes,
+                prefix=f"events[{i}].",
+            )
+            if violations or payload is None:
+                results[i].error_code = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+                results[i].error_message = "; ".join(
+                    f"{v.field}: {v.description}" for v in violations
+                )
+            else:
+                valid.append((i, env))
+        if valid:
+            try:
+                stored = await self._append([e for _, e in valid])
+            except MeshError as err:
+                for i, _ in valid:
+                    results[i].error_code = err.code.value[0]
+                    results[i].error_message = err.message
+            else:
+                for (i, _), result in zip(valid, stored, strict=True):
+                    results[i].sequence = result.sequence
+                    results[i].duplicate = result.duplicate
+        return router_pb2.PublishStreamResponse(batch_id=batch.batch_id, results=results)
+
+    # -- subscribing -----------------------------------------------------------------------
+
+    async def _consumer_for(self, start: router_pb2.SubscribeStart) -> Consumer:
+        async with self._consumer_lock:
+            patterns = tuple(start.event_types)
+            consumer = self._consumers.get(start.consumer)
+            max_attempts = start.max_attempts or self.settings.default_max_attempts
+            inactive_s = (
+                start.inactive_threshold.ToTimedelta().total_seconds()
+                if start.HasField("inactive_threshold")
+                else 0.0
+            )
+            if consumer is None:
+                record = await self.store.load_consumer(start.consumer)
+                if record is None:
+                    floor = await self._start_floor(start)
+                    record = ConsumerRecord(start.consumer, patterns, floor)
+                else:
+                    floor = record.floor
+                # Patterns and the inactive threshold as this subscriber asks.
+                await self.store.save_consumer(
+                    start.consumer, patterns, floor, inactive_s=inactive_s
+                )
+                record.patterns = patterns
+                consumer = Consumer(
+                    record,
+                    store=self.store,
+                    cache=self.cache,
+                    delivery_ids=self._delivery_ids,
+                    page_size=self.settings.page_size,
+                    max_attempts=max_attempts,
+                    metrics=self.metrics,
+                )
+                # Queued replays (record.replays) stay in the store; the consumer reads
+                # them a page at a time.
+                self._consumers[start.consumer] = consumer
+            elif patterns != consumer.patterns.patterns or inactive_s != consumer.inactive_s:
+                await self.store.save_consumer(
+                    start.consumer, patterns, consumer.floor, inactive_s=inactive_s
+                )
+            consumer.max_attempts = max_attempts
+            consumer.inactive_s = inactive_s
+            if consumer.idle_since or inactive_s > 0:
+                consumer.idle_since = 0.0
+                self.store.set_consumer_idle(consumer.name, 0)  # it has a subscriber now
+            return consumer
+
+    async def _start_floor(self, start: router_pb2.SubscribeStart) -> int:
+        if start.start == router_pb2.START_POSITION_EARLIEST:
+            return 0
+        if start.start == router_pb2.START_POSITION_SEQUENCE:
+            return max(0, start.start_sequence - 1)
+        if start.start == router_pb2.START_POSITION_TIME:
+            micros = start.start_time.ToMicroseconds()
+            return max(0, await self.store.first_sequence_at(micros) - 1)
+        return self.cache.last_sequence
+
+    def _check_start(self, request: router_pb2.SubscribeRequest) -> router_pb2.SubscribeStart:
+        if request.WhichOneof("kind") != "start":
+            raise InvalidArgument(
+                "the first message of Subscribe must be start",
+                details=[bad_request({"start": "the first message must be a SubscribeStart"})],
+            )
+        start = request.start
+        violations = {
+            "start." + v.field: "start." + v.description.removeprefix("field ")
+            for v in required_violations(start)
+        }
+        for i, pattern in enumerate(start.event_types):
+            error = pattern_error(pattern)
+            if error:
+                violations[f"start.event_types[{i}]"] = error
+        if start.start == router_pb2.START_POSITION_SEQUENCE and start.start_sequence == 0:
+            violations["start.start_sequence"] = "START_POSITION_SEQUENCE needs start_sequence"
+        if start.start == router_pb2.START_POSITION_TIME and not start.HasField("start_time"):
+            violations["start.start_time"] = "START_POSITION_TIME needs start_time"
+        if start.max_in_flight > self.settings.max_in_flight_cap:
+            violations["start.max_in_flight"] = (
+                f"at most {self.settings.max_in_flight_cap} deliveries may be in flight"
+            )
+        if violations:
+            raise InvalidArgument(
+                "bad subscription: " + "; ".join(f"{k}: {v}" for k, v in violations.items()),
+                details=[bad_request(violations)],
+            )
+        return start
+
+    async def Subscribe(
+        self, request_iterator: AsyncIterator[router_pb2.SubscribeRequest], context: Context
+    ) -> AsyncIterator[router_pb2.SubscribeResponse]:
+        try:
+            first = await anext(aiter(request_iterator))
+        except StopAsyncIteration:
+            return
+        try:
+            start = self._check_start(first)
+        except MeshError as err:
+            await abort_with(context, err)
+        consumer = await self._consumer_for(start)
+        sub = Subscription(
+            instance=start.instance or context.peer(),
+            max_in_flight=start.max_in_flight or self.settings.default_max_in_flight,
+            ack_timeout_s=(
+                start.ack_timeout.ToTimedelta().total_seconds()
+                if start.HasField("ack_timeout")
+                else self.settings.default_ack_timeout_s
+            ),
+        )
+        consumer.attach(sub, tuple(start.event_types))
+        reader = asyncio.create_task(self._read_acks(request_iterator, consumer, sub))
+        try:
+            yield router_pb2.SubscribeResponse(
+                subscribed=router_pb2.Subscribed(
+                    consumer=consumer.name, acked_sequence=consumer.floor
+                )
+            )
+            max_batch = max(1, start.max_batch)
+            while True:
+                while not sub.outgoing:
+                    sub.signal.clear()
+                    await sub.signal.wait()
+                response, ended = _next_response(sub, max_batch)
+                if response is not None:
+                    yield response
+                if ended:
+                    break
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            if self._started:
+                consumer.detach(sub)
+                if consumer.inactive_s > 0 and not consumer.attached:
+                    self._idle(consumer)
+
+    async def _read_acks(
+        self,
+        request_iterator: AsyncIterator[router_pb2.SubscribeRequest],
+        consumer: Consumer,
+        sub: Subscription,
+    ) -> None:
+        try:
+            async for request in request_iterator:
+                kind = request.WhichOneof("kind")
+                if kind == "ack":
+                    consumer.ack(sub, request.ack.delivery_id)
+                elif kind == "ack_batch":
+                    consumer.ack_many(sub, request.ack_batch.delivery_ids)
+                elif kind == "nack":
+                    delay = (
+                        request.nack.delay.ToTimedelta().total_seconds()
+                        if request.nack.HasField("delay")
+                        else 0.0
+                    )
+                    consumer.nack(sub, request.nack.delivery_id, delay, request.nack.reason)
+                elif kind == "in_progress":
+                    consumer.in_progress(sub, request.in_progress.delivery_id)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            pass
+        finally:
+            # The subscriber closed its side: end the stream.
+            sub.end()
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def _patterns(self, patterns: Sequence[str], field: str) -> PatternSet:
+        violations = {
+            f"{field}[{i}]": error
+            for i, p in enumerate(patterns)
+            if (error := pattern_error(p)) is not None
+        }
+        if violations:
+            raise InvalidArgument("bad event type pattern", details=[bad_request(violations)])
+        return PatternSet(list(patterns))
+
+    async def ListEvents(
+        self, request: router_pb2.ListEventsRequest, context: Context
+    ) -> router_pb2.ListEventsResponse:
+        try:
+            patterns = self._patterns(request.event_types, "event_types")
+            limit = min(request.limit or DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)
+            position = _parse_page_token(request.page_token) if request.page_token else None
+            out: list[envelope_pb2.EventEnvelope] = []
+            globs = [_glob(p) for p in patterns.patterns]
+            if "*" in globs:
+                globs = []
+            # The GLOB prefilter may over-match ("download.*" vs deeper types): refine and
+            # read on until the page is full or the log is exhausted.
+            while len(out) < limit:
+                rows = await self.store.list_events(
+                    limit=limit,
+                    oldest_first=request.oldest_first,
+                    before=None if request.oldest_first else position,
+                    after=position if request.oldest_first else None,
+                    correlation_id=request.correlation_id,
+                    type_globs=globs,
+                )
+                if not rows:
+                    position = None
+                    break
+                for env in rows:
+                    position = env.sequence
+                    if patterns.matches(env.event_type):
+                        out.append(env)
+                        if len(out) == limit:
+                            break
+                if len(rows) < limit and len(out) < limit:
+                    position = None
+                    break
+            token = _page_token(position) if position is not None and len(out) == limit else ""
+            return router_pb2.ListEventsResponse(events=out, next_page_token=token)
+        except MeshError as err:
+            await abort_with(context, err)
+
+    async def ReplayEvents(
+        self, request: router_pb2.ReplayEventsRequest, context: Context
+    ) -> AsyncIterator[router_pb2.ReplayEventsResponse]:
+        try:
+            patterns = self._patterns(request.event_types, "event_types")
+            which = request.WhichOneof("from")
+            if which == "from_time":
+                after = await self.store.first_sequence_at(request.from_time.ToMicroseconds()) - 1
+            else:
+                after = max(0, request.from_sequence - 1)
+        except MeshError as err:
+            await abort_with(context, err)
+        sent = 0
+        limit = request.limit or None
+        while True:
+            page = await self.store.read_after(after, REPLAY_PAGE, include_parked=True)
+            for env in page.events:
+                if patterns.matches(env.event_type):
+                    yield router_pb2.ReplayEventsResponse(event=env)
+                    sent += 1
+                    if limit is not None and sent >= limit:
+                        return
+            if page.scanned_to <= after:
+                return
+            after = page.scanned_to
+
+    # -- dead letters ----------------------------------------------------------------------
+
+    @staticmethod
+    def _dead_letter(record: DeadLetterRecord) -> router_pb2.DeadLetter:
+        parked_at = timestamp_pb2.Timestamp()
+        parked_at.FromMicroseconds(record.parked_at_us)
+        return router_pb2.DeadLetter(
+            dead_letter_id=record.dead_letter_id,
+            consumer=record.consumer,
+            event=record.envelope,
+            reason=router_pb2.DeadLetterReason.ValueType(record.reason),
+            attempts=record.attempts,
+            last_error=record.last_error,
+            parked_at=parked_at,
+        )
+
+    async def ListDeadLetters(
+        self, request: router_pb2.ListDeadLettersRequest, context: Context
+    ) -> router_pb2.ListDeadLettersResponse:
+        limit = min(request.limit or DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)
+        records = await self.store.list_dead_letters(request.consumer, limit)
+        return router_pb2.ListDeadLettersResponse(
+            dead_letters=[self._dead_letter(r) for r in records]
+        )
+
+    async def GetDeadLetter(
+        self, request: router_pb2.GetDeadLetterRequest, context: Context
+    ) -> router_pb2.GetDeadLetterResponse:
+        try:
+            if request.dead_letter_id == 0:
+                raise InvalidArgument(
+                    "dead_letter_id is required",
+                    details=[bad_request({"dead_letter_id": "field dead_letter_id is required"})],
+                )
+            record = await self.store.get_dead_letter(request.dead_letter_id)
+            if record is None:
+                raise NotFound(f"no dead letter {request.dead_letter_id}")
+            return router_pb2.GetDeadLetterResponse(dead_letter=self._dead_letter(record))
+        except MeshError as err:
+            await abort_with(context, err)
+
+    async def ReplayDeadLetters(
+        self, request: router_pb2.ReplayDeadLettersRequest, context: Context
+    ) -> router_pb2.ReplayDeadLettersResponse:
+        try:
+            ids = list(request.dead_letter_ids)
+            if not ids and not request.consumer:
+                raise InvalidArgument(
+                    "name dead letters or a consumer",
+                    details=[bad_request({"dead_letter_ids": "give dead_letter_ids or consumer"})],
+                )
+            for dl_id in ids:
+                record = await self.store.get_dead_letter(dl_id)
+                if record is None:
+                    raise NotFound(f"no dead letter {dl_id}")
+                if not record.consumer:
+                    raise FailedPrecondition(
+                        f"dead letter {dl_id} was stopped by the cycle guard "
+                        f"({reason_name(record.reason)}); "
+                        "delivering it again would repeat the loop",
+                        details=[
+                            error_details_pb2.PreconditionFailure(
+                                violations=[
+                                    error_details_pb2.PreconditionFailure.Violation(
+                                        type="CYCLE_GUARD",
+                                        subject=str(dl_id),
+                                        description=record.last_error,
+                                    )
+                                ]
+                            )
+                        ],
+                    )
+            counts = await self.store.take_dead_letters(ids, request.consumer)
+            for name in counts:
+                consumer = self._consumers.get(name)
+                if consumer is not None:
+                    consumer.replays_queued()
+            return router_pb2.ReplayDeadLettersResponse(replayed=sum(counts.values()))
+        except MeshError as err:
+            await abort_with(context, err)
+
+    # -- status ----------------------------------------------------------------------------
+
+    def consumers_info(self) -> list[router_pb2.ConsumerInfo]:
+        return [c.info() for c in self._consumers.values()]
+
+    @property
+    def consumers(self) -> dict[str, Consumer]:
+        return dict(self._consumers)
+
+    @property
+    def last_sequence(self) -> int:
+        return self.cache.last_sequence

@@ -1,0 +1,600 @@
+"""The standard main of a module: settings, logging, gRPC server, health, router, events.
+
+A module describes itself with a `ModuleSpec` and builds its servicers in a factory that gets
+the running `ModuleRuntime` (settings, publisher, health setter). `run_module(spec)` is the
+whole `__main__` of a module; tests use `ModuleRuntime` as an async context manager:
+
+    async with ModuleRuntime(spec, settings, connect_router=False) as rt:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{rt.port}")
+        ...
+        rt.publisher.published  # an InMemoryBus when no router is used
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import random
+import signal
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Self
+
+import grpc
+
+from services.kit.events.client import (
+    EventPublisher,
+    InMemoryBus,
+    RouterPublisher,
+    Subscriber,
+    build_envelope,
+)
+from services.kit.module.registration import RouterRegistration
+from services.kit.observability.logging import setup_logging
+from services.kit.observability.metrics import server_interceptors, start_module_metrics
+from services.kit.rpc.channel import open_channel
+from services.kit.rpc.errors import is_transient, status_code_of
+from services.kit.rpc.health import OVERALL, KitHealthServicer
+from services.kit.rpc.server import KitServer
+from services.kit.support import eventloop
+from services.kit.support.settings import KitSettings, Section
+from soulspot.router.v1 import router_pb2
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+    from types import TracebackType
+
+    from google.protobuf.descriptor import ServiceDescriptor
+    from google.protobuf.message import Message
+
+    from soulspot.events.v1 import envelope_pb2
+
+__all__ = [
+    "Capability",
+    "ModuleParts",
+    "ModuleRuntime",
+    "ModuleSection",
+    "ModuleSpec",
+    "Publisher",
+    "RetryingPublisher",
+    "ServiceBinding",
+    "run_module",
+]
+
+log = logging.getLogger("soulspot.module")
+
+SHUTDOWN_GRACE_S = 5.0
+
+
+class ModuleSection(Section):
+    """Settings every module section has: where its gRPC server listens.
+
+    `SOULSPOT_<MODULE>__ADDRESS` is the bind host (or host:port); `SOULSPOT_<MODULE>__PORT`
+    the port; `SOULSPOT_<MODULE>__ADVERTISE_ADDRESS` the host:port announced to the router
+    when the bind address is not reachable as is (0.0.0.0 in a container).
+    """
+
+    address: str = "127.0.0.1"
+    port: int | None = None
+    advertise_address: str = ""
+
+
+# What a module publishes through: services.kit.events.client' RouterPublisher or InMemoryBus.
+Publisher = EventPublisher
+
+
+@dataclass(frozen=True)
+class Capability:
+    """One capability the module announces to the router."""
+
+    name: str
+    priority: int = 0
+    required_modules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """One gRPC service the module serves: its servicer and the generated add_*_to_server."""
+
+    name: str  # full service name, e.g. "soulspot.capabilities.v1.DownloadService"
+    servicer: object
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+
+    @classmethod
+    def of(
+        cls,
+        descriptor: ServiceDescriptor,
+        servicer: object,
+        add_to_server: Callable[[Any, grpc.aio.Server], None],
+    ) -> ServiceBinding:
+        return cls(descriptor.full_name, servicer, add_to_server)
+
+
+@dataclass
+class ModuleParts:
+    """What a module's factory returns: its services and optional lifecycle hooks.
+
+    `start` runs after the server is listening (probe a backend, open subscriptions);
+    `stop` runs at shutdown before the server stops (cancel background work).
+    """
+
+    services: Sequence[ServiceBinding]
+    start: Callable[[], Awaitable[None]] | None = None
+    stop: Callable[[], Awaitable[None]] | None = None
+    # services.kit.events.client.EventHandlers to subscribe with, as the durable consumer named
+    # after the module: through the router when there is one, else on an in-memory bus
+    # publisher (tests) that accepts subscribe().
+    handlers: Any = None
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    """Who a module is and how to build it.
+
+    `capabilities` may be given as `Capability` values or `(name, priority, required)` tuples.
+    `settings_cls` is the module's KitSettings subclass (with its own section named `name`).
+    """
+
+    name: str
+    default_port: int
+    capabilities: Sequence[Capability | tuple[str, int, Sequence[str]]]
+    # Builds the module given the runtime: returns ModuleParts or a list of ServiceBinding,
+    # directly or from a coroutine.
+    factory: Callable[[ModuleRuntime], Any]
+    settings_cls: type[KitSettings] = KitSettings
+    version: str = "0.1.0"
+    # Subscription setup that needs a router channel, e.g. the catalog's durable consumer:
+    # called with (runtime, channel) once the router channel exists.
+    subscribe: Callable[[ModuleRuntime, grpc.aio.Channel], Awaitable[Any]] | None = None
+
+    def capability_list(self) -> list[Capability]:
+        out = []
+        for item in self.capabilities:
+            if isinstance(item, Capability):
+                out.append(item)
+            else:
+                name, priority, required = item
+                out.append(Capability(name, priority, tuple(required)))
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Publishing that survives an unreachable router
+
+
+class RetryingPublisher:
+    """Wraps a publisher so an event is not lost while the router is unreachable.
+
+    Transient failures (UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED, connection errors) are
+    retried with capped jittered backoff until they succeed or the module shuts down. One
+    warning is logged when publishing starts failing and one info when it recovers, not one
+    per attempt. Non-transient errors (a contract violation: INVALID_ARGUMENT) are raised.
+    """
+
+    def __init__(self, inner: Publisher, *, max_backoff_s: float = 10.0) -> None:
+        self.inner = inner
+        self.max_backoff_s = max_backoff_s
+        self._failing = False
+        self._closed = asyncio.Event()
+        self.pending = 0
+
+    def close(self) -> None:
+        """Stop retrying: a pending publish raises instead of waiting for a router."""
+        self._closed.set()
+
+    def __getattr__(self, name: str) -> Any:
+        # InMemoryBus extras (.published, .payloads) stay reachable through the wrapper.
+        return getattr(self.inner, name)
+
+    async def publish(
+        self,
+        payload: Message,
+        *,
+        subject: str = "",
+        ordering_key: str = "",
+        attributes: dict[str, str] | None = None,
+    ) -> envelope_pb2.EventEnvelope:
+        # Built once, so every retry carries the same event_id and the router stores the
+        # event once even when an answer was lost.
+        envelope = build_envelope(
+            payload,
+            source_module=getattr(self.inner, "source_module", ""),
+            subject=subject,
+            ordering_key=ordering_key,
+            attributes=attributes,
+        )
+        return await self.publish_envelope(envelope)
+
+    async def publish_envelope(
+        self, envelope: envelope_pb2.EventEnvelope
+    ) -> envelope_pb2.EventEnvelope:
+        delay = 0.1
+        self.pending += 1
+        try:
+            while True:
+                try:
+                    stored = await self.inner.publish_envelope(envelope)
+                except Exception as err:
+                    if not _retryable(err) or self._closed.is_set():
+                        log.error(
+                            "event not published",
+                            extra={
+                                "event_type": envelope.event_type,
+                                "event_id": envelope.event_id,
+                                "error": str(err),
+                            },
+                        )
+                        raise
+                    if not self._failing:
+                        self._failing = True
+                        log.warning(
+                            "router unreachable: holding events and retrying until it answers",
+                            extra={
+                                "event_type": envelope.event_type,
+                                "error": str(err),
+                                "action": "retrying with backoff",
+                            },
+                        )
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self._closed.wait(), timeout=delay * (0.5 + random.random())
+                        )
+                    delay = min(delay * 2, self.max_backoff_s)
+                    continue
+                if self._failing:
+                    self._failing = False
+                    log.info("router reachable again: held events are being published")
+                return stored
+        finally:
+            self.pending -= 1
+
+
+def _retryable(err: BaseException) -> bool:
+    # A deadline on a publish means the router did not answer in time, not that the event
+    # is wrong: it is retried like UNAVAILABLE.
+    return (
+        is_transient(err)
+        or status_code_of(err) == grpc.StatusCode.DEADLINE_EXCEEDED
+        or isinstance(err, OSError)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The runtime
+
+
+def _env_override(module: str, key: str) -> str | None:
+    value = os.environ.get(f"SOULSPOT_{module.upper()}__{key}")
+    return value or None
+
+
+class ModuleRuntime:
+    """A running module: server, health, registration and publisher.
+
+    Arguments override settings (tests): `host`/`port` (port 0 picks a free port),
+    `publisher` (defaults to RouterPublisher with a router, else an InMemoryBus),
+    `connect_router=False` to neither register nor publish to a router.
+    """
+
+    def __init__(
+        self,
+        spec: ModuleSpec,
+        settings: KitSettings | None = None,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        publisher: Publisher | None = None,
+        connect_router: bool = True,
+    ) -> None:
+        self.spec = spec
+        self.settings = settings if settings is not None else spec.settings_cls()
+        self.name = spec.name
+        self.health = KitHealthServicer()
+        self._host_override = host
+        self._port_override = port
+        self._publisher_override = publisher
+        self.connect_router = connect_router and bool(self.settings.router_address)
+        self.kit_server: KitServer | None = None
+        self.router_channel: grpc.aio.Channel | None = None
+        self.registration: RouterRegistration | None = None
+        self.parts: ModuleParts | None = None
+        self.port = 0
+        self.address = ""
+        self._publisher: Publisher | None = None
+        self._health_state: tuple[bool, str] = (True, "")
+        self._background: list[Any] = []
+        # Whatever a module's factory wants reachable from tests (its registry, its index).
+        self.extras: dict[str, Any] = {}
+        self.metrics_address = ""
+        self._metrics_runner: Any = None
+
+    # -- public API for modules ---------------------------------------------------------------
+
+    @property
+    def section(self) -> Any:
+        """The module's own settings section (settings.<name>), or None."""
+        return getattr(self.settings, self.name, None)
+
+    @property
+    def publisher(self) -> Publisher:
+        if self._publisher is None:
+            raise RuntimeError("the module runtime is not started")
+        return self._publisher
+
+    @property
+    def service_names(self) -> list[str]:
+        return [s.name for s in self.parts.services] if self.parts else []
+
+    @property
+    def serving(self) -> bool:
+        return self._health_state[0]
+
+    @property
+    def health_reason(self) -> str:
+        return self._health_state[1]
+
+    async def set_health(self, serving: bool, reason: str = "") -> None:
+        """Mark every service of the module (and the server as a whole) SERVING or
+        NOT_SERVING with a reason. Logs only on a change, so a periodic probe may call it
+        every time."""
+        changed = self._health_state != (serving, reason) and (
+            self._health_state[0] != serving or not serving
+        )
+        self._health_state = (serving, reason)
+        for service in (OVERALL, *self.service_names):
+            await self.health.set_status(service, serving, None if serving else reason)
+        if self.registration is not None:
+            self.registration.report_health(serving, reason)
+        if changed:
+            if serving:
+                log.info("serving", extra={"module_name": self.name, "reason": reason})
+            else:
+                log.warning(
+                    "not serving",
+                    extra={"module_name": self.name, "status": "NOT_SERVING", "reason": reason},
+                )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def _bind(self) -> tuple[str, int]:
+        section = self.section
+        host = self._host_override or _env_override(self.name, "ADDRESS")
+        if host is None:
+            host = getattr(section, "address", None) or "127.0.0.1"
+        port: int | None = self._port_override
+        if ":" in host and not host.startswith("["):
+            host, _, port_text = host.rpartition(":")
+            if port is None:
+                port = int(port_text)
+        if port is None:
+            env_port = _env_override(self.name, "PORT")
+            if env_port is not None:
+                port = int(env_port)
+            elif getattr(section, "port", None) is not None:
+                port = int(section.port)
+            else:
+                port = self.spec.default_port
+        return host, port
+
+    async def start(self) -> None:
+        # The publisher and the server object exist before the factory runs, so a factory
+        # may capture rt.publisher and call rt.set_health at once.
+        self._publisher = self._make_publisher()
+        host, port = self._bind()
+        self.kit_server = KitServer(
+            self.name,
+            f"{host}:{port}",
+            validate_requests=True,
+            grace_s=SHUTDOWN_GRACE_S,
+            interceptors=server_interceptors(),
+        )
+        self.health = self.kit_server.health
+        result = self.spec.factory(self)
+        if inspect.isawaitable(result):
+            result = await result
+        self.parts = result if isinstance(result, ModuleParts) else ModuleParts(list(result))
+        for binding in self.parts.services:
+            self.kit_server.add_service(_registrar(binding), binding.name)
+        if not self._health_state[0]:
+            # Health set before the services were known covers them too.
+            for service in self.service_names:
+                await self.health.set_status(service, False, self._health_state[1])
+        try:
+            bound = await self.kit_server.start()
+        except RuntimeError as err:
+            # grpc raises RuntimeError when it cannot bind the port.
+            raise OSError(f"{self.name}: cannot listen on {host}:{port}: {err}") from err
+        if bound == 0:
+            raise OSError(f"{self.name}: cannot listen on {host}:{port}")
+        self.port = bound
+        advertise = getattr(self.section, "advertise_address", "") or _env_override(
+            self.name, "ADVERTISE_ADDRESS"
+        )
+        self.address = advertise or f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{bound}"
+        # Off unless SOULSPOT_<MODULE>__METRICS_ADDRESS is set.
+        started = await start_module_metrics(self.name, host, bound)
+        if started is not None:
+            self._metrics_runner, self.metrics_address = started
+
+        if self.parts.start is not None:
+            await self.parts.start()
+        if self.parts.handlers is not None:
+            await self._subscribe(self.parts.handlers)
+        if self.connect_router:
+            await self._start_registration()
+            if self.spec.subscribe is not None:
+                handle = await self.spec.subscribe(self, self._router_channel())
+                if handle is not None:
+                    self._background.append(handle)
+
+    async def _subscribe(self, handlers: Any) -> None:
+        if self.connect_router:
+            subscriber = Subscriber(self._router_channel(), consumer=self.name, handlers=handlers)
+            await subscriber.start()
+            self._background.append(subscriber)
+            return
+        subscribe = getattr(self._publisher, "subscribe", None)
+        if subscribe is not None:
+            subscribe(handlers)
+
+    def capability_channel(self) -> grpc.aio.Channel | None:
+        """A channel to the router for calling other modules' capabilities (the router picks
+        the module), or None when this module runs without a router."""
+        return self._router_channel() if self.connect_router else None
+
+    def _router_channel(self) -> grpc.aio.Channel:
+        if self.router_channel is None:
+            self.router_channel = open_channel(self.settings.router_address)
+        return self.router_channel
+
+    def _make_publisher(self) -> Publisher:
+        if self._publisher_override is not None:
+            return self._publisher_override
+        if self.connect_router:
+            # A short inner deadline: the wrapper then says at once that the router is away
+            # and keeps retrying with the same event id.
+            inner = RouterPublisher(self._router_channel(), source_module=self.name, deadline_s=3.0)
+            return RetryingPublisher(inner)
+        return InMemoryBus(source_module=self.name)
+
+    async def _start_registration(self) -> None:
+        announcement = router_pb2.ModuleAnnouncement(
+            name=self.name,
+            address=self.address,
+            version=self.spec.version,
+            metrics_address=self.metrics_address,
+            capabilities=[
+                router_pb2.CapabilityRegistration(
+                    capability=c.name, priority=c.priority, required_modules=c.required_modules
+                )
+                for c in self.spec.capability_list()
+            ],
+        )
+        self.registration = RouterRegistration(self.settings.router_address, announcement)
+        self.registration.report_health(*self._health_state)
+        await self.registration.start()
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE_S) -> None:
+        """Graceful, in dependency order: NOT_SERVING (the router routes away), in-flight
+        calls finish, subscriptions end, the module stops its work and hands over its last
+        events, held events get `grace` to reach the router, then the registration ends."""
+        await self.health.enter_graceful_shutdown()
+        if self.kit_server is not None:
+            await self.kit_server.stop(grace)
+        for handle in self._background:
+            await _stop_handle(handle)
+        if self.parts is not None and self.parts.stop is not None:
+            try:
+                await self.parts.stop()
+            except Exception:
+                log.exception("module stop hook failed", extra={"module_name": self.name})
+        if isinstance(self._publisher, RetryingPublisher):
+            for _ in range(int(grace * 10)):
+                if self._publisher.pending == 0:
+                    break
+                await asyncio.sleep(0.1)
+            if self._publisher.pending:
+                log.error(
+                    "shutting down with events the router has not stored",
+                    extra={"module_name": self.name, "pending": self._publisher.pending},
+                )
+            self._publisher.close()
+        if self.registration is not None:
+            await self.registration.stop()
+        if self.router_channel is not None:
+            await self.router_channel.close()
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
+        log.info("stopped", extra={"module_name": self.name})
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop(0)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop(0.5)
+
+
+def _registrar(binding: ServiceBinding) -> Callable[[grpc.aio.Server], object]:
+    def register(server: grpc.aio.Server) -> object:
+        binding.add_to_server(binding.servicer, server)
+        return None
+
+    return register
+
+
+async def _stop_handle(handle: Any) -> None:
+    """Stop something a subscribe hook returned: an object with stop(), or a task."""
+    try:
+        if isinstance(handle, asyncio.Task):
+            handle.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await handle
+            return
+        stop = getattr(handle, "stop", None)
+        if stop is not None:
+            result = stop()
+            if inspect.isawaitable(result):
+                await result
+    except Exception:
+        log.exception("stopping a background subscription failed")
+
+
+# ---------------------------------------------------------------------------------------------
+# main
+
+
+async def serve(spec: ModuleSpec, settings: KitSettings | None = None) -> None:
+    """Run the module until SIGTERM or SIGINT, then shut down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    runtime = ModuleRuntime(spec, settings)
+    await runtime.start()
+    try:
+        await stop.wait()
+        log.info("shutdown requested", extra={"module_name": spec.name})
+    finally:
+        await runtime.stop()
+
+
+def run_module(spec: ModuleSpec, argv: Sequence[str] | None = None) -> int:
+    """The `python -m services.<module>` entry point. Returns the process exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-h", "--help"):
+        print(
+            f"usage: python -m services.{spec.name}\n"
+            f"Serves the {spec.name} module on 127.0.0.1:{spec.default_port}; settings come from "
+            f"SOULSPOT_* environment variables (SOULSPOT_{spec.name.upper()}__PORT, "
+            "SOULSPOT_ROUTER_ADDRESS, ...) and the YAML file named by SOULSPOT_CONFIG."
+        )
+        return 0
+    try:
+        settings = spec.settings_cls()
+        eventloop.selected_loop()
+    except Exception as err:
+        print(f"{spec.name}: invalid settings: {err}", file=sys.stderr)
+        return 2
+    setup_logging(spec.name, settings.log_level, json_lines=settings.log_json)
+    try:
+        eventloop.run(serve(spec, settings))
+    except KeyboardInterrupt:
+        return 130
+    except OSError as err:
+        log.error("cannot start", extra={"module_name": spec.name, "error": str(err)})
+        return 1
+    return 0

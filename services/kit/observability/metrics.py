@@ -1,0 +1,484 @@
+"""Prometheus metrics for the router and the modules.
+
+Every `MeshMetrics` owns its own `CollectorRegistry` instead of prometheus_client's global
+one, so several servers in one test process count apart and a second instance never fails
+with "duplicated timeseries". A process normally uses one instance, the process default
+(`default_metrics()`); the module-level `record_*` functions write to it, so code deep in the
+router (proxy, breaker, bus, pipeline) can count without having an instance passed in.
+
+Metric names (all prefixed `soulspot_`):
+
+    capability_calls_total{capability,module,code}        calls the router forwarded, by outcome
+    capability_call_duration_seconds{capability,module}   their latency
+    capability_fallbacks_total{capability,from_module,to_module}
+    breaker_state{module}                                 0 closed, 1 half_open, 2 open
+    events_published_total{event_type}
+    event_publish_duration_seconds{event_type}
+    events_delivered_total{event_type,consumer}
+    events_redelivered_total{event_type,consumer}
+    events_dead_lettered_total{event_type,consumer,reason}
+    consumer_lag{consumer}                                stored matching events not yet acked
+    events_handled_total{event_type,outcome}              handler runs in a module
+    event_handling_duration_seconds{event_type}
+    pipeline_steps_total{capability,outcome}
+    rpc_server_handled_total{service,method,code}         every RPC a KitServer answered
+    rpc_server_handling_seconds{service,method}
+
+A module's metrics endpoint is off unless `SOULSPOT_<MODULE>__METRICS_ADDRESS` is set
+(`host:port`, or `auto` for the module's gRPC port + 1000 on the same host: 51061 for
+spotify's 50061). Off by default because a module's gRPC port may be 0 (tests) and a second
+listening port per process is a cost nobody asked for; the router always serves `/metrics`
+on its HTTP address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import time
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import grpc
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from services.kit.observability.tracing import TracingServerInterceptor
+from services.kit.rpc.errors import MeshError
+from services.kit.rpc.handler_wrapping import wrap_handler
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+# Calls inside the mesh are loopback or LAN hops; the default buckets start at 5 ms and
+# would put every healthy call in the first bucket.
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
+BREAKER_STATES: dict[str, int] = {"closed": 0, "half_open": 1, "open": 2}
+
+METRICS_PORT_OFFSET = 1000
+
+
+class MeshMetrics:
+    """All of the mesh's metrics on one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.calls = Counter(
+            "soulspot_capability_calls",
+            "Capability calls forwarded by the router, by answering module and status code.",
+            ("capability", "module", "code"),
+            registry=r,
+        )
+        self.call_seconds = Histogram(
+            "soulspot_capability_call_duration_seconds",
+            "Latency of one forwarded capability call attempt.",
+            ("capability", "module"),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "soulspot_capability_fallbacks",
+            "Calls retried on the next provider after a transient failure.",
+            ("capability", "from_module", "to_module"),
+            registry=r,
+        )
+        self.breaker = Gauge(
+            "soulspot_breaker_state",
+            "Circuit breaker per module: 0 closed, 1 half_open, 2 open.",
+            ("module",),
+            registry=r,
+        )
+        self.published = Counter(
+            "soulspot_events_published",
+            "Events accepted into the log.",
+            ("event_type",),
+            registry=r,
+        )
+        self.publish_seconds = Histogram(
+            "soulspot_event_publish_duration_seconds",
+            "Time from publish request to durable acknowledgement.",
+            ("event_type",),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.delivered = Counter(
+            "soulspot_events_delivered",
+            "Deliveries sent to subscribers (first attempts).",
+            ("event_type", "consumer"),
+            registry=r,
+        )
+        self.redelivered = Counter(
+            "soulspot_events_redelivered",
+            "Deliveries sent again after a nack or an ack timeout.",
+            ("event_type", "consumer"),
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "soulspot_events_dead_lettered",
+            "Events parked on the dead-letter list.",
+            ("event_type", "consumer", "reason"),
+            registry=r,
+        )
+        self.lag = Gauge(
+            "soulspot_consumer_lag",
+            "Stored events matching a durable consumer that it has not acked.",
+            ("consumer",),
+            registry=r,
+        )
+        self.handled = Counter(
+            "soulspot_events_handled",
+            "Event handler runs in a module, by outcome (ok, error, duplicate).",
+            ("event_type", "outcome"),
+            registry=r,
+        )
+        self.handle_seconds = Histogram(
+            "soulspot_event_handling_duration_seconds",
+            "Time one event handler took.",
+            ("event_type",),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.pipeline_steps = Counter(
+            "soulspot_pipeline_steps",
+            "Post-download pipeline steps by outcome (succeeded, failed, deferred, skipped).",
+            ("capability", "outcome"),
+            registry=r,
+        )
+        self.rpcs = Counter(
+            "soulspot_rpc_server_handled",
+            "RPCs answered by this process's gRPC server, by status code.",
+            ("service", "method", "code"),
+            registry=r,
+        )
+        self.rpc_seconds = Histogram(
+            "soulspot_rpc_server_handling_seconds",
+            "Time from an RPC's start to its status (whole stream for streaming RPCs).",
+            ("service", "method"),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    # -- router: capability proxy ---------------------------------------------------------------
+
+    def record_call(self, capability: str, module: str, code: str, seconds: float) -> None:
+        """One forwarded attempt; `code` is a grpc.StatusCode name such as "OK"."""
+        self.calls.labels(capability, module, code).inc()
+        self.call_seconds.labels(capability, module).observe(seconds)
+
+    def record_fallback(self, capability: str, from_module: str, to_module: str) -> None:
+        self.fallbacks.labels(capability, from_module, to_module).inc()
+
+    def set_breaker(self, module: str, state: str) -> None:
+        """`state` is "closed", "half_open" or "open" (router.breaker.BreakerState values)."""
+        self.breaker.labels(module).set(BREAKER_STATES.get(str(state), 2))
+
+    # -- router: event bus ----------------------------------------------------------------------
+
+    def event_published(self, event_type: str, seconds: float | None = None) -> None:
+        self.published.labels(event_type).inc()
+        if seconds is not None:
+            self.publish_seconds.labels(event_type).observe(seconds)
+
+    def event_delivered(self, event_type: str, consumer: str, attempt: int = 1) -> None:
+        """A delivery; attempts after the first count as redeliveries."""
+        if attempt > 1:
+            self.redelivered.labels(event_type, consumer).inc()
+        else:
+            self.delivered.labels(event_type, consumer).inc()
+
+    def event_dead_lettered(self, event_type: str, consumer: str, reason: str) -> None:
+        self.dead_lettered.labels(event_type, consumer, reason).inc()
+
+    def set_consumer_lag(self, consumer: str, lag: int) -> None:
+        self.lag.labels(consumer).set(lag)
+
+    # -- modules: event handlers ----------------------------------------------------------------
+
+    def event_handled(self, event_type: str, outcome: str, seconds: float | None = None) -> None:
+        self.handled.labels(event_type, outcome).inc()
+        if seconds is not None:
+            self.handle_seconds.labels(event_type).observe(seconds)
+
+    # -- router: pipeline -----------------------------------------------------------------------
+
+    def pipeline_step(self, capability: str, outcome: str) -> None:
+        self.pipeline_steps.labels(capability, outcome).inc()
+
+    # -- every server ---------------------------------------------------------------------------
+
+    def record_rpc(self, full_method: str, code: str, seconds: float) -> None:
+        service, method = split_method(full_method)
+        self.rpcs.labels(service, method, code).inc()
+        self.rpc_seconds.labels(service, method).observe(seconds)
+
+    def server_interceptor(self) -> MetricsServerInterceptor:
+        return MetricsServerInterceptor(self)
+
+    def exposition(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+
+def split_method(full_method: str) -> tuple[str, str]:
+    """Split "/pkg.Service/Method" into ("pkg.Service", "Method")."""
+    service, _, method = full_method.lstrip("/").rpartition("/")
+    return service, method
+
+
+# ---------------------------------------------------------------------------------------------
+# The process default and module-level shortcuts
+
+_default: MeshMetrics | None = None
+
+
+def default_metrics() -> MeshMetrics:
+    """This process's metrics, created on first use."""
+    global _default
+    if _default is None:
+        _default = MeshMetrics()
+    return _default
+
+
+def use_metrics(metrics: MeshMetrics) -> MeshMetrics:
+    """Make `metrics` the process default (the router does this with its own instance)."""
+    global _default
+    _default = metrics
+    return metrics
+
+
+def record_call(capability: str, module: str, code: str, seconds: float) -> None:
+    default_metrics().record_call(capability, module, code, seconds)
+
+
+def record_fallback(capability: str, from_module: str, to_module: str) -> None:
+    default_metrics().record_fallback(capability, from_module, to_module)
+
+
+def set_breaker(module: str, state: str) -> None:
+    default_metrics().set_breaker(module, state)
+
+
+def event_published(event_type: str, seconds: float | None = None) -> None:
+    default_metrics().event_published(event_type, seconds)
+
+
+def event_delivered(event_type: str, consumer: str, attempt: int = 1) -> None:
+    default_metrics().event_delivered(event_type, consumer, attempt)
+
+
+def event_dead_lettered(event_type: str, consumer: str, reason: str) -> None:
+    default_metrics().event_dead_lettered(event_type, consumer, reason)
+
+
+def set_consumer_lag(consumer: str, lag: int) -> None:
+    default_metrics().set_consumer_lag(consumer, lag)
+
+
+def event_handled(event_type: str, outcome: str, seconds: float | None = None) -> None:
+    default_metrics().event_handled(event_type, outcome, seconds)
+
+
+def pipeline_step(capability: str, outcome: str) -> None:
+    default_metrics().pipeline_step(capability, outcome)
+
+
+# ---------------------------------------------------------------------------------------------
+# Server interceptor
+
+
+class MetricsServerInterceptor(grpc.aio.ServerInterceptor):
+    """Counts every RPC by method and status code and observes its duration.
+
+    Placed after the kit's context interceptor (KitServer puts that one first), so it sees
+    the handler's own exceptions before they are turned into statuses: it works the code out
+    the same way.
+    """
+
+    def __init__(self, metrics: MeshMetrics) -> None:
+        self.metrics = metrics
+        self._recorders: dict[str, _RpcRecorder] = {}
+
+    def recorder(self, full_method: str) -> Callable[[grpc.StatusCode | int, float], None]:
+        """`record(code, seconds)` for one method, its labelled children cached: `.labels()`
+        takes a lock and builds a key on every use, which a per-call path cannot afford."""
+        found = self._recorders.get(full_method)
+        if found is None:
+            found = self._recorders[full_method] = _RpcRecorder(self.metrics, full_method)
+        return found
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        around = functools.partial(self._scope, handler_call_details.method)
+        return wrap_handler(handler, around)
+
+    @asynccontextmanager
+    async def _scope(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any], _request: object
+    ) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        code: grpc.StatusCode | None = None
+        try:
+            yield
+        except MeshError as err:
+            code = err.code
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except grpc.aio.AbortError:
+            code = context.code()
+            raise
+        except Exception:
+            code = context.code()
+            if code is None or code == grpc.StatusCode.OK:
+                code = grpc.StatusCode.UNKNOWN
+            raise
+        finally:
+            if code is None:
+                code = context.code() or grpc.StatusCode.OK
+            self.recorder(method)(code, time.perf_counter() - started)
+
+
+class _RpcRecorder:
+    """`MeshMetrics.record_rpc` for one method, with its labelled children kept."""
+
+    __slots__ = ("_by_code", "_method", "_metrics", "_seconds", "_service")
+
+    def __init__(self, metrics: MeshMetrics, full_method: str) -> None:
+        self._metrics = metrics
+        self._service, self._method = split_method(full_method)
+        self._seconds = metrics.rpc_seconds.labels(self._service, self._method)
+        self._by_code: dict[grpc.StatusCode | int, Counter] = {}
+
+    def __call__(self, code: grpc.StatusCode | int, seconds: float) -> None:
+        counter = self._by_code.get(code)
+        if counter is None:
+            counter = self._by_code[code] = self._metrics.rpcs.labels(
+                self._service, self._method, _code_name(code)
+            )
+        counter.inc()
+        self._seconds.observe(seconds)
+
+
+def server_interceptors(metrics: MeshMetrics | None = None) -> list[grpc.aio.ServerInterceptor]:
+    """The observability interceptors for a KitServer's `interceptors=`: RPC metrics (on
+    `metrics`, default: the process default) and a tracing span per RPC (idle unless
+    tracing is configured)."""
+    return [(metrics or default_metrics()).server_interceptor(), TracingServerInterceptor()]
+
+
+def _code_name(code: grpc.StatusCode | int) -> str:
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    # context.code() may hand back the raw integer a handler passed to set_code.
+    for status in grpc.StatusCode:
+        if status.value[0] == code:
+            return status.name
+    return "UNKNOWN"
+
+
+# ---------------------------------------------------------------------------------------------
+# /metrics over HTTP
+
+
+def metrics_handler(
+    registry: CollectorRegistry,
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """An aiohttp handler serving `registry` in the Prometheus text format."""
+
+    async def handle(_request: web.Request) -> web.Response:
+        body = generate_latest(registry)
+        response = web.Response(body=body)
+        # Set whole: aiohttp's content_type= refuses a value carrying parameters.
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    return handle
+
+
+async def start_metrics_server(registry: CollectorRegistry, host: str, port: int) -> web.AppRunner:
+    """Serve `/metrics` on host:port (0 picks a free port; see `bound_port`).
+
+    Stop it with `await runner.cleanup()`.
+    """
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler(registry))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    """The port a runner's first site listens on (the real one when 0 was asked for)."""
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    raise RuntimeError("the runner has no listening TCP site")
+
+
+def module_metrics_address(module: str, grpc_host: str, grpc_port: int) -> tuple[str, int] | None:
+    """Where a module serves /metrics, from `SOULSPOT_<MODULE>__METRICS_ADDRESS`; None = off.
+
+    "auto" means the gRPC host and the gRPC port + 1000; a bare port means the gRPC host.
+    """
+    value = os.environ.get(f"SOULSPOT_{module.upper()}__METRICS_ADDRESS", "").strip()
+    if not value or value.lower() in ("off", "none", "false", "0"):
+        return None
+    if value.lower() == "auto":
+        if grpc_port == 0:
+            return None
+        return grpc_host, grpc_port + METRICS_PORT_OFFSET
+    if ":" not in value:
+        return grpc_host, int(value)
+    host, _, port = value.rpartition(":")
+    return host or grpc_host, int(port)
+
+
+async def start_module_metrics(
+    module: str, grpc_host: str, grpc_port: int, metrics: MeshMetrics | None = None
+) -> tuple[web.AppRunner, str] | None:
+    """Start a module's /metrics endpoint when configured: (runner, "host:port") or None."""
+    where = module_metrics_address(module, grpc_host, grpc_port)
+    if where is None:
+        return None
+    host, port = where
+    runner = await start_metrics_server((metrics or default_metrics()).registry, host, port)
+    return runner, f"{host}:{bound_port(runner)}"

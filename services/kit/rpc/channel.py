@@ -1,0 +1,103 @@
+"""Client channels with the kit's interceptors and options that match KitServer."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import grpc
+from grpc_health.v1 import health_pb2
+
+from services.kit.rpc.interceptors import client_interceptors
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+HEALTH_CHECK_METHOD = "/grpc.health.v1.Health/Check"
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+# Keepalive pings stay above the server's minimum ping interval (see SERVER_OPTIONS), or
+# the server answers them with GOAWAY "too_many_pings".
+CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    # A restarted module is back within seconds; gRPC's default backoff grows to 120 s.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+)
+
+SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_ping_strikes", 0),
+)
+
+
+def open_channel(
+    address: str,
+    *,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
+    options: Sequence[tuple[str, int | str]] = (),
+) -> grpc.aio.Channel:
+    """An insecure grpc.aio channel (the mesh runs on loopback or a private network).
+
+    `interceptors` defaults to the kit's context interceptors; `options` extend or override
+    CHANNEL_OPTIONS.
+    """
+    merged: dict[str, int | str] = dict(CHANNEL_OPTIONS)
+    merged.update(options)
+    return grpc.aio.insecure_channel(
+        address,
+        options=list(merged.items()),
+        interceptors=list(client_interceptors() if interceptors is None else interceptors),
+    )
+
+
+async def check_health(
+    channel: grpc.aio.Channel,
+    service: str = "",
+    *,
+    timeout: float = 1.0,  # noqa: ASYNC109 (the per-RPC gRPC deadline, not a wait)
+    wait: bool = False,
+) -> bool:
+    """Whether the service answers SERVING to grpc.health.v1 Check (False on any RPC error).
+
+    `wait`: let the call wait (up to `timeout`) for a connection instead of failing fast.
+    """
+    # A raw multicallable: the health stub's published type stubs have no methods.
+    check = channel.unary_unary(
+        HEALTH_CHECK_METHOD,
+        request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+        response_deserializer=health_pb2.HealthCheckResponse.FromString,
+    )
+    try:
+        reply = await check(
+            health_pb2.HealthCheckRequest(service=service), timeout=timeout, wait_for_ready=wait
+        )
+    except grpc.aio.AioRpcError:
+        return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+async def wait_for_ready(
+    address: str,
+    timeout: float,  # noqa: ASYNC109 (named like grpc's own; bounds the whole wait)
+    *,
+    service: str = "",
+) -> None:
+    """Wait until the server at `address` reports `service` SERVING.
+
+    Raises TimeoutError when it does not within `timeout` seconds.
+    """
+    async with open_channel(address, interceptors=()) as channel:
+        async with asyncio.timeout(timeout):
+            while True:
+                if await check_health(channel, service, timeout=min(1.0, timeout), wait=True):
+                    return
+                await asyncio.sleep(0.05)

@@ -1,0 +1,4 @@
+"""Plumbing with no mesh knowledge: typed settings, the event loop choice, SQLite, retries and
+backoff, HTTP clients."""
+
+from __future__ import annotations

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.integration.router.bus.bus_support import BusHarness
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[BusHarness]:
+    async with BusHarness(tmp_path) as h:
+        yield h

@@ -1,0 +1,210 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2
+
+from services.kit.rpc import context as ctx
+from services.kit.rpc.direct import DirectClient
+from soulspot.capabilities.v1 import search_pb2
+from soulspot.common.v1 import module_pb2
+from soulspot.router.v1 import router_pb2
+from tests.integration.router.router_support import SEARCH, Behaviour, eventually
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from router.app import RouterApp
+    from soulspot.router.v1 import router_pb2_grpc
+
+GRPCURL = Path(sys.executable).with_name("grpcurl")
+SEARCH_SERVICE = "soulspot.capabilities.v1.SearchService"
+REQUEST = search_pb2.SearchTrackRequest(query="q")
+
+
+async def test_status_lists_modules_and_ordered_providers(
+    module: Callable[..., Awaitable[Any]], router_stub: router_pb2_grpc.RouterServiceAsyncStub
+) -> None:
+    await module("low", 1)
+    high = await module("high", 9)
+    await high.server.set_status("", False, "down for test")
+    for _ in range(100):
+        status = await router_stub.GetStatus(router_pb2.GetStatusRequest(), timeout=5)
+        modules = {m.name: m for m in status.modules}
+        if modules["high"].status == module_pb2.MODULE_STATUS_INACTIVE:
+            break
+        await asyncio.sleep(0.02)
+    assert modules["high"].reason.startswith("health reports NOT_SERVING")
+    assert modules["low"].status == module_pb2.MODULE_STATUS_ACTIVE
+    assert modules["low"].dynamic
+    assert modules["low"].breaker == "closed"
+    caps = {c.name: c for c in status.capabilities}
+    search = caps["search.track"]
+    assert search.method == SEARCH
+    assert [(p.module, p.routable) for p in search.providers] == [("low", True), ("high", False)]
+    assert search.available
+    assert not caps["import.track"].available
+    assert status.started_at.seconds > 0
+
+
+async def test_routing_table_streams_at_once_and_on_every_change(
+    module: Callable[..., Awaitable[Any]], router_stub: router_pb2_grpc.RouterServiceAsyncStub
+) -> None:
+    call = router_stub.WatchRoutingTable(router_pb2.WatchRoutingTableRequest(), timeout=10)
+    stream = call.__aiter__()
+    first = await stream.__anext__()
+    routes = {r.capability: r for r in first.routes}
+    assert routes["search.track"].method == SEARCH
+    assert not routes["search.track"].providers
+    assert first.ttl.seconds == 5
+    fake = await module("mod", 4)
+    while True:
+        table = await stream.__anext__()
+        providers = {r.capability: r for r in table.routes}["search.track"].providers
+        if providers:
+            break
+    assert table.version > first.version
+    assert [(p.module, p.address, p.priority) for p in providers] == [("mod", fake.address, 4)]
+    await fake.server.stop(0)
+    while True:
+        table = await stream.__anext__()
+        if not {r.capability: r for r in table.routes}["search.track"].providers:
+            break
+    call.cancel()
+
+
+async def test_router_health_reports_capability_services(
+    module: Callable[..., Awaitable[Any]], channel: grpc.aio.Channel
+) -> None:
+    check = channel.unary_unary(
+        "/grpc.health.v1.Health/Check",
+        request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+        response_deserializer=health_pb2.HealthCheckResponse.FromString,
+    )
+
+    async def serving() -> bool:
+        answer = await check(health_pb2.HealthCheckRequest(service=SEARCH_SERVICE), timeout=5)
+        return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+
+    assert not await serving()
+    fake = await module("mod", 1)
+    for _ in range(100):
+        if await serving():
+            break
+        await asyncio.sleep(0.02)
+    assert await serving()
+    await fake.server.stop(0)
+    for _ in range(200):
+        if not await serving():
+            break
+        await asyncio.sleep(0.02)
+    assert not await serving()
+
+
+async def _grpcurl(*args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        str(GRPCURL), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, stderr.decode()
+    return stdout.decode()
+
+
+async def test_reflection_lists_capability_services_and_grpcurl_calls_through_router(
+    router: RouterApp, module: Callable[..., Awaitable[Any]]
+) -> None:
+    await module("mod", 1)
+    listed = (await _grpcurl("-plaintext", router.address, "list")).split()
+    for service in router.catalog.services:
+        assert service in listed
+    assert "soulspot.router.v1.RouterService" in listed
+    reply = await _grpcurl(
+        "-plaintext",
+        "-d",
+        '{"query": "by name"}',
+        router.address,
+        f"{SEARCH_SERVICE}/SearchTrack",
+    )
+    assert json.loads(reply)["results"][0]["source"] == "mod"
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_direct_client_calls_modules_and_uses_router_when_table_is_stale(
+    module: Callable[..., Awaitable[Any]], router: RouterApp
+) -> None:
+    first = await module("first", 10)
+    second = await module("second", 5)
+    clock = _Clock()
+    async with DirectClient(router.address, clock=clock) as client:
+        assert await client.wait_for_table(5)
+        await eventually(lambda: client.providers(SEARCH) == ["first", "second"])
+        answer = await client.call(SEARCH, REQUEST, search_pb2.SearchTrackResponse, timeout=5)
+        assert answer.results[0].source == "first"
+        # Same fallback order as the router: a transient failure moves on to the next.
+        first.behaviour = Behaviour(mode="fail", code="UNAVAILABLE")
+        answer = await client.call(SEARCH, REQUEST, search_pb2.SearchTrackResponse, timeout=5)
+        assert answer.results[0].source == "second"
+        first.behaviour = Behaviour()
+        # With a fresh table the router is not needed at all...
+        await router.stop(0)
+        answer = await client.call(SEARCH, REQUEST, search_pb2.SearchTrackResponse, timeout=5)
+        assert answer.results[0].source == "first"
+        assert second.calls == 1
+        # ...and once the table is older than its ttl, calls go through the router (down).
+        clock.now += 60
+        assert not client.fresh
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await client.call(SEARCH, REQUEST, search_pb2.SearchTrackResponse, timeout=2)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_direct_client_without_table_goes_through_router(
+    module: Callable[..., Awaitable[Any]], router: RouterApp
+) -> None:
+    fake = await module("mod", 1)
+    client = DirectClient(router.address, ttl=0.0)
+    await client.start()
+    try:
+        call_md = (("x-soulspot-no-fallback", "1"),)
+        answer = await client.call(
+            SEARCH, REQUEST, search_pb2.SearchTrackResponse, timeout=5, metadata=call_md
+        )
+        assert answer.results[0].source == "mod"
+        assert not client.fresh
+        assert fake.last_metadata["x-correlation-id"]
+    finally:
+        await client.stop()
+
+
+async def test_direct_client_carries_the_callers_context_and_invents_none(
+    module: Callable[..., Awaitable[Any]], router: RouterApp
+) -> None:
+    fake = await module("mod", 1)
+    async with DirectClient(router.address) as client:
+        assert await client.wait_for_table(5)
+        await eventually(lambda: client.providers(SEARCH) == ["mod"])
+        parent = ctx.new_traceparent()
+        with ctx.bind("corr-direct-1", parent):
+            await client.call(SEARCH, REQUEST, search_pb2.SearchTrackResponse, timeout=5)
+        assert fake.last_metadata["x-correlation-id"] == "corr-direct-1"
+        sent = ctx.parse_traceparent(fake.last_metadata["traceparent"])
+        assert sent is not None
+        assert sent.trace_id == parent.trace_id
+        assert sent.span_id != parent.span_id
+        # A caller with no context sends none: the module starts the trace and the id.
+        await client.call(SEARCH, REQUEST, search_pb2.SearchTrackResponse, timeout=5)
+        assert "x-correlation-id" not in fake.last_metadata
+        assert "traceparent" not in fake.last_metadata

@@ -1,0 +1,154 @@
+"""docker-compose.yml has the shape the design and `soulspot up` rely on."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli.stack import find_compose_file, healthcheck_args, load_compose, volume_targets
+
+ROOT = Path(__file__).resolve().parents[3]
+ROUTER_PORT = 50051
+ROUTER_HTTP_PORT = 8080
+MODULE_PORTS = {
+    "spotify": 50061,
+    "catalog": 50062,
+    "soulseek": 50063,
+    "folder": 50064,
+    "metadata": 50065,
+    "library": 50066,
+    "notifications": 50067,
+}
+# Modules that are correctly NOT_SERVING without credentials or a daemon to talk to.
+LIVENESS_ONLY = {"spotify", "soulseek"}
+MESH = ["router", *MODULE_PORTS]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return load_compose(ROOT / "docker-compose.yml")
+
+
+def _service(compose: dict[str, Any], name: str) -> dict[str, Any]:
+    service = compose["services"].get(name)
+    assert isinstance(service, dict), f"service {name} missing"
+    return service
+
+
+def test_the_project_file_is_the_one_up_finds(compose: dict[str, Any]) -> None:
+    assert find_compose_file() == ROOT / "docker-compose.yml"
+
+
+def test_every_design_service_is_present(compose: dict[str, Any]) -> None:
+    assert set(MESH) <= set(compose["services"])
+    assert _service(compose, "client").get("profiles") == ["e2e"]
+
+
+@pytest.mark.parametrize("name", MESH)
+def test_mesh_service_shape(compose: dict[str, Any], name: str) -> None:
+    service = _service(compose, name)
+    assert service.get("init") is True, "Python as PID 1 ignores SIGTERM without an init"
+    assert not service.get("profiles"), "mesh services run by default"
+    command = service.get("command")
+    expected = "router" if name == "router" else f"services.{name}"
+    assert command == ["python", "-m", expected]
+    assert service.get("image") == _service(compose, "router").get("image"), "one image"
+
+
+@pytest.mark.parametrize("name", MESH)
+def test_command_modules_are_importable(compose: dict[str, Any], name: str) -> None:
+    module = _service(compose, name)["command"][2]
+    assert importlib.util.find_spec(module) is not None, f"{module} does not exist"
+    assert importlib.util.find_spec(f"{module}.__main__") is not None, f"{module} has no main"
+
+
+@pytest.mark.parametrize("name", MESH)
+def test_healthcheck_calls_the_grpc_probe_on_the_service_port(
+    compose: dict[str, Any], name: str
+) -> None:
+    service = _service(compose, name)
+    args = healthcheck_args(service)
+    port = ROUTER_PORT if name == "router" else MODULE_PORTS[name]
+    assert args[:3] == ["python", "-m", "services.kit.rpc.healthprobe"]
+    assert args[-1] == f"127.0.0.1:{port}"
+    assert ("--serving-or-not" in args) == (name in LIVENESS_ONLY)
+    assert service["healthcheck"].get("interval")
+    assert importlib.util.find_spec("services.kit.rpc.healthprobe") is not None
+
+
+@pytest.mark.parametrize("name", list(MODULE_PORTS))
+def test_modules_start_after_a_healthy_router(compose: dict[str, Any], name: str) -> None:
+    depends = _service(compose, name).get("depends_on")
+    assert isinstance(depends, dict)
+    assert depends.get("router") == {"condition": "service_healthy"}
+
+
+@pytest.mark.parametrize("name", list(MODULE_PORTS))
+def test_module_addresses_match_the_defaults(compose: dict[str, Any], name: str) -> None:
+    env = _service(compose, name)["environment"]
+    port = MODULE_PORTS[name]
+    section = name.upper()
+    assert env[f"SOULSPOT_{section}__ADDRESS"] == f"0.0.0.0:{port}"
+    assert env[f"SOULSPOT_{section}__ADVERTISE_ADDRESS"] == f"{name}:{port}"
+    assert env["SOULSPOT_ROUTER_ADDRESS"] == f"router:{ROUTER_PORT}"
+
+
+def test_router_listens_on_all_interfaces_and_publishes_grpc_and_http(
+    compose: dict[str, Any],
+) -> None:
+    router = _service(compose, "router")
+    env = router["environment"]
+    assert env["SOULSPOT_ROUTER__ADDRESS"] == f"0.0.0.0:{ROUTER_PORT}"
+    assert env["SOULSPOT_ROUTER__HTTP_ADDRESS"] == f"0.0.0.0:{ROUTER_HTTP_PORT}"
+    published = {str(p).rsplit(":", 1)[-1] for p in router["ports"]}
+    assert published == {str(ROUTER_PORT), str(ROUTER_HTTP_PORT)}
+    assert "depends_on" not in router
+
+
+@pytest.mark.parametrize("name", MESH)
+def test_state_and_library_are_volumes(compose: dict[str, Any], name: str) -> None:
+    service = _service(compose, name)
+    targets = volume_targets(service.get("volumes"))
+    env = service["environment"]
+    assert env["SOULSPOT_STATE_DIR"] in targets
+    assert env["SOULSPOT_LIBRARY_ROOT"] in targets
+    for volume in service["volumes"]:
+        source = str(volume).split(":")[0]
+        if not source.startswith(("$", ".", "/")):
+            assert source in compose["volumes"], f"named volume {source} not declared"
+
+
+def test_folder_reads_its_source_read_only(compose: dict[str, Any]) -> None:
+    folder = _service(compose, "folder")
+    source = folder["environment"]["SOULSPOT_FOLDER__SOURCE_DIR"]
+    mounts = [str(v) for v in folder["volumes"] if f":{source}" in str(v)]
+    assert len(mounts) == 1
+    assert mounts[0].endswith(":ro")
+
+
+def test_client_waits_for_every_module_and_runs_get(compose: dict[str, Any]) -> None:
+    client = _service(compose, "client")
+    assert client["command"][:2] == ["soulspot", "get"]
+    assert set(client["depends_on"]) == set(MESH)
+    assert all(v == {"condition": "service_healthy"} for v in client["depends_on"].values())
+
+
+def test_docker_compose_accepts_the_file() -> None:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose is not installed: `docker-compose config -q` not run")
+    for profile_args in ([], ["--profile", "e2e"]):
+        result = subprocess.run(
+            [binary, "-f", str(ROOT / "docker-compose.yml"), *profile_args, "config", "-q"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=ROOT,
+        )
+        assert result.returncode == 0, result.stderr

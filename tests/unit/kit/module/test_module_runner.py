@@ -1,0 +1,212 @@
+"""services.kit.module.runner: the standard main every module runs."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2
+
+from services.kit.events.client import EventHandlers, InMemoryBus, build_envelope
+from services.kit.module.runner import (
+    Capability,
+    ModuleParts,
+    ModuleRuntime,
+    ModuleSpec,
+    RetryingPublisher,
+    ServiceBinding,
+)
+from services.kit.rpc.channel import open_channel
+from services.kit.rpc.errors import InvalidArgument, Unavailable
+from services.kit.support.settings import KitSettings
+from soulspot.capabilities.v1 import search_pb2, search_pb2_grpc
+from soulspot.common.v1 import references_pb2
+from soulspot.events.v1 import envelope_pb2, track_pb2
+from tests.unit.modules.module_support import (
+    health_status,
+    reflected_services,
+    rpc_error,
+    violated_fields,
+)
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
+
+SERVICE = "soulspot.capabilities.v1.SearchService"
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class Echo(search_pb2_grpc.SearchServiceServicer):
+    async def SearchTrack(
+        self, request: search_pb2.SearchTrackRequest, context: Any
+    ) -> search_pb2.SearchTrackResponse:
+        track = references_pb2.TrackReference(title=request.query, artist="echo")
+        return search_pb2.SearchTrackResponse(results=[search_pb2.SearchResult(track=track)])
+
+
+def spec(name: str = "demo", default_port: int = 0, **parts: Any) -> ModuleSpec:
+    def build(rt: ModuleRuntime) -> ModuleParts:
+        binding = ServiceBinding.of(
+            search_pb2.DESCRIPTOR.services_by_name["SearchService"],
+            Echo(),
+            search_pb2_grpc.add_SearchServiceServicer_to_server,
+        )
+        return ModuleParts(services=[binding], **parts)
+
+    return ModuleSpec(name, default_port, [Capability("search.track", 1)], build)
+
+
+def settings() -> KitSettings:
+    return KitSettings(router_address="")
+
+
+async def test_serves_validates_and_reflects() -> None:
+    async with (
+        ModuleRuntime(spec(), settings(), port=0) as rt,
+        open_channel(f"127.0.0.1:{rt.port}") as channel,
+    ):
+        stub = search_pb2_grpc.SearchServiceStub(channel)
+        reply = await stub.SearchTrack(search_pb2.SearchTrackRequest(query="x"))
+        assert reply.results[0].track.title == "x"
+        error = await rpc_error(stub.SearchTrack(search_pb2.SearchTrackRequest()))
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert violated_fields(error) == ["query"]
+        assert {SERVICE, "grpc.health.v1.Health"} <= await reflected_services(channel)
+        # Without a router the publisher is an in-memory bus.
+        assert isinstance(rt.publisher, InMemoryBus)
+
+
+async def test_set_health_marks_every_service_with_the_reason() -> None:
+    async with (
+        ModuleRuntime(spec(), settings(), port=0) as rt,
+        open_channel(f"127.0.0.1:{rt.port}") as channel,
+    ):
+        await rt.set_health(False, "backend gone")
+        for service in ("", SERVICE):
+            assert await health_status(channel, service) == NOT_SERVING
+        assert rt.health.status(SERVICE) == (False, "backend gone")
+        await rt.set_health(True, "back")
+        assert await health_status(channel, SERVICE) == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_health_set_while_building_holds_from_the_first_check() -> None:
+    async def start() -> None:
+        await runtime.set_health(False, "not configured")
+
+    runtime = ModuleRuntime(spec(start=start), settings(), port=0)
+    async with runtime as rt, open_channel(f"127.0.0.1:{rt.port}") as channel:
+        assert await health_status(channel, SERVICE) == NOT_SERVING
+
+
+async def test_port_and_address_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = int(taken.getsockname()[1])
+        # The default port is in use: only the override lets the module start.
+        monkeypatch.setenv("SOULSPOT_DEMO__PORT", "0")
+        monkeypatch.setenv("SOULSPOT_DEMO__ADDRESS", "127.0.0.1")
+        async with ModuleRuntime(spec(default_port=busy), settings()) as rt:
+            assert rt.port not in (0, busy)
+            assert rt.address == f"127.0.0.1:{rt.port}"
+
+
+async def test_handlers_subscribe_to_the_in_memory_bus() -> None:
+    seen: list[str] = []
+    handlers = EventHandlers()
+
+    @handlers.on("track.imported")
+    async def on_imported(payload: Any, envelope: envelope_pb2.EventEnvelope) -> None:
+        seen.append(payload.track.title)
+
+    bus = InMemoryBus()
+    async with ModuleRuntime(spec(handlers=handlers), settings(), port=0, publisher=bus):
+        await bus.publish(
+            track_pb2.TrackImported(
+                track=references_pb2.TrackReference(title="T", artist="A"),
+                file=references_pb2.FileReference(path="/x.flac"),
+            )
+        )
+        await bus.drain()
+    assert seen == ["T"]
+
+
+class FlakyRouter:
+    """A publish_envelope that fails `failures` times with `error`, then stores."""
+
+    source_module = "demo"
+
+    def __init__(self, failures: int, error: Exception) -> None:
+        self.failures = failures
+        self.error = error
+        self.attempts: list[str] = []
+
+    async def publish(self, payload: Message, **kwargs: Any) -> envelope_pb2.EventEnvelope:
+        return await self.publish_envelope(build_envelope(payload, source_module="demo"))
+
+    async def publish_envelope(
+        self, envelope: envelope_pb2.EventEnvelope
+    ) -> envelope_pb2.EventEnvelope:
+        self.attempts.append(envelope.event_id)
+        if len(self.attempts) <= self.failures:
+            raise self.error
+        return envelope
+
+
+def imported() -> track_pb2.TrackImported:
+    return track_pb2.TrackImported(
+        track=references_pb2.TrackReference(title="T", artist="A"),
+        file=references_pb2.FileReference(path="/x.flac"),
+    )
+
+
+async def test_retrying_publisher_holds_an_event_until_the_router_answers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    router = FlakyRouter(3, Unavailable("router down"))
+    publisher = RetryingPublisher(router, max_backoff_s=0.01)
+    with caplog.at_level(logging.INFO, logger="soulspot.module"):
+        stored = await publisher.publish(imported())
+    # One event id for every attempt: the router stores a retried event once.
+    assert len(router.attempts) == 4
+    assert set(router.attempts) == {stored.event_id}
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "router unreachable" in warnings[0].getMessage()
+    assert any("reachable again" in r.getMessage() for r in caplog.records)
+
+
+async def test_retrying_publisher_raises_a_refused_event_at_once() -> None:
+    router = FlakyRouter(1, InvalidArgument("bad event"))
+    with pytest.raises(InvalidArgument):
+        await RetryingPublisher(router, max_backoff_s=0.01).publish(imported())
+    assert len(router.attempts) == 1
+
+
+async def test_retrying_publisher_gives_up_when_closed() -> None:
+    router = FlakyRouter(10_000, Unavailable("router down"))
+    publisher = RetryingPublisher(router, max_backoff_s=0.01)
+    publisher.close()
+    with pytest.raises(Unavailable):
+        await publisher.publish(imported())
+
+
+async def test_metrics_endpoint_when_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOULSPOT_DEMO__METRICS_ADDRESS", "127.0.0.1:0")
+    async with (
+        ModuleRuntime(spec(), settings(), port=0) as rt,
+        open_channel(f"127.0.0.1:{rt.port}") as channel,
+    ):
+        stub = search_pb2_grpc.SearchServiceStub(channel)
+        await stub.SearchTrack(search_pb2.SearchTrackRequest(query="x"))
+        assert rt.metrics_address
+        async with httpx.AsyncClient() as client:
+            answer = await client.get(f"http://{rt.metrics_address}/metrics")
+        assert answer.status_code == 200
+        assert "soulspot_rpc_server_handled_total" in answer.text

@@ -1,0 +1,150 @@
+"""Metrics: the server interceptor counts real RPCs by code, registries stay apart, and
+/metrics serves the text format."""
+
+from __future__ import annotations
+
+import aiohttp
+import grpc
+import pytest
+
+from services.kit.observability import metrics as m
+from services.kit.rpc.channel import open_channel
+from services.kit.rpc.server import KitServer
+from tests.unit.observability.obs_support import SERVICE, add_probe, say
+
+
+def _value(metrics: m.MeshMetrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+async def test_interceptor_counts_calls_by_code() -> None:
+    metrics = m.MeshMetrics()
+    server = KitServer("obs", interceptors=[metrics.server_interceptor()], grace_s=0.5)
+    add_probe(server)
+    async with server, open_channel(server.address) as channel:
+        call = say(channel)
+        assert await call(b"hello") == b"hello"
+        assert await call(b"again") == b"again"
+        with pytest.raises(grpc.aio.AioRpcError) as not_found:
+            await call(b"fail:NOT_FOUND")
+        assert not_found.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as crashed:
+            await call(b"crash")
+        assert crashed.value.code() == grpc.StatusCode.UNKNOWN
+
+    handled = "soulspot_rpc_server_handled_total"
+    assert _value(metrics, handled, service=SERVICE, method="Say", code="OK") == 2
+    assert _value(metrics, handled, service=SERVICE, method="Say", code="NOT_FOUND") == 1
+    assert _value(metrics, handled, service=SERVICE, method="Say", code="UNKNOWN") == 1
+    count = _value(
+        metrics, "soulspot_rpc_server_handling_seconds_count", service=SERVICE, method="Say"
+    )
+    assert count == 4
+
+
+async def test_two_servers_count_apart() -> None:
+    first, second = m.MeshMetrics(), m.MeshMetrics()
+    servers = [
+        KitServer("a", interceptors=[first.server_interceptor()], grace_s=0.5),
+        KitServer("b", interceptors=[second.server_interceptor()], grace_s=0.5),
+    ]
+    for server in servers:
+        add_probe(server)
+    async with servers[0], servers[1], open_channel(servers[0].address) as channel:
+        await say(channel)(b"only-first")
+    labels = {"service": SERVICE, "method": "Say", "code": "OK"}
+    assert _value(first, "soulspot_rpc_server_handled_total", **labels) == 1
+    assert _value(second, "soulspot_rpc_server_handled_total", **labels) == 0
+
+
+def test_router_recorders() -> None:
+    metrics = m.MeshMetrics()
+    metrics.record_call("download.track", "soulseek", "UNAVAILABLE", 0.02)
+    metrics.record_call("download.track", "folder", "OK", 0.01)
+    metrics.record_fallback("download.track", "soulseek", "folder")
+    metrics.set_breaker("soulseek", "open")
+    metrics.event_published("download.completed", 0.003)
+    metrics.event_delivered("download.completed", "pipeline", attempt=1)
+    metrics.event_delivered("download.completed", "pipeline", attempt=2)
+    metrics.event_dead_lettered("download.completed", "pipeline", "max_attempts")
+    metrics.set_consumer_lag("pipeline", 7)
+    metrics.pipeline_step("enrich.metadata", "deferred")
+
+    assert (
+        _value(
+            metrics,
+            "soulspot_capability_calls_total",
+            capability="download.track",
+            module="folder",
+            code="OK",
+        )
+        == 1
+    )
+    fallback = {"capability": "download.track", "from_module": "soulseek", "to_module": "folder"}
+    assert _value(metrics, "soulspot_capability_fallbacks_total", **fallback) == 1
+    assert _value(metrics, "soulspot_breaker_state", module="soulseek") == 2
+    metrics.set_breaker("soulseek", "closed")
+    assert _value(metrics, "soulspot_breaker_state", module="soulseek") == 0
+    delivered = {"event_type": "download.completed", "consumer": "pipeline"}
+    assert _value(metrics, "soulspot_events_delivered_total", **delivered) == 1
+    assert _value(metrics, "soulspot_events_redelivered_total", **delivered) == 1
+    assert _value(metrics, "soulspot_consumer_lag", consumer="pipeline") == 7
+    assert (
+        _value(
+            metrics,
+            "soulspot_pipeline_steps_total",
+            capability="enrich.metadata",
+            outcome="deferred",
+        )
+        == 1
+    )
+
+
+def test_module_level_functions_write_to_the_current_default() -> None:
+    original = m.default_metrics()
+    earlier = m.use_metrics(m.MeshMetrics())
+    current = m.use_metrics(m.MeshMetrics())
+    try:
+        m.event_published("track.ready")
+        m.set_breaker("library", "half_open")
+    finally:
+        m.use_metrics(original)
+    assert _value(current, "soulspot_events_published_total", event_type="track.ready") == 1
+    assert _value(current, "soulspot_breaker_state", module="library") == 1
+    assert _value(earlier, "soulspot_events_published_total", event_type="track.ready") == 0
+
+
+async def test_metrics_endpoint_serves_text_format() -> None:
+    metrics = m.MeshMetrics()
+    metrics.event_published("download.started")
+    runner = await m.start_metrics_server(metrics.registry, "127.0.0.1", 0)
+    try:
+        port = m.bound_port(runner)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/metrics") as response,
+        ):
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/plain")
+            body = await response.text()
+    finally:
+        await runner.cleanup()
+    assert 'soulspot_events_published_total{event_type="download.started"} 1.0' in body
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("", None),
+        ("off", None),
+        ("auto", ("127.0.0.1", 51061)),
+        ("9100", ("127.0.0.1", 9100)),
+        ("0.0.0.0:9200", ("0.0.0.0", 9200)),
+    ],
+)
+def test_module_metrics_address(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: tuple[str, int] | None
+) -> None:
+    monkeypatch.setenv("SOULSPOT_SPOTIFY__METRICS_ADDRESS", value)
+    assert m.module_metrics_address("spotify", "127.0.0.1", 50061) == expected

@@ -1,0 +1,368 @@
+"""The pipeline engine against an in-process stand-in of the router's public face.
+
+One gRPC server plays the router: it serves the capability services (as the proxy would),
+RouterService.Publish (recording envelopes) and health per capability service. The engine
+cannot tell the difference; the real router and modules are exercised by tests/e2e/flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import pytest
+
+from router.pipeline import Pipeline, load_pipeline_config
+from router.pipeline import store as st
+from services.kit.rpc.channel import open_channel
+from services.kit.rpc.server import KitServer
+from soulspot.capabilities.v1 import (
+    library_pb2,
+    library_pb2_grpc,
+    metadata_pb2,
+    metadata_pb2_grpc,
+    notify_pb2,
+    notify_pb2_grpc,
+)
+from soulspot.common.v1 import references_pb2
+from soulspot.events.v1 import download_pb2, envelope_pb2, pipeline_pb2, track_pb2
+from soulspot.router.v1 import router_pb2, router_pb2_grpc
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+METADATA = "soulspot.capabilities.v1.MetadataService"
+
+
+class FakeRouter(router_pb2_grpc.RouterServiceServicer):
+    def __init__(self) -> None:
+        self.events: dict[str, envelope_pb2.EventEnvelope] = {}
+        self.pipeline: Pipeline | None = None
+
+    # Delegated the way the router's servicer delegates them.
+    async def ListPipelineRuns(
+        self, request: router_pb2.ListPipelineRunsRequest, context: Any
+    ) -> router_pb2.ListPipelineRunsResponse:
+        assert self.pipeline is not None
+        return await self.pipeline.ListPipelineRuns(request, context)
+
+    async def GetPipelineRun(
+        self, request: router_pb2.GetPipelineRunRequest, context: Any
+    ) -> router_pb2.GetPipelineRunResponse:
+        assert self.pipeline is not None
+        return await self.pipeline.GetPipelineRun(request, context)
+
+    async def Publish(
+        self, request: router_pb2.PublishRequest, context: Any
+    ) -> router_pb2.PublishResponse:
+        duplicate = request.event.event_id in self.events
+        self.events.setdefault(request.event.event_id, request.event)
+        return router_pb2.PublishResponse(sequence=len(self.events), duplicate=duplicate)
+
+    def of_type(self, event_type: str) -> list[envelope_pb2.EventEnvelope]:
+        return [e for e in self.events.values() if e.event_type == event_type]
+
+
+class Metadata(metadata_pb2_grpc.MetadataServiceServicer):
+    def __init__(self) -> None:
+        self.up = True
+        self.calls: list[metadata_pb2.EnrichMetadataRequest] = []
+
+    async def EnrichMetadata(
+        self, request: metadata_pb2.EnrichMetadataRequest, context: Any
+    ) -> metadata_pb2.EnrichMetadataResponse:
+        if not self.up:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "no healthy module for enrich")
+        self.calls.append(request)
+        track = references_pb2.TrackReference()
+        track.CopyFrom(request.track)
+        track.album = "Enriched Album"
+        file = references_pb2.FileReference()
+        file.CopyFrom(request.file)
+        file.checksum = "sum-" + request.file.path
+        return metadata_pb2.EnrichMetadataResponse(track=track, file=file)
+
+
+class Library(library_pb2_grpc.LibraryServiceServicer):
+    def __init__(self) -> None:
+        self.imports: list[library_pb2.ImportTrackRequest] = []
+        self.hang = False
+        self.broken = False
+
+    async def ImportTrack(
+        self, request: library_pb2.ImportTrackRequest, context: Any
+    ) -> library_pb2.ImportTrackResponse:
+        if self.broken:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "library not writable")
+        self.imports.append(request)
+        if self.hang:
+            await asyncio.sleep(3600)
+        file = references_pb2.FileReference(path="/library/" + request.track.title + ".flac")
+        return library_pb2.ImportTrackResponse(track=request.track, file=file)
+
+    async def CheckDownloaded(
+        self, request: library_pb2.CheckDownloadedRequest, context: Any
+    ) -> library_pb2.CheckDownloadedResponse:
+        for done in self.imports:
+            if done.track.title == request.track.title:
+                file = references_pb2.FileReference(path="/library/" + done.track.title + ".flac")
+                return library_pb2.CheckDownloadedResponse(downloaded=True, file=file)
+        return library_pb2.CheckDownloadedResponse(downloaded=False)
+
+
+class Notify(notify_pb2_grpc.NotificationServiceServicer):
+    def __init__(self) -> None:
+        self.calls: list[notify_pb2.NotifyTrackReadyRequest] = []
+
+    async def NotifyTrackReady(
+        self, request: notify_pb2.NotifyTrackReadyRequest, context: Any
+    ) -> notify_pb2.NotifyTrackReadyResponse:
+        self.calls.append(request)
+        return notify_pb2.NotifyTrackReadyResponse()
+
+
+class Mesh:
+    def __init__(self) -> None:
+        self.router = FakeRouter()  # type: ignore[abstract]  # only what the engine calls
+        self.metadata = Metadata()  # type: ignore[abstract]
+        self.library = Library()  # type: ignore[abstract]
+        self.notify = Notify()  # type: ignore[abstract]
+        self.server = KitServer("fake-router", grace_s=0.1)
+        self.server.add_service(
+            lambda s: router_pb2_grpc.add_RouterServiceServicer_to_server(self.router, s),
+            "soulspot.router.v1.RouterService",
+        )
+        self.server.add_service(
+            lambda s: metadata_pb2_grpc.add_MetadataServiceServicer_to_server(self.metadata, s),
+            METADATA,
+        )
+        self.server.add_service(
+            lambda s: library_pb2_grpc.add_LibraryServiceServicer_to_server(self.library, s),
+            "soulspot.capabilities.v1.LibraryService",
+        )
+        self.server.add_service(
+            lambda s: notify_pb2_grpc.add_NotificationServiceServicer_to_server(self.notify, s),
+            "soulspot.capabilities.v1.NotificationService",
+        )
+
+    async def metadata_up(self, up: bool) -> None:
+        self.metadata.up = up
+        await self.server.set_status(METADATA, up, None if up else "metadata stopped")
+
+
+@pytest.fixture
+async def mesh() -> AsyncIterator[Mesh]:
+    mesh = Mesh()
+    async with mesh.server:
+        yield mesh
+
+
+def _pipeline(mesh: Mesh, state: Path, **overrides: Any) -> Pipeline:
+    config = load_pipeline_config().model_copy(
+        update={"startup_grace_s": 0.0, "deferred_sweep_s": 0.2, **overrides}
+    )
+    return Pipeline(mesh.server.address, state, config=config, subscribe=False)
+
+
+def _completed(
+    title: str = "Harbour Lights", event_id: str = "ev-1"
+) -> tuple[download_pb2.DownloadCompleted, envelope_pb2.EventEnvelope]:
+    payload = download_pb2.DownloadCompleted(
+        download_id="dl-" + title,
+        track=references_pb2.TrackReference(title=title, artist="The Paper Lanterns"),
+        file=references_pb2.FileReference(path="/downloads/" + title + ".flac"),
+        source="folder",
+        requested_by="cli",
+    )
+    envelope = envelope_pb2.EventEnvelope(
+        event_id=event_id,
+        event_type="download.completed",
+        schema_version="1.0.0",
+        source_module="folder",
+        correlation_id="corr-" + title,
+        traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+    )
+    envelope.payload.Pack(payload)
+    return payload, envelope
+
+
+async def _until(predicate: Any, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 (polling state another task changes)
+            await asyncio.sleep(0.02)
+
+
+async def test_full_run_feeds_each_step_and_ends_in_track_ready(mesh: Mesh, tmp_path: Path) -> None:
+    pipeline = _pipeline(mesh, tmp_path)
+    await pipeline.start()
+    try:
+        run_id = await pipeline.handle_download_completed(*_completed())
+        await pipeline.wait_idle()
+        # enrich got the download; import got enrich's output; notify got import's output.
+        assert mesh.metadata.calls[0].file.path == "/downloads/Harbour Lights.flac"
+        assert mesh.library.imports[0].track.album == "Enriched Album"
+        assert mesh.library.imports[0].file.checksum == "sum-/downloads/Harbour Lights.flac"
+        assert mesh.notify.calls[0].file.path == "/library/Harbour Lights.flac"
+        assert mesh.notify.calls[0].pipeline_run_id == run_id
+
+        for_source = mesh.router.of_type("download.completed.for_source")
+        ready = mesh.router.of_type("track.ready")
+        assert len(for_source) == 1
+        assert len(ready) == 1
+        source_payload = download_pb2.DownloadCompletedForSource()
+        for_source[0].payload.Unpack(source_payload)
+        assert source_payload.target_module == "cli"
+        assert source_payload.pipeline_run_id == run_id
+        ready_payload = track_pb2.TrackReady()
+        ready[0].payload.Unpack(ready_payload)
+        assert ready_payload.file.path == "/library/Harbour Lights.flac"
+        assert ready_payload.track.album == "Enriched Album"
+        assert list(ready_payload.skipped_steps) == []
+        for event in (for_source[0], ready[0]):
+            assert event.correlation_id == "corr-Harbour Lights"
+            assert event.causation_id == "ev-1"
+            assert event.traceparent.startswith("00-" + "a" * 32)
+            assert [h.event_id for h in event.causation_chain] == ["ev-1"]
+
+        run = await pipeline.get_run(run_id)
+        assert run is not None
+        assert run.state == router_pb2.RUN_STATE_COMPLETED
+        assert [s.state for s in run.steps] == [router_pb2.STEP_STATE_SUCCEEDED] * 3
+    finally:
+        await pipeline.stop()
+
+
+async def test_same_event_twice_runs_once(mesh: Mesh, tmp_path: Path) -> None:
+    pipeline = _pipeline(mesh, tmp_path)
+    await pipeline.start()
+    try:
+        first = await pipeline.handle_download_completed(*_completed())
+        second = await pipeline.handle_download_completed(*_completed())
+        await pipeline.wait_idle()
+        assert first == second
+        assert len(mesh.library.imports) == 1
+        assert len(mesh.router.of_type("track.ready")) == 1
+        assert len(await pipeline.list_runs()) == 1
+    finally:
+        await pipeline.stop()
+
+
+async def test_missing_optional_module_defers_then_runs_when_back(
+    mesh: Mesh, tmp_path: Path
+) -> None:
+    await mesh.metadata_up(False)
+    pipeline = _pipeline(mesh, tmp_path)
+    await pipeline.start()
+    try:
+        run_id = await pipeline.handle_download_completed(*_completed())
+        await pipeline.wait_idle()
+        assert len(mesh.library.imports) == 1  # the import still happened
+        skipped = mesh.router.of_type("pipeline.step_skipped")
+        assert len(skipped) == 1
+        skipped_payload = pipeline_pb2.PipelineStepSkipped()
+        skipped[0].payload.Unpack(skipped_payload)
+        assert skipped_payload.capability == "enrich.metadata"
+        assert skipped_payload.deferred
+        ready = track_pb2.TrackReady()
+        mesh.router.of_type("track.ready")[0].payload.Unpack(ready)
+        assert list(ready.skipped_steps) == ["enrich.metadata"]
+        run = await pipeline.get_run(run_id)
+        assert run is not None
+        assert run.steps[0].state == router_pb2.STEP_STATE_DEFERRED
+
+        await mesh.metadata_up(True)
+        await _until(lambda: len(mesh.metadata.calls) == 1)
+        # The deferred enrichment works on the file where the library put it.
+        assert mesh.metadata.calls[0].file.path == "/library/Harbour Lights.flac"
+
+        async def enriched() -> bool:
+            run = await pipeline.get_run(run_id)
+            return run is not None and run.steps[0].state == router_pb2.STEP_STATE_SUCCEEDED
+
+        async with asyncio.timeout(5):
+            while not await enriched():  # noqa: ASYNC110 (polling the store)
+                await asyncio.sleep(0.02)
+    finally:
+        await pipeline.stop()
+
+
+async def test_required_step_failure_fails_the_run(mesh: Mesh, tmp_path: Path) -> None:
+    mesh.library.broken = True
+    pipeline = _pipeline(mesh, tmp_path)
+    await pipeline.start()
+    try:
+        run_id = await pipeline.handle_download_completed(*_completed())
+        await pipeline.wait_idle()
+        failed = mesh.router.of_type("pipeline.run_failed")
+        assert len(failed) == 1
+        payload = pipeline_pb2.PipelineRunFailed()
+        failed[0].payload.Unpack(payload)
+        assert payload.capability == "import.track"
+        assert "not writable" in payload.reason
+        assert mesh.router.of_type("track.ready") == []
+        assert mesh.notify.calls == []
+        run = await pipeline.get_run(run_id)
+        assert run is not None
+        assert run.state == router_pb2.RUN_STATE_FAILED
+    finally:
+        await pipeline.stop()
+
+
+async def test_interrupted_import_resumes_without_importing_twice(
+    mesh: Mesh, tmp_path: Path
+) -> None:
+    mesh.library.hang = True  # the import takes effect, then the router "dies" mid-call
+    pipeline = _pipeline(mesh, tmp_path)
+    await pipeline.start()
+    run_id = await pipeline.handle_download_completed(*_completed())
+    await _until(lambda: len(mesh.library.imports) == 1)
+    # The router's status shows the run in flight, at its import step.
+    status = router_pb2.GetStatusResponse()
+    pipeline.fill_status(status)
+    assert [(w.kind, w.id) for w in status.in_flight] == [("pipeline_run", run_id)]
+    assert status.in_flight[0].description.endswith("import.track")
+    await pipeline.stop()
+    record_store = st.RunStore(tmp_path / "pipeline.sqlite3")
+    record = await record_store.get(run_id)
+    await record_store.close()
+    assert record is not None
+    assert record.steps[1].state == st.STEP_RUNNING
+
+    mesh.library.hang = False
+    resumed = _pipeline(mesh, tmp_path)
+    await resumed.start()
+    try:
+        await _until(lambda: len(mesh.router.of_type("track.ready")) == 1)
+        await resumed.wait_idle()
+        assert len(mesh.library.imports) == 1
+        run = await resumed.get_run(run_id)
+        assert run is not None
+        assert run.state == router_pb2.RUN_STATE_COMPLETED
+        assert "already done" in run.steps[1].detail
+        # for_source was published again on resume but stored once (derived event id).
+        assert len(mesh.router.of_type("download.completed.for_source")) == 1
+    finally:
+        await resumed.stop()
+
+
+async def test_runs_are_served_over_grpc(mesh: Mesh, tmp_path: Path) -> None:
+    pipeline = _pipeline(mesh, tmp_path)
+    mesh.router.pipeline = pipeline
+    await pipeline.start()
+    try:
+        run_id = await pipeline.handle_download_completed(*_completed())
+        await pipeline.wait_idle()
+        async with open_channel(mesh.server.address) as channel:
+            stub = router_pb2_grpc.RouterServiceStub(channel)
+            runs = await stub.ListPipelineRuns(router_pb2.ListPipelineRunsRequest())
+            assert [r.run_id for r in runs.runs] == [run_id]
+            assert runs.runs[0].description == "The Paper Lanterns - Harbour Lights"
+            one = await stub.GetPipelineRun(router_pb2.GetPipelineRunRequest(run_id=run_id))
+            assert one.run.event_id == "ev-1"
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.GetPipelineRun(router_pb2.GetPipelineRunRequest(run_id="nope"))
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        await pipeline.stop()
