@@ -12,12 +12,12 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from services.kit.events.client import EventHandlers, InMemoryBus, build_envelope
+from services.kit.events.retrying_publisher import RetryingPublisher
 from services.kit.module.runner import (
     Capability,
     ModuleParts,
     ModuleRuntime,
     ModuleSpec,
-    RetryingPublisher,
     ServiceBinding,
 )
 from services.kit.rpc.channel import open_channel
