@@ -28,6 +28,13 @@ if _version_not_supported:
 class RouterServiceStub:
     """RouterService is the mesh's one address: module registration, the event bus, status and the
     routing table. Capability calls go to the capability services, which the router also serves.
+
+    Deprecated: use the services with one job each, served at the same address with the same
+    messages: RegistryService (Register, WatchRoutingTable), EventBusService (Publish,
+    PublishStream, Subscribe, ListEvents, ReplayEvents, ListDeadLetters, GetDeadLetter,
+    ReplayDeadLetters), StatusService (GetStatus) and PipelineRunService (ListPipelineRuns,
+    GetPipelineRun). RouterService is still served for existing callers and goes with the next
+    major version.
     """
 
     def __init__(self, channel):
@@ -106,6 +113,13 @@ class RouterServiceStub:
 class RouterServiceServicer:
     """RouterService is the mesh's one address: module registration, the event bus, status and the
     routing table. Capability calls go to the capability services, which the router also serves.
+
+    Deprecated: use the services with one job each, served at the same address with the same
+    messages: RegistryService (Register, WatchRoutingTable), EventBusService (Publish,
+    PublishStream, Subscribe, ListEvents, ReplayEvents, ListDeadLetters, GetDeadLetter,
+    ReplayDeadLetters), StatusService (GetStatus) and PipelineRunService (ListPipelineRuns,
+    GetPipelineRun). RouterService is still served for existing callers and goes with the next
+    major version.
     """
 
     def Register(self, request_iterator, context):
@@ -282,6 +296,13 @@ def add_RouterServiceServicer_to_server(servicer, server):
 class RouterService:
     """RouterService is the mesh's one address: module registration, the event bus, status and the
     routing table. Capability calls go to the capability services, which the router also serves.
+
+    Deprecated: use the services with one job each, served at the same address with the same
+    messages: RegistryService (Register, WatchRoutingTable), EventBusService (Publish,
+    PublishStream, Subscribe, ListEvents, ReplayEvents, ListDeadLetters, GetDeadLetter,
+    ReplayDeadLetters), StatusService (GetStatus) and PipelineRunService (ListPipelineRuns,
+    GetPipelineRun). RouterService is still served for existing callers and goes with the next
+    major version.
     """
 
     @staticmethod

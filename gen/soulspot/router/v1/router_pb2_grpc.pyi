@@ -16,6 +16,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import Self as _Self
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 _T = _typing.TypeVar("_T")
 
 class _MaybeAsyncIterator(_abc.AsyncIterator[_T], _abc.Iterator[_T], metaclass=_abc_1.ABCMeta): ...
@@ -26,9 +31,17 @@ class _ServicerContext(_grpc.ServicerContext, _aio.ServicerContext):  # type: ig
 GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
+@_deprecated("""This stub has been marked as deprecated using proto service options.""")
 class RouterServiceStub:
     """RouterService is the mesh's one address: module registration, the event bus, status and the
     routing table. Capability calls go to the capability services, which the router also serves.
+
+    Deprecated: use the services with one job each, served at the same address with the same
+    messages: RegistryService (Register, WatchRoutingTable), EventBusService (Publish,
+    PublishStream, Subscribe, ListEvents, ReplayEvents, ListDeadLetters, GetDeadLetter,
+    ReplayDeadLetters), StatusService (GetStatus) and PipelineRunService (ListPipelineRuns,
+    GetPipelineRun). RouterService is still served for existing callers and goes with the next
+    major version.
     """
 
     @_typing.overload
@@ -70,10 +83,18 @@ class RouterServiceStub:
     GetPipelineRun: _grpc.UnaryUnaryMultiCallable[_router_pb2.GetPipelineRunRequest, _router_pb2.GetPipelineRunResponse]
     """GetPipelineRun returns one pipeline run with its steps."""
 
+@_deprecated("""This stub has been marked as deprecated using proto service options.""")
 @_typing.type_check_only
 class RouterServiceAsyncStub(RouterServiceStub):
     """RouterService is the mesh's one address: module registration, the event bus, status and the
     routing table. Capability calls go to the capability services, which the router also serves.
+
+    Deprecated: use the services with one job each, served at the same address with the same
+    messages: RegistryService (Register, WatchRoutingTable), EventBusService (Publish,
+    PublishStream, Subscribe, ListEvents, ReplayEvents, ListDeadLetters, GetDeadLetter,
+    ReplayDeadLetters), StatusService (GetStatus) and PipelineRunService (ListPipelineRuns,
+    GetPipelineRun). RouterService is still served for existing callers and goes with the next
+    major version.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -112,9 +133,17 @@ class RouterServiceAsyncStub(RouterServiceStub):
     GetPipelineRun: _aio.UnaryUnaryMultiCallable[_router_pb2.GetPipelineRunRequest, _router_pb2.GetPipelineRunResponse]  # type: ignore[assignment]
     """GetPipelineRun returns one pipeline run with its steps."""
 
+@_deprecated("""This servicer has been marked as deprecated using proto service options.""")
 class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
     """RouterService is the mesh's one address: module registration, the event bus, status and the
     routing table. Capability calls go to the capability services, which the router also serves.
+
+    Deprecated: use the services with one job each, served at the same address with the same
+    messages: RegistryService (Register, WatchRoutingTable), EventBusService (Publish,
+    PublishStream, Subscribe, ListEvents, ReplayEvents, ListDeadLetters, GetDeadLetter,
+    ReplayDeadLetters), StatusService (GetStatus) and PipelineRunService (ListPipelineRuns,
+    GetPipelineRun). RouterService is still served for existing callers and goes with the next
+    major version.
     """
 
     @_abc_1.abstractmethod
@@ -229,4 +258,5 @@ class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_router_pb2.GetPipelineRunResponse, _abc.Awaitable[_router_pb2.GetPipelineRunResponse]]:
         """GetPipelineRun returns one pipeline run with its steps."""
 
+@_deprecated("""This servicer has been marked as deprecated using proto service options.""")
 def add_RouterServiceServicer_to_server(servicer: RouterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
