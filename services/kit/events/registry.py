@@ -37,6 +37,8 @@ class EventSchema:
     major: int
     full_name: str
     message_class: type[Message]
+    # Who the contract says publishes it: module names, "router", "cli".
+    producers: tuple[str, ...] = ()
 
     @property
     def type_url(self) -> str:
@@ -154,6 +156,7 @@ def _schemas_of(file_descriptor: FileDescriptor, package_major: int) -> list[Eve
                 major=parsed[0],
                 full_name=descriptor.full_name,
                 message_class=message_factory.GetMessageClass(descriptor),
+                producers=tuple(option.producers),
             )
         )
     return out
