@@ -1,8 +1,9 @@
-"""Assembly: one KitServer serving RouterService, every capability service (the proxy),
-health per capability service and reflection, plus the registry and health watching.
+"""Assembly: one KitServer serving the router's own services (RegistryService, StatusService,
+EventBusService with a bus, PipelineRunService with a pipeline, and the deprecated
+RouterService delegating to them), every capability service (the proxy), health per service
+and reflection, plus the registry and health watching.
 
-Seam for the event bus and the pipeline: pass `bus=` and `pipeline=` objects implementing the
-RouterService methods they own (same names, (request, context)); `on_status_change` gets
+Pass `bus=` (an EventBus) and `pipeline=` (a Pipeline) to serve them; `on_status_change` gets
 (module, previous, current, reason) on every module status change.
 """
 
@@ -13,24 +14,36 @@ import logging
 import signal
 from typing import TYPE_CHECKING
 
+from router.api import registry_service, router_service, status_service
+from router.api.registry_service import RegistryServicer
+from router.api.router_service import RouterServiceDelegate
+from router.api.status_service import StatusServicer
+from router.bus import event_bus
+from router.pipeline import engine
 from router.routing.capabilities import load_catalog
 from router.routing.health_watch import HealthWatcher
 from router.routing.proxy import CapabilityProxy
 from router.routing.registry import Registry
 from router.routing.routing_table import RoutingTable
 from router.routing.warnings import WarningBoard
-from router.service import RouterServicer
 from services.kit.observability.metrics import MeshMetrics, default_metrics, server_interceptors
 from services.kit.rpc.server import KitServer
-from soulspot.router.v1 import router_pb2, router_pb2_grpc
+from soulspot.router.v1 import (
+    event_bus_pb2_grpc,
+    pipeline_runs_pb2_grpc,
+    registry_pb2_grpc,
+    router_pb2,
+    router_pb2_grpc,
+    status_pb2_grpc,
+)
 
 if TYPE_CHECKING:
+    from router.bus.event_bus import EventBus
+    from router.pipeline.engine import Pipeline
     from router.routing.registry import StatusCallback
     from router.settings import RouterSettings
 
 log = logging.getLogger("soulspot.router")
-
-ROUTER_SERVICE = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
 
 
 class RouterApp:
@@ -38,8 +51,8 @@ class RouterApp:
         self,
         settings: RouterSettings,
         *,
-        bus: object | None = None,
-        pipeline: object | None = None,
+        bus: EventBus | None = None,
+        pipeline: Pipeline | None = None,
         on_status_change: StatusCallback | None = None,
         address: str | None = None,
         metrics: MeshMetrics | None = None,
@@ -57,13 +70,15 @@ class RouterApp:
         self.proxy = CapabilityProxy(
             self.registry, self.catalog, self.warnings, section, self.metrics
         )
-        self.servicer = RouterServicer(
-            self.registry,
-            self.watcher,
-            self.table,
-            self.catalog,
-            self.warnings,
+        self.registry_service = RegistryServicer(self.registry, self.watcher, self.table)
+        self.status_service = StatusServicer(
+            self.registry, self.catalog, self.warnings, bus=bus, pipeline=pipeline
+        )
+        # One implementation per RPC: RouterService hands each to the servicer that owns it.
+        self.router_service = RouterServiceDelegate(
+            registry=self.registry_service,
             bus=bus,
+            status=self.status_service,
             pipeline=pipeline,
         )
         self.server = KitServer(
@@ -71,16 +86,42 @@ class RouterApp:
             address or section.address,
             interceptors=server_interceptors(self.metrics),
         )
-        self.server.add_service(
-            lambda s: router_pb2_grpc.add_RouterServiceServicer_to_server(self.servicer, s),
-            ROUTER_SERVICE,
-        )
+        self._add_own_services(bus, pipeline)
         self.server.add_service(
             lambda s: s.add_generic_rpc_handlers((self.proxy,)), *self.catalog.services
         )
         self._service_health: dict[str, bool] = {}
         self._pending_health: set[asyncio.Task[None]] = set()
         self.registry.listeners.append(self._on_change)
+
+    def _add_own_services(self, bus: EventBus | None, pipeline: Pipeline | None) -> None:
+        add = self.server.add_service
+        add(
+            lambda s: registry_pb2_grpc.add_RegistryServiceServicer_to_server(
+                self.registry_service, s
+            ),
+            registry_service.SERVICE_NAME,
+        )
+        add(
+            lambda s: status_pb2_grpc.add_StatusServiceServicer_to_server(self.status_service, s),
+            status_service.SERVICE_NAME,
+        )
+        if bus is not None:
+            add(
+                lambda s: event_bus_pb2_grpc.add_EventBusServiceServicer_to_server(bus, s),
+                event_bus.SERVICE_NAME,
+            )
+        if pipeline is not None:
+            add(
+                lambda s: pipeline_runs_pb2_grpc.add_PipelineRunServiceServicer_to_server(
+                    pipeline, s
+                ),
+                engine.SERVICE_NAME,
+            )
+        add(
+            lambda s: router_pb2_grpc.add_RouterServiceServicer_to_server(self.router_service, s),
+            router_service.SERVICE_NAME,
+        )
 
     @property
     def address(self) -> str:
@@ -113,7 +154,7 @@ class RouterApp:
 
     async def stop(self, grace: float | None = None) -> None:
         # Long streams end first, cleanly: cancelled by the server stop they would die with it.
-        self.servicer.close()
+        self.registry_service.close()
         self.table.close()
         await asyncio.sleep(0.05)
         await self.watcher.close()

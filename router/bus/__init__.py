@@ -1,8 +1,8 @@
 """The router's event bus: durable, validated, replayable publish/subscribe.
 
-`create_bus()` returns an `EventBus` whose methods are the RouterService bus RPCs (Publish,
-PublishStream, Subscribe, ListEvents, ReplayEvents, ListDeadLetters, GetDeadLetter,
-ReplayDeadLetters) with grpc.aio servicer signatures; the router delegates them to it
+`create_bus()` returns an `EventBus`, the EventBusService servicer (Publish, PublishStream,
+Subscribe, ListEvents, ReplayEvents, ListDeadLetters, GetDeadLetter, ReplayDeadLetters); the
+router serves it, and its deprecated RouterService delegates the same RPCs to it
 (streaming RPCs as async generator functions: `async for r in bus.Subscribe(it, ctx): yield r`,
 which is how the kit's server interceptors recognise a streaming behaviour).
 

@@ -1,4 +1,5 @@
-"""`python -m router.bus`: a router process serving only the event bus RPCs.
+"""`python -m router.bus`: a router process serving only the event bus: EventBusService, and the
+deprecated RouterService's bus RPCs (its other RPCs answer UNIMPLEMENTED here).
 
 The full router (`python -m router`) serves the same bus; this entry runs it alone, for
 tests that need a real bus process and for benchmarks.
@@ -12,13 +13,15 @@ from pathlib import Path
 
 from pydantic import Field
 
+from router.api import router_service
+from router.api.router_service import RouterServiceDelegate
 from router.bus import BusSettings, create_bus, tune_process_for_bus
-from router.bus.servicer import SERVICE_NAME, BusOnlyRouter
+from router.bus.event_bus import SERVICE_NAME
 from services.kit.observability.logging import setup_logging
 from services.kit.rpc.server import KitServer
 from services.kit.support import eventloop
 from services.kit.support.settings import KitSettings, Section
-from soulspot.router.v1 import router_pb2_grpc
+from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2_grpc
 
 
 class _RouterAddress(Section):
@@ -42,9 +45,13 @@ async def serve(settings: BusProcessSettings) -> None:
     bus = create_bus(settings.bus, state_dir=settings.state_dir)
     await bus.start()
     server = KitServer("router", settings.router.address)
-    servicer = BusOnlyRouter(bus)
     server.add_service(
-        lambda s: router_pb2_grpc.add_RouterServiceServicer_to_server(servicer, s), SERVICE_NAME
+        lambda s: event_bus_pb2_grpc.add_EventBusServiceServicer_to_server(bus, s), SERVICE_NAME
+    )
+    delegate = RouterServiceDelegate(bus=bus, process="this process (router.bus)")
+    server.add_service(
+        lambda s: router_pb2_grpc.add_RouterServiceServicer_to_server(delegate, s),
+        router_service.SERVICE_NAME,
     )
     try:
         port = await server.start()

@@ -1,4 +1,4 @@
-"""The event bus: the RouterService bus RPCs over an `EventStore`.
+"""The event bus: the EventBusService servicer over an `EventStore`.
 
 Publish validates, applies the cycle guard, and answers once the event is durable. Subscribe
 streams deliveries of a durable consumer and takes acks on the same stream.
@@ -39,7 +39,7 @@ from services.kit.rpc.errors import (
 )
 from services.kit.rpc.validation import required_violations
 from soulspot.events.v1 import envelope_pb2
-from soulspot.router.v1 import router_pb2
+from soulspot.router.v1 import event_bus_pb2, event_bus_pb2_grpc, router_pb2
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from router.bus.store import AppendResult, DeadLetterRecord, EventStore
 
 _log = logging.getLogger(__name__)
+SERVICE_NAME = event_bus_pb2.DESCRIPTOR.services_by_name["EventBusService"].full_name
 Context = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_LIST_LIMIT = 50
 MAX_LIST_LIMIT = 1000
@@ -128,8 +129,8 @@ def _next_response(
     return response, False
 
 
-class EventBus:
-    """The bus RPCs (grpc.aio servicer signatures), plus `publish_local` for the router."""
+class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
+    """The EventBusService RPCs, plus `publish_local` for the router."""
 
     def __init__(
         self,

@@ -1,12 +1,13 @@
 """The router's HTTP side: the dashboard, its JSON API, live events and /metrics.
 
 It is a gRPC client of the router's own address, like the CLI: everything it shows comes
-through RouterService, so it needs nothing internal and shows exactly what other clients see.
+through the router's public services, so it needs nothing internal and shows exactly what
+other clients see.
 
     /               the dashboard page (self-contained HTML)
     /healthz        200 while the router answers its health check, else 503
     /metrics        this process's Prometheus registry
-    /api/status     RouterService.GetStatus as JSON
+    /api/status     StatusService.GetStatus as JSON
     /api/events     recent events (?limit=, ?type= pattern, repeatable)
     /api/dead-letters  dead letters (?limit=, ?consumer=)
     /api/pipeline-runs recent pipeline runs (?limit=)
@@ -31,7 +32,12 @@ from router.http.convert import dead_letter_json, event_json, status_json
 from router.http.live import LiveHub
 from services.kit.observability.metrics import default_metrics, metrics_handler
 from services.kit.rpc.channel import check_health, open_channel
-from soulspot.router.v1 import router_pb2, router_pb2_grpc
+from soulspot.router.v1 import (
+    event_bus_pb2_grpc,
+    pipeline_runs_pb2_grpc,
+    router_pb2,
+    status_pb2_grpc,
+)
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -47,8 +53,12 @@ MAX_LIMIT = 500
 SSE_KEEPALIVE_S = 15.0
 
 CHANNEL: web.AppKey[grpc.aio.Channel] = web.AppKey("channel", grpc.aio.Channel)
-# The async stub type exists only in the generated .pyi, so the key carries no runtime type.
-STUB: web.AppKey[router_pb2_grpc.RouterServiceAsyncStub] = web.AppKey("stub")
+# The async stub types exist only in the generated .pyi, so these keys carry no runtime type.
+STATUS: web.AppKey[status_pb2_grpc.StatusServiceAsyncStub] = web.AppKey("status")
+EVENT_BUS: web.AppKey[event_bus_pb2_grpc.EventBusServiceAsyncStub] = web.AppKey("event_bus")
+PIPELINE_RUNS: web.AppKey[pipeline_runs_pb2_grpc.PipelineRunServiceAsyncStub] = web.AppKey(
+    "pipeline_runs"
+)
 HUB: web.AppKey[LiveHub] = web.AppKey("hub", LiveHub)
 SHUTDOWN: web.AppKey[asyncio.Event] = web.AppKey("shutdown", asyncio.Event)
 
@@ -111,7 +121,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def api_status(request: web.Request) -> web.Response:
     try:
-        status = await request.app[STUB].GetStatus(
+        status = await request.app[STATUS].GetStatus(
             router_pb2.GetStatusRequest(), timeout=CALL_TIMEOUT_S
         )
     except grpc.aio.AioRpcError as err:
@@ -126,7 +136,7 @@ async def api_events(request: web.Request) -> web.Response:
     if request.query.get("correlation_id"):
         query.correlation_id = request.query["correlation_id"]
     try:
-        answer = await request.app[STUB].ListEvents(query, timeout=CALL_TIMEOUT_S)
+        answer = await request.app[EVENT_BUS].ListEvents(query, timeout=CALL_TIMEOUT_S)
     except grpc.aio.AioRpcError as err:
         return _unreachable(err)
     return web.json_response(
@@ -142,7 +152,7 @@ async def api_dead_letters(request: web.Request) -> web.Response:
         limit=_limit(request), consumer=request.query.get("consumer", "")
     )
     try:
-        answer = await request.app[STUB].ListDeadLetters(query, timeout=CALL_TIMEOUT_S)
+        answer = await request.app[EVENT_BUS].ListDeadLetters(query, timeout=CALL_TIMEOUT_S)
     except grpc.aio.AioRpcError as err:
         return _unreachable(err)
     return web.json_response({"dead_letters": [dead_letter_json(d) for d in answer.dead_letters]})
@@ -151,7 +161,7 @@ async def api_dead_letters(request: web.Request) -> web.Response:
 async def api_pipeline_runs(request: web.Request) -> web.Response:
     query = router_pb2.ListPipelineRunsRequest(limit=_limit(request, 20))
     try:
-        answer = await request.app[STUB].ListPipelineRuns(query, timeout=CALL_TIMEOUT_S)
+        answer = await request.app[PIPELINE_RUNS].ListPipelineRuns(query, timeout=CALL_TIMEOUT_S)
     except grpc.aio.AioRpcError as err:
         return _unreachable(err)
     runs: list[dict[str, Any]] = [
@@ -210,7 +220,9 @@ def create_http_app(
     async def lifecycle(app: web.Application) -> Any:
         channel = open_channel(router_address)
         app[CHANNEL] = channel
-        app[STUB] = router_pb2_grpc.RouterServiceStub(channel)
+        app[STATUS] = status_pb2_grpc.StatusServiceStub(channel)
+        app[EVENT_BUS] = event_bus_pb2_grpc.EventBusServiceStub(channel)
+        app[PIPELINE_RUNS] = pipeline_runs_pb2_grpc.PipelineRunServiceStub(channel)
         app[HUB] = LiveHub(channel)
         yield
         await app[HUB].close()

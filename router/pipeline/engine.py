@@ -45,12 +45,13 @@ from soulspot.events.v1 import download_pb2 as download_events_pb2
 from soulspot.events.v1 import envelope_pb2
 from soulspot.events.v1 import pipeline_pb2 as pipeline_events_pb2
 from soulspot.events.v1 import track_pb2 as track_events_pb2
-from soulspot.router.v1 import router_pb2
+from soulspot.router.v1 import pipeline_runs_pb2, pipeline_runs_pb2_grpc, router_pb2
 
 if TYPE_CHECKING:
     import grpc
 
 _log = logging.getLogger("router.pipeline")
+SERVICE_NAME = pipeline_runs_pb2.DESCRIPTOR.services_by_name["PipelineRunService"].full_name
 
 CONSUMER = "pipeline"
 TRIGGER_EVENT = "download.completed"
@@ -62,9 +63,9 @@ def _describe(track: dict[str, Any]) -> str:
     return f"{artist} - {title}" if artist and title else title or artist
 
 
-class Pipeline:
+class Pipeline(pipeline_runs_pb2_grpc.PipelineRunServiceServicer):
     """Runs the post-download pipeline. `start()` after the router serves; `stop()` before it
-    stops. The RouterService servicer answers ListPipelineRuns/GetPipelineRun from it, and
+    stops. It serves PipelineRunService (ListPipelineRuns, GetPipelineRun), and
     the router's status includes `in_flight()`."""
 
     def __init__(
@@ -190,7 +191,7 @@ class Pipeline:
         task.add_done_callback(self._background.discard)
         return task
 
-    # --- queries (RouterService delegates here) --------------------------------------------
+    # --- queries (PipelineRunService) ------------------------------------------------------
 
     async def list_runs(self, limit: int = 0) -> list[router_pb2.PipelineRun]:
         return [r.to_proto() for r in await self.store.list_runs(limit or 50)]

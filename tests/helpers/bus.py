@@ -10,14 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from router.api import router_service
+from router.api.router_service import RouterServiceDelegate
 from router.bus import BusSettings, EventBus, create_bus
-from router.bus.servicer import SERVICE_NAME, BusOnlyRouter
+from router.bus.event_bus import SERVICE_NAME
 from services.kit.events.client import build_envelope
 from services.kit.rpc.channel import open_channel
 from services.kit.rpc.server import KitServer
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import download_pb2, envelope_pb2
-from soulspot.router.v1 import router_pb2, router_pb2_grpc
+from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2, router_pb2_grpc
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
@@ -68,7 +70,9 @@ def bus_settings(**overrides: Any) -> BusSettings:
 
 
 class BusHarness:
-    """An EventBus served by a real gRPC server on 127.0.0.1:0, and a client channel."""
+    """An EventBus served by a real gRPC server on 127.0.0.1:0 (EventBusService, and the
+    deprecated RouterService's bus RPCs, as `python -m router.bus` serves them), and a client
+    channel."""
 
     def __init__(
         self,
@@ -81,10 +85,14 @@ class BusHarness:
         self.settings = settings or bus_settings()
         self.bus: EventBus = create_bus(self.settings, state_dir=state_dir, metrics=metrics)
         self.server = KitServer("router", "127.0.0.1:0", grace_s=0.5)
-        servicer = BusOnlyRouter(self.bus)
         self.server.add_service(
-            lambda s: router_pb2_grpc.add_RouterServiceServicer_to_server(servicer, s),
+            lambda s: event_bus_pb2_grpc.add_EventBusServiceServicer_to_server(self.bus, s),
             SERVICE_NAME,
+        )
+        delegate = RouterServiceDelegate(bus=self.bus)
+        self.server.add_service(
+            lambda s: router_pb2_grpc.add_RouterServiceServicer_to_server(delegate, s),
+            router_service.SERVICE_NAME,
         )
         self.channel: grpc.aio.Channel | None = None
 
@@ -101,7 +109,13 @@ class BusHarness:
         await self.bus.stop()
 
     @property
-    def stub(self) -> router_pb2_grpc.RouterServiceAsyncStub:
+    def stub(self) -> event_bus_pb2_grpc.EventBusServiceAsyncStub:
+        assert self.channel is not None
+        return event_bus_pb2_grpc.EventBusServiceStub(self.channel)
+
+    @property
+    def router_stub(self) -> router_pb2_grpc.RouterServiceAsyncStub:
+        """The deprecated RouterService, still served for existing callers."""
         assert self.channel is not None
         return router_pb2_grpc.RouterServiceStub(self.channel)
 
@@ -114,7 +128,7 @@ class RawSubscriber:
 
     def __init__(
         self,
-        stub: router_pb2_grpc.RouterServiceAsyncStub,
+        stub: event_bus_pb2_grpc.EventBusServiceAsyncStub | router_pb2_grpc.RouterServiceAsyncStub,
         consumer: str,
         event_types: list[str],
         *,

@@ -15,10 +15,11 @@ from services.kit.rpc.server import KitServer
 from soulspot.capabilities.v1 import search_pb2
 from soulspot.common.v1 import module_pb2
 from soulspot.router.v1 import router_pb2
-from tests.integration.router.router_support import eventually, router_app
+from tests.helpers.router import eventually, router_app
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
+    from pathlib import Path
 
     from router.app import RouterApp
     from soulspot.capabilities.v1 import search_pb2_grpc
@@ -205,22 +206,15 @@ async def test_bus_and_pipeline_rpcs_are_unimplemented_without_them(
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
-class _Bus:
-    def __init__(self) -> None:
-        self.seen: list[object] = []
-
-    async def ListEvents(
-        self, request: router_pb2.ListEventsRequest, context: object
-    ) -> router_pb2.ListEventsResponse:
-        self.seen.append(request)
-        return router_pb2.ListEventsResponse(next_page_token="delegated")
-
-
-async def test_bus_rpcs_are_delegated_and_status_changes_reported() -> None:
+async def test_bus_rpcs_are_delegated_and_status_changes_reported(tmp_path: Path) -> None:
     from router.app import RouterApp
+    from router.bus import BusSettings, create_bus
     from router.settings import RouterSection, RouterSettings
+    from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2_grpc
+    from tests.helpers.bus import completed, envelope
 
-    bus = _Bus()
+    bus = create_bus(BusSettings(), state_dir=tmp_path)
+    await bus.start()
     changes: list[tuple[str, int, int, str]] = []
     app = RouterApp(
         RouterSettings(router=RouterSection(address="127.0.0.1:0")),
@@ -230,11 +224,14 @@ async def test_bus_rpcs_are_delegated_and_status_changes_reported() -> None:
     await app.start()
     try:
         async with open_channel(app.address) as ch:
-            from soulspot.router.v1 import router_pb2_grpc
-
+            event = envelope(completed())
+            await event_bus_pb2_grpc.EventBusServiceStub(ch).Publish(
+                router_pb2.PublishRequest(event=event), timeout=5
+            )
+            # The deprecated RouterService answers from the same bus as EventBusService.
             stub = router_pb2_grpc.RouterServiceStub(ch)
             answer = await stub.ListEvents(router_pb2.ListEventsRequest(limit=3), timeout=5)
-            assert answer.next_page_token == "delegated"
+            assert [e.event_id for e in answer.events] == [event.event_id]
             server = KitServer("tiny")
             await server.start()
             static = router_pb2.ModuleAnnouncement(
@@ -252,3 +249,4 @@ async def test_bus_rpcs_are_delegated_and_status_changes_reported() -> None:
             ]
     finally:
         await app.stop(0)
+        await bus.stop()

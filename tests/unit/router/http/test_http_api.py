@@ -97,7 +97,7 @@ async def test_status_events_and_metrics(stack: tuple[RouterApp, str, m.MeshMetr
     # The HTTP side's own GetStatus call went through the router's gRPC server.
     assert (
         'soulspot_rpc_server_handled_total{code="OK",method="GetStatus",'
-        'service="soulspot.router.v1.RouterService"}' in text
+        'service="soulspot.router.v1.StatusService"}' in text
     )
 
 
