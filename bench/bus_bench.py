@@ -57,7 +57,7 @@ from services.kit.events.client import build_envelope  # noqa: E402
 from services.kit.rpc.channel import open_channel  # noqa: E402
 from soulspot.common.v1 import references_pb2  # noqa: E402
 from soulspot.events.v1 import download_pb2  # noqa: E402
-from soulspot.router.v1 import router_pb2, router_pb2_grpc  # noqa: E402
+from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2  # noqa: E402
 
 FANOUT = 10
 LATENCY_RATE = 1000
@@ -368,7 +368,7 @@ class BusSubscriber:
 
 async def _bus_round(address: str, n: int, subscribers: int, tag: str) -> float:
     async with open_channel(address, interceptors=[]) as channel:
-        stub = router_pb2_grpc.RouterServiceStub(channel)
+        stub = event_bus_pb2_grpc.EventBusServiceStub(channel)
         subs = [BusSubscriber(stub, f"{tag}-{k}", n) for k in range(subscribers)]
         for s in subs:
             await s.start()
@@ -392,7 +392,7 @@ async def _bus_latency(address: str, n: int, tag: str) -> list[float]:
     """Paced publishes on one PublishStream (the bus's high-rate path), one event per
     message, each answered once durable."""
     async with open_channel(address, interceptors=[]) as channel:
-        stub = router_pb2_grpc.RouterServiceStub(channel)
+        stub = event_bus_pb2_grpc.EventBusServiceStub(channel)
         sub = BusSubscriber(stub, f"{tag}-lat", n)
         await sub.start()
         envs = [_envelope(i) for i in range(n)]

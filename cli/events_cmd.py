@@ -17,7 +17,7 @@ from rich.table import Table
 from services.kit.events.client import unpack_payload
 from services.kit.rpc.channel import open_channel
 from services.kit.rpc.errors import from_rpc_error
-from soulspot.router.v1 import router_pb2, router_pb2_grpc
+from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from soulspot.events.v1 import envelope_pb2
 
-Body = "Callable[[router_pb2_grpc.RouterServiceAsyncStub], Awaitable[int]]"
+Body = "Callable[[event_bus_pb2_grpc.EventBusServiceAsyncStub], Awaitable[int]]"
 console = Console()
 events_app = typer.Typer(no_args_is_help=True, help="Inspect and follow the event log.")
 dlq_app = typer.Typer(no_args_is_help=True, help="Inspect and replay dead letters.")
@@ -60,12 +60,12 @@ def _summary(env: envelope_pb2.EventEnvelope, width: int = 80) -> str:
 
 
 def _run(
-    router: str, body: Callable[[router_pb2_grpc.RouterServiceAsyncStub], Awaitable[int]]
+    router: str, body: Callable[[event_bus_pb2_grpc.EventBusServiceAsyncStub], Awaitable[int]]
 ) -> None:
     async def main() -> int:
         async with open_channel(router) as channel:
             try:
-                return await body(router_pb2_grpc.RouterServiceStub(channel))
+                return await body(event_bus_pb2_grpc.EventBusServiceStub(channel))
             except grpc.aio.AioRpcError as err:
                 error = from_rpc_error(err)
                 if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
@@ -110,7 +110,7 @@ def list_events(
 ) -> None:
     """Stored events, newest first."""
 
-    async def body(stub: router_pb2_grpc.RouterServiceAsyncStub) -> int:
+    async def body(stub: event_bus_pb2_grpc.EventBusServiceAsyncStub) -> int:
         reply = await stub.ListEvents(
             router_pb2.ListEventsRequest(
                 event_types=event_type or [],
@@ -133,7 +133,7 @@ def tail(
 ) -> None:
     """Follow new events as they are stored (Ctrl-C stops). Leaves no consumer behind."""
 
-    async def body(stub: router_pb2_grpc.RouterServiceAsyncStub) -> int:
+    async def body(stub: event_bus_pb2_grpc.EventBusServiceAsyncStub) -> int:
         newest = await stub.ListEvents(router_pb2.ListEventsRequest(limit=1), timeout=10)
         after = newest.events[0].sequence if newest.events else 0
         console.print(f"[dim]following events after #{after}; Ctrl-C stops[/]")
@@ -168,7 +168,7 @@ def dlq_list(
 ) -> None:
     """Dead letters, newest first."""
 
-    async def body(stub: router_pb2_grpc.RouterServiceAsyncStub) -> int:
+    async def body(stub: event_bus_pb2_grpc.EventBusServiceAsyncStub) -> int:
         reply = await stub.ListDeadLetters(
             router_pb2.ListDeadLettersRequest(consumer=consumer, limit=limit), timeout=10
         )
@@ -199,7 +199,7 @@ def dlq_show(
 ) -> None:
     """One dead letter: why it is there, its envelope and payload."""
 
-    async def body(stub: router_pb2_grpc.RouterServiceAsyncStub) -> int:
+    async def body(stub: event_bus_pb2_grpc.EventBusServiceAsyncStub) -> int:
         reply = await stub.GetDeadLetter(
             router_pb2.GetDeadLetterRequest(dead_letter_id=dead_letter_id), timeout=10
         )
@@ -251,7 +251,7 @@ def dlq_replay(
         console.print("[red]name dead letter ids or --consumer[/]")
         raise typer.Exit(2)
 
-    async def body(stub: router_pb2_grpc.RouterServiceAsyncStub) -> int:
+    async def body(stub: event_bus_pb2_grpc.EventBusServiceAsyncStub) -> int:
         reply = await stub.ReplayDeadLetters(
             router_pb2.ReplayDeadLettersRequest(
                 dead_letter_ids=dead_letter_ids or [], consumer=consumer

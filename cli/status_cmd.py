@@ -13,7 +13,7 @@ from rich.table import Table
 
 from services.kit.rpc.channel import open_channel
 from soulspot.common.v1 import module_pb2
-from soulspot.router.v1 import router_pb2, router_pb2_grpc
+from soulspot.router.v1 import router_pb2, status_pb2_grpc
 
 if TYPE_CHECKING:
     from google.protobuf import timestamp_pb2
@@ -51,7 +51,7 @@ def status(
 async def _status(router: str) -> int:
     async with open_channel(router) as channel:
         try:
-            reply = await router_pb2_grpc.RouterServiceStub(channel).GetStatus(
+            reply = await status_pb2_grpc.StatusServiceStub(channel).GetStatus(
                 router_pb2.GetStatusRequest(), timeout=10
             )
         except grpc.aio.AioRpcError as err:

@@ -165,13 +165,13 @@ class StackRun:
         if router is None or router.address is None:
             return None
         from services.kit.rpc.channel import open_channel
-        from soulspot.router.v1 import router_pb2, router_pb2_grpc
+        from soulspot.router.v1 import router_pb2, status_pb2_grpc
 
         expected = {p.spec.name for p in self.running if not p.spec.is_router}
         deadline = time.monotonic() + REGISTRATION_WAIT_S
         view: dict[str, ModuleView] | None = None
         async with open_channel(router.address) as channel:
-            stub = router_pb2_grpc.RouterServiceStub(channel)
+            stub = status_pb2_grpc.StatusServiceStub(channel)
             while True:
                 try:
                     reply = await stub.GetStatus(router_pb2.GetStatusRequest(), timeout=2.0)

@@ -38,7 +38,7 @@ from services.kit.rpc.validation import validate_request
 from services.kit.support.retry import call_with_retry
 from soulspot.events.v1 import envelope_pb2
 from soulspot.options.v1 import options_pb2
-from soulspot.router.v1 import router_pb2, router_pb2_grpc
+from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -150,7 +150,7 @@ class RouterPublisher:
     def __init__(
         self, channel: grpc.aio.Channel, *, source_module: str = "", deadline_s: float = 15.0
     ) -> None:
-        self._stub = router_pb2_grpc.RouterServiceStub(channel)
+        self._stub = event_bus_pb2_grpc.EventBusServiceStub(channel)
         self.source_module = source_module or "unknown"
         self.deadline_s = deadline_s
 
@@ -378,7 +378,7 @@ class Subscriber:
         max_batch: int = 64,
         inactive_threshold_s: float | None = None,
     ) -> None:
-        self._stub = router_pb2_grpc.RouterServiceStub(channel)
+        self._stub = event_bus_pb2_grpc.EventBusServiceStub(channel)
         self.consumer = consumer
         self.handlers = handlers
         self.event_types = event_types or handlers.event_types

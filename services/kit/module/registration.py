@@ -13,7 +13,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from services.kit.rpc.channel import open_channel
-from soulspot.router.v1 import router_pb2, router_pb2_grpc
+from soulspot.router.v1 import registry_pb2_grpc, router_pb2
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -98,7 +98,7 @@ class RouterRegistration:
     async def _run(self) -> None:
         backoff = self.initial_backoff
         async with open_channel(self.router_address, interceptors=()) as channel:
-            stub = router_pb2_grpc.RouterServiceStub(channel)
+            stub = registry_pb2_grpc.RegistryServiceStub(channel)
             while True:
                 try:
                     async for response in stub.Register(self._requests()):

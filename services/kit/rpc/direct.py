@@ -19,7 +19,7 @@ from services.kit.observability import tracing
 from services.kit.rpc import context as ctx
 from services.kit.rpc.channel import CHANNEL_OPTIONS, open_channel
 from soulspot.options.v1 import options_pb2
-from soulspot.router.v1 import router_pb2, router_pb2_grpc
+from soulspot.router.v1 import registry_pb2_grpc, router_pb2
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -183,7 +183,7 @@ class DirectClient:
 
     async def _watch(self) -> None:
         assert self._router is not None
-        stub = router_pb2_grpc.RouterServiceStub(self._router)
+        stub = registry_pb2_grpc.RegistryServiceStub(self._router)
         backoff = 0.1
         while True:
             try:
