@@ -13,17 +13,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from services.catalog.index import CatalogIndex
-from services.catalog.settings import DEFAULT_PORT, CatalogSettings
+from services.catalog.settings import DEFAULT_PORT, CatalogSection, CatalogSettings
 from services.kit.events.client import EventHandlers
-from services.kit.module.runner import Capability, ModuleParts, ModuleSpec, ServiceBinding
+from services.kit.module.spec import Capability, ModuleParts, ModuleSpec, ServiceBinding
 from services.kit.rpc.errors import MeshError, Unavailable, abort_with
 from soulspot.capabilities.v1 import search_pb2, search_pb2_grpc
 
 if TYPE_CHECKING:
     import grpc
 
-    from services.catalog.settings import CatalogSection
-    from services.kit.module.runner import ModuleRuntime
+    from services.kit.module.runtime import ModuleRuntime
     from soulspot.events.v1 import envelope_pb2, track_pb2
 
 log = logging.getLogger("soulspot.catalog")
@@ -32,7 +31,7 @@ log = logging.getLogger("soulspot.catalog")
 class Catalog:
     """The index, its bootstrap scan, and the track.imported handler."""
 
-    def __init__(self, runtime: ModuleRuntime, section: CatalogSection) -> None:
+    def __init__(self, runtime: ModuleRuntime[CatalogSection], section: CatalogSection) -> None:
         self.runtime = runtime
         self.section = section
         self.library_root = Path(runtime.settings.library_root)
@@ -128,7 +127,7 @@ class CatalogSearchServicer(search_pb2_grpc.SearchServiceServicer):
         )
 
 
-def build(runtime: ModuleRuntime) -> ModuleParts:
+def build(runtime: ModuleRuntime[CatalogSection]) -> ModuleParts:
     catalog = Catalog(runtime, runtime.section)
     runtime.extras["catalog"] = catalog
     return ModuleParts(
@@ -150,5 +149,6 @@ SPEC = ModuleSpec(
     default_port=DEFAULT_PORT,
     capabilities=[Capability("search.track", 5)],
     factory=build,
+    section_cls=CatalogSection,
     settings_cls=CatalogSettings,
 )

@@ -16,9 +16,9 @@ from services.domain.downloads.registry import DownloadRegistry, DownloadService
 from services.domain.downloads.store import FILE_NAME
 from services.folder.copier import copy_into
 from services.folder.index import FolderIndex, Match
-from services.folder.settings import DEFAULT_PORT, FolderSettings
+from services.folder.settings import DEFAULT_PORT, FolderSection, FolderSettings
 from services.kit.module.periodic import Periodic
-from services.kit.module.runner import Capability, ModuleParts, ModuleSpec, ServiceBinding
+from services.kit.module.spec import Capability, ModuleParts, ModuleSpec, ServiceBinding
 from services.kit.rpc.errors import MeshError, NotFound, Unavailable, abort_with
 from soulspot.capabilities.v1 import download_pb2, download_pb2_grpc
 from soulspot.events.v1 import download_pb2 as download_events_pb2
@@ -27,8 +27,7 @@ if TYPE_CHECKING:
     import grpc
 
     from services.domain.downloads.registry import DownloadRecord
-    from services.folder.settings import FolderSection
-    from services.kit.module.runner import ModuleRuntime
+    from services.kit.module.runtime import ModuleRuntime
 
 log = logging.getLogger("soulspot.folder")
 FailureKind = download_events_pb2.FailureKind
@@ -55,7 +54,10 @@ def folder_problem(section: FolderSection) -> str | None:
 
 class FolderDownloader:
     def __init__(
-        self, runtime: ModuleRuntime, section: FolderSection, registry: DownloadRegistry
+        self,
+        runtime: ModuleRuntime[FolderSection],
+        section: FolderSection,
+        registry: DownloadRegistry,
     ) -> None:
         self.runtime = runtime
         self.section = section
@@ -205,8 +207,8 @@ class FolderDownloadServicer(DownloadServicerBase):
             await abort_with(context, err)
 
 
-def build(runtime: ModuleRuntime) -> ModuleParts:
-    section: FolderSection = runtime.section
+def build(runtime: ModuleRuntime[FolderSection]) -> ModuleParts:
+    section = runtime.section
     registry = DownloadRegistry(
         runtime.publisher,
         module=runtime.name,
@@ -238,5 +240,6 @@ SPEC = ModuleSpec(
         Capability("download.statistics", 5),
     ],
     factory=build,
+    section_cls=FolderSection,
     settings_cls=FolderSettings,
 )

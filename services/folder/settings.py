@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.kit.module.runner import ModuleSection
+from services.kit.module.spec import ModuleSection
 from services.kit.support.settings import KitSettings
 
 DEFAULT_PORT = 50064

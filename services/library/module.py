@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from services.kit.module.periodic import Periodic
-from services.kit.module.runner import (
-    Capability,
-    ModuleParts,
-    ModuleRuntime,
-    ModuleSpec,
-    ServiceBinding,
-)
+from services.kit.module.spec import Capability, ModuleParts, ModuleSpec, ServiceBinding
 from services.library.importer import Importer
 from services.library.library_store import Catalog
 from services.library.naming import validate_template
@@ -19,26 +14,29 @@ from services.library.servicer import LibraryServicer
 from services.library.settings import LibrarySection, LibrarySettings
 from soulspot.capabilities.v1 import library_pb2, library_pb2_grpc
 
+if TYPE_CHECKING:
+    from services.kit.module.runtime import ModuleRuntime
+
 __all__ = ["SPEC", "build"]
 
 DEFAULT_PORT = 50066
 
 
-def build(rt: ModuleRuntime) -> ModuleParts:
-    section = rt.section if isinstance(rt.section, LibrarySection) else LibrarySection()
+def build(runtime: ModuleRuntime[LibrarySection]) -> ModuleParts:
+    section = runtime.section
     # A bad template is a configuration error: refuse to start rather than misfile tracks.
     validate_template(section.path_template)
-    catalog_path = section.catalog_path or rt.settings.state_dir / "library.sqlite3"
+    catalog_path = section.catalog_path or runtime.settings.state_dir / "library.sqlite3"
     catalog = Catalog(catalog_path)
-    importer = Importer(catalog, rt.settings.library_root.absolute(), section.path_template)
-    servicer = LibraryServicer(importer, rt.publisher)
+    importer = Importer(catalog, runtime.settings.library_root.absolute(), section.path_template)
+    servicer = LibraryServicer(importer, runtime.publisher)
 
     async def check_health() -> None:
         problem = await asyncio.to_thread(importer.check_writable)
         if problem is None:
-            await rt.set_health(True, f"library at {importer.root}")
+            await runtime.set_health(True, f"library at {importer.root}")
         else:
-            await rt.set_health(False, problem)
+            await runtime.set_health(False, problem)
 
     watcher = Periodic("library health probe", section.health_interval_s, check_health)
 
@@ -73,5 +71,6 @@ SPEC = ModuleSpec(
         Capability("library.statistics", 10),
     ],
     factory=build,
+    section_cls=LibrarySection,
     settings_cls=LibrarySettings,
 )

@@ -11,7 +11,7 @@ from soulspot.events.v1 import track_pb2
 if TYPE_CHECKING:
     import grpc
 
-    from services.kit.module.runner import Publisher
+    from services.kit.module.runtime import Publisher
     from services.library.importer import Importer
 
 

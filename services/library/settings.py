@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path  # noqa: TC003 (pydantic reads the annotation at runtime)
 
-from services.kit.module.runner import ModuleSection
+from services.kit.module.spec import ModuleSection
 from services.kit.support.settings import KitSettings
 from services.library.naming import DEFAULT_TEMPLATE
 

@@ -2,32 +2,31 @@
 
 from __future__ import annotations
 
-from services.kit.module.runner import (
-    Capability,
-    ModuleParts,
-    ModuleRuntime,
-    ModuleSpec,
-    ServiceBinding,
-)
+from typing import TYPE_CHECKING
+
+from services.kit.module.spec import Capability, ModuleParts, ModuleSpec, ServiceBinding
 from services.metadata.enrich import Enricher
 from services.metadata.musicbrainz_api import MusicBrainzClient
 from services.metadata.servicer import MetadataServicer
 from services.metadata.settings import MetadataSection, MetadataSettings
 from soulspot.capabilities.v1 import metadata_pb2, metadata_pb2_grpc
 
+if TYPE_CHECKING:
+    from services.kit.module.runtime import ModuleRuntime
+
 __all__ = ["SPEC", "build"]
 
 DEFAULT_PORT = 50065
 
 
-def build(rt: ModuleRuntime) -> ModuleParts:
-    section = rt.section if isinstance(rt.section, MetadataSection) else MetadataSection()
+def build(runtime: ModuleRuntime[MetadataSection]) -> ModuleParts:
+    section = runtime.section
     client: MusicBrainzClient | None = None
     if not section.offline:
         client = MusicBrainzClient(
             section.musicbrainz_url, user_agent=section.user_agent, timeout=section.timeout_s
         )
-    servicer = MetadataServicer(Enricher(client, offline=section.offline), rt.publisher)
+    servicer = MetadataServicer(Enricher(client, offline=section.offline), runtime.publisher)
 
     async def start() -> None:
         # Enrichment works offline, so the module always serves; the reason says how.
@@ -36,7 +35,7 @@ def build(rt: ModuleRuntime) -> ModuleParts:
             if section.offline
             else f"MusicBrainz lookups via {section.musicbrainz_url} when reachable"
         )
-        await rt.set_health(True, reason)
+        await runtime.set_health(True, reason)
 
     async def stop() -> None:
         await servicer.outbox.close()
@@ -61,5 +60,6 @@ SPEC = ModuleSpec(
     default_port=DEFAULT_PORT,
     capabilities=[Capability("enrich.metadata", 10), Capability("metadata.read", 10)],
     factory=build,
+    section_cls=MetadataSection,
     settings_cls=MetadataSettings,
 )

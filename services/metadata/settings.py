@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.kit.module.runner import ModuleSection
+from services.kit.module.spec import ModuleSection
 from services.kit.support.settings import KitSettings
 from services.metadata.musicbrainz_api import DEFAULT_BASE_URL, DEFAULT_USER_AGENT
 

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import httpx
 
-from services.kit.module.runner import (
-    Capability,
-    ModuleParts,
-    ModuleRuntime,
-    ModuleSpec,
-    ServiceBinding,
-)
+from services.kit.module.spec import Capability, ModuleParts, ModuleSpec, ServiceBinding
 from services.notifications.channels import WebhookSender, redact
 from services.notifications.hub import NotificationHub
 from services.notifications.notifier import Notifier
@@ -18,13 +14,16 @@ from services.notifications.servicer import NotificationServicer
 from services.notifications.settings import NotificationsSection, NotificationsSettings
 from soulspot.capabilities.v1 import notify_pb2, notify_pb2_grpc
 
+if TYPE_CHECKING:
+    from services.kit.module.runtime import ModuleRuntime
+
 __all__ = ["SPEC", "build"]
 
 DEFAULT_PORT = 50067
 
 
-def build(rt: ModuleRuntime) -> ModuleParts:
-    section = rt.section if isinstance(rt.section, NotificationsSection) else NotificationsSection()
+def build(runtime: ModuleRuntime[NotificationsSection]) -> ModuleParts:
+    section = runtime.section
     client = httpx.AsyncClient(
         timeout=section.timeout_s, headers={"User-Agent": "SoulSpot-notifications/0.1"}
     )
@@ -39,7 +38,7 @@ def build(rt: ModuleRuntime) -> ModuleParts:
     async def start() -> None:
         channels = ["log"] if section.log else []
         channels += ["stream"] + [f"{w.kind} {redact(w.url)}" for w in section.webhooks]
-        await rt.set_health(True, "channels: " + ", ".join(channels))
+        await runtime.set_health(True, "channels: " + ", ".join(channels))
 
     async def stop() -> None:
         hub.close()
@@ -63,5 +62,6 @@ SPEC = ModuleSpec(
     default_port=DEFAULT_PORT,
     capabilities=[Capability("notify.track_ready", 10), Capability("notify.watch", 10)],
     factory=build,
+    section_cls=NotificationsSection,
     settings_cls=NotificationsSettings,
 )

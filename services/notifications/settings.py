@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.kit.module.runner import ModuleSection
+from services.kit.module.spec import ModuleSection
 from services.kit.support.settings import KitSettings
 
 WebhookKind = Literal["webhook", "discord", "slack", "gotify"]

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 from services.domain.downloads.registry import DownloadRegistry, DownloadServicerBase
 from services.domain.downloads.store import FILE_NAME
 from services.kit.module.periodic import Periodic
-from services.kit.module.runner import Capability, ModuleParts, ModuleSpec, ServiceBinding
+from services.kit.module.spec import Capability, ModuleParts, ModuleSpec, ServiceBinding
 from services.kit.rpc.errors import MeshError, Unavailable, abort_with
 from services.soulseek.candidate_store import CandidateStore
 from services.soulseek.downloader import SoulseekDownloader
-from services.soulseek.settings import DEFAULT_PORT, SoulseekSettings
+from services.soulseek.settings import DEFAULT_PORT, SoulseekSection, SoulseekSettings
 from services.soulseek.slskd_api import SlskdClient
 from soulspot.capabilities.v1 import download_pb2, download_pb2_grpc
 from soulspot.events.v1 import download_pb2 as download_events_pb2
@@ -21,8 +21,7 @@ from soulspot.events.v1 import download_pb2 as download_events_pb2
 if TYPE_CHECKING:
     import grpc
 
-    from services.kit.module.runner import ModuleRuntime
-    from services.soulseek.settings import SoulseekSection
+    from services.kit.module.runtime import ModuleRuntime
 
 log = logging.getLogger("soulspot.soulseek")
 FailureKind = download_events_pb2.FailureKind
@@ -36,7 +35,12 @@ NOT_CONFIGURED = (
 class SlskdHealthProbe:
     """Keeps the module's health in step with slskd: reachable, key accepted, logged in."""
 
-    def __init__(self, runtime: ModuleRuntime, client: SlskdClient | None, interval_s: float):
+    def __init__(
+        self,
+        runtime: ModuleRuntime[SoulseekSection],
+        client: SlskdClient | None,
+        interval_s: float,
+    ) -> None:
         self.runtime = runtime
         self.client = client
         self._periodic = Periodic("slskd health probe", interval_s, self.check)
@@ -90,8 +94,8 @@ class SoulseekDownloadServicer(DownloadServicerBase):
             await abort_with(context, err)
 
 
-def build(runtime: ModuleRuntime) -> ModuleParts:
-    section: SoulseekSection = runtime.section
+def build(runtime: ModuleRuntime[SoulseekSection]) -> ModuleParts:
+    section = runtime.section
     client = SlskdClient(section.url, section.api_key) if section.url else None
     db_path = runtime.settings.state_dir / runtime.name / FILE_NAME
     registry = DownloadRegistry(
@@ -155,5 +159,6 @@ SPEC = ModuleSpec(
         Capability("download.statistics", 10),
     ],
     factory=build,
+    section_cls=SoulseekSection,
     settings_cls=SoulseekSettings,
 )

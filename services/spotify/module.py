@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from services.kit.module.periodic import Periodic
-from services.kit.module.runner import (
-    Capability,
-    ModuleParts,
-    ModuleRuntime,
-    ModuleSpec,
-    ServiceBinding,
-)
+from services.kit.module.spec import Capability, ModuleParts, ModuleSpec, ServiceBinding
 from services.spotify.library_lookup import LibraryLookup
 from services.spotify.servicer import PlaylistServicer, SearchServicer
 from services.spotify.settings import NO_CREDENTIALS, SpotifySection, SpotifySettings
@@ -22,13 +18,16 @@ from services.spotify.spotify_api import (
 )
 from soulspot.capabilities.v1 import playlist_pb2, playlist_pb2_grpc, search_pb2, search_pb2_grpc
 
+if TYPE_CHECKING:
+    from services.kit.module.runtime import ModuleRuntime
+
 __all__ = ["SPEC", "build"]
 
 DEFAULT_PORT = 50061
 
 
-def build(rt: ModuleRuntime) -> ModuleParts:
-    section = rt.section if isinstance(rt.section, SpotifySection) else SpotifySection()
+def build(runtime: ModuleRuntime[SpotifySection]) -> ModuleParts:
+    section = runtime.section
     client = SpotifyClient(
         section.client_id or None,
         section.client_secret or None,
@@ -40,27 +39,29 @@ def build(rt: ModuleRuntime) -> ModuleParts:
 
     async def probe() -> None:
         if not client.configured:
-            await rt.set_health(False, NO_CREDENTIALS)
+            await runtime.set_health(False, NO_CREDENTIALS)
             return
         usable, reason = await client.health()
-        await rt.set_health(usable, reason if not usable else f"Spotify API at {section.api_url}")
+        await runtime.set_health(
+            usable, reason if not usable else f"Spotify API at {section.api_url}"
+        )
 
     async def on_backend_error(err: SpotifyError) -> None:
         # Only failures of the backend itself change health; a rate limit or a missing
         # playlist says nothing about whether the next call can succeed.
         if isinstance(err, SpotifyNotConfigured):
-            await rt.set_health(False, NO_CREDENTIALS)
+            await runtime.set_health(False, NO_CREDENTIALS)
         elif isinstance(err, SpotifyAuthError | SpotifyUnreachable):
-            await rt.set_health(False, str(err))
+            await runtime.set_health(False, str(err))
 
-    library = LibraryLookup(rt.capability_channel, timeout_s=section.library_lookup_timeout_s)
+    library = LibraryLookup(runtime.capability_channel, timeout_s=section.library_lookup_timeout_s)
 
     # Probed in the background: an unreachable Spotify must not hold up the server's start.
     watcher = Periodic("spotify health probe", section.health_interval_s, probe, first_at_once=True)
 
     async def start() -> None:
         if not client.configured:
-            await rt.set_health(False, NO_CREDENTIALS)
+            await runtime.set_health(False, NO_CREDENTIALS)
             return
         watcher.start()
 
@@ -91,5 +92,6 @@ SPEC = ModuleSpec(
     default_port=DEFAULT_PORT,
     capabilities=[Capability("search.track", 10), Capability("playlist.tracks", 10)],
     factory=build,
+    section_cls=SpotifySection,
     settings_cls=SpotifySettings,
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.kit.module.runner import ModuleSection
+from services.kit.module.spec import ModuleSection
 from services.kit.support.settings import KitSettings
 from services.spotify.spotify_api import DEFAULT_ACCOUNTS_BASE, DEFAULT_API_BASE
 

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from google.protobuf.message import Message
 
     from services.domain.downloads.store import HeldEvent
-    from services.kit.module.runner import Publisher
+    from services.kit.module.runtime import Publisher
     from soulspot.common.v1 import references_pb2
 
 __all__ = [

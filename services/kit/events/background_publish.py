@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from google.protobuf.message import Message
 
-    from services.kit.module.runner import Publisher
+    from services.kit.module.runtime import Publisher
 
 __all__ = ["Outbox"]
 

@@ -1,8 +1,7 @@
-"""The standard main of a module: settings, logging, gRPC server, health, router, events.
+"""ModuleRuntime: a running module's server, health, router registration and publisher.
 
-A module describes itself with a `ModuleSpec` and builds its servicers in a factory that gets
-the running `ModuleRuntime` (settings, publisher, health setter). `run_module(spec)` is the
-whole `__main__` of a module; tests use `ModuleRuntime` as an async context manager:
+`services.kit.module.runner.run_module(spec)` runs one until SIGTERM; tests use it as an async
+context manager:
 
     async with ModuleRuntime(spec, settings, connect_router=False) as rt:
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{rt.port}")
@@ -17,12 +16,10 @@ import contextlib
 import inspect
 import logging
 import os
-import signal
-import sys
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Generic, Self
 
 from services.kit.events.client import (
+    EventHandlers,
     EventPublisher,
     InMemoryBus,
     RouterPublisher,
@@ -30,132 +27,43 @@ from services.kit.events.client import (
 )
 from services.kit.events.retrying_publisher import RetryingPublisher
 from services.kit.module.registration import RouterRegistration
-from services.kit.observability.logging import setup_logging
+from services.kit.module.spec import ModuleParts, ModuleSpec, SectionT, ServiceBinding
 from services.kit.observability.metrics import server_interceptors, start_module_metrics
 from services.kit.rpc.channel import open_channel
 from services.kit.rpc.health import OVERALL, KitHealthServicer
 from services.kit.rpc.server import KitServer
-from services.kit.support import eventloop
-from services.kit.support.settings import KitSettings, Section
 from soulspot.router.v1 import router_pb2
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Callable
     from types import TracebackType
 
     import grpc
-    from google.protobuf.descriptor import ServiceDescriptor
 
-__all__ = [
-    "Capability",
-    "ModuleParts",
-    "ModuleRuntime",
-    "ModuleSection",
-    "ModuleSpec",
-    "Publisher",
-    "ServiceBinding",
-    "run_module",
-]
+    from services.kit.support.settings import KitSettings
+
+__all__ = ["SHUTDOWN_GRACE_S", "ModuleRuntime", "Publisher"]
 
 log = logging.getLogger("soulspot.module")
 
 SHUTDOWN_GRACE_S = 5.0
 
-
-class ModuleSection(Section):
-    """Settings every module section has: where its gRPC server listens.
-
-    `SOULSPOT_<MODULE>__ADDRESS` is the bind host (or host:port); `SOULSPOT_<MODULE>__PORT`
-    the port; `SOULSPOT_<MODULE>__ADVERTISE_ADDRESS` the host:port announced to the router
-    when the bind address is not reachable as is (0.0.0.0 in a container).
-    """
-
-    address: str = "127.0.0.1"
-    port: int | None = None
-    advertise_address: str = ""
-
-
-# What a module publishes through: services.kit.events.client' RouterPublisher or InMemoryBus.
+# What a module publishes through: services.kit.events.client's RouterPublisher or InMemoryBus.
 Publisher = EventPublisher
 
 
-@dataclass(frozen=True)
-class Capability:
-    """One capability the module announces to the router."""
-
-    name: str
-    priority: int = 0
-    required_modules: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ServiceBinding:
-    """One gRPC service the module serves: its servicer and the generated add_*_to_server."""
-
-    name: str  # full service name, e.g. "soulspot.capabilities.v1.DownloadService"
-    servicer: object
-    add_to_server: Callable[[Any, grpc.aio.Server], None]
-
-    @classmethod
-    def of(
-        cls,
-        descriptor: ServiceDescriptor,
-        servicer: object,
-        add_to_server: Callable[[Any, grpc.aio.Server], None],
-    ) -> ServiceBinding:
-        return cls(descriptor.full_name, servicer, add_to_server)
-
-
-@dataclass
-class ModuleParts:
-    """What a module's factory returns: its services and optional lifecycle hooks.
-
-    `start` runs after the server is listening (probe a backend, open subscriptions);
-    `stop` runs at shutdown before the server stops (cancel background work).
-    """
-
-    services: Sequence[ServiceBinding]
-    start: Callable[[], Awaitable[None]] | None = None
-    stop: Callable[[], Awaitable[None]] | None = None
-    # services.kit.events.client.EventHandlers to subscribe with, as the durable consumer named
-    # after the module: through the router when there is one, else on an in-memory bus
-    # publisher (tests) that accepts subscribe().
-    handlers: Any = None
-
-
-@dataclass(frozen=True)
-class ModuleSpec:
-    """Who a module is and how to build it.
-
-    `capabilities` may be given as `Capability` values or `(name, priority, required)` tuples.
-    `settings_cls` is the module's KitSettings subclass (with its own section named `name`).
-    """
-
-    name: str
-    default_port: int
-    capabilities: Sequence[Capability | tuple[str, int, Sequence[str]]]
-    # Builds the module given the runtime: returns ModuleParts or a list of ServiceBinding,
-    # directly or from a coroutine.
-    factory: Callable[[ModuleRuntime], Any]
-    settings_cls: type[KitSettings] = KitSettings
-    version: str = "0.1.0"
-    # Subscription setup that needs a router channel, e.g. the catalog's durable consumer:
-    # called with (runtime, channel) once the router channel exists.
-    subscribe: Callable[[ModuleRuntime, grpc.aio.Channel], Awaitable[Any]] | None = None
-
-    def capability_list(self) -> list[Capability]:
-        out = []
-        for item in self.capabilities:
-            if isinstance(item, Capability):
-                out.append(item)
-            else:
-                name, priority, required = item
-                out.append(Capability(name, priority, tuple(required)))
-        return out
-
-
-# ---------------------------------------------------------------------------------------------
-# The runtime
+def _section_of(settings: KitSettings, spec: ModuleSpec[SectionT]) -> SectionT:
+    section = getattr(settings, spec.name, None)
+    if section is None:
+        return spec.section_cls()
+    if not isinstance(section, spec.section_cls):
+        # A spec naming one section type while its settings hold another is a programming
+        # error: fail at start, not in the middle of a call.
+        raise TypeError(
+            f"settings.{spec.name} is a {type(section).__name__}, "
+            f"not the spec's {spec.section_cls.__name__}"
+        )
+    return section
 
 
 def _env_override(module: str, key: str) -> str | None:
@@ -163,8 +71,11 @@ def _env_override(module: str, key: str) -> str | None:
     return value or None
 
 
-class ModuleRuntime:
+class ModuleRuntime(Generic[SectionT]):
     """A running module: server, health, registration and publisher.
+
+    `section` is the module's own settings section, typed by its spec: the factory reads it
+    without checking its type.
 
     Arguments override settings (tests): `host`/`port` (port 0 picks a free port),
     `publisher` (defaults to RouterPublisher with a router, else an InMemoryBus),
@@ -173,7 +84,7 @@ class ModuleRuntime:
 
     def __init__(
         self,
-        spec: ModuleSpec,
+        spec: ModuleSpec[SectionT],
         settings: KitSettings | None = None,
         *,
         host: str | None = None,
@@ -184,6 +95,7 @@ class ModuleRuntime:
         self.spec = spec
         self.settings = settings if settings is not None else spec.settings_cls()
         self.name = spec.name
+        self._section = _section_of(self.settings, spec)
         self.health = KitHealthServicer()
         self._host_override = host
         self._port_override = port
@@ -206,9 +118,10 @@ class ModuleRuntime:
     # -- public API for modules ---------------------------------------------------------------
 
     @property
-    def section(self) -> Any:
-        """The module's own settings section (settings.<name>), or None."""
-        return getattr(self.settings, self.name, None)
+    def section(self) -> SectionT:
+        """The module's own settings section: settings.<name>, or its defaults when the
+        settings have no such field (a plain KitSettings in a test)."""
+        return self._section
 
     @property
     def publisher(self) -> Publisher:
@@ -255,7 +168,7 @@ class ModuleRuntime:
         section = self.section
         host = self._host_override or _env_override(self.name, "ADDRESS")
         if host is None:
-            host = getattr(section, "address", None) or "127.0.0.1"
+            host = section.address or "127.0.0.1"
         port: int | None = self._port_override
         if ":" in host and not host.startswith("["):
             host, _, port_text = host.rpartition(":")
@@ -265,8 +178,8 @@ class ModuleRuntime:
             env_port = _env_override(self.name, "PORT")
             if env_port is not None:
                 port = int(env_port)
-            elif getattr(section, "port", None) is not None:
-                port = int(section.port)
+            elif section.port is not None:
+                port = section.port
             else:
                 port = self.spec.default_port
         return host, port
@@ -302,9 +215,7 @@ class ModuleRuntime:
         if bound == 0:
             raise OSError(f"{self.name}: cannot listen on {host}:{port}")
         self.port = bound
-        advertise = getattr(self.section, "advertise_address", "") or _env_override(
-            self.name, "ADVERTISE_ADDRESS"
-        )
+        advertise = self.section.advertise_address or _env_override(self.name, "ADVERTISE_ADDRESS")
         self.address = advertise or f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{bound}"
         # Off unless SOULSPOT_<MODULE>__METRICS_ADDRESS is set.
         started = await start_module_metrics(self.name, host, bound)
@@ -322,7 +233,7 @@ class ModuleRuntime:
                 if handle is not None:
                     self._background.append(handle)
 
-    async def _subscribe(self, handlers: Any) -> None:
+    async def _subscribe(self, handlers: EventHandlers) -> None:
         if self.connect_router:
             subscriber = Subscriber(self._router_channel(), consumer=self.name, handlers=handlers)
             await subscriber.start()
@@ -442,51 +353,3 @@ async def _stop_handle(handle: Any) -> None:
                 await result
     except Exception:
         log.exception("stopping a background subscription failed")
-
-
-# ---------------------------------------------------------------------------------------------
-# main
-
-
-async def serve(spec: ModuleSpec, settings: KitSettings | None = None) -> None:
-    """Run the module until SIGTERM or SIGINT, then shut down gracefully."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    runtime = ModuleRuntime(spec, settings)
-    await runtime.start()
-    try:
-        await stop.wait()
-        log.info("shutdown requested", extra={"module_name": spec.name})
-    finally:
-        await runtime.stop()
-
-
-def run_module(spec: ModuleSpec, argv: Sequence[str] | None = None) -> int:
-    """The `python -m services.<module>` entry point. Returns the process exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in ("-h", "--help"):
-        print(
-            f"usage: python -m services.{spec.name}\n"
-            f"Serves the {spec.name} module on 127.0.0.1:{spec.default_port}; settings come from "
-            f"SOULSPOT_* environment variables (SOULSPOT_{spec.name.upper()}__PORT, "
-            "SOULSPOT_ROUTER_ADDRESS, ...) and the YAML file named by SOULSPOT_CONFIG."
-        )
-        return 0
-    try:
-        settings = spec.settings_cls()
-        eventloop.selected_loop()
-    except Exception as err:
-        print(f"{spec.name}: invalid settings: {err}", file=sys.stderr)
-        return 2
-    setup_logging(spec.name, settings.log_level, json_lines=settings.log_json)
-    try:
-        eventloop.run(serve(spec, settings))
-    except KeyboardInterrupt:
-        return 130
-    except OSError as err:
-        log.error("cannot start", extra={"module_name": spec.name, "error": str(err)})
-        return 1
-    return 0

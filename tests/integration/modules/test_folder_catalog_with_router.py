@@ -17,7 +17,7 @@ from services.catalog.settings import CatalogSection, CatalogSettings
 from services.folder.module import SPEC as FOLDER
 from services.folder.settings import FolderSection, FolderSettings
 from services.kit.events.client import RouterPublisher
-from services.kit.module.runner import ModuleRuntime
+from services.kit.module.runtime import ModuleRuntime
 from services.kit.rpc.channel import open_channel, wait_for_ready
 from services.kit.testing.sample_audio import DEFAULT_SAMPLE_TRACKS, make_sample_library
 from soulspot.capabilities.v1 import download_pb2, download_pb2_grpc, search_pb2, search_pb2_grpc

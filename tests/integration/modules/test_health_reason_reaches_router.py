@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from router.app import RouterApp
 from router.settings import RouterSection, RouterSettings
-from services.kit.module.runner import ModuleRuntime
+from services.kit.module.runtime import ModuleRuntime
 from services.kit.rpc.channel import open_channel
 from services.spotify.module import SPEC as SPOTIFY
 from services.spotify.settings import SpotifySettings

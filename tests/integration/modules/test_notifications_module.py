@@ -11,7 +11,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from services.kit.module.runner import ModuleRuntime
+from services.kit.module.runtime import ModuleRuntime
 from services.kit.rpc.channel import open_channel
 from services.notifications.module import SPEC
 from services.notifications.settings import (

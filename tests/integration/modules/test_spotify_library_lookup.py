@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from services.kit.module.runner import ModuleRuntime
+from services.kit.module.runtime import ModuleRuntime
 from services.kit.rpc.channel import open_channel, wait_for_ready
 from services.kit.testing.sample_audio import write_mp3
 from services.library.module import SPEC as LIBRARY

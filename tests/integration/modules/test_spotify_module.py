@@ -10,7 +10,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from services.kit.module.runner import ModuleRuntime
+from services.kit.module.runtime import ModuleRuntime
 from services.kit.rpc.channel import open_channel
 from services.spotify.module import SPEC
 from services.spotify.settings import NO_CREDENTIALS, SpotifySection, SpotifySettings

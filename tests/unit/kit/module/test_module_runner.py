@@ -13,10 +13,11 @@ from grpc_health.v1 import health_pb2
 
 from services.kit.events.client import EventHandlers, InMemoryBus, build_envelope
 from services.kit.events.retrying_publisher import RetryingPublisher
-from services.kit.module.runner import (
+from services.kit.module.runtime import ModuleRuntime
+from services.kit.module.spec import (
     Capability,
     ModuleParts,
-    ModuleRuntime,
+    ModuleSection,
     ModuleSpec,
     ServiceBinding,
 )
@@ -48,16 +49,19 @@ class Echo(search_pb2_grpc.SearchServiceServicer):
         return search_pb2.SearchTrackResponse(results=[search_pb2.SearchResult(track=track)])
 
 
-def spec(name: str = "demo", default_port: int = 0, **parts: Any) -> ModuleSpec:
-    def build(rt: ModuleRuntime) -> ModuleParts:
-        binding = ServiceBinding.of(
-            search_pb2.DESCRIPTOR.services_by_name["SearchService"],
-            Echo(),
-            search_pb2_grpc.add_SearchServiceServicer_to_server,
-        )
-        return ModuleParts(services=[binding], **parts)
+def echo_binding() -> ServiceBinding:
+    return ServiceBinding.of(
+        search_pb2.DESCRIPTOR.services_by_name["SearchService"],
+        Echo(),
+        search_pb2_grpc.add_SearchServiceServicer_to_server,
+    )
 
-    return ModuleSpec(name, default_port, [Capability("search.track", 1)], build)
+
+def spec(name: str = "demo", default_port: int = 0, **parts: Any) -> ModuleSpec[ModuleSection]:
+    def build(rt: ModuleRuntime[ModuleSection]) -> ModuleParts:
+        return ModuleParts(services=[echo_binding()], **parts)
+
+    return ModuleSpec(name, default_port, [Capability("search.track", 1)], build, ModuleSection)
 
 
 def settings() -> KitSettings:
@@ -115,6 +119,43 @@ async def test_port_and_address_come_from_the_environment(
         async with ModuleRuntime(spec(default_port=busy), settings()) as rt:
             assert rt.port not in (0, busy)
             assert rt.address == f"127.0.0.1:{rt.port}"
+
+
+class DemoSection(ModuleSection):
+    greeting: str = "hello"
+
+
+class DemoSettings(KitSettings):
+    demo: DemoSection = DemoSection()
+
+
+def typed_spec(seen: list[DemoSection]) -> ModuleSpec[DemoSection]:
+    def build(rt: ModuleRuntime[DemoSection]) -> ModuleParts:
+        seen.append(rt.section)
+        return ModuleParts(services=[echo_binding()])
+
+    return ModuleSpec("demo", 0, [], build, DemoSection, settings_cls=DemoSettings)
+
+
+async def test_the_factory_gets_the_settings_section_of_the_spec_type() -> None:
+    seen: list[DemoSection] = []
+    configured = DemoSettings(router_address="", demo=DemoSection(greeting="hi", port=0))
+    async with ModuleRuntime(typed_spec(seen), configured):
+        assert [s.greeting for s in seen] == ["hi"]
+
+
+async def test_settings_without_the_section_give_the_factory_its_defaults() -> None:
+    seen: list[DemoSection] = []
+    async with ModuleRuntime(typed_spec(seen), settings(), port=0):
+        assert seen == [DemoSection()]
+
+
+def test_a_section_of_another_type_is_refused_before_anything_starts() -> None:
+    class OtherSettings(KitSettings):
+        demo: ModuleSection = ModuleSection()
+
+    with pytest.raises(TypeError, match="not the spec's DemoSection"):
+        ModuleRuntime(typed_spec([]), OtherSettings(router_address=""))
 
 
 async def test_handlers_subscribe_to_the_in_memory_bus() -> None:

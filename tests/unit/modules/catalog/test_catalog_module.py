@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2
 
 from services.catalog.module import SPEC
 from services.catalog.settings import CatalogSection, CatalogSettings
-from services.kit.module.runner import ModuleRuntime
+from services.kit.module.runtime import ModuleRuntime
 from services.kit.rpc.channel import open_channel
 from services.kit.testing.sample_audio import DEFAULT_SAMPLE_TRACKS, make_sample_library
 from soulspot.capabilities.v1 import search_pb2, search_pb2_grpc

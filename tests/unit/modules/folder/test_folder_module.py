@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2
 
 from services.folder.module import SPEC
 from services.folder.settings import FolderSection, FolderSettings
-from services.kit.module.runner import ModuleRuntime
+from services.kit.module.runtime import ModuleRuntime
 from services.kit.rpc.channel import open_channel
 from services.kit.testing.sample_audio import DEFAULT_SAMPLE_TRACKS, make_sample_library
 from soulspot.capabilities.v1 import download_pb2, download_pb2_grpc

@@ -10,7 +10,7 @@ import pytest
 
 from services.domain.downloads.registry import DownloadRecord, DownloadRegistry
 from services.domain.downloads.store import FILE_NAME
-from services.kit.module.runner import ModuleRuntime
+from services.kit.module.runtime import ModuleRuntime
 from services.kit.rpc.channel import open_channel
 from services.soulseek.module import SPEC
 from services.soulseek.settings import SoulseekSection, SoulseekSettings
