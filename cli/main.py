@@ -1,10 +1,13 @@
-"""The `soulspot` command: a gRPC client of the router, plus `up` to run the mesh locally."""
+"""The `soulspot` command: a gRPC client of the router, plus `up` to run the mesh locally.
+
+Each command lives in its own file under cli/commands/; this file only mounts them.
+"""
 
 from __future__ import annotations
 
 import typer
 
-from cli import events_cmd, flows, status_cmd, up
+from cli.commands import dlq, events, get, status, sync_playlist, up, worker
 
 app = typer.Typer(
     name="soulspot",
@@ -12,13 +15,13 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
 )
-app.command()(status_cmd.status)
-app.command()(flows.get)
-app.command("sync-playlist")(flows.sync_playlist)
-app.command()(flows.worker)
-app.command()(up.up)
-app.add_typer(events_cmd.events_app, name="events", help="Inspect and follow the event log.")
-app.add_typer(events_cmd.dlq_app, name="dlq", help="Inspect and replay dead letters.")
+app.command("status")(status.status)
+app.command("get")(get.get)
+app.command("sync-playlist")(sync_playlist.sync_playlist)
+app.command("worker")(worker.worker)
+app.command("up")(up.up)
+app.add_typer(events.events_app, name="events", help="Inspect and follow the event log.")
+app.add_typer(dlq.dlq_app, name="dlq", help="Inspect and replay dead letters.")
 
 
 def main() -> None:

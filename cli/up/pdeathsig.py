@@ -1,6 +1,6 @@
 """Exec a command that gets SIGTERM when the process that started it dies (Linux).
 
-    python cli/pdeathsig.py <parent pid> -- <command> [args...]
+    python cli/up/pdeathsig.py <parent pid> -- <command> [args...]
 
 `soulspot up` starts every service through this, so a SIGKILLed `up` (which cannot stop its
 children itself) does not leave the router and modules running. The death signal is set with

@@ -14,7 +14,7 @@ command and environment, translated:
 * the calling environment and the YAML config file (SOULSPOT_CONFIG) win over the plan: a
   variable the user set, or a setting the file holds, is not overridden.
 
-Nothing here starts a process; cli/up.py does.
+Nothing here starts a process; cli/up/runner.py does.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class ComposeError(ValueError):
 
 def find_compose_file(start: Path | None = None) -> Path:
     """docker-compose.yml next to this package's project, else in `start` or a parent."""
-    candidates = [Path(__file__).resolve().parent.parent / COMPOSE_FILE]
+    candidates = [Path(__file__).resolve().parents[2] / COMPOSE_FILE]
     here = (start or Path.cwd()).resolve()
     candidates += [folder / COMPOSE_FILE for folder in (here, *here.parents)]
     for candidate in candidates:
@@ -71,6 +71,17 @@ def load_compose(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
         raise ComposeError(f"{path}: no `services` mapping")
     return data
+
+
+def read_config_file(environ: Mapping[str, str]) -> Any:
+    """The parsed YAML config file SOULSPOT_CONFIG names, or None when it names none."""
+    name = environ.get(CONFIG_ENV)
+    if not name:
+        return None
+    path = Path(name)
+    if not path.is_file():
+        raise ComposeError(f"{CONFIG_ENV}={name}: no such file")
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
 def interpolate(value: str, environ: Mapping[str, str]) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cli.stack import find_compose_file, healthcheck_args, load_compose, volume_targets
+from cli.up.plan import find_compose_file, healthcheck_args, load_compose, volume_targets
 
 ROOT = Path(__file__).resolve().parents[3]
 ROUTER_PORT = 50051

@@ -1,4 +1,4 @@
-"""The compose -> local process translation of `soulspot up` (cli/stack.py), as pure data."""
+"""The compose -> local process translation of `soulspot up` (cli/up/plan.py), as pure data."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cli.stack import (
+from cli.up.plan import (
     ComposeError,
     config_file_env_names,
     find_compose_file,

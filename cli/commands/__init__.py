@@ -1,0 +1,3 @@
+"""The `soulspot` commands, one file each; cli/main.py mounts them."""
+
+from __future__ import annotations

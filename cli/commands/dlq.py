@@ -1,0 +1,90 @@
+"""`soulspot dlq list | show | replay`: the router's dead letters."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from google.protobuf import json_format
+
+from cli.console import console, err_console
+from cli.router_connection import RouterOption, router_address, run_on_router
+from cli.tables import dead_letter_table, dead_letters_table
+from services.kit.events.client import unpack_payload
+from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2
+
+if TYPE_CHECKING:
+    import grpc
+
+dlq_app = typer.Typer(no_args_is_help=True, help="Inspect and replay dead letters.")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    consumer: Annotated[str, typer.Option("--consumer", "-c", help="Only this consumer's.")] = "",
+    limit: Annotated[int, typer.Option("--limit", "-n")] = 50,
+    router: RouterOption = None,
+) -> None:
+    """Dead letters, newest first."""
+
+    async def body(channel: grpc.aio.Channel) -> int:
+        stub = event_bus_pb2_grpc.EventBusServiceStub(channel)
+        reply = await stub.ListDeadLetters(
+            router_pb2.ListDeadLettersRequest(consumer=consumer, limit=limit), timeout=10
+        )
+        console.print(dead_letters_table(list(reply.dead_letters)))
+        return 0
+
+    run_on_router(router_address(router), body)
+
+
+@dlq_app.command("show")
+def dlq_show(
+    dead_letter_id: Annotated[int, typer.Argument(help="The dead letter's id.")],
+    router: RouterOption = None,
+) -> None:
+    """One dead letter: why it is there, its envelope and payload."""
+
+    async def body(channel: grpc.aio.Channel) -> int:
+        stub = event_bus_pb2_grpc.EventBusServiceStub(channel)
+        reply = await stub.GetDeadLetter(
+            router_pb2.GetDeadLetterRequest(dead_letter_id=dead_letter_id), timeout=10
+        )
+        console.print(dead_letter_table(reply.dead_letter))
+        env = reply.dead_letter.event
+        try:
+            console.print_json(json_format.MessageToJson(unpack_payload(env)))
+        except Exception:
+            console.print(f"[yellow]payload {env.payload.type_url} could not be decoded[/]")
+        return 0
+
+    run_on_router(router_address(router), body)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    dead_letter_ids: Annotated[
+        list[int] | None, typer.Argument(help="Dead letter ids (or use --consumer).")
+    ] = None,
+    consumer: Annotated[
+        str, typer.Option("--consumer", "-c", help="Replay every dead letter of this consumer.")
+    ] = "",
+    router: RouterOption = None,
+) -> None:
+    """Deliver dead letters to their consumer again."""
+    if not dead_letter_ids and not consumer:
+        err_console.print("[red]name dead letter ids or --consumer[/]")
+        raise typer.Exit(2)
+
+    async def body(channel: grpc.aio.Channel) -> int:
+        stub = event_bus_pb2_grpc.EventBusServiceStub(channel)
+        reply = await stub.ReplayDeadLetters(
+            router_pb2.ReplayDeadLettersRequest(
+                dead_letter_ids=dead_letter_ids or [], consumer=consumer
+            ),
+            timeout=10,
+        )
+        console.print(f"replayed {reply.replayed} dead letter(s)")
+        return 0
+
+    run_on_router(router_address(router), body)

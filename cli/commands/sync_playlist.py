@@ -1,0 +1,151 @@
+"""`soulspot sync-playlist`: every track of a playlist into the library, through the shared
+work queue.
+
+One playlist.track_requested job per track goes to the queue that local workers (and any
+`soulspot worker` processes) consume; the command collects their playlist.track_handled
+events for this sync and prints a table of outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from typing import TYPE_CHECKING, Annotated
+
+import grpc
+import typer
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from cli.console import console, err_console
+from cli.download_watch import WATCHER_IDLE_S
+from cli.identity import CLIENT, instance_name
+from cli.playlist_worker import PlaylistWorker
+from cli.router_connection import RouterOption, router_address
+from cli.tables import playlist_outcomes_table
+from services.kit.events.client import EventHandlers, RouterPublisher, Subscriber
+from services.kit.rpc.channel import open_channel
+from services.kit.rpc.context import bind, new_correlation_id, new_traceparent
+from services.kit.rpc.errors import MeshError, from_rpc_error
+from soulspot.capabilities.v1 import playlist_pb2, playlist_pb2_grpc
+from soulspot.events.v1 import playlist_pb2 as playlist_events_pb2
+from soulspot.router.v1 import router_pb2
+
+if TYPE_CHECKING:
+    from soulspot.common.v1 import references_pb2
+    from soulspot.events.v1 import envelope_pb2
+
+PLAYLIST_READ_TIMEOUT_S = 120.0
+
+
+def sync_playlist(
+    playlist: Annotated[str, typer.Argument(help="A playlist id or share URL.")],
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers", min=0, help="Local workers (0: rely on `soulspot worker` processes)."
+        ),
+    ] = 2,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1.0, help="Give up after this many seconds.")
+    ] = 3600.0,
+    router: RouterOption = None,
+) -> None:
+    """Bring every track of a playlist into the library, through the shared work queue."""
+    raise typer.Exit(
+        asyncio.run(_sync_playlist(playlist, workers, timeout, router_address(router)))
+    )
+
+
+async def _sync_playlist(playlist: str, workers: int, limit_s: float, router: str) -> int:
+    with bind(new_correlation_id(), new_traceparent()):
+        async with open_channel(router) as channel:
+            try:
+                tracks = await _playlist_tracks(channel, playlist)
+            except MeshError as err:
+                err_console.print(f"[red]cannot read the playlist:[/] {err.message}")
+                return 1
+            if not tracks:
+                console.print("the playlist is empty")
+                return 0
+            sync_id = uuid.uuid4().hex
+            results: dict[int, playlist_events_pb2.PlaylistTrackHandled] = {}
+            all_handled = asyncio.Event()
+
+            async def on_handled(
+                payload: playlist_events_pb2.PlaylistTrackHandled,
+                envelope: envelope_pb2.EventEnvelope,
+            ) -> None:
+                if payload.sync_id != sync_id:
+                    return
+                results.setdefault(payload.position, payload)
+                progress.update(bar, completed=len(results))
+                if len(results) >= len(tracks):
+                    all_handled.set()
+
+            handlers = EventHandlers()
+            handlers.add("playlist.track_handled", on_handled)
+            collector = Subscriber(
+                channel,
+                consumer=f"cli-sync-{sync_id}",
+                handlers=handlers,
+                start=router_pb2.START_POSITION_NEW,
+                instance=instance_name(),
+                inactive_threshold_s=WATCHER_IDLE_S,
+            )
+            local = [
+                PlaylistWorker(channel, name=f"{instance_name()}-w{n}")
+                for n in range(1, workers + 1)
+            ]
+            progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TimeElapsedColumn(),
+                console=console,
+            )
+            bar = progress.add_task(f"playlist {playlist}", total=len(tracks))
+            await collector.start()
+            await collector.wait_connected()
+            for worker in local:
+                await worker.start()
+            try:
+                publisher = RouterPublisher(channel, source_module=CLIENT)
+                with progress:
+                    for position, track in tracks:
+                        await publisher.publish(
+                            playlist_events_pb2.PlaylistTrackRequested(
+                                sync_id=sync_id, track=track, position=position, total=len(tracks)
+                            ),
+                            subject=sync_id,
+                        )
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(limit_s):
+                            await all_handled.wait()
+            finally:
+                for worker in local:
+                    await worker.stop()
+                await collector.stop()
+            console.print(playlist_outcomes_table(tracks, results))
+            failed = [r for r in results.values() if r.outcome == "failed"]
+            missing = len(tracks) - len(results)
+            if missing:
+                err_console.print(f"[red]{missing} tracks not handled within {limit_s:.0f}s[/]")
+            return 1 if failed or missing else 0
+
+
+async def _playlist_tracks(
+    channel: grpc.aio.Channel, playlist: str
+) -> list[tuple[int, references_pb2.TrackReference]]:
+    stub = playlist_pb2_grpc.PlaylistServiceStub(channel)
+    tracks: list[tuple[int, references_pb2.TrackReference]] = []
+    call = stub.ListPlaylistTracks(
+        playlist_pb2.ListPlaylistTracksRequest(playlist_id=playlist),
+        timeout=PLAYLIST_READ_TIMEOUT_S,
+    )
+    try:
+        async for item in call:
+            tracks.append((item.position or len(tracks) + 1, item.track))
+    except grpc.aio.AioRpcError as err:
+        raise from_rpc_error(err) from err
+    return tracks
