@@ -6,7 +6,12 @@ import pytest
 
 from services.kit.rpc.channel import open_channel
 from soulspot.capabilities.v1 import search_pb2_grpc
-from soulspot.router.v1 import router_pb2_grpc
+from soulspot.router.v1 import (
+    event_bus_pb2_grpc,
+    registry_pb2_grpc,
+    router_pb2_grpc,
+    status_pb2_grpc,
+)
 from tests.integration.router.router_support import FakeModule, router_app
 
 if TYPE_CHECKING:
@@ -38,7 +43,23 @@ def search(channel: grpc.aio.Channel) -> search_pb2_grpc.SearchServiceAsyncStub:
 
 @pytest.fixture
 def router_stub(channel: grpc.aio.Channel) -> router_pb2_grpc.RouterServiceAsyncStub:
+    """The deprecated RouterService, still served for existing callers."""
     return router_pb2_grpc.RouterServiceStub(channel)
+
+
+@pytest.fixture
+def registry_stub(channel: grpc.aio.Channel) -> registry_pb2_grpc.RegistryServiceAsyncStub:
+    return registry_pb2_grpc.RegistryServiceStub(channel)
+
+
+@pytest.fixture
+def status_stub(channel: grpc.aio.Channel) -> status_pb2_grpc.StatusServiceAsyncStub:
+    return status_pb2_grpc.StatusServiceStub(channel)
+
+
+@pytest.fixture
+def event_bus_stub(channel: grpc.aio.Channel) -> event_bus_pb2_grpc.EventBusServiceAsyncStub:
+    return event_bus_pb2_grpc.EventBusServiceStub(channel)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from router.app import RouterApp
     from soulspot.capabilities.v1 import search_pb2_grpc
-    from soulspot.router.v1 import router_pb2_grpc
+    from soulspot.router.v1 import event_bus_pb2_grpc, registry_pb2_grpc, router_pb2_grpc
 
 ACTIVE = module_pb2.MODULE_STATUS_ACTIVE
 INACTIVE = module_pb2.MODULE_STATUS_INACTIVE
@@ -31,7 +31,8 @@ REQUEST = search_pb2.SearchTrackRequest(query="q")
 
 
 async def _register(
-    stub: router_pb2_grpc.RouterServiceAsyncStub, *requests: router_pb2.RegisterRequest
+    stub: registry_pb2_grpc.RegistryServiceAsyncStub | router_pb2_grpc.RouterServiceAsyncStub,
+    *requests: router_pb2.RegisterRequest,
 ) -> grpc.aio.AioRpcError:
     async def send() -> AsyncIterator[router_pb2.RegisterRequest]:
         for request in requests:
@@ -62,30 +63,34 @@ def _violations(err: grpc.aio.AioRpcError) -> list[str]:
 
 
 async def test_bad_announcements_are_refused_with_field_violations(
-    router_stub: router_pb2_grpc.RouterServiceAsyncStub,
+    registry_stub: registry_pb2_grpc.RegistryServiceAsyncStub,
 ) -> None:
-    err = await _register(router_stub, _announce("m", "nohostport", "search.track"))
+    err = await _register(registry_stub, _announce("m", "nohostport", "search.track"))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert _violations(err) == ["address"]
-    err = await _register(router_stub, _announce("m", "127.0.0.1:1", "teleport.track"))
+    err = await _register(registry_stub, _announce("m", "127.0.0.1:1", "teleport.track"))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert _violations(err) == ["capabilities[0].capability"]
     assert "teleport.track" in (err.details() or "")
-    err = await _register(router_stub, _announce("", "127.0.0.1:1"))
+    err = await _register(registry_stub, _announce("", "127.0.0.1:1"))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert _violations(err) == ["name"]
     heartbeat = router_pb2.RegisterRequest(heartbeat=router_pb2.Heartbeat())
-    err = await _register(router_stub, heartbeat)
+    err = await _register(registry_stub, heartbeat)
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_duplicate_live_name_is_already_exists(
-    module: Callable[..., Awaitable[Any]], router_stub: router_pb2_grpc.RouterServiceAsyncStub
+    module: Callable[..., Awaitable[Any]],
+    registry_stub: registry_pb2_grpc.RegistryServiceAsyncStub,
+    router_stub: router_pb2_grpc.RouterServiceAsyncStub,
 ) -> None:
     fake = await module("dup", 1)
-    err = await _register(router_stub, _announce("dup", fake.address, "search.track"))
-    assert err.code() == grpc.StatusCode.ALREADY_EXISTS
-    assert _violations(err) == ["name"]
+    # The same refusal through RegistryService and the deprecated RouterService: one Register.
+    for stub in (registry_stub, router_stub):
+        err = await _register(stub, _announce("dup", fake.address, "search.track"))
+        assert err.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert _violations(err) == ["name"]
 
 
 async def test_new_module_is_active_at_once_and_inactive_when_its_stream_closes(
@@ -197,10 +202,17 @@ async def test_required_module_must_be_healthy(
 
 async def test_bus_and_pipeline_rpcs_are_unimplemented_without_them(
     router_stub: router_pb2_grpc.RouterServiceAsyncStub,
+    event_bus_stub: event_bus_pb2_grpc.EventBusServiceAsyncStub,
 ) -> None:
+    # Not served at all: a router without a bus does not offer EventBusService.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await event_bus_stub.ListEvents(router_pb2.ListEventsRequest(), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    # The deprecated RouterService says which part this router runs without.
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await router_stub.ListEvents(router_pb2.ListEventsRequest(), timeout=5)
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "without an event bus" in (caught.value.details() or "")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await router_stub.ListPipelineRuns(router_pb2.ListPipelineRunsRequest(), timeout=5)
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from router.app import RouterApp
     from soulspot.capabilities.v1 import search_pb2_grpc
-    from soulspot.router.v1 import router_pb2_grpc
+    from soulspot.router.v1 import status_pb2_grpc
 
 REQUEST = search_pb2.SearchTrackRequest(query="q")
 
@@ -32,7 +32,7 @@ async def test_hanging_module_is_bypassed_by_deadline_then_by_the_breaker(
     router: RouterApp,
     module: Callable[..., Awaitable[Any]],
     search: search_pb2_grpc.SearchServiceAsyncStub,
-    router_stub: router_pb2_grpc.RouterServiceAsyncStub,
+    status_stub: status_pb2_grpc.StatusServiceAsyncStub,
 ) -> None:
     hung = await module("hung", 10, behaviour=Behaviour(mode="hang"))
     await module("ok", 1)
@@ -45,7 +45,7 @@ async def test_hanging_module_is_bypassed_by_deadline_then_by_the_breaker(
     assert attempts[:2] == ["hung:DEADLINE_EXCEEDED,ok:OK"] * 2
     assert attempts[2:] == ["ok:OK"] * 2
     assert hung.calls == 2
-    status = await router_stub.GetStatus(router_pb2.GetStatusRequest())
+    status = await status_stub.GetStatus(router_pb2.GetStatusRequest())
     info = {m.name: m for m in status.modules}["hung"]
     assert info.status == module_pb2.MODULE_STATUS_DEGRADED
     assert info.breaker == "open"
@@ -113,7 +113,7 @@ async def test_streaming_proxy_with_fallback_only_before_the_first_message(
 async def test_no_provider_is_unavailable_naming_the_capability_and_warns_once(
     module: Callable[..., Awaitable[Any]],
     search: search_pb2_grpc.SearchServiceAsyncStub,
-    router_stub: router_pb2_grpc.RouterServiceAsyncStub,
+    status_stub: status_pb2_grpc.StatusServiceAsyncStub,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="soulspot.router.warnings")
@@ -127,7 +127,7 @@ async def test_no_provider_is_unavailable_naming_the_capability_and_warns_once(
     assert warned[0].__dict__["operation"] == "search.track"
     for key in ("module_name", "operation", "status", "impact", "action"):
         assert warned[0].__dict__[key]
-    status = await router_stub.GetStatus(router_pb2.GetStatusRequest())
+    status = await status_stub.GetStatus(router_pb2.GetStatusRequest())
     assert [w.operation for w in status.warnings] == ["search.track"]
 
     # A provider that exists but is down is named with its status and reason.

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from router.app import RouterApp
-    from soulspot.router.v1 import router_pb2_grpc
+    from soulspot.router.v1 import registry_pb2_grpc, status_pb2_grpc
 
 GRPCURL = Path(sys.executable).with_name("grpcurl")
 SEARCH_SERVICE = "soulspot.capabilities.v1.SearchService"
@@ -29,13 +29,13 @@ REQUEST = search_pb2.SearchTrackRequest(query="q")
 
 
 async def test_status_lists_modules_and_ordered_providers(
-    module: Callable[..., Awaitable[Any]], router_stub: router_pb2_grpc.RouterServiceAsyncStub
+    module: Callable[..., Awaitable[Any]], status_stub: status_pb2_grpc.StatusServiceAsyncStub
 ) -> None:
     await module("low", 1)
     high = await module("high", 9)
     await high.server.set_status("", False, "down for test")
     for _ in range(100):
-        status = await router_stub.GetStatus(router_pb2.GetStatusRequest(), timeout=5)
+        status = await status_stub.GetStatus(router_pb2.GetStatusRequest(), timeout=5)
         modules = {m.name: m for m in status.modules}
         if modules["high"].status == module_pb2.MODULE_STATUS_INACTIVE:
             break
@@ -54,9 +54,9 @@ async def test_status_lists_modules_and_ordered_providers(
 
 
 async def test_routing_table_streams_at_once_and_on_every_change(
-    module: Callable[..., Awaitable[Any]], router_stub: router_pb2_grpc.RouterServiceAsyncStub
+    module: Callable[..., Awaitable[Any]], registry_stub: registry_pb2_grpc.RegistryServiceAsyncStub
 ) -> None:
-    call = router_stub.WatchRoutingTable(router_pb2.WatchRoutingTableRequest(), timeout=10)
+    call = registry_stub.WatchRoutingTable(router_pb2.WatchRoutingTableRequest(), timeout=10)
     stream = call.__aiter__()
     first = await stream.__anext__()
     routes = {r.capability: r for r in first.routes}
@@ -123,7 +123,21 @@ async def test_reflection_lists_capability_services_and_grpcurl_calls_through_ro
     listed = (await _grpcurl("-plaintext", router.address, "list")).split()
     for service in router.catalog.services:
         assert service in listed
-    assert "soulspot.router.v1.RouterService" in listed
+    # The router's own services, and the deprecated RouterService kept for existing callers.
+    for service in ("RegistryService", "StatusService", "RouterService"):
+        assert f"soulspot.router.v1.{service}" in listed
+    status = await _grpcurl(
+        "-plaintext", router.address, "soulspot.router.v1.StatusService/GetStatus"
+    )
+    assert "mod" in [m["name"] for m in json.loads(status)["modules"]]
+    health = await _grpcurl(
+        "-plaintext",
+        "-d",
+        '{"service": "soulspot.router.v1.RegistryService"}',
+        router.address,
+        "grpc.health.v1.Health/Check",
+    )
+    assert json.loads(health)["status"] == "SERVING"
     reply = await _grpcurl(
         "-plaintext",
         "-d",

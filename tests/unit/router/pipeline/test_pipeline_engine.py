@@ -1,7 +1,7 @@
 """The pipeline engine against an in-process stand-in of the router's public face.
 
 One gRPC server plays the router: it serves the capability services (as the proxy would),
-RouterService.Publish (recording envelopes) and health per capability service. The engine
+EventBusService.Publish (recording envelopes) and health per capability service. The engine
 cannot tell the difference; the real router and modules are exercised by tests/e2e/flow.
 """
 
@@ -27,32 +27,19 @@ from soulspot.capabilities.v1 import (
 )
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import download_pb2, envelope_pb2, pipeline_pb2, track_pb2
-from soulspot.router.v1 import router_pb2, router_pb2_grpc
+from soulspot.router.v1 import event_bus_pb2_grpc, pipeline_runs_pb2_grpc, router_pb2
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
 METADATA = "soulspot.capabilities.v1.MetadataService"
+PIPELINE_RUN_SERVICE = "soulspot.router.v1.PipelineRunService"
 
 
-class FakeRouter(router_pb2_grpc.RouterServiceServicer):
+class FakeBus(event_bus_pb2_grpc.EventBusServiceServicer):
     def __init__(self) -> None:
         self.events: dict[str, envelope_pb2.EventEnvelope] = {}
-        self.pipeline: Pipeline | None = None
-
-    # Delegated the way the router's servicer delegates them.
-    async def ListPipelineRuns(
-        self, request: router_pb2.ListPipelineRunsRequest, context: Any
-    ) -> router_pb2.ListPipelineRunsResponse:
-        assert self.pipeline is not None
-        return await self.pipeline.ListPipelineRuns(request, context)
-
-    async def GetPipelineRun(
-        self, request: router_pb2.GetPipelineRunRequest, context: Any
-    ) -> router_pb2.GetPipelineRunResponse:
-        assert self.pipeline is not None
-        return await self.pipeline.GetPipelineRun(request, context)
 
     async def Publish(
         self, request: router_pb2.PublishRequest, context: Any
@@ -125,14 +112,14 @@ class Notify(notify_pb2_grpc.NotificationServiceServicer):
 
 class Mesh:
     def __init__(self) -> None:
-        self.router = FakeRouter()  # type: ignore[abstract]  # only what the engine calls
+        self.router = FakeBus()  # type: ignore[abstract]  # only what the engine calls
         self.metadata = Metadata()  # type: ignore[abstract]
         self.library = Library()  # type: ignore[abstract]
         self.notify = Notify()  # type: ignore[abstract]
         self.server = KitServer("fake-router", grace_s=0.1)
         self.server.add_service(
-            lambda s: router_pb2_grpc.add_RouterServiceServicer_to_server(self.router, s),
-            "soulspot.router.v1.RouterService",
+            lambda s: event_bus_pb2_grpc.add_EventBusServiceServicer_to_server(self.router, s),
+            "soulspot.router.v1.EventBusService",
         )
         self.server.add_service(
             lambda s: metadata_pb2_grpc.add_MetadataServiceServicer_to_server(self.metadata, s),
@@ -349,13 +336,19 @@ async def test_interrupted_import_resumes_without_importing_twice(
 
 async def test_runs_are_served_over_grpc(mesh: Mesh, tmp_path: Path) -> None:
     pipeline = _pipeline(mesh, tmp_path)
-    mesh.router.pipeline = pipeline
+    # The pipeline is the PipelineRunService servicer, served as the router serves it.
+    runs_server = KitServer("pipeline-runs", grace_s=0.1)
+    runs_server.add_service(
+        lambda s: pipeline_runs_pb2_grpc.add_PipelineRunServiceServicer_to_server(pipeline, s),
+        PIPELINE_RUN_SERVICE,
+    )
+    await runs_server.start()
     await pipeline.start()
     try:
         run_id = await pipeline.handle_download_completed(*_completed())
         await pipeline.wait_idle()
-        async with open_channel(mesh.server.address) as channel:
-            stub = router_pb2_grpc.RouterServiceStub(channel)
+        async with open_channel(runs_server.address) as channel:
+            stub = pipeline_runs_pb2_grpc.PipelineRunServiceStub(channel)
             runs = await stub.ListPipelineRuns(router_pb2.ListPipelineRunsRequest())
             assert [r.run_id for r in runs.runs] == [run_id]
             assert runs.runs[0].description == "The Paper Lanterns - Harbour Lights"
@@ -366,3 +359,4 @@ async def test_runs_are_served_over_grpc(mesh: Mesh, tmp_path: Path) -> None:
             assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         await pipeline.stop()
+        await runs_server.stop(0)
