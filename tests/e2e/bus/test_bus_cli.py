@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 import pytest
 from typer.testing import CliRunner
 
-from cli import events_cmd
-from cli.events_cmd import dlq_app, events_app
+from cli.commands.dlq import dlq_app
+from cli.commands.events import events_app
+from cli.console import console
 from services.kit.rpc.channel import open_channel
 from soulspot.router.v1 import router_pb2, router_pb2_grpc
 from tests.integration.router.bus.bus_support import RawSubscriber, completed, envelope
@@ -38,7 +39,7 @@ async def _seed(address: str) -> None:
 
 def test_events_and_dlq_commands(bus_process: BusProcess, monkeypatch: pytest.MonkeyPatch) -> None:
     # A wide console, so table cells are not wrapped in the captured output.
-    monkeypatch.setattr(events_cmd.console, "width", 300)
+    monkeypatch.setattr(console, "width", 300)
     asyncio.run(bus_process.start())
     asyncio.run(_seed(bus_process.address))
     runner = CliRunner()

@@ -69,7 +69,7 @@ async def test_get_lands_the_track_in_the_library(mesh: Mesh, tmp_path: Path) ->
             cli = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "cli.flows",
+                "cli.main",
                 "get",
                 "The Paper Lanterns Harbour Lights",
                 "--router",

@@ -51,7 +51,7 @@ async def _cli(mesh: Mesh, *args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "cli.flows",
+        "cli.main",
         *args,
         "--router",
         mesh.router_address,

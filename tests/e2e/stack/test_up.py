@@ -48,7 +48,8 @@ async def test_up_runs_the_mesh_and_stops_it(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "cli.up",
+        "cli.main",
+        "up",
         "--state-dir",
         str(tmp_path / "st"),
         "--port-offset",

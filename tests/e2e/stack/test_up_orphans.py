@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cli.pdeathsig import PARENT_GONE
-from cli.up import PDEATHSIG_WRAPPER
+from cli.up.pdeathsig import PARENT_GONE
+from cli.up.runner import PDEATHSIG_WRAPPER
 from services.kit.rpc.healthprobe import probe
 from tests.e2e.stack.stack_support import alive, child_pids, free_offset
 
@@ -36,7 +36,7 @@ async def test_killed_up_leaves_no_orphans(tmp_path: Path) -> None:
     out_path = tmp_path / "up.out"
     with out_path.open("wb") as out:
         up = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "cli.up", "--only", "router,folder", "--no-sample"),
+            *(sys.executable, "-m", "cli.main", "up", "--only", "router,folder", "--no-sample"),
             *("--state-dir", str(tmp_path / "st"), "--port-offset", str(offset)),
             cwd=ROOT,
             env=env,
