@@ -47,17 +47,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+from services.kit.events.client import build_envelope
+from services.kit.rpc.channel import open_channel
+from soulspot.common.v1 import references_pb2
+from soulspot.events.v1 import download_pb2
+from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "gen")]
-
-from services.kit.events.client import build_envelope  # noqa: E402
-from services.kit.rpc.channel import open_channel  # noqa: E402
-from soulspot.common.v1 import references_pb2  # noqa: E402
-from soulspot.events.v1 import download_pb2  # noqa: E402
-from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2  # noqa: E402
 
 FANOUT = 10
 LATENCY_RATE = 1000

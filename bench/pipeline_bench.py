@@ -29,19 +29,15 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from router.app import RouterApp  # noqa: E402
-from router.bus import create_bus  # noqa: E402
-from router.pipeline import Pipeline, load_pipeline_config  # noqa: E402
-from router.pipeline.store import NewStep, RunStore  # noqa: E402
-from router.settings import RouterSettings  # noqa: E402
-from services.kit.events.client import EventHandlers, RouterPublisher, Subscriber  # noqa: E402
-from services.kit.rpc.channel import open_channel  # noqa: E402
-from services.kit.testing.sample_audio import make_sample_library  # noqa: E402
-from soulspot.capabilities.v1 import (  # noqa: E402
+from router.app import RouterApp
+from router.bus import create_bus
+from router.pipeline import Pipeline, load_pipeline_config
+from router.pipeline.store import NewStep, RunStore
+from router.settings import RouterSettings
+from services.kit.events.client import EventHandlers, RouterPublisher, Subscriber
+from services.kit.rpc.channel import open_channel
+from services.kit.testing.sample_audio import make_sample_library
+from soulspot.capabilities.v1 import (
     library_pb2,
     library_pb2_grpc,
     metadata_pb2,
@@ -49,11 +45,11 @@ from soulspot.capabilities.v1 import (  # noqa: E402
     notify_pb2,
     notify_pb2_grpc,
 )
-from soulspot.common.v1 import references_pb2  # noqa: E402
-from soulspot.events.v1 import download_pb2 as download_events_pb2  # noqa: E402
-from soulspot.events.v1 import track_pb2 as track_events_pb2  # noqa: E402
-from soulspot.router.v1 import router_pb2  # noqa: E402
-from tests.e2e.mesh import Mesh  # noqa: E402
+from soulspot.common.v1 import references_pb2
+from soulspot.events.v1 import download_pb2 as download_events_pb2
+from soulspot.events.v1 import track_pb2 as track_events_pb2
+from soulspot.router.v1 import router_pb2
+from tests.helpers.mesh import Mesh
 
 if TYPE_CHECKING:
     import grpc

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from services.kit.rpc.channel import wait_for_ready
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _spawn(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:

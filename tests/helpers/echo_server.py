@@ -1,5 +1,8 @@
-"""A KitServer in its own process, for the graceful-shutdown test: prints its port on
-stdout, then serves until SIGTERM/SIGINT."""
+"""A KitServer serving the Echo service in its own process, for the graceful-shutdown test.
+
+Run as `python -m tests.helpers.echo_server [grace_s]` from the repository root: it prints
+its port on stdout, then serves until SIGTERM/SIGINT.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import sys
 
 from services.kit.observability.logging import setup_logging
 from services.kit.rpc.server import KitServer
-from tests.unit.kit.kit_support import Echo
+from tests.helpers.echo_service import Echo
 
 
 async def main() -> None:

@@ -1,5 +1,6 @@
-"""A test service (`kittest.v1.Echo`) built at runtime, shared by the kit tests and the
-subprocess server script. Its descriptors go into the default pool so reflection serves them.
+"""A test service (`kittest.v1.Echo`) built at runtime, for the kit tests and the echo server
+process (`tests.helpers.echo_server`). Its descriptors go into the default pool so reflection
+serves them.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """A small real module for router tests: SearchService, DownloadService and PlaylistService
 with behaviour knobs (answer, hang, fail with a code), registering through the kit.
 
-Run as a process: `python router_fake_module.py --name soulseek --priority 10
---router 127.0.0.1:50051 [--port 0] [--behaviour answer|hang|fail] [--code UNAVAILABLE]`;
-it prints `READY <port>` once serving. SOULSPOT_FAKE_BEHAVIOUR / SOULSPOT_FAKE_CODE set the
-same knobs from the environment. Tests in the same process use `FakeModule` directly.
+Run as a process from the repository root: `python -m tests.helpers.fake_module --name soulseek
+--priority 10 --router 127.0.0.1:50051 [--port 0] [--behaviour answer|hang|fail]
+[--code UNAVAILABLE]`; it prints `READY <port>` once serving. SOULSPOT_FAKE_BEHAVIOUR /
+SOULSPOT_FAKE_CODE set the same knobs from the environment. Tests in the same process use
+`FakeModule` directly.
 """
 
 from __future__ import annotations

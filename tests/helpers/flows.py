@@ -1,4 +1,5 @@
-"""Helpers for the flow tests: sample audio, event queries through the router, a webhook."""
+"""Driving a mesh of real processes through the download flows: sample audio, the stack's
+start-up, downloads and event queries through the router, pipeline runs, a webhook."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from soulspot.events.v1 import envelope_pb2
-    from tests.e2e.mesh import Mesh
+    from tests.helpers.mesh import Mesh
     from tests.standins.spotify import SpotifyStandin
 
 # unpack_payload finds payload classes in the default descriptor pool: load the contracts.

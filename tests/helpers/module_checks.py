@@ -1,11 +1,10 @@
-"""What the module tests share: a recording event bus, gRPC helpers, waiting for a state."""
+"""Checks on a module under test: a recording event bus, health and reflection queries, typed
+errors, waiting for a state."""
 
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -14,10 +13,6 @@ from grpc_reflection.v1alpha import reflection_pb2
 
 from services.kit.events.client import InMemoryBus
 from services.kit.rpc.errors import from_rpc_error
-
-_ROOT = str(Path(__file__).resolve().parents[3])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

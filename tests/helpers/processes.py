@@ -1,4 +1,5 @@
-"""Start the router and fake modules as real processes on loopback."""
+"""Start the router and fake modules (`tests.helpers.fake_module`) as real processes on
+loopback."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-FAKE_MODULE = Path(__file__).with_name("router_fake_module.py")
+# The fake module runs as `-m tests.helpers.fake_module`, so from the repository root.
+REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -96,7 +98,8 @@ def start_module(
         popen = subprocess.Popen(
             [
                 sys.executable,
-                str(FAKE_MODULE),
+                "-m",
+                "tests.helpers.fake_module",
                 f"--name={name}",
                 f"--priority={priority}",
                 f"--router={router}",
@@ -106,6 +109,7 @@ def start_module(
             ],
             stdout=subprocess.PIPE,
             stderr=log,
+            cwd=REPO,
             env={k: v for k, v in os.environ.items() if k != "SOULSPOT_CONFIG"},
         )
     assert popen.stdout is not None

@@ -1,12 +1,9 @@
-"""Shared helpers for the router's integration tests: the fake module (loaded from the e2e
-folder, where it also runs as a process), a router in-process, metadata helpers."""
+"""An in-process router for tests (`router_app`), with the metadata and waiting helpers the
+router's tests share; the modules it routes to are `tests.helpers.fake_module`."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from router.app import RouterApp
@@ -16,26 +13,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from services.kit.observability.metrics import MeshMetrics
-
-_FAKE_PATH = Path(__file__).resolve().parents[2] / "e2e" / "router" / "router_fake_module.py"
-
-
-def _load_fake() -> object:
-    name = "router_fake_module"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, _FAKE_PATH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_fake = _load_fake()
-FakeModule = _fake.FakeModule  # type: ignore[attr-defined]
-Behaviour = _fake.Behaviour  # type: ignore[attr-defined]
 
 SEARCH = "/soulspot.capabilities.v1.SearchService/SearchTrack"
 

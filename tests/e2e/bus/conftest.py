@@ -1,18 +1,16 @@
+"""Fixtures for the bus's end-to-end tests: a router process to start, kill -9 and restart."""
+
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-# The envelope builders and the raw subscriber are shared with the integration tests.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "integration" / "bus"))
-
-from tests.e2e.bus.bus_process import BusProcess
+from tests.helpers.bus_process import BusProcess
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 
 @pytest.fixture

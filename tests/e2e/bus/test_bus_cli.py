@@ -13,10 +13,10 @@ from cli.commands.events import events_app
 from cli.console import console
 from services.kit.rpc.channel import open_channel
 from soulspot.router.v1 import router_pb2, router_pb2_grpc
-from tests.integration.router.bus.bus_support import RawSubscriber, completed, envelope
+from tests.helpers.bus import RawSubscriber, completed, envelope
 
 if TYPE_CHECKING:
-    from tests.e2e.bus.bus_process import BusProcess
+    from tests.helpers.bus_process import BusProcess
 
 pytestmark = pytest.mark.e2e
 

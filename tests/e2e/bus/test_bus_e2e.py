@@ -11,7 +11,7 @@ import pytest
 from services.kit.events.client import EventHandlers, Subscriber
 from services.kit.rpc.channel import open_channel
 from soulspot.router.v1 import router_pb2, router_pb2_grpc
-from tests.integration.router.bus.bus_support import (
+from tests.helpers.bus import (
     RawSubscriber,
     completed,
     envelope,
@@ -22,7 +22,7 @@ from tests.integration.router.bus.bus_support import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from tests.e2e.bus.bus_process import BusProcess
+    from tests.helpers.bus_process import BusProcess
 
 pytestmark = pytest.mark.e2e
 

@@ -8,23 +8,18 @@ over Server-Sent Events, and show the module going away after it stops.
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
 import pytest
 
-_ROOT = Path(__file__).resolve().parents[3]
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-from services.kit.events.client import RouterPublisher  # noqa: E402
-from services.kit.rpc.channel import open_channel  # noqa: E402
-from soulspot.common.v1 import module_pb2, references_pb2  # noqa: E402
-from soulspot.events.v1 import download_pb2 as download_events_pb2  # noqa: E402
-from soulspot.router.v1 import router_pb2  # noqa: E402
-from tests.e2e.mesh import Mesh, free_port  # noqa: E402
+from services.kit.events.client import RouterPublisher
+from services.kit.rpc.channel import open_channel
+from soulspot.common.v1 import module_pb2, references_pb2
+from soulspot.events.v1 import download_pb2 as download_events_pb2
+from soulspot.router.v1 import router_pb2
+from tests.helpers.mesh import ROOT, Mesh, free_port
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -44,7 +39,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOT = _ROOT / "build" / "screenshots" / "dashboard.png"
+SCREENSHOT = ROOT / "build" / "screenshots" / "dashboard.png"
 MODULE = "notifications"
 CAPABILITY = "notify.track_ready"
 

@@ -9,26 +9,20 @@ trace id: the traceparent survived calls, events and pipeline steps.
 from __future__ import annotations
 
 import json
-import sys
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-_ROOT = Path(__file__).resolve().parents[3]
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-from services.kit.rpc.context import CORRELATION_ID_KEY, TRACEPARENT_KEY, new_traceparent  # noqa: E402
-from services.kit.testing.sample_audio import DEFAULT_SAMPLE_TRACKS  # noqa: E402
-from soulspot.capabilities.v1 import (  # noqa: E402
+from services.kit.rpc.context import CORRELATION_ID_KEY, TRACEPARENT_KEY, new_traceparent
+from services.kit.testing.sample_audio import DEFAULT_SAMPLE_TRACKS
+from soulspot.capabilities.v1 import (
     download_pb2,
     download_pb2_grpc,
     search_pb2,
     search_pb2_grpc,
 )
-from tests.e2e.flow.flow_support import (  # noqa: E402
+from tests.helpers.flows import (
     METADATA_ENV,
     folder_env,
     sample_source,
@@ -36,10 +30,11 @@ from tests.e2e.flow.flow_support import (  # noqa: E402
     track_of,
     wait_event,
 )
-from tests.e2e.mesh import Mesh  # noqa: E402
+from tests.helpers.mesh import Mesh
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -15,7 +15,7 @@ import pytest
 
 from services.kit.testing.sample_audio import DEFAULT_SAMPLE_TRACKS
 from soulspot.router.v1 import router_pb2
-from tests.e2e.flow.flow_support import (
+from tests.helpers.flows import (
     METADATA_ENV,
     Webhook,
     download,
@@ -31,11 +31,11 @@ from tests.e2e.flow.flow_support import (
     wait_event,
     wait_run,
 )
-from tests.e2e.mesh import ROOT
+from tests.helpers.mesh import ROOT
 from tests.standins.spotify import SpotifyStandin
 
 if TYPE_CHECKING:
-    from tests.e2e.mesh import Mesh
+    from tests.helpers.mesh import Mesh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

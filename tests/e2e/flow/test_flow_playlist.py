@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from soulspot.events.v1 import playlist_pb2 as playlist_events_pb2
-from tests.e2e.flow.flow_support import (
+from tests.helpers.flows import (
     events,
     folder_env,
     library_tracks,
@@ -19,13 +19,13 @@ from tests.e2e.flow.flow_support import (
     spotify_track,
     start_stack,
 )
-from tests.e2e.mesh import ROOT
+from tests.helpers.mesh import ROOT
 from tests.standins.spotify import SpotifyStandin
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from tests.e2e.mesh import Mesh
+    from tests.helpers.mesh import Mesh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

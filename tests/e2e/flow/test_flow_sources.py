@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from services.kit.testing.sample_audio import DEFAULT_SAMPLE_TRACKS
-from tests.e2e.flow.flow_support import (
+from tests.helpers.flows import (
     download,
     events,
     folder_env,
@@ -24,13 +24,13 @@ from tests.e2e.flow.flow_support import (
     track_of,
     wait_event,
 )
-from tests.e2e.mesh import ROOT
+from tests.helpers.mesh import ROOT
 from tests.standins.spotify import SpotifyStandin
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from tests.e2e.mesh import Mesh
+    from tests.helpers.mesh import Mesh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -14,7 +14,7 @@ from services.kit.rpc.channel import open_channel, wait_for_ready
 from soulspot.capabilities.v1 import library_pb2, library_pb2_grpc, search_pb2, search_pb2_grpc
 from soulspot.common.v1 import references_pb2
 from soulspot.router.v1 import router_pb2, router_pb2_grpc
-from tests.e2e.router.router_processes import Process, free_port, start_module, start_router
+from tests.helpers.processes import Process, free_port, start_module, start_router
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

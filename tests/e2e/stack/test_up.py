@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack.stack_support import alive, child_pids, free_offset
+from tests.helpers.stack import alive, child_pids, free_offset
 
 ROOT = Path(__file__).resolve().parents[3]
 OFFLINE_ACTIVE = {"folder", "library", "metadata", "notifications", "catalog"}

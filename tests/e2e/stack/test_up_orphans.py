@@ -17,7 +17,7 @@ import pytest
 from cli.up.pdeathsig import PARENT_GONE
 from cli.up.runner import PDEATHSIG_WRAPPER
 from services.kit.rpc.healthprobe import probe
-from tests.e2e.stack.stack_support import alive, child_pids, free_offset
+from tests.helpers.stack import alive, child_pids, free_offset
 
 ROOT = Path(__file__).resolve().parents[3]
 ROUTER_PORT, FOLDER_PORT = 50051, 50064

@@ -24,7 +24,7 @@ from soulspot.capabilities.v1 import download_pb2, download_pb2_grpc, search_pb2
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import track_pb2
 from soulspot.router.v1 import router_pb2, router_pb2_grpc
-from tests.unit.modules.module_support import eventually
+from tests.helpers.module_checks import eventually
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

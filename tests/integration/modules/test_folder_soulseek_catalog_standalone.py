@@ -19,7 +19,7 @@ from services.kit.rpc.channel import open_channel
 from services.kit.testing.sample_audio import DEFAULT_SAMPLE_TRACKS, make_sample_library
 from soulspot.capabilities.v1 import download_pb2, download_pb2_grpc, search_pb2, search_pb2_grpc
 from soulspot.common.v1 import references_pb2
-from tests.unit.modules.module_support import eventually, health_status
+from tests.helpers.module_checks import eventually, health_status
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -13,7 +13,7 @@ from services.spotify.module import SPEC as SPOTIFY
 from services.spotify.settings import SpotifySettings
 from soulspot.common.v1 import module_pb2
 from soulspot.router.v1 import router_pb2, router_pb2_grpc
-from tests.unit.modules.module_support import eventually
+from tests.helpers.module_checks import eventually
 
 if TYPE_CHECKING:
     from pathlib import Path

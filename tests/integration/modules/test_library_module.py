@@ -15,7 +15,7 @@ from services.library.module import SPEC
 from services.library.settings import LibrarySection, LibrarySettings
 from soulspot.capabilities.v1 import library_pb2, library_pb2_grpc
 from soulspot.common.v1 import references_pb2
-from tests.unit.modules.module_support import (
+from tests.helpers.module_checks import (
     health_status,
     make_bus,
     payloads,

@@ -28,7 +28,7 @@ from soulspot.capabilities.v1 import (
     notify_pb2_grpc,
 )
 from soulspot.common.v1 import references_pb2
-from tests.unit.modules.module_support import eventually, health_status
+from tests.helpers.module_checks import eventually, health_status
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

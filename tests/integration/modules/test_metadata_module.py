@@ -17,8 +17,7 @@ from services.metadata.module import SPEC
 from services.metadata.settings import MetadataSection, MetadataSettings
 from soulspot.capabilities.v1 import metadata_pb2, metadata_pb2_grpc
 from soulspot.common.v1 import references_pb2
-from tests.standins.musicbrainz import MusicBrainzStandin, StandinRecording
-from tests.unit.modules.module_support import (
+from tests.helpers.module_checks import (
     health_status,
     make_bus,
     payloads,
@@ -26,6 +25,7 @@ from tests.unit.modules.module_support import (
     rpc_error,
     violated_fields,
 )
+from tests.standins.musicbrainz import MusicBrainzStandin, StandinRecording
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

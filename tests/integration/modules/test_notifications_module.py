@@ -21,14 +21,14 @@ from services.notifications.settings import (
 )
 from soulspot.capabilities.v1 import notify_pb2, notify_pb2_grpc
 from soulspot.common.v1 import references_pb2
-from tests.unit.modules.module_support import (
+from tests.helpers.module_checks import (
     health_status,
     make_bus,
     reflected_services,
     rpc_error,
     violated_fields,
 )
-from tests.unit.modules.notifications.webhook_receiver import WebhookReceiverStandin
+from tests.helpers.webhook_receiver import WebhookReceiverStandin
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -14,9 +14,9 @@ from services.spotify.module import SPEC as SPOTIFY
 from services.spotify.settings import SpotifySection, SpotifySettings
 from soulspot.capabilities.v1 import library_pb2, library_pb2_grpc, search_pb2, search_pb2_grpc
 from soulspot.common.v1 import references_pb2
-from tests.integration.router.router_support import router_app
+from tests.helpers.module_checks import make_bus
+from tests.helpers.router import router_app
 from tests.standins.spotify import SpotifyStandin, make_track
-from tests.unit.modules.module_support import make_bus
 
 if TYPE_CHECKING:
     from pathlib import Path

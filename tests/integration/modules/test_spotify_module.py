@@ -15,8 +15,7 @@ from services.kit.rpc.channel import open_channel
 from services.spotify.module import SPEC
 from services.spotify.settings import NO_CREDENTIALS, SpotifySection, SpotifySettings
 from soulspot.capabilities.v1 import playlist_pb2, playlist_pb2_grpc, search_pb2, search_pb2_grpc
-from tests.standins.spotify import SpotifyStandin, make_track
-from tests.unit.modules.module_support import (
+from tests.helpers.module_checks import (
     eventually,
     health_status,
     make_bus,
@@ -24,6 +23,7 @@ from tests.unit.modules.module_support import (
     rpc_error,
     violated_fields,
 )
+from tests.standins.spotify import SpotifyStandin, make_track
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

@@ -17,7 +17,7 @@ from services.kit.rpc.errors import FailedPrecondition, NotFound
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import download_pb2 as ev
 from soulspot.events.v1 import envelope_pb2
-from tests.integration.router.bus.bus_support import BusHarness
+from tests.helpers.bus import BusHarness
 
 if TYPE_CHECKING:
     from pathlib import Path

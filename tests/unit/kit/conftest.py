@@ -8,7 +8,7 @@ import pytest
 
 from services.kit.rpc.channel import open_channel
 from services.kit.rpc.server import KitServer
-from tests.unit.kit.kit_support import Echo
+from tests.helpers.echo_service import Echo
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

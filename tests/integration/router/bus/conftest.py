@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.integration.router.bus.bus_support import BusHarness
+from tests.helpers.bus import BusHarness
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from router.bus.store import Parking
 from soulspot.router.v1 import router_pb2
-from tests.integration.router.bus.bus_support import (
+from tests.helpers.bus import (
     BusHarness,
     RawSubscriber,
     bus_settings,

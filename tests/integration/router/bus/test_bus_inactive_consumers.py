@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from services.kit.events.client import EventHandlers, Subscriber
 from soulspot.router.v1 import router_pb2
-from tests.integration.router.bus.bus_support import (
+from tests.helpers.bus import (
     BusHarness,
     RawSubscriber,
     completed,

@@ -8,10 +8,10 @@ from services.kit.rpc import context as ctx
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import track_pb2
 from soulspot.router.v1 import router_pb2
-from tests.integration.router.bus.bus_support import completed, wait_for
+from tests.helpers.bus import completed, wait_for
 
 if TYPE_CHECKING:
-    from tests.integration.router.bus.bus_support import BusHarness
+    from tests.helpers.bus import BusHarness
 
 
 def _ready(download_id: str) -> track_pb2.TrackReady:

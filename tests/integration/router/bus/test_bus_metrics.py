@@ -8,7 +8,7 @@ from services.kit.events.client import EventHandlers, RouterPublisher, Subscribe
 from services.kit.observability.metrics import MeshMetrics
 from services.kit.rpc import context as ctx
 from soulspot.router.v1 import router_pb2
-from tests.integration.router.bus.bus_support import (
+from tests.helpers.bus import (
     BusHarness,
     RawSubscriber,
     completed,

@@ -7,7 +7,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from soulspot.router.v1 import router_pb2
-from tests.integration.router.bus.bus_support import (
+from tests.helpers.bus import (
     BusHarness,
     RawSubscriber,
     completed,

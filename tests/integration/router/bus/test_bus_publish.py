@@ -9,13 +9,13 @@ from google.rpc import error_details_pb2
 from services.kit.rpc.errors import InvalidArgument, from_rpc_error
 from soulspot.events.v1 import download_pb2
 from soulspot.router.v1 import router_pb2
-from tests.integration.router.bus.bus_support import completed, envelope, started
+from tests.helpers.bus import completed, envelope, started
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from soulspot.events.v1 import envelope_pb2
-    from tests.integration.router.bus.bus_support import BusHarness
+    from tests.helpers.bus import BusHarness
 
 
 async def _refusal(harness: BusHarness, env: envelope_pb2.EventEnvelope) -> dict[str, str]:

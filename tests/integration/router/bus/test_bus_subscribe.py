@@ -7,7 +7,7 @@ import grpc
 import pytest
 
 from soulspot.router.v1 import router_pb2
-from tests.integration.router.bus.bus_support import (
+from tests.helpers.bus import (
     BusHarness,
     RawSubscriber,
     bus_settings,

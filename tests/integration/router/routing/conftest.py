@@ -12,7 +12,8 @@ from soulspot.router.v1 import (
     router_pb2_grpc,
     status_pb2_grpc,
 )
-from tests.integration.router.router_support import FakeModule, router_app
+from tests.helpers.fake_module import FakeModule
+from tests.helpers.router import router_app
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable

@@ -8,7 +8,8 @@ import pytest
 
 from services.kit.observability.metrics import MeshMetrics
 from soulspot.capabilities.v1 import search_pb2
-from tests.integration.router.router_support import Behaviour, eventually, router_app
+from tests.helpers.fake_module import Behaviour
+from tests.helpers.router import eventually, router_app
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable

@@ -8,7 +8,8 @@ from google.rpc import error_details_pb2
 
 from services.kit.rpc.errors import from_rpc_error
 from soulspot.capabilities.v1 import search_pb2
-from tests.integration.router.router_support import SEARCH, Behaviour, eventually, md
+from tests.helpers.fake_module import Behaviour
+from tests.helpers.router import SEARCH, eventually, md
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

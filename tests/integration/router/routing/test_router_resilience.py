@@ -16,7 +16,8 @@ from soulspot.capabilities.v1 import (
 )
 from soulspot.common.v1 import module_pb2, references_pb2
 from soulspot.router.v1 import router_pb2
-from tests.integration.router.router_support import Behaviour, eventually, md
+from tests.helpers.fake_module import Behaviour
+from tests.helpers.router import eventually, md
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

@@ -15,7 +15,8 @@ from services.kit.rpc.direct import DirectClient
 from soulspot.capabilities.v1 import search_pb2
 from soulspot.common.v1 import module_pb2
 from soulspot.router.v1 import router_pb2
-from tests.integration.router.router_support import SEARCH, Behaviour, eventually
+from tests.helpers.fake_module import Behaviour
+from tests.helpers.router import SEARCH, eventually
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

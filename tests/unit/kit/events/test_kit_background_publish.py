@@ -8,7 +8,7 @@ from typing import Any
 from services.kit.events.background_publish import Outbox
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import track_pb2
-from tests.unit.modules.module_support import make_bus
+from tests.helpers.module_checks import make_bus
 
 
 class StuckPublisher:

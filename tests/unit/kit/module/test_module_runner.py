@@ -27,7 +27,7 @@ from services.kit.support.settings import KitSettings
 from soulspot.capabilities.v1 import search_pb2, search_pb2_grpc
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import envelope_pb2, track_pb2
-from tests.unit.modules.module_support import (
+from tests.helpers.module_checks import (
     health_status,
     reflected_services,
     rpc_error,

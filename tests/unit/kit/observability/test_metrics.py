@@ -10,7 +10,7 @@ import pytest
 from services.kit.observability import metrics as m
 from services.kit.rpc.channel import open_channel
 from services.kit.rpc.server import KitServer
-from tests.unit.observability.obs_support import SERVICE, add_probe, say
+from tests.helpers.probe_service import SERVICE, add_probe, say
 
 
 def _value(metrics: m.MeshMetrics, name: str, **labels: str) -> float:

@@ -18,7 +18,7 @@ from services.kit.rpc import context as ctx
 from services.kit.rpc.channel import open_channel
 from services.kit.rpc.server import KitServer
 from soulspot.events.v1 import envelope_pb2
-from tests.unit.observability.obs_support import add_probe, say
+from tests.helpers.probe_service import add_probe, say
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tests.unit.kit.kit_support import SERVICE
+from tests.helpers.echo_service import SERVICE
 
 if TYPE_CHECKING:
     from services.kit.rpc.server import KitServer

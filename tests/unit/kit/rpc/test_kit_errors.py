@@ -15,7 +15,7 @@ from services.kit.rpc.errors import (
     from_rpc_error,
     is_transient,
 )
-from tests.unit.kit.kit_support import SayRequest, say_stub
+from tests.helpers.echo_service import SayRequest, say_stub
 
 
 async def test_rich_error_round_trips_with_details(channel: grpc.aio.Channel) -> None:

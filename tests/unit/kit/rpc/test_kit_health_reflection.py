@@ -11,7 +11,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 
 from services.kit.rpc.channel import check_health, open_channel, wait_for_ready
 from services.kit.rpc.server import KitServer
-from tests.unit.kit.kit_support import SERVICE, Echo
+from tests.helpers.echo_service import SERVICE, Echo
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

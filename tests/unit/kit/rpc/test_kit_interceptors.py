@@ -16,7 +16,7 @@ from services.kit.rpc.context import (
     metadata_value,
     new_traceparent,
 )
-from tests.unit.kit.kit_support import SERVICE, SayRequest, stubs
+from tests.helpers.echo_service import SERVICE, SayRequest, stubs
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from services.kit.rpc.channel import open_channel, wait_for_ready
-from tests.unit.kit.kit_support import SayRequest, say_stub
+from tests.helpers.echo_service import SayRequest, say_stub
 
 ROOT = Path(__file__).resolve().parents[4]
 
@@ -19,7 +19,7 @@ async def test_sigterm_lets_in_flight_call_finish_and_exits_zero() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tests.unit.kit.kit_slow_server",
+        "tests.helpers.echo_server",
         "5",
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,

@@ -13,7 +13,7 @@ from services.kit.rpc.errors import InvalidArgument
 from services.kit.rpc.server import KitServer
 from services.kit.rpc.validation import required_violations, validate_request
 from soulspot.common.v1 import references_pb2
-from tests.unit.kit.kit_support import Echo, Item, SayRequest, Strict, say_stub
+from tests.helpers.echo_service import Echo, Item, SayRequest, Strict, say_stub
 
 
 def _fields(msg: object) -> list[str]:

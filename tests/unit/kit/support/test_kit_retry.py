@@ -8,7 +8,7 @@ import pytest
 
 from services.kit.rpc.errors import DeadlineExceeded
 from services.kit.support.retry import call_with_retry
-from tests.unit.kit.kit_support import Echo, SayRequest, say_stub
+from tests.helpers.echo_service import Echo, SayRequest, say_stub
 
 
 async def test_retries_unavailable_until_it_succeeds(channel: grpc.aio.Channel, echo: Echo) -> None:

@@ -17,7 +17,7 @@ from services.kit.testing.sample_audio import DEFAULT_SAMPLE_TRACKS, make_sample
 from soulspot.capabilities.v1 import search_pb2, search_pb2_grpc
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import track_pb2
-from tests.unit.modules.module_support import (
+from tests.helpers.module_checks import (
     health_status,
     make_bus,
     reflected_services,

@@ -19,7 +19,7 @@ from services.kit.testing.sample_audio import DEFAULT_SAMPLE_TRACKS, make_sample
 from soulspot.capabilities.v1 import download_pb2, download_pb2_grpc
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import download_pb2 as ev
-from tests.unit.modules.module_support import (
+from tests.helpers.module_checks import (
     event_types,
     health_status,
     make_bus,

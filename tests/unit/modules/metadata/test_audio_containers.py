@@ -10,7 +10,7 @@ from services.domain.audio.probe import read_audio, track_reference
 from services.kit.testing.sample_audio import write_wav
 from services.metadata.audio import probe, write_tags_atomically
 from soulspot.common.v1 import references_pb2
-from tests.unit.modules.metadata.encoded_audio import ENCODINGS, decoded_seconds, encode
+from tests.helpers.encoded_audio import ENCODINGS, decoded_seconds, encode
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -6,7 +6,7 @@ import asyncio
 
 from services.notifications.hub import WATCHER_QUEUE, NotificationHub
 from soulspot.capabilities.v1 import notify_pb2
-from tests.unit.modules.module_support import eventually
+from tests.helpers.module_checks import eventually
 
 
 def note(n: int) -> notify_pb2.Notification:

@@ -10,7 +10,7 @@ from services.soulseek.candidate_store import CandidatePlan, CandidateStore
 from services.soulseek.ranking import RankedCandidate
 from services.soulseek.slskd_api import CandidateFile
 from soulspot.common.v1 import references_pb2
-from tests.unit.modules.module_support import make_bus
+from tests.helpers.module_checks import make_bus
 
 if TYPE_CHECKING:
     from pathlib import Path

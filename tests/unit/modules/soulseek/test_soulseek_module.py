@@ -19,8 +19,7 @@ from services.soulseek.settings import SoulseekSection, SoulseekSettings
 from soulspot.capabilities.v1 import download_pb2, download_pb2_grpc
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import download_pb2 as ev
-from tests.standins.slskd import ERRORED, Peer, PeerFile, SlskdStandin
-from tests.unit.modules.module_support import (
+from tests.helpers.module_checks import (
     event_types,
     eventually,
     health_status,
@@ -30,6 +29,7 @@ from tests.unit.modules.module_support import (
     rpc_error,
     violated_fields,
 )
+from tests.standins.slskd import ERRORED, Peer, PeerFile, SlskdStandin
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

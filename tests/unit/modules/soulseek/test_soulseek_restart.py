@@ -18,8 +18,8 @@ from services.soulseek.slskd_api import SlskdClient
 from soulspot.capabilities.v1 import download_pb2, download_pb2_grpc
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import download_pb2 as ev
+from tests.helpers.module_checks import event_types, eventually, make_bus, payloads
 from tests.standins.slskd import ERRORED, QUEUED, SUCCEEDED, Peer, PeerFile, SlskdStandin
-from tests.unit.modules.module_support import event_types, eventually, make_bus, payloads
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
