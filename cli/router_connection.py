@@ -28,7 +28,7 @@ RouterOption = Annotated[
     str | None,
     typer.Option(
         "--router",
-        help="The router's gRPC address [default: SOULSPOT_ROUTER_ADDRESS, else 127.0.0.1:50051].",
+        help="The router's gRPC address (default: SOULSPOT_ROUTER_ADDRESS, else 127.0.0.1:50051).",
         show_default=False,
     ),
 ]
