@@ -41,15 +41,16 @@ def fixture_names(conftest: Path) -> set[str]:
 
 
 def shadowed_fixtures(root: Path) -> list[str]:
-    """One line per fixture that a conftest under `root` redefines from an enclosing one."""
+    """One line per fixture that a conftest under `root` redefines from an enclosing one (paths
+    relative to `root`)."""
     defined = {path.parent: fixture_names(path) for path in sorted(root.rglob("conftest.py"))}
     found: list[str] = []
     for folder, names in defined.items():
         for outer, outer_names in defined.items():
             if outer in folder.parents:
                 found.extend(
-                    f"{folder / 'conftest.py'} redefines fixture {name!r} of "
-                    f"{outer / 'conftest.py'}"
+                    f"{(folder / 'conftest.py').relative_to(root)} redefines fixture {name!r} of "
+                    f"{(outer / 'conftest.py').relative_to(root)}"
                     for name in sorted(names & outer_names)
                 )
     return found
