@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import httpx
 
+from services.kit.support.backoff import Backoff, BackoffPolicy, pause
 from services.kit.support.http_client import PooledHttpClient
 
 __all__ = [
@@ -127,13 +128,18 @@ class MusicBrainzClient(PooledHttpClient):
         )
         self._min_interval_s = min_interval_s
         self._max_retries = max_retries
-        self._backoff_base_s = backoff_base_s
+        # No jitter: requests already go one at a time through the throttle, and the
+        # service's own Retry-After wins when it asks for longer.
+        self._backoff = BackoffPolicy(
+            initial_s=backoff_base_s, cap_s=max(backoff_base_s, 30.0), jitter="none"
+        )
         self._min_score = min_score
         self._throttle = asyncio.Lock()
         self._last_request_end = float("-inf")
 
     async def _get(self, path: str, params: dict[str, str]) -> dict[str, Any] | None:
         """One throttled GET; None for 404. Retries 503 with backoff."""
+        backoff = Backoff(self._backoff)
         for attempt in range(self._max_retries + 1):
             # The lock is held across the request and the interval is counted from the end of
             # the previous one, so the service sees at least ``min_interval_s`` between
@@ -154,10 +160,10 @@ class MusicBrainzClient(PooledHttpClient):
                 if attempt == self._max_retries:
                     break
                 retry_after = response.headers.get("Retry-After", "")
-                delay = self._backoff_base_s * 2**attempt
+                delay = backoff.next_delay()
                 if retry_after.isdigit():
                     delay = max(delay, float(retry_after))
-                await asyncio.sleep(delay)
+                await pause(delay)
                 continue
             if response.status_code == 404:
                 return None

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import random
 import re
 import time
 import uuid
@@ -35,6 +34,7 @@ from services.kit.observability import tracing
 from services.kit.rpc import context as ctx
 from services.kit.rpc.errors import InvalidArgument, from_rpc_error
 from services.kit.rpc.validation import validate_request
+from services.kit.support.backoff import Backoff, BackoffPolicy
 from services.kit.support.retry import call_with_retry
 from soulspot.events.v1 import envelope_pb2
 from soulspot.options.v1 import options_pb2
@@ -422,16 +422,20 @@ class Subscriber:
 
     async def run(self) -> None:
         """Subscribe until cancelled, reconnecting after failures."""
-        failures = 0
+        # Equal jitter, uniform(d/2, d): subscribers cut off together do not come back in
+        # step, and none retries sooner than half its wait.
+        first_s = min(0.1, self.max_backoff_s)
+        backoff = Backoff(
+            BackoffPolicy(initial_s=first_s, cap_s=self.max_backoff_s, jitter="equal")
+        )
         warned = False
         while not self._stopping:
             try:
                 await self._session()
-                failures = 0
+                backoff.reset()
             except grpc.aio.AioRpcError as err:
                 if err.code() in _PERMANENT:
                     raise from_rpc_error(err) from err
-                failures += 1
                 if not warned:
                     _log.warning(
                         "event subscription %s lost (%s); reconnecting",
@@ -441,11 +445,14 @@ class Subscriber:
                     )
                     warned = True
             finally:
+                # A stream that was up before it broke starts the waits over: the router
+                # came back once and most likely is back again.
+                if self.connected.is_set():
+                    backoff.reset()
                 self.connected.clear()
             if self._stopping:
                 return
-            delay = min(self.max_backoff_s, 0.1 * 2 ** min(failures, 10))
-            await asyncio.sleep(random.uniform(delay / 2, delay))
+            await backoff.wait()
 
     def _start_request(self) -> router_pb2.SubscribeRequest:
         start = router_pb2.SubscribeStart(

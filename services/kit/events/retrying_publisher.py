@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import random
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from services.kit.events.client import EventPublisher, build_envelope
 from services.kit.rpc.errors import is_transient, status_code_of
+from services.kit.support.backoff import Backoff, BackoffPolicy
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -27,9 +26,10 @@ class RetryingPublisher:
     """Wraps a publisher so an event is not lost while the router is unreachable.
 
     Transient failures (UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED, connection errors) are
-    retried with capped jittered backoff until they succeed or the module shuts down. One
-    warning is logged when publishing starts failing and one info when it recovers, not one
-    per attempt. Non-transient errors (a contract violation: INVALID_ARGUMENT) are raised.
+    retried with the kit's backoff (equal jitter, capped at `max_backoff_s`) until they
+    succeed or the module shuts down. One warning is logged when publishing starts failing
+    and one info when it recovers, not one per attempt. Non-transient errors (a contract
+    violation: INVALID_ARGUMENT) are raised.
     """
 
     def __init__(self, inner: EventPublisher, *, max_backoff_s: float = 10.0) -> None:
@@ -69,7 +69,11 @@ class RetryingPublisher:
     async def publish_envelope(
         self, envelope: envelope_pb2.EventEnvelope
     ) -> envelope_pb2.EventEnvelope:
-        delay = 0.1
+        # Equal jitter, uniform(d/2, d), d from 0.1 s doubling up to max_backoff_s.
+        first_s = min(0.1, self.max_backoff_s)
+        backoff = Backoff(
+            BackoffPolicy(initial_s=first_s, cap_s=self.max_backoff_s, jitter="equal")
+        )
         self.pending += 1
         try:
             while True:
@@ -96,11 +100,8 @@ class RetryingPublisher:
                                 "action": "retrying with backoff",
                             },
                         )
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(
-                            self._closed.wait(), timeout=delay * (0.5 + random.random())
-                        )
-                    delay = min(delay * 2, self.max_backoff_s)
+                    # close() cuts the wait short, so shutdown does not sit out a backoff.
+                    await backoff.wait(interrupt=self._closed)
                     continue
                 if self._failing:
                     self._failing = False

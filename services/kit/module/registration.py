@@ -1,18 +1,18 @@
-"""Keeps a module registered with the router: the Register stream, reconnecting with
-jittered backoff, one warning while the router is away (not one per try)."""
+"""Keeps a module registered with the router: the Register stream, reconnecting with the
+kit's backoff, one warning while the router is away (not one per try)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import random
 from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf import timestamp_pb2
 
 from services.kit.rpc.channel import open_channel
+from services.kit.support.backoff import Backoff, BackoffPolicy
 from soulspot.router.v1 import registry_pb2_grpc, router_pb2
 
 if TYPE_CHECKING:
@@ -96,7 +96,11 @@ class RouterRegistration:
             yield router_pb2.RegisterRequest(heartbeat=router_pb2.Heartbeat(sent_at=now))
 
     async def _run(self) -> None:
-        backoff = self.initial_backoff
+        # Equal jitter, uniform(d/2, d): many modules restarting together do not reconnect in
+        # step, and none retries sooner than half its wait.
+        backoff = Backoff(
+            BackoffPolicy(initial_s=self.initial_backoff, cap_s=self.max_backoff, jitter="equal")
+        )
         async with open_channel(self.router_address, interceptors=()) as channel:
             stub = registry_pb2_grpc.RegistryServiceStub(channel)
             while True:
@@ -105,7 +109,7 @@ class RouterRegistration:
                         if response.WhichOneof("kind") == "registered":
                             self.registered = response.registered
                             self._connected.set()
-                            backoff = self.initial_backoff
+                            backoff.reset()
                             self._on_connected()
                     reason = "the router closed the registration stream"
                 except grpc.aio.AioRpcError as err:
@@ -121,12 +125,10 @@ class RouterRegistration:
                             reason,
                             extra={"module_name": self.announcement.name},
                         )
-                        backoff = self.max_backoff
+                        backoff.to_cap()
                 self._connected.clear()
                 self._on_lost(reason)
-                # Full jitter: many modules restarting together do not reconnect in step.
-                await asyncio.sleep(random.uniform(backoff / 2, backoff))
-                backoff = min(self.max_backoff, backoff * 2)
+                await backoff.wait()
 
     def _on_connected(self) -> None:
         if self._warned:

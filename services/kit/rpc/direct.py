@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import random
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -18,6 +17,7 @@ from google.protobuf import descriptor_pool
 from services.kit.observability import tracing
 from services.kit.rpc import context as ctx
 from services.kit.rpc.channel import CHANNEL_OPTIONS, open_channel
+from services.kit.support.backoff import Backoff, BackoffPolicy
 from soulspot.options.v1 import options_pb2
 from soulspot.router.v1 import registry_pb2_grpc, router_pb2
 
@@ -37,6 +37,8 @@ _FALLBACK_CODES = frozenset(
         grpc.StatusCode.UNIMPLEMENTED,
     }
 )
+# Rewatching the routing table: short, since calls go through the router meanwhile.
+_WATCH_BACKOFF = BackoffPolicy(initial_s=0.1, cap_s=2.0, jitter="equal")
 _MODULE_CHANNEL_OPTIONS = (
     *CHANNEL_OPTIONS,
     ("grpc.initial_reconnect_backoff_ms", 100),
@@ -184,17 +186,16 @@ class DirectClient:
     async def _watch(self) -> None:
         assert self._router is not None
         stub = registry_pb2_grpc.RegistryServiceStub(self._router)
-        backoff = 0.1
+        backoff = Backoff(_WATCH_BACKOFF)
         while True:
             try:
                 async for table in stub.WatchRoutingTable(router_pb2.WatchRoutingTableRequest()):
                     self._apply(table)
-                    backoff = 0.1
+                    backoff.reset()
             except grpc.aio.AioRpcError as err:
                 log.debug("routing table stream failed: %s", err.code().name)
             # The table keeps its age: once older than its ttl, calls go through the router.
-            await asyncio.sleep(random.uniform(backoff / 2, backoff))
-            backoff = min(2.0, backoff * 2)
+            await backoff.wait()
 
     # -- calls --------------------------------------------------------------------------
 

@@ -7,31 +7,14 @@ import logging
 import time
 from typing import TYPE_CHECKING, TypeVar
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_before_delay,
-    wait_random_exponential,
-)
-
 from services.kit.rpc.errors import DeadlineExceeded, is_transient
+from services.kit.support.backoff import Backoff, BackoffPolicy, pause
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
 _T = TypeVar("_T")
 _log = logging.getLogger(__name__)
-
-
-def _log_retry(state: RetryCallState) -> None:
-    outcome = state.outcome
-    error = outcome.exception() if outcome is not None else None
-    _log.debug(
-        "retrying after %r",
-        error,
-        extra={"attempt": state.attempt_number, "sleep_s": state.upcoming_sleep},
-    )
 
 
 # The least time left worth starting another attempt with: this long, or this share of a
@@ -51,10 +34,11 @@ async def call_with_retry(
     """Await `fn(timeout)` until it succeeds, fails for good, or the deadline is spent.
 
     Each attempt receives the time left as its timeout (pass it to the gRPC call), so the
-    attempts together never outlive `deadline_s`. Waits are full-jitter exponential
-    (`initial` * 2^n, capped at `max_backoff`); no attempt starts if its wait would leave it
-    less than a minimum slice of the deadline (an attempt with a few milliseconds left can
-    only time out, hiding the error that mattered). The last error is raised as it is.
+    attempts together never outlive `deadline_s`. Waits come from the kit's one backoff with
+    full jitter, uniform(0, `initial` * 2^n capped at `max_backoff`); no attempt starts if its
+    wait would leave it less than a minimum slice of the deadline (an attempt with a few
+    milliseconds left can only time out, hiding the error that mattered).
+    The last error is raised as it is.
     """
     deadline = time.monotonic() + deadline_s
     last_start = max(0.0, deadline_s - min(MIN_ATTEMPT_S, deadline_s * MIN_ATTEMPT_SHARE))
@@ -70,11 +54,20 @@ async def call_with_retry(
         except TimeoutError as err:
             raise DeadlineExceeded(f"deadline of {deadline_s}s exceeded") from err
 
-    retrying = AsyncRetrying(
-        stop=stop_before_delay(last_start),
-        wait=wait_random_exponential(multiplier=initial, max=max_backoff),
-        retry=retry_if_exception(is_retryable),
-        before_sleep=_log_retry,
-        reraise=True,
-    )
-    return await retrying(attempt)
+    backoff = Backoff(BackoffPolicy(initial_s=initial, cap_s=max_backoff, jitter="full"))
+    started = deadline - deadline_s
+    while True:
+        try:
+            return await attempt()
+        except Exception as err:
+            if not is_retryable(err):
+                raise
+            delay = backoff.next_delay()
+            if time.monotonic() - started + delay >= last_start:
+                raise
+            _log.debug(
+                "retrying after %r",
+                err,
+                extra={"attempt": backoff.failures, "sleep_s": delay},
+            )
+        await pause(delay)
