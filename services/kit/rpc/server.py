@@ -17,6 +17,7 @@ from services.kit.observability.tracing import TracingServerInterceptor
 from services.kit.rpc.channel import SERVER_OPTIONS
 from services.kit.rpc.health import OVERALL, KitHealthServicer
 from services.kit.rpc.interceptors import ContextServerInterceptor
+from services.kit.rpc.request_decoding import decode_checked
 from services.kit.rpc.validation import RequiredFieldsInterceptor, check_required
 from services.kit.rpc.wrapping_server import WrappingServer
 
@@ -81,6 +82,9 @@ class KitServer:
         self.grace_s = grace_s
         self._maximum_concurrent_rpcs = maximum_concurrent_rpcs
         self._registrars: list[Callable[[grpc.aio.Server], object]] = []
+        self._decode_checked: dict[
+            str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
+        ] = {}
         self.service_names: list[str] = []
         self.health = KitHealthServicer()
         self._server: grpc.aio.Server | None = None
@@ -158,7 +162,13 @@ class KitServer:
         self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
     ) -> grpc.RpcMethodHandler[Any, Any]:
         check = check_required if self._validate_requests else None
-        return self._context.wrap(method, handler, check)
+        # Built once per handler object, like the context wrapping: generic handlers hand out
+        # the same handler for a method on every call, and the wrapped one is cached by it.
+        cached = self._decode_checked.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = (handler, decode_checked(method, handler))
+            self._decode_checked[method] = cached
+        return self._context.wrap(method, cached[1], check)
 
     async def wait(self) -> None:
         """Until the server has stopped."""

@@ -262,3 +262,16 @@ async def test_bus_rpcs_are_delegated_and_status_changes_reported(tmp_path: Path
     finally:
         await app.stop(0)
         await bus.stop()
+
+
+async def test_undecodable_register_stream_is_invalid_argument(router: RouterApp) -> None:
+    async def garbage() -> AsyncIterator[bytes]:
+        yield b"\x0a\x7f"  # field 1 announced 127 bytes long, none following
+
+    async with open_channel(router.address) as ch:
+        register = ch.stream_stream("/soulspot.router.v1.RegistryService/Register")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _ in register(garbage(), timeout=5):
+                pass
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid message" in (caught.value.details() or "")
