@@ -25,6 +25,7 @@ from services.kit.rpc.errors import (
     abort_with,
     bad_request,
 )
+from services.kit.rpc.policy import BREAKER_CODES, may_fall_back
 from services.kit.rpc.validation import required_violations
 
 if TYPE_CHECKING:
@@ -42,22 +43,6 @@ log = logging.getLogger("soulspot.router.proxy")
 Context = grpc.aio.ServicerContext[Any, Any]
 Metadata = tuple[tuple[str, str | bytes], ...]
 
-# Another module may well succeed where this one could not answer at all.
-_FALLBACK_CODES = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.UNIMPLEMENTED,
-    }
-)
-# Failures that say the module is unwell (UNIMPLEMENTED only says it lacks a method).
-_BREAKER_CODES = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-    }
-)
 # Hop-by-hop and routing metadata that must not travel on to the module.
 _DROP_PREFIXES = ("grpc-", ":")
 _DROP_KEYS = frozenset(
@@ -273,12 +258,8 @@ class CapabilityProxy(grpc.GenericRpcHandler):
     def _may_fall_back(
         self, spec: MethodSpec, code: grpc.StatusCode, remaining: float | None
     ) -> bool:
-        if code in _FALLBACK_CODES:
-            return True
-        return (
-            code == grpc.StatusCode.DEADLINE_EXCEEDED
-            and spec.idempotent
-            and (remaining is None or remaining > _MIN_ATTEMPT_S)
+        return may_fall_back(
+            code, idempotent=spec.idempotent, time_left_s=remaining, min_left_s=_MIN_ATTEMPT_S
         )
 
     def _first_try_answer(self, entry: ModuleEntry) -> Metadata:
@@ -339,7 +320,7 @@ class CapabilityProxy(grpc.GenericRpcHandler):
         code = err.code()
         self.metrics.call(spec.capability, entry.name, code, started)
         attempts.append(f"{entry.name}:{code.name}")
-        if code in _BREAKER_CODES:
+        if code in BREAKER_CODES:
             entry.breaker.record_failure()
         else:
             entry.breaker.record_success()

@@ -6,10 +6,9 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
 from services.kit.events.client import EventPublisher, build_envelope
-from services.kit.rpc.errors import is_transient, status_code_of
+from services.kit.rpc.errors import status_code_of
+from services.kit.rpc.policy import SAME_REQUEST_RETRYABLE_CODES
 from services.kit.support.backoff import Backoff, BackoffPolicy
 
 if TYPE_CHECKING:
@@ -113,9 +112,5 @@ class RetryingPublisher:
 
 def _retryable(err: BaseException) -> bool:
     # A deadline on a publish means the router did not answer in time, not that the event
-    # is wrong: it is retried like UNAVAILABLE.
-    return (
-        is_transient(err)
-        or status_code_of(err) == grpc.StatusCode.DEADLINE_EXCEEDED
-        or isinstance(err, OSError)
-    )
+    # is wrong: the same event_id makes a second copy harmless, so it is retried too.
+    return status_code_of(err) in SAME_REQUEST_RETRYABLE_CODES or isinstance(err, OSError)

@@ -17,6 +17,7 @@ from google.protobuf import descriptor_pool
 from services.kit.observability import tracing
 from services.kit.rpc import context as ctx
 from services.kit.rpc.channel import CHANNEL_OPTIONS, open_channel
+from services.kit.rpc.policy import may_fall_back
 from services.kit.support.backoff import Backoff, BackoffPolicy
 from soulspot.options.v1 import options_pb2
 from soulspot.router.v1 import registry_pb2_grpc, router_pb2
@@ -30,13 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("soulspot.direct")
 
 _M = TypeVar("_M", bound="Message")
-_FALLBACK_CODES = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.UNIMPLEMENTED,
-    }
-)
 # Rewatching the routing table: short, since calls go through the router meanwhile.
 _WATCH_BACKOFF = BackoffPolicy(initial_s=0.1, cap_s=2.0, jitter="equal")
 _MODULE_CHANNEL_OPTIONS = (
@@ -260,10 +254,10 @@ class DirectClient:
                 response: _M = await _attempt(call, method, payload, remaining, md)
             except grpc.aio.AioRpcError as err:
                 code = err.code()
-                if code in _FALLBACK_CODES or (
-                    code == grpc.StatusCode.DEADLINE_EXCEEDED
-                    and self._is_idempotent(method)
-                    and (ends is None or ends - loop.time() > 0)
+                if may_fall_back(
+                    code,
+                    idempotent=self._is_idempotent(method),
+                    time_left_s=None if ends is None else ends - loop.time(),
                 ):
                     continue
                 raise

@@ -16,6 +16,8 @@ from google.protobuf import any_pb2, descriptor_pool, message_factory
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from services.kit.rpc.policy import RETRYABLE_CODES
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
     from typing import Never
@@ -172,10 +174,8 @@ ERROR_CLASSES: Mapping[grpc.StatusCode, type[MeshError]] = {
     )
 }
 
-# Worth another attempt (elsewhere or later); everything else is an answer, not a failure.
-TRANSIENT_CODES: frozenset[grpc.StatusCode] = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED}
-)
+# Worth another attempt (elsewhere or later): the mesh's table in services.kit.rpc.policy.
+TRANSIENT_CODES: frozenset[grpc.StatusCode] = RETRYABLE_CODES
 
 
 def status_code_of(err: BaseException) -> grpc.StatusCode | None:
