@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
 from services.catalog.module import SPEC
 from services.kit.module.runner import run_module
 
-raise SystemExit(run_module(SPEC))
+if __name__ == "__main__":
+    sys.exit(run_module(SPEC))

@@ -1,7 +1,7 @@
-"""The catalog module: search.track (priority 5) over the library's own index.
+"""CatalogIndexer: keeps the catalog's search index in step with the library.
 
-The index follows the library: every track.imported event (durable consumer "catalog") adds
-or updates a row, and at start the files already under the library root are indexed.
+Every track.imported event (durable consumer "catalog") adds or updates a row, and at start
+the files already under the library root are indexed.
 """
 
 from __future__ import annotations
@@ -10,25 +10,23 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from services.catalog.index import CatalogIndex
-from services.catalog.settings import DEFAULT_PORT, CatalogSection, CatalogSettings
 from services.kit.events.client import EventHandlers
-from services.kit.module.spec import Capability, ModuleParts, ModuleSpec, ServiceBinding
-from services.kit.rpc.errors import MeshError, Unavailable, abort_with
-from soulspot.capabilities.v1 import search_pb2, search_pb2_grpc
+from services.kit.rpc.errors import Unavailable
 
 if TYPE_CHECKING:
-    import grpc
-
+    from services.catalog.settings import CatalogSection
     from services.kit.module.runtime import ModuleRuntime
     from soulspot.events.v1 import envelope_pb2, track_pb2
+
+__all__ = ["CatalogIndexer"]
 
 log = logging.getLogger("soulspot.catalog")
 
 
-class Catalog:
+class CatalogIndexer:
     """The index, its bootstrap scan, and the track.imported handler."""
 
     def __init__(self, runtime: ModuleRuntime[CatalogSection], section: CatalogSection) -> None:
@@ -99,56 +97,3 @@ class Catalog:
                 await self._scan_task
         if self.index is not None:
             await asyncio.to_thread(self.index.close)
-
-
-class CatalogSearchServicer(search_pb2_grpc.SearchServiceServicer):
-    def __init__(self, catalog: Catalog) -> None:
-        self.catalog = catalog
-
-    async def SearchTrack(
-        self,
-        request: search_pb2.SearchTrackRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
-    ) -> search_pb2.SearchTrackResponse:
-        section = self.catalog.section
-        limit = min(request.limit or section.default_limit, section.max_limit)
-        try:
-            index = self.catalog.require_index()
-        except MeshError as err:
-            await abort_with(context, err)
-        hits = await asyncio.to_thread(index.search, request.query, limit)
-        return search_pb2.SearchTrackResponse(
-            results=[
-                search_pb2.SearchResult(
-                    track=hit.track, score=hit.score, source="catalog", in_library=True
-                )
-                for hit in hits
-            ]
-        )
-
-
-def build(runtime: ModuleRuntime[CatalogSection]) -> ModuleParts:
-    catalog = Catalog(runtime, runtime.section)
-    runtime.extras["catalog"] = catalog
-    return ModuleParts(
-        services=[
-            ServiceBinding.of(
-                search_pb2.DESCRIPTOR.services_by_name["SearchService"],
-                CatalogSearchServicer(catalog),
-                search_pb2_grpc.add_SearchServiceServicer_to_server,
-            )
-        ],
-        start=catalog.start,
-        stop=catalog.stop,
-        handlers=catalog.handlers,
-    )
-
-
-SPEC = ModuleSpec(
-    name="catalog",
-    default_port=DEFAULT_PORT,
-    capabilities=[Capability("search.track", 5)],
-    factory=build,
-    section_cls=CatalogSection,
-    settings_cls=CatalogSettings,
-)

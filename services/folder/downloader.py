@@ -1,5 +1,5 @@
-"""The folder module: download.track (priority 5) by copying a matching file from a source
-folder (an existing downloads folder, a NAS share) into the downloads folder."""
+"""FolderDownloader: download.track by copying a matching file from a source folder (an
+existing downloads folder, a NAS share) into the downloads folder, and the folders' health."""
 
 from __future__ import annotations
 
@@ -9,25 +9,23 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from services.domain.audio.probe import file_reference, read_audio
-from services.domain.downloads.registry import DownloadRegistry, DownloadServicerBase, State
-from services.domain.downloads.store import FILE_NAME
+from services.domain.downloads.registry import DownloadRegistry, State
 from services.folder.copier import copy_into
 from services.folder.index import FolderIndex, Match
-from services.folder.settings import DEFAULT_PORT, FolderSection, FolderSettings
 from services.kit.module.periodic import Periodic
-from services.kit.module.spec import Capability, ModuleParts, ModuleSpec, ServiceBinding
-from services.kit.rpc.errors import MeshError, NotFound, Unavailable, abort_with
-from soulspot.capabilities.v1 import download_pb2, download_pb2_grpc
+from services.kit.rpc.errors import NotFound, Unavailable
+from soulspot.capabilities.v1 import download_pb2
 from soulspot.events.v1 import download_pb2 as download_events_pb2
 
 if TYPE_CHECKING:
-    import grpc
-
     from services.domain.downloads.registry import DownloadRecord
+    from services.folder.settings import FolderSection
     from services.kit.module.runtime import ModuleRuntime
+
+__all__ = ["FolderDownloader", "folder_problem"]
 
 log = logging.getLogger("soulspot.folder")
 FailureKind = download_events_pb2.FailureKind
@@ -189,57 +187,3 @@ class FolderDownloader:
                 kind=FailureKind.FAILURE_KIND_TRANSFER_FAILED,
                 can_retry=True,
             )
-
-
-class FolderDownloadServicer(DownloadServicerBase):
-    def __init__(self, registry: DownloadRegistry, downloader: FolderDownloader) -> None:
-        super().__init__(registry)
-        self.downloader = downloader
-
-    async def DownloadTrack(
-        self,
-        request: download_pb2.DownloadTrackRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
-    ) -> download_pb2.DownloadTrackResponse:
-        try:
-            return await self.downloader.download(request)
-        except MeshError as err:
-            await abort_with(context, err)
-
-
-def build(runtime: ModuleRuntime[FolderSection]) -> ModuleParts:
-    section = runtime.section
-    registry = DownloadRegistry(
-        runtime.publisher,
-        module=runtime.name,
-        db_path=runtime.settings.state_dir / runtime.name / FILE_NAME,
-    )
-    downloader = FolderDownloader(runtime, section, registry)
-    runtime.extras["registry"] = registry
-    runtime.extras["downloader"] = downloader
-    return ModuleParts(
-        services=[
-            ServiceBinding.of(
-                download_pb2.DESCRIPTOR.services_by_name["DownloadService"],
-                FolderDownloadServicer(registry, downloader),
-                download_pb2_grpc.add_DownloadServiceServicer_to_server,
-            )
-        ],
-        start=downloader.start,
-        stop=downloader.stop,
-    )
-
-
-SPEC = ModuleSpec(
-    name="folder",
-    default_port=DEFAULT_PORT,
-    capabilities=[
-        Capability("download.track", 5),
-        Capability("download.status", 5),
-        Capability("download.cancel", 5),
-        Capability("download.statistics", 5),
-    ],
-    factory=build,
-    section_cls=FolderSection,
-    settings_cls=FolderSettings,
-)

@@ -1,4 +1,4 @@
-"""`python -m services.library`: run the library module standalone."""
+"""`python -m services.library`: serve the library module."""
 
 from __future__ import annotations
 

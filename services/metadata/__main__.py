@@ -1,4 +1,4 @@
-"""`python -m services.metadata`: run the metadata module standalone."""
+"""`python -m services.metadata`: serve the metadata module."""
 
 from __future__ import annotations
 

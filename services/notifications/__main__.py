@@ -1,4 +1,4 @@
-"""`python -m services.notifications`: run the notifications module standalone."""
+"""`python -m services.notifications`: serve the notifications module."""
 
 from __future__ import annotations
 

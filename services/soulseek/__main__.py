@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
 from services.kit.module.runner import run_module
 from services.soulseek.module import SPEC
 
-raise SystemExit(run_module(SPEC))
+if __name__ == "__main__":
+    sys.exit(run_module(SPEC))

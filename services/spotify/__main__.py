@@ -1,4 +1,4 @@
-"""`python -m services.spotify`: run the spotify module standalone."""
+"""`python -m services.spotify`: serve the spotify module."""
 
 from __future__ import annotations
 

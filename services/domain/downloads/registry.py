@@ -30,7 +30,7 @@ from google.protobuf import timestamp_pb2
 from services.domain.downloads.store import DownloadStore, StoredDownload
 from services.domain.matching import normalize
 from services.kit.events.client import build_envelope
-from services.kit.rpc.errors import FailedPrecondition, MeshError, NotFound, abort_with
+from services.kit.rpc.errors import FailedPrecondition, NotFound
 from soulspot.capabilities.v1 import download_pb2, download_pb2_grpc
 from soulspot.events.v1 import download_pb2 as download_events_pb2
 from soulspot.events.v1 import envelope_pb2
@@ -588,20 +588,15 @@ class DownloadServicerBase(download_pb2_grpc.DownloadServiceServicer):
         request: download_pb2.GetDownloadRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> download_pb2.GetDownloadResponse:
-        try:
-            return self.registry.get(request.download_id).to_response()
-        except MeshError as err:
-            await abort_with(context, err)
+        # NOT_FOUND (an unknown id) reaches the caller through the kit's error conversion.
+        return self.registry.get(request.download_id).to_response()
 
     async def CancelDownload(
         self,
         request: download_pb2.CancelDownloadRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> download_pb2.CancelDownloadResponse:
-        try:
-            state = await self.registry.cancel(request.download_id)
-        except MeshError as err:
-            await abort_with(context, err)
+        state = await self.registry.cancel(request.download_id)
         return download_pb2.CancelDownloadResponse(state=state)  # type: ignore[arg-type]
 
     async def GetDownloadStatistics(

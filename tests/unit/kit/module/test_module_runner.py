@@ -22,7 +22,7 @@ from services.kit.module.spec import (
     ServiceBinding,
 )
 from services.kit.rpc.channel import open_channel
-from services.kit.rpc.errors import InvalidArgument, Unavailable
+from services.kit.rpc.errors import InvalidArgument, Unavailable, bad_request
 from services.kit.support.settings import KitSettings
 from soulspot.capabilities.v1 import search_pb2, search_pb2_grpc
 from soulspot.common.v1 import references_pb2
@@ -119,6 +119,34 @@ async def test_port_and_address_come_from_the_environment(
         async with ModuleRuntime(spec(default_port=busy), settings()) as rt:
             assert rt.port not in (0, busy)
             assert rt.address == f"127.0.0.1:{rt.port}"
+
+
+class Refusing(search_pb2_grpc.SearchServiceServicer):
+    async def SearchTrack(
+        self, request: search_pb2.SearchTrackRequest, context: Any
+    ) -> search_pb2.SearchTrackResponse:
+        raise InvalidArgument("no such query", details=[bad_request({"query": "unknown"})])
+
+
+async def test_a_mesh_error_raised_by_a_servicer_reaches_the_caller_as_its_rich_status() -> None:
+    def build(rt: ModuleRuntime[ModuleSection]) -> ModuleParts:
+        binding = ServiceBinding.of(
+            search_pb2.DESCRIPTOR.services_by_name["SearchService"],
+            Refusing(),
+            search_pb2_grpc.add_SearchServiceServicer_to_server,
+        )
+        return ModuleParts(services=[binding])
+
+    refusing = ModuleSpec("demo", 0, [], build, ModuleSection)
+    async with (
+        ModuleRuntime(refusing, settings(), port=0) as rt,
+        open_channel(f"127.0.0.1:{rt.port}") as channel,
+    ):
+        stub = search_pb2_grpc.SearchServiceStub(channel)
+        error = await rpc_error(stub.SearchTrack(search_pb2.SearchTrackRequest(query="x")))
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.message == "no such query"
+        assert violated_fields(error) == ["query"]
 
 
 class DemoSection(ModuleSection):

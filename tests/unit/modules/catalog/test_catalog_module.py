@@ -71,7 +71,7 @@ async def _harness(tmp_path: Path, *, scan: bool) -> AsyncIterator[Harness]:
     )
     bus = make_bus()
     async with ModuleRuntime(SPEC, settings, port=0, publisher=bus, connect_router=False) as rt:
-        await rt.extras["catalog"].scanned.wait()
+        await rt.extras["indexer"].scanned.wait()
         h = Harness(rt, bus, library)
         async with open_channel(f"127.0.0.1:{rt.port}") as channel:
             h.channel = channel
