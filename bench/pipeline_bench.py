@@ -285,7 +285,7 @@ async def run(tracks: int, concurrency: int) -> None:
                 total_via, lat_via = await through_pipeline(
                     mesh.channel(), via, one_at_a_time=conc == 1
                 )
-                runs = await mesh.stub().ListPipelineRuns(
+                runs = await mesh.pipeline_runs().ListPipelineRuns(
                     router_pb2.ListPipelineRunsRequest(limit=tracks)
                 )
                 # A run's own span: created (event delivered) to track.ready published.

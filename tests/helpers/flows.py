@@ -69,7 +69,7 @@ METADATA_ENV = {"SOULSPOT_METADATA__OFFLINE": "true"}
 async def require_pipeline(mesh: Mesh) -> None:
     """The router serves its pipeline (a router without one answers UNIMPLEMENTED and the
     test fails here, not later on a missing track.ready)."""
-    await mesh.stub().ListPipelineRuns(router_pb2.ListPipelineRunsRequest(), timeout=5)
+    await mesh.pipeline_runs().ListPipelineRuns(router_pb2.ListPipelineRunsRequest(), timeout=5)
 
 
 async def start_stack(mesh: Mesh, modules: dict[str, dict[str, str] | None]) -> None:
@@ -112,7 +112,7 @@ async def download(
 async def events(
     mesh: Mesh, *, correlation_id: str = "", types: tuple[str, ...] = ()
 ) -> list[envelope_pb2.EventEnvelope]:
-    reply = await mesh.stub().ListEvents(
+    reply = await mesh.event_bus().ListEvents(
         router_pb2.ListEventsRequest(
             correlation_id=correlation_id, event_types=list(types), oldest_first=True, limit=1000
         ),
@@ -147,7 +147,7 @@ async def wait_run(
     async with asyncio.timeout(timeout):
         while True:
             try:
-                reply = await mesh.stub().GetPipelineRun(
+                reply = await mesh.pipeline_runs().GetPipelineRun(
                     router_pb2.GetPipelineRunRequest(run_id=run_id), timeout=5
                 )
                 if done(reply.run):

@@ -21,7 +21,12 @@ from typing import TYPE_CHECKING
 import grpc
 
 from services.kit.rpc.channel import check_health, open_channel
-from soulspot.router.v1 import router_pb2, router_pb2_grpc
+from soulspot.router.v1 import (
+    event_bus_pb2_grpc,
+    pipeline_runs_pb2_grpc,
+    router_pb2,
+    status_pb2_grpc,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -192,8 +197,14 @@ class Mesh:
             self._channel = open_channel(self.router_address)
         return self._channel
 
-    def stub(self) -> router_pb2_grpc.RouterServiceAsyncStub:
-        return router_pb2_grpc.RouterServiceStub(self.channel())
+    def status(self) -> status_pb2_grpc.StatusServiceAsyncStub:
+        return status_pb2_grpc.StatusServiceStub(self.channel())
+
+    def event_bus(self) -> event_bus_pb2_grpc.EventBusServiceAsyncStub:
+        return event_bus_pb2_grpc.EventBusServiceStub(self.channel())
+
+    def pipeline_runs(self) -> pipeline_runs_pb2_grpc.PipelineRunServiceAsyncStub:
+        return pipeline_runs_pb2_grpc.PipelineRunServiceStub(self.channel())
 
     async def wait_serving(
         self,
@@ -227,7 +238,7 @@ class Mesh:
             async with asyncio.timeout(timeout):
                 while True:
                     try:
-                        status = await self.stub().GetStatus(
+                        status = await self.status().GetStatus(
                             router_pb2.GetStatusRequest(), timeout=2.0
                         )
                     except grpc.aio.AioRpcError:

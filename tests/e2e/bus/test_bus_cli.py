@@ -12,7 +12,7 @@ from cli.commands.dlq import dlq_app
 from cli.commands.events import events_app
 from cli.console import console
 from services.kit.rpc.channel import open_channel
-from soulspot.router.v1 import router_pb2, router_pb2_grpc
+from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2
 from tests.helpers.bus import RawSubscriber, completed, envelope
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.e2e
 
 async def _seed(address: str) -> None:
     async with open_channel(address) as channel:
-        stub = router_pb2_grpc.RouterServiceStub(channel)
+        stub = event_bus_pb2_grpc.EventBusServiceStub(channel)
         await stub.Publish(router_pb2.PublishRequest(event=envelope(completed("cli-ok"))))
         async with RawSubscriber(
             stub, "cli-worker", ["download.*", "track.*"], auto_ack=False, max_attempts=1

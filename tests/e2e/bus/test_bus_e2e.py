@@ -10,7 +10,7 @@ import pytest
 
 from services.kit.events.client import EventHandlers, Subscriber
 from services.kit.rpc.channel import open_channel
-from soulspot.router.v1 import router_pb2, router_pb2_grpc
+from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2
 from tests.helpers.bus import (
     RawSubscriber,
     completed,
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.e2e
 
 
-async def _all_events(stub: router_pb2_grpc.RouterServiceAsyncStub) -> list[Any]:
+async def _all_events(stub: event_bus_pb2_grpc.EventBusServiceAsyncStub) -> list[Any]:
     return [
         r.event async for r in stub.ReplayEvents(router_pb2.ReplayEventsRequest(from_sequence=1))
     ]
@@ -42,7 +42,7 @@ async def test_kill_9_during_a_burst_loses_no_acked_event(bus_process: BusProces
     acked: dict[str, int] = {}
     all_envs = [envelope(completed(f"d{i}")) for i in range(2000)]
     async with open_channel(bus_process.address) as channel:
-        stub = router_pb2_grpc.RouterServiceStub(channel)
+        stub = event_bus_pb2_grpc.EventBusServiceStub(channel)
 
         async def publisher(chunk: list[Any]) -> None:
             for env in chunk:
@@ -59,7 +59,7 @@ async def test_kill_9_during_a_burst_loses_no_acked_event(bus_process: BusProces
     assert 300 <= len(acked) < len(all_envs)
     await bus_process.start()
     async with open_channel(bus_process.address) as channel:
-        stub = router_pb2_grpc.RouterServiceStub(channel)
+        stub = event_bus_pb2_grpc.EventBusServiceStub(channel)
         stored = await _all_events(stub)
         ids = [e.event_id for e in stored]
         assert len(ids) == len(set(ids)), "an event was stored twice"
@@ -98,7 +98,7 @@ async def test_durable_subscriber_gets_everything_across_a_crash(bus_process: Bu
     await sub.start()
     try:
         await sub.wait_connected()
-        stub = router_pb2_grpc.RouterServiceStub(channel)
+        stub = event_bus_pb2_grpc.EventBusServiceStub(channel)
         for i in range(200):
             env = envelope(completed(f"a{i}"))
             await stub.Publish(router_pb2.PublishRequest(event=env), timeout=5)
@@ -126,7 +126,7 @@ async def test_poison_event_is_dead_lettered_while_later_events_flow(
 ) -> None:
     await bus_process.start()
     async with open_channel(bus_process.address) as channel:
-        stub = router_pb2_grpc.RouterServiceStub(channel)
+        stub = event_bus_pb2_grpc.EventBusServiceStub(channel)
         poison = envelope(completed("poison"))
         async with RawSubscriber(
             stub, "w", ["download.*", "track.*"], auto_ack=False, max_attempts=3
@@ -165,7 +165,7 @@ async def test_a_stuck_subscriber_holds_up_nobody(bus_process: BusProcess) -> No
     await bus_process.start()
     total = 3000
     async with open_channel(bus_process.address) as channel:
-        stub = router_pb2_grpc.RouterServiceStub(channel)
+        stub = event_bus_pb2_grpc.EventBusServiceStub(channel)
         async with (
             RawSubscriber(
                 stub,
@@ -207,7 +207,7 @@ async def test_cycles_and_bad_events_are_stopped_and_the_bus_keeps_serving(
 ) -> None:
     await bus_process.start()
     async with open_channel(bus_process.address) as channel:
-        stub = router_pb2_grpc.RouterServiceStub(channel)
+        stub = event_bus_pb2_grpc.EventBusServiceStub(channel)
         async with RawSubscriber(stub, "all", ["download.*", "track.*"]) as sub:
             loop_env = envelope(
                 completed("loop"),

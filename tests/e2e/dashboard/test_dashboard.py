@@ -79,7 +79,7 @@ async def _wait_http(url: str, mesh: Mesh, within_s: float = 20.0) -> None:
 async def _wait_module_status(mesh: Mesh, name: str, unwanted: int, within_s: float = 15.0) -> None:
     async with asyncio.timeout(within_s):
         while True:
-            status = await mesh.stub().GetStatus(router_pb2.GetStatusRequest(), timeout=2.0)
+            status = await mesh.status().GetStatus(router_pb2.GetStatusRequest(), timeout=2.0)
             module = next((m for m in status.modules if m.name == name), None)
             if module is None or module.status != unwanted:
                 return

@@ -168,11 +168,11 @@ async def test_router_crash_mid_run_resumes_and_imports_once(mesh: Mesh, tmp_pat
 
     correlation_id = uuid.uuid4().hex
     await download(mesh, track_of(HARBOUR), correlation_id)
-    runs = await mesh.stub().ListPipelineRuns(router_pb2.ListPipelineRunsRequest())
+    runs = await mesh.pipeline_runs().ListPipelineRuns(router_pb2.ListPipelineRunsRequest())
     async with asyncio.timeout(10):
         while not runs.runs:
             await asyncio.sleep(0.05)
-            runs = await mesh.stub().ListPipelineRuns(router_pb2.ListPipelineRunsRequest())
+            runs = await mesh.pipeline_runs().ListPipelineRuns(router_pb2.ListPipelineRunsRequest())
     run_id = runs.runs[0].run_id
     run = await wait_run(mesh, run_id, lambda r: steps(r)["import.track"] == "STEP_STATE_RUNNING")
     assert run.state == router_pb2.RUN_STATE_RUNNING

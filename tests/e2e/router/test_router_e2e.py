@@ -13,7 +13,7 @@ import pytest
 from services.kit.rpc.channel import open_channel, wait_for_ready
 from soulspot.capabilities.v1 import library_pb2, library_pb2_grpc, search_pb2, search_pb2_grpc
 from soulspot.common.v1 import references_pb2
-from soulspot.router.v1 import router_pb2, router_pb2_grpc
+from soulspot.router.v1 import router_pb2, status_pb2_grpc
 from tests.helpers.processes import Process, free_port, start_module, start_router
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ async def channel(router_process: Process) -> AsyncIterator[grpc.aio.Channel]:
         yield ch
 
 
-async def _until_routed(stub: router_pb2_grpc.RouterServiceAsyncStub, *names: str) -> None:
+async def _until_routed(stub: status_pb2_grpc.StatusServiceAsyncStub, *names: str) -> None:
     """Until the router routes search.track to exactly these modules, in this order."""
     for _ in range(500):
         status = await stub.GetStatus(router_pb2.GetStatusRequest(), timeout=5)
@@ -67,7 +67,7 @@ async def test_kill_9_of_the_top_module_under_load_loses_no_call(
     address = router_process.address
     modules.append(start_module(tmp_path, "k-primary", address, priority=10))
     modules.append(start_module(tmp_path, "k-backup", address, priority=5))
-    router = router_pb2_grpc.RouterServiceStub(channel)
+    router = status_pb2_grpc.StatusServiceStub(channel)
     await _until_routed(router, "k-primary", "k-backup")
     search = search_pb2_grpc.SearchServiceStub(channel)
     answers: list[tuple[float, str]] = []
@@ -114,7 +114,7 @@ async def test_module_that_never_answers_is_bypassed(
     address = router_process.address
     modules.append(start_module(tmp_path, "h-hang", address, priority=10, behaviour="hang"))
     modules.append(start_module(tmp_path, "h-ok", address, priority=1))
-    router = router_pb2_grpc.RouterServiceStub(channel)
+    router = status_pb2_grpc.StatusServiceStub(channel)
     await _until_routed(router, "h-hang", "h-ok")
     search = search_pb2_grpc.SearchServiceStub(channel)
     attempts = []
@@ -141,7 +141,7 @@ async def test_invalid_argument_from_a_module_is_not_retried_elsewhere(
         )
     )
     modules.append(start_module(tmp_path, "i-lenient", address, priority=1))
-    router = router_pb2_grpc.RouterServiceStub(channel)
+    router = status_pb2_grpc.StatusServiceStub(channel)
     await _until_routed(router, "i-strict", "i-lenient")
     search = search_pb2_grpc.SearchServiceStub(channel)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -156,7 +156,7 @@ async def test_garbage_bytes_are_invalid_and_the_router_keeps_serving(
     router_process: Process, modules: list[Process], channel: grpc.aio.Channel, tmp_path: Path
 ) -> None:
     modules.append(start_module(tmp_path, "g-ok", router_process.address, priority=1))
-    router = router_pb2_grpc.RouterServiceStub(channel)
+    router = status_pb2_grpc.StatusServiceStub(channel)
     await _until_routed(router, "g-ok")
     raw: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(SEARCH)
     for garbage in (b"\xff" * 16, b"\x0a\xff\xff\xff\xff\x0f", bytes(range(256))):

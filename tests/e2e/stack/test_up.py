@@ -27,10 +27,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 async def _status(address: str) -> dict[str, tuple[int, str]]:
     from services.kit.rpc.channel import open_channel
-    from soulspot.router.v1 import router_pb2, router_pb2_grpc
+    from soulspot.router.v1 import router_pb2, status_pb2_grpc
 
     async with open_channel(address) as channel:
-        stub = router_pb2_grpc.RouterServiceStub(channel)
+        stub = status_pb2_grpc.StatusServiceStub(channel)
         reply = await stub.GetStatus(router_pb2.GetStatusRequest(), timeout=2.0)
     return {m.name: (m.status, m.reason) for m in reply.modules}
 

@@ -23,7 +23,7 @@ from services.kit.testing.sample_audio import DEFAULT_SAMPLE_TRACKS, make_sample
 from soulspot.capabilities.v1 import download_pb2, download_pb2_grpc, search_pb2, search_pb2_grpc
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import track_pb2
-from soulspot.router.v1 import router_pb2, router_pb2_grpc
+from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2
 from tests.helpers.module_checks import eventually
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ async def _download_through_router(channel: grpc.aio.Channel, tmp_path: Path) ->
     data = await asyncio.to_thread(path.read_bytes)
     assert reply.file.checksum == hashlib.sha256(data).hexdigest()
 
-    router_stub = router_pb2_grpc.RouterServiceStub(channel)
+    router_stub = event_bus_pb2_grpc.EventBusServiceStub(channel)
 
     async def stored() -> list[str]:
         answer = await router_stub.ListEvents(

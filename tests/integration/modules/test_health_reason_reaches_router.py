@@ -12,14 +12,14 @@ from services.kit.rpc.channel import open_channel
 from services.spotify.module import SPEC as SPOTIFY
 from services.spotify.settings import SpotifySettings
 from soulspot.common.v1 import module_pb2
-from soulspot.router.v1 import router_pb2, router_pb2_grpc
+from soulspot.router.v1 import router_pb2, status_pb2_grpc
 from tests.helpers.module_checks import eventually
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 
-async def _spotify_status(stub: router_pb2_grpc.RouterServiceAsyncStub) -> router_pb2.ModuleInfo:
+async def _spotify_status(stub: status_pb2_grpc.StatusServiceAsyncStub) -> router_pb2.ModuleInfo:
     status = await stub.GetStatus(router_pb2.GetStatusRequest(), timeout=5)
     # Not registered yet reads as an empty entry.
     return next((m for m in status.modules if m.name == "spotify"), router_pb2.ModuleInfo())
@@ -41,7 +41,7 @@ async def test_not_serving_reason_is_shown_by_the_router(tmp_path: Path) -> None
             ModuleRuntime(SPOTIFY, settings, port=0) as spotify,
             open_channel(router.address) as channel,
         ):
-            stub = router_pb2_grpc.RouterServiceStub(channel)
+            stub = status_pb2_grpc.StatusServiceStub(channel)
             assert not spotify.serving
 
             async def explained() -> bool:

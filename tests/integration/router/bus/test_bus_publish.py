@@ -174,3 +174,14 @@ async def test_publish_local_wraps_a_payload_with_causation(harness: BusHarness)
     assert [h.event_id for h in stored.causation_chain] == [cause.event_id]
     with pytest.raises(InvalidArgument):
         await harness.bus.publish_local(download_pb2.DownloadCompleted(download_id="x"))
+
+
+async def test_router_service_bus_rpcs_reach_the_same_bus(harness: BusHarness) -> None:
+    # The deprecated RouterService, as `python -m router.bus` serves it beside EventBusService.
+    env = envelope(completed())
+    answer = await harness.router_stub.Publish(router_pb2.PublishRequest(event=env), timeout=5)
+    listed = await harness.stub.ListEvents(router_pb2.ListEventsRequest(), timeout=5)
+    assert [e.sequence for e in listed.events] == [answer.sequence]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await harness.router_stub.GetStatus(router_pb2.GetStatusRequest(), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
