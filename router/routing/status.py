@@ -1,4 +1,4 @@
-"""RouterService.GetStatus: modules, capabilities with ordered providers, warnings."""
+"""StatusService.GetStatus: modules, capabilities with ordered providers, warnings."""
 
 from __future__ import annotations
 
