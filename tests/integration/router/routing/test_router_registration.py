@@ -269,7 +269,9 @@ async def test_undecodable_register_stream_is_invalid_argument(router: RouterApp
         yield b"\x0a\x7f"  # field 1 announced 127 bytes long, none following
 
     async with open_channel(router.address) as ch:
-        register = ch.stream_stream("/soulspot.router.v1.RegistryService/Register")
+        register: grpc.aio.StreamStreamMultiCallable[bytes, bytes] = ch.stream_stream(
+            "/soulspot.router.v1.RegistryService/Register"
+        )
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             async for _ in register(garbage(), timeout=5):
                 pass

@@ -16,7 +16,9 @@ GARBAGE = b"\x0a\x7f"
 
 async def test_undecodable_unary_request_is_invalid_argument() -> None:
     async with KitServer("decoding") as server, open_channel(server.address) as channel:
-        check = channel.unary_unary("/grpc.health.v1.Health/Check")
+        check: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            "/grpc.health.v1.Health/Check"
+        )
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await check(GARBAGE, timeout=5)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -25,7 +27,9 @@ async def test_undecodable_unary_request_is_invalid_argument() -> None:
 
 async def test_undecodable_request_to_a_streaming_method_is_invalid_argument() -> None:
     async with KitServer("decoding") as server, open_channel(server.address) as channel:
-        watch = channel.unary_stream("/grpc.health.v1.Health/Watch")
+        watch: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(
+            "/grpc.health.v1.Health/Watch"
+        )
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             async for _ in watch(GARBAGE, timeout=5):
                 pass
@@ -35,6 +39,8 @@ async def test_undecodable_request_to_a_streaming_method_is_invalid_argument() -
 
 async def test_a_valid_request_still_answers() -> None:
     async with KitServer("decoding") as server, open_channel(server.address) as channel:
-        check = channel.unary_unary("/grpc.health.v1.Health/Check")
+        check: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            "/grpc.health.v1.Health/Check"
+        )
         # An empty HealthCheckRequest: the whole server, SERVING (status 1, field 1).
         assert await check(b"", timeout=5) == b"\x08\x01"
