@@ -2,7 +2,7 @@
 
 A placement is two-phase: `place` makes the file appear at its destination while the source
 still exists (a hard link on the same filesystem, a fully written and fsynced copy across
-filesystems), the caller commits the catalog, and only then `Placement.finish` removes the
+filesystems), the caller commits the library store, and only then `Placement.finish` removes the
 source (for a move). If anything fails before the commit, `Placement.undo` removes what was
 placed and the source is exactly as it was. Existing files are never replaced: the final
 name is claimed with a no-clobber `os.link`.
@@ -55,7 +55,7 @@ class Placement:
     keep_source: bool
 
     def undo(self) -> None:
-        """Before the catalog commit: take the placed file away, the source as it was."""
+        """Before the store commit: take the placed file away, the source as it was."""
         if self.method == "rename":
             # The only copy is at dest: put it back (no-clobber: the source name is free).
             os.rename(self.dest, self.source)
@@ -65,7 +65,7 @@ class Placement:
         fsync_dir(self.dest.parent)
 
     def finish(self) -> None:
-        """After the catalog commit: drop the source of a move. A failure here leaves an extra
+        """After the store commit: drop the source of a move. A failure here leaves an extra
         copy behind, never a missing file, so it is logged rather than raised."""
         if self.keep_source or self.method == "rename":
             return

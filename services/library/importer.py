@@ -1,4 +1,4 @@
-"""import.track, library.check_downloaded and library.statistics over the catalog and files.
+"""import.track, library.check_downloaded and library.statistics over the library store and files.
 
 Imports run one at a time (the lock), in a worker thread: collisions and duplicate checks then
 see a library nobody else is changing, and the event loop never waits on disk I/O.
@@ -30,7 +30,7 @@ from soulspot.common.v1 import references_pb2
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from services.library.library_store import Catalog, CatalogEntry
+    from services.library.library_store import LibraryEntry, LibraryStore
 
 __all__ = ["CheckResult", "ImportResult", "Importer", "LibraryStatistics"]
 
@@ -73,8 +73,8 @@ def _within(path: Path, root: Path) -> bool:
 
 
 class Importer:
-    def __init__(self, catalog: Catalog, root: Path, template: str) -> None:
-        self.catalog = catalog
+    def __init__(self, store: LibraryStore, root: Path, template: str) -> None:
+        self.store = store
         self.root = root
         self.template = template
         self.duplicates_refused = 0
@@ -124,23 +124,23 @@ class Importer:
             )
         return path
 
-    def _existing(self, entries: list[CatalogEntry]) -> CatalogEntry | None:
+    def _existing(self, entries: list[LibraryEntry]) -> LibraryEntry | None:
         """The first entry whose file is still on disk; rows of files someone deleted by hand
         are dropped, so a deleted track can be imported again."""
         for entry in entries:
             if os.path.exists(entry.file.path):
                 return entry
-            log.info("catalog row without its file removed", extra={"path": entry.file.path})
-            self.catalog.delete(entry.file.file_id)
+            log.info("stored row without its file removed", extra={"path": entry.file.path})
+            self.store.delete(entry.file.file_id)
         return None
 
     def _duplicate(
         self, checksum: str, track: references_pb2.TrackReference
-    ) -> tuple[CatalogEntry, str] | None:
-        lookups: list[tuple[str, Callable[[], list[CatalogEntry]]]] = [
-            ("checksum", lambda: self.catalog.by_checksum(checksum)),
-            ("isrc", lambda: self.catalog.by_isrc(track.isrc)),
-            ("musicbrainz_id", lambda: self.catalog.by_musicbrainz_id(track.musicbrainz_id)),
+    ) -> tuple[LibraryEntry, str] | None:
+        lookups: list[tuple[str, Callable[[], list[LibraryEntry]]]] = [
+            ("checksum", lambda: self.store.by_checksum(checksum)),
+            ("isrc", lambda: self.store.by_isrc(track.isrc)),
+            ("musicbrainz_id", lambda: self.store.by_musicbrainz_id(track.musicbrainz_id)),
         ]
         for match, entries in lookups:
             entry = self._existing(entries())
@@ -213,7 +213,7 @@ class Importer:
             raise self._disk_error(err, dest) from err
         self._refuse_outside(dest, self.root.resolve())
         if source.resolve() == dest.resolve():
-            # Already where the template puts it (a re-import of an uncatalogued file).
+            # Already where the template puts it (a re-import of a file the store does not hold).
             new_file.path = str(dest)
             self._commit(new_track, new_file, None)
             return ImportResult(new_track, new_file)
@@ -238,7 +238,7 @@ class Importer:
         for n in range(2, MAX_COLLISIONS + 2):
             if os.path.lexists(candidate):
                 if candidate.is_file() and sha256_file(candidate) == checksum:
-                    # The very same bytes already sit there, uncatalogued: catalog nothing new,
+                    # The very same bytes already sit there, unrecorded: record nothing new,
                     # report the duplicate, keep the source.
                     twin = references_pb2.FileReference(
                         path=str(candidate), checksum=checksum, size_bytes=candidate.stat().st_size
@@ -246,10 +246,10 @@ class Importer:
                     return ImportResult(references_pb2.TrackReference(), twin, True, "checksum")
                 candidate = dest.with_name(numbered(dest.name, n))
                 continue
-            # The name is free on disk, so a catalog row still holding it is stale (its file
+            # The name is free on disk, so a stored row still holding it is stale (its file
             # was deleted by hand): drop it, or the new row could never be committed.
-            for stale in self.catalog.by_path(str(candidate)):
-                self.catalog.delete(stale.file.file_id)
+            for stale in self.store.by_path(str(candidate)):
+                self.store.delete(stale.file.file_id)
             try:
                 return files.place(source, candidate, keep_source=copy, cross_device=cross_device)
             except FileExistsError:
@@ -267,7 +267,7 @@ class Importer:
         placement: files.Placement | None,
     ) -> None:
         try:
-            self.catalog.insert(track, file)
+            self.store.insert(track, file)
         except Exception as err:
             if placement is not None:
                 try:
@@ -278,8 +278,8 @@ class Importer:
                         extra={"source": str(placement.source), "dest": str(placement.dest)},
                     )
             raise Internal(
-                f"the catalog could not record the import ({err}); nothing was moved, the file "
-                f"is still at {placement.source if placement else file.path}"
+                f"the library store could not record the import ({err}); nothing was moved, "
+                f"the file is still at {placement.source if placement else file.path}"
             ) from err
 
     @staticmethod
@@ -296,11 +296,11 @@ class Importer:
         return await asyncio.to_thread(self._check, track)
 
     def _check(self, track: references_pb2.TrackReference) -> CheckResult:
-        lookups: list[tuple[str, Callable[[], list[CatalogEntry]]]] = [
-            ("isrc", lambda: self.catalog.by_isrc(track.isrc)),
-            ("musicbrainz_id", lambda: self.catalog.by_musicbrainz_id(track.musicbrainz_id)),
-            ("spotify_id", lambda: self.catalog.by_spotify_id(track.spotify_id)),
-            ("title_artist", lambda: self.catalog.by_title_artist(track.title, track.artist)),
+        lookups: list[tuple[str, Callable[[], list[LibraryEntry]]]] = [
+            ("isrc", lambda: self.store.by_isrc(track.isrc)),
+            ("musicbrainz_id", lambda: self.store.by_musicbrainz_id(track.musicbrainz_id)),
+            ("spotify_id", lambda: self.store.by_spotify_id(track.spotify_id)),
+            ("title_artist", lambda: self.store.by_title_artist(track.title, track.artist)),
         ]
         for match, lookup in lookups:
             for entry in lookup():
@@ -312,9 +312,7 @@ class Importer:
     # -- library.statistics -------------------------------------------------------------------
 
     async def statistics(self) -> LibraryStatistics:
-        tracks, artists, albums, total, by_quality = await asyncio.to_thread(
-            self.catalog.statistics
-        )
+        tracks, artists, albums, total, by_quality = await asyncio.to_thread(self.store.statistics)
         return LibraryStatistics(
             tracks, artists, albums, total, self.duplicates_refused, by_quality
         )

@@ -1,4 +1,4 @@
-"""The library's catalog: one SQLite row per file in the library (WAL, one writer).
+"""LibraryStore: one SQLite row per file in the library (WAL, one writer).
 
 The full TrackReference and FileReference are stored as protobuf bytes beside the indexed
 columns the lookups need, so nothing a caller sent is lost and new contract fields survive a
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import sqlite3
     from pathlib import Path
 
-__all__ = ["Catalog", "CatalogEntry", "title_artist_key"]
+__all__ = ["LibraryEntry", "LibraryStore", "title_artist_key"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tracks (
@@ -55,21 +55,21 @@ def title_artist_key(title: str, artist: str) -> str:
 
 
 @dataclass(frozen=True)
-class CatalogEntry:
+class LibraryEntry:
     track: references_pb2.TrackReference
     file: references_pb2.FileReference
 
 
-def _entry(row: sqlite3.Row) -> CatalogEntry:
+def _entry(row: sqlite3.Row) -> LibraryEntry:
     track = references_pb2.TrackReference()
     track.ParseFromString(row["track"])
     file = references_pb2.FileReference()
     file.ParseFromString(row["file"])
-    return CatalogEntry(track, file)
+    return LibraryEntry(track, file)
 
 
-class Catalog:
-    """Thread-safe (one lock) access to the catalog database; call from worker threads."""
+class LibraryStore:
+    """Thread-safe (one lock) access to the library's database; call from worker threads."""
 
     def __init__(self, db_path: Path) -> None:
         # FULL: a committed import survives a power cut, matching the file's fsync.
@@ -113,7 +113,7 @@ class Catalog:
         with self._lock:
             self._db.execute("DELETE FROM tracks WHERE file_id = ?", (file_id,))
 
-    def _find(self, column: str, value: str) -> list[CatalogEntry]:
+    def _find(self, column: str, value: str) -> list[LibraryEntry]:
         # `column` is one of this module's own constants, never caller input.
         with self._lock:
             rows = self._db.execute(
@@ -122,24 +122,24 @@ class Catalog:
             ).fetchall()
         return [_entry(r) for r in rows]
 
-    def by_checksum(self, checksum: str) -> list[CatalogEntry]:
+    def by_checksum(self, checksum: str) -> list[LibraryEntry]:
         return self._find("checksum", checksum.lower()) if checksum else []
 
-    def by_isrc(self, isrc: str) -> list[CatalogEntry]:
+    def by_isrc(self, isrc: str) -> list[LibraryEntry]:
         return self._find("isrc", isrc.upper()) if isrc else []
 
-    def by_musicbrainz_id(self, mbid: str) -> list[CatalogEntry]:
+    def by_musicbrainz_id(self, mbid: str) -> list[LibraryEntry]:
         return self._find("musicbrainz_id", mbid.lower()) if mbid else []
 
-    def by_spotify_id(self, spotify_id: str) -> list[CatalogEntry]:
+    def by_spotify_id(self, spotify_id: str) -> list[LibraryEntry]:
         return self._find("spotify_id", spotify_id) if spotify_id else []
 
-    def by_title_artist(self, title: str, artist: str) -> list[CatalogEntry]:
+    def by_title_artist(self, title: str, artist: str) -> list[LibraryEntry]:
         if not normalize(title) or not normalize(artist):
             return []
         return self._find("title_artist_key", title_artist_key(title, artist))
 
-    def by_path(self, path: str) -> list[CatalogEntry]:
+    def by_path(self, path: str) -> list[LibraryEntry]:
         return self._find("path", path)
 
     def statistics(self) -> tuple[int, int, int, int, dict[str, int]]:

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 from services.kit.module.periodic import Periodic
 from services.kit.module.spec import Capability, ModuleParts, ModuleSpec, ServiceBinding
 from services.library.importer import Importer
-from services.library.library_store import Catalog
+from services.library.library_store import LibraryStore
 from services.library.naming import validate_template
 from services.library.servicer import LibraryServicer
-from services.library.settings import LibrarySection, LibrarySettings
+from services.library.settings import DEFAULT_PORT, LibrarySection, LibrarySettings
 from soulspot.capabilities.v1 import library_pb2, library_pb2_grpc
 
 if TYPE_CHECKING:
@@ -19,16 +19,14 @@ if TYPE_CHECKING:
 
 __all__ = ["SPEC", "build"]
 
-DEFAULT_PORT = 50066
-
 
 def build(runtime: ModuleRuntime[LibrarySection]) -> ModuleParts:
     section = runtime.section
     # A bad template is a configuration error: refuse to start rather than misfile tracks.
     validate_template(section.path_template)
-    catalog_path = section.catalog_path or runtime.settings.state_dir / "library.sqlite3"
-    catalog = Catalog(catalog_path)
-    importer = Importer(catalog, runtime.settings.library_root.absolute(), section.path_template)
+    store_path = section.catalog_path or runtime.settings.state_dir / "library.sqlite3"
+    store = LibraryStore(store_path)
+    importer = Importer(store, runtime.settings.library_root.absolute(), section.path_template)
     servicer = LibraryServicer(importer, runtime.publisher)
 
     async def check_health() -> None:
@@ -47,7 +45,7 @@ def build(runtime: ModuleRuntime[LibrarySection]) -> ModuleParts:
     async def stop() -> None:
         await servicer.outbox.close()
         await watcher.stop()
-        catalog.close()
+        store.close()
 
     return ModuleParts(
         services=[

@@ -1,7 +1,7 @@
 """The library module's settings: `SOULSPOT_LIBRARY__*` or `library:` in the config file.
 
-The library folder itself is the shared `SOULSPOT_LIBRARY_ROOT`; the catalog lives under
-`SOULSPOT_STATE_DIR`.
+The library folder itself is the shared `SOULSPOT_LIBRARY_ROOT`; the library store's database
+lives under `SOULSPOT_STATE_DIR`.
 """
 
 from __future__ import annotations
@@ -12,11 +12,14 @@ from services.kit.module.spec import ModuleSection
 from services.kit.support.settings import KitSettings
 from services.library.naming import DEFAULT_TEMPLATE
 
+DEFAULT_PORT = 50066
+
 
 class LibrarySection(ModuleSection):
     # SOULSPOT_LIBRARY__PATH_TEMPLATE: where a track goes, relative to the library root.
     path_template: str = DEFAULT_TEMPLATE
-    # SOULSPOT_LIBRARY__CATALOG_PATH: the SQLite catalog; default <state dir>/library.sqlite3.
+    # SOULSPOT_LIBRARY__CATALOG_PATH: the library store's SQLite file; default
+    # <state dir>/library.sqlite3.
     catalog_path: Path | None = None
     # How often the library root is checked for writability, in seconds.
     health_interval_s: float = 30.0

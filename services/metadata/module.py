@@ -8,15 +8,13 @@ from services.kit.module.spec import Capability, ModuleParts, ModuleSpec, Servic
 from services.metadata.enrich import Enricher
 from services.metadata.musicbrainz_api import MusicBrainzClient
 from services.metadata.servicer import MetadataServicer
-from services.metadata.settings import MetadataSection, MetadataSettings
+from services.metadata.settings import DEFAULT_PORT, MetadataSection, MetadataSettings
 from soulspot.capabilities.v1 import metadata_pb2, metadata_pb2_grpc
 
 if TYPE_CHECKING:
     from services.kit.module.runtime import ModuleRuntime
 
 __all__ = ["SPEC", "build"]
-
-DEFAULT_PORT = 50065
 
 
 def build(runtime: ModuleRuntime[MetadataSection]) -> ModuleParts:

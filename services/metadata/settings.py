@@ -6,6 +6,8 @@ from services.kit.module.spec import ModuleSection
 from services.kit.support.settings import KitSettings
 from services.metadata.musicbrainz_api import DEFAULT_BASE_URL, DEFAULT_USER_AGENT
 
+DEFAULT_PORT = 50065
+
 
 class MetadataSection(ModuleSection):
     # SOULSPOT_METADATA__MUSICBRAINZ_URL: the MusicBrainz server (a mirror works too).

@@ -11,15 +11,17 @@ from services.notifications.channels import WebhookSender, redact
 from services.notifications.hub import NotificationHub
 from services.notifications.notifier import Notifier
 from services.notifications.servicer import NotificationServicer
-from services.notifications.settings import NotificationsSection, NotificationsSettings
+from services.notifications.settings import (
+    DEFAULT_PORT,
+    NotificationsSection,
+    NotificationsSettings,
+)
 from soulspot.capabilities.v1 import notify_pb2, notify_pb2_grpc
 
 if TYPE_CHECKING:
     from services.kit.module.runtime import ModuleRuntime
 
 __all__ = ["SPEC", "build"]
-
-DEFAULT_PORT = 50067
 
 
 def build(runtime: ModuleRuntime[NotificationsSection]) -> ModuleParts:

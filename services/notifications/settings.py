@@ -20,6 +20,9 @@ from services.kit.support.settings import KitSettings
 WebhookKind = Literal["webhook", "discord", "slack", "gotify"]
 
 
+DEFAULT_PORT = 50067
+
+
 class WebhookTarget(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

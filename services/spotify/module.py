@@ -8,7 +8,7 @@ from services.kit.module.periodic import Periodic
 from services.kit.module.spec import Capability, ModuleParts, ModuleSpec, ServiceBinding
 from services.spotify.library_lookup import LibraryLookup
 from services.spotify.servicer import PlaylistServicer, SearchServicer
-from services.spotify.settings import NO_CREDENTIALS, SpotifySection, SpotifySettings
+from services.spotify.settings import DEFAULT_PORT, NO_CREDENTIALS, SpotifySection, SpotifySettings
 from services.spotify.spotify_api import (
     SpotifyAuthError,
     SpotifyClient,
@@ -22,8 +22,6 @@ if TYPE_CHECKING:
     from services.kit.module.runtime import ModuleRuntime
 
 __all__ = ["SPEC", "build"]
-
-DEFAULT_PORT = 50061
 
 
 def build(runtime: ModuleRuntime[SpotifySection]) -> ModuleParts:

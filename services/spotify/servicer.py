@@ -1,36 +1,16 @@
-"""search.track and playlist.tracks served from the Spotify Web API."""
+"""SearchServicer and PlaylistServicer: search.track and playlist.tracks served from the
+Spotify Web API."""
 
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
 
-from services.kit.rpc.errors import (
-    InvalidArgument,
-    MeshError,
-    NotFound,
-    ResourceExhausted,
-    Unavailable,
-    bad_request,
-)
+from services.kit.rpc.errors import InvalidArgument, bad_request
+from services.spotify.mapping import mesh_error, track_reference
 from services.spotify.references import parse_playlist_id
-from services.spotify.settings import NO_CREDENTIALS
-from services.spotify.spotify_api import (
-    PlaylistNotAccessible,
-    SpotifyAuthError,
-    SpotifyError,
-    SpotifyNotConfigured,
-    SpotifyRateLimited,
-    SpotifyTrack,
-    SpotifyUnreachable,
-)
-from soulspot.capabilities.v1 import (
-    playlist_pb2,
-    playlist_pb2_grpc,
-    search_pb2,
-    search_pb2_grpc,
-)
-from soulspot.common.v1 import references_pb2
+from services.spotify.spotify_api import SpotifyError
+from soulspot.capabilities.v1 import playlist_pb2, playlist_pb2_grpc, search_pb2, search_pb2_grpc
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,43 +20,12 @@ if TYPE_CHECKING:
     from services.spotify.library_lookup import LibraryLookup
     from services.spotify.spotify_api import SpotifyClient
 
-__all__ = ["PlaylistServicer", "SearchServicer", "mesh_error", "track_reference"]
+__all__ = ["PlaylistServicer", "SearchServicer"]
 
 log = logging.getLogger("soulspot.spotify")
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 50
-
-
-def track_reference(track: SpotifyTrack) -> references_pb2.TrackReference:
-    return references_pb2.TrackReference(
-        spotify_id=track["spotify_id"],
-        isrc=(track["isrc"] or "").upper(),
-        title=track["title"],
-        artist=track["artists"],
-        album=track["album"],
-        duration_ms=track["duration_ms"],
-        track_number=track["track_number"] or 0,
-        disc_number=track["disc_number"] or 0,
-        year=track["year"] or 0,
-    )
-
-
-def mesh_error(err: SpotifyError) -> MeshError:
-    """The status a caller (and the router's fallback) should see for a Spotify failure.
-
-    Anything that means "Spotify cannot answer now" is UNAVAILABLE or RESOURCE_EXHAUSTED, so
-    the router falls back to the local catalog; an inaccessible playlist is NOT_FOUND.
-    """
-    if isinstance(err, PlaylistNotAccessible):
-        return NotFound(str(err))
-    if isinstance(err, SpotifyNotConfigured):
-        return Unavailable(NO_CREDENTIALS)
-    if isinstance(err, SpotifyRateLimited):
-        return ResourceExhausted(str(err))
-    if isinstance(err, SpotifyAuthError | SpotifyUnreachable):
-        return Unavailable(str(err))
-    return Unavailable(f"Spotify failed: {err}")
 
 
 class SearchServicer(search_pb2_grpc.SearchServiceServicer):

@@ -14,7 +14,7 @@ from services.kit.rpc.errors import FailedPrecondition, Internal, InvalidArgumen
 from services.kit.testing.sample_audio import write_flac, write_mp3
 from services.library import files
 from services.library.importer import Importer
-from services.library.library_store import Catalog
+from services.library.library_store import LibraryStore
 from services.library.naming import DEFAULT_TEMPLATE
 from soulspot.common.v1 import references_pb2
 
@@ -38,9 +38,9 @@ EXPECTED = "The Paper Lanterns/Night Ferry (2019)/01 - Harbour Lights.flac"
 
 @pytest.fixture
 def importer(tmp_path: Path) -> Iterator[Importer]:
-    catalog = Catalog(tmp_path / "state" / "library.sqlite3")
-    yield Importer(catalog, tmp_path / "library", DEFAULT_TEMPLATE)
-    catalog.close()
+    store = LibraryStore(tmp_path / "state" / "library.sqlite3")
+    yield Importer(store, tmp_path / "library", DEFAULT_TEMPLATE)
+    store.close()
 
 
 def library_files(importer: Importer) -> list[str]:
@@ -180,11 +180,11 @@ async def test_a_symlink_leading_out_of_the_root_is_refused(
 def test_an_unwritable_root_is_reported(tmp_path: Path) -> None:
     blocker = tmp_path / "library"
     blocker.write_bytes(b"a file where the library folder should be")
-    catalog = Catalog(tmp_path / "c.sqlite3")
+    store = LibraryStore(tmp_path / "c.sqlite3")
     try:
-        reason = Importer(catalog, blocker, DEFAULT_TEMPLATE).check_writable()
+        reason = Importer(store, blocker, DEFAULT_TEMPLATE).check_writable()
     finally:
-        catalog.close()
+        store.close()
     assert reason is not None
     assert "not writable" in reason
 
@@ -193,7 +193,7 @@ def test_an_unwritable_root_is_reported(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("cross_device", [False, True], ids=["same-fs", "cross-fs"])
-async def test_catalog_failure_after_placing_loses_nothing(
+async def test_store_failure_after_placing_loses_nothing(
     importer: Importer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cross_device: bool
 ) -> None:
     if cross_device:
@@ -204,7 +204,7 @@ async def test_catalog_failure_after_placing_loses_nothing(
     def broken_insert(*args: object) -> None:
         raise OSError(errno.EIO, "disk I/O error")
 
-    monkeypatch.setattr(importer.catalog, "insert", broken_insert)
+    monkeypatch.setattr(importer.store, "insert", broken_insert)
     with pytest.raises(Internal, match="nothing was moved"):
         await importer.import_track(TRACK, File(path=str(src)))
     assert src.read_bytes() == before
@@ -281,5 +281,5 @@ async def test_two_mounts_of_one_device_are_crossed_by_copying(
     monkeypatch.undo()
     assert result.file.path == str(importer.root.resolve() / EXPECTED)
     assert digest(importer.root / EXPECTED) == checksum
-    assert not src.exists()  # a move: the source goes once the catalog holds the copy
+    assert not src.exists()  # a move: the source goes once the store holds the copy
     assert library_files(importer) == [EXPECTED]
