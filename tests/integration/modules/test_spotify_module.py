@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2
 from services.kit.module.runtime import ModuleRuntime
 from services.kit.rpc.channel import open_channel
 from services.spotify.module import SPEC
-from services.spotify.settings import NO_CREDENTIALS, SpotifySection, SpotifySettings
+from services.spotify.settings import SpotifySection, SpotifySettings
 from soulspot.capabilities.v1 import playlist_pb2, playlist_pb2_grpc, search_pb2, search_pb2_grpc
 from tests.helpers.module_checks import (
     eventually,
@@ -23,6 +23,7 @@ from tests.helpers.module_checks import (
     rpc_error,
     violated_fields,
 )
+from tests.helpers.spotify_credentials import credential_variables, names_in_full
 from tests.standins.spotify import SpotifyStandin, make_track
 
 if TYPE_CHECKING:
@@ -197,13 +198,16 @@ async def test_health_and_reflection(module: Module) -> None:
 
 async def test_without_credentials_not_serving_with_the_reason(tmp_path: Path) -> None:
     async for module in _module(tmp_path, SpotifySection()):
+        # What a user reads, in the status and in a refused call: which variables to set.
+        variables = credential_variables()
         assert await health_status(module.channel, SEARCH) == NOT_SERVING
-        assert module.rt.health_reason == NO_CREDENTIALS
+        assert "Spotify credentials" in module.rt.health_reason
+        assert names_in_full(module.rt.health_reason, variables) == list(variables)
         error = await rpc_error(
             module.search.SearchTrack(search_pb2.SearchTrackRequest(query="x"), timeout=5)
         )
         assert error.code == grpc.StatusCode.UNAVAILABLE
-        assert error.message == NO_CREDENTIALS
+        assert names_in_full(error.message, variables) == list(variables)
 
 
 async def test_rejected_credentials_not_serving(tmp_path: Path, spotify: SpotifyStandin) -> None:
