@@ -6,7 +6,10 @@ from services.kit.module.spec import ModuleSection
 from services.kit.support.settings import KitSettings
 from services.spotify.spotify_api import DEFAULT_ACCOUNTS_BASE, DEFAULT_API_BASE
 
-NO_CREDENTIALS = "no Spotify credentials (SOULSPOT_SPOTIFY__CLIENT_ID / __CLIENT_SECRET)"
+# Both variables in full: a user copies them from the status or the refused call.
+NO_CREDENTIALS = (
+    "no Spotify credentials (set SOULSPOT_SPOTIFY__CLIENT_ID and SOULSPOT_SPOTIFY__CLIENT_SECRET)"
+)
 
 
 DEFAULT_PORT = 50061

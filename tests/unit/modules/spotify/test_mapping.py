@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from services.spotify.mapping import mesh_error, track_reference
-from services.spotify.settings import NO_CREDENTIALS
+from services.spotify.settings import SpotifySettings
 from services.spotify.spotify_api import (
     PlaylistNotAccessible,
     SpotifyAuthError,
@@ -16,6 +16,7 @@ from services.spotify.spotify_api import (
     SpotifyUnreachable,
     track_from_api,
 )
+from tests.helpers.spotify_credentials import credential_variables, names_in_full
 from tests.standins.spotify import make_track
 
 
@@ -34,8 +35,16 @@ def test_status_codes(error: SpotifyError, code: grpc.StatusCode) -> None:
     assert mesh_error(error).code == code
 
 
-def test_messages_say_what_to_do() -> None:
-    assert mesh_error(SpotifyNotConfigured("x")).message == NO_CREDENTIALS
+def test_messages_say_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without credentials the message names both variables in full, and setting exactly
+    # those is what configures the module.
+    variables = credential_variables()
+    message = mesh_error(SpotifyNotConfigured("x")).message
+    assert names_in_full(message, variables) == list(variables)
+    monkeypatch.setenv(variables[0], "id-from-env")
+    monkeypatch.setenv(variables[1], "secret-from-env")
+    section = SpotifySettings().spotify
+    assert (section.client_id, section.client_secret) == ("id-from-env", "secret-from-env")
     assert "client-credentials" in mesh_error(PlaylistNotAccessible("p1")).message
 
 
