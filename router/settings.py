@@ -46,6 +46,8 @@ class RouterSection(Section):
     routing_table_ttl: float = 30.0
     # The post-download pipeline's steps; unset uses the shipped router/pipeline/pipeline.yaml.
     pipeline_file: str | None = None
+    # The dashboard and JSON API: host:port, "off" for none; empty is 127.0.0.1:8080.
+    http_address: str = ""
 
 
 class RouterSettings(KitSettings):

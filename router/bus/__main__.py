@@ -8,7 +8,6 @@ tests that need a real bus process and for benchmarks.
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 from pydantic import Field
@@ -33,6 +32,9 @@ class BusProcessSettings(KitSettings):
 
     router: _RouterAddress = Field(default_factory=_RouterAddress)
     bus: BusSettings = Field(default_factory=BusSettings)
+    # SOULSPOT_BUS_PORT_FILE: where to write the port actually bound (tests and the
+    # benchmark bind port 0 and read it back).
+    bus_port_file: str = ""
 
 
 def _write_port(path: Path, port: int) -> None:
@@ -55,10 +57,8 @@ async def serve(settings: BusProcessSettings) -> None:
     )
     try:
         port = await server.start()
-        # Tests and the benchmark bind port 0 and read the real port from this file.
-        port_file = os.environ.get("SOULSPOT_BUS_PORT_FILE", "")
-        if port_file:
-            await asyncio.to_thread(_write_port, Path(port_file), port)
+        if settings.bus_port_file:
+            await asyncio.to_thread(_write_port, Path(settings.bus_port_file), port)
         await server.serve()
     finally:
         await bus.stop()

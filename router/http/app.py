@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +29,10 @@ from google.protobuf import json_format
 
 from router.http.convert import dead_letter_json, event_json, status_json
 from router.http.live import LiveHub
+from router.settings import RouterSection
 from services.kit.observability.metrics import default_metrics, metrics_handler
 from services.kit.rpc.channel import check_health, open_channel
+from services.kit.support.settings import section_of
 from soulspot.router.v1 import (
     event_bus_pb2_grpc,
     pipeline_runs_pb2_grpc,
@@ -66,8 +67,7 @@ SHUTDOWN: web.AppKey[asyncio.Event] = web.AppKey("shutdown", asyncio.Event)
 def http_address(settings: object | None = None) -> tuple[str, int]:
     """(host, port) from settings.router.http_address, SOULSPOT_ROUTER__HTTP_ADDRESS or the
     default 127.0.0.1:8080."""
-    section = getattr(settings, "router", None)
-    value = getattr(section, "http_address", None) or os.environ.get(HTTP_ADDRESS_ENV, "")
+    value = section_of(settings, "router", RouterSection).http_address
     host, _, port = (value or DEFAULT_HTTP_ADDRESS).strip().rpartition(":")
     return host or "127.0.0.1", int(port)
 
@@ -262,8 +262,7 @@ async def start_router_http(
     Returns None when it is switched off (SOULSPOT_ROUTER__HTTP_ADDRESS=off) or its port is
     taken: the dashboard is a window on the router, never a reason for routing to stop.
     """
-    section = getattr(settings, "router", None)
-    value = getattr(section, "http_address", None) or os.environ.get(HTTP_ADDRESS_ENV, "")
+    value = section_of(settings, "router", RouterSection).http_address
     if value.strip().lower() in ("off", "none", "false"):
         return None
     host, port = http_address(settings)

@@ -17,11 +17,12 @@ shutdown, so its Subscribe stream never holds the server's grace period open.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from router.pipeline.config import DEFAULT_PIPELINE_FILE, PipelineConfig, load_pipeline_config
 from router.pipeline.engine import Pipeline
+from router.settings import RouterSection
+from services.kit.support.settings import section_of
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -44,12 +45,7 @@ def create_pipeline(settings: KitSettings, *, pipeline_file: Path | str | None =
     """The pipeline for a router with these settings: its runs under the state dir, its steps
     from `pipeline_file`, else the router section's `pipeline_file`, else
     SOULSPOT_ROUTER__PIPELINE_FILE, else the shipped pipeline.yaml."""
-    section = getattr(settings, "router", None)
-    chosen = (
-        pipeline_file
-        or getattr(section, "pipeline_file", None)
-        # For settings classes without a router section (tests build plain KitSettings).
-        or os.environ.get(PIPELINE_FILE_ENV)
-        or None
-    )
+    # section_of reads SOULSPOT_ROUTER__PIPELINE_FILE for settings classes without a router
+    # section (tests build plain KitSettings).
+    chosen = pipeline_file or section_of(settings, "router", RouterSection).pipeline_file or None
     return Pipeline(None, settings.state_dir, config_file=chosen)

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import os
 from typing import TYPE_CHECKING, Any, Generic, Self
 
 from services.kit.events.client import (
@@ -32,6 +31,7 @@ from services.kit.observability.metrics import server_interceptors, start_module
 from services.kit.rpc.channel import open_channel
 from services.kit.rpc.health import OVERALL, KitHealthServicer
 from services.kit.rpc.server import KitServer
+from services.kit.support.settings import section_of
 from soulspot.router.v1 import router_pb2
 
 if TYPE_CHECKING:
@@ -55,7 +55,9 @@ Publisher = EventPublisher
 def _section_of(settings: KitSettings, spec: ModuleSpec[SectionT]) -> SectionT:
     section = getattr(settings, spec.name, None)
     if section is None:
-        return spec.section_cls()
+        # A settings class without this module's section (tests use plain KitSettings): the
+        # section as SOULSPOT_<MODULE>__* and the config file give it.
+        return section_of(None, spec.name, spec.section_cls)
     if not isinstance(section, spec.section_cls):
         # A spec naming one section type while its settings hold another is a programming
         # error: fail at start, not in the middle of a call.
@@ -64,11 +66,6 @@ def _section_of(settings: KitSettings, spec: ModuleSpec[SectionT]) -> SectionT:
             f"not the spec's {spec.section_cls.__name__}"
         )
     return section
-
-
-def _env_override(module: str, key: str) -> str | None:
-    value = os.environ.get(f"SOULSPOT_{module.upper()}__{key}")
-    return value or None
 
 
 class ModuleRuntime(Generic[SectionT]):
@@ -166,22 +163,14 @@ class ModuleRuntime(Generic[SectionT]):
 
     def _bind(self) -> tuple[str, int]:
         section = self.section
-        host = self._host_override or _env_override(self.name, "ADDRESS")
-        if host is None:
-            host = section.address or "127.0.0.1"
+        host = self._host_override or section.address or "127.0.0.1"
         port: int | None = self._port_override
         if ":" in host and not host.startswith("["):
             host, _, port_text = host.rpartition(":")
             if port is None:
                 port = int(port_text)
         if port is None:
-            env_port = _env_override(self.name, "PORT")
-            if env_port is not None:
-                port = int(env_port)
-            elif section.port is not None:
-                port = section.port
-            else:
-                port = self.spec.default_port
+            port = section.port if section.port is not None else self.spec.default_port
         return host, port
 
     async def start(self) -> None:
@@ -215,10 +204,10 @@ class ModuleRuntime(Generic[SectionT]):
         if bound == 0:
             raise OSError(f"{self.name}: cannot listen on {host}:{port}")
         self.port = bound
-        advertise = self.section.advertise_address or _env_override(self.name, "ADVERTISE_ADDRESS")
+        advertise = self.section.advertise_address
         self.address = advertise or f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{bound}"
         # Off unless SOULSPOT_<MODULE>__METRICS_ADDRESS is set.
-        started = await start_module_metrics(self.name, host, bound)
+        started = await start_module_metrics(host, bound, address=self.section.metrics_address)
         if started is not None:
             self._metrics_runner, self.metrics_address = started
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
+from pydantic import Field
+
 from services.kit.support.settings import KitSettings, Section
 
 if TYPE_CHECKING:
@@ -36,12 +38,15 @@ class ModuleSection(Section):
 
     `SOULSPOT_<MODULE>__ADDRESS` is the bind host (or host:port); `SOULSPOT_<MODULE>__PORT`
     the port; `SOULSPOT_<MODULE>__ADVERTISE_ADDRESS` the host:port announced to the router
-    when the bind address is not reachable as is (0.0.0.0 in a container).
+    when the bind address is not reachable as is (0.0.0.0 in a container);
+    `SOULSPOT_<MODULE>__METRICS_ADDRESS` where /metrics is served (off when empty; `auto` is
+    the gRPC port + 1000, a bare port the gRPC host).
     """
 
     address: str = "127.0.0.1"
-    port: int | None = None
+    port: int | None = Field(default=None, ge=0, le=65535)
     advertise_address: str = ""
+    metrics_address: str = ""
 
 
 # The type of a module's own settings section: what `runtime.section` gives its factory.

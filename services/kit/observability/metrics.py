@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -454,12 +453,13 @@ def bound_port(runner: web.AppRunner) -> int:
     raise RuntimeError("the runner has no listening TCP site")
 
 
-def module_metrics_address(module: str, grpc_host: str, grpc_port: int) -> tuple[str, int] | None:
-    """Where a module serves /metrics, from `SOULSPOT_<MODULE>__METRICS_ADDRESS`; None = off.
+def module_metrics_address(value: str, grpc_host: str, grpc_port: int) -> tuple[str, int] | None:
+    """Where a module serves /metrics, given its `metrics_address` setting
+    (`SOULSPOT_<MODULE>__METRICS_ADDRESS`); None = off.
 
     "auto" means the gRPC host and the gRPC port + 1000; a bare port means the gRPC host.
     """
-    value = os.environ.get(f"SOULSPOT_{module.upper()}__METRICS_ADDRESS", "").strip()
+    value = value.strip()
     if not value or value.lower() in ("off", "none", "false", "0"):
         return None
     if value.lower() == "auto":
@@ -473,10 +473,11 @@ def module_metrics_address(module: str, grpc_host: str, grpc_port: int) -> tuple
 
 
 async def start_module_metrics(
-    module: str, grpc_host: str, grpc_port: int, metrics: MeshMetrics | None = None
+    grpc_host: str, grpc_port: int, metrics: MeshMetrics | None = None, *, address: str = ""
 ) -> tuple[web.AppRunner, str] | None:
-    """Start a module's /metrics endpoint when configured: (runner, "host:port") or None."""
-    where = module_metrics_address(module, grpc_host, grpc_port)
+    """Start a module's /metrics endpoint when `address` (its metrics_address setting) says
+    so: (runner, "host:port") or None."""
+    where = module_metrics_address(address, grpc_host, grpc_port)
     if where is None:
         return None
     host, port = where

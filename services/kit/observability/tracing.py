@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import secrets
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
@@ -41,6 +40,7 @@ from services.kit.rpc import context as ctx
 from services.kit.rpc.context import metadata_value
 from services.kit.rpc.errors import MeshError
 from services.kit.rpc.handler_wrapping import wrap_handler
+from services.kit.support.settings import ProcessSettings
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -86,7 +86,7 @@ def configure_tracing(
     OpenTelemetry lets a process set only once).
     """
     global _provider
-    chosen = exporter if exporter is not None else os.environ.get(EXPORTER_ENV, "").strip()
+    chosen = exporter if exporter is not None else ProcessSettings().otel_exporter
     span_exporter = _exporter(chosen)
     if span_exporter is None:
         _provider = None

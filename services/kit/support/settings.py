@@ -9,10 +9,11 @@ reads `SOULSPOT_SOULSEEK__URL` from the environment and `soulseek: {url: ...}` f
 from __future__ import annotations
 
 import os
+from functools import cache
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +22,8 @@ from pydantic_settings import (
 )
 
 CONFIG_ENV = "SOULSPOT_CONFIG"
+
+_S = TypeVar("_S", bound=BaseModel)
 
 
 class Section(BaseModel):
@@ -64,3 +67,48 @@ class KitSettings(BaseSettings):
                 raise FileNotFoundError(f"{cls.config_env}={config_file}: no such file")
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
         return tuple(sources)
+
+
+def section_of(settings: object | None, name: str, section_cls: type[_S]) -> _S:
+    """`settings.<name>` when the settings class has that section, else the section as the
+    environment (`SOULSPOT_<NAME>__*`) and the config file give it.
+
+    Lets code that takes any KitSettings (tests build plain ones) read a section it needs
+    without reading the environment itself.
+    """
+    found = getattr(settings, name, None)
+    if isinstance(found, section_cls):
+        return found
+    section: _S = getattr(_settings_with_section(name, section_cls)(), name)
+    return section
+
+
+@cache
+def _settings_with_section(name: str, section_cls: type[BaseModel]) -> type[KitSettings]:
+    fields: dict[str, object] = {name: (section_cls, Field(default_factory=section_cls))}
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        f"{section_cls.__name__}Settings", __base__=KitSettings, **fields
+    )
+
+
+class ProcessSettings(BaseSettings):
+    """What a process reads before it knows its own settings class: the event loop it runs
+    on (`SOULSPOT_EVENT_LOOP`) and where its spans go (`SOULSPOT_OTEL_EXPORTER`)."""
+
+    model_config = SettingsConfigDict(env_prefix="SOULSPOT_", extra="ignore")
+
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    # "", "console" or "otlp"; empty turns tracing off.
+    otel_exporter: str = ""
+
+    @field_validator("event_loop", mode="before")
+    @classmethod
+    def _loop_name(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.strip().lower() or "uvloop"
+        return value
+
+    @field_validator("otel_exporter", mode="before")
+    @classmethod
+    def _exporter_name(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value

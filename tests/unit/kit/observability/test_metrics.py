@@ -143,8 +143,5 @@ async def test_metrics_endpoint_serves_text_format() -> None:
         ("0.0.0.0:9200", ("0.0.0.0", 9200)),
     ],
 )
-def test_module_metrics_address(
-    monkeypatch: pytest.MonkeyPatch, value: str, expected: tuple[str, int] | None
-) -> None:
-    monkeypatch.setenv("SOULSPOT_SPOTIFY__METRICS_ADDRESS", value)
-    assert m.module_metrics_address("spotify", "127.0.0.1", 50061) == expected
+def test_module_metrics_address(value: str, expected: tuple[str, int] | None) -> None:
+    assert m.module_metrics_address(value, "127.0.0.1", 50061) == expected

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from services.kit.support.settings import KitSettings, Section
+from services.kit.support.settings import KitSettings, ProcessSettings, Section, section_of
 
 
 class SoulseekSection(Section):
@@ -73,3 +73,33 @@ def test_a_named_config_file_must_exist(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("SOULSPOT_CONFIG", str(tmp_path / "missing.yaml"))
     with pytest.raises(FileNotFoundError):
         KitSettings()
+
+
+class _DemoSection(Section):
+    url: str = "http://default"
+    port: int = 1
+
+
+def test_a_section_the_settings_class_lacks_is_read_from_env_and_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "soulspot.yaml"
+    config.write_text("demo:\n  url: http://from-file\n  port: 2\n")
+    monkeypatch.setenv("SOULSPOT_CONFIG", str(config))
+    monkeypatch.setenv("SOULSPOT_DEMO__PORT", "3")
+    section = section_of(KitSettings(), "demo", _DemoSection)
+    assert (section.url, section.port) == ("http://from-file", 3)
+
+
+def test_a_section_the_settings_hold_is_taken_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOULSPOT_DEMO__PORT", "3")
+    held = _DemoSection(port=9)
+    settings = type("WithDemo", (), {"demo": held})()
+    assert section_of(settings, "demo", _DemoSection) is held
+
+
+def test_process_settings_name_the_loop_and_the_exporter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOULSPOT_EVENT_LOOP", " AsyncIO ")
+    monkeypatch.setenv("SOULSPOT_OTEL_EXPORTER", " Console ")
+    settings = ProcessSettings()
+    assert (settings.event_loop, settings.otel_exporter) == ("asyncio", "console")
