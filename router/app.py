@@ -66,7 +66,7 @@ class RouterApp:
         self.registry.on_status_change = on_status_change
         self.watcher = HealthWatcher(self.registry, section)
         self.warnings = WarningBoard()
-        self.table = RoutingTable(self.registry, self.catalog, section.routing_table_ttl)
+        self.table = RoutingTable(self.registry, self.catalog, section.routing_table_ttl_s)
         self.proxy = CapabilityProxy(
             self.registry, self.catalog, self.warnings, section, self.metrics
         )

@@ -26,24 +26,27 @@ class StaticModule(BaseModel):
 
 
 class RouterSection(Section):
+    """`SOULSPOT_ROUTER__*`: durations in seconds, named `*_s`; each bounded so a typo (a
+    zero poll interval, a share above one) fails at start-up instead of in routing."""
+
     address: str = "127.0.0.1:50051"
     # Modules listed here are registered at start-up and health-watched like announced ones.
     modules: list[StaticModule] = Field(default_factory=list)
     # Health: how long one Check may take, and how often to poll where Watch is unimplemented.
-    health_check_timeout: float = 1.0
-    health_poll_interval: float = 1.0
+    health_check_timeout_s: float = Field(default=1.0, gt=0, le=60)
+    health_poll_interval_s: float = Field(default=1.0, gt=0, le=3600)
     # How soon to retry a failed health Watch (a module that went away and may come back).
-    health_retry_interval: float = 0.25
+    health_retry_interval_s: float = Field(default=0.25, gt=0, le=3600)
     # Circuit breaker: consecutive failures that open it, seconds before a trial call.
-    breaker_failures: int = 3
-    breaker_cooldown: float = 2.0
+    breaker_failures: int = Field(default=3, ge=1, le=1000)
+    breaker_cooldown_s: float = Field(default=2.0, gt=0, le=3600)
     # An idempotent call with another candidate behind it gets at most this share of the
     # caller's remaining time, so a module that hangs leaves time for the next one.
-    attempt_share: float = 0.5
+    attempt_share: float = Field(default=0.5, gt=0, le=1)
     # Per-attempt limit for idempotent calls when the caller set no deadline.
-    default_attempt_timeout: float = 10.0
+    default_attempt_timeout_s: float = Field(default=10.0, gt=0, le=3600)
     # How long a direct-mode client may trust a routing table without a newer one.
-    routing_table_ttl: float = 30.0
+    routing_table_ttl_s: float = Field(default=30.0, gt=0, le=86400)
     # The post-download pipeline's steps; unset uses the shipped router/pipeline/pipeline.yaml.
     pipeline_file: str | None = None
     # The dashboard and JSON API: host:port, "off" for none; empty is 127.0.0.1:8080.

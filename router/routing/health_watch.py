@@ -56,7 +56,7 @@ class HealthWatcher:
         try:
             response = await check(
                 _REQUEST,
-                timeout=self.settings.health_check_timeout,
+                timeout=self.settings.health_check_timeout_s,
                 wait_for_ready=True,
             )
         except grpc.aio.AioRpcError as err:
@@ -102,7 +102,7 @@ class HealthWatcher:
             assert entry.channel is not None
             if not use_watch:
                 await self.check_now(entry)
-                await asyncio.sleep(self.settings.health_poll_interval)
+                await asyncio.sleep(self.settings.health_poll_interval_s)
                 continue
             try:
                 call = entry.channel.unary_stream(
@@ -124,4 +124,4 @@ class HealthWatcher:
                     continue
                 if self._current(entry):
                     self.registry.set_health(entry, INACTIVE, _failure(err, "watch"))
-            await asyncio.sleep(self.settings.health_retry_interval)
+            await asyncio.sleep(self.settings.health_retry_interval_s)

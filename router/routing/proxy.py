@@ -252,7 +252,7 @@ class CapabilityProxy(grpc.GenericRpcHandler):
             return remaining
         # A hanging module must leave time for the next candidate.
         if remaining is None:
-            return self.settings.default_attempt_timeout
+            return self.settings.default_attempt_timeout_s
         return remaining * self.settings.attempt_share
 
     def _may_fall_back(

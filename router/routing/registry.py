@@ -199,7 +199,7 @@ class Registry:
             version=announcement.version,
             breaker=CircuitBreaker(
                 self.settings.breaker_failures,
-                self.settings.breaker_cooldown,
+                self.settings.breaker_cooldown_s,
                 on_change=functools.partial(self._breaker_changed, announcement.name),
                 name=announcement.name,
                 metrics=self.metrics,
@@ -288,7 +288,7 @@ class Registry:
         if state is BreakerState.OPEN:
             # The breaker half-opens by the clock alone; tell the listeners when it does.
             asyncio.get_running_loop().call_later(
-                self.settings.breaker_cooldown + 0.01, self._breaker_cooled, name
+                self.settings.breaker_cooldown_s + 0.01, self._breaker_cooled, name
             )
 
     def _breaker_cooled(self, name: str) -> None:

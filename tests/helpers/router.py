@@ -21,10 +21,10 @@ def router_app(metrics: MeshMetrics | None = None, **section: object) -> RouterA
     defaults: dict[str, object] = {
         "address": "127.0.0.1:0",
         "breaker_failures": 2,
-        "breaker_cooldown": 0.5,
-        "health_poll_interval": 0.1,
-        "health_retry_interval": 0.05,
-        "routing_table_ttl": 5.0,
+        "breaker_cooldown_s": 0.5,
+        "health_poll_interval_s": 0.1,
+        "health_retry_interval_s": 0.05,
+        "routing_table_ttl_s": 5.0,
     }
     defaults.update(section)
     return RouterApp(RouterSettings(router=RouterSection.model_validate(defaults)), metrics=metrics)

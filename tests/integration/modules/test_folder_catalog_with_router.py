@@ -41,7 +41,7 @@ async def _router(state_dir: Path) -> AsyncIterator[RouterApp]:
     app = RouterApp(
         RouterSettings(
             router=RouterSection(
-                address="127.0.0.1:0", health_poll_interval=0.1, health_retry_interval=0.05
+                address="127.0.0.1:0", health_poll_interval_s=0.1, health_retry_interval_s=0.05
             )
         ),
         bus=bus,

@@ -29,7 +29,7 @@ async def test_not_serving_reason_is_shown_by_the_router(tmp_path: Path) -> None
     router = RouterApp(
         RouterSettings(
             router=RouterSection(
-                address="127.0.0.1:0", health_poll_interval=0.1, health_retry_interval=0.05
+                address="127.0.0.1:0", health_poll_interval_s=0.1, health_retry_interval_s=0.05
             )
         )
     )
