@@ -14,20 +14,13 @@ import os
 import uuid
 from pathlib import Path
 
+from services.domain.files import CHUNK_BYTES, fsync_dir, sha256_file
+
 STAGING = ".staging"
-_CHUNK = 1 << 20
 
 
 class CopyError(OSError):
     """The copy could not be made or did not verify."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _free_name(folder: Path, name: str, checksum: str) -> tuple[Path, bool]:
@@ -39,7 +32,7 @@ def _free_name(folder: Path, name: str, checksum: str) -> tuple[Path, bool]:
         stem, ext = name, ""
     counter = 1
     while candidate.exists():
-        if candidate.is_file() and _sha256(candidate) == checksum:
+        if candidate.is_file() and sha256_file(candidate) == checksum:
             return candidate, True
         candidate = folder / (f"{stem} ({counter}).{ext}" if ext else f"{stem} ({counter})")
         counter += 1
@@ -59,7 +52,7 @@ def copy_into(source: Path, downloads_dir: Path, relative: str) -> tuple[Path, s
     expected_size = source.stat().st_size
     try:
         with source.open("rb") as src, temp.open("wb") as dst:
-            while chunk := src.read(_CHUNK):
+            while chunk := src.read(CHUNK_BYTES):
                 digest.update(chunk)
                 dst.write(chunk)
             dst.flush()
@@ -68,7 +61,7 @@ def copy_into(source: Path, downloads_dir: Path, relative: str) -> tuple[Path, s
         size = temp.stat().st_size
         if size != expected_size:
             raise CopyError(f"copy of {source.name} has {size} bytes, the source {expected_size}")
-        if _sha256(temp) != checksum:
+        if sha256_file(temp) != checksum:
             raise CopyError(f"copy of {source.name} does not match what was read")
         target, present = _free_name(target_dir, source.name, checksum)
         if present:
@@ -79,11 +72,6 @@ def copy_into(source: Path, downloads_dir: Path, relative: str) -> tuple[Path, s
         with contextlib.suppress(OSError):
             temp.unlink()
         raise
-    with contextlib.suppress(OSError):
-        # The rename is durable once the folder entry is: fsync the folder where supported.
-        fd = os.open(target_dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    # The rename is durable once the folder entry is.
+    fsync_dir(target_dir)
     return target, checksum

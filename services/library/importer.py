@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from services.domain.audio.probe import format_for_suffix, quality_tier, sha256_file
+from services.domain.audio.probe import format_for_suffix, quality_tier
+from services.domain.files import sha256_file
 from services.kit.rpc.errors import (
     FailedPrecondition,
     Internal,
@@ -23,7 +24,7 @@ from services.kit.rpc.errors import (
     NotFound,
     bad_request,
 )
-from services.library import files
+from services.library import placement
 from services.library.naming import TemplateError, numbered, render_path
 from soulspot.common.v1 import references_pb2
 
@@ -218,22 +219,22 @@ class Importer:
             self._commit(new_track, new_file, None)
             return ImportResult(new_track, new_file)
 
-        placement = self._place(source, dest, checksum, copy)
-        if isinstance(placement, ImportResult):
-            return placement
-        new_file.path = str(placement.dest)
-        self._commit(new_track, new_file, placement)
-        placement.finish()
+        placed = self._place(source, dest, checksum, copy)
+        if isinstance(placed, ImportResult):
+            return placed
+        new_file.path = str(placed.dest)
+        self._commit(new_track, new_file, placed)
+        placed.finish()
         log.info(
             "track imported",
-            extra={"source": str(source), "path": new_file.path, "method": placement.method},
+            extra={"source": str(source), "path": new_file.path, "method": placed.method},
         )
         return ImportResult(new_track, new_file)
 
     def _place(
         self, source: Path, dest: Path, checksum: str, copy: bool
-    ) -> files.Placement | ImportResult:
-        cross_device = not files.same_filesystem(source, dest.parent)
+    ) -> placement.Placement | ImportResult:
+        cross_device = not placement.same_filesystem(source, dest.parent)
         candidate = dest
         for n in range(2, MAX_COLLISIONS + 2):
             if os.path.lexists(candidate):
@@ -251,7 +252,9 @@ class Importer:
             for stale in self.store.by_path(str(candidate)):
                 self.store.delete(stale.file.file_id)
             try:
-                return files.place(source, candidate, keep_source=copy, cross_device=cross_device)
+                return placement.place(
+                    source, candidate, keep_source=copy, cross_device=cross_device
+                )
             except FileExistsError:
                 candidate = dest.with_name(numbered(dest.name, n))
             except OSError as err:
@@ -264,22 +267,22 @@ class Importer:
         self,
         track: references_pb2.TrackReference,
         file: references_pb2.FileReference,
-        placement: files.Placement | None,
+        placed: placement.Placement | None,
     ) -> None:
         try:
             self.store.insert(track, file)
         except Exception as err:
-            if placement is not None:
+            if placed is not None:
                 try:
-                    placement.undo()
+                    placed.undo()
                 except OSError:
                     log.exception(
                         "undoing a failed import failed",
-                        extra={"source": str(placement.source), "dest": str(placement.dest)},
+                        extra={"source": str(placed.source), "dest": str(placed.dest)},
                     )
             raise Internal(
                 f"the library store could not record the import ({err}); nothing was moved, "
-                f"the file is still at {placement.source if placement else file.path}"
+                f"the file is still at {placed.source if placed else file.path}"
             ) from err
 
     @staticmethod

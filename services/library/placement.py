@@ -19,26 +19,17 @@ import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from services.domain.files import fsync_dir, fsync_file
+
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["Placement", "fsync_dir", "place", "same_filesystem"]
+__all__ = ["Placement", "place", "same_filesystem"]
 
 log = logging.getLogger("soulspot.library")
 
 # Errors meaning "this filesystem has no hard links": fall back to a checked rename.
 _NO_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV})
-
-
-def fsync_dir(folder: Path) -> None:
-    # A new directory entry is durable only once its directory is synced; not every
-    # platform or filesystem allows opening a directory for that.
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def same_filesystem(source: Path, dest_dir: Path) -> bool:
@@ -118,8 +109,7 @@ def place(source: Path, dest: Path, *, keep_source: bool, cross_device: bool) ->
     try:
         shutil.copyfile(source, temp)
         shutil.copymode(source, temp)
-        with temp.open("rb+") as handle:
-            os.fsync(handle.fileno())
+        fsync_file(temp)
         method = _claim(temp, dest)
         if method == "link":
             temp.unlink()

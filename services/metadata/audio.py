@@ -26,6 +26,7 @@ from mutagen import mp4 as _mp4
 
 from services.domain.audio.probe import quality_tier, stream_properties
 from services.domain.audio.tags import TAG_KEYS, read_tags, set_tag
+from services.domain.files import fsync_dir, fsync_file
 from soulspot.common.v1 import references_pb2
 
 __all__ = [
@@ -136,16 +137,6 @@ def probe(path: Path) -> AudioInfo:
 # Writing
 
 
-def _fsync_dir(folder: Path) -> None:
-    # A rename is durable only once the directory entry is; not every platform allows it.
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def write_tags_atomically(path: Path, changes: dict[str, str]) -> None:
     """Write `changes` (normalised key -> value) into the file without ever exposing a partial
     file: temp copy in the same folder, tag, verify, fsync, rename. On any failure the
@@ -167,10 +158,9 @@ def write_tags_atomically(path: Path, changes: dict[str, str]) -> None:
             set_tag(audio.tags, key, value)
         audio.save()
         _loaded(temp)  # what is about to replace the original must still be audio
-        with temp.open("rb+") as handle:
-            os.fsync(handle.fileno())
+        fsync_file(temp)
         os.replace(temp, path)
-        _fsync_dir(folder)
+        fsync_dir(folder)
     except BaseException:
         with contextlib.suppress(OSError):
             temp.unlink()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from services.domain.audio.probe import sha256_file
+from services.domain.files import sha256_file
 from services.kit.rpc.errors import FailedPrecondition, InvalidArgument, NotFound, bad_request
 from services.metadata.audio import AudioInfo, CorruptAudio, probe, write_tags_atomically
 from soulspot.common.v1 import references_pb2

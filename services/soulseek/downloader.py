@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from services.domain.audio.probe import file_reference, read_audio, sha256_file
+from services.domain.audio.probe import file_reference, read_audio
 from services.domain.downloads.registry import DownloadRegistry, State
+from services.domain.files import sha256_file
 from services.domain.matching import clean_title, tokens
 from services.kit.rpc.errors import NotFound, Unavailable
 from services.soulseek import ranking

@@ -8,7 +8,6 @@ to the file.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,6 @@ __all__ = [
     "format_for_suffix",
     "quality_tier",
     "read_audio",
-    "sha256_file",
     "stream_properties",
     "track_reference",
 ]
@@ -58,7 +56,6 @@ _LOSSLESS = frozenset(
         AudioFormat.AUDIO_FORMAT_AIFF,
     }
 )
-_CHUNK = 1 << 20
 
 
 def format_for_suffix(name: str) -> int:
@@ -78,14 +75,6 @@ def quality_tier(fmt: int, bitrate_kbps: int, bit_depth: int, sample_rate_hz: in
     if bitrate_kbps >= 256:
         return QualityTier.QUALITY_TIER_LOSSY_HIGH
     return QualityTier.QUALITY_TIER_LOSSY_LOW
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass

@@ -12,7 +12,7 @@ import pytest
 
 from services.kit.rpc.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
 from services.kit.testing.sample_audio import write_flac, write_mp3
-from services.library import files
+from services.library import placement
 from services.library.importer import Importer
 from services.library.library_store import LibraryStore
 from services.library.naming import DEFAULT_TEMPLATE
@@ -197,7 +197,7 @@ async def test_store_failure_after_placing_loses_nothing(
     importer: Importer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cross_device: bool
 ) -> None:
     if cross_device:
-        monkeypatch.setattr(files, "same_filesystem", lambda a, b: False)
+        monkeypatch.setattr(placement, "same_filesystem", lambda a, b: False)
     src = source(tmp_path)
     before = src.read_bytes()
 
@@ -220,15 +220,15 @@ async def test_a_failing_rename_loses_nothing(
     importer: Importer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cross_device: bool
 ) -> None:
     if cross_device:
-        monkeypatch.setattr(files, "same_filesystem", lambda a, b: False)
+        monkeypatch.setattr(placement, "same_filesystem", lambda a, b: False)
     src = write_mp3(tmp_path / "downloads" / "x.mp3", seconds=0.3)
     before = src.read_bytes()
 
     def broken(*args: object, **kwargs: object) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr("services.library.files.os.link", broken)
-    monkeypatch.setattr("services.library.files.os.rename", broken)
+    monkeypatch.setattr("services.library.placement.os.link", broken)
+    monkeypatch.setattr("services.library.placement.os.rename", broken)
     with pytest.raises(FailedPrecondition, match="cannot place"):
         await importer.import_track(Track(title="T", artist="A"), File(path=str(src)))
     monkeypatch.undo()
@@ -240,7 +240,7 @@ async def test_a_failing_rename_loses_nothing(
 async def test_a_crash_during_the_copy_leaves_no_partial_file(
     importer: Importer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(files, "same_filesystem", lambda a, b: False)
+    monkeypatch.setattr(placement, "same_filesystem", lambda a, b: False)
     src = source(tmp_path)
     before = src.read_bytes()
 
@@ -249,7 +249,7 @@ async def test_a_crash_during_the_copy_leaves_no_partial_file(
             handle.write(before[: len(before) // 2])
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("services.library.files.shutil.copyfile", half_copy)
+    monkeypatch.setattr("services.library.placement.shutil.copyfile", half_copy)
     with pytest.raises(FailedPrecondition, match="no space"):
         await importer.import_track(TRACK, File(path=str(src)))
     monkeypatch.undo()
@@ -275,8 +275,8 @@ async def test_two_mounts_of_one_device_are_crossed_by_copying(
 
         return call
 
-    monkeypatch.setattr("services.library.files.os.link", across_mounts(real_link))
-    monkeypatch.setattr("services.library.files.os.rename", across_mounts(real_rename))
+    monkeypatch.setattr("services.library.placement.os.link", across_mounts(real_link))
+    monkeypatch.setattr("services.library.placement.os.rename", across_mounts(real_rename))
     result = await importer.import_track(TRACK, File(path=str(src)))
     monkeypatch.undo()
     assert result.file.path == str(importer.root.resolve() / EXPECTED)
