@@ -9,6 +9,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from services.kit.rpc.interceptors import client_interceptors
+from services.kit.security.tls import Transport, current_transport
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -44,18 +45,25 @@ def open_channel(
     *,
     interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
     options: Sequence[tuple[str, int | str]] = (),
+    transport: Transport | None = None,
 ) -> grpc.aio.Channel:
-    """An insecure grpc.aio channel (the mesh runs on loopback or a private network).
+    """A grpc.aio channel: mutual TLS as this process's identity, or plaintext when the
+    process runs without TLS.
 
     `interceptors` defaults to the kit's context interceptors; `options` extend or override
-    CHANNEL_OPTIONS.
+    CHANNEL_OPTIONS; `transport` defaults to the process's (`use_transport`).
     """
     merged: dict[str, int | str] = dict(CHANNEL_OPTIONS)
     merged.update(options)
-    return grpc.aio.insecure_channel(
-        address,
-        options=list(merged.items()),
-        interceptors=list(client_interceptors() if interceptors is None else interceptors),
+    chosen = transport or current_transport()
+    credentials = chosen.channel_credentials() if chosen is not None else None
+    wrapped = list(client_interceptors() if interceptors is None else interceptors)
+    if credentials is None:
+        return grpc.aio.insecure_channel(
+            address, options=list(merged.items()), interceptors=wrapped
+        )
+    return grpc.aio.secure_channel(
+        address, credentials, options=list(merged.items()), interceptors=wrapped
     )
 
 

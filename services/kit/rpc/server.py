@@ -20,6 +20,7 @@ from services.kit.rpc.interceptors import ContextServerInterceptor
 from services.kit.rpc.request_decoding import decode_checked
 from services.kit.rpc.validation import RequiredFieldsInterceptor, check_required
 from services.kit.rpc.wrapping_server import WrappingServer
+from services.kit.security.tls import Transport, current_transport
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -48,8 +49,12 @@ class KitServer:
         options: Sequence[tuple[str, int | str]] = (),
         grace_s: float = DEFAULT_GRACE_S,
         maximum_concurrent_rpcs: int | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.name = name
+        # Mutual TLS as this process's identity, or plaintext; None: the process's transport
+        # (services/kit/security/tls.py `use_transport`), read when the server starts.
+        self._transport = transport
         self._address = address
         # Context first, so every call is correlated and logged; the caller's interceptors
         # (metrics, tracing) next, so they see refused requests too; validation last.
@@ -89,6 +94,8 @@ class KitServer:
         self.health = KitHealthServicer()
         self._server: grpc.aio.Server | None = None
         self._port: int | None = None
+        # Whether the bound port speaks mutual TLS (known once started).
+        self.secure = False
         self._stopping: asyncio.Task[None] | None = None
 
     def add_service(
@@ -143,7 +150,13 @@ class KitServer:
         reflection.enable_server_reflection(
             (*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), target
         )
-        self._port = server.add_insecure_port(self._address)
+        transport = self._transport or current_transport()
+        credentials = transport.server_credentials() if transport is not None else None
+        if credentials is None:
+            self._port = server.add_insecure_port(self._address)
+        else:
+            self._port = server.add_secure_port(self._address, credentials)
+        self.secure = credentials is not None
         self._server = server
         await server.start()
         _log.info(

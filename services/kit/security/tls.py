@@ -66,6 +66,20 @@ class Transport:
 
 
 _warned_plaintext = False
+# The transport of this process, set once by its entry point; None (a library use, a test)
+# means plaintext unless a server or channel is given a transport of its own.
+_current: Transport | None = None
+
+
+def use_transport(transport: Transport | None) -> Transport | None:
+    """Make `transport` this process's default for servers and channels; returns the old one."""
+    global _current
+    previous, _current = _current, transport
+    return previous
+
+
+def current_transport() -> Transport | None:
+    return _current
 
 
 def transport_for(identity: Identity, section: TlsSection, state_dir: Path) -> Transport:
@@ -80,7 +94,8 @@ def transport_for(identity: Identity, section: TlsSection, state_dir: Path) -> T
                     "module_name": identity.name,
                     "operation": "start",
                     "status": "insecure",
-                    "impact": "every caller is anonymous; identity-checked calls are refused",
+                    "impact": "the router takes every caller at its word: any process that "
+                    "reaches a port may register, publish or replay as anyone",
                     "action": "unset SOULSPOT_TLS__PLAINTEXT to use mutual TLS",
                 },
             )

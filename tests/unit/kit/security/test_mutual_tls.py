@@ -9,11 +9,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.kit.rpc.channel import HEALTH_CHECK_METHOD
+from services.kit.rpc.channel import HEALTH_CHECK_METHOD, check_health, open_channel
+from services.kit.rpc.server import KitServer
 from services.kit.security import tls
 from services.kit.security.ca import ensure_identities
 from services.kit.security.identity import CLI, ROUTER, Identity, peer_identity
-from services.kit.security.tls import TlsSection, Transport, transport_for
+from services.kit.security.tls import TlsSection, Transport, transport_for, use_transport
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -112,3 +113,26 @@ def test_plaintext_is_explicit_and_said_once(
     assert [r.getMessage() for r in caplog.records].count(
         "plaintext transport: callers are not authenticated"
     ) == 1
+
+
+async def test_kit_servers_and_channels_speak_the_process_transport(tmp_path: Path) -> None:
+    pki = tmp_path / "pki"
+    ensure_identities(pki, [ROUTER, CLI])
+    router = transport_for(ROUTER, TlsSection(pki_dir=pki), tmp_path)
+    cli = transport_for(CLI, TlsSection(pki_dir=pki), tmp_path)
+    server = KitServer("router", transport=router)
+    await server.start()
+    try:
+        assert server.secure
+        async with open_channel(server.address, transport=cli) as channel:
+            assert await check_health(channel, wait=True, timeout=5)
+        async with open_channel(server.address) as plaintext:  # no process transport: refused
+            assert not await check_health(plaintext, timeout=1)
+        previous = use_transport(cli)  # the process's default, as an entry point sets it
+        try:
+            async with open_channel(server.address) as channel:
+                assert await check_health(channel, wait=True, timeout=5)
+        finally:
+            use_transport(previous)
+    finally:
+        await server.stop(0)
