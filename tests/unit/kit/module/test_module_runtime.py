@@ -1,4 +1,4 @@
-"""services.kit.module.runner: the standard main every module runs."""
+"""services.kit.module.runtime: a running module (server, health, settings section, events)."""
 
 from __future__ import annotations
 
