@@ -113,7 +113,9 @@ async def _download_through_router(channel: grpc.aio.Channel, tmp_path: Path) ->
     assert types[-1] == "download.completed"
 
 
-async def _index_through_router(channel: grpc.aio.Channel, catalog: ModuleRuntime) -> None:
+async def _index_through_router(
+    channel: grpc.aio.Channel, catalog: ModuleRuntime[CatalogSection]
+) -> None:
     subscriber = catalog._background[0]
     await subscriber.wait_connected(10)
     publisher = RouterPublisher(channel, source_module="library")

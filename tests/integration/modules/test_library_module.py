@@ -42,7 +42,9 @@ TRACK = Track(
 
 
 class Module:
-    def __init__(self, rt: ModuleRuntime, channel: grpc.aio.Channel, bus: Any) -> None:
+    def __init__(
+        self, rt: ModuleRuntime[LibrarySection], channel: grpc.aio.Channel, bus: Any
+    ) -> None:
         self.rt = rt
         self.channel = channel
         self.bus = bus

@@ -52,7 +52,9 @@ def _files(folder: Path) -> list[str]:
 
 
 class Module:
-    def __init__(self, rt: ModuleRuntime, channel: grpc.aio.Channel, bus: Any) -> None:
+    def __init__(
+        self, rt: ModuleRuntime[MetadataSection], channel: grpc.aio.Channel, bus: Any
+    ) -> None:
         self.rt = rt
         self.channel = channel
         self.bus = bus

@@ -66,7 +66,7 @@ def spotify() -> Iterator[SpotifyStandin]:
 
 
 class Module:
-    def __init__(self, rt: ModuleRuntime, channel: grpc.aio.Channel) -> None:
+    def __init__(self, rt: ModuleRuntime[SpotifySection], channel: grpc.aio.Channel) -> None:
         self.rt = rt
         self.channel = channel
         self.search = search_pb2_grpc.SearchServiceStub(channel)
@@ -223,7 +223,7 @@ async def test_rejected_credentials_not_serving(tmp_path: Path, spotify: Spotify
         assert await health_status(module.channel, SEARCH) == NOT_SERVING
 
 
-def _not_serving(rt: ModuleRuntime) -> bool:
+def _not_serving(rt: ModuleRuntime[SpotifySection]) -> bool:
     return not rt.serving
 
 

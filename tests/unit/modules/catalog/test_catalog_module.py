@@ -35,7 +35,9 @@ SERVICE = "soulspot.capabilities.v1.SearchService"
 
 
 class Harness:
-    def __init__(self, runtime: ModuleRuntime, bus: InMemoryBus, library: Path) -> None:
+    def __init__(
+        self, runtime: ModuleRuntime[CatalogSection], bus: InMemoryBus, library: Path
+    ) -> None:
         self.runtime = runtime
         self.bus = bus
         self.library = library

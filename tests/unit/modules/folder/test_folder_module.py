@@ -53,7 +53,9 @@ def checksums(root: Path) -> dict[str, str]:
 
 
 class Harness:
-    def __init__(self, source: Path, downloads: Path, runtime: ModuleRuntime, bus: Any) -> None:
+    def __init__(
+        self, source: Path, downloads: Path, runtime: ModuleRuntime[FolderSection], bus: Any
+    ) -> None:
         self.source = source
         self.downloads = downloads
         self.runtime = runtime

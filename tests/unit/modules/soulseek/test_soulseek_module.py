@@ -54,7 +54,7 @@ class Harness:
         self.standin = standin
         self.downloads = downloads
         self.bus = bus
-        self.runtime: ModuleRuntime | None = None
+        self.runtime: ModuleRuntime[SoulseekSection] | None = None
         self.stub: download_pb2_grpc.DownloadServiceAsyncStub | None = None
         self.channel: grpc.aio.Channel | None = None
 

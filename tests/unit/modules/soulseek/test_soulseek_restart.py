@@ -64,7 +64,7 @@ def settings_for(url: str, downloads: Path, state: Path) -> SoulseekSettings:
     return SoulseekSettings(soulseek=section, router_address="", state_dir=state)
 
 
-def runtime(settings: SoulseekSettings, bus: InMemoryBus) -> ModuleRuntime:
+def runtime(settings: SoulseekSettings, bus: InMemoryBus) -> ModuleRuntime[SoulseekSection]:
     return ModuleRuntime(SPEC, settings, port=0, publisher=bus, connect_router=False)
 
 
@@ -83,7 +83,9 @@ def _stored_plans(state: Path) -> int:
     return int(count)
 
 
-async def _status(rt: ModuleRuntime, download_id: str) -> download_pb2.GetDownloadResponse:
+async def _status(
+    rt: ModuleRuntime[SoulseekSection], download_id: str
+) -> download_pb2.GetDownloadResponse:
     async with open_channel(f"127.0.0.1:{rt.port}") as channel:
         stub = download_pb2_grpc.DownloadServiceStub(channel)
         request = download_pb2.GetDownloadRequest(download_id=download_id)
