@@ -25,13 +25,17 @@ _sym_db = _symbol_database.Default()
 from soulspot.router.v1 import router_pb2 as soulspot_dot_router_dot_v1_dot_router__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"soulspot/router/v1/event_bus.proto\x12\x12soulspot.router.v1\x1a\x1fsoulspot/router/v1/router.proto2\xb3\x06\n\x0f\x45ventBusService\x12R\n\x07Publish\x12\".soulspot.router.v1.PublishRequest\x1a#.soulspot.router.v1.PublishResponse\x12h\n\rPublishStream\x12(.soulspot.router.v1.PublishStreamRequest\x1a).soulspot.router.v1.PublishStreamResponse(\x01\x30\x01\x12\\\n\tSubscribe\x12$.soulspot.router.v1.SubscribeRequest\x1a%.soulspot.router.v1.SubscribeResponse(\x01\x30\x01\x12[\n\nListEvents\x12%.soulspot.router.v1.ListEventsRequest\x1a&.soulspot.router.v1.ListEventsResponse\x12\x63\n\x0cReplayEvents\x12\'.soulspot.router.v1.ReplayEventsRequest\x1a(.soulspot.router.v1.ReplayEventsResponse0\x01\x12j\n\x0fListDeadLetters\x12*.soulspot.router.v1.ListDeadLettersRequest\x1a+.soulspot.router.v1.ListDeadLettersResponse\x12\x64\n\rGetDeadLetter\x12(.soulspot.router.v1.GetDeadLetterRequest\x1a).soulspot.router.v1.GetDeadLetterResponse\x12p\n\x11ReplayDeadLetters\x12,.soulspot.router.v1.ReplayDeadLettersRequest\x1a-.soulspot.router.v1.ReplayDeadLettersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"soulspot/router/v1/event_bus.proto\x12\x12soulspot.router.v1\x1a\x1fsoulspot/router/v1/router.proto\")\n\x15\x44\x65leteConsumerRequest\x12\x10\n\x08\x63onsumer\x18\x01 \x01(\t\")\n\x16\x44\x65leteConsumerResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x32\x9c\x07\n\x0f\x45ventBusService\x12R\n\x07Publish\x12\".soulspot.router.v1.PublishRequest\x1a#.soulspot.router.v1.PublishResponse\x12h\n\rPublishStream\x12(.soulspot.router.v1.PublishStreamRequest\x1a).soulspot.router.v1.PublishStreamResponse(\x01\x30\x01\x12\\\n\tSubscribe\x12$.soulspot.router.v1.SubscribeRequest\x1a%.soulspot.router.v1.SubscribeResponse(\x01\x30\x01\x12[\n\nListEvents\x12%.soulspot.router.v1.ListEventsRequest\x1a&.soulspot.router.v1.ListEventsResponse\x12\x63\n\x0cReplayEvents\x12\'.soulspot.router.v1.ReplayEventsRequest\x1a(.soulspot.router.v1.ReplayEventsResponse0\x01\x12j\n\x0fListDeadLetters\x12*.soulspot.router.v1.ListDeadLettersRequest\x1a+.soulspot.router.v1.ListDeadLettersResponse\x12\x64\n\rGetDeadLetter\x12(.soulspot.router.v1.GetDeadLetterRequest\x1a).soulspot.router.v1.GetDeadLetterResponse\x12p\n\x11ReplayDeadLetters\x12,.soulspot.router.v1.ReplayDeadLettersRequest\x1a-.soulspot.router.v1.ReplayDeadLettersResponse\x12g\n\x0e\x44\x65leteConsumer\x12).soulspot.router.v1.DeleteConsumerRequest\x1a*.soulspot.router.v1.DeleteConsumerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'soulspot.router.v1.event_bus_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTBUSSERVICE']._serialized_start=92
-  _globals['_EVENTBUSSERVICE']._serialized_end=911
+  _globals['_DELETECONSUMERREQUEST']._serialized_start=91
+  _globals['_DELETECONSUMERREQUEST']._serialized_end=132
+  _globals['_DELETECONSUMERRESPONSE']._serialized_start=134
+  _globals['_DELETECONSUMERRESPONSE']._serialized_end=175
+  _globals['_EVENTBUSSERVICE']._serialized_start=178
+  _globals['_EVENTBUSSERVICE']._serialized_end=1102
 # @@protoc_insertion_point(module_scope)

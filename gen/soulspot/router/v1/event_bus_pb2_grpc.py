@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from soulspot.router.v1 import event_bus_pb2 as soulspot_dot_router_dot_v1_dot_event__bus__pb2
 from soulspot.router.v1 import router_pb2 as soulspot_dot_router_dot_v1_dot_router__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -76,6 +77,11 @@ class EventBusServiceStub:
                 request_serializer=soulspot_dot_router_dot_v1_dot_router__pb2.ReplayDeadLettersRequest.SerializeToString,
                 response_deserializer=soulspot_dot_router_dot_v1_dot_router__pb2.ReplayDeadLettersResponse.FromString,
                 _registered_method=True)
+        self.DeleteConsumer = channel.unary_unary(
+                '/soulspot.router.v1.EventBusService/DeleteConsumer',
+                request_serializer=soulspot_dot_router_dot_v1_dot_event__bus__pb2.DeleteConsumerRequest.SerializeToString,
+                response_deserializer=soulspot_dot_router_dot_v1_dot_event__bus__pb2.DeleteConsumerResponse.FromString,
+                _registered_method=True)
 
 
 class EventBusServiceServicer:
@@ -141,6 +147,14 @@ class EventBusServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteConsumer(self, request, context):
+        """DeleteConsumer removes a durable consumer: its position, done and pending records (its
+        dead letters stay). Its subscribers' streams end. An admin operation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventBusServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -183,6 +197,11 @@ def add_EventBusServiceServicer_to_server(servicer, server):
                     servicer.ReplayDeadLetters,
                     request_deserializer=soulspot_dot_router_dot_v1_dot_router__pb2.ReplayDeadLettersRequest.FromString,
                     response_serializer=soulspot_dot_router_dot_v1_dot_router__pb2.ReplayDeadLettersResponse.SerializeToString,
+            ),
+            'DeleteConsumer': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteConsumer,
+                    request_deserializer=soulspot_dot_router_dot_v1_dot_event__bus__pb2.DeleteConsumerRequest.FromString,
+                    response_serializer=soulspot_dot_router_dot_v1_dot_event__bus__pb2.DeleteConsumerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -403,6 +422,33 @@ class EventBusService:
             '/soulspot.router.v1.EventBusService/ReplayDeadLetters',
             soulspot_dot_router_dot_v1_dot_router__pb2.ReplayDeadLettersRequest.SerializeToString,
             soulspot_dot_router_dot_v1_dot_router__pb2.ReplayDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteConsumer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/soulspot.router.v1.EventBusService/DeleteConsumer',
+            soulspot_dot_router_dot_v1_dot_event__bus__pb2.DeleteConsumerRequest.SerializeToString,
+            soulspot_dot_router_dot_v1_dot_event__bus__pb2.DeleteConsumerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from soulspot.router.v1 import event_bus_pb2 as _event_bus_pb2
 from soulspot.router.v1 import router_pb2 as _router_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -55,6 +56,10 @@ class EventBusServiceStub:
     """ReplayDeadLetters delivers dead letters to their consumer again and removes them from the
     list.
     """
+    DeleteConsumer: _grpc.UnaryUnaryMultiCallable[_event_bus_pb2.DeleteConsumerRequest, _event_bus_pb2.DeleteConsumerResponse]
+    """DeleteConsumer removes a durable consumer: its position, done and pending records (its
+    dead letters stay). Its subscribers' streams end. An admin operation.
+    """
 
 @_typing.type_check_only
 class EventBusServiceAsyncStub(EventBusServiceStub):
@@ -82,6 +87,10 @@ class EventBusServiceAsyncStub(EventBusServiceStub):
     ReplayDeadLetters: _aio.UnaryUnaryMultiCallable[_router_pb2.ReplayDeadLettersRequest, _router_pb2.ReplayDeadLettersResponse]  # type: ignore[assignment]
     """ReplayDeadLetters delivers dead letters to their consumer again and removes them from the
     list.
+    """
+    DeleteConsumer: _aio.UnaryUnaryMultiCallable[_event_bus_pb2.DeleteConsumerRequest, _event_bus_pb2.DeleteConsumerResponse]  # type: ignore[assignment]
+    """DeleteConsumer removes a durable consumer: its position, done and pending records (its
+    dead letters stay). Its subscribers' streams end. An admin operation.
     """
 
 class EventBusServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -155,6 +164,16 @@ class EventBusServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_router_pb2.ReplayDeadLettersResponse, _abc.Awaitable[_router_pb2.ReplayDeadLettersResponse]]:
         """ReplayDeadLetters delivers dead letters to their consumer again and removes them from the
         list.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteConsumer(
+        self,
+        request: _event_bus_pb2.DeleteConsumerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_event_bus_pb2.DeleteConsumerResponse, _abc.Awaitable[_event_bus_pb2.DeleteConsumerResponse]]:
+        """DeleteConsumer removes a durable consumer: its position, done and pending records (its
+        dead letters stay). Its subscribers' streams end. An admin operation.
         """
 
 def add_EventBusServiceServicer_to_server(servicer: EventBusServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
