@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2
 
-from services.kit.events.client import EventHandlers, InMemoryBus, build_envelope
-from services.kit.events.retrying_publisher import RetryingPublisher
+from services.kit.events.client import EventHandlers, InMemoryBus
 from services.kit.module.runtime import ModuleRuntime
 from services.kit.module.spec import (
     Capability,
@@ -22,7 +20,7 @@ from services.kit.module.spec import (
     ServiceBinding,
 )
 from services.kit.rpc.channel import open_channel
-from services.kit.rpc.errors import InvalidArgument, Unavailable, bad_request
+from services.kit.rpc.errors import InvalidArgument, bad_request
 from services.kit.support.settings import KitSettings
 from soulspot.capabilities.v1 import search_pb2, search_pb2_grpc
 from soulspot.common.v1 import references_pb2
@@ -33,9 +31,6 @@ from tests.helpers.module_checks import (
     rpc_error,
     violated_fields,
 )
-
-if TYPE_CHECKING:
-    from google.protobuf.message import Message
 
 SERVICE = "soulspot.capabilities.v1.SearchService"
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -204,66 +199,6 @@ async def test_handlers_subscribe_to_the_in_memory_bus() -> None:
         )
         await bus.drain()
     assert seen == ["T"]
-
-
-class FlakyRouter:
-    """A publish_envelope that fails `failures` times with `error`, then stores."""
-
-    source_module = "demo"
-
-    def __init__(self, failures: int, error: Exception) -> None:
-        self.failures = failures
-        self.error = error
-        self.attempts: list[str] = []
-
-    async def publish(self, payload: Message, **kwargs: Any) -> envelope_pb2.EventEnvelope:
-        return await self.publish_envelope(build_envelope(payload, source_module="demo"))
-
-    async def publish_envelope(
-        self, envelope: envelope_pb2.EventEnvelope
-    ) -> envelope_pb2.EventEnvelope:
-        self.attempts.append(envelope.event_id)
-        if len(self.attempts) <= self.failures:
-            raise self.error
-        return envelope
-
-
-def imported() -> track_pb2.TrackImported:
-    return track_pb2.TrackImported(
-        track=references_pb2.TrackReference(title="T", artist="A"),
-        file=references_pb2.FileReference(path="/x.flac"),
-    )
-
-
-async def test_retrying_publisher_holds_an_event_until_the_router_answers(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    router = FlakyRouter(3, Unavailable("router down"))
-    publisher = RetryingPublisher(router, max_backoff_s=0.01)
-    with caplog.at_level(logging.INFO, logger="soulspot.module"):
-        stored = await publisher.publish(imported())
-    # One event id for every attempt: the router stores a retried event once.
-    assert len(router.attempts) == 4
-    assert set(router.attempts) == {stored.event_id}
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1
-    assert "router unreachable" in warnings[0].getMessage()
-    assert any("reachable again" in r.getMessage() for r in caplog.records)
-
-
-async def test_retrying_publisher_raises_a_refused_event_at_once() -> None:
-    router = FlakyRouter(1, InvalidArgument("bad event"))
-    with pytest.raises(InvalidArgument):
-        await RetryingPublisher(router, max_backoff_s=0.01).publish(imported())
-    assert len(router.attempts) == 1
-
-
-async def test_retrying_publisher_gives_up_when_closed() -> None:
-    router = FlakyRouter(10_000, Unavailable("router down"))
-    publisher = RetryingPublisher(router, max_backoff_s=0.01)
-    publisher.close()
-    with pytest.raises(Unavailable):
-        await publisher.publish(imported())
 
 
 async def test_metrics_endpoint_when_configured(monkeypatch: pytest.MonkeyPatch) -> None:
