@@ -14,12 +14,8 @@ from urllib.parse import urlsplit
 
 import httpx
 from google.protobuf.json_format import MessageToDict
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_random_exponential,
-)
+
+from services.kit.support.backoff import Backoff, BackoffPolicy
 
 if TYPE_CHECKING:
     from services.notifications.settings import WebhookTarget
@@ -91,10 +87,24 @@ def _gotify_request(target: WebhookTarget) -> tuple[str, dict[str, str]]:
 
 
 class WebhookSender:
-    def __init__(self, client: httpx.AsyncClient, *, attempts: int = 3, max_wait_s: float = 2.0):
+    """Posts notifications to webhooks: up to `attempts` tries per target, the waits between
+    them from the kit's backoff (starting near `first_wait_s`, at most `max_wait_s`)."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        attempts: int = 3,
+        first_wait_s: float = 0.1,
+        max_wait_s: float = 2.0,
+    ) -> None:
         self._client = client
-        self._attempts = attempts
-        self._max_wait_s = max_wait_s
+        self._attempts = max(1, attempts)
+        # Equal jitter: receivers behind one rate limit (a Discord server) get their retries
+        # spread out, and no wait is so short that a struggling receiver is hammered.
+        self.backoff = BackoffPolicy(
+            initial_s=min(first_wait_s, max_wait_s), cap_s=max_wait_s, jitter="equal"
+        )
 
     async def send(self, target: WebhookTarget, notification: notify_pb2.Notification) -> Delivery:
         channel = f"{target.kind}:{target.name}" if target.name else target.kind
@@ -103,14 +113,7 @@ class WebhookSender:
             url, params = _gotify_request(target)
         body = payload_for(target.kind, notification, target.priority)
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self._attempts),
-                wait=wait_random_exponential(multiplier=0.1, max=self._max_wait_s),
-                retry=retry_if_exception_type(_Retryable),
-                reraise=True,
-            ):
-                with attempt:
-                    await self._post(url, params, body)
+            await self._post_with_retries(url, params, body)
         except (_Retryable, httpx.HTTPError, ValueError) as err:
             message = f"{redact(target.url)}: {err}"
             log.warning(
@@ -119,6 +122,19 @@ class WebhookSender:
             )
             return Delivery(channel, False, message)
         return Delivery(channel, True)
+
+    async def _post_with_retries(self, url: str, params: dict[str, str], body: Any) -> None:
+        """Post until the receiver accepts, refuses, or the attempts run out (the last
+        failure raised)."""
+        backoff = Backoff(self.backoff)
+        for attempt in range(1, self._attempts + 1):
+            try:
+                await self._post(url, params, body)
+                return
+            except _Retryable:
+                if attempt == self._attempts:
+                    raise
+            await backoff.wait()
 
     async def _post(self, url: str, params: dict[str, str], body: Any) -> None:
         try:

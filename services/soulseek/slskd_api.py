@@ -21,13 +21,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_random_exponential,
-)
 
+from services.kit.support.backoff import Backoff, BackoffPolicy
 from services.kit.support.http_client import PooledHttpClient
 from services.soulseek.transfer_state import TransferState, parse_state
 
@@ -256,6 +251,7 @@ class SlskdClient(PooledHttpClient):
         *,
         timeout: float = 15.0,
         busy_retries: int = 8,
+        busy_backoff_first_s: float = 0.05,
         busy_backoff_max_s: float = 2.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -270,8 +266,15 @@ class SlskdClient(PooledHttpClient):
         # enqueue may overlap, two searches may not.
         self._search_lock = asyncio.Lock()
         self._enqueue_lock = asyncio.Lock()
-        self._busy_retries = busy_retries
-        self._busy_backoff_max_s = busy_backoff_max_s
+        # `busy_retries` counts attempts, the first included.
+        self._busy_retries = max(1, busy_retries)
+        # Equal jitter: callers in other processes that met the same 429 spread out, and none
+        # comes back so soon that it meets the same running operation again.
+        self.busy_backoff = BackoffPolicy(
+            initial_s=min(busy_backoff_first_s, busy_backoff_max_s),
+            cap_s=busy_backoff_max_s,
+            jitter="equal",
+        )
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -310,21 +313,17 @@ class SlskdClient(PooledHttpClient):
     ) -> httpx.Response:
         """A call slskd admits one at a time: under the lock, with 429 retried."""
         async with lock:
-            retrying = AsyncRetrying(
-                retry=retry_if_exception_type(_TooManyRequests),
-                wait=wait_random_exponential(multiplier=0.05, max=self._busy_backoff_max_s),
-                stop=stop_after_attempt(self._busy_retries),
-                reraise=True,
-            )
-            try:
-                async for attempt in retrying:
-                    with attempt:
-                        return await self._request(method, path, json=json)
-            except _TooManyRequests as exc:
-                raise SlskdBusyError(
-                    f"slskd kept answering 429 to {method} {path} "
-                    f"after {self._busy_retries} attempts"
-                ) from exc
+            backoff = Backoff(self.busy_backoff)
+            for attempt in range(1, self._busy_retries + 1):
+                try:
+                    return await self._request(method, path, json=json)
+                except _TooManyRequests as exc:
+                    if attempt == self._busy_retries:
+                        raise SlskdBusyError(
+                            f"slskd kept answering 429 to {method} {path} "
+                            f"after {self._busy_retries} attempts"
+                        ) from exc
+                await backoff.wait()
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     # -- searches ------------------------------------------------------------------------------

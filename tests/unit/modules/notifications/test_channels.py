@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
+from services.kit.support import backoff
 from services.notifications.channels import WebhookSender, payload_for, redact
 from services.notifications.notifier import compose
 from services.notifications.settings import WebhookTarget
 from soulspot.common.v1 import references_pb2
 from tests.helpers.webhook_receiver import WebhookReceiverStandin
+from tests.unit.kit.support.recorded_waits import RecordedWaits
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -108,3 +110,26 @@ async def test_an_unreachable_receiver_is_reported(client: httpx.AsyncClient) ->
     assert delivery.channel == "discord:ops"
     assert not delivery.delivered
     assert "unreachable" in delivery.error
+
+
+async def test_retry_waits_grow_jittered_and_stop_at_the_attempt_limit(
+    receiver: WebhookReceiverStandin,
+    client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    recorded = RecordedWaits.install(monkeypatch, wanted=100)
+    draws = iter([0.2, 0.6, 0.4])
+    monkeypatch.setattr(backoff, "random_fraction", lambda: next(draws))
+    receiver.always("/hook", 503)
+    sender = WebhookSender(client, attempts=4, first_wait_s=0.1, max_wait_s=2.0)
+    delivery = await sender.send(
+        WebhookTarget(kind="webhook", url=f"{receiver.base_url}/hook"), compose(TRACK, FILE)
+    )
+    assert not delivery.delivered
+    assert "503" in delivery.error
+    assert len(receiver.requests_to("/hook")) == 4  # the limit, then no more
+    # Equal jitter: half the step plus the drawn share of the other half.
+    tops = [sender.backoff.ceiling(n) for n in range(3)]
+    expected = [top / 2 + f * top / 2 for top, f in zip(tops, [0.2, 0.6, 0.4], strict=True)]
+    assert recorded.waits == pytest.approx(expected)
+    assert recorded.waits[0] < recorded.waits[1] < recorded.waits[2]

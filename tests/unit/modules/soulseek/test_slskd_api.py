@@ -6,16 +6,20 @@ import asyncio
 import socket
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 
+from services.kit.support import backoff
 from services.soulseek.slskd_api import (
     SlskdAuthError,
+    SlskdBusyError,
     SlskdClient,
     SlskdNotFoundError,
     SlskdUnreachableError,
 )
 from services.soulseek.transfer_state import resolve_outcome
 from tests.standins.slskd import ERRORED, QUEUED, Peer, PeerFile, SlskdStandin
+from tests.unit.kit.support.recorded_waits import RecordedWaits
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -153,6 +157,38 @@ async def test_429_from_another_client_is_retried(standin: SlskdStandin) -> None
             await client.aclose()
     assert len(set(ids)) == 3
     assert standin.too_many_requests > 0
+
+
+async def test_429_waits_grow_jittered_and_stop_at_the_retry_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    recorded = RecordedWaits.install(monkeypatch, wanted=100)
+    fractions = [0.2, 0.6, 0.4, 0.8]
+    draws = iter(fractions)
+    monkeypatch.setattr(backoff, "random_fraction", lambda: next(draws))
+    posts: list[str] = []
+
+    def always_busy(request: httpx.Request) -> httpx.Response:
+        posts.append(request.url.path)
+        return httpx.Response(429, text="Only one concurrent operation is permitted.")
+
+    client = SlskdClient(
+        "http://slskd.invalid",
+        KEY,
+        busy_retries=5,
+        busy_backoff_first_s=0.05,
+        busy_backoff_max_s=2.0,
+        transport=httpx.MockTransport(always_busy),
+    )
+    async with client:
+        with pytest.raises(SlskdBusyError, match="after 5 attempts"):
+            await client.start_search("harbour")
+    assert posts == ["/api/v0/searches"] * 5  # the limit, then no more
+    # Equal jitter: half the step plus the drawn share of the other half.
+    tops = [client.busy_backoff.ceiling(n) for n in range(4)]
+    expected = [top / 2 + f * top / 2 for top, f in zip(tops, fractions, strict=True)]
+    assert recorded.waits == pytest.approx(expected)
+    assert all(a < b for a, b in zip(recorded.waits, recorded.waits[1:], strict=False))
 
 
 async def test_enqueue_and_download_succeeds(standin: SlskdStandin, downloads: Path) -> None:
