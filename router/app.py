@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from router.api import registry_service, router_service, status_service
@@ -26,6 +27,9 @@ from router.routing.proxy import CapabilityProxy
 from router.routing.registry import Registry
 from router.routing.routing_table import RoutingTable
 from router.routing.warnings import WarningBoard
+from router.security.caller import Callers
+from router.security.policy import load_policy
+from services.kit.events.registry import default_registry
 from services.kit.observability.metrics import MeshMetrics, default_metrics, server_interceptors
 from services.kit.rpc.server import KitServer
 from soulspot.router.v1 import (
@@ -42,6 +46,7 @@ if TYPE_CHECKING:
     from router.pipeline.engine import Pipeline
     from router.routing.registry import StatusCallback
     from router.settings import RouterSettings
+    from services.kit.security.tls import Transport
 
 log = logging.getLogger("soulspot.router")
 
@@ -56,6 +61,7 @@ class RouterApp:
         on_status_change: StatusCallback | None = None,
         address: str | None = None,
         metrics: MeshMetrics | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.settings = settings
         section = settings.router
@@ -70,7 +76,18 @@ class RouterApp:
         self.proxy = CapabilityProxy(
             self.registry, self.catalog, self.warnings, section, self.metrics
         )
-        self.registry_service = RegistryServicer(self.registry, self.watcher, self.table)
+        # Who may do what, from the caller's verified identity; a plaintext router (no TLS
+        # on its port) takes callers at their word.
+        self.policy = load_policy(
+            Path(section.policy_file) if section.policy_file else None,
+            bus.registry if bus is not None else default_registry(),
+        )
+        self.callers = Callers(self.policy, secure=lambda: self.server.secure)
+        if bus is not None:
+            bus.callers = self.callers
+        self.registry_service = RegistryServicer(
+            self.registry, self.watcher, self.table, self.callers
+        )
         self.status_service = StatusServicer(
             self.registry, self.catalog, self.warnings, bus=bus, pipeline=pipeline
         )
@@ -85,6 +102,7 @@ class RouterApp:
             "router",
             address or section.address,
             interceptors=server_interceptors(self.metrics),
+            transport=transport,
         )
         self._add_own_services(bus, pipeline)
         self.server.add_service(

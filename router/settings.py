@@ -51,6 +51,12 @@ class RouterSection(Section):
     pipeline_file: str | None = None
     # The dashboard and JSON API: host:port, "off" for none; empty is 127.0.0.1:8080.
     http_address: str = ""
+    # Who may register, publish and administer (router/security/policy.py); unset uses the
+    # shipped router/security/policy.yaml.
+    policy_file: str | None = None
+    # How long a module whose registration stream is gone stays listed (inactive) before the
+    # router forgets it, so abandoned names do not pile up.
+    gone_module_ttl_s: float = Field(default=3600.0, gt=0, le=7 * 86400)
 
 
 class RouterSettings(KitSettings):

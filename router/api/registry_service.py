@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from router.routing.health_watch import HealthWatcher
     from router.routing.registry import Registry
     from router.routing.routing_table import RoutingTable
+    from router.security.caller import Callers
 
 log = logging.getLogger("soulspot.router.registry_service")
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -31,24 +32,35 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     Streaming RPCs are async generator functions (not functions returning one): the kit's
     server wrapping tells streaming behaviours apart that way."""
 
-    def __init__(self, registry: Registry, watcher: HealthWatcher, table: RoutingTable) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        watcher: HealthWatcher,
+        table: RoutingTable,
+        callers: Callers | None = None,
+    ) -> None:
         self.registry = registry
         self.watcher = watcher
         self.table = table
+        # None: every caller is taken at its word (a router without a policy, in tests).
+        self.callers = callers
         self._closing = asyncio.Event()
 
     def close(self) -> None:
         """End the registration streams cleanly before the server stops."""
         self._closing.set()
 
-    async def _next(self, requests: AsyncIterator[Any]) -> Any:
-        """The next request, or None when the stream ended or the router is closing."""
+    async def _next(self, requests: AsyncIterator[Any], superseded: asyncio.Event) -> Any:
+        """The next request, or None when the stream ended, the router is closing or a newer
+        registration of the same identity replaced this one."""
         following = asyncio.ensure_future(anext(requests, None))
         closing = asyncio.ensure_future(self._closing.wait())
+        replaced = asyncio.ensure_future(superseded.wait())
         try:
-            await asyncio.wait({following, closing}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({following, closing, replaced}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             closing.cancel()
+            replaced.cancel()
         if not following.done():
             following.cancel()
             return None
@@ -69,7 +81,15 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 ),
             )
         try:
-            entry = self.registry.register(first.announce, dynamic=True)
+            caller = None
+            if self.callers is not None:
+                caller = self.callers.identify(context)
+                self.callers.check_registration(
+                    caller,
+                    first.announce.name,
+                    [(c.capability, c.priority) for c in first.announce.capabilities],
+                )
+            entry = self.registry.register(first.announce, dynamic=True, owner=caller)
         except MeshError as err:
             await abort_with(context, err)
         try:
@@ -82,7 +102,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 )
             )
             requests = aiter(request_iterator)
-            while (request := await self._next(requests)) is not None:
+            while (request := await self._next(requests, entry.superseded)) is not None:
                 kind = request.WhichOneof("kind")
                 if kind == "health":
                     self.registry.set_reported_health(entry, request.health)

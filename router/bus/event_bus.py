@@ -25,6 +25,7 @@ from router.bus.patterns import PatternSet, pattern_error
 from router.bus.store import ConsumerRecord, Parking
 from router.bus.tail import TailCache
 from router.bus.validate import envelope_violations, validate_envelope
+from router.security.caller import Callers, source_name
 from services.kit.events.registry import EventRegistry, default_registry, event_option
 from services.kit.observability.metrics import MeshMetrics, default_metrics
 from services.kit.rpc import context as ctx
@@ -33,6 +34,7 @@ from services.kit.rpc.errors import (
     InvalidArgument,
     MeshError,
     NotFound,
+    PermissionDenied,
     Unavailable,
     abort_with,
     bad_request,
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
 
     from router.bus.settings import BusSettings
     from router.bus.store import AppendResult, DeadLetterRecord, EventStore
+    from services.kit.security.identity import Identity
 
 _log = logging.getLogger(__name__)
 SERVICE_NAME = event_bus_pb2.DESCRIPTOR.services_by_name["EventBusService"].full_name
@@ -149,6 +152,11 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
         self.settings = settings
         self.registry = registry or default_registry()
         self.source_module = source_module
+        # Who may publish, own consumers and administer (set by the router); None takes
+        # every caller at its word, as a plaintext router does.
+        self.callers: Callers | None = None
+        # Each in-memory consumer's owner (an identity URI, "" for none yet), as stored.
+        self._owners: dict[str, str] = {}
         self.cache = TailCache(settings.tail_cache_size, 0)
         self._consumers: dict[str, Consumer] = {}
         self._consumer_lock = asyncio.Lock()
@@ -220,6 +228,7 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
         for name in gone:
             # Out of memory first, so no progress of theirs is written after the removal.
             self._consumers.pop(name).discard()
+            self._owners.pop(name, None)
         try:
             removed, next_due_us = await self.store.expire_consumers(
                 int(now * 1_000_000), keep=set(self._consumers), also=gone
@@ -317,10 +326,36 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
                 )
         return results
 
-    async def _publish(self, envelope: envelope_pb2.EventEnvelope) -> router_pb2.PublishResponse:
+    def _caller(self, context: Context) -> Identity | None:
+        """The verified caller, None when callers are taken at their word."""
+        return None if self.callers is None else self.callers.identify(context)
+
+    def _publish_problem(
+        self, caller: Identity | None, envelope: envelope_pb2.EventEnvelope
+    ) -> PermissionDenied | None:
+        if caller is None or self.callers is None:
+            return None
+        if self.callers.may_publish(caller, envelope.event_type):
+            return None
+        return self.callers.publish_denied(caller, envelope.event_type)
+
+    @staticmethod
+    def _stamp(caller: Identity | None, envelope: envelope_pb2.EventEnvelope) -> None:
+        """The source is who called, whatever the envelope says (the cycle guard and every
+        consumer read it)."""
+        if caller is not None:
+            envelope.source_module = source_name(caller)
+
+    async def _publish(
+        self, envelope: envelope_pb2.EventEnvelope, caller: Identity | None = None
+    ) -> router_pb2.PublishResponse:
+        self._stamp(caller, envelope)
         validate_envelope(
             envelope, self.registry, max_payload_bytes=self.settings.max_payload_bytes
         )
+        denied = self._publish_problem(caller, envelope)
+        if denied is not None:
+            raise denied
         (result,) = await self._append([envelope])
         return router_pb2.PublishResponse(sequence=result.sequence, duplicate=result.duplicate)
 
@@ -369,7 +404,7 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
                 raise InvalidArgument(
                     "event is required", details=[bad_request({"event": "field event is required"})]
                 )
-            return await self._publish(request.event)
+            return await self._publish(request.event, self._caller(context))
         except MeshError as err:
             await abort_with(context, err)
 
@@ -378,6 +413,10 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
         request_iterator: AsyncIterator[router_pb2.PublishStreamRequest],
         context: Context,
     ) -> AsyncIterator[router_pb2.PublishStreamResponse]:
+        try:
+            caller = self._caller(context)
+        except MeshError as err:
+            await abort_with(context, err)
         # Batches are stored concurrently (group commit joins them) and answered in order.
         answers: asyncio.Queue[asyncio.Task[router_pb2.PublishStreamResponse] | None] = (
             asyncio.Queue(maxsize=64)
@@ -386,7 +425,7 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
         async def read() -> None:
             try:
                 async for batch in request_iterator:
-                    await answers.put(asyncio.create_task(self._publish_batch(batch)))
+                    await answers.put(asyncio.create_task(self._publish_batch(batch, caller)))
             finally:
                 await answers.put(None)
 
@@ -402,13 +441,14 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
             reader.cancel()
 
     async def _publish_batch(
-        self, batch: router_pb2.PublishStreamRequest
+        self, batch: router_pb2.PublishStreamRequest, caller: Identity | None = None
     ) -> router_pb2.PublishStreamResponse:
         results: list[router_pb2.PublishResult] = [
             router_pb2.PublishResult(event_id=e.event_id) for e in batch.events
         ]
         valid: list[tuple[int, envelope_pb2.EventEnvelope]] = []
         for i, env in enumerate(batch.events):
+            self._stamp(caller, env)
             violations, payload = envelope_violations(
                 env,
                 self.registry,
@@ -420,6 +460,9 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
                 results[i].error_message = "; ".join(
                     f"{v.field}: {v.description}" for v in violations
                 )
+            elif (denied := self._publish_problem(caller, env)) is not None:
+                results[i].error_code = denied.code.value[0]
+                results[i].error_message = denied.message
             else:
                 valid.append((i, env))
         if valid:
@@ -437,7 +480,62 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
 
     # -- subscribing -----------------------------------------------------------------------
 
-    async def _consumer_for(self, start: router_pb2.SubscribeStart) -> Consumer:
+    def _check_owner(self, name: str, owner: str, identity: Identity | None) -> None:
+        """A consumer belongs to the identity that created it; a plaintext caller (None) is
+        taken at its word, and a consumer without an owner goes to its next subscriber."""
+        if identity is None or not owner or owner == identity.uri:
+            return
+        raise PermissionDenied(
+            f"consumer {name!r} belongs to {owner}; {identity.uri} may not subscribe to it"
+        )
+
+    @staticmethod
+    def _check_same_terms(consumer: Consumer, patterns: tuple[str, ...], inactive_s: float) -> None:
+        """A subscriber joining others must ask what they asked: applied silently, its
+        patterns or inactive threshold would change what the others receive or keep."""
+        if not consumer.attached:
+            return
+        problems: dict[str, str] = {}
+        current = consumer.patterns.patterns
+        if patterns and patterns != current:
+            problems["start.event_types"] = (
+                f"consumer {consumer.name!r} has subscribers with event_types "
+                f"{list(current)}; this subscriber asks {list(patterns)}"
+            )
+        if inactive_s != consumer.inactive_s:
+            problems["start.inactive_threshold"] = (
+                f"consumer {consumer.name!r} has subscribers with inactive_threshold "
+                f"{consumer.inactive_s:g}s; this subscriber asks {inactive_s:g}s"
+            )
+        if problems:
+            raise FailedPrecondition(
+                "; ".join(problems.values())
+                + ": subscribe with the same terms, or change them once no subscriber is left",
+                details=[
+                    error_details_pb2.PreconditionFailure(
+                        violations=[
+                            error_details_pb2.PreconditionFailure.Violation(
+                                type="CONSUMER_TERMS", subject=field, description=text
+                            )
+                            for field, text in problems.items()
+                        ]
+                    )
+                ],
+            )
+
+    def _claimed(self, name: str, identity: Identity) -> None:
+        self._owners[name] = identity.uri
+        _log.warning(
+            "consumer %s had no owner: it now belongs to %s, its first subscriber since",
+            name,
+            identity.uri,
+            extra={"consumer": name, "owner": identity.uri, "operation": "claim"},
+        )
+
+    async def _consumer_for(
+        self, start: router_pb2.SubscribeStart, *, identity: Identity | None = None
+    ) -> Consumer:
+        owner = identity.uri if identity is not None else ""
         async with self._consumer_lock:
             patterns = tuple(start.event_types)
             consumer = self._consumers.get(start.consumer)
@@ -451,13 +549,18 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
                 record = await self.store.load_consumer(start.consumer)
                 if record is None:
                     floor = await self._start_floor(start)
-                    record = ConsumerRecord(start.consumer, patterns, floor)
+                    record = ConsumerRecord(start.consumer, patterns, floor, owner=owner)
                 else:
                     floor = record.floor
+                    self._check_owner(start.consumer, record.owner, identity)
                 # Patterns and the inactive threshold as this subscriber asks.
                 await self.store.save_consumer(
-                    start.consumer, patterns, floor, inactive_s=inactive_s
+                    start.consumer, patterns, floor, inactive_s=inactive_s, owner=owner
                 )
+                if record.owner:
+                    self._owners[start.consumer] = record.owner
+                elif identity is not None:
+                    self._claimed(start.consumer, identity)
                 record.patterns = patterns
                 consumer = Consumer(
                     record,
@@ -471,10 +574,20 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
                 # Queued replays (record.replays) stay in the store; the consumer reads
                 # them a page at a time.
                 self._consumers[start.consumer] = consumer
-            elif patterns != consumer.patterns.patterns or inactive_s != consumer.inactive_s:
-                await self.store.save_consumer(
-                    start.consumer, patterns, consumer.floor, inactive_s=inactive_s
-                )
+            else:
+                self._check_owner(start.consumer, self._owners.get(start.consumer, ""), identity)
+                self._check_same_terms(consumer, patterns, inactive_s)
+                claim = identity is not None and not self._owners.get(start.consumer)
+                if (
+                    claim
+                    or patterns != consumer.patterns.patterns
+                    or inactive_s != consumer.inactive_s
+                ):
+                    await self.store.save_consumer(
+                        start.consumer, patterns, consumer.floor, inactive_s=inactive_s, owner=owner
+                    )
+                if claim and identity is not None:
+                    self._claimed(start.consumer, identity)
             consumer.max_attempts = max_attempts
             consumer.inactive_s = inactive_s
             if consumer.idle_since or inactive_s > 0:
@@ -530,10 +643,11 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
         except StopAsyncIteration:
             return
         try:
+            identity = self._caller(context)
             start = self._check_start(first)
+            consumer = await self._consumer_for(start, identity=identity)
         except MeshError as err:
             await abort_with(context, err)
-        consumer = await self._consumer_for(start)
         sub = Subscription(
             instance=start.instance or context.peer(),
             max_in_flight=start.max_in_flight or self.settings.default_max_in_flight,
@@ -614,6 +728,7 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
         self, request: router_pb2.ListEventsRequest, context: Context
     ) -> router_pb2.ListEventsResponse:
         try:
+            self._require_admin(context, "ListEvents")
             patterns = self._patterns(request.event_types, "event_types")
             limit = min(request.limit or DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)
             position = _parse_page_token(request.page_token) if request.page_token else None
@@ -653,6 +768,7 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
         self, request: router_pb2.ReplayEventsRequest, context: Context
     ) -> AsyncIterator[router_pb2.ReplayEventsResponse]:
         try:
+            self._require_admin(context, "ReplayEvents")
             patterns = self._patterns(request.event_types, "event_types")
             which = request.WhichOneof("from")
             if which == "from_time":
@@ -720,6 +836,7 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
         self, request: router_pb2.ReplayDeadLettersRequest, context: Context
     ) -> router_pb2.ReplayDeadLettersResponse:
         try:
+            self._require_admin(context, "ReplayDeadLetters")
             ids = list(request.dead_letter_ids)
             if not ids and not request.consumer:
                 raise InvalidArgument(
@@ -753,6 +870,43 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
                 if consumer is not None:
                     consumer.replays_queued()
             return router_pb2.ReplayDeadLettersResponse(replayed=sum(counts.values()))
+        except MeshError as err:
+            await abort_with(context, err)
+
+    # -- admin ---------------------------------------------------------------------------
+
+    def _require_admin(self, context: Context, operation: str) -> None:
+        if self.callers is not None:
+            self.callers.require_admin(self.callers.identify(context), operation)
+
+    async def DeleteConsumer(
+        self, request: event_bus_pb2.DeleteConsumerRequest, context: Context
+    ) -> event_bus_pb2.DeleteConsumerResponse:
+        try:
+            self._require_admin(context, "DeleteConsumer")
+            if not request.consumer:
+                raise InvalidArgument(
+                    "consumer is required",
+                    details=[bad_request({"consumer": "field consumer is required"})],
+                )
+            async with self._consumer_lock:
+                consumer = self._consumers.pop(request.consumer, None)
+                self._owners.pop(request.consumer, None)
+                if consumer is not None:
+                    # Out of memory first, and nothing of its subscribers' written back: their
+                    # unacked deliveries would otherwise be recorded after the removal.
+                    for sub in consumer.subscriptions:
+                        sub.in_flight.clear()
+                        sub.closed = True
+                        sub.end()
+                    consumer.discard()
+                deleted = await self.store.delete_consumer(request.consumer)
+            _log.info(
+                "consumer %s deleted",
+                request.consumer,
+                extra={"consumer": request.consumer, "operation": "delete"},
+            )
+            return event_bus_pb2.DeleteConsumerResponse(deleted=deleted or consumer is not None)
         except MeshError as err:
             await abort_with(context, err)
 

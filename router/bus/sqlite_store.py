@@ -81,7 +81,9 @@ CREATE TABLE IF NOT EXISTS consumers (
     floor INTEGER NOT NULL,
     -- Removed after this long without a subscriber (0: kept), idle since (0: attached).
     inactive_s REAL NOT NULL DEFAULT 0,
-    idle_since_us INTEGER NOT NULL DEFAULT 0
+    idle_since_us INTEGER NOT NULL DEFAULT 0,
+    -- The identity URI that created it ('' for none yet: claimed by its next subscriber).
+    owner TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS consumer_done (
     consumer TEXT NOT NULL,
@@ -334,6 +336,10 @@ def _migrate(conn: sqlite3.Connection) -> None:
         # Consumers that go away on their own after a while without subscribers.
         conn.execute("ALTER TABLE consumers ADD COLUMN inactive_s REAL NOT NULL DEFAULT 0")
         conn.execute("ALTER TABLE consumers ADD COLUMN idle_since_us INTEGER NOT NULL DEFAULT 0")
+    if "owner" not in columns:
+        # Consumers belong to the identity that created them; those written before have no
+        # owner and go to the first identity that subscribes (see EventBus).
+        conn.execute("ALTER TABLE consumers ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
 
 
 def _commit_lazy_writes(_conn: sqlite3.Connection) -> None:
@@ -663,12 +669,17 @@ class SqliteEventStore:
             conn.execute("BEGIN")
             try:
                 row = conn.execute(
-                    "SELECT patterns, floor FROM consumers WHERE name = ?", (name,)
+                    "SELECT patterns, floor, inactive_s, owner FROM consumers WHERE name = ?",
+                    (name,),
                 ).fetchone()
                 if row is None:
                     return None
                 record = ConsumerRecord(
-                    name, tuple(p for p in str(row[0]).split("\n") if p), int(row[1])
+                    name,
+                    tuple(p for p in str(row[0]).split("\n") if p),
+                    int(row[1]),
+                    inactive_s=float(row[2]),
+                    owner=str(row[3]),
                 )
                 record.done_above_floor = {
                     int(r[0])
@@ -696,19 +707,39 @@ class SqliteEventStore:
         return await self._read_settled(op)
 
     async def save_consumer(
-        self, name: str, patterns: Sequence[str], floor: int, *, inactive_s: float = 0.0
+        self,
+        name: str,
+        patterns: Sequence[str],
+        floor: int,
+        *,
+        inactive_s: float = 0.0,
+        owner: str = "",
     ) -> None:
         joined = "\n".join(patterns)
 
         def op(conn: sqlite3.Connection) -> None:
+            # An owner, once set, stays: only a consumer without one takes the new one.
             conn.execute(
-                "INSERT INTO consumers (name, patterns, floor, inactive_s) VALUES (?, ?, ?, ?)"
+                "INSERT INTO consumers (name, patterns, floor, inactive_s, owner)"
+                " VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT(name) DO UPDATE SET patterns = excluded.patterns,"
-                " inactive_s = excluded.inactive_s",
-                (name, joined, floor, inactive_s),
+                " inactive_s = excluded.inactive_s,"
+                " owner = CASE WHEN consumers.owner = '' THEN excluded.owner"
+                " ELSE consumers.owner END",
+                (name, joined, floor, inactive_s, owner),
             )
 
         await self._write(op)
+
+    async def delete_consumer(self, name: str) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            for table in ("consumer_done", "consumer_pending"):
+                conn.execute(f"DELETE FROM {table} WHERE consumer = ?", (name,))
+            deleted = conn.execute("DELETE FROM consumers WHERE name = ?", (name,)).rowcount
+            self._pruned.discard(name)
+            return deleted > 0
+
+        return await self._write(op)
 
     def set_consumer_idle(self, name: str, since_us: int) -> None:
         def op(conn: sqlite3.Connection) -> None:

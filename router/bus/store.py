@@ -58,6 +58,10 @@ class ConsumerRecord:
     done_above_floor: set[int] = field(default_factory=set)
     pending: dict[int, PendingRecord] = field(default_factory=dict)
     replays: int = 0
+    inactive_s: float = 0.0
+    # The identity URI that owns it; "" when it has none (written before owners, or by a
+    # plaintext router).
+    owner: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,10 +151,22 @@ class EventStore(Protocol):
     async def load_consumer(self, name: str) -> ConsumerRecord | None: ...
 
     async def save_consumer(
-        self, name: str, patterns: Sequence[str], floor: int, *, inactive_s: float = 0.0
+        self,
+        name: str,
+        patterns: Sequence[str],
+        floor: int,
+        *,
+        inactive_s: float = 0.0,
+        owner: str = "",
     ) -> None:
         """Create the consumer, or update its patterns and `inactive_s` (seconds without a
-        subscriber before it is removed; 0 keeps it)."""
+        subscriber before it is removed; 0 keeps it); `owner` is stored only while it has
+        none."""
+        ...
+
+    async def delete_consumer(self, name: str) -> bool:
+        """Remove a consumer's position, done and pending records (not its dead letters);
+        whether it existed."""
         ...
 
     def set_consumer_idle(self, name: str, since_us: int) -> None:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from router.routing.capabilities import Catalog
     from router.settings import RouterSection
+    from services.kit.security.identity import Identity
 
 log = logging.getLogger("soulspot.router.registry")
 
@@ -87,6 +88,12 @@ class ModuleEntry:
     # Registration streams that replaced this one must not be torn down by its end.
     generation: int = 0
     stream_open: bool = False
+    # The verified identity that registered it (None: static, or a plaintext router).
+    owner: Identity | None = None
+    # Set when a newer registration of the same identity replaced this one: its stream ends.
+    superseded: asyncio.Event = field(default_factory=asyncio.Event)
+    # Forgetting this entry once its stream is gone (gone_module_ttl_s).
+    expiry: asyncio.TimerHandle | None = None
     channel: grpc.aio.Channel | None = None
     # Method multicallables cached per method path: building one per call costs throughput.
     callables: dict[str, object] = field(default_factory=dict)
@@ -173,13 +180,26 @@ class Registry:
             )
 
     def register(
-        self, announcement: router_pb2.ModuleAnnouncement, *, dynamic: bool
+        self,
+        announcement: router_pb2.ModuleAnnouncement,
+        *,
+        dynamic: bool,
+        owner: Identity | None = None,
     ) -> ModuleEntry:
         """Add or replace a module. A live (stream open, not inactive) dynamic module of the
-        same name is refused: two processes must not share a name."""
+        same name is refused: two processes must not share a name. With a verified `owner`,
+        the same identity replaces its own live entry (a restart whose old stream has not
+        closed yet), and the old stream is told to end."""
         self.validate(announcement)
         old = self.modules.get(announcement.name)
-        if old is not None and old.dynamic and old.stream_open and old.health != INACTIVE:
+        restart = owner is not None and old is not None and old.owner == owner
+        if (
+            old is not None
+            and not restart
+            and old.dynamic
+            and old.stream_open
+            and old.health != INACTIVE
+        ):
             raise AlreadyExists(
                 f"module {announcement.name!r} is already registered and live at {old.address}",
                 details=[
@@ -206,10 +226,20 @@ class Registry:
             ),
             generation=next(self._generations),
             stream_open=dynamic,
+            owner=owner,
         )
         entry.channel = grpc.aio.insecure_channel(entry.address, options=CHANNEL_OPTIONS)
         if old is not None:
             self._close_channel(old)
+            self._cancel_expiry(old)
+            if old.stream_open:
+                log.info(
+                    "module %s registered again by %s: its previous stream is replaced",
+                    old.name,
+                    owner,
+                    extra={"module_name": old.name, "operation": "register"},
+                )
+                old.superseded.set()
         self.modules[entry.name] = entry
         self._notify_status(entry.name, old.status if old else UNKNOWN, entry.status, entry.reason)
         self.changed()
@@ -224,6 +254,32 @@ class Registry:
             return
         entry.stream_open = False
         self.set_health(entry, INACTIVE, "registration stream closed")
+        # Listed as inactive for a while (it may come back), then forgotten: a name whose
+        # process never returns must not stay forever.
+        self._cancel_expiry(entry)
+        entry.expiry = asyncio.get_running_loop().call_later(
+            self.settings.gone_module_ttl_s, self._forget, entry
+        )
+
+    def _forget(self, entry: ModuleEntry) -> None:
+        entry.expiry = None
+        if self.modules.get(entry.name) is not entry or entry.stream_open:
+            return
+        del self.modules[entry.name]
+        self._close_channel(entry)
+        log.info(
+            "module %s forgotten: no registration stream for %.0f s",
+            entry.name,
+            self.settings.gone_module_ttl_s,
+            extra={"module_name": entry.name, "operation": "expire"},
+        )
+        self.changed()
+
+    @staticmethod
+    def _cancel_expiry(entry: ModuleEntry) -> None:
+        if entry.expiry is not None:
+            entry.expiry.cancel()
+            entry.expiry = None
 
     def get(self, name: str) -> ModuleEntry | None:
         return self.modules.get(name)
@@ -237,6 +293,7 @@ class Registry:
 
     async def close(self) -> None:
         for entry in self.modules.values():
+            self._cancel_expiry(entry)
             if entry.channel is not None:
                 await entry.channel.close()
                 entry.channel = None
