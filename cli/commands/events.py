@@ -1,4 +1,5 @@
-"""`soulspot events list` and `soulspot events tail`: the router's event log."""
+"""`soulspot events list`, `soulspot events tail` and `soulspot events consumers delete`: the
+router's event log and its durable consumers."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import typer
 from cli.console import console
 from cli.router_connection import RouterOption, router_address, run_on_router
 from cli.tables import events_table, local_time, payload_summary
-from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2
+from soulspot.router.v1 import event_bus_pb2, event_bus_pb2_grpc, router_pb2
 
 if TYPE_CHECKING:
     import grpc
 
 events_app = typer.Typer(no_args_is_help=True, help="Inspect and follow the event log.")
+consumers_app = typer.Typer(no_args_is_help=True, help="Manage the bus's durable consumers.")
+events_app.add_typer(consumers_app, name="consumers")
 
 TypeOption = Annotated[
     list[str] | None,
@@ -77,5 +80,26 @@ def tail(
                     f" {payload_summary(env, 120)}"
                 )
             await asyncio.sleep(TAIL_POLL_S)
+
+    run_on_router(router_address(router), body)
+
+
+@consumers_app.command("delete")
+def delete_consumer(
+    name: Annotated[str, typer.Argument(help="The durable consumer's name.")],
+    router: RouterOption = None,
+) -> None:
+    """Remove a durable consumer and its position (its dead letters stay); an admin operation."""
+
+    async def body(channel: grpc.aio.Channel) -> int:
+        stub = event_bus_pb2_grpc.EventBusServiceStub(channel)
+        reply = await stub.DeleteConsumer(
+            event_bus_pb2.DeleteConsumerRequest(consumer=name), timeout=10
+        )
+        if not reply.deleted:
+            console.print(f"no consumer named {name!r}")
+            return 1
+        console.print(f"consumer {name!r} deleted")
+        return 0
 
     run_on_router(router_address(router), body)
