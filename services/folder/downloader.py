@@ -119,7 +119,7 @@ class FolderDownloader:
         result = self.index.match(
             track,
             tolerance_ms=(quality.duration_tolerance_ms if quality else 0)
-            or self.section.duration_tolerance_ms,
+            or round(self.section.duration_tolerance_s * 1000),
             allowed_versions=quality.allowed_versions if quality else (),
             require_lossless=bool(quality and quality.require_lossless),
             min_bitrate_kbps=quality.min_bitrate_kbps if quality else 0,

@@ -78,7 +78,7 @@ def build_policy(section: SoulseekSection, quality: references_pb2.QualityPolicy
     formats: tuple[str, ...] = tuple(f.lower() for f in section.preferred_formats)
     min_bitrate = section.min_bitrate_kbps
     prefer_lossless = section.prefer_lossless
-    tolerance_ms = section.duration_tolerance_ms
+    tolerance_s = section.duration_tolerance_s
     allowed: frozenset[str] = frozenset()
     require_lossless = False
     if quality is not None:
@@ -88,7 +88,8 @@ def build_policy(section: SoulseekSection, quality: references_pb2.QualityPolicy
             )
         min_bitrate = quality.min_bitrate_kbps or min_bitrate
         prefer_lossless = quality.prefer_lossless or quality.require_lossless
-        tolerance_ms = quality.duration_tolerance_ms or tolerance_ms
+        if quality.duration_tolerance_ms:
+            tolerance_s = quality.duration_tolerance_ms / 1000
         allowed = frozenset(v.lower() for v in quality.allowed_versions)
         require_lossless = quality.require_lossless
     only_preferred = bool(quality is not None and quality.preferred_formats)
@@ -101,7 +102,7 @@ def build_policy(section: SoulseekSection, quality: references_pb2.QualityPolicy
             preferred_formats=formats,
             min_bitrate_kbps=min_bitrate,
             prefer_lossless=prefer_lossless,
-            duration_tolerance_s=tolerance_ms / 1000,
+            duration_tolerance_s=tolerance_s,
             allowed_versions=allowed,
             only_preferred_formats=only_preferred,
         ),

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
 
 from services.kit.module.spec import ModuleSection
+from services.kit.support.setting_aliases import milliseconds_to_seconds
 from services.kit.support.settings import KitSettings
 
 DEFAULT_PORT = 50063
@@ -20,7 +24,8 @@ class SoulseekSection(ModuleSection):
     preferred_formats: list[str] = ["flac", "mp3"]
     min_bitrate_kbps: int = 192
     prefer_lossless: bool = True
-    duration_tolerance_ms: int = 5000
+    # The largest accepted difference from the requested duration, when both are known.
+    duration_tolerance_s: float = Field(default=5.0, gt=0, le=600)
     # Search: how long slskd searches the network, and how long we wait for it at most.
     search_timeout_s: float = 15.0
     search_max_wait_s: float = 30.0
@@ -33,6 +38,15 @@ class SoulseekSection(ModuleSection):
     probe_interval_s: float = 30.0
     # At most one download.progress per download per this many seconds.
     progress_interval_s: float = 0.5
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        # DURATION_TOLERANCE_MS (milliseconds) was this setting's name before durations
+        # became seconds; deployments that still set it keep their tolerance.
+        return milliseconds_to_seconds(
+            data, "duration_tolerance_ms", "duration_tolerance_s", where="soulseek"
+        )
 
 
 class SoulseekSettings(KitSettings):
