@@ -1,4 +1,5 @@
-"""The bus's Prometheus metrics: `MeshMetrics` children cached per label set.
+"""The bus's Prometheus metrics: the router's series (router.metrics) with their children
+cached per label set.
 
 `labels()` costs a lock and a tuple lookup; publish and delivery count once per event, so the
 children are looked up once per event type (and consumer) and kept.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from router.metrics import router_metrics
+
 if TYPE_CHECKING:
     from services.kit.observability.metrics import MeshMetrics
 
@@ -16,7 +19,8 @@ class BusMetrics:
     """Counts publishes, deliveries, redeliveries, dead letters and consumer lag."""
 
     def __init__(self, metrics: MeshMetrics) -> None:
-        self.metrics = metrics
+        """Counts on the router's series on `metrics`' registry."""
+        self.metrics = router_metrics(metrics)
         self._published: dict[str, tuple[Any, Any]] = {}
         self._delivered: dict[tuple[str, str, bool], Any] = {}
         self._dead: dict[tuple[str, str, str], Any] = {}

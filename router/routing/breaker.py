@@ -6,6 +6,8 @@ import time
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from router.metrics import router_metrics
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -35,7 +37,7 @@ class CircuitBreaker:
         self.failure_threshold = max(1, failure_threshold)
         # The module it guards, for the breaker_state gauge (no gauge without metrics).
         self.name = name
-        self._metrics = metrics
+        self._metrics = router_metrics(metrics) if metrics is not None else None
         self.cooldown = cooldown
         self._clock = clock
         self._on_change = on_change

@@ -13,6 +13,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2
 
+from router.metrics import router_metrics
 from router.routing.registry import status_name
 from services.kit.observability.metrics import MeshMetrics, default_metrics
 from services.kit.rpc import context as ctx
@@ -92,7 +93,7 @@ class _CallMetrics:
     takes a lock and builds a key on every use, which a per-call path cannot afford."""
 
     def __init__(self, metrics: MeshMetrics) -> None:
-        self.metrics = metrics
+        self.metrics = router_metrics(metrics)
         self._calls: dict[tuple[str, str, grpc.StatusCode], tuple[Counter, Histogram]] = {}
 
     def call(self, capability: str, module: str, code: grpc.StatusCode, started: float) -> None:

@@ -1,28 +1,19 @@
-"""Prometheus metrics for the router and the modules.
+"""Prometheus metrics every process of the mesh records, and their /metrics endpoint.
 
 Every `MeshMetrics` owns its own `CollectorRegistry` instead of prometheus_client's global
 one, so several servers in one test process count apart and a second instance never fails
 with "duplicated timeseries". A process normally uses one instance, the process default
-(`default_metrics()`); the module-level `record_*` functions write to it, so code deep in the
-router (proxy, breaker, bus, pipeline) can count without having an instance passed in.
+(`default_metrics()`); `event_handled` writes to it without an instance passed in.
 
 Metric names (all prefixed `soulspot_`):
 
-    capability_calls_total{capability,module,code}        calls the router forwarded, by outcome
-    capability_call_duration_seconds{capability,module}   their latency
-    capability_fallbacks_total{capability,from_module,to_module}
-    breaker_state{module}                                 0 closed, 1 half_open, 2 open
-    events_published_total{event_type}
-    event_publish_duration_seconds{event_type}
-    events_delivered_total{event_type,consumer}
-    events_redelivered_total{event_type,consumer}
-    events_dead_lettered_total{event_type,consumer,reason}
-    consumer_lag{consumer}                                stored matching events not yet acked
     events_handled_total{event_type,outcome}              handler runs in a module
     event_handling_duration_seconds{event_type}
-    pipeline_steps_total{capability,outcome}
     rpc_server_handled_total{service,method,code}         every RPC a KitServer answered
     rpc_server_handling_seconds{service,method}
+
+The router adds its own series (forwarded calls, breakers, the event bus, the pipeline) to the
+same registry: router/metrics.py.
 
 A module's metrics endpoint is off unless `SOULSPOT_<MODULE>__METRICS_ADDRESS` is set
 (`host:port`, or `auto` for the module's gRPC port + 1000 on the same host: 51061 for
@@ -45,7 +36,6 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
 )
@@ -79,79 +69,15 @@ LATENCY_BUCKETS = (
     30.0,
 )
 
-BREAKER_STATES: dict[str, int] = {"closed": 0, "half_open": 1, "open": 2}
-
 METRICS_PORT_OFFSET = 1000
 
 
 class MeshMetrics:
-    """All of the mesh's metrics on one registry."""
+    """The series every process records, on a registry of its own (others may add theirs)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.calls = Counter(
-            "soulspot_capability_calls",
-            "Capability calls forwarded by the router, by answering module and status code.",
-            ("capability", "module", "code"),
-            registry=r,
-        )
-        self.call_seconds = Histogram(
-            "soulspot_capability_call_duration_seconds",
-            "Latency of one forwarded capability call attempt.",
-            ("capability", "module"),
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.fallbacks = Counter(
-            "soulspot_capability_fallbacks",
-            "Calls retried on the next provider after a transient failure.",
-            ("capability", "from_module", "to_module"),
-            registry=r,
-        )
-        self.breaker = Gauge(
-            "soulspot_breaker_state",
-            "Circuit breaker per module: 0 closed, 1 half_open, 2 open.",
-            ("module",),
-            registry=r,
-        )
-        self.published = Counter(
-            "soulspot_events_published",
-            "Events accepted into the log.",
-            ("event_type",),
-            registry=r,
-        )
-        self.publish_seconds = Histogram(
-            "soulspot_event_publish_duration_seconds",
-            "Time from publish request to durable acknowledgement.",
-            ("event_type",),
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.delivered = Counter(
-            "soulspot_events_delivered",
-            "Deliveries sent to subscribers (first attempts).",
-            ("event_type", "consumer"),
-            registry=r,
-        )
-        self.redelivered = Counter(
-            "soulspot_events_redelivered",
-            "Deliveries sent again after a nack or an ack timeout.",
-            ("event_type", "consumer"),
-            registry=r,
-        )
-        self.dead_lettered = Counter(
-            "soulspot_events_dead_lettered",
-            "Events parked on the dead-letter list.",
-            ("event_type", "consumer", "reason"),
-            registry=r,
-        )
-        self.lag = Gauge(
-            "soulspot_consumer_lag",
-            "Stored events matching a durable consumer that it has not acked.",
-            ("consumer",),
-            registry=r,
-        )
         self.handled = Counter(
             "soulspot_events_handled",
             "Event handler runs in a module, by outcome (ok, error, duplicate).",
@@ -163,12 +89,6 @@ class MeshMetrics:
             "Time one event handler took.",
             ("event_type",),
             buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.pipeline_steps = Counter(
-            "soulspot_pipeline_steps",
-            "Post-download pipeline steps by outcome (succeeded, failed, deferred, skipped).",
-            ("capability", "outcome"),
             registry=r,
         )
         self.rpcs = Counter(
@@ -185,51 +105,12 @@ class MeshMetrics:
             registry=r,
         )
 
-    # -- router: capability proxy ---------------------------------------------------------------
-
-    def record_call(self, capability: str, module: str, code: str, seconds: float) -> None:
-        """One forwarded attempt; `code` is a grpc.StatusCode name such as "OK"."""
-        self.calls.labels(capability, module, code).inc()
-        self.call_seconds.labels(capability, module).observe(seconds)
-
-    def record_fallback(self, capability: str, from_module: str, to_module: str) -> None:
-        self.fallbacks.labels(capability, from_module, to_module).inc()
-
-    def set_breaker(self, module: str, state: str) -> None:
-        """`state` is "closed", "half_open" or "open" (router.breaker.BreakerState values)."""
-        self.breaker.labels(module).set(BREAKER_STATES.get(str(state), 2))
-
-    # -- router: event bus ----------------------------------------------------------------------
-
-    def event_published(self, event_type: str, seconds: float | None = None) -> None:
-        self.published.labels(event_type).inc()
-        if seconds is not None:
-            self.publish_seconds.labels(event_type).observe(seconds)
-
-    def event_delivered(self, event_type: str, consumer: str, attempt: int = 1) -> None:
-        """A delivery; attempts after the first count as redeliveries."""
-        if attempt > 1:
-            self.redelivered.labels(event_type, consumer).inc()
-        else:
-            self.delivered.labels(event_type, consumer).inc()
-
-    def event_dead_lettered(self, event_type: str, consumer: str, reason: str) -> None:
-        self.dead_lettered.labels(event_type, consumer, reason).inc()
-
-    def set_consumer_lag(self, consumer: str, lag: int) -> None:
-        self.lag.labels(consumer).set(lag)
-
     # -- modules: event handlers ----------------------------------------------------------------
 
     def event_handled(self, event_type: str, outcome: str, seconds: float | None = None) -> None:
         self.handled.labels(event_type, outcome).inc()
         if seconds is not None:
             self.handle_seconds.labels(event_type).observe(seconds)
-
-    # -- router: pipeline -----------------------------------------------------------------------
-
-    def pipeline_step(self, capability: str, outcome: str) -> None:
-        self.pipeline_steps.labels(capability, outcome).inc()
 
     # -- every server ---------------------------------------------------------------------------
 
@@ -273,40 +154,8 @@ def use_metrics(metrics: MeshMetrics) -> MeshMetrics:
     return metrics
 
 
-def record_call(capability: str, module: str, code: str, seconds: float) -> None:
-    default_metrics().record_call(capability, module, code, seconds)
-
-
-def record_fallback(capability: str, from_module: str, to_module: str) -> None:
-    default_metrics().record_fallback(capability, from_module, to_module)
-
-
-def set_breaker(module: str, state: str) -> None:
-    default_metrics().set_breaker(module, state)
-
-
-def event_published(event_type: str, seconds: float | None = None) -> None:
-    default_metrics().event_published(event_type, seconds)
-
-
-def event_delivered(event_type: str, consumer: str, attempt: int = 1) -> None:
-    default_metrics().event_delivered(event_type, consumer, attempt)
-
-
-def event_dead_lettered(event_type: str, consumer: str, reason: str) -> None:
-    default_metrics().event_dead_lettered(event_type, consumer, reason)
-
-
-def set_consumer_lag(consumer: str, lag: int) -> None:
-    default_metrics().set_consumer_lag(consumer, lag)
-
-
 def event_handled(event_type: str, outcome: str, seconds: float | None = None) -> None:
     default_metrics().event_handled(event_type, outcome, seconds)
-
-
-def pipeline_step(capability: str, outcome: str) -> None:
-    default_metrics().pipeline_step(capability, outcome)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Metrics: the server interceptor counts real RPCs by code, registries stay apart, and
-/metrics serves the text format."""
+"""Metrics every process records: the server interceptor counts real RPCs by code, registries
+stay apart, and /metrics serves the text format."""
 
 from __future__ import annotations
 
@@ -58,66 +58,32 @@ async def test_two_servers_count_apart() -> None:
     assert _value(second, "soulspot_rpc_server_handled_total", **labels) == 0
 
 
-def test_router_recorders() -> None:
-    metrics = m.MeshMetrics()
-    metrics.record_call("download.track", "soulseek", "UNAVAILABLE", 0.02)
-    metrics.record_call("download.track", "folder", "OK", 0.01)
-    metrics.record_fallback("download.track", "soulseek", "folder")
-    metrics.set_breaker("soulseek", "open")
-    metrics.event_published("download.completed", 0.003)
-    metrics.event_delivered("download.completed", "pipeline", attempt=1)
-    metrics.event_delivered("download.completed", "pipeline", attempt=2)
-    metrics.event_dead_lettered("download.completed", "pipeline", "max_attempts")
-    metrics.set_consumer_lag("pipeline", 7)
-    metrics.pipeline_step("enrich.metadata", "deferred")
-
-    assert (
-        _value(
-            metrics,
-            "soulspot_capability_calls_total",
-            capability="download.track",
-            module="folder",
-            code="OK",
-        )
-        == 1
-    )
-    fallback = {"capability": "download.track", "from_module": "soulseek", "to_module": "folder"}
-    assert _value(metrics, "soulspot_capability_fallbacks_total", **fallback) == 1
-    assert _value(metrics, "soulspot_breaker_state", module="soulseek") == 2
-    metrics.set_breaker("soulseek", "closed")
-    assert _value(metrics, "soulspot_breaker_state", module="soulseek") == 0
-    delivered = {"event_type": "download.completed", "consumer": "pipeline"}
-    assert _value(metrics, "soulspot_events_delivered_total", **delivered) == 1
-    assert _value(metrics, "soulspot_events_redelivered_total", **delivered) == 1
-    assert _value(metrics, "soulspot_consumer_lag", consumer="pipeline") == 7
-    assert (
-        _value(
-            metrics,
-            "soulspot_pipeline_steps_total",
-            capability="enrich.metadata",
-            outcome="deferred",
-        )
-        == 1
-    )
-
-
-def test_module_level_functions_write_to_the_current_default() -> None:
+def test_module_level_shortcut_writes_to_the_current_default() -> None:
     original = m.default_metrics()
     earlier = m.use_metrics(m.MeshMetrics())
     current = m.use_metrics(m.MeshMetrics())
     try:
-        m.event_published("track.ready")
-        m.set_breaker("library", "half_open")
+        m.event_handled("track.ready", "ok", 0.002)
     finally:
         m.use_metrics(original)
-    assert _value(current, "soulspot_events_published_total", event_type="track.ready") == 1
-    assert _value(current, "soulspot_breaker_state", module="library") == 1
-    assert _value(earlier, "soulspot_events_published_total", event_type="track.ready") == 0
+    handled = {"event_type": "track.ready", "outcome": "ok"}
+    assert _value(current, "soulspot_events_handled_total", **handled) == 1
+    assert _value(earlier, "soulspot_events_handled_total", **handled) == 0
+
+
+def test_a_module_registry_holds_no_router_series() -> None:
+    # A module's /metrics shows what it records, not empty router families.
+    body = m.MeshMetrics().exposition().decode()
+    assert "soulspot_rpc_server_handled_total" in body
+    assert "soulspot_events_handled_total" in body
+    assert "soulspot_capability_calls" not in body
+    assert "soulspot_breaker_state" not in body
+    assert "soulspot_events_published" not in body
 
 
 async def test_metrics_endpoint_serves_text_format() -> None:
     metrics = m.MeshMetrics()
-    metrics.event_published("download.started")
+    metrics.event_handled("download.started", "ok")
     runner = await m.start_metrics_server(metrics.registry, "127.0.0.1", 0)
     try:
         port = m.bound_port(runner)
@@ -130,7 +96,8 @@ async def test_metrics_endpoint_serves_text_format() -> None:
             body = await response.text()
     finally:
         await runner.cleanup()
-    assert 'soulspot_events_published_total{event_type="download.started"} 1.0' in body
+    handled = 'soulspot_events_handled_total{event_type="download.started",outcome="ok"} 1.0'
+    assert handled in body
 
 
 @pytest.mark.parametrize(
