@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf import timestamp_pb2
 
+from router.security.quotas import StreamQuota, quota_key
 from services.kit.rpc.errors import InvalidArgument, MeshError, abort_with, bad_request
 from soulspot.router.v1 import registry_pb2, registry_pb2_grpc, router_pb2
 
@@ -45,6 +46,12 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         # None: every caller is taken at its word (a router without a policy, in tests).
         self.callers = callers
         self._closing = asyncio.Event()
+        # Streams per caller: each holds a registry entry, a health watch and breaker series.
+        self._streams = StreamQuota(
+            registry.settings.max_register_streams_per_identity,
+            setting="SOULSPOT_ROUTER__MAX_REGISTER_STREAMS_PER_IDENTITY",
+            what="open Register streams",
+        )
 
     def close(self) -> None:
         """End the registration streams cleanly before the server stops."""
@@ -67,6 +74,20 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return following.result()
 
     async def Register(
+        self, request_iterator: AsyncIterator[router_pb2.RegisterRequest], context: Context
+    ) -> AsyncIterator[router_pb2.RegisterResponse]:
+        key = quota_key(context)
+        try:
+            self._streams.acquire(key)
+        except MeshError as err:
+            await abort_with(context, err)
+        try:
+            async for response in self._register(request_iterator, context):
+                yield response
+        finally:
+            self._streams.release(key)
+
+    async def _register(
         self, request_iterator: AsyncIterator[router_pb2.RegisterRequest], context: Context
     ) -> AsyncIterator[router_pb2.RegisterResponse]:
         first = await anext(aiter(request_iterator), None)

@@ -4,8 +4,9 @@ Subscribers sharing the consumer's name compete for its events. The consumer rea
 in bounded pages (from the shared tail cache when it is caught up, else from the store), and
 replayed dead letters the same way (they stay queued in the store), so its memory is bounded
 by the page size plus the deliveries in flight, whatever its subscribers do or however many
-dead letters are replayed. Each subscriber has its own in-flight limit; a stuck subscriber
-only stops receiving, it never holds up another consumer.
+dead letters are replayed. Each subscriber has its own in-flight limits, in deliveries and in
+bytes (one delivery always fits): a stuck subscriber only stops receiving, it never holds up
+another consumer, and what it holds unacked stays bounded whatever it asked for.
 
 Ordering keys: of the events sharing a non-empty ordering_key, at most one is in flight per
 consumer (over all its subscribers), and they go in sequence order. The first one the
@@ -65,10 +66,27 @@ class Subscription:
     # moves its entry to the end). The oldest entries expire first; no heap needed.
     in_flight: dict[int, Outstanding] = field(default_factory=dict)
     closed: bool = False
+    # Serialized bytes of the unacked deliveries, and how many the stream may hold (0: no
+    # bound). Past the bound the stream gets nothing more until acks come back.
+    max_in_flight_bytes: int = 0
+    in_flight_bytes: int = 0
 
     @property
     def capacity(self) -> int:
-        return 0 if self.closed else self.max_in_flight - len(self.in_flight)
+        if self.closed or self.bytes_full:
+            return 0
+        return self.max_in_flight - len(self.in_flight)
+
+    @property
+    def bytes_full(self) -> bool:
+        return 0 < self.max_in_flight_bytes <= self.in_flight_bytes
+
+    def take(self, delivery_id: int) -> Outstanding | None:
+        """Remove a delivery from the stream's in-flight set (acked, nacked or expired)."""
+        o = self.in_flight.pop(delivery_id, None)
+        if o is not None:
+            self.in_flight_bytes -= o.size
+        return o
 
     def push(self, item: Outgoing) -> None:
         self.outgoing.append(item)
@@ -92,6 +110,7 @@ class Outstanding:
     deadline: float = 0.0
     failure_recorded: bool = False  # a consumer_pending row exists for it
     key: str = ""  # the envelope's ordering_key, read once
+    size: int = 0  # the envelope's serialized size, measured at its first delivery
 
 
 @dataclass(slots=True)
@@ -199,6 +218,7 @@ class Consumer:
         for o in list(sub.in_flight.values()):
             self._fail(o, "subscriber went away before acking", 0.0)
         sub.in_flight.clear()
+        sub.in_flight_bytes = 0
         self.notify()
 
     async def close(self) -> None:
@@ -235,7 +255,7 @@ class Consumer:
         in_flight = sub.in_flight
         acked = 0
         for delivery_id in delivery_ids:
-            o = in_flight.pop(delivery_id, None)
+            o = sub.take(delivery_id)
             if o is None or o.delivery_id != delivery_id:
                 continue  # late ack of a delivery that was already redelivered or done
             o.sub = None
@@ -252,7 +272,7 @@ class Consumer:
             self.notify()
 
     def nack(self, sub: Subscription, delivery_id: int, delay_s: float, reason: str) -> None:
-        o = sub.in_flight.pop(delivery_id, None)
+        o = sub.take(delivery_id)
         if o is None or o.delivery_id != delivery_id:
             return
         self._fail(o, reason or "nacked", max(0.0, delay_s))
@@ -476,9 +496,9 @@ class Consumer:
                     break
                 expired.append(delivery_id)
             for delivery_id in expired:
-                self._fail(
-                    in_flight.pop(delivery_id), f"not acked within {sub.ack_timeout_s:g}s", 0.0
-                )
+                late = sub.take(delivery_id)
+                if late is not None:
+                    self._fail(late, f"not acked within {sub.ack_timeout_s:g}s", 0.0)
 
     def _release(self, now: float) -> None:
         while self._waiting and self._waiting[0][0] <= now:
@@ -608,6 +628,8 @@ class Consumer:
                     counted = (o.envelope.event_type, o.attempts > 1)
                     counts[counted] = counts.get(counted, 0) + 1
                     taken += 1
+                    if sub.bytes_full:
+                        break
                 if taken:
                     served.append(sub)
         finally:
@@ -655,7 +677,10 @@ class Consumer:
         o.delivery_id = delivery_id
         o.sub = sub
         o.deadline = deadline
+        if not o.size:
+            o.size = o.envelope.ByteSize()
         sub.in_flight[delivery_id] = o
+        sub.in_flight_bytes += o.size
         if o.attempts > 1:
             self.stats.redelivered += 1
         self.stats.delivered += 1

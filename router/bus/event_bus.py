@@ -24,8 +24,9 @@ from router.bus.metrics import BusMetrics, reason_label
 from router.bus.patterns import PatternSet, pattern_error
 from router.bus.store import ConsumerRecord, Parking
 from router.bus.tail import TailCache
-from router.bus.validate import envelope_violations, validate_envelope
+from router.bus.validate import envelope_violations, setting_name, validate_envelope
 from router.security.caller import Callers, source_name
+from router.security.quotas import StreamQuota, quota_failure, quota_key
 from services.kit.events.registry import EventRegistry, default_registry, event_option
 from services.kit.observability.metrics import MeshMetrics, default_metrics
 from services.kit.rpc import context as ctx
@@ -157,8 +158,16 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
         self.callers: Callers | None = None
         # Each in-memory consumer's owner (an identity URI, "" for none yet), as stored.
         self._owners: dict[str, str] = {}
-        self.cache = TailCache(settings.tail_cache_size, 0)
+        self.cache = TailCache(settings.tail_cache_size, 0, settings.tail_cache_max_bytes)
         self._consumers: dict[str, Consumer] = {}
+        # Who brought each consumer into memory (a quota key): consumers per caller are
+        # bounded, as are the Subscribe streams each caller holds open.
+        self._consumer_owner: dict[str, str] = {}
+        self._subscribe_streams = StreamQuota(
+            settings.max_subscribe_streams_per_identity,
+            setting=setting_name("max_subscribe_streams_per_identity"),
+            what="open Subscribe streams",
+        )
         self._consumer_lock = asyncio.Lock()
         self._delivery_ids = itertools.count(1)
         self._retention_task: asyncio.Task[None] | None = None
@@ -173,7 +182,11 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
 
     async def start(self) -> None:
         await self.store.open()
-        self.cache = TailCache(self.settings.tail_cache_size, await self.store.last_sequence())
+        self.cache = TailCache(
+            self.settings.tail_cache_size,
+            await self.store.last_sequence(),
+            self.settings.tail_cache_max_bytes,
+        )
         self.store.append_listener = self._on_append
         if self._mesh_metrics is None:
             self.metrics = BusMetrics(default_metrics())
@@ -228,6 +241,7 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
         for name in gone:
             # Out of memory first, so no progress of theirs is written after the removal.
             self._consumers.pop(name).discard()
+            self._consumer_owner.pop(name, None)
             self._owners.pop(name, None)
         try:
             removed, next_due_us = await self.store.expire_consumers(
@@ -351,7 +365,10 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
     ) -> router_pb2.PublishResponse:
         self._stamp(caller, envelope)
         validate_envelope(
-            envelope, self.registry, max_payload_bytes=self.settings.max_payload_bytes
+            envelope,
+            self.registry,
+            max_payload_bytes=self.settings.max_payload_bytes,
+            limits=self.settings,
         )
         denied = self._publish_problem(caller, envelope)
         if denied is not None:
@@ -454,6 +471,7 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
                 self.registry,
                 max_payload_bytes=self.settings.max_payload_bytes,
                 prefix=f"events[{i}].",
+                limits=self.settings,
             )
             if violations or payload is None:
                 results[i].error_code = grpc.StatusCode.INVALID_ARGUMENT.value[0]
@@ -479,6 +497,15 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
         return router_pb2.PublishStreamResponse(batch_id=batch.batch_id, results=results)
 
     # -- subscribing -----------------------------------------------------------------------
+
+    def _check_consumer_quota(self, key: str) -> None:
+        """A caller may bring at most max_consumers_per_identity consumers into memory."""
+        limit = self.settings.max_consumers_per_identity
+        owned = sum(1 for owner in self._consumer_owner.values() if owner == key)
+        if owned >= limit:
+            raise quota_failure(
+                key, setting_name("max_consumers_per_identity"), limit, "durable consumers"
+            )
 
     def _check_owner(self, name: str, owner: str, identity: Identity | None) -> None:
         """A consumer belongs to the identity that created it; a plaintext caller (None) is
@@ -533,12 +560,18 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
         )
 
     async def _consumer_for(
-        self, start: router_pb2.SubscribeStart, *, identity: Identity | None = None
+        self,
+        start: router_pb2.SubscribeStart,
+        caller: str = "",
+        *,
+        identity: Identity | None = None,
     ) -> Consumer:
         owner = identity.uri if identity is not None else ""
         async with self._consumer_lock:
             patterns = tuple(start.event_types)
             consumer = self._consumers.get(start.consumer)
+            if consumer is None and caller:
+                self._check_consumer_quota(caller)
             max_attempts = start.max_attempts or self.settings.default_max_attempts
             inactive_s = (
                 start.inactive_threshold.ToTimedelta().total_seconds()
@@ -574,6 +607,8 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
                 # Queued replays (record.replays) stay in the store; the consumer reads
                 # them a page at a time.
                 self._consumers[start.consumer] = consumer
+                if caller:
+                    self._consumer_owner[start.consumer] = caller
             else:
                 self._check_owner(start.consumer, self._owners.get(start.consumer, ""), identity)
                 self._check_same_terms(consumer, patterns, inactive_s)
@@ -626,8 +661,16 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
             violations["start.start_time"] = "START_POSITION_TIME needs start_time"
         if start.max_in_flight > self.settings.max_in_flight_cap:
             violations["start.max_in_flight"] = (
-                f"at most {self.settings.max_in_flight_cap} deliveries may be in flight"
+                f"at most {self.settings.max_in_flight_cap} deliveries may be in flight "
+                f"({setting_name('max_in_flight_cap')})"
             )
+        if start.HasField("ack_timeout"):
+            asked = start.ack_timeout.ToTimedelta().total_seconds()
+            if asked > self.settings.max_ack_timeout_s:
+                violations["start.ack_timeout"] = (
+                    f"ack_timeout is {asked:g}s; the longest allowed is "
+                    f"{self.settings.max_ack_timeout_s:g}s ({setting_name('max_ack_timeout_s')})"
+                )
         if violations:
             raise InvalidArgument(
                 "bad subscription: " + "; ".join(f"{k}: {v}" for k, v in violations.items()),
@@ -642,15 +685,24 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
             first = await anext(aiter(request_iterator))
         except StopAsyncIteration:
             return
+        caller = quota_key(context)
         try:
             identity = self._caller(context)
             start = self._check_start(first)
-            consumer = await self._consumer_for(start, identity=identity)
+            self._subscribe_streams.acquire(caller)
         except MeshError as err:
             await abort_with(context, err)
+        try:
+            consumer = await self._consumer_for(start, caller, identity=identity)
+        except BaseException as err:
+            self._subscribe_streams.release(caller)
+            if isinstance(err, MeshError):
+                await abort_with(context, err)
+            raise
         sub = Subscription(
             instance=start.instance or context.peer(),
             max_in_flight=start.max_in_flight or self.settings.default_max_in_flight,
+            max_in_flight_bytes=self.settings.max_in_flight_bytes,
             ack_timeout_s=(
                 start.ack_timeout.ToTimedelta().total_seconds()
                 if start.HasField("ack_timeout")
@@ -676,6 +728,7 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
                 if ended:
                     break
         finally:
+            self._subscribe_streams.release(caller)
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
@@ -737,8 +790,10 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
             if "*" in globs:
                 globs = []
             # The GLOB prefilter may over-match ("download.*" vs deeper types): refine and
-            # read on until the page is full or the log is exhausted.
-            while len(out) < limit:
+            # read on until the page is full (in count or in bytes: a page of large events
+            # must still fit a client's receive limit) or the log is exhausted.
+            max_bytes, size, full = self.settings.max_list_bytes, 0, False
+            while len(out) < limit and not full:
                 rows = await self.store.list_events(
                     limit=limit,
                     oldest_first=request.oldest_first,
@@ -751,15 +806,22 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
                     position = None
                     break
                 for env in rows:
-                    position = env.sequence
                     if patterns.matches(env.event_type):
-                        out.append(env)
-                        if len(out) == limit:
+                        size += env.ByteSize()
+                        if out and size > max_bytes:
+                            full = True
                             break
+                        out.append(env)
+                    position = env.sequence
+                    if len(out) == limit:
+                        break
+                if full:
+                    break
                 if len(rows) < limit and len(out) < limit:
                     position = None
                     break
-            token = _page_token(position) if position is not None and len(out) == limit else ""
+            more = len(out) == limit or full
+            token = _page_token(position) if position is not None and more else ""
             return router_pb2.ListEventsResponse(events=out, next_page_token=token)
         except MeshError as err:
             await abort_with(context, err)
@@ -891,6 +953,7 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
                 )
             async with self._consumer_lock:
                 consumer = self._consumers.pop(request.consumer, None)
+                self._consumer_owner.pop(request.consumer, None)
                 self._owners.pop(request.consumer, None)
                 if consumer is not None:
                     # Out of memory first, and nothing of its subscribers' written back: their

@@ -1,6 +1,8 @@
 """The newest stored events, in memory, for subscribers that are caught up with the log.
 
-Shared by every consumer and bounded; a consumer further behind reads pages from the store.
+Shared by every consumer and bounded in count and in bytes (large events would otherwise
+make a count bound a memory bound of count times the largest event); a consumer further
+behind reads pages from the store.
 """
 
 from __future__ import annotations
@@ -8,16 +10,25 @@ from __future__ import annotations
 import bisect
 from typing import TYPE_CHECKING
 
+from soulspot.events.v1 import envelope_pb2
+
 if TYPE_CHECKING:
     from router.bus.store import AppendResult
-    from soulspot.events.v1 import envelope_pb2
+
+
+# Stands in for an event evicted from the cache until the lists are compacted.
+_GONE = envelope_pb2.EventEnvelope()
 
 
 class TailCache:
-    """Every unparked event with sequence > `floor` is held here, at most `size` of them."""
+    """Every unparked event with sequence > `floor` is held here, at most `size` of them
+    and at most `max_bytes` of them (serialized), the newest always."""
 
-    def __init__(self, size: int, last_sequence: int) -> None:
+    def __init__(self, size: int, last_sequence: int, max_bytes: int = 0) -> None:
         self._size = max(1, size)
+        self._max_bytes = max_bytes  # 0: no byte bound
+        self._sizes: list[int] = []
+        self.bytes = 0
         # Lists with a start offset (compacted now and then): O(1) indexing for bisect.
         self._seqs: list[int] = []
         self._events: list[envelope_pb2.EventEnvelope] = []
@@ -35,12 +46,24 @@ class TailCache:
                 continue
             self._seqs.append(result.sequence)
             self._events.append(result.envelope)
-        while len(self) > self._size:
+            if self._max_bytes:
+                size = result.envelope.ByteSize()
+                self._sizes.append(size)
+                self.bytes += size
+        while len(self) > self._size or (
+            self._max_bytes and self.bytes > self._max_bytes and len(self) > 1
+        ):
             self.floor = self._seqs[self._start]
+            if self._max_bytes:
+                self.bytes -= self._sizes[self._start]
+                # Dropped from memory now, not at the next compaction.
+                self._events[self._start] = _GONE
             self._start += 1
-        if self._start > self._size:
+        if self._start > min(self._size, len(self._seqs) // 2 + 64):
             del self._seqs[: self._start]
             del self._events[: self._start]
+            if self._max_bytes:
+                del self._sizes[: self._start]
             self._start = 0
 
     def read_after(

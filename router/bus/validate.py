@@ -2,8 +2,11 @@
 
 An envelope is accepted only when its type is registered, its payload is the message
 registered for that type at the envelope's MAJOR version, the payload bytes parse, and
-every REQUIRED field (envelope and payload) is present. Violations name field paths from
-the request root, e.g. `event.payload.track.title`.
+every REQUIRED field (envelope and payload) is present, and the envelope keeps within the
+bus's size bounds (the whole envelope, the payload, the attributes and every string), so no
+publisher can make the router hold an event larger than its settings allow. Violations name
+field paths from the request root, e.g. `event.payload.track.title`, and a bound's violation
+names its setting (SOULSPOT_BUS__MAX_EVENT_BYTES).
 """
 
 from __future__ import annotations
@@ -24,10 +27,100 @@ from soulspot.events.v1 import envelope_pb2
 if TYPE_CHECKING:
     from google.protobuf.message import Message
 
+    from router.bus.settings import BusSettings
     from services.kit.events.registry import EventRegistry
 
 FieldViolation = error_details_pb2.BadRequest.FieldViolation
 MAX_EVENT_ID_CHARS = 128
+SETTING_PREFIX = "SOULSPOT_BUS__"
+# The envelope's string fields other than event_id (which has its own, tighter limit).
+_STRING_FIELDS = (
+    "event_type",
+    "schema_version",
+    "source_module",
+    "correlation_id",
+    "causation_id",
+    "traceparent",
+    "ordering_key",
+    "subject",
+)
+_HOP_FIELDS = ("event_id", "event_type", "source_module")
+
+
+def setting_name(field: str) -> str:
+    """A bus setting's environment variable: max_event_bytes -> SOULSPOT_BUS__MAX_EVENT_BYTES."""
+    return SETTING_PREFIX + field.upper()
+
+
+def bound_violations(
+    envelope: envelope_pb2.EventEnvelope, limits: BusSettings, *, prefix: str = "event."
+) -> list[Any]:
+    """The size bounds an envelope breaks, each naming its setting (cheap checks first:
+    counts and lengths, then the serialized size)."""
+    out: list[Any] = []
+    max_chars = limits.max_string_field_chars
+    for name in _STRING_FIELDS:
+        length = len(getattr(envelope, name))
+        if length > max_chars:
+            out.append(
+                _violation(
+                    prefix + name,
+                    f"{name} is {length} chars; the limit is {max_chars} "
+                    f"({setting_name('max_string_field_chars')})",
+                )
+            )
+    attributes = envelope.attributes
+    if len(attributes) > limits.max_attributes:
+        out.append(
+            _violation(
+                prefix + "attributes",
+                f"{len(attributes)} attributes; the limit is {limits.max_attributes} "
+                f"({setting_name('max_attributes')})",
+            )
+        )
+    else:
+        for key, value in attributes.items():
+            if len(key) > limits.max_attribute_key_chars:
+                out.append(
+                    _violation(
+                        f"{prefix}attributes[{key[:32]!r}]",
+                        f"attribute key is {len(key)} chars; the limit is "
+                        f"{limits.max_attribute_key_chars} "
+                        f"({setting_name('max_attribute_key_chars')})",
+                    )
+                )
+            if len(value) > limits.max_attribute_value_chars:
+                out.append(
+                    _violation(
+                        f"{prefix}attributes[{key[:32]!r}]",
+                        f"attribute value is {len(value)} chars; the limit is "
+                        f"{limits.max_attribute_value_chars} "
+                        f"({setting_name('max_attribute_value_chars')})",
+                    )
+                )
+    for i, hop in enumerate(envelope.causation_chain):
+        for name in _HOP_FIELDS:
+            length = len(getattr(hop, name))
+            if length > max_chars:
+                out.append(
+                    _violation(
+                        f"{prefix}causation_chain[{i}].{name}",
+                        f"{name} is {length} chars; the limit is {max_chars} "
+                        f"({setting_name('max_string_field_chars')})",
+                    )
+                )
+        if len(out) > 16:
+            break  # enough to tell the publisher what is wrong
+    size = envelope.ByteSize()
+    if size > limits.max_event_bytes:
+        out.append(
+            _violation(
+                prefix.rstrip("."),
+                f"event is {size} bytes; the limit is {limits.max_event_bytes} bytes "
+                f"({setting_name('max_event_bytes')})",
+            )
+        )
+    return out
 
 
 def _violation(field: str, description: str) -> Any:
@@ -62,8 +155,23 @@ def envelope_violations(
     *,
     max_payload_bytes: int,
     prefix: str = "event.",
+    limits: BusSettings | None = None,
 ) -> tuple[list[Any], Message | None]:
-    """The violations of one envelope, and its parsed payload when it parsed."""
+    """The violations of one envelope, and its parsed payload when it parsed (`limits`: the
+    bus's size bounds, checked first: an envelope over them is not looked into further)."""
+    if limits is not None:
+        bounds = bound_violations(envelope, limits, prefix=prefix)
+        if bounds:
+            size = len(envelope.payload.value)
+            if size > max_payload_bytes:
+                bounds.append(
+                    _violation(
+                        prefix + "payload.value",
+                        f"payload is {size} bytes; the limit is {max_payload_bytes} bytes "
+                        f"({setting_name('max_payload_bytes')})",
+                    )
+                )
+            return bounds, None
     out: list[Any] = []
     for name, is_message in _envelope_required():
         if _absent(envelope, name, is_message):
@@ -79,7 +187,8 @@ def envelope_violations(
         out.append(
             _violation(
                 prefix + "payload.value",
-                f"payload is {size} bytes; the limit is {max_payload_bytes} bytes",
+                f"payload is {size} bytes; the limit is {max_payload_bytes} bytes "
+                f"({setting_name('max_payload_bytes')})",
             )
         )
         return out, None
@@ -150,10 +259,11 @@ def validate_envelope(
     *,
     max_payload_bytes: int,
     prefix: str = "event.",
+    limits: BusSettings | None = None,
 ) -> Message:
     """The parsed payload, or InvalidArgument with a BadRequest naming every violation."""
     violations, payload = envelope_violations(
-        envelope, registry, max_payload_bytes=max_payload_bytes, prefix=prefix
+        envelope, registry, max_payload_bytes=max_payload_bytes, prefix=prefix, limits=limits
     )
     if violations or payload is None:
         described = "; ".join(f"{v.field}: {v.description}" for v in violations)

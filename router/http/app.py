@@ -2,7 +2,8 @@
 
 It is a gRPC client of the router's own address, like the CLI: everything it shows comes
 through the router's public services, so it needs nothing internal and shows exactly what
-other clients see.
+other clients see. It is read-only (GET and HEAD), answers only requests naming loopback or a
+configured host (router/http/guard.py), and its page runs under a Content-Security-Policy.
 
     /               the dashboard page (self-contained HTML)
     /healthz        200 while the router answers its health check, else 503
@@ -28,6 +29,7 @@ from aiohttp import web
 from google.protobuf import json_format
 
 from router.http.convert import dead_letter_json, event_json, status_json
+from router.http.guard import install_guards
 from router.http.live import LiveHub
 from router.settings import RouterSection
 from services.kit.observability.metrics import default_metrics, metrics_handler
@@ -41,6 +43,8 @@ from soulspot.router.v1 import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from prometheus_client import CollectorRegistry
 
 log = logging.getLogger("soulspot.router.http")
@@ -202,11 +206,16 @@ async def api_stream(request: web.Request) -> web.StreamResponse:
 
 
 def create_http_app(
-    router_address: str, *, registry: CollectorRegistry | None = None
+    router_address: str,
+    *,
+    registry: CollectorRegistry | None = None,
+    allowed_hosts: Iterable[str] = (),
 ) -> web.Application:
     """The HTTP app for a router at `router_address`; /metrics serves `registry` (default:
-    this process's `default_metrics()` registry)."""
+    this process's `default_metrics()` registry). It answers requests whose Host names
+    loopback or one of `allowed_hosts`."""
     app = web.Application()
+    install_guards(app, _page(), allowed_hosts)
     app[SHUTDOWN] = asyncio.Event()
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
@@ -271,7 +280,10 @@ async def start_router_http(
         # A wildcard bind is reachable from here on loopback.
         router_address = f"127.0.0.1:{grpc_port}"
     try:
-        runner = await start_http(create_http_app(router_address), host, port)
+        allowed = section_of(settings, "router", RouterSection).http_allowed_hosts
+        runner = await start_http(
+            create_http_app(router_address, allowed_hosts=allowed), host, port
+        )
     except OSError as err:
         fields = {
             "module": "router",
