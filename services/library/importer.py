@@ -22,14 +22,14 @@ from services.kit.rpc.errors import (
     Internal,
     InvalidArgument,
     NotFound,
-    bad_request,
 )
+from services.kit.security.confinement import confined_file, missing_inside
 from services.library import placement
 from services.library.naming import TemplateError, numbered, render_path
 from soulspot.common.v1 import references_pb2
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from services.library.library_store import LibraryEntry, LibraryStore
 
@@ -74,10 +74,22 @@ def _within(path: Path, root: Path) -> bool:
 
 
 class Importer:
-    def __init__(self, store: LibraryStore, root: Path, template: str) -> None:
+    def __init__(
+        self,
+        store: LibraryStore,
+        root: Path,
+        template: str,
+        *,
+        import_dirs: Sequence[Path],
+        forbidden: Sequence[Path] = (),
+    ) -> None:
         self.store = store
         self.root = root
         self.template = template
+        # Where import.track may take files from, and folders it never touches (the state
+        # folder with the event log and the stores) even when an import folder holds them.
+        self.import_dirs = [Path(os.path.abspath(d)) for d in import_dirs]
+        self.forbidden = [Path(os.path.abspath(d)) for d in forbidden]
         self.duplicates_refused = 0
         self._lock = asyncio.Lock()
 
@@ -110,20 +122,19 @@ class Importer:
         return result
 
     def _source(self, file: references_pb2.FileReference) -> Path:
-        path = Path(file.path)
-        if not path.is_absolute():
-            raise InvalidArgument(
-                f"file.path must be an absolute path, got {file.path!r}",
-                details=[bad_request({"file.path": "must be an absolute path"})],
+        """The resolved regular file the request names inside an import folder, or
+        INVALID_ARGUMENT naming the rule it breaks (outside, a link, a special file, the
+        state folder)."""
+        try:
+            return confined_file(
+                file.path, self.import_dirs, field="file.path", forbidden=self.forbidden
             )
-        if not path.exists():
-            raise NotFound(f"no such file: {file.path}")
-        if not path.is_file():
-            raise InvalidArgument(
-                f"file.path is not a regular file: {file.path}",
-                details=[bad_request({"file.path": "must name a regular file"})],
-            )
-        return path
+        except InvalidArgument:
+            if missing_inside(file.path, self.import_dirs):
+                # Inside and missing: an earlier attempt of this import may have moved it, and
+                # NOT_FOUND is what makes the pipeline ask the library before failing the run.
+                raise NotFound(f"no such file: {file.path}") from None
+            raise
 
     def _existing(self, entries: list[LibraryEntry]) -> LibraryEntry | None:
         """The first entry whose file is still on disk; rows of files someone deleted by hand

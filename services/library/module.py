@@ -26,10 +26,22 @@ def build(runtime: ModuleRuntime[LibrarySection]) -> ModuleParts:
     validate_template(section.path_template)
     store_path = section.catalog_path or runtime.settings.state_dir / "library.sqlite3"
     store = LibraryStore(store_path)
-    importer = Importer(store, runtime.settings.library_root.absolute(), section.path_template)
+    importer = Importer(
+        store,
+        runtime.settings.library_root.absolute(),
+        section.path_template,
+        import_dirs=section.import_dirs,
+        forbidden=[runtime.settings.state_dir],
+    )
     servicer = LibraryServicer(importer, runtime.publisher)
 
     async def check_health() -> None:
+        if not importer.import_dirs:
+            # Fail closed: with no folder to import from, every import.track would be refused.
+            await runtime.set_health(
+                False, "no import folder is configured (SOULSPOT_LIBRARY__IMPORT_DIRS is empty)"
+            )
+            return
         problem = await asyncio.to_thread(importer.check_writable)
         if problem is None:
             await runtime.set_health(True, f"library at {importer.root}")

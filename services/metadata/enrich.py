@@ -11,18 +11,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from services.domain.files import sha256_file
-from services.kit.rpc.errors import FailedPrecondition, InvalidArgument, NotFound, bad_request
+from services.kit.rpc.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.kit.security.confinement import confined_file, missing_inside
 from services.metadata.audio import AudioInfo, CorruptAudio, probe, write_tags_atomically
 from soulspot.common.v1 import references_pb2
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
     from services.metadata.musicbrainz_api import LookupResult, MusicBrainzClient
 
-__all__ = ["EnrichOutcome", "Enricher", "file_reference", "resolve_audio_path", "track_from_tags"]
+__all__ = ["EnrichOutcome", "Enricher", "file_reference", "track_from_tags"]
 
 log = logging.getLogger("soulspot.metadata")
 
@@ -37,24 +40,6 @@ class EnrichOutcome:
     musicbrainz_matched: bool = False
     lookup_skipped_reason: str = ""
     changed_tags: list[str] = field(default_factory=list)
-
-
-def resolve_audio_path(path_text: str, field_path: str) -> Path:
-    """The request's file path as an existing regular file, or the right error."""
-    path = Path(path_text)
-    if not path.is_absolute():
-        raise InvalidArgument(
-            f"{field_path} must be an absolute path, got {path_text!r}",
-            details=[bad_request({field_path: "must be an absolute path"})],
-        )
-    if not path.exists():
-        raise NotFound(f"no such file: {path_text}")
-    if not path.is_file():
-        raise InvalidArgument(
-            f"{field_path} is not a regular file: {path_text}",
-            details=[bad_request({field_path: "must name a regular file"})],
-        )
-    return path
 
 
 def _number(text: str) -> int:
@@ -143,12 +128,32 @@ def _changes(desired: dict[str, str], current: dict[str, str]) -> dict[str, str]
 
 
 class Enricher:
-    def __init__(self, musicbrainz: MusicBrainzClient | None, *, offline: bool) -> None:
+    def __init__(
+        self,
+        musicbrainz: MusicBrainzClient | None,
+        *,
+        offline: bool,
+        roots: Sequence[Path],
+        forbidden: Sequence[Path] = (),
+    ) -> None:
         self._mb = musicbrainz
         self._offline = offline
+        # The folders whose files may be read and tagged; `forbidden` (the state folder) never.
+        self.roots = list(roots)
+        self.forbidden = list(forbidden)
+
+    def _audio_path(self, file: references_pb2.FileReference) -> Path:
+        """The resolved regular file the request names inside an allowed folder, or
+        INVALID_ARGUMENT naming the rule it breaks (NOT_FOUND when it is inside and gone)."""
+        try:
+            return confined_file(file.path, self.roots, field="file.path", forbidden=self.forbidden)
+        except InvalidArgument:
+            if missing_inside(file.path, self.roots):
+                raise NotFound(f"no such file: {file.path}") from None
+            raise
 
     async def read(self, file: references_pb2.FileReference) -> EnrichOutcome:
-        path = resolve_audio_path(file.path, "file.path")
+        path = self._audio_path(file)
         info, checksum = await asyncio.to_thread(self._probe, path)
         track = track_from_tags(info.tags, info.duration_ms)
         return EnrichOutcome(track, file_reference(path, info, checksum, file.file_id))
@@ -168,7 +173,7 @@ class Enricher:
         *,
         offline: bool = False,
     ) -> EnrichOutcome:
-        path = resolve_audio_path(file.path, "file.path")
+        path = self._audio_path(file)
         info, _ = await asyncio.to_thread(self._probe, path)
         merged = track_from_tags(info.tags, info.duration_ms)
         _overlay(merged, track)

@@ -24,7 +24,13 @@ def build(runtime: ModuleRuntime[MetadataSection]) -> ModuleParts:
         client = MusicBrainzClient(
             section.musicbrainz_url, user_agent=section.user_agent, timeout=section.timeout_s
         )
-    servicer = MetadataServicer(Enricher(client, offline=section.offline), runtime.publisher)
+    enricher = Enricher(
+        client,
+        offline=section.offline,
+        roots=[*section.tag_dirs, runtime.settings.library_root],
+        forbidden=[runtime.settings.state_dir],
+    )
+    servicer = MetadataServicer(enricher, runtime.publisher)
 
     async def start() -> None:
         # Enrichment works offline, so the module always serves; the reason says how.

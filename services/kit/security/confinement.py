@@ -87,3 +87,21 @@ def confined_file(
         if _inside(resolved, Path(folder).resolve()):
             raise _refuse(field, f"{text!r} is inside the mesh's state folder")
     return resolved
+
+
+def missing_inside(raw: str | Path, roots: Iterable[Path]) -> bool:
+    """Whether `raw` lies, as written, inside one of `roots` and names nothing there.
+
+    Lets an operation answer NOT_FOUND for a file that was inside and is gone (moved by an
+    earlier attempt of the same import, say) while a path outside stays INVALID_ARGUMENT:
+    it is asked only of paths inside, so existence elsewhere is never revealed.
+    """
+    text = str(raw)
+    given = Path(text)
+    if "\x00" in text or not given.is_absolute() or ".." in given.parts:
+        return False
+    inside = any(
+        _inside(given, Path(os.path.abspath(root))) or _inside(given, Path(root).resolve())
+        for root in roots
+    )
+    return inside and not os.path.lexists(given)

@@ -31,7 +31,9 @@ async def _library(
     settings = LibrarySettings(
         state_dir=tmp_path / "state",
         library_root=tmp_path / "library",
-        library=LibrarySection(path_template="{albumartist}/{title}.{ext}"),
+        library=LibrarySection(
+            path_template="{albumartist}/{title}.{ext}", import_dirs=[tmp_path / "dl"]
+        ),
     )
     bus = make_bus()
     async with (

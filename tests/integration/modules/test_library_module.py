@@ -55,7 +55,10 @@ async def _module(tmp_path: Path, library_root: Path) -> AsyncIterator[Module]:
     settings = LibrarySettings(
         state_dir=tmp_path / "state",
         library_root=library_root,
-        library=LibrarySection(path_template="{albumartist}/{album}/{track:02d} {title}.{ext}"),
+        library=LibrarySection(
+            path_template="{albumartist}/{album}/{track:02d} {title}.{ext}",
+            import_dirs=[tmp_path / "dl"],
+        ),
     )
     bus = make_bus()
     async with (
@@ -128,7 +131,9 @@ async def test_bad_requests(module: Module, tmp_path: Path) -> None:
     assert sorted(violated_fields(missing)) == ["file.path", "track.artist"]
     gone = await rpc_error(
         module.stub.ImportTrack(
-            library_pb2.ImportTrackRequest(track=TRACK, file=File(path=str(tmp_path / "x.mp3"))),
+            library_pb2.ImportTrackRequest(
+                track=TRACK, file=File(path=str(tmp_path / "dl" / "x.mp3"))
+            ),
             timeout=5,
         )
     )

@@ -53,6 +53,7 @@ def _env(module: str, port: int, tmp_path: Path) -> dict[str, str]:
             "SOULSPOT_STATE_DIR": str(tmp_path / "state"),
             "SOULSPOT_LIBRARY_ROOT": str(tmp_path / "library"),
             "SOULSPOT_METADATA__OFFLINE": "true",
+            "SOULSPOT_METADATA__TAG_DIRS": str(tmp_path),
             "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "gen")]),
         }
     )

@@ -66,7 +66,9 @@ async def _module(tmp_path: Path, musicbrainz_url: str, **section: Any) -> Async
         state_dir=tmp_path / "state",
         library_root=tmp_path / "library",
         metadata=MetadataSection(
-            musicbrainz_url=musicbrainz_url, user_agent="SoulSpotTests/0.1 ( tests )", **section
+            musicbrainz_url=musicbrainz_url,
+            user_agent="SoulSpotTests/0.1 ( tests )",
+            **{"tag_dirs": [tmp_path], **section},
         ),
     )
     bus = make_bus()

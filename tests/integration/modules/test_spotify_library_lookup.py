@@ -9,7 +9,7 @@ from services.kit.module.runtime import ModuleRuntime
 from services.kit.rpc.channel import open_channel, wait_for_ready
 from services.kit.testing.sample_audio import write_mp3
 from services.library.module import SPEC as LIBRARY
-from services.library.settings import LibrarySettings
+from services.library.settings import LibrarySection, LibrarySettings
 from services.spotify.module import SPEC as SPOTIFY
 from services.spotify.settings import SpotifySection, SpotifySettings
 from soulspot.capabilities.v1 import library_pb2, library_pb2_grpc, search_pb2, search_pb2_grpc
@@ -61,6 +61,7 @@ async def test_search_results_say_which_tracks_the_library_holds(tmp_path: Path)
             state_dir=tmp_path / "library-state",
             library_root=tmp_path / "library",
             router_address=router.address,
+            library=LibrarySection(import_dirs=[tmp_path / "dl"]),
         )
         async with (
             ModuleRuntime(SPOTIFY, _spotify_settings(spotify, tmp_path, router.address), port=0),

@@ -39,7 +39,13 @@ EXPECTED = "The Paper Lanterns/Night Ferry (2019)/01 - Harbour Lights.flac"
 @pytest.fixture
 def importer(tmp_path: Path) -> Iterator[Importer]:
     store = LibraryStore(tmp_path / "state" / "library.sqlite3")
-    yield Importer(store, tmp_path / "library", DEFAULT_TEMPLATE)
+    yield Importer(
+        store,
+        tmp_path / "library",
+        DEFAULT_TEMPLATE,
+        import_dirs=[tmp_path / "downloads"],
+        forbidden=[tmp_path / "state"],
+    )
     store.close()
 
 
@@ -156,7 +162,7 @@ async def test_a_deleted_files_name_can_be_taken_by_another_recording(
 
 async def test_bad_sources_get_the_right_errors(importer: Importer, tmp_path: Path) -> None:
     with pytest.raises(NotFound):
-        await importer.import_track(TRACK, File(path=str(tmp_path / "nope.flac")))
+        await importer.import_track(TRACK, File(path=str(tmp_path / "downloads" / "nope.flac")))
     with pytest.raises(InvalidArgument):
         await importer.import_track(TRACK, File(path="relative.flac"))
     with pytest.raises(InvalidArgument):
@@ -182,7 +188,7 @@ def test_an_unwritable_root_is_reported(tmp_path: Path) -> None:
     blocker.write_bytes(b"a file where the library folder should be")
     store = LibraryStore(tmp_path / "c.sqlite3")
     try:
-        reason = Importer(store, blocker, DEFAULT_TEMPLATE).check_writable()
+        reason = Importer(store, blocker, DEFAULT_TEMPLATE, import_dirs=[]).check_writable()
     finally:
         store.close()
     assert reason is not None

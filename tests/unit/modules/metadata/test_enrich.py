@@ -49,7 +49,7 @@ async def test_request_fields_win_over_the_files_tags(tmp_path: Path) -> None:
         seconds=0.5,
         tags={"title": "harbour lights (1)", "artist": "paper lanterns", "date": "2019-04-05"},
     )
-    enricher = Enricher(None, offline=True)
+    enricher = Enricher(None, offline=True, roots=[tmp_path])
     outcome = await enricher.enrich(
         Track(title="Harbour Lights", artist="The Paper Lanterns", track_number=1, year=2019),
         File(path=str(path)),
@@ -82,7 +82,7 @@ async def test_musicbrainz_fills_gaps_by_isrc(
     async with MusicBrainzClient(
         musicbrainz.base_url, user_agent=AGENT, min_interval_s=0
     ) as client:
-        outcome = await Enricher(client, offline=False).enrich(
+        outcome = await Enricher(client, offline=False, roots=[tmp_path]).enrich(
             Track(title="Harbour Lights", artist="The Paper Lanterns", isrc="QZSS11900001"),
             File(path=str(path)),
         )
@@ -99,7 +99,7 @@ async def test_unreachable_musicbrainz_is_skipped_with_the_reason(tmp_path: Path
     async with MusicBrainzClient(
         "http://127.0.0.1:9", user_agent=AGENT, min_interval_s=0
     ) as client:
-        outcome = await Enricher(client, offline=False).enrich(
+        outcome = await Enricher(client, offline=False, roots=[tmp_path]).enrich(
             Track(title="T", artist="A"), File(path=str(path))
         )
     assert not outcome.musicbrainz_matched
@@ -108,7 +108,7 @@ async def test_unreachable_musicbrainz_is_skipped_with_the_reason(tmp_path: Path
 
 
 async def test_bad_files_get_the_right_errors(tmp_path: Path) -> None:
-    enricher = Enricher(None, offline=True)
+    enricher = Enricher(None, offline=True, roots=[tmp_path])
     with pytest.raises(NotFound):
         await enricher.enrich(Track(), File(path=str(tmp_path / "missing.flac")))
     with pytest.raises(InvalidArgument):
