@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from router.bus.settings import BusSettings
+from services.kit.support.folder_list import DEFAULT_DOWNLOADS_DIR, FolderList
 from services.kit.support.settings import KitSettings, Section
 
 
@@ -49,6 +50,11 @@ class RouterSection(Section):
     routing_table_ttl_s: float = Field(default=30.0, gt=0, le=86400)
     # The post-download pipeline's steps; unset uses the shipped router/pipeline/pipeline.yaml.
     pipeline_file: str | None = None
+    # SOULSPOT_ROUTER__DOWNLOAD_DIRS: the folders the download modules write to (PATH-style
+    # or a JSON list). The pipeline acts on a download.completed only when its file is a
+    # regular file inside one of them (no symlink, never the state folder); any other run
+    # fails with the reason. Empty: every run fails.
+    download_dirs: FolderList = Field(default_factory=lambda: [DEFAULT_DOWNLOADS_DIR])
     # The dashboard and JSON API: host:port, "off" for none; empty is 127.0.0.1:8080.
     http_address: str = ""
     # Host names the dashboard answers besides loopback (its Host header check: a request

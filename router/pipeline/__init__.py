@@ -44,8 +44,12 @@ __all__ = [
 def create_pipeline(settings: KitSettings, *, pipeline_file: Path | str | None = None) -> Pipeline:
     """The pipeline for a router with these settings: its runs under the state dir, its steps
     from `pipeline_file`, else the router section's `pipeline_file`, else
-    SOULSPOT_ROUTER__PIPELINE_FILE, else the shipped pipeline.yaml."""
+    SOULSPOT_ROUTER__PIPELINE_FILE, else the shipped pipeline.yaml; it acts only on files in
+    the router section's `download_dirs`."""
     # section_of reads SOULSPOT_ROUTER__PIPELINE_FILE for settings classes without a router
     # section (tests build plain KitSettings).
-    chosen = pipeline_file or section_of(settings, "router", RouterSection).pipeline_file or None
-    return Pipeline(None, settings.state_dir, config_file=chosen)
+    section = section_of(settings, "router", RouterSection)
+    chosen = pipeline_file or section.pipeline_file or None
+    return Pipeline(
+        None, settings.state_dir, config_file=chosen, download_dirs=section.download_dirs
+    )

@@ -5,6 +5,8 @@ bus's Subscribe/Publish RPCs, the capability proxy and the health service, all o
 to the router's own address. A run is recorded durably before its event is acked, then runs
 in the background:
 
+0. the downloaded file must be a regular file inside the downloads folders (no symlink on the
+   way, never the state folder); a run for any other path fails with the reason, untouched;
 1. download.completed.for_source for the module that asked for the download;
 2. the configured steps in order, each request mapped from the download and earlier results;
    a step with no healthy module is deferred (optional) or fails the run (required);
@@ -40,7 +42,15 @@ from router.routing.capabilities import Catalog, load_catalog
 from services.kit.events.client import EventHandlers, Subscriber
 from services.kit.rpc.channel import open_channel
 from services.kit.rpc.context import bind, parse_traceparent
-from services.kit.rpc.errors import DeadlineExceeded, MeshError, NotFound, abort_with, is_transient
+from services.kit.rpc.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    MeshError,
+    NotFound,
+    abort_with,
+    is_transient,
+)
+from services.kit.security.confinement import confined_file
 from soulspot.events.v1 import download_pb2 as download_events_pb2
 from soulspot.events.v1 import envelope_pb2
 from soulspot.events.v1 import pipeline_pb2 as pipeline_events_pb2
@@ -48,6 +58,8 @@ from soulspot.events.v1 import track_pb2 as track_events_pb2
 from soulspot.router.v1 import pipeline_runs_pb2, pipeline_runs_pb2_grpc, router_pb2
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import grpc
 
 _log = logging.getLogger("router.pipeline")
@@ -78,8 +90,14 @@ class Pipeline(pipeline_runs_pb2_grpc.PipelineRunServiceServicer):
         catalog: Catalog | None = None,
         consumer: str = CONSUMER,
         subscribe: bool = True,
+        download_dirs: Sequence[Path] | None = None,
     ) -> None:
+        """`download_dirs`: the folders a download.completed's file must lie in (the router's
+        `download_dirs` setting); None leaves paths unchecked, for callers whose steps are
+        served by stand-ins that never touch a file."""
         self._address = router_address
+        self._state_dir = Path(state_dir)
+        self.download_dirs = None if download_dirs is None else list(download_dirs)
         self._catalog = catalog or load_catalog()
         self.config = config or load_pipeline_config(config_file)
         check_against(self.config, self._catalog)
@@ -313,6 +331,13 @@ class Pipeline(pipeline_runs_pb2_grpc.PipelineRunServiceServicer):
         run_id, context = record.run_id, record.context
         completed = download_events_pb2.DownloadCompleted()
         trigger.payload.Unpack(completed)
+        refused = self._refusal(record, completed)
+        if refused is not None:
+            first = self._steps.get(record.steps[0].step_id) if record.steps else None
+            if first is not None:
+                await self.store.step_finished(run_id, 0, st.STEP_FAILED, detail=refused)
+                await self._fail(record, trigger, completed, first, refused)
+                return
         await self._publisher.publish(
             download_events_pb2.DownloadCompletedForSource(
                 download_id=completed.download_id,
@@ -342,6 +367,28 @@ class Pipeline(pipeline_runs_pb2_grpc.PipelineRunServiceServicer):
                 await self._fail(record, trigger, completed, config, detail)
                 return
         await self._ready(record, trigger, completed)
+
+    def _refusal(
+        self, record: st.RunRecord, completed: download_events_pb2.DownloadCompleted
+    ) -> str | None:
+        """Why the run must not act on the downloaded file, or None when it may.
+
+        Asked before the first step only: once a step ran, the import may already have moved
+        the file out of the downloads folders, and a resumed run must carry on."""
+        if self.download_dirs is None or any(
+            step.state != st.STEP_PENDING for step in record.steps
+        ):
+            return None
+        try:
+            confined_file(
+                completed.file.path,
+                self.download_dirs,
+                field="file.path",
+                forbidden=[self._state_dir],
+            )
+        except InvalidArgument as err:
+            return f"{err.code.name}: {err.message}"
+        return None
 
     async def _run_step(
         self,

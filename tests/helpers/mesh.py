@@ -108,6 +108,10 @@ class Mesh:
             {
                 "SOULSPOT_STATE_DIR": str(self.state_dir),
                 "SOULSPOT_LIBRARY_ROOT": str(self.library_root),
+                # File operations stay inside the downloads folders the tests' modules use.
+                "SOULSPOT_ROUTER__DOWNLOAD_DIRS": str(self.tmp / "downloads"),
+                "SOULSPOT_LIBRARY__IMPORT_DIRS": str(self.tmp / "downloads"),
+                "SOULSPOT_METADATA__TAG_DIRS": str(self.tmp / "downloads"),
                 "SOULSPOT_ROUTER_ADDRESS": self.router_address,
                 "SOULSPOT_LOG_LEVEL": "INFO",
                 "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "gen")]),

@@ -8,6 +8,7 @@ cannot tell the difference; the real router and modules are exercised by tests/e
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -360,3 +361,91 @@ async def test_runs_are_served_over_grpc(mesh: Mesh, tmp_path: Path) -> None:
     finally:
         await pipeline.stop()
         await runs_server.stop(0)
+
+
+def _completed_at(path: Path) -> tuple[download_pb2.DownloadCompleted, envelope_pb2.EventEnvelope]:
+    payload, envelope = _completed()
+    payload.file.path = str(path)
+    envelope.payload.Pack(payload)
+    return payload, envelope
+
+
+@pytest.mark.parametrize("kind", ["outside", "symlink", "fifo", "state"])
+async def test_a_download_outside_the_downloads_folders_fails_its_run_untouched(
+    mesh: Mesh, tmp_path: Path, kind: str
+) -> None:
+    downloads = tmp_path / "downloads"
+    state = tmp_path / "state"
+    secret = tmp_path / "etc" / "passwd"
+    for folder in (downloads, state, secret.parent):
+        folder.mkdir()
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    roots = [downloads]
+    if kind == "outside":
+        path = secret
+    elif kind == "symlink":
+        path = downloads / "linked.flac"
+        path.symlink_to(secret)
+    elif kind == "fifo":
+        path = downloads / "pipe.flac"
+        os.mkfifo(path)
+    else:
+        # The router's own event log, with a downloads setting broad enough to contain it.
+        path = state / "events.db"
+        path.write_bytes(b"SQLite format 3\x00")
+        roots = [tmp_path]
+    config = load_pipeline_config().model_copy(update={"startup_grace_s": 0.0})
+    pipeline = Pipeline(
+        mesh.server.address, state, config=config, subscribe=False, download_dirs=roots
+    )
+    await pipeline.start()
+    try:
+        run_id = await pipeline.handle_download_completed(*_completed_at(path))
+        await pipeline.wait_idle()
+        # No step acted on the file, and the run failed with the rule it broke.
+        assert mesh.metadata.calls == []
+        assert mesh.library.imports == []
+        assert mesh.notify.calls == []
+        assert path.is_symlink() or path.exists()
+        assert secret.read_text() == "root:x:0:0:root:/root:/bin/bash\n"
+        failed = mesh.router.of_type("pipeline.run_failed")
+        assert len(failed) == 1
+        event = pipeline_pb2.PipelineRunFailed()
+        failed[0].payload.Unpack(event)
+        assert event.pipeline_run_id == run_id
+        assert event.reason.startswith("INVALID_ARGUMENT: file.path")
+        assert mesh.router.of_type("track.ready") == []
+        assert mesh.router.of_type("download.completed.for_source") == []
+        run = await pipeline.get_run(run_id)
+        assert run is not None
+        assert run.state == router_pb2.RUN_STATE_FAILED
+        assert run.steps[0].state == router_pb2.STEP_STATE_FAILED
+        assert "file.path" in run.steps[0].detail
+    finally:
+        await pipeline.stop()
+
+
+async def test_a_download_inside_the_downloads_folders_runs(mesh: Mesh, tmp_path: Path) -> None:
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    path = downloads / "slskd" / "Harbour Lights.flac"
+    path.parent.mkdir()
+    path.write_bytes(b"fLaC")
+    config = load_pipeline_config().model_copy(update={"startup_grace_s": 0.0})
+    pipeline = Pipeline(
+        mesh.server.address,
+        tmp_path / "state",
+        config=config,
+        subscribe=False,
+        download_dirs=[downloads],
+    )
+    await pipeline.start()
+    try:
+        run_id = await pipeline.handle_download_completed(*_completed_at(path))
+        await pipeline.wait_idle()
+        assert [call.file.path for call in mesh.library.imports] == [str(path)]
+        run = await pipeline.get_run(run_id)
+        assert run is not None
+        assert run.state == router_pb2.RUN_STATE_COMPLETED
+    finally:
+        await pipeline.stop()
