@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,8 +238,16 @@ def _track(row: sqlite3.Row) -> references_pb2.TrackReference:
 
 
 def _audio_files(root: Path) -> Iterator[Path]:
+    # os.walk does not descend into linked folders; a linked or special file is skipped too
+    # (lstat), so the index never describes anything outside the library.
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if not name.startswith(".") and name.rsplit(".", 1)[-1].lower() in AUDIO_SUFFIXES:
-                yield Path(dirpath) / name
+                path = Path(dirpath) / name
+                try:
+                    regular = stat.S_ISREG(os.lstat(path).st_mode)
+                except OSError:
+                    continue
+                if regular:
+                    yield path

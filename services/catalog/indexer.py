@@ -1,7 +1,9 @@
 """CatalogIndexer: keeps the catalog's search index in step with the library.
 
 Every track.imported event (durable consumer "catalog") adds or updates a row, and at start
-the files already under the library root are indexed.
+the files already under the library root are indexed. An event whose file is not a regular
+file under the library root (a path elsewhere, a symlink, the state folder) is acknowledged
+and not indexed: the catalog only ever describes the library.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from services.catalog.index import CatalogIndex
 from services.kit.events.client import EventHandlers
-from services.kit.rpc.errors import Unavailable
+from services.kit.rpc.errors import InvalidArgument, Unavailable
+from services.kit.security.confinement import confined_file
 
 if TYPE_CHECKING:
     from services.catalog.settings import CatalogSection
@@ -33,6 +36,7 @@ class CatalogIndexer:
         self.runtime = runtime
         self.section = section
         self.library_root = Path(runtime.settings.library_root)
+        self.state_dir = Path(runtime.settings.state_dir)
         self.db_path = section.db_path or Path(runtime.settings.state_dir) / "catalog" / (
             "catalog.sqlite3"
         )
@@ -56,6 +60,22 @@ class CatalogIndexer:
             path = payload.duplicate_of
         else:
             path = payload.file.path
+        try:
+            resolved = await asyncio.to_thread(
+                confined_file,
+                path,
+                [self.library_root],
+                field="file.path",
+                forbidden=[self.state_dir],
+            )
+        except InvalidArgument as err:
+            # Acknowledged, not retried: the same event would be refused again.
+            log.warning(
+                "track.imported not indexed",
+                extra={"path": path, "reason": err.message, "event_id": envelope.event_id},
+            )
+            return
+        path = str(resolved)
         await asyncio.to_thread(index.upsert, payload.track, path)
         log.info(
             "track indexed",

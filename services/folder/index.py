@@ -1,6 +1,7 @@
 """An index of a source folder's audio files by their tags, and matching a request to them.
 
-Files are read with mutagen once and re-read only when their size or mtime changes, so a
+Only regular files inside the folder are indexed (no symlinks, no special files). Files are
+read with mutagen once and re-read only when their size or mtime changes, so a
 rescan of a large folder costs a directory walk. Matching compares normalised text (case,
 accents, punctuation), the duration, and the version words: a plain request never gets a
 live, remix or karaoke file, exactly as the Soulseek ranking decides.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 from typing import TYPE_CHECKING
 
 from services.domain.audio.probe import AUDIO_SUFFIXES, AudioFacts, read_audio
@@ -84,11 +86,16 @@ class FolderIndex:
                     continue
                 path = Path(dirpath) / name
                 try:
-                    stat = path.stat()
+                    # lstat, not stat: a link (to a file outside the source folder) or a
+                    # special file (a FIFO would block the reader) is never indexed. os.walk
+                    # already stays out of linked folders.
+                    info = os.lstat(path)
                 except OSError:
                     continue
+                if not S_ISREG(info.st_mode):
+                    continue
                 seen.add(path)
-                stamp = (stat.st_size, stat.st_mtime_ns)
+                stamp = (info.st_size, info.st_mtime_ns)
                 known = self.entries.get(path)
                 if known is not None and known.stamp == stamp:
                     continue

@@ -81,7 +81,7 @@ async def test_download_and_index_through_the_router(tmp_path: Path) -> None:
             assert folder.registration.connected
 
             await _download_through_router(channel, tmp_path)
-            await _index_through_router(channel, catalog)
+            await _index_through_router(channel, catalog, tmp_path / "library")
 
 
 async def _download_through_router(channel: grpc.aio.Channel, tmp_path: Path) -> None:
@@ -114,17 +114,21 @@ async def _download_through_router(channel: grpc.aio.Channel, tmp_path: Path) ->
 
 
 async def _index_through_router(
-    channel: grpc.aio.Channel, catalog: ModuleRuntime[CatalogSection]
+    channel: grpc.aio.Channel, catalog: ModuleRuntime[CatalogSection], library: Path
 ) -> None:
     subscriber = catalog._background[0]
     await subscriber.wait_connected(10)
     publisher = RouterPublisher(channel, source_module="library")
+    # The catalog indexes only files the library holds.
+    imported = library / "Ostara Vale" / "lighthouse.flac"
+    imported.parent.mkdir(parents=True)
+    imported.write_bytes(b"imported audio")
     await publisher.publish(
         track_pb2.TrackImported(
             track=references_pb2.TrackReference(
                 title="Lighthouse Keeper", artist="Ostara Vale", track_id="lk-1"
             ),
-            file=references_pb2.FileReference(path="/library/Ostara Vale/lighthouse.flac"),
+            file=references_pb2.FileReference(path=str(imported)),
         )
     )
     search = search_pb2_grpc.SearchServiceStub(channel)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -50,7 +51,14 @@ class Harness:
         )
         return list(reply.results)
 
-    async def imported(self, title: str, artist: str, path: str, **track: Any) -> None:
+    async def imported(self, title: str, artist: str, name: str, **track: Any) -> None:
+        """Publish track.imported for a file `name` that the library holds (created here)."""
+        path = self.library / name
+        if not path.exists():
+            path.write_bytes(b"imported audio")
+        await self.imported_at(str(path), title, artist, **track)
+
+    async def imported_at(self, path: str, title: str, artist: str, **track: Any) -> None:
         await self.bus.publish(
             track_pb2.TrackImported(
                 track=references_pb2.TrackReference(title=title, artist=artist, **track),
@@ -96,10 +104,10 @@ async def scanned(tmp_path: Path) -> AsyncIterator[Harness]:
 async def test_imported_tracks_are_found_by_full_text(empty: Harness) -> None:
     assert await empty.search("harbour") == []
     await empty.imported(
-        "Harbour Lights", "The Paper Lanterns", "/lib/a.flac", album="Night Ferry", track_id="t1"
+        "Harbour Lights", "The Paper Lanterns", "a.flac", album="Night Ferry", track_id="t1"
     )
-    await empty.imported("Harbour Lights Reprise", "The Paper Lanterns", "/lib/b.flac")
-    await empty.imported("Glass Tide", "Mira Okonkwo", "/lib/c.mp3", isrc="QZSS12100014")
+    await empty.imported("Harbour Lights Reprise", "The Paper Lanterns", "b.flac")
+    await empty.imported("Glass Tide", "Mira Okonkwo", "c.mp3", isrc="QZSS12100014")
     assert empty.bus.failures == []
 
     results = await empty.search("paper lanterns harbour lights")
@@ -119,8 +127,8 @@ async def test_imported_tracks_are_found_by_full_text(empty: Harness) -> None:
 
 
 async def test_a_redelivered_import_updates_instead_of_duplicating(empty: Harness) -> None:
-    await empty.imported("Atlas Error", "Velvet Cartography", "/lib/x.flac")
-    await empty.imported("Atlas Error", "Velvet Cartography", "/lib/x.flac", year=2016)
+    await empty.imported("Atlas Error", "Velvet Cartography", "x.flac")
+    await empty.imported("Atlas Error", "Velvet Cartography", "x.flac", year=2016)
     results = await empty.search("atlas error")
     assert len(results) == 1
     assert results[0].track.year == 2016
@@ -149,3 +157,26 @@ async def test_health_and_reflection(empty: Harness) -> None:
     assert empty.channel is not None
     assert await health_status(empty.channel, SERVICE) == health_pb2.HealthCheckResponse.SERVING
     assert {SERVICE, "grpc.health.v1.Health"} <= await reflected_services(empty.channel)
+
+
+@pytest.mark.parametrize("kind", ["outside", "symlink", "fifo"])
+async def test_a_track_imported_outside_the_library_is_not_indexed(
+    empty: Harness, tmp_path: Path, kind: str
+) -> None:
+    secret = tmp_path / "etc" / "passwd"
+    secret.parent.mkdir()
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    if kind == "outside":
+        path = secret
+    elif kind == "symlink":
+        path = empty.library / "passwd.flac"
+        path.symlink_to(secret)
+    else:
+        path = empty.library / "pipe.flac"
+        os.mkfifo(path)
+    await empty.imported_at(str(path), "Passwd", "Root")
+    # Acknowledged (a redelivery would be refused the same way), and not in the index.
+    assert empty.bus.failures == []
+    assert await empty.search("passwd") == []
+    await empty.imported("Passwd", "Root", "passwd-real.flac")
+    assert [r.track.title for r in await empty.search("passwd")] == ["Passwd"]
