@@ -1,5 +1,6 @@
 """`python -m router`: the router on SOULSPOT_ROUTER__ADDRESS (default 127.0.0.1:50051),
-with the event bus over SQLite in the state folder and the post-download pipeline."""
+with the event bus over SQLite in the state folder and the post-download pipeline, speaking
+mutual TLS as spiffe://soulspot/router/router (SOULSPOT_TLS__*)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from router.pipeline import create_pipeline
 from router.settings import RouterSettings
 from services.kit.observability.logging import setup_logging
 from services.kit.observability.tracing import configure_tracing
+from services.kit.security.identity import ROUTER
+from services.kit.security.tls import transport_for, use_transport
 from services.kit.support import eventloop
 from soulspot.events.v1 import module_pb2 as module_events_pb2
 
@@ -51,11 +54,25 @@ class StatusPublisher:
             await asyncio.wait(set(self.pending), timeout=1.0)
 
 
+def loopback_address(address: str) -> str:
+    """How this process reaches its own server: a wildcard bind (`0.0.0.0:PORT`) on loopback,
+    an address its TLS certificate names (127.0.0.1), unlike 0.0.0.0."""
+    host, _, port = address.rpartition(":")
+    if host in ("0.0.0.0", "[::]", "::", ""):
+        return f"127.0.0.1:{port}"
+    return address
+
+
 async def main() -> None:
     settings = RouterSettings()
     setup_logging("router", settings.log_level, json_lines=settings.log_json)
     configure_tracing("router")
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    # Before any port or channel opens: the server, the pipeline's and the proxy's channels.
+    try:
+        use_transport(transport_for(ROUTER, settings.tls, settings.state_dir))
+    except OSError as err:
+        raise SystemExit(f"router: {err}") from err
     bus = create_bus(settings.bus, state_dir=settings.state_dir)
     await bus.start()
     publisher = StatusPublisher(bus)
@@ -64,7 +81,7 @@ async def main() -> None:
     try:
         await app.start()
         # After the router serves: the pipeline is a client of the router's own address.
-        await pipeline.start(app.address)
+        await pipeline.start(loopback_address(app.address))
         http = await start_router_http(app.address, settings)
         try:
             await app.serve()

@@ -9,10 +9,15 @@ session stops before collection and names both files).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
+from services.kit.security.tls import current_transport, use_transport
 from tests.helpers.fixture_names import shadowed_fixtures
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -21,3 +26,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         raise pytest.UsageError(
             "fixture names must be unambiguous; rename one of each:\n" + "\n".join(shadowed)
         )
+
+
+@pytest.fixture(autouse=True)
+def process_transport_restored() -> Iterator[None]:
+    """An entry point run in-process (a CLI command) sets the process's transport; the next
+    test starts with the one there was before, so its servers stay plaintext unless it says."""
+    previous = current_transport()
+    yield
+    use_transport(previous)

@@ -2,7 +2,9 @@
 deprecated RouterService's bus RPCs (its other RPCs answer UNIMPLEMENTED here).
 
 The full router (`python -m router`) serves the same bus; this entry runs it alone, for
-tests that need a real bus process and for benchmarks.
+tests that need a real bus process and for benchmarks. It speaks mutual TLS as the router
+(spiffe://soulspot/router/router) with the certificates of SOULSPOT_TLS__PKI_DIR, or
+plaintext with SOULSPOT_TLS__PLAINTEXT=true.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from router.bus import BusSettings, create_bus, tune_process_for_bus
 from router.bus.event_bus import SERVICE_NAME
 from services.kit.observability.logging import setup_logging
 from services.kit.rpc.server import KitServer
+from services.kit.security.identity import ROUTER
+from services.kit.security.tls import transport_for, use_transport
 from services.kit.support import eventloop
 from services.kit.support.settings import KitSettings, Section
 from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2_grpc
@@ -68,6 +72,10 @@ def main() -> None:
     tune_process_for_bus()
     settings = BusProcessSettings()
     setup_logging("router", settings.log_level, json_lines=settings.log_json)
+    try:
+        use_transport(transport_for(ROUTER, settings.tls, settings.state_dir))
+    except OSError as err:
+        raise SystemExit(f"router.bus: {err}") from err
     # The same event loop as the full router (uvloop unless SOULSPOT_EVENT_LOOP says).
     eventloop.run(serve(settings))
 

@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias
 
-import grpc
 from google.protobuf import timestamp_pb2
 
 from router.routing.breaker import BreakerState, CircuitBreaker
 from services.kit.observability.metrics import MeshMetrics, default_metrics
+from services.kit.rpc.channel import open_channel
 from services.kit.rpc.errors import AlreadyExists, InvalidArgument, bad_request
 from services.kit.rpc.validation import validate_request
 from soulspot.common.v1 import module_pb2
@@ -23,6 +23,8 @@ from soulspot.router.v1 import router_pb2
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    import grpc
 
     from router.routing.capabilities import Catalog
     from router.settings import RouterSection
@@ -228,7 +230,9 @@ class Registry:
             stream_open=dynamic,
             owner=owner,
         )
-        entry.channel = grpc.aio.insecure_channel(entry.address, options=CHANNEL_OPTIONS)
+        # Mutual TLS as the router when the process has a transport; no kit interceptors:
+        # the proxy forwards the caller's metadata itself.
+        entry.channel = open_channel(entry.address, interceptors=(), options=CHANNEL_OPTIONS)
         if old is not None:
             self._close_channel(old)
             self._cancel_expiry(old)

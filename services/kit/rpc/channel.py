@@ -98,12 +98,14 @@ async def wait_for_ready(
     timeout: float,  # noqa: ASYNC109 (named like grpc's own; bounds the whole wait)
     *,
     service: str = "",
+    transport: Transport | None = None,
 ) -> None:
     """Wait until the server at `address` reports `service` SERVING.
 
-    Raises TimeoutError when it does not within `timeout` seconds.
+    Raises TimeoutError when it does not within `timeout` seconds. `transport` defaults to the
+    process's, as in `open_channel`.
     """
-    async with open_channel(address, interceptors=()) as channel:
+    async with open_channel(address, interceptors=(), transport=transport) as channel:
         async with asyncio.timeout(timeout):
             while True:
                 if await check_health(channel, service, timeout=min(1.0, timeout), wait=True):

@@ -219,7 +219,11 @@ class DirectClient:
             else:
                 channel = self._channels.get(address)
                 if channel is None:
-                    channel = grpc.aio.insecure_channel(address, options=_MODULE_CHANNEL_OPTIONS)
+                    # The process's transport (mutual TLS in the mesh), without the kit's
+                    # interceptors: this client attaches the call context itself.
+                    channel = open_channel(
+                        address, interceptors=(), options=_MODULE_CHANNEL_OPTIONS
+                    )
                     self._channels[address] = channel
             found = channel.unary_unary(method, response_deserializer=response_type.FromString)
             self._callables[key] = found

@@ -1,7 +1,7 @@
 """A tiny grpc.health.v1 probe for container health checks and `soulspot up`.
 
     python -m services.kit.rpc.healthprobe HOST:PORT [--service NAME] [--timeout S]
-        [--serving-or-not]
+        [--serving-or-not] [--pki-dir DIR] [--identity KIND/NAME]
 
 Two notions of "healthy", chosen per caller:
 
@@ -14,6 +14,12 @@ Two notions of "healthy", chosen per caller:
 Anything else exits 1: no answer within the timeout, connection refused, or a service name the
 server does not know (NOT_FOUND: a misconfigured probe, not a live service). The status or the
 error is printed on one line either way, so `podman healthcheck run` and logs say why.
+
+The probe speaks mutual TLS like every process of the mesh: it presents `--identity` (by
+default the command line's, client/cli; a container's health check presents the identity of
+the process it probes, whose credentials it can read) from `--pki-dir` (by default
+SOULSPOT_TLS__PKI_DIR, else `<state dir>/pki`), or plaintext with SOULSPOT_TLS__PLAINTEXT=true.
+Missing credentials exit 2.
 """
 
 from __future__ import annotations
@@ -22,9 +28,14 @@ import argparse
 import asyncio
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2
+
+from services.kit.security.identity import CLI, Identity
+from services.kit.security.tls import Transport, current_transport, transport_for
+from services.kit.support.settings import KitSettings
 
 HEALTH_CHECK_METHOD = "/grpc.health.v1.Health/Check"
 DEFAULT_TIMEOUT = 3.0
@@ -60,13 +71,27 @@ class ProbeResult:
         return f"{target}: no answer ({self.error})"
 
 
-async def probe(
-    address: str, service: str = "", *, deadline_s: float = DEFAULT_TIMEOUT
-) -> ProbeResult:
-    """One grpc.health.v1 Check against `address`; never raises for RPC failures."""
+def _bare_channel(address: str, transport: Transport | None) -> grpc.aio.Channel:
     # A bare channel: no kit interceptors, so the probe has no dependency on the mesh context
     # and no retries hide a dead server.
-    async with grpc.aio.insecure_channel(address) as channel:
+    credentials = transport.channel_credentials() if transport is not None else None
+    if credentials is None:
+        return grpc.aio.insecure_channel(address)
+    return grpc.aio.secure_channel(address, credentials)
+
+
+async def probe(
+    address: str,
+    service: str = "",
+    *,
+    deadline_s: float = DEFAULT_TIMEOUT,
+    transport: Transport | None = None,
+) -> ProbeResult:
+    """One grpc.health.v1 Check against `address`; never raises for RPC failures.
+
+    `transport` defaults to the process's (`use_transport`); none means plaintext.
+    """
+    async with _bare_channel(address, transport or current_transport()) as channel:
         check = channel.unary_unary(
             HEALTH_CHECK_METHOD,
             request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
@@ -97,7 +122,35 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="liveness: exit 0 when the server answers at all (SERVING or NOT_SERVING)",
     )
+    parser.add_argument(
+        "--pki-dir",
+        type=Path,
+        default=None,
+        help="the mesh's certificates (default: SOULSPOT_TLS__PKI_DIR, else <state dir>/pki)",
+    )
+    parser.add_argument(
+        "--identity",
+        default=CLI.uri,
+        help="who the probe is, as KIND/NAME or spiffe://soulspot/KIND/NAME (default: client/cli)",
+    )
     return parser
+
+
+def parse_identity(text: str) -> Identity:
+    """`module/library` or `spiffe://soulspot/module/library`; ValueError otherwise."""
+    found = Identity.parse(text if text.startswith("spiffe://") else f"spiffe://soulspot/{text}")
+    if found is None:
+        raise ValueError(f"--identity {text!r}: not KIND/NAME (module/library, client/cli)")
+    return found
+
+
+def probe_transport(pki_dir: Path | None, identity: str) -> Transport:
+    """The probe's transport: the settings' TLS section, with --pki-dir over its folder."""
+    settings = KitSettings()
+    section = settings.tls
+    if pki_dir is not None:
+        section = section.model_copy(update={"pki_dir": pki_dir})
+    return transport_for(parse_identity(identity), section, settings.state_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,7 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.timeout <= 0:
         print("--timeout must be positive", file=sys.stderr)
         return 2
-    result = asyncio.run(probe(args.address, args.service, deadline_s=args.timeout))
+    try:
+        transport = probe_transport(args.pki_dir, args.identity)
+    # A settings error (pydantic's ValidationError) is a ValueError too.
+    except (OSError, ValueError) as err:
+        print(f"{args.address}: {err}", file=sys.stderr)
+        return 2
+    result = asyncio.run(
+        probe(args.address, args.service, deadline_s=args.timeout, transport=transport)
+    )
     print(result.describe())
     return 0 if result.ok(serving_or_not=args.serving_or_not) else 1
 

@@ -21,6 +21,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from services.kit.security.tls import TlsSection
+
 CONFIG_ENV = "SOULSPOT_CONFIG"
 
 _S = TypeVar("_S", bound=BaseModel)
@@ -48,6 +50,8 @@ class KitSettings(BaseSettings):
     router_address: str = "127.0.0.1:50051"
     log_level: str = "INFO"
     log_json: bool = True
+    # SOULSPOT_TLS__*: the PKI folder this process's certificate is in, or plaintext.
+    tls: TlsSection = Field(default_factory=TlsSection)
 
     @classmethod
     def settings_customise_sources(

@@ -9,6 +9,8 @@ from services.kit.module.spec import ModuleParts, ModuleSection, ModuleSpec
 from services.kit.support.settings import KitSettings
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pytest
 
     from services.kit.module.runtime import ModuleRuntime
@@ -45,3 +47,16 @@ def test_invalid_settings_exit_with_2_before_anything_starts(
     monkeypatch.setenv("SOULSPOT_DEMO__PORT", "not a port")
     assert run_module(SPEC, []) == 2
     assert capsys.readouterr().err.startswith("demo: invalid settings:")
+
+
+def test_missing_credentials_exit_with_2_naming_the_modules_identity(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Logging as a process would set it up is not what this test is about.
+    monkeypatch.setattr("services.kit.module.runner.setup_logging", lambda *a, **k: None)
+    monkeypatch.delenv("SOULSPOT_TLS__PLAINTEXT", raising=False)
+    monkeypatch.setenv("SOULSPOT_TLS__PKI_DIR", str(tmp_path / "pki"))
+    assert run_module(SPEC, []) == 2  # and `build` never ran: no port opened
+    err = capsys.readouterr().err
+    assert err.startswith("demo: no credentials for spiffe://soulspot/module/demo")
+    assert "module-demo.crt" in err

@@ -1,4 +1,5 @@
-"""services.kit.rpc.healthprobe against a real KitServer: readiness, liveness, no server."""
+"""services.kit.rpc.healthprobe against a real KitServer speaking mutual TLS: readiness,
+liveness, no server, the identity it presents and the credentials it needs."""
 
 from __future__ import annotations
 
@@ -12,18 +13,31 @@ import pytest
 
 from services.kit.rpc.healthprobe import main, probe
 from services.kit.rpc.server import KitServer
+from services.kit.security.identity import ROUTER
+from tests.helpers.pki import make_pki, transport_as
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
 SERVICE = "soulspot.test.v1.Probe"
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[KitServer]:
+def pki(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A mesh CA in the test's folder, and the settings that point the probe at it."""
+    pki_dir = make_pki(tmp_path / "pki", modules=["library"])
+    for name in ("SOULSPOT_TLS__PLAINTEXT", "SOULSPOT_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SOULSPOT_TLS__PKI_DIR", str(pki_dir))
+    return pki_dir
+
+
+@pytest.fixture
+async def server(pki: Path) -> AsyncIterator[KitServer]:
     # A named service with no handlers: health and reflection know it, that is all the probe
-    # needs.
-    kit = KitServer("probe-test", "127.0.0.1:0")
+    # needs. Served as the router, with mutual TLS.
+    kit = KitServer("probe-test", "127.0.0.1:0", transport=transport_as(pki, ROUTER))
     kit.add_service(lambda _server: None, SERVICE)
     await kit.start()
     try:
@@ -76,6 +90,7 @@ async def test_unknown_service_is_a_failure_even_for_liveness(
     assert "NOT_FOUND" in capsys.readouterr().out
 
 
+@pytest.mark.usefixtures("pki")
 async def test_no_server_exits_1_with_the_reason(capsys: pytest.CaptureFixture[str]) -> None:
     address = f"127.0.0.1:{_free_port()}"
     assert await _main("--timeout", "0.5", "--serving-or-not", address) == 1
@@ -108,3 +123,38 @@ async def test_module_entry_point_as_a_container_runs_it(server: KitServer) -> N
     )
     assert proc.returncode == 0, proc.stderr
     assert "SERVING" in proc.stdout
+
+
+async def test_the_identity_and_folder_come_from_flags(
+    server: KitServer, pki: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOULSPOT_TLS__PKI_DIR", str(pki.parent / "elsewhere"))
+    address = f"127.0.0.1:{server.port}"
+    assert await _main("--pki-dir", str(pki), "--identity", "module/library", address) == 0
+    uri = "spiffe://soulspot/module/library"
+    assert await _main("--pki-dir", str(pki), "--identity", uri, address) == 0
+
+
+async def test_missing_credentials_are_a_usage_error_naming_the_files(
+    server: KitServer, pki: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No certificate was issued for this module.
+    address = f"127.0.0.1:{server.port}"
+    assert await _main("--identity", "module/catalog", address) == 2
+    assert "module-catalog.crt" in capsys.readouterr().err
+
+
+async def test_a_bad_identity_is_a_usage_error(
+    server: KitServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await _main("--identity", "nobody", f"127.0.0.1:{server.port}") == 2
+    assert "--identity" in capsys.readouterr().err
+
+
+async def test_a_plaintext_probe_gets_no_answer_from_a_tls_server(
+    server: KitServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SOULSPOT_TLS__PLAINTEXT", "true")
+    address = f"127.0.0.1:{server.port}"
+    assert await _main("--timeout", "1", "--serving-or-not", address) == 1
+    assert "no answer" in capsys.readouterr().out
