@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from cli.commands import dlq, events, get, status, sync_playlist, up, worker
+from cli.router_connection import PkiDirOption, set_pki_dir
 
 app = typer.Typer(
     name="soulspot",
@@ -15,6 +16,15 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
 )
+
+
+@app.callback()
+def mesh_options(pki_dir: PkiDirOption = None) -> None:
+    """SoulSpot mesh: bring what you find on Spotify into your own music library."""
+    # Only remembered here: `--help` of a command must work before any certificate exists.
+    set_pki_dir(pki_dir)
+
+
 app.command("status")(status.status)
 app.command("get")(get.get)
 app.command("sync-playlist")(sync_playlist.sync_playlist)

@@ -3,13 +3,17 @@ channel to it, with the router's failures turned into messages and exit codes.
 
 The option's default comes from the kit's typed settings (`SOULSPOT_ROUTER_ADDRESS`, the
 YAML file named by `SOULSPOT_CONFIG`, then 127.0.0.1:50051), the same address every module
-of the mesh reads.
+of the mesh reads. Every command speaks mutual TLS as the command line
+(spiffe://soulspot/client/cli) with the certificates of `soulspot --pki-dir`, else of the
+same settings (SOULSPOT_TLS__PKI_DIR, else `<state dir>/pki`), or plaintext with
+SOULSPOT_TLS__PLAINTEXT=true.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import grpc
@@ -19,6 +23,8 @@ import typer
 from cli.console import err_console
 from services.kit.rpc.channel import open_channel
 from services.kit.rpc.errors import from_rpc_error
+from services.kit.security.identity import CLI
+from services.kit.security.tls import Transport, transport_for, use_transport
 from services.kit.support.settings import KitSettings
 
 if TYPE_CHECKING:
@@ -33,19 +39,64 @@ RouterOption = Annotated[
     ),
 ]
 
+PkiDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--pki-dir",
+        help="The mesh's certificates (default: SOULSPOT_TLS__PKI_DIR, else <state dir>/pki).",
+        show_default=False,
+    ),
+]
+
 # Failures that mean "no router there" rather than "the router said no".
 _UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# `soulspot --pki-dir DIR`, over the settings' PKI folder.
+_pki_dir_option: Path | None = None
 
 
-def router_address(option: str | None) -> str:
-    """The --router value, else the settings' router address; exit code 2 on bad settings."""
-    if option:
-        return option
+def set_pki_dir(path: Path | None) -> None:
+    """Remember `soulspot --pki-dir` for the command that runs next."""
+    global _pki_dir_option
+    _pki_dir_option = path
+
+
+def pki_dir_option() -> Path | None:
+    """`soulspot --pki-dir`, when it was given."""
+    return _pki_dir_option
+
+
+def cli_settings() -> KitSettings:
+    """The kit's settings as this command reads them; exit code 2 when they are invalid."""
     try:
-        return KitSettings().router_address
+        return KitSettings()
     except (FileNotFoundError, pydantic.ValidationError) as err:
         err_console.print(f"[red]settings:[/] {err}")
         raise typer.Exit(2) from err
+
+
+def use_cli_transport(settings: KitSettings, pki_dir: Path | None = None) -> Transport:
+    """Make this process speak as the command line: mutual TLS with its certificate, or
+    plaintext when the settings say so. Exit code 2 when its credentials are missing."""
+    section = settings.tls
+    folder = pki_dir or _pki_dir_option
+    if folder is not None:
+        section = section.model_copy(update={"pki_dir": folder})
+    try:
+        transport = transport_for(CLI, section, settings.state_dir)
+    except OSError as err:
+        err_console.print(f"[red]credentials:[/] {err}")
+        raise typer.Exit(2) from err
+    use_transport(transport)
+    return transport
+
+
+def router_address(option: str | None) -> str:
+    """The --router value, else the settings' router address; every channel this command
+    opens then speaks as the command line (`use_cli_transport`). Exit code 2 on bad settings
+    or missing credentials."""
+    settings = cli_settings()
+    use_cli_transport(settings)
+    return option or settings.router_address
 
 
 async def call(awaitable: Awaitable[Any]) -> Any:

@@ -2,8 +2,9 @@
 
 Reads the compose file into a plan (cli/up/plan.py), makes the local folders and, without a
 configured source folder, fills <state>/source with generated, tagged sample audio so
-`soulspot get` works offline on a fresh machine (cli/up/folders.py), then runs the plan
-until Ctrl-C or SIGTERM (cli/up/runner.py).
+`soulspot get` works offline on a fresh machine (cli/up/folders.py), creates the mesh CA and
+a certificate for the router, the command line and each module in <state>/state/pki
+(cli/up/pki.py), then runs the plan until Ctrl-C or SIGTERM (cli/up/runner.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import typer
 import yaml
 
 from cli.console import console
+from cli.router_connection import pki_dir_option
 from cli.up.folders import ensure_sample_source, prepare_folders
+from cli.up.pki import PKI_DIR_ENV, ensure_stack_pki, stack_tls
 from cli.up.plan import (
     ComposeError,
     find_compose_file,
@@ -26,6 +29,8 @@ from cli.up.plan import (
     read_config_file,
 )
 from cli.up.runner import STARTUP_TIMEOUT_S, run_stack
+from services.kit.security.identity import CLI
+from services.kit.security.tls import transport_for, use_transport
 
 DEFAULT_STATE_DIR = Path(".soulspot")
 
@@ -53,6 +58,10 @@ def up(
 ) -> None:
     """Run the router and every module locally, as docker-compose.yml describes them."""
     environ = dict(os.environ)
+    pki_option = pki_dir_option()
+    if pki_option is not None:
+        # `soulspot --pki-dir DIR up`: every process of the stack uses that folder.
+        environ[PKI_DIR_ENV] = str(pki_option.resolve())
     names = [n.strip() for item in only or [] for n in item.split(",") if n.strip()]
     try:
         path = compose_file or find_compose_file()
@@ -71,6 +80,16 @@ def up(
         console.print("[red]soulspot up:[/] nothing to run")
         raise typer.Exit(2)
     prepare_folders(plan)
+    try:
+        tls = stack_tls(plan, environ)
+        pki_dir = ensure_stack_pki(plan, tls)
+    except (OSError, ValueError) as err:
+        console.print(f"[red]soulspot up:[/] cannot create the mesh's certificates: {err}")
+        raise typer.Exit(1) from err
+    if pki_dir is not None:
+        console.print(f"certificates: {pki_dir}")
+    # Health probes and the summary speak to the stack as the command line.
+    use_transport(transport_for(CLI, tls, plan.state_dir))
     sample = ensure_sample_source(plan, enabled=not no_sample)
     if sample is not None:
         console.print(f"sample audio: {sample[1]} tagged files in {sample[0]}")

@@ -7,7 +7,9 @@ command and environment, translated:
 * addresses: `0.0.0.0:PORT` and `<service>:PORT` become `127.0.0.1:PORT` (plus an optional
   port offset, so two stacks or a test can run beside a default one);
 * paths: a value under a volume's container path `/data/<name>` moves to `<state dir>/<name>`
-  (every service's /data/state becomes ./.soulspot/state, and so on);
+  (every service's /data/state becomes ./.soulspot/state, and so on), except the mesh's
+  certificates: /data/pki becomes ./.soulspot/state/pki, where every process looks for them
+  by default (`<state dir>/pki`);
 * `python` becomes the interpreter running `soulspot up`;
 * compose variables (`${VAR:-default}`) are filled from the calling environment, and a value
   that ends up empty is dropped (empty means "not configured", the same as unset);
@@ -38,6 +40,10 @@ LOOPBACK = "127.0.0.1"
 ROUTER = "router"
 CONFIG_ENV = "SOULSPOT_CONFIG"
 ENV_PREFIX = "SOULSPOT_"
+# The compose stack's certificate step; `soulspot up` creates the certificates itself.
+PKI_INIT_MODULE = "services.kit.security"
+# Volumes whose local folder is not `<state dir>/<name>`.
+LOCAL_FOLDERS = {"pki": PurePosixPath("state/pki")}
 
 _MESH_MODULE = re.compile(r"^(router|services\.[a-z_][a-z0-9_]*)$")
 _VARIABLE = re.compile(
@@ -220,7 +226,8 @@ def local_mounts(
     for service in services.values():
         if isinstance(service, dict):
             for target in volume_targets(service.get("volumes"), environ):
-                mounts[target] = state_dir / PurePosixPath(target).name
+                name = PurePosixPath(target).name
+                mounts[target] = state_dir / LOCAL_FOLDERS.get(name, PurePosixPath(name))
     return mounts
 
 
@@ -345,6 +352,9 @@ def plan_stack(
             continue
         if service.get("profiles"):
             skipped[name] = f"compose profile {', '.join(service['profiles'])}"
+            continue
+        if argv[1:3] == ["-m", PKI_INIT_MODULE]:
+            skipped[name] = "certificates: `soulspot up` creates them itself"
             continue
         if module is None:
             skipped[name] = "not a `python -m router|services.*` command"

@@ -77,6 +77,9 @@ def test_healthcheck_calls_the_grpc_probe_on_the_service_port(
     assert args[:3] == ["python", "-m", "services.kit.rpc.healthprobe"]
     assert args[-1] == f"127.0.0.1:{port}"
     assert ("--serving-or-not" in args) == (name in LIVENESS_ONLY)
+    # Under mutual TLS the probe presents the identity of the process it checks.
+    kind = "router" if name == "router" else "module"
+    assert args[args.index("--identity") + 1] == f"{kind}/{name}"
     assert service["healthcheck"].get("interval")
     assert importlib.util.find_spec("services.kit.rpc.healthprobe") is not None
 
@@ -107,7 +110,8 @@ def test_router_listens_on_all_interfaces_and_publishes_grpc_and_http(
     assert env["SOULSPOT_ROUTER__HTTP_ADDRESS"] == f"0.0.0.0:{ROUTER_HTTP_PORT}"
     published = {str(p).rsplit(":", 1)[-1] for p in router["ports"]}
     assert published == {str(ROUTER_PORT), str(ROUTER_HTTP_PORT)}
-    assert "depends_on" not in router
+    # The router waits for nothing but its certificate.
+    assert router["depends_on"] == {"pki": {"condition": "service_completed_successfully"}}
 
 
 @pytest.mark.parametrize("name", MESH)
@@ -121,6 +125,33 @@ def test_state_and_library_are_volumes(compose: dict[str, Any], name: str) -> No
         source = str(volume).split(":")[0]
         if not source.startswith(("$", ".", "/")):
             assert source in compose["volumes"], f"named volume {source} not declared"
+
+
+PKI_DIR = "/data/pki"
+
+
+@pytest.mark.parametrize("name", [*MESH, "client"])
+def test_every_process_reads_the_pki_volume_read_only_after_it_is_made(
+    compose: dict[str, Any], name: str
+) -> None:
+    service = _service(compose, name)
+    assert service["environment"]["SOULSPOT_TLS__PKI_DIR"] == PKI_DIR
+    assert f"pki:{PKI_DIR}:ro" in service["volumes"]
+    if name != "client":  # the client waits for the router, which waits for pki
+        assert service["depends_on"]["pki"] == {"condition": "service_completed_successfully"}
+
+
+def test_the_pki_service_makes_certificates_for_every_service_name(
+    compose: dict[str, Any],
+) -> None:
+    pki = _service(compose, "pki")
+    command = pki["command"]
+    assert command[:4] == ["python", "-m", "services.kit.security", "init"]
+    assert command[command.index("--pki-dir") + 1] == PKI_DIR
+    dns = {command[i + 1] for i, arg in enumerate(command) if arg == "--dns"}
+    assert dns == set(MESH)
+    assert f"pki:{PKI_DIR}" in pki["volumes"]  # the only writer
+    assert "pki" in compose["volumes"]
 
 
 def test_folder_reads_its_source_read_only(compose: dict[str, Any]) -> None:
