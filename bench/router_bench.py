@@ -14,12 +14,18 @@ process and its children) runs niced.
 CPU per call is the CPU time that this process, the router and the module together spent
 during the measured seconds, divided by the calls: it depends far less on what else the
 machine is doing than throughput does.
+
+What mutual TLS costs: "direct tls" and "router tls" make the same calls to a second router
+and module that speak mutual TLS (certificates of a CA made for the run, the driver calling
+as the command line), beside the plaintext pair, in the same run; the table's last lines
+compare each with its plaintext twin.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import resource
 import signal
@@ -30,12 +36,16 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from services.kit.rpc.channel import CHANNEL_OPTIONS, SERVER_OPTIONS, wait_for_ready
 from services.kit.rpc.direct import DirectClient
+from services.kit.security.ca import ensure_identities, identity_files
+from services.kit.security.identity import CLI, ROUTER, Identity
+from services.kit.security.tls import Transport
 from services.kit.support import eventloop
 from soulspot.capabilities.v1 import search_pb2, search_pb2_grpc
 from soulspot.common.v1 import references_pb2
@@ -47,7 +57,9 @@ if TYPE_CHECKING:
 SEARCH = "/soulspot.capabilities.v1.SearchService/SearchTrack"
 REQUEST = search_pb2.SearchTrackRequest(query="artist - title", limit=5)
 CONCURRENCIES = (1, 64)
-MODES = ("direct", "router", "bare proxy", "direct mode")
+MODES = ("direct", "router", "bare proxy", "direct mode", "direct tls", "router tls")
+TLS_MODES = {"direct tls": "direct", "router tls": "router"}
+MODULE_NAME = "bench-module"
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -73,9 +85,14 @@ async def _serve_module(port: int, router: str, log_level: str) -> None:
     from services.kit.module.registration import RouterRegistration
     from services.kit.observability.logging import setup_logging
     from services.kit.rpc.server import KitServer
+    from services.kit.security.tls import transport_for, use_transport
+    from services.kit.support.settings import KitSettings
 
-    setup_logging("bench-module", log_level)
-    server = KitServer("bench-module", f"127.0.0.1:{port}", validate_requests=True)
+    setup_logging(MODULE_NAME, log_level)
+    # As a module of the mesh would: mutual TLS, or plaintext when SOULSPOT_TLS__* says.
+    settings = KitSettings()
+    use_transport(transport_for(Identity.module(MODULE_NAME), settings.tls, settings.state_dir))
+    server = KitServer(MODULE_NAME, f"127.0.0.1:{port}", validate_requests=True)
     servicer = _Search()
     server.add_service(
         lambda s: search_pb2_grpc.add_SearchServiceServicer_to_server(servicer, s),
@@ -83,7 +100,7 @@ async def _serve_module(port: int, router: str, log_level: str) -> None:
     )
     await server.start()
     announcement = router_pb2.ModuleAnnouncement(
-        name="bench-module",
+        name=MODULE_NAME,
         address=server.address,
         capabilities=[router_pb2.CapabilityRegistration(capability="search.track", priority=1)],
     )
@@ -189,6 +206,37 @@ def _free_port() -> int:
         return port
 
 
+def _start_pair(
+    folder: Path, env: dict[str, str]
+) -> tuple[str, str, subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    """A router and the bench module registered with it, on fresh ports, state in `folder`."""
+    router_address = f"127.0.0.1:{_free_port()}"
+    module_port = _free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {**env, "SOULSPOT_ROUTER__ADDRESS": router_address, "SOULSPOT_STATE_DIR": str(folder)}
+    router = subprocess.Popen([sys.executable, "-m", "router"], env=env)
+    module = subprocess.Popen(
+        [sys.executable, "-m", "bench.router_bench", "--serve-module", str(module_port)],
+        env=env,
+    )
+    return router_address, f"127.0.0.1:{module_port}", router, module
+
+
+def _tls_env(folder: Path) -> dict[str, str]:
+    """Certificates for the TLS pair and the driver, and a policy that lets the bench module
+    register its one capability (a TLS router grants registration by verified identity)."""
+    pki_dir = folder / "pki"
+    ensure_identities(pki_dir, [ROUTER, CLI, Identity.module(MODULE_NAME)])
+    policy = folder / "policy.yaml"
+    grants = {MODULE_NAME: {"capabilities": {"search.track": 10}}}
+    policy.write_text(json.dumps({"modules": grants}))  # JSON is YAML
+    return {
+        "SOULSPOT_TLS__PLAINTEXT": "false",
+        "SOULSPOT_TLS__PKI_DIR": str(pki_dir),
+        "SOULSPOT_ROUTER__POLICY_FILE": str(policy),
+    }
+
+
 def _run(
     seconds: float,
     runs: int,
@@ -197,30 +245,40 @@ def _run(
     log_level: str,
     loop: str,
 ) -> dict[tuple[str, int], list[Result]]:
-    router_port, module_port, bare_port = _free_port(), _free_port(), _free_port()
-    router_address = f"127.0.0.1:{router_port}"
-    module_address = f"127.0.0.1:{module_port}"
-    bare_address = f"127.0.0.1:{bare_port}"
     with tempfile.TemporaryDirectory() as tmp:
         env = {
             **{k: v for k, v in os.environ.items() if k != "SOULSPOT_CONFIG"},
-            "SOULSPOT_ROUTER__ADDRESS": router_address,
             # The dashboard is not part of the hop being measured; port 0 keeps runs apart.
             "SOULSPOT_ROUTER__HTTP_ADDRESS": "127.0.0.1:0",
-            "SOULSPOT_STATE_DIR": tmp,
             "SOULSPOT_LOG_LEVEL": log_level,
             eventloop.ENV_VAR: loop,
         }
-        router = subprocess.Popen([sys.executable, "-m", "router"], env=env)
-        module = subprocess.Popen(
-            [sys.executable, "-m", "bench.router_bench", "--serve-module", str(module_port)],
-            env=env,
-        )
+        plain_env = {**env, "SOULSPOT_TLS__PLAINTEXT": "true"}
+        router_address, module_address, router, module = _start_pair(Path(tmp) / "plain", plain_env)
+        bare_address = f"127.0.0.1:{_free_port()}"
         bare = subprocess.Popen(
-            [sys.executable, "-m", "bench.router_bench", "--serve-bare-proxy", str(bare_port)],
-            env={**env, "SOULSPOT_BENCH_MODULE": module_address},
+            [
+                sys.executable,
+                *("-m", "bench.router_bench", "--serve-bare-proxy", bare_address.split(":")[1]),
+            ],
+            env={**plain_env, "SOULSPOT_BENCH_MODULE": module_address},
         )
-        processes = (bare, module, router)
+        processes: list[subprocess.Popen[bytes]] = [bare, module, router]
+        tls: TlsPair | None = None
+        if any(m in TLS_MODES for m in modes):
+            tls_folder = Path(tmp) / "tls"
+            tls_folder.mkdir()
+            tls_env = _tls_env(tls_folder)
+            t_router_address, t_module_address, t_router, t_module = _start_pair(
+                tls_folder, {**env, **tls_env}
+            )
+            processes += [t_module, t_router]
+            pki_dir = Path(tls_env["SOULSPOT_TLS__PKI_DIR"])
+            tls = TlsPair(
+                Targets(t_router_address, t_module_address, ""),
+                Pids(t_router.pid, t_module.pid, 0),
+                Transport(CLI, identity_files(pki_dir, CLI)),
+            )
         try:
             return asyncio.run(
                 _ready_then_drive(
@@ -230,6 +288,7 @@ def _run(
                     modes,
                     concurrencies,
                     Pids(router.pid, module.pid, bare.pid),
+                    tls,
                 )
             )
         finally:
@@ -256,6 +315,15 @@ class Pids:
     bare: int
 
 
+@dataclass(frozen=True)
+class TlsPair:
+    """The router and module that speak mutual TLS, and how the driver calls them."""
+
+    targets: Targets
+    pids: Pids
+    client: Transport
+
+
 async def _ready_then_drive(
     targets: Targets,
     seconds: float,
@@ -263,10 +331,31 @@ async def _ready_then_drive(
     modes: Sequence[str],
     concurrencies: Sequence[int],
     pids: Pids,
+    tls: TlsPair | None = None,
 ) -> dict[tuple[str, int], list[Result]]:
     await wait_for_ready(targets.router, 30)
     await wait_for_ready(targets.module, 30)
-    return await _drive(targets, seconds, runs, modes, concurrencies, pids)
+    if tls is not None:
+        await wait_for_ready(tls.targets.router, 30, transport=tls.client)
+        await wait_for_ready(tls.targets.module, 30, transport=tls.client)
+    return await _drive(targets, seconds, runs, modes, concurrencies, pids, tls)
+
+
+def _tls_channel(target: str, client: Transport) -> grpc.aio.Channel:
+    credentials = client.channel_credentials()
+    assert credentials is not None
+    return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+
+
+async def _until_routed(stub: search_pb2_grpc.SearchServiceAsyncStub) -> None:
+    """Until the router answers the search (the module has registered with it)."""
+    for _ in range(200):
+        try:
+            await stub.SearchTrack(REQUEST, timeout=2)
+            return
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.05)
+    raise RuntimeError("the TLS router never routed to the module")
 
 
 async def _drive(
@@ -276,12 +365,19 @@ async def _drive(
     modes: Sequence[str],
     concurrencies: Sequence[int],
     pids: Pids,
+    tls: TlsPair | None = None,
 ) -> dict[tuple[str, int], list[Result]]:
     results: dict[tuple[str, int], list[Result]] = {}
     # One channel per target, same options: the modes differ only in where the call goes.
     module_channel = grpc.aio.insecure_channel(targets.module, options=CHANNEL_OPTIONS)
     router_channel = grpc.aio.insecure_channel(targets.router, options=CHANNEL_OPTIONS)
     bare_channel = grpc.aio.insecure_channel(targets.bare, options=CHANNEL_OPTIONS)
+    tls_channels: list[grpc.aio.Channel] = []
+    if tls is not None:
+        tls_channels = [
+            _tls_channel(tls.targets.module, tls.client),
+            _tls_channel(tls.targets.router, tls.client),
+        ]
     client = DirectClient(targets.router)
     await client.start()
     try:
@@ -306,15 +402,22 @@ async def _drive(
                 SEARCH, REQUEST, search_pb2.SearchTrackResponse, timeout=10
             ),
         }
+        if tls_channels:
+            direct_tls = search_pb2_grpc.SearchServiceStub(tls_channels[0])
+            routed_tls = search_pb2_grpc.SearchServiceStub(tls_channels[1])
+            await _until_routed(routed_tls)
+            calls["direct tls"] = lambda: direct_tls.SearchTrack(REQUEST, timeout=10)
+            calls["router tls"] = lambda: routed_tls.SearchTrack(REQUEST, timeout=10)
         for run in range(runs):
             for concurrency in concurrencies:
                 # Rotate the order each run: no mode always follows the same one.
                 shift = run % len(modes)
                 for mode in (*modes[shift:], *modes[:shift]):
                     # The "router" CPU column is whichever proxy the mode goes through.
-                    proxy_pid = pids.bare if mode == "bare proxy" else pids.router
+                    used = tls.pids if tls is not None and mode in TLS_MODES else pids
+                    proxy_pid = used.bare if mode == "bare proxy" else used.router
                     result = await _measure(
-                        calls[mode], concurrency, seconds, proxy_pid, pids.module
+                        calls[mode], concurrency, seconds, proxy_pid, used.module
                     )
                     results.setdefault((mode, concurrency), []).append(result)
     finally:
@@ -322,6 +425,8 @@ async def _drive(
         await module_channel.close()
         await router_channel.close()
         await bare_channel.close()
+        for channel in tls_channels:
+            await channel.close()
     return results
 
 
@@ -361,8 +466,30 @@ def _print(
             overheads.append(f"{ratio:.2f}x at c={concurrency}")
     if overheads:
         print(f"router CPU per call vs the bare proxy's: {', '.join(overheads)}")
+    _print_tls_cost(results, concurrencies)
     print("targets: router >= 0.50x direct (c=1 and c=64), router p50 <= +0.5 ms at c=1,")
     print("         direct mode >= 0.90x direct")
+
+
+def _print_tls_cost(
+    results: dict[tuple[str, int], list[Result]], concurrencies: Sequence[int]
+) -> None:
+    """Each TLS mode against its plaintext twin: calls/s ratio and extra CPU per call."""
+    for concurrency in concurrencies:
+        for mode, twin in TLS_MODES.items():
+            ours, plain = results.get((mode, concurrency)), results.get((twin, concurrency))
+            if not ours or not plain:
+                continue
+            ratio = statistics.median(r.throughput for r in ours) / statistics.median(
+                r.throughput for r in plain
+            )
+            extra = statistics.median(r.cpu_us for r in ours) - statistics.median(
+                r.cpu_us for r in plain
+            )
+            print(
+                f"tls cost, {twin} c={concurrency}: {ratio:.2f}x the plaintext calls/s, "
+                f"{extra:+.0f} us CPU per call"
+            )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,5 @@
-"""A real router process (`python -m router`) for the bus's end-to-end tests."""
+"""A real router process (`python -m router`) for the bus's end-to-end tests, speaking mutual
+TLS with certificates of a CA in its state folder; `client` is how a test speaks to it."""
 
 from __future__ import annotations
 
@@ -9,8 +10,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from services.kit.rpc.channel import wait_for_ready
+from tests.helpers.pki import make_pki, tls_env, transport_as, write_policy
+
+if TYPE_CHECKING:
+    from services.kit.security.tls import Transport
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,6 +44,8 @@ class BusProcess:
         self.bus_env = bus_env
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = state_dir / "router.log"
+        self.pki_dir = make_pki(state_dir / "pki", modules=())
+        self.client: Transport = transport_as(self.pki_dir)
 
     @property
     def address(self) -> str:
@@ -52,6 +60,9 @@ class BusProcess:
                 "SOULSPOT_ROUTER__HTTP_ADDRESS": "off",
                 "SOULSPOT_LOG_LEVEL": "WARNING",
                 "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "gen")]),
+                **tls_env(self.pki_dir),
+                # The test publishes every event type itself, as the command line.
+                **write_policy(self.state_dir / "policy.yaml"),
             }
         )
         env.update({f"SOULSPOT_BUS__{k.upper()}": v for k, v in self.bus_env.items()})
@@ -61,7 +72,7 @@ class BusProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"router exited: {self.log_path.read_text()[-2000:]}")
             try:
-                await wait_for_ready(self.address, 0.5)
+                await wait_for_ready(self.address, 0.5, transport=self.client)
                 return
             except Exception:
                 if time.monotonic() > deadline:

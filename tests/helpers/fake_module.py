@@ -23,6 +23,9 @@ from services.kit.module.registration import RouterRegistration
 from services.kit.observability.logging import setup_logging
 from services.kit.rpc.errors import abort_with, bad_request, error_for
 from services.kit.rpc.server import KitServer
+from services.kit.security.identity import Identity
+from services.kit.security.tls import transport_for, use_transport
+from services.kit.support.settings import KitSettings
 from soulspot.capabilities.v1 import (
     download_pb2,
     download_pb2_grpc,
@@ -225,6 +228,9 @@ async def _main(argv: list[str]) -> None:
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     setup_logging(args.name, args.log_level)
+    # Like a real module: its own identity, from SOULSPOT_TLS__* (tests.helpers.pki).
+    settings = KitSettings()
+    use_transport(transport_for(Identity.module(args.name), settings.tls, settings.state_dir))
     module = FakeModule(args.name, args.priority, Behaviour(mode=args.behaviour, code=args.code))
     await module.start(f"127.0.0.1:{args.port}")
     if args.router:

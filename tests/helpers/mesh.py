@@ -3,7 +3,9 @@
 Every process gets a free port (bound to port 0, released, passed on), one shared temporary
 state dir and library root, and its own log file (printed when a test fails to start it).
 `stop()` sends SIGTERM and waits; `kill()` sends SIGKILL; `close()` ends whatever is left,
-SIGTERM first, SIGKILL after a grace period.
+SIGTERM first, SIGKILL after a grace period. Every process speaks mutual TLS with certificates
+of a CA under `tmp/pki`; inside `async with Mesh(...)` the test itself speaks as the command
+line (the process's transport), so its `open_channel` calls reach the mesh.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from typing import TYPE_CHECKING
 import grpc
 
 from services.kit.rpc.channel import check_health, open_channel
+from services.kit.security.tls import Transport, use_transport
 from soulspot.router.v1 import (
     event_bus_pb2_grpc,
     pipeline_runs_pb2_grpc,
     router_pb2,
     status_pb2_grpc,
 )
+from tests.helpers.pki import make_pki, tls_env, transport_as
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -97,6 +101,10 @@ class Mesh:
             path.mkdir(parents=True, exist_ok=True)
         self.router_port = free_port()
         self._channel: grpc.aio.Channel | None = None
+        self.pki_dir = make_pki(self.tmp / "pki")
+        # How the test speaks to the mesh: as the command line.
+        self.client: Transport = transport_as(self.pki_dir)
+        self._previous_transport: Transport | None = None
 
     @property
     def router_address(self) -> str:
@@ -116,6 +124,7 @@ class Mesh:
                 "SOULSPOT_LOG_LEVEL": "INFO",
                 "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "gen")]),
                 "PYTHONUNBUFFERED": "1",
+                **tls_env(self.pki_dir),
             }
         )
         env.update(self.env)
@@ -188,17 +197,21 @@ class Mesh:
         await asyncio.gather(*(self.stop(n) for n in names))
 
     async def __aenter__(self) -> Mesh:
+        self._previous_transport = use_transport(self.client)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+        try:
+            await self.close()
+        finally:
+            use_transport(self._previous_transport)
 
     # --- readiness -----------------------------------------------------------------------
 
     def channel(self) -> grpc.aio.Channel:
         """A channel to the router (kept open; closed by close())."""
         if self._channel is None:
-            self._channel = open_channel(self.router_address)
+            self._channel = open_channel(self.router_address, transport=self.client)
         return self._channel
 
     def status(self) -> status_pb2_grpc.StatusServiceAsyncStub:
@@ -218,7 +231,7 @@ class Mesh:
     ) -> None:
         """Until the process answers SERVING to health Check for `service`."""
         proc = self.procs[name]
-        async with open_channel(proc.address, interceptors=()) as channel:
+        async with open_channel(proc.address, interceptors=(), transport=self.client) as channel:
             try:
                 async with asyncio.timeout(timeout):
                     while not await check_health(channel, service, timeout=1.0):

@@ -138,9 +138,12 @@ async def _grpcurl(mesh: Mesh, method: str, body: object, correlation_id: str) -
     grpcurl = shutil.which("grpcurl", path=str(ROOT / ".venv" / "bin"))
     if grpcurl is None:
         pytest.fail("grpcurl is not installed in .venv (make install)")
+    # As the command line, with the files the mesh's CA made for it.
+    pki = mesh.pki_dir
     process = await asyncio.create_subprocess_exec(
         grpcurl,
-        "-plaintext",
+        *("-cacert", str(pki / "ca.crt")),
+        *("-cert", str(pki / "client-cli.crt"), "-key", str(pki / "client-cli.key")),
         "-H",
         f"x-correlation-id: {correlation_id}",
         "-d",

@@ -31,7 +31,7 @@ REQUEST = search_pb2.SearchTrackRequest(query="artist - title")
 def router_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     tmp = tmp_path_factory.mktemp("router")
     router = start_router(tmp, free_port())
-    asyncio.run(wait_for_ready(router.address, 20))
+    asyncio.run(wait_for_ready(router.address, 20, transport=router.client))
     yield router
     router.stop()
 
@@ -46,7 +46,7 @@ def modules(tmp_path: Path) -> Iterator[list[Process]]:
 
 @pytest.fixture
 async def channel(router_process: Process) -> AsyncIterator[grpc.aio.Channel]:
-    async with open_channel(router_process.address) as ch:
+    async with open_channel(router_process.address, transport=router_process.client) as ch:
         yield ch
 
 

@@ -19,17 +19,20 @@ from tests.helpers.stack import alive, child_pids, free_offset
 ROOT = Path(__file__).resolve().parents[3]
 OFFLINE_ACTIVE = {"folder", "library", "metadata", "notifications", "catalog"}
 NEEDS_BACKEND = {"spotify", "soulseek"}
+ALL_MODULES = OFFLINE_ACTIVE | NEEDS_BACKEND
 PORTS = (50051, 8080, 50061, 50062, 50063, 50064, 50065, 50066, 50067)
 
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-async def _status(address: str) -> dict[str, tuple[int, str]]:
+async def _status(address: str, pki_dir: Path) -> dict[str, tuple[int, str]]:
     from services.kit.rpc.channel import open_channel
     from soulspot.router.v1 import router_pb2, status_pb2_grpc
+    from tests.helpers.pki import transport_as
 
-    async with open_channel(address) as channel:
+    # As the command line, with the certificate `up` made (reading it fails until then).
+    async with open_channel(address, transport=transport_as(pki_dir)) as channel:
         stub = status_pb2_grpc.StatusServiceStub(channel)
         reply = await stub.GetStatus(router_pb2.GetStatusRequest(), timeout=2.0)
     return {m.name: (m.status, m.reason) for m in reply.modules}
@@ -44,6 +47,8 @@ async def test_up_runs_the_mesh_and_stops_it(tmp_path: Path) -> None:
     offset = free_offset(PORTS, 10_000, 14_000)
     router = f"127.0.0.1:{50051 + offset}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOULSPOT_")}
+    # `up` makes the CA and every certificate here on its first run.
+    pki_dir = tmp_path / "st" / "state" / "pki"
     out = (tmp_path / "up.out").open("wb")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -67,7 +72,7 @@ async def test_up_runs_the_mesh_and_stops_it(tmp_path: Path) -> None:
             assert proc.returncode is None, (tmp_path / "up.out").read_text()
             children |= child_pids(proc.pid)
             with contextlib.suppress(Exception):
-                seen = await _status(router)
+                seen = await _status(router, pki_dir)
             ready = all(seen.get(m, (0, ""))[0] == active for m in OFFLINE_ACTIVE) and all(
                 seen.get(m, (0, ""))[0] == inactive and seen[m][1] for m in NEEDS_BACKEND
             )
@@ -81,12 +86,18 @@ async def test_up_runs_the_mesh_and_stops_it(tmp_path: Path) -> None:
         samples = list((tmp_path / "st" / "source").rglob("*.*"))
         assert samples, "no sample audio generated for the folder module"
         assert (tmp_path / "st" / "logs" / "router.log").is_file()
+        # One certificate per process, keys readable by their owner only.
+        for stem in ("router-router", "client-cli", *(f"module-{m}" for m in ALL_MODULES)):
+            assert (pki_dir / f"{stem}.crt").is_file(), stem
+            assert (pki_dir / f"{stem}.key").stat().st_mode & 0o077 == 0, stem
 
         # A fresh machine, nothing configured: `soulspot get` lands a sample in the library.
         get = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "cli.main",
+            "--pki-dir",
+            str(pki_dir),
             "get",
             "The Paper Lanterns - Harbour Lights",
             "--router",
@@ -109,6 +120,8 @@ async def test_up_runs_the_mesh_and_stops_it(tmp_path: Path) -> None:
             sys.executable,
             "-m",
             "cli.main",
+            "--pki-dir",
+            str(pki_dir),
             "get",
             "Harbour Lights",
             "--router",

@@ -17,6 +17,7 @@ import pytest
 from cli.up.pdeathsig import PARENT_GONE
 from cli.up.runner import PDEATHSIG_WRAPPER
 from services.kit.rpc.healthprobe import probe
+from tests.helpers.pki import transport_as
 from tests.helpers.stack import alive, child_pids, free_offset
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -47,11 +48,18 @@ async def test_killed_up_leaves_no_orphans(tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + 60
         addresses = [f"127.0.0.1:{port + offset}" for port in (ROUTER_PORT, FOLDER_PORT)]
+        # `up` creates the mesh's certificates first; the probe then speaks as the CLI.
+        pki_dir = tmp_path / "st" / "state" / "pki"
         while True:
             assert up.returncode is None, out_path.read_text()
             children |= child_pids(up.pid)
-            answers = [await probe(address, deadline_s=1.0) for address in addresses]
-            if all(answer.answered for answer in answers):
+            answers = []
+            if (pki_dir / "client-cli.key").is_file():
+                client = transport_as(pki_dir)
+                answers = [
+                    await probe(address, deadline_s=1.0, transport=client) for address in addresses
+                ]
+            if answers and all(answer.answered for answer in answers):
                 break
             assert time.monotonic() < deadline, f"{answers}\n{out_path.read_text()}"
             await asyncio.sleep(0.2)

@@ -20,6 +20,7 @@ from services.kit.testing.sample_audio import DEFAULT_SAMPLE_TRACKS, make_sample
 from soulspot.capabilities.v1 import download_pb2, download_pb2_grpc, search_pb2, search_pb2_grpc
 from soulspot.common.v1 import references_pb2
 from tests.helpers.module_checks import eventually, health_status
+from tests.helpers.pki import PKI_DIR_ENV, make_pki, tls_env, transport_as
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -48,6 +49,8 @@ def _env(module: str, port: int, tmp_path: Path, **extra: str) -> dict[str, str]
             "SOULSPOT_STATE_DIR": str(tmp_path / "state"),
             "SOULSPOT_LIBRARY_ROOT": str(tmp_path / "library"),
             "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "gen")]),
+            # Mutual TLS, as in the mesh: its certificate from a CA of this test.
+            **tls_env(make_pki(tmp_path / "pki", modules=[module])),
         }
     )
     env.update(extra)
@@ -66,7 +69,8 @@ async def _run(module: str, env: dict[str, str], check: Any) -> list[dict[str, A
     )
     try:
         address = f"127.0.0.1:{env[f'SOULSPOT_{module.upper()}__PORT']}"
-        async with open_channel(address) as channel:
+        client = transport_as(Path(env[PKI_DIR_ENV]))
+        async with open_channel(address, transport=client) as channel:
             # Liveness, not readiness: a module whose backend is down answers NOT_SERVING.
             await eventually(lambda: _answers(channel), within_s=20, what=f"{module} to answer")
             await check(channel)

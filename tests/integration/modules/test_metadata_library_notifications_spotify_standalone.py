@@ -29,6 +29,7 @@ from soulspot.capabilities.v1 import (
 )
 from soulspot.common.v1 import references_pb2
 from tests.helpers.module_checks import eventually, health_status
+from tests.helpers.pki import make_pki, tls_env, transport_as
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -55,6 +56,8 @@ def _env(module: str, port: int, tmp_path: Path) -> dict[str, str]:
             "SOULSPOT_METADATA__OFFLINE": "true",
             "SOULSPOT_METADATA__TAG_DIRS": str(tmp_path),
             "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "gen")]),
+            # Mutual TLS, as in the mesh: its certificate from a CA of this test.
+            **tls_env(make_pki(tmp_path / "pki", modules=[module])),
         }
     )
     return env
@@ -126,7 +129,7 @@ async def test_runs_standalone_with_one_command(module: str, tmp_path: Path) -> 
     )
     try:
         address = f"127.0.0.1:{port}"
-        async with open_channel(address) as channel:
+        async with open_channel(address, transport=transport_as(tmp_path / "pki")) as channel:
             # Answering at all is readiness here: spotify without credentials says NOT_SERVING.
             await eventually(partial(_answers, channel), within_s=20, what=f"{module} to answer")
             await CHECKS[module](channel, tmp_path)
