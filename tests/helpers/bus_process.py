@@ -44,7 +44,8 @@ class BusProcess:
         self.bus_env = bus_env
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = state_dir / "router.log"
-        self.pki_dir = make_pki(state_dir / "pki", modules=())
+        # The router, the command line, and soulseek for tests that publish as a module.
+        self.pki_dir = make_pki(state_dir / "pki", modules=("soulseek",))
         self.client: Transport = transport_as(self.pki_dir)
 
     @property

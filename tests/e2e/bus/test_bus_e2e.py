@@ -10,6 +10,7 @@ import pytest
 
 from services.kit.events.client import EventHandlers, Subscriber
 from services.kit.rpc.channel import open_channel
+from services.kit.security.identity import Identity
 from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2
 from tests.helpers.bus import (
     RawSubscriber,
@@ -18,6 +19,7 @@ from tests.helpers.bus import (
     started,
     wait_for,
 )
+from tests.helpers.pki import transport_as
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -213,7 +215,13 @@ async def test_cycles_and_bad_events_are_stopped_and_the_bus_keeps_serving(
                 completed("loop"),
                 chain=[("download.completed", "soulseek"), ("track.ready", "router")],
             )
-            await stub.Publish(router_pb2.PublishRequest(event=loop_env))
+            # The bus names an event's source after its verified publisher: soulseek
+            # publishing download.completed again closes the loop.
+            soulseek = transport_as(bus_process.pki_dir, Identity.module("soulseek"))
+            async with open_channel(bus_process.address, transport=soulseek) as as_soulseek:
+                await event_bus_pb2_grpc.EventBusServiceStub(as_soulseek).Publish(
+                    router_pb2.PublishRequest(event=loop_env)
+                )
 
             unknown = envelope(completed())
             unknown.event_type = "no.such_type"
