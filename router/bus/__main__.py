@@ -18,6 +18,8 @@ from router.api import router_service
 from router.api.router_service import RouterServiceDelegate
 from router.bus import BusSettings, create_bus, tune_process_for_bus
 from router.bus.event_bus import SERVICE_NAME
+from router.security.caller import Callers
+from router.security.policy import load_policy
 from services.kit.observability.logging import setup_logging
 from services.kit.rpc.server import KitServer
 from services.kit.security.identity import ROUTER
@@ -29,6 +31,8 @@ from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2_grpc
 
 class _RouterAddress(Section):
     address: str = "127.0.0.1:50051"
+    # The same authorization policy as the full router (router/security/policy.yaml).
+    policy_file: str | None = None
 
 
 class BusProcessSettings(KitSettings):
@@ -51,6 +55,13 @@ async def serve(settings: BusProcessSettings) -> None:
     bus = create_bus(settings.bus, state_dir=settings.state_dir)
     await bus.start()
     server = KitServer("router", settings.router.address)
+    # Who may publish, own a consumer or run admin operations: decided exactly as in the full
+    # router, from the caller's verified identity (taken at its word only over plaintext).
+    policy_file = settings.router.policy_file
+    bus.callers = Callers(
+        load_policy(Path(policy_file) if policy_file else None, bus.registry),
+        secure=lambda: server.secure,
+    )
     server.add_service(
         lambda s: event_bus_pb2_grpc.add_EventBusServiceServicer_to_server(bus, s), SERVICE_NAME
     )
