@@ -16,10 +16,12 @@ import pytest
 
 from services.kit.events.client import RouterPublisher
 from services.kit.rpc.channel import open_channel
+from services.kit.security.identity import Identity
 from soulspot.common.v1 import module_pb2, references_pb2
 from soulspot.events.v1 import download_pb2 as download_events_pb2
 from soulspot.router.v1 import router_pb2
 from tests.helpers.mesh import ROOT, Mesh, free_port
+from tests.helpers.pki import transport_as
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -113,7 +115,9 @@ async def test_dashboard_renders_live_data_and_follows_changes(
 
         # A download's progress arrives live over the stream, without a refresh.
         await page.locator("#live.on").wait_for(timeout=10_000)
-        async with open_channel(mesh.router_address) as channel:
+        # Published as the folder module: only downloaders may publish download events.
+        folder = transport_as(mesh.pki_dir, Identity.module("folder"))
+        async with open_channel(mesh.router_address, transport=folder) as channel:
             publisher = RouterPublisher(channel, source_module="folder")
             await publisher.publish(
                 download_events_pb2.DownloadProgress(
