@@ -14,7 +14,7 @@ from services.kit.rpc.errors import Unavailable
 from services.kit.support.backoff import BackoffPolicy
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import track_pb2
-from tests.unit.kit.support.recorded_waits import RecordedWaits, assert_follows
+from tests.helpers.recorded_waits import RecordedWaits, assert_follows
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message

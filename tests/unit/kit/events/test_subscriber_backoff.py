@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from services.kit.events.client import EventHandlers, Subscriber
 from services.kit.rpc.channel import open_channel
 from services.kit.support.backoff import BackoffPolicy
-from tests.unit.kit.support.recorded_waits import (
+from tests.helpers.recorded_waits import (
     RecordedWaits,
     assert_follows,
     unreachable_address,

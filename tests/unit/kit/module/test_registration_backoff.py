@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from services.kit.module.registration import RouterRegistration
 from services.kit.support.backoff import BackoffPolicy
 from soulspot.router.v1 import router_pb2
-from tests.unit.kit.support.recorded_waits import (
+from tests.helpers.recorded_waits import (
     RecordedWaits,
     assert_follows,
     unreachable_address,

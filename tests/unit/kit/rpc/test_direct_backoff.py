@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from services.kit.rpc.direct import DirectClient
 from services.kit.support.backoff import BackoffPolicy
-from tests.unit.kit.support.recorded_waits import (
+from tests.helpers.recorded_waits import (
     RecordedWaits,
     assert_follows,
     unreachable_address,

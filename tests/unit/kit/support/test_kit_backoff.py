@@ -13,7 +13,7 @@ from services.kit.rpc.errors import Unavailable
 from services.kit.support import backoff, retry
 from services.kit.support.backoff import Backoff, BackoffPolicy, pause
 from services.kit.support.retry import call_with_retry
-from tests.unit.kit.support.recorded_waits import RecordedWaits
+from tests.helpers.recorded_waits import RecordedWaits
 
 
 def test_waits_grow_by_the_multiplier_up_to_the_cap() -> None:

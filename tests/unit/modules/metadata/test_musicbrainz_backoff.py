@@ -9,7 +9,7 @@ import pytest
 from services.kit.support.backoff import BackoffPolicy
 from services.metadata.musicbrainz_api import MusicBrainzClient
 from tests.standins.musicbrainz import MusicBrainzStandin, StandinRecording
-from tests.unit.kit.support.recorded_waits import RecordedWaits, assert_follows
+from tests.helpers.recorded_waits import RecordedWaits, assert_follows
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

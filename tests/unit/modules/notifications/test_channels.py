@@ -13,7 +13,7 @@ from services.notifications.notifier import compose
 from services.notifications.settings import WebhookTarget
 from soulspot.common.v1 import references_pb2
 from tests.helpers.webhook_receiver import WebhookReceiverStandin
-from tests.unit.kit.support.recorded_waits import RecordedWaits
+from tests.helpers.recorded_waits import RecordedWaits
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

@@ -19,7 +19,7 @@ from services.soulseek.slskd_api import (
 )
 from services.soulseek.transfer_state import resolve_outcome
 from tests.standins.slskd import ERRORED, QUEUED, Peer, PeerFile, SlskdStandin
-from tests.unit.kit.support.recorded_waits import RecordedWaits
+from tests.helpers.recorded_waits import RecordedWaits
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

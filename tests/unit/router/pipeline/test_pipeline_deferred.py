@@ -1,7 +1,7 @@
 """Deferred pipeline steps outlive the router: after a restart, every deferred step runs once
 its module serves again, each on its own run's file.
 
-The stand-in of the router's public face is the engine tests' `Mesh`: one gRPC server with
+The router's public face is tests/helpers/pipeline_standin.py's `Mesh`: one gRPC server with
 the capability services, the bus's Publish and health per capability service.
 """
 
@@ -10,25 +10,15 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-import pytest
-
 from soulspot.router.v1 import router_pb2
-from tests.unit.router.pipeline.test_pipeline_engine import Mesh, _completed, _pipeline, _until
+from tests.helpers.pipeline_standin import Mesh, completed_event, pipeline_for, until
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from pathlib import Path
 
     from router.pipeline import Pipeline
 
 TITLES = ("Harbour Lights", "Paper Moons")
-
-
-@pytest.fixture
-async def mesh() -> AsyncIterator[Mesh]:
-    found = Mesh()
-    async with found.server:
-        yield found
 
 
 async def _enrich_state(pipeline: Pipeline, run_id: str) -> tuple[int, str]:
@@ -41,11 +31,11 @@ async def test_deferred_steps_of_two_runs_run_after_a_restart_when_the_module_is
     mesh: Mesh, tmp_path: Path
 ) -> None:
     await mesh.metadata_up(False)
-    first = _pipeline(mesh, tmp_path)
+    first = pipeline_for(mesh, tmp_path)
     await first.start()
     try:
         run_ids = [
-            await first.handle_download_completed(*_completed(title, event_id=f"ev-{n}"))
+            await first.handle_download_completed(*completed_event(title, event_id=f"ev-{n}"))
             for n, title in enumerate(TITLES)
         ]
         await first.wait_idle()
@@ -58,13 +48,13 @@ async def test_deferred_steps_of_two_runs_run_after_a_restart_when_the_module_is
     assert len(mesh.library.imports) == 2
 
     # A new router on the same state: nothing in memory says a step waits, only its store.
-    restarted = _pipeline(mesh, tmp_path)
+    restarted = pipeline_for(mesh, tmp_path)
     await restarted.start()
     try:
         await asyncio.sleep(0.3)  # more than a sweep: still nothing to run it on
         assert mesh.metadata.calls == []
         await mesh.metadata_up(True)
-        await _until(lambda: len(mesh.metadata.calls) == 2)
+        await until(lambda: len(mesh.metadata.calls) == 2)
         # Each deferred enrichment works on the file where the library put its own track.
         assert sorted(c.file.path for c in mesh.metadata.calls) == sorted(
             f"/library/{title}.flac" for title in TITLES

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -18,175 +18,25 @@ from router.pipeline import Pipeline, load_pipeline_config
 from router.pipeline import store as st
 from services.kit.rpc.channel import open_channel
 from services.kit.rpc.server import KitServer
-from soulspot.capabilities.v1 import (
-    library_pb2,
-    library_pb2_grpc,
-    metadata_pb2,
-    metadata_pb2_grpc,
-    notify_pb2,
-    notify_pb2_grpc,
-)
-from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import download_pb2, envelope_pb2, pipeline_pb2, track_pb2
-from soulspot.router.v1 import event_bus_pb2_grpc, pipeline_runs_pb2_grpc, router_pb2
+from soulspot.router.v1 import pipeline_runs_pb2_grpc, router_pb2
+from tests.helpers.pipeline_standin import (
+    PIPELINE_RUN_SERVICE,
+    Mesh,
+    completed_event,
+    pipeline_for,
+    until,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from pathlib import Path
-
-METADATA = "soulspot.capabilities.v1.MetadataService"
-PIPELINE_RUN_SERVICE = "soulspot.router.v1.PipelineRunService"
-
-
-class FakeBus(event_bus_pb2_grpc.EventBusServiceServicer):
-    def __init__(self) -> None:
-        self.events: dict[str, envelope_pb2.EventEnvelope] = {}
-
-    async def Publish(
-        self, request: router_pb2.PublishRequest, context: Any
-    ) -> router_pb2.PublishResponse:
-        duplicate = request.event.event_id in self.events
-        self.events.setdefault(request.event.event_id, request.event)
-        return router_pb2.PublishResponse(sequence=len(self.events), duplicate=duplicate)
-
-    def of_type(self, event_type: str) -> list[envelope_pb2.EventEnvelope]:
-        return [e for e in self.events.values() if e.event_type == event_type]
-
-
-class Metadata(metadata_pb2_grpc.MetadataServiceServicer):
-    def __init__(self) -> None:
-        self.up = True
-        self.calls: list[metadata_pb2.EnrichMetadataRequest] = []
-
-    async def EnrichMetadata(
-        self, request: metadata_pb2.EnrichMetadataRequest, context: Any
-    ) -> metadata_pb2.EnrichMetadataResponse:
-        if not self.up:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "no healthy module for enrich")
-        self.calls.append(request)
-        track = references_pb2.TrackReference()
-        track.CopyFrom(request.track)
-        track.album = "Enriched Album"
-        file = references_pb2.FileReference()
-        file.CopyFrom(request.file)
-        file.checksum = "sum-" + request.file.path
-        return metadata_pb2.EnrichMetadataResponse(track=track, file=file)
-
-
-class Library(library_pb2_grpc.LibraryServiceServicer):
-    def __init__(self) -> None:
-        self.imports: list[library_pb2.ImportTrackRequest] = []
-        self.hang = False
-        self.broken = False
-
-    async def ImportTrack(
-        self, request: library_pb2.ImportTrackRequest, context: Any
-    ) -> library_pb2.ImportTrackResponse:
-        if self.broken:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "library not writable")
-        self.imports.append(request)
-        if self.hang:
-            await asyncio.sleep(3600)
-        file = references_pb2.FileReference(path="/library/" + request.track.title + ".flac")
-        return library_pb2.ImportTrackResponse(track=request.track, file=file)
-
-    async def CheckDownloaded(
-        self, request: library_pb2.CheckDownloadedRequest, context: Any
-    ) -> library_pb2.CheckDownloadedResponse:
-        for done in self.imports:
-            if done.track.title == request.track.title:
-                file = references_pb2.FileReference(path="/library/" + done.track.title + ".flac")
-                return library_pb2.CheckDownloadedResponse(downloaded=True, file=file)
-        return library_pb2.CheckDownloadedResponse(downloaded=False)
-
-
-class Notify(notify_pb2_grpc.NotificationServiceServicer):
-    def __init__(self) -> None:
-        self.calls: list[notify_pb2.NotifyTrackReadyRequest] = []
-
-    async def NotifyTrackReady(
-        self, request: notify_pb2.NotifyTrackReadyRequest, context: Any
-    ) -> notify_pb2.NotifyTrackReadyResponse:
-        self.calls.append(request)
-        return notify_pb2.NotifyTrackReadyResponse()
-
-
-class Mesh:
-    def __init__(self) -> None:
-        self.router = FakeBus()  # type: ignore[abstract]  # only what the engine calls
-        self.metadata = Metadata()  # type: ignore[abstract]
-        self.library = Library()  # type: ignore[abstract]
-        self.notify = Notify()  # type: ignore[abstract]
-        self.server = KitServer("fake-router", grace_s=0.1)
-        self.server.add_service(
-            lambda s: event_bus_pb2_grpc.add_EventBusServiceServicer_to_server(self.router, s),
-            "soulspot.router.v1.EventBusService",
-        )
-        self.server.add_service(
-            lambda s: metadata_pb2_grpc.add_MetadataServiceServicer_to_server(self.metadata, s),
-            METADATA,
-        )
-        self.server.add_service(
-            lambda s: library_pb2_grpc.add_LibraryServiceServicer_to_server(self.library, s),
-            "soulspot.capabilities.v1.LibraryService",
-        )
-        self.server.add_service(
-            lambda s: notify_pb2_grpc.add_NotificationServiceServicer_to_server(self.notify, s),
-            "soulspot.capabilities.v1.NotificationService",
-        )
-
-    async def metadata_up(self, up: bool) -> None:
-        self.metadata.up = up
-        await self.server.set_status(METADATA, up, None if up else "metadata stopped")
-
-
-@pytest.fixture
-async def mesh() -> AsyncIterator[Mesh]:
-    mesh = Mesh()
-    async with mesh.server:
-        yield mesh
-
-
-def _pipeline(mesh: Mesh, state: Path, **overrides: Any) -> Pipeline:
-    config = load_pipeline_config().model_copy(
-        update={"startup_grace_s": 0.0, "deferred_sweep_s": 0.2, **overrides}
-    )
-    return Pipeline(mesh.server.address, state, config=config, subscribe=False)
-
-
-def _completed(
-    title: str = "Harbour Lights", event_id: str = "ev-1"
-) -> tuple[download_pb2.DownloadCompleted, envelope_pb2.EventEnvelope]:
-    payload = download_pb2.DownloadCompleted(
-        download_id="dl-" + title,
-        track=references_pb2.TrackReference(title=title, artist="The Paper Lanterns"),
-        file=references_pb2.FileReference(path="/downloads/" + title + ".flac"),
-        source="folder",
-        requested_by="cli",
-    )
-    envelope = envelope_pb2.EventEnvelope(
-        event_id=event_id,
-        event_type="download.completed",
-        schema_version="1.0.0",
-        source_module="folder",
-        correlation_id="corr-" + title,
-        traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01",
-    )
-    envelope.payload.Pack(payload)
-    return payload, envelope
-
-
-async def _until(predicate: Any, timeout: float = 5.0) -> None:  # noqa: ASYNC109
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110 (polling state another task changes)
-            await asyncio.sleep(0.02)
 
 
 async def test_full_run_feeds_each_step_and_ends_in_track_ready(mesh: Mesh, tmp_path: Path) -> None:
-    pipeline = _pipeline(mesh, tmp_path)
+    pipeline = pipeline_for(mesh, tmp_path)
     await pipeline.start()
     try:
-        run_id = await pipeline.handle_download_completed(*_completed())
+        run_id = await pipeline.handle_download_completed(*completed_event())
         await pipeline.wait_idle()
         # enrich got the download; import got enrich's output; notify got import's output.
         assert mesh.metadata.calls[0].file.path == "/downloads/Harbour Lights.flac"
@@ -223,11 +73,11 @@ async def test_full_run_feeds_each_step_and_ends_in_track_ready(mesh: Mesh, tmp_
 
 
 async def test_same_event_twice_runs_once(mesh: Mesh, tmp_path: Path) -> None:
-    pipeline = _pipeline(mesh, tmp_path)
+    pipeline = pipeline_for(mesh, tmp_path)
     await pipeline.start()
     try:
-        first = await pipeline.handle_download_completed(*_completed())
-        second = await pipeline.handle_download_completed(*_completed())
+        first = await pipeline.handle_download_completed(*completed_event())
+        second = await pipeline.handle_download_completed(*completed_event())
         await pipeline.wait_idle()
         assert first == second
         assert len(mesh.library.imports) == 1
@@ -241,10 +91,10 @@ async def test_missing_optional_module_defers_then_runs_when_back(
     mesh: Mesh, tmp_path: Path
 ) -> None:
     await mesh.metadata_up(False)
-    pipeline = _pipeline(mesh, tmp_path)
+    pipeline = pipeline_for(mesh, tmp_path)
     await pipeline.start()
     try:
-        run_id = await pipeline.handle_download_completed(*_completed())
+        run_id = await pipeline.handle_download_completed(*completed_event())
         await pipeline.wait_idle()
         assert len(mesh.library.imports) == 1  # the import still happened
         skipped = mesh.router.of_type("pipeline.step_skipped")
@@ -261,7 +111,7 @@ async def test_missing_optional_module_defers_then_runs_when_back(
         assert run.steps[0].state == router_pb2.STEP_STATE_DEFERRED
 
         await mesh.metadata_up(True)
-        await _until(lambda: len(mesh.metadata.calls) == 1)
+        await until(lambda: len(mesh.metadata.calls) == 1)
         # The deferred enrichment works on the file where the library put it.
         assert mesh.metadata.calls[0].file.path == "/library/Harbour Lights.flac"
 
@@ -278,10 +128,10 @@ async def test_missing_optional_module_defers_then_runs_when_back(
 
 async def test_required_step_failure_fails_the_run(mesh: Mesh, tmp_path: Path) -> None:
     mesh.library.broken = True
-    pipeline = _pipeline(mesh, tmp_path)
+    pipeline = pipeline_for(mesh, tmp_path)
     await pipeline.start()
     try:
-        run_id = await pipeline.handle_download_completed(*_completed())
+        run_id = await pipeline.handle_download_completed(*completed_event())
         await pipeline.wait_idle()
         failed = mesh.router.of_type("pipeline.run_failed")
         assert len(failed) == 1
@@ -302,10 +152,10 @@ async def test_interrupted_import_resumes_without_importing_twice(
     mesh: Mesh, tmp_path: Path
 ) -> None:
     mesh.library.hang = True  # the import takes effect, then the router "dies" mid-call
-    pipeline = _pipeline(mesh, tmp_path)
+    pipeline = pipeline_for(mesh, tmp_path)
     await pipeline.start()
-    run_id = await pipeline.handle_download_completed(*_completed())
-    await _until(lambda: len(mesh.library.imports) == 1)
+    run_id = await pipeline.handle_download_completed(*completed_event())
+    await until(lambda: len(mesh.library.imports) == 1)
     # The router's status shows the run in flight, at its import step.
     status = router_pb2.GetStatusResponse()
     pipeline.fill_status(status)
@@ -319,10 +169,10 @@ async def test_interrupted_import_resumes_without_importing_twice(
     assert record.steps[1].state == st.STEP_RUNNING
 
     mesh.library.hang = False
-    resumed = _pipeline(mesh, tmp_path)
+    resumed = pipeline_for(mesh, tmp_path)
     await resumed.start()
     try:
-        await _until(lambda: len(mesh.router.of_type("track.ready")) == 1)
+        await until(lambda: len(mesh.router.of_type("track.ready")) == 1)
         await resumed.wait_idle()
         assert len(mesh.library.imports) == 1
         run = await resumed.get_run(run_id)
@@ -336,7 +186,7 @@ async def test_interrupted_import_resumes_without_importing_twice(
 
 
 async def test_runs_are_served_over_grpc(mesh: Mesh, tmp_path: Path) -> None:
-    pipeline = _pipeline(mesh, tmp_path)
+    pipeline = pipeline_for(mesh, tmp_path)
     # The pipeline is the PipelineRunService servicer, served as the router serves it.
     runs_server = KitServer("pipeline-runs", grace_s=0.1)
     runs_server.add_service(
@@ -346,7 +196,7 @@ async def test_runs_are_served_over_grpc(mesh: Mesh, tmp_path: Path) -> None:
     await runs_server.start()
     await pipeline.start()
     try:
-        run_id = await pipeline.handle_download_completed(*_completed())
+        run_id = await pipeline.handle_download_completed(*completed_event())
         await pipeline.wait_idle()
         async with open_channel(runs_server.address) as channel:
             stub = pipeline_runs_pb2_grpc.PipelineRunServiceStub(channel)
@@ -364,7 +214,7 @@ async def test_runs_are_served_over_grpc(mesh: Mesh, tmp_path: Path) -> None:
 
 
 def _completed_at(path: Path) -> tuple[download_pb2.DownloadCompleted, envelope_pb2.EventEnvelope]:
-    payload, envelope = _completed()
+    payload, envelope = completed_event()
     payload.file.path = str(path)
     envelope.payload.Pack(payload)
     return payload, envelope
