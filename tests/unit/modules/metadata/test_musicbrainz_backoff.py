@@ -8,8 +8,8 @@ import pytest
 
 from services.kit.support.backoff import BackoffPolicy
 from services.metadata.musicbrainz_api import MusicBrainzClient
-from tests.standins.musicbrainz import MusicBrainzStandin, StandinRecording
 from tests.helpers.recorded_waits import RecordedWaits, assert_follows
+from tests.standins.musicbrainz import MusicBrainzStandin, StandinRecording
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

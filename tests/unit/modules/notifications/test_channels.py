@@ -12,8 +12,8 @@ from services.notifications.channels import WebhookSender, payload_for, redact
 from services.notifications.notifier import compose
 from services.notifications.settings import WebhookTarget
 from soulspot.common.v1 import references_pb2
-from tests.helpers.webhook_receiver import WebhookReceiverStandin
 from tests.helpers.recorded_waits import RecordedWaits
+from tests.helpers.webhook_receiver import WebhookReceiverStandin
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

@@ -18,8 +18,8 @@ from services.soulseek.slskd_api import (
     SlskdUnreachableError,
 )
 from services.soulseek.transfer_state import resolve_outcome
-from tests.standins.slskd import ERRORED, QUEUED, Peer, PeerFile, SlskdStandin
 from tests.helpers.recorded_waits import RecordedWaits
+from tests.standins.slskd import ERRORED, QUEUED, Peer, PeerFile, SlskdStandin
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
