@@ -58,17 +58,21 @@ def bound_violations(
     """The size bounds an envelope breaks, each naming its setting (cheap checks first:
     counts and lengths, then the serialized size)."""
     out: list[Any] = []
-    max_chars = limits.max_string_field_chars
-    for name in _STRING_FIELDS:
-        length = len(getattr(envelope, name))
-        if length > max_chars:
+
+    def too_long(field: str, what: str, length: int, limit: int, setting: str) -> None:
+        if length > limit:
             out.append(
                 _violation(
-                    prefix + name,
-                    f"{name} is {length} chars; the limit is {max_chars} "
-                    f"({setting_name('max_string_field_chars')})",
+                    field,
+                    f"{what} is {length} chars; the limit is {limit} ({setting_name(setting)})",
                 )
             )
+
+    max_chars = limits.max_string_field_chars
+    for name in _STRING_FIELDS:
+        too_long(
+            prefix + name, name, len(getattr(envelope, name)), max_chars, "max_string_field_chars"
+        )
     attributes = envelope.attributes
     if len(attributes) > limits.max_attributes:
         out.append(
@@ -80,35 +84,30 @@ def bound_violations(
         )
     else:
         for key, value in attributes.items():
-            if len(key) > limits.max_attribute_key_chars:
-                out.append(
-                    _violation(
-                        f"{prefix}attributes[{key[:32]!r}]",
-                        f"attribute key is {len(key)} chars; the limit is "
-                        f"{limits.max_attribute_key_chars} "
-                        f"({setting_name('max_attribute_key_chars')})",
-                    )
-                )
-            if len(value) > limits.max_attribute_value_chars:
-                out.append(
-                    _violation(
-                        f"{prefix}attributes[{key[:32]!r}]",
-                        f"attribute value is {len(value)} chars; the limit is "
-                        f"{limits.max_attribute_value_chars} "
-                        f"({setting_name('max_attribute_value_chars')})",
-                    )
-                )
+            field = f"{prefix}attributes[{key[:32]!r}]"
+            too_long(
+                field,
+                "attribute key",
+                len(key),
+                limits.max_attribute_key_chars,
+                "max_attribute_key_chars",
+            )
+            too_long(
+                field,
+                "attribute value",
+                len(value),
+                limits.max_attribute_value_chars,
+                "max_attribute_value_chars",
+            )
     for i, hop in enumerate(envelope.causation_chain):
         for name in _HOP_FIELDS:
-            length = len(getattr(hop, name))
-            if length > max_chars:
-                out.append(
-                    _violation(
-                        f"{prefix}causation_chain[{i}].{name}",
-                        f"{name} is {length} chars; the limit is {max_chars} "
-                        f"({setting_name('max_string_field_chars')})",
-                    )
-                )
+            too_long(
+                f"{prefix}causation_chain[{i}].{name}",
+                name,
+                len(getattr(hop, name)),
+                max_chars,
+                "max_string_field_chars",
+            )
         if len(out) > 16:
             break  # enough to tell the publisher what is wrong
     size = envelope.ByteSize()
