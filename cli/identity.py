@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import socket
 
-CLIENT = "cli"
+from services.kit.security.identity import CLI
+
+# The name the router stamps on this client's events: its certificate's identity name.
+CLIENT = CLI.name
 
 
 def instance_name() -> str:
