@@ -27,7 +27,7 @@ from soulspot.common.v1 import references_pb2 as soulspot_dot_common_dot_v1_dot_
 from soulspot.options.v1 import options_pb2 as soulspot_dot_options_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&soulspot/capabilities/v1/library.proto\x12\x18soulspot.capabilities.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a#soulspot/common/v1/references.proto\x1a!soulspot/options/v1/options.proto\"\x92\x01\n\x12ImportTrackRequest\x12\x37\n\x05track\x18\x01 \x01(\x0b\x32\".soulspot.common.v1.TrackReferenceB\x04\xe2\x41\x01\x02\x12\x35\n\x04\x66ile\x18\x02 \x01(\x0b\x32!.soulspot.common.v1.FileReferenceB\x04\xe2\x41\x01\x02\x12\x0c\n\x04\x63opy\x18\x03 \x01(\x08\"\xa5\x01\n\x13ImportTrackResponse\x12\x31\n\x05track\x18\x01 \x01(\x0b\x32\".soulspot.common.v1.TrackReference\x12/\n\x04\x66ile\x18\x02 \x01(\x0b\x32!.soulspot.common.v1.FileReference\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x17\n\x0f\x64uplicate_match\x18\x04 \x01(\t\"Q\n\x16\x43heckDownloadedRequest\x12\x37\n\x05track\x18\x01 \x01(\x0b\x32\".soulspot.common.v1.TrackReferenceB\x04\xe2\x41\x01\x02\"m\n\x17\x43heckDownloadedResponse\x12\x12\n\ndownloaded\x18\x01 \x01(\x08\x12/\n\x04\x66ile\x18\x02 \x01(\x0b\x32!.soulspot.common.v1.FileReference\x12\r\n\x05match\x18\x03 \x01(\t\"\x1d\n\x1bGetLibraryStatisticsRequest\"\x8d\x02\n\x1cGetLibraryStatisticsResponse\x12\x0e\n\x06tracks\x18\x01 \x01(\x04\x12\x0f\n\x07\x61rtists\x18\x02 \x01(\x04\x12\x0e\n\x06\x61lbums\x18\x03 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x04\x12\x1a\n\x12\x64uplicates_refused\x18\x05 \x01(\x04\x12Y\n\nby_quality\x18\x06 \x03(\x0b\x32\x45.soulspot.capabilities.v1.GetLibraryStatisticsResponse.ByQualityEntry\x1a\x30\n\x0e\x42yQualityEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x32\xcf\x03\n\x0eLibraryService\x12~\n\x0bImportTrack\x12,.soulspot.capabilities.v1.ImportTrackRequest\x1a-.soulspot.capabilities.v1.ImportTrackResponse\"\x12\xaa\xbb\x18\x0e\n\x0cimport.track\x12\x98\x01\n\x0f\x43heckDownloaded\x12\x30.soulspot.capabilities.v1.CheckDownloadedRequest\x1a\x31.soulspot.capabilities.v1.CheckDownloadedResponse\" \xaa\xbb\x18\x1c\n\x18library.check_downloaded\x10\x01\x12\xa1\x01\n\x14GetLibraryStatistics\x12\x35.soulspot.capabilities.v1.GetLibraryStatisticsRequest\x1a\x36.soulspot.capabilities.v1.GetLibraryStatisticsResponse\"\x1a\xaa\xbb\x18\x16\n\x12library.statistics\x10\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&soulspot/capabilities/v1/library.proto\x12\x18soulspot.capabilities.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a#soulspot/common/v1/references.proto\x1a!soulspot/options/v1/options.proto\"\x92\x01\n\x12ImportTrackRequest\x12\x37\n\x05track\x18\x01 \x01(\x0b\x32\".soulspot.common.v1.TrackReferenceB\x04\xe2\x41\x01\x02\x12\x35\n\x04\x66ile\x18\x02 \x01(\x0b\x32!.soulspot.common.v1.FileReferenceB\x04\xe2\x41\x01\x02\x12\x0c\n\x04\x63opy\x18\x03 \x01(\x08\"\xa5\x01\n\x13ImportTrackResponse\x12\x31\n\x05track\x18\x01 \x01(\x0b\x32\".soulspot.common.v1.TrackReference\x12/\n\x04\x66ile\x18\x02 \x01(\x0b\x32!.soulspot.common.v1.FileReference\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x17\n\x0f\x64uplicate_match\x18\x04 \x01(\t\"Q\n\x16\x43heckDownloadedRequest\x12\x37\n\x05track\x18\x01 \x01(\x0b\x32\".soulspot.common.v1.TrackReferenceB\x04\xe2\x41\x01\x02\"m\n\x17\x43heckDownloadedResponse\x12\x12\n\ndownloaded\x18\x01 \x01(\x08\x12/\n\x04\x66ile\x18\x02 \x01(\x0b\x32!.soulspot.common.v1.FileReference\x12\r\n\x05match\x18\x03 \x01(\t\"\x1d\n\x1bGetLibraryStatisticsRequest\"\x8d\x02\n\x1cGetLibraryStatisticsResponse\x12\x0e\n\x06tracks\x18\x01 \x01(\x04\x12\x0f\n\x07\x61rtists\x18\x02 \x01(\x04\x12\x0e\n\x06\x61lbums\x18\x03 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x04\x12\x1a\n\x12\x64uplicates_refused\x18\x05 \x01(\x04\x12Y\n\nby_quality\x18\x06 \x03(\x0b\x32\x45.soulspot.capabilities.v1.GetLibraryStatisticsResponse.ByQualityEntry\x1a\x30\n\x0e\x42yQualityEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"^\n\x14WritePlaylistRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x32\n\x06tracks\x18\x02 \x03(\x0b\x32\".soulspot.common.v1.TrackReference\"t\n\x15WritePlaylistResponse\x12/\n\x04\x66ile\x18\x01 \x01(\x0b\x32!.soulspot.common.v1.FileReference\x12\x0f\n\x07written\x18\x02 \x01(\r\x12\x19\n\x11missing_positions\x18\x03 \x03(\r2\xdc\x04\n\x0eLibraryService\x12~\n\x0bImportTrack\x12,.soulspot.capabilities.v1.ImportTrackRequest\x1a-.soulspot.capabilities.v1.ImportTrackResponse\"\x12\xaa\xbb\x18\x0e\n\x0cimport.track\x12\x98\x01\n\x0f\x43heckDownloaded\x12\x30.soulspot.capabilities.v1.CheckDownloadedRequest\x1a\x31.soulspot.capabilities.v1.CheckDownloadedResponse\" \xaa\xbb\x18\x1c\n\x18library.check_downloaded\x10\x01\x12\xa1\x01\n\x14GetLibraryStatistics\x12\x35.soulspot.capabilities.v1.GetLibraryStatisticsRequest\x1a\x36.soulspot.capabilities.v1.GetLibraryStatisticsResponse\"\x1a\xaa\xbb\x18\x16\n\x12library.statistics\x10\x01\x12\x8a\x01\n\rWritePlaylist\x12..soulspot.capabilities.v1.WritePlaylistRequest\x1a/.soulspot.capabilities.v1.WritePlaylistResponse\"\x18\xaa\xbb\x18\x14\n\x10library.playlist\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,12 +42,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHECKDOWNLOADEDREQUEST'].fields_by_name['track']._serialized_options = b'\342A\001\002'
   _globals['_GETLIBRARYSTATISTICSRESPONSE_BYQUALITYENTRY']._loaded_options = None
   _globals['_GETLIBRARYSTATISTICSRESPONSE_BYQUALITYENTRY']._serialized_options = b'8\001'
+  _globals['_WRITEPLAYLISTREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_WRITEPLAYLISTREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
   _globals['_LIBRARYSERVICE'].methods_by_name['ImportTrack']._loaded_options = None
   _globals['_LIBRARYSERVICE'].methods_by_name['ImportTrack']._serialized_options = b'\252\273\030\016\n\014import.track'
   _globals['_LIBRARYSERVICE'].methods_by_name['CheckDownloaded']._loaded_options = None
   _globals['_LIBRARYSERVICE'].methods_by_name['CheckDownloaded']._serialized_options = b'\252\273\030\034\n\030library.check_downloaded\020\001'
   _globals['_LIBRARYSERVICE'].methods_by_name['GetLibraryStatistics']._loaded_options = None
   _globals['_LIBRARYSERVICE'].methods_by_name['GetLibraryStatistics']._serialized_options = b'\252\273\030\026\n\022library.statistics\020\001'
+  _globals['_LIBRARYSERVICE'].methods_by_name['WritePlaylist']._loaded_options = None
+  _globals['_LIBRARYSERVICE'].methods_by_name['WritePlaylist']._serialized_options = b'\252\273\030\024\n\020library.playlist\020\001'
   _globals['_IMPORTTRACKREQUEST']._serialized_start=174
   _globals['_IMPORTTRACKREQUEST']._serialized_end=320
   _globals['_IMPORTTRACKRESPONSE']._serialized_start=323
@@ -62,6 +66,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETLIBRARYSTATISTICSRESPONSE']._serialized_end=985
   _globals['_GETLIBRARYSTATISTICSRESPONSE_BYQUALITYENTRY']._serialized_start=937
   _globals['_GETLIBRARYSTATISTICSRESPONSE_BYQUALITYENTRY']._serialized_end=985
-  _globals['_LIBRARYSERVICE']._serialized_start=988
-  _globals['_LIBRARYSERVICE']._serialized_end=1451
+  _globals['_WRITEPLAYLISTREQUEST']._serialized_start=987
+  _globals['_WRITEPLAYLISTREQUEST']._serialized_end=1081
+  _globals['_WRITEPLAYLISTRESPONSE']._serialized_start=1083
+  _globals['_WRITEPLAYLISTRESPONSE']._serialized_end=1199
+  _globals['_LIBRARYSERVICE']._serialized_start=1202
+  _globals['_LIBRARYSERVICE']._serialized_end=1806
 # @@protoc_insertion_point(module_scope)

@@ -227,3 +227,67 @@ class GetLibraryStatisticsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetLibraryStatisticsResponse: _TypeAlias = GetLibraryStatisticsResponse  # noqa: Y015
+
+@_typing.final
+class WritePlaylistRequest(_message.Message):
+    """WritePlaylistRequest names the playlist and its tracks in order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TRACKS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The playlist's name; it becomes the file name after the library's naming rules."""
+    @_builtins.property
+    def tracks(self) -> _containers.RepeatedCompositeFieldContainer[_references_pb2.TrackReference]:
+        """The tracks in playlist order."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        tracks: _abc.Iterable[_references_pb2.TrackReference] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "tracks", b"tracks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WritePlaylistRequest: _TypeAlias = WritePlaylistRequest  # noqa: Y015
+
+@_typing.final
+class WritePlaylistResponse(_message.Message):
+    """WritePlaylistResponse says what was written."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_FIELD_NUMBER: _builtins.int
+    WRITTEN_FIELD_NUMBER: _builtins.int
+    MISSING_POSITIONS_FIELD_NUMBER: _builtins.int
+    written: _builtins.int
+    """How many tracks the playlist lists."""
+    @_builtins.property
+    def file(self) -> _references_pb2.FileReference:
+        """The playlist file under the library root."""
+
+    @_builtins.property
+    def missing_positions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The positions (from 1, in the request's order) of the tracks left out because the
+        library does not hold them.
+        """
+
+    def __init__(
+        self,
+        *,
+        file: _references_pb2.FileReference | None = ...,
+        written: _builtins.int = ...,
+        missing_positions: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["file", b"file"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file", b"file", "missing_positions", b"missing_positions", "written", b"written"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WritePlaylistResponse: _TypeAlias = WritePlaylistResponse  # noqa: Y015

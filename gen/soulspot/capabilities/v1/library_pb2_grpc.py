@@ -50,6 +50,11 @@ class LibraryServiceStub:
                 request_serializer=soulspot_dot_capabilities_dot_v1_dot_library__pb2.GetLibraryStatisticsRequest.SerializeToString,
                 response_deserializer=soulspot_dot_capabilities_dot_v1_dot_library__pb2.GetLibraryStatisticsResponse.FromString,
                 _registered_method=True)
+        self.WritePlaylist = channel.unary_unary(
+                '/soulspot.capabilities.v1.LibraryService/WritePlaylist',
+                request_serializer=soulspot_dot_capabilities_dot_v1_dot_library__pb2.WritePlaylistRequest.SerializeToString,
+                response_deserializer=soulspot_dot_capabilities_dot_v1_dot_library__pb2.WritePlaylistResponse.FromString,
+                _registered_method=True)
 
 
 class LibraryServiceServicer:
@@ -79,6 +84,15 @@ class LibraryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WritePlaylist(self, request, context):
+        """WritePlaylist writes an M3U playlist of the tracks the library holds, in the order given,
+        as Playlists/<name>.m3u8 under the library root, replacing the previous version whole.
+        Tracks the library does not hold are left out and named in the answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LibraryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +110,11 @@ def add_LibraryServiceServicer_to_server(servicer, server):
                     servicer.GetLibraryStatistics,
                     request_deserializer=soulspot_dot_capabilities_dot_v1_dot_library__pb2.GetLibraryStatisticsRequest.FromString,
                     response_serializer=soulspot_dot_capabilities_dot_v1_dot_library__pb2.GetLibraryStatisticsResponse.SerializeToString,
+            ),
+            'WritePlaylist': grpc.unary_unary_rpc_method_handler(
+                    servicer.WritePlaylist,
+                    request_deserializer=soulspot_dot_capabilities_dot_v1_dot_library__pb2.WritePlaylistRequest.FromString,
+                    response_serializer=soulspot_dot_capabilities_dot_v1_dot_library__pb2.WritePlaylistResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,6 +199,33 @@ class LibraryService:
             '/soulspot.capabilities.v1.LibraryService/GetLibraryStatistics',
             soulspot_dot_capabilities_dot_v1_dot_library__pb2.GetLibraryStatisticsRequest.SerializeToString,
             soulspot_dot_capabilities_dot_v1_dot_library__pb2.GetLibraryStatisticsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WritePlaylist(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/soulspot.capabilities.v1.LibraryService/WritePlaylist',
+            soulspot_dot_capabilities_dot_v1_dot_library__pb2.WritePlaylistRequest.SerializeToString,
+            soulspot_dot_capabilities_dot_v1_dot_library__pb2.WritePlaylistResponse.FromString,
             options,
             channel_credentials,
             insecure,

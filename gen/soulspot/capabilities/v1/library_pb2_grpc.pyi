@@ -42,6 +42,11 @@ class LibraryServiceStub:
     """CheckDownloaded says whether the library already holds a track."""
     GetLibraryStatistics: _grpc.UnaryUnaryMultiCallable[_library_pb2.GetLibraryStatisticsRequest, _library_pb2.GetLibraryStatisticsResponse]
     """GetLibraryStatistics reports what the library holds."""
+    WritePlaylist: _grpc.UnaryUnaryMultiCallable[_library_pb2.WritePlaylistRequest, _library_pb2.WritePlaylistResponse]
+    """WritePlaylist writes an M3U playlist of the tracks the library holds, in the order given,
+    as Playlists/<name>.m3u8 under the library root, replacing the previous version whole.
+    Tracks the library does not hold are left out and named in the answer.
+    """
 
 @_typing.type_check_only
 class LibraryServiceAsyncStub(LibraryServiceStub):
@@ -57,6 +62,11 @@ class LibraryServiceAsyncStub(LibraryServiceStub):
     """CheckDownloaded says whether the library already holds a track."""
     GetLibraryStatistics: _aio.UnaryUnaryMultiCallable[_library_pb2.GetLibraryStatisticsRequest, _library_pb2.GetLibraryStatisticsResponse]  # type: ignore[assignment]
     """GetLibraryStatistics reports what the library holds."""
+    WritePlaylist: _aio.UnaryUnaryMultiCallable[_library_pb2.WritePlaylistRequest, _library_pb2.WritePlaylistResponse]  # type: ignore[assignment]
+    """WritePlaylist writes an M3U playlist of the tracks the library holds, in the order given,
+    as Playlists/<name>.m3u8 under the library root, replacing the previous version whole.
+    Tracks the library does not hold are left out and named in the answer.
+    """
 
 class LibraryServiceServicer(metaclass=_abc_1.ABCMeta):
     """LibraryService files tracks into the music library and answers what it holds."""
@@ -87,5 +97,16 @@ class LibraryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_library_pb2.GetLibraryStatisticsResponse, _abc.Awaitable[_library_pb2.GetLibraryStatisticsResponse]]:
         """GetLibraryStatistics reports what the library holds."""
+
+    @_abc_1.abstractmethod
+    def WritePlaylist(
+        self,
+        request: _library_pb2.WritePlaylistRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_library_pb2.WritePlaylistResponse, _abc.Awaitable[_library_pb2.WritePlaylistResponse]]:
+        """WritePlaylist writes an M3U playlist of the tracks the library holds, in the order given,
+        as Playlists/<name>.m3u8 under the library root, replacing the previous version whole.
+        Tracks the library does not hold are left out and named in the answer.
+        """
 
 def add_LibraryServiceServicer_to_server(servicer: LibraryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,7 +25,9 @@ class ListPlaylistTracksRequest(_message.Message):
 
     PLAYLIST_ID_FIELD_NUMBER: _builtins.int
     playlist_id: _builtins.str
-    """The playlist id, or its share URL."""
+    """The playlist id, its share URL or URI, or "liked" (also spotify:user:NAME:collection) for
+    the liked songs of the user who logged in.
+    """
     def __init__(
         self,
         *,
