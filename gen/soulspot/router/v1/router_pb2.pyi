@@ -12,6 +12,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from soulspot.common.v1 import module_pb2 as _module_pb2
 from soulspot.events.v1 import envelope_pb2 as _envelope_pb2
+from soulspot.router.v1 import watches_pb2 as _watches_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -1486,6 +1487,7 @@ class GetStatusResponse(_message.Message):
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
     DEAD_LETTERS_FIELD_NUMBER: _builtins.int
     STARTED_AT_FIELD_NUMBER: _builtins.int
+    WATCHED_PLAYLISTS_FIELD_NUMBER: _builtins.int
     last_sequence: _builtins.int
     """The log's last sequence."""
     dead_letters: _builtins.int
@@ -1514,6 +1516,10 @@ class GetStatusResponse(_message.Message):
     def started_at(self) -> _timestamp_pb2.Timestamp:
         """When the router started."""
 
+    @_builtins.property
+    def watched_playlists(self) -> _containers.RepeatedCompositeFieldContainer[_watches_pb2.PlaylistWatch]:
+        """Playlists the router re-syncs on a schedule (PlaylistWatchService), soonest next run first."""
+
     def __init__(
         self,
         *,
@@ -1525,10 +1531,11 @@ class GetStatusResponse(_message.Message):
         last_sequence: _builtins.int = ...,
         dead_letters: _builtins.int = ...,
         started_at: _timestamp_pb2.Timestamp | None = ...,
+        watched_playlists: _abc.Iterable[_watches_pb2.PlaylistWatch] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "consumers", b"consumers", "dead_letters", b"dead_letters", "in_flight", b"in_flight", "last_sequence", b"last_sequence", "modules", b"modules", "started_at", b"started_at", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "consumers", b"consumers", "dead_letters", b"dead_letters", "in_flight", b"in_flight", "last_sequence", b"last_sequence", "modules", b"modules", "started_at", b"started_at", "warnings", b"warnings", "watched_playlists", b"watched_playlists"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
