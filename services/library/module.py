@@ -10,6 +10,7 @@ from services.kit.module.spec import Capability, ModuleParts, ModuleSpec, Servic
 from services.library.importer import Importer
 from services.library.library_store import LibraryStore
 from services.library.naming import validate_template
+from services.library.playlists import PlaylistWriter
 from services.library.servicer import LibraryServicer
 from services.library.settings import DEFAULT_PORT, LibrarySection, LibrarySettings
 from soulspot.capabilities.v1 import library_pb2, library_pb2_grpc
@@ -33,7 +34,7 @@ def build(runtime: ModuleRuntime[LibrarySection]) -> ModuleParts:
         import_dirs=section.import_dirs,
         forbidden=[runtime.settings.state_dir],
     )
-    servicer = LibraryServicer(importer, runtime.publisher)
+    servicer = LibraryServicer(importer, runtime.publisher, PlaylistWriter(importer))
 
     async def check_health() -> None:
         if not importer.import_dirs:
@@ -79,6 +80,7 @@ SPEC = ModuleSpec(
         Capability("import.track", 10),
         Capability("library.check_downloaded", 10),
         Capability("library.statistics", 10),
+        Capability("library.playlist", 10),
     ],
     factory=build,
     section_cls=LibrarySection,

@@ -1,4 +1,5 @@
-"""The LibraryService gRPC servicer: import.track, library.check_downloaded, library.statistics."""
+"""The LibraryService gRPC servicer: import.track, library.check_downloaded, library.statistics,
+library.playlist."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from services.kit.events.background_publish import Outbox
 from soulspot.capabilities.v1 import library_pb2, library_pb2_grpc
+from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import track_pb2
 
 if TYPE_CHECKING:
@@ -13,11 +15,13 @@ if TYPE_CHECKING:
 
     from services.kit.module.runtime import Publisher
     from services.library.importer import Importer
+    from services.library.playlists import PlaylistWriter
 
 
 class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
-    def __init__(self, importer: Importer, publisher: Publisher) -> None:
+    def __init__(self, importer: Importer, publisher: Publisher, playlists: PlaylistWriter) -> None:
         self._importer = importer
+        self._playlists = playlists
         self.outbox = Outbox(publisher)
 
     async def ImportTrack(
@@ -66,4 +70,18 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
             total_bytes=stats.total_bytes,
             duplicates_refused=stats.duplicates_refused,
             by_quality=stats.by_quality,
+        )
+
+    async def WritePlaylist(
+        self,
+        request: library_pb2.WritePlaylistRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> library_pb2.WritePlaylistResponse:
+        written = await self._playlists.write(request.name, list(request.tracks))
+        return library_pb2.WritePlaylistResponse(
+            file=references_pb2.FileReference(
+                path=str(written.path), size_bytes=written.path.stat().st_size
+            ),
+            written=written.written,
+            missing_positions=written.missing_positions,
         )
