@@ -1,5 +1,6 @@
 """Which search results the local library already holds: library.check_downloaded, asked
-through the router for every result at once.
+of the library module for every result at once (over the kit's capability channels: straight
+to it when the router serves xDS, else through the router).
 
 Best effort by design: a search answers within its own time whatever the library does, so a
 lookup that fails or takes longer than its deadline counts as "not in the library".
@@ -22,16 +23,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("soulspot.spotify")
 
+LIBRARY_SERVICE = library_pb2.DESCRIPTOR.services_by_name["LibraryService"].full_name
+
 
 class LibraryLookup:
     """`await lookup.holds(tracks)`: one flag per track, False where nobody could say."""
 
-    def __init__(self, channel: Callable[[], grpc.aio.Channel | None], *, timeout_s: float) -> None:
+    def __init__(
+        self, channel: Callable[[str], grpc.aio.Channel | None], *, timeout_s: float
+    ) -> None:
+        # Asked per lookup with the service's name: ModuleRuntime.capability_channel.
         self._channel = channel
         self.timeout_s = timeout_s
 
     async def holds(self, tracks: Sequence[references_pb2.TrackReference]) -> list[bool]:
-        channel = self._channel() if self.timeout_s > 0 else None
+        channel = self._channel(LIBRARY_SERVICE) if self.timeout_s > 0 else None
         if channel is None or not tracks:
             return [False] * len(tracks)
         stub = library_pb2_grpc.LibraryServiceStub(channel)

@@ -28,9 +28,11 @@ from services.kit.events.retrying_publisher import RetryingPublisher
 from services.kit.module.registration import RouterRegistration
 from services.kit.module.spec import ModuleParts, ModuleSpec, SectionT, ServiceBinding
 from services.kit.observability.metrics import server_interceptors, start_module_metrics
+from services.kit.rpc.capability_channels import CapabilityChannels
 from services.kit.rpc.channel import open_channel
 from services.kit.rpc.health import OVERALL, KitHealthServicer
 from services.kit.rpc.server import KitServer
+from services.kit.security.identity import Identity
 from services.kit.support.settings import section_of
 from soulspot.router.v1 import router_pb2
 
@@ -100,6 +102,8 @@ class ModuleRuntime(Generic[SectionT]):
         self.connect_router = connect_router and bool(self.settings.router_address)
         self.kit_server: KitServer | None = None
         self.router_channel: grpc.aio.Channel | None = None
+        # Channels for calling other modules' capabilities; None without a router.
+        self.capability_channels: CapabilityChannels | None = None
         self.registration: RouterRegistration | None = None
         self.parts: ModuleParts | None = None
         self.port = 0
@@ -217,6 +221,7 @@ class ModuleRuntime(Generic[SectionT]):
             await self._subscribe(self.parts.handlers)
         if self.connect_router:
             await self._start_registration()
+            await self._capability_channels().start()
             if self.spec.subscribe is not None:
                 handle = await self.spec.subscribe(self, self._router_channel())
                 if handle is not None:
@@ -232,10 +237,23 @@ class ModuleRuntime(Generic[SectionT]):
         if subscribe is not None:
             subscribe(handlers)
 
-    def capability_channel(self) -> grpc.aio.Channel | None:
-        """A channel to the router for calling other modules' capabilities (the router picks
-        the module), or None when this module runs without a router."""
-        return self._router_channel() if self.connect_router else None
+    def capability_channel(self, service: str) -> grpc.aio.Channel | None:
+        """The channel for calling another module's capability service (its full name, e.g.
+        `soulspot.capabilities.v1.LibraryService`), or None when this module runs without a
+        router. Straight to the modules over xDS when the router serves it (and
+        `SOULSPOT_<MODULE>__XDS` is not false), else through the router's proxy; ask for it
+        per call, as the answer moves to xDS once the router offers it."""
+        return self._capability_channels().for_service(service) if self.connect_router else None
+
+    def _capability_channels(self) -> CapabilityChannels:
+        if self.capability_channels is None:
+            self.capability_channels = CapabilityChannels(
+                self._router_channel(),
+                self.settings.router_address,
+                identity=Identity.module(self.name),
+                xds=self.section.xds,
+            )
+        return self.capability_channels
 
     def _router_channel(self) -> grpc.aio.Channel:
         if self.router_channel is None:
@@ -296,6 +314,8 @@ class ModuleRuntime(Generic[SectionT]):
             self._publisher.close()
         if self.registration is not None:
             await self.registration.stop()
+        if self.capability_channels is not None:
+            await self.capability_channels.stop()
         if self.router_channel is not None:
             await self.router_channel.close()
         if self._metrics_runner is not None:

@@ -47,6 +47,9 @@ class ModuleSection(Section):
     port: int | None = Field(default=None, ge=0, le=65535)
     advertise_address: str = ""
     metrics_address: str = ""
+    # SOULSPOT_<MODULE>__XDS: call other modules' capabilities straight over xDS when the
+    # router serves it (false: always through the router's proxy).
+    xds: bool = True
 
 
 # The type of a module's own settings section: what `runtime.section` gives its factory.

@@ -9,6 +9,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from services.kit.rpc.interceptors import client_interceptors
+from services.kit.rpc.xds_bootstrap import xds_channel_credentials, xds_channel_options, xds_target
 from services.kit.security.tls import Transport, current_transport
 
 if TYPE_CHECKING:
@@ -64,6 +65,35 @@ def open_channel(
         )
     return grpc.aio.secure_channel(
         address, credentials, options=list(merged.items()), interceptors=wrapped
+    )
+
+
+def open_xds_channel(
+    service: str,
+    *,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
+    options: Sequence[tuple[str, int | str]] = (),
+    transport: Transport | None = None,
+) -> grpc.aio.Channel:
+    """A grpc.aio channel to `xds:///<service>`: gRPC's xDS client takes the service's routes
+    and endpoints from the control plane named in the process's bootstrap and calls modules
+    directly. Mutual TLS as this process's identity, as in `open_channel`.
+
+    The bootstrap must be in place before the first such channel of the process connects
+    (`services.kit.rpc.capability_channels` installs it).
+    """
+    chosen = transport or current_transport()
+    merged: dict[str, int | str] = dict(CHANNEL_OPTIONS)
+    # The listener name is the authority, and no certificate carries it: TLS checks the name
+    # every mesh certificate does carry (the chain is still verified against the mesh CA).
+    merged.update(xds_channel_options(chosen))
+    merged.update(options)
+    wrapped = list(client_interceptors() if interceptors is None else interceptors)
+    return grpc.aio.secure_channel(
+        xds_target(service),
+        xds_channel_credentials(chosen),
+        options=list(merged.items()),
+        interceptors=wrapped,
     )
 
 
