@@ -25,13 +25,15 @@ _sym_db = _symbol_database.Default()
 from soulspot.router.v1 import router_pb2 as soulspot_dot_router_dot_v1_dot_router__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!soulspot/router/v1/registry.proto\x12\x12soulspot.router.v1\x1a\x1fsoulspot/router/v1/router.proto2\xe0\x01\n\x0fRegistryService\x12Y\n\x08Register\x12#.soulspot.router.v1.RegisterRequest\x1a$.soulspot.router.v1.RegisterResponse(\x01\x30\x01\x12r\n\x11WatchRoutingTable\x12,.soulspot.router.v1.WatchRoutingTableRequest\x1a-.soulspot.router.v1.WatchRoutingTableResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!soulspot/router/v1/registry.proto\x12\x12soulspot.router.v1\x1a\x1fsoulspot/router/v1/router.proto2\xe5\x01\n\x0fRegistryService\x12Y\n\x08Register\x12#.soulspot.router.v1.RegisterRequest\x1a$.soulspot.router.v1.RegisterResponse(\x01\x30\x01\x12w\n\x11WatchRoutingTable\x12,.soulspot.router.v1.WatchRoutingTableRequest\x1a-.soulspot.router.v1.WatchRoutingTableResponse\"\x03\x88\x02\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'soulspot.router.v1.registry_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_REGISTRYSERVICE'].methods_by_name['WatchRoutingTable']._loaded_options = None
+  _globals['_REGISTRYSERVICE'].methods_by_name['WatchRoutingTable']._serialized_options = b'\210\002\001'
   _globals['_REGISTRYSERVICE']._serialized_start=91
-  _globals['_REGISTRYSERVICE']._serialized_end=315
+  _globals['_REGISTRYSERVICE']._serialized_end=320
 # @@protoc_insertion_point(module_scope)

@@ -26,8 +26,7 @@ if _version_not_supported:
 
 
 class RegistryServiceStub:
-    """RegistryService is where modules register with the router and where clients that call
-    modules directly follow the routing table.
+    """RegistryService is where modules register with the router.
     """
 
     def __init__(self, channel):
@@ -49,8 +48,7 @@ class RegistryServiceStub:
 
 
 class RegistryServiceServicer:
-    """RegistryService is where modules register with the router and where clients that call
-    modules directly follow the routing table.
+    """RegistryService is where modules register with the router.
     """
 
     def Register(self, request_iterator, context):
@@ -64,6 +62,10 @@ class RegistryServiceServicer:
     def WatchRoutingTable(self, request, context):
         """WatchRoutingTable streams the routing table, once at once and again on every change, for
         clients that call modules directly.
+
+        Deprecated: clients that call modules directly dial xds:///<capability service> and take
+        their routes from the router's xDS (envoy.service.discovery.v3.AggregatedDiscoveryService,
+        on the same address). Still served; goes with the next major version.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -91,8 +93,7 @@ def add_RegistryServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class RegistryService:
-    """RegistryService is where modules register with the router and where clients that call
-    modules directly follow the routing table.
+    """RegistryService is where modules register with the router.
     """
 
     @staticmethod

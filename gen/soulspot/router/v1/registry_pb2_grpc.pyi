@@ -7,6 +7,7 @@ from collections import abc as _abc
 from grpc import aio as _aio
 from soulspot.router.v1 import router_pb2 as _router_pb2
 import abc as _abc_1
+import builtins as _builtins
 import grpc as _grpc
 import sys
 import typing as _typing
@@ -15,6 +16,11 @@ if sys.version_info >= (3, 11):
     from typing import Self as _Self
 else:
     from typing_extensions import Self as _Self
+
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
 
 _T = _typing.TypeVar("_T")
 
@@ -27,9 +33,7 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class RegistryServiceStub:
-    """RegistryService is where modules register with the router and where clients that call
-    modules directly follow the routing table.
-    """
+    """RegistryService is where modules register with the router."""
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -39,31 +43,39 @@ class RegistryServiceStub:
     """Register announces a module on a long-lived stream. The first request must be an announce;
     the module stays registered while the stream is open and its health checks pass.
     """
-    WatchRoutingTable: _grpc.UnaryStreamMultiCallable[_router_pb2.WatchRoutingTableRequest, _router_pb2.WatchRoutingTableResponse]
-    """WatchRoutingTable streams the routing table, once at once and again on every change, for
-    clients that call modules directly.
-    """
+    @_builtins.property
+    @_deprecated("""This method has been marked as deprecated using proto method options.""")
+    def WatchRoutingTable(self) -> _grpc.UnaryStreamMultiCallable[_router_pb2.WatchRoutingTableRequest, _router_pb2.WatchRoutingTableResponse]:
+        """WatchRoutingTable streams the routing table, once at once and again on every change, for
+        clients that call modules directly.
+
+        Deprecated: clients that call modules directly dial xds:///<capability service> and take
+        their routes from the router's xDS (envoy.service.discovery.v3.AggregatedDiscoveryService,
+        on the same address). Still served; goes with the next major version.
+        """
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
-    """RegistryService is where modules register with the router and where clients that call
-    modules directly follow the routing table.
-    """
+    """RegistryService is where modules register with the router."""
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Register: _aio.StreamStreamMultiCallable[_router_pb2.RegisterRequest, _router_pb2.RegisterResponse]  # type: ignore[assignment]
     """Register announces a module on a long-lived stream. The first request must be an announce;
     the module stays registered while the stream is open and its health checks pass.
     """
-    WatchRoutingTable: _aio.UnaryStreamMultiCallable[_router_pb2.WatchRoutingTableRequest, _router_pb2.WatchRoutingTableResponse]  # type: ignore[assignment]
-    """WatchRoutingTable streams the routing table, once at once and again on every change, for
-    clients that call modules directly.
-    """
+    @_builtins.property
+    @_deprecated("""This method has been marked as deprecated using proto method options.""")
+    def WatchRoutingTable(self) -> _aio.UnaryStreamMultiCallable[_router_pb2.WatchRoutingTableRequest, _router_pb2.WatchRoutingTableResponse]:  # type: ignore[override]
+        """WatchRoutingTable streams the routing table, once at once and again on every change, for
+        clients that call modules directly.
+
+        Deprecated: clients that call modules directly dial xds:///<capability service> and take
+        their routes from the router's xDS (envoy.service.discovery.v3.AggregatedDiscoveryService,
+        on the same address). Still served; goes with the next major version.
+        """
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
-    """RegistryService is where modules register with the router and where clients that call
-    modules directly follow the routing table.
-    """
+    """RegistryService is where modules register with the router."""
 
     @_abc_1.abstractmethod
     def Register(
@@ -75,6 +87,7 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         the module stays registered while the stream is open and its health checks pass.
         """
 
+    @_deprecated("""WatchRoutingTable streams the routing table, once at once and again on every change, for\nclients that call modules directly.\n\nDeprecated: clients that call modules directly dial xds:///<capability service> and take\ntheir routes from the router's xDS (envoy.service.discovery.v3.AggregatedDiscoveryService,\non the same address). Still served; goes with the next major version.""")
     @_abc_1.abstractmethod
     def WatchRoutingTable(
         self,
@@ -83,6 +96,10 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_router_pb2.WatchRoutingTableResponse], _abc.AsyncIterator[_router_pb2.WatchRoutingTableResponse]]:
         """WatchRoutingTable streams the routing table, once at once and again on every change, for
         clients that call modules directly.
+
+        Deprecated: clients that call modules directly dial xds:///<capability service> and take
+        their routes from the router's xDS (envoy.service.discovery.v3.AggregatedDiscoveryService,
+        on the same address). Still served; goes with the next major version.
         """
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
