@@ -6,7 +6,8 @@ discnumber, date, isrc, musicbrainz_trackid, genre) whatever the container store
 
 Writing never touches the original until the new bytes are complete: the file is copied to a
 temporary file in the same folder, tagged, re-read, fsynced and renamed over the original, so a
-crash at any point leaves either the old file or the new one, never a truncated one.
+crash at any point leaves either the old file or the new one, never a truncated one. A front
+cover picture, when given, is embedded in the same write.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from mutagen import id3 as _id3
 from mutagen import mp4 as _mp4
 
 from services.domain.audio.probe import quality_tier, stream_properties
-from services.domain.audio.tags import TAG_KEYS, read_tags, set_tag
+from services.domain.audio.tags import TAG_KEYS, front_cover, read_tags, set_front_cover, set_tag
 from services.domain.files import fsync_dir, fsync_file
 from soulspot.common.v1 import references_pb2
 
@@ -33,6 +34,7 @@ __all__ = [
     "TAG_KEYS",
     "AudioInfo",
     "CorruptAudio",
+    "CoverImage",
     "probe",
     "write_tags_atomically",
 ]
@@ -60,6 +62,7 @@ class AudioInfo:
     sample_rate_hz: int
     bit_depth: int
     tags: dict[str, str] = field(default_factory=dict)
+    has_front_cover: bool = False
 
     @property
     def quality(self) -> int:
@@ -130,6 +133,7 @@ def probe(path: Path) -> AudioInfo:
         sample_rate_hz=sample_rate_hz,
         bit_depth=bit_depth,
         tags=read_tags(audio.tags),
+        has_front_cover=front_cover(audio) is not None,
     )
 
 
@@ -137,11 +141,21 @@ def probe(path: Path) -> AudioInfo:
 # Writing
 
 
-def write_tags_atomically(path: Path, changes: dict[str, str]) -> None:
-    """Write `changes` (normalised key -> value) into the file without ever exposing a partial
-    file: temp copy in the same folder, tag, verify, fsync, rename. On any failure the
-    original is untouched and the temp copy removed."""
-    if not changes:
+@dataclass(frozen=True)
+class CoverImage:
+    """A front cover to embed: the image's bytes and its MIME type (image/jpeg, image/png)."""
+
+    data: bytes
+    mime: str
+
+
+def write_tags_atomically(
+    path: Path, changes: dict[str, str], cover: CoverImage | None = None
+) -> None:
+    """Write `changes` (normalised key -> value) and `cover` into the file without ever
+    exposing a partial file: temp copy in the same folder, tag, verify, fsync, rename. On any
+    failure the original is untouched and the temp copy removed."""
+    if not changes and cover is None:
         return
     folder = path.parent
     # Same suffix, so mutagen's format detection sees the temp file as the original.
@@ -156,6 +170,8 @@ def write_tags_atomically(path: Path, changes: dict[str, str]) -> None:
             audio.add_tags()
         for key, value in changes.items():
             set_tag(audio.tags, key, value)
+        if cover is not None:
+            set_front_cover(audio, cover.data, cover.mime)
         audio.save()
         _loaded(temp)  # what is about to replace the original must still be audio
         fsync_file(temp)

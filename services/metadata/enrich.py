@@ -4,6 +4,10 @@ Precedence for every tag: what the request's TrackReference says wins, then what
 already says, then what MusicBrainz found (which fills gaps and always supplies the recording
 id). MusicBrainz never overrides the caller or the file, because a title/artist search can
 match the wrong version of a song; an ISRC match still only fills gaps.
+
+When the match names a release and the file has no front cover, the release's front cover
+from the Cover Art Archive is embedded in the same write; without one (archive unreachable,
+no cover, too big, not an image) the track goes on without, and the outcome says why.
 """
 
 from __future__ import annotations
@@ -16,13 +20,20 @@ from typing import TYPE_CHECKING
 from services.domain.files import sha256_file
 from services.kit.rpc.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.kit.security.confinement import confined_file, missing_inside
-from services.metadata.audio import AudioInfo, CorruptAudio, probe, write_tags_atomically
+from services.metadata.audio import (
+    AudioInfo,
+    CorruptAudio,
+    CoverImage,
+    probe,
+    write_tags_atomically,
+)
 from soulspot.common.v1 import references_pb2
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
 
+    from services.metadata.cover_art import CoverArtClient
     from services.metadata.musicbrainz_api import LookupResult, MusicBrainzClient
 
 __all__ = ["EnrichOutcome", "Enricher", "file_reference", "track_from_tags"]
@@ -40,6 +51,15 @@ class EnrichOutcome:
     musicbrainz_matched: bool = False
     lookup_skipped_reason: str = ""
     changed_tags: list[str] = field(default_factory=list)
+    cover_embedded: bool = False
+    cover_skipped_reason: str = ""
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    matched: bool
+    skipped_reason: str = ""
+    release_mbid: str = ""
 
 
 def _number(text: str) -> int:
@@ -135,8 +155,10 @@ class Enricher:
         offline: bool,
         roots: Sequence[Path],
         forbidden: Sequence[Path] = (),
+        covers: CoverArtClient | None = None,
     ) -> None:
         self._mb = musicbrainz
+        self._covers = covers
         self._offline = offline
         # The folders whose files may be read and tagged; `forbidden` (the state folder) never.
         self.roots = list(roots)
@@ -177,11 +199,12 @@ class Enricher:
         info, _ = await asyncio.to_thread(self._probe, path)
         merged = track_from_tags(info.tags, info.duration_ms)
         _overlay(merged, track)
-        matched, skipped = await self._lookup(merged, offline=offline)
+        lookup = await self._lookup(merged, offline=offline)
+        cover, cover_reason = await self._cover(lookup, info, offline=offline)
         changes = _changes(_desired_tags(merged, info.tags), info.tags)
-        if changes:
+        if changes or cover is not None:
             try:
-                await asyncio.to_thread(write_tags_atomically, path, changes)
+                await asyncio.to_thread(write_tags_atomically, path, changes, cover)
             except CorruptAudio as err:
                 raise FailedPrecondition(f"{err}; the file was left unchanged") from err
             except OSError as err:
@@ -194,25 +217,41 @@ class Enricher:
         return EnrichOutcome(
             track=merged,
             file=file_reference(path, info, checksum, file.file_id),
-            musicbrainz_matched=matched,
-            lookup_skipped_reason=skipped,
+            musicbrainz_matched=lookup.matched,
+            lookup_skipped_reason=lookup.skipped_reason,
             changed_tags=list(changes),
+            cover_embedded=cover is not None,
+            cover_skipped_reason=cover_reason,
         )
 
-    async def _lookup(
-        self, track: references_pb2.TrackReference, *, offline: bool
-    ) -> tuple[bool, str]:
-        """(matched, skipped reason); fills the gaps of `track` from a matched recording."""
+    async def _cover(
+        self, lookup: _Lookup, info: AudioInfo, *, offline: bool
+    ) -> tuple[CoverImage | None, str]:
+        """(the front cover to embed, or None and why not)."""
+        if info.has_front_cover:
+            return None, "the file already has a front cover"
+        if self._offline or offline:
+            return None, "offline: no cover art lookup"
+        if self._covers is None:
+            return None, "cover art is off (SOULSPOT_METADATA__COVER_ART)"
+        if not lookup.release_mbid:
+            return None, "no MusicBrainz release matched, so no cover art to look up"
+        result = await self._covers.front(lookup.release_mbid)
+        return result.image, result.reason
+
+    async def _lookup(self, track: references_pb2.TrackReference, *, offline: bool) -> _Lookup:
+        """Whether a recording matched (or why no lookup was made) and its release; fills the
+        gaps of `track` from a matched recording."""
         if self._offline:
-            return False, "offline mode (SOULSPOT_METADATA__OFFLINE)"
+            return _Lookup(False, "offline mode (SOULSPOT_METADATA__OFFLINE)")
         if offline:
-            return False, "offline requested by the caller"
+            return _Lookup(False, "offline requested by the caller")
         if self._mb is None:
-            return False, "no MusicBrainz client configured"
+            return _Lookup(False, "no MusicBrainz client configured")
         if track.musicbrainz_id:
-            return False, "the track already carries a MusicBrainz recording id"
+            return _Lookup(False, "the track already carries a MusicBrainz recording id")
         if not track.isrc and not track.title:
-            return False, "nothing to look up: no ISRC and no title"
+            return _Lookup(False, "nothing to look up: no ISRC and no title")
         result: LookupResult = await self._mb.lookup(
             isrc=track.isrc or None, title=track.title or None, artist=track.artist or None
         )
@@ -221,9 +260,9 @@ class Enricher:
                 "MusicBrainz lookup skipped",
                 extra={"reason": result.reason, "impact": "tags not matched online"},
             )
-            return False, result.reason
+            return _Lookup(False, result.reason)
         if result.recording is None:
-            return False, ""
+            return _Lookup(False)
         recording = result.recording
         track.musicbrainz_id = recording.mbid
         if not track.title:
@@ -236,4 +275,4 @@ class Enricher:
             track.year = recording.year
         if not track.track_number and recording.track_number:
             track.track_number = recording.track_number
-        return True, ""
+        return _Lookup(True, release_mbid=recording.release_mbid or "")

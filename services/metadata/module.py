@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from services.kit.module.spec import Capability, ModuleParts, ModuleSpec, ServiceBinding
+from services.metadata.cover_art import CoverArtClient
 from services.metadata.enrich import Enricher
 from services.metadata.musicbrainz_api import MusicBrainzClient
 from services.metadata.servicer import MetadataServicer
@@ -20,12 +21,22 @@ __all__ = ["SPEC", "build"]
 def build(runtime: ModuleRuntime[MetadataSection]) -> ModuleParts:
     section = runtime.section
     client: MusicBrainzClient | None = None
+    covers: CoverArtClient | None = None
     if not section.offline:
         client = MusicBrainzClient(
             section.musicbrainz_url, user_agent=section.user_agent, timeout=section.timeout_s
         )
+        if section.cover_art:
+            covers = CoverArtClient(
+                section.cover_art_url,
+                user_agent=section.user_agent,
+                timeout=section.cover_art_timeout_s,
+                max_bytes=section.cover_art_max_bytes,
+                size=section.cover_art_size,
+            )
     enricher = Enricher(
         client,
+        covers=covers,
         offline=section.offline,
         roots=[*section.tag_dirs, runtime.settings.library_root],
         forbidden=[runtime.settings.state_dir],
@@ -45,6 +56,8 @@ def build(runtime: ModuleRuntime[MetadataSection]) -> ModuleParts:
         await servicer.outbox.close()
         if client is not None:
             await client.aclose()
+        if covers is not None:
+            await covers.aclose()
 
     return ModuleParts(
         services=[

@@ -36,6 +36,8 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
                 musicbrainz_matched=outcome.musicbrainz_matched,
                 lookup_skipped_reason=outcome.lookup_skipped_reason,
                 changed_tags=outcome.changed_tags,
+                cover_embedded=outcome.cover_embedded,
+                cover_skipped_reason=outcome.cover_skipped_reason,
             ),
             subject=outcome.file.path,
         )
@@ -45,6 +47,8 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
                 "path": outcome.file.path,
                 "changed_tags": outcome.changed_tags,
                 "musicbrainz_matched": outcome.musicbrainz_matched,
+                "cover_embedded": outcome.cover_embedded,
+                "cover_skipped_reason": outcome.cover_skipped_reason,
             },
         )
         return metadata_pb2.EnrichMetadataResponse(
@@ -53,6 +57,8 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
             musicbrainz_matched=outcome.musicbrainz_matched,
             lookup_skipped_reason=outcome.lookup_skipped_reason,
             changed_tags=outcome.changed_tags,
+            cover_embedded=outcome.cover_embedded,
+            cover_skipped_reason=outcome.cover_skipped_reason,
         )
 
     async def ReadTags(

@@ -4,22 +4,33 @@ Tag names are normalised to lower-case keys (title, artist, album, albumartist, 
 discnumber, date, isrc, musicbrainz_trackid, genre): ID3 frames (MP3, WAV, AIFF), Vorbis
 comments (FLAC, Ogg Vorbis, Opus) or MP4 atoms. Reading and writing go through the same table,
 so what the metadata module writes is what every reader (downloads, the library, folders)
-reads back. Works on mutagen's plain (not "easy") tag objects.
+reads back. Works on mutagen's plain (not "easy") tag objects. The front cover picture goes
+the same way for every container (`set_front_cover`, `front_cover`): an ID3 APIC frame, a FLAC
+picture block, an MP4 covr atom, or a Vorbis comment METADATA_BLOCK_PICTURE (base64 of a FLAC
+picture block, as Ogg Vorbis and Opus keep it).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
+from mutagen import flac as _flac
 from mutagen import id3 as _id3
 from mutagen import mp4 as _mp4
 
-__all__ = ["TAG_KEYS", "read_tags", "set_tag"]
+__all__ = ["TAG_KEYS", "front_cover", "read_tags", "set_front_cover", "set_tag"]
 
 # mutagen ships py.typed but leaves the tag classes' methods unannotated, which strict mypy
 # rejects at every call; the tag modules are used through Any instead.
 id3: Any = _id3
 mp4: Any = _mp4
+flac: Any = _flac
+
+# The picture type of a front cover in ID3 APIC frames and FLAC picture blocks alike.
+FRONT_COVER = 3
+_VORBIS_PICTURE = "metadata_block_picture"
 
 # The normalised tag names, in the order they are reported.
 TAG_KEYS: tuple[str, ...] = (
@@ -141,3 +152,73 @@ def set_tag(tags: Any, key: str, value: str) -> None:
             ]
         return
     tags[key] = [value]
+
+
+def set_front_cover(audio: Any, image: bytes, mime: str) -> None:
+    """Embed `image` (`mime`: image/jpeg or image/png) as the front cover of mutagen's `audio`
+    (a file object with tags), replacing any front cover it had; saving is the caller's."""
+    if audio.tags is None:
+        audio.add_tags()
+    tags = audio.tags
+    if isinstance(tags, id3.ID3):
+        for frame in tags.getall("APIC"):
+            if frame.type == FRONT_COVER:
+                del tags[frame.HashKey]
+        tags.add(id3.APIC(encoding=3, mime=mime, type=FRONT_COVER, desc="Cover", data=image))
+        return
+    if isinstance(tags, mp4.MP4Tags):
+        kind = mp4.MP4Cover.FORMAT_PNG if mime == "image/png" else mp4.MP4Cover.FORMAT_JPEG
+        tags["covr"] = [mp4.MP4Cover(image, imageformat=kind)]
+        return
+    picture = flac.Picture()
+    picture.type = FRONT_COVER
+    picture.mime = mime
+    picture.desc = "Cover"
+    picture.data = image
+    if isinstance(audio, flac.FLAC):
+        kept = [p for p in audio.pictures if p.type != FRONT_COVER]
+        audio.clear_pictures()
+        for other in [*kept, picture]:
+            audio.add_picture(other)
+        return
+    # Ogg Vorbis and Opus: the FLAC picture block, base64-encoded, in a Vorbis comment.
+    others = [v for v in tags.get(_VORBIS_PICTURE) or [] if _vorbis_picture_type(v) != FRONT_COVER]
+    tags[_VORBIS_PICTURE] = [*others, base64.b64encode(picture.write()).decode("ascii")]
+
+
+def _vorbis_picture(value: str) -> Any:
+    """The FLAC picture block a METADATA_BLOCK_PICTURE comment holds, or None when damaged."""
+    try:
+        return flac.Picture(base64.b64decode(value))
+    except (binascii.Error, ValueError, flac.error):
+        return None
+
+
+def _vorbis_picture_type(value: str) -> int | None:
+    picture = _vorbis_picture(value)
+    return None if picture is None else int(picture.type)
+
+
+def front_cover(audio: Any) -> bytes | None:
+    """The front cover image mutagen's `audio` carries, or None."""
+    tags = audio.tags
+    if isinstance(audio, flac.FLAC):
+        for picture in audio.pictures:
+            if picture.type == FRONT_COVER:
+                return bytes(picture.data)
+        return None
+    if tags is None:
+        return None
+    if isinstance(tags, id3.ID3):
+        for frame in tags.getall("APIC"):
+            if frame.type == FRONT_COVER:
+                return bytes(frame.data)
+        return None
+    if isinstance(tags, mp4.MP4Tags):
+        covers = tags.get("covr") or []
+        return bytes(covers[0]) if covers else None
+    for value in tags.get(_VORBIS_PICTURE) or []:
+        picture = _vorbis_picture(value)  # a damaged block counts as none
+        if picture is not None and picture.type == FRONT_COVER:
+            return bytes(picture.data)
+    return None

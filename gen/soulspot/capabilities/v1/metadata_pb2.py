@@ -27,7 +27,7 @@ from soulspot.common.v1 import references_pb2 as soulspot_dot_common_dot_v1_dot_
 from soulspot.options.v1 import options_pb2 as soulspot_dot_options_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'soulspot/capabilities/v1/metadata.proto\x12\x18soulspot.capabilities.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a#soulspot/common/v1/references.proto\x1a!soulspot/options/v1/options.proto\"\x92\x01\n\x15\x45nrichMetadataRequest\x12\x31\n\x05track\x18\x01 \x01(\x0b\x32\".soulspot.common.v1.TrackReference\x12\x35\n\x04\x66ile\x18\x02 \x01(\x0b\x32!.soulspot.common.v1.FileReferenceB\x04\xe2\x41\x01\x02\x12\x0f\n\x07offline\x18\x03 \x01(\x08\"\xce\x01\n\x16\x45nrichMetadataResponse\x12\x31\n\x05track\x18\x01 \x01(\x0b\x32\".soulspot.common.v1.TrackReference\x12/\n\x04\x66ile\x18\x02 \x01(\x0b\x32!.soulspot.common.v1.FileReference\x12\x1b\n\x13musicbrainz_matched\x18\x03 \x01(\x08\x12\x1d\n\x15lookup_skipped_reason\x18\x04 \x01(\t\x12\x14\n\x0c\x63hanged_tags\x18\x05 \x03(\t\"H\n\x0fReadTagsRequest\x12\x35\n\x04\x66ile\x18\x01 \x01(\x0b\x32!.soulspot.common.v1.FileReferenceB\x04\xe2\x41\x01\x02\"v\n\x10ReadTagsResponse\x12\x31\n\x05track\x18\x01 \x01(\x0b\x32\".soulspot.common.v1.TrackReference\x12/\n\x04\x66ile\x18\x02 \x01(\x0b\x32!.soulspot.common.v1.FileReference2\x9a\x02\n\x0fMetadataService\x12\x8c\x01\n\x0e\x45nrichMetadata\x12/.soulspot.capabilities.v1.EnrichMetadataRequest\x1a\x30.soulspot.capabilities.v1.EnrichMetadataResponse\"\x17\xaa\xbb\x18\x13\n\x0f\x65nrich.metadata\x10\x01\x12x\n\x08ReadTags\x12).soulspot.capabilities.v1.ReadTagsRequest\x1a*.soulspot.capabilities.v1.ReadTagsResponse\"\x15\xaa\xbb\x18\x11\n\rmetadata.read\x10\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'soulspot/capabilities/v1/metadata.proto\x12\x18soulspot.capabilities.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a#soulspot/common/v1/references.proto\x1a!soulspot/options/v1/options.proto\"\x92\x01\n\x15\x45nrichMetadataRequest\x12\x31\n\x05track\x18\x01 \x01(\x0b\x32\".soulspot.common.v1.TrackReference\x12\x35\n\x04\x66ile\x18\x02 \x01(\x0b\x32!.soulspot.common.v1.FileReferenceB\x04\xe2\x41\x01\x02\x12\x0f\n\x07offline\x18\x03 \x01(\x08\"\x84\x02\n\x16\x45nrichMetadataResponse\x12\x31\n\x05track\x18\x01 \x01(\x0b\x32\".soulspot.common.v1.TrackReference\x12/\n\x04\x66ile\x18\x02 \x01(\x0b\x32!.soulspot.common.v1.FileReference\x12\x1b\n\x13musicbrainz_matched\x18\x03 \x01(\x08\x12\x1d\n\x15lookup_skipped_reason\x18\x04 \x01(\t\x12\x14\n\x0c\x63hanged_tags\x18\x05 \x03(\t\x12\x16\n\x0e\x63over_embedded\x18\x06 \x01(\x08\x12\x1c\n\x14\x63over_skipped_reason\x18\x07 \x01(\t\"H\n\x0fReadTagsRequest\x12\x35\n\x04\x66ile\x18\x01 \x01(\x0b\x32!.soulspot.common.v1.FileReferenceB\x04\xe2\x41\x01\x02\"v\n\x10ReadTagsResponse\x12\x31\n\x05track\x18\x01 \x01(\x0b\x32\".soulspot.common.v1.TrackReference\x12/\n\x04\x66ile\x18\x02 \x01(\x0b\x32!.soulspot.common.v1.FileReference2\x9a\x02\n\x0fMetadataService\x12\x8c\x01\n\x0e\x45nrichMetadata\x12/.soulspot.capabilities.v1.EnrichMetadataRequest\x1a\x30.soulspot.capabilities.v1.EnrichMetadataResponse\"\x17\xaa\xbb\x18\x13\n\x0f\x65nrich.metadata\x10\x01\x12x\n\x08ReadTags\x12).soulspot.capabilities.v1.ReadTagsRequest\x1a*.soulspot.capabilities.v1.ReadTagsResponse\"\x15\xaa\xbb\x18\x11\n\rmetadata.read\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,11 +45,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENRICHMETADATAREQUEST']._serialized_start=175
   _globals['_ENRICHMETADATAREQUEST']._serialized_end=321
   _globals['_ENRICHMETADATARESPONSE']._serialized_start=324
-  _globals['_ENRICHMETADATARESPONSE']._serialized_end=530
-  _globals['_READTAGSREQUEST']._serialized_start=532
-  _globals['_READTAGSREQUEST']._serialized_end=604
-  _globals['_READTAGSRESPONSE']._serialized_start=606
-  _globals['_READTAGSRESPONSE']._serialized_end=724
-  _globals['_METADATASERVICE']._serialized_start=727
-  _globals['_METADATASERVICE']._serialized_end=1009
+  _globals['_ENRICHMETADATARESPONSE']._serialized_end=584
+  _globals['_READTAGSREQUEST']._serialized_start=586
+  _globals['_READTAGSREQUEST']._serialized_end=658
+  _globals['_READTAGSRESPONSE']._serialized_start=660
+  _globals['_READTAGSRESPONSE']._serialized_end=778
+  _globals['_METADATASERVICE']._serialized_start=781
+  _globals['_METADATASERVICE']._serialized_end=1063
 # @@protoc_insertion_point(module_scope)

@@ -64,10 +64,18 @@ class EnrichMetadataResponse(_message.Message):
     MUSICBRAINZ_MATCHED_FIELD_NUMBER: _builtins.int
     LOOKUP_SKIPPED_REASON_FIELD_NUMBER: _builtins.int
     CHANGED_TAGS_FIELD_NUMBER: _builtins.int
+    COVER_EMBEDDED_FIELD_NUMBER: _builtins.int
+    COVER_SKIPPED_REASON_FIELD_NUMBER: _builtins.int
     musicbrainz_matched: _builtins.bool
     """True when a MusicBrainz recording was matched."""
     lookup_skipped_reason: _builtins.str
     """Why the online lookup was skipped, when it was."""
+    cover_embedded: _builtins.bool
+    """True when a front cover from the Cover Art Archive was embedded."""
+    cover_skipped_reason: _builtins.str
+    """Why no cover was embedded, when none was (already there, offline, no release matched,
+    archive unreachable, no cover, too big, not a JPEG or PNG).
+    """
     @_builtins.property
     def track(self) -> _references_pb2.TrackReference:
         """The track with everything learned."""
@@ -88,10 +96,12 @@ class EnrichMetadataResponse(_message.Message):
         musicbrainz_matched: _builtins.bool = ...,
         lookup_skipped_reason: _builtins.str = ...,
         changed_tags: _abc.Iterable[_builtins.str] | None = ...,
+        cover_embedded: _builtins.bool = ...,
+        cover_skipped_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["file", b"file", "track", b"track"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_tags", b"changed_tags", "file", b"file", "lookup_skipped_reason", b"lookup_skipped_reason", "musicbrainz_matched", b"musicbrainz_matched", "track", b"track"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_tags", b"changed_tags", "cover_embedded", b"cover_embedded", "cover_skipped_reason", b"cover_skipped_reason", "file", b"file", "lookup_skipped_reason", b"lookup_skipped_reason", "musicbrainz_matched", b"musicbrainz_matched", "track", b"track"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

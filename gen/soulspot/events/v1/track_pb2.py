@@ -27,7 +27,7 @@ from soulspot.common.v1 import references_pb2 as soulspot_dot_common_dot_v1_dot_
 from soulspot.options.v1 import options_pb2 as soulspot_dot_options_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esoulspot/events/v1/track.proto\x12\x12soulspot.events.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a#soulspot/common/v1/references.proto\x1a!soulspot/options/v1/options.proto\"\x87\x02\n\x10MetadataEnriched\x12\x37\n\x05track\x18\x01 \x01(\x0b\x32\".soulspot.common.v1.TrackReferenceB\x04\xe2\x41\x01\x02\x12\x35\n\x04\x66ile\x18\x02 \x01(\x0b\x32!.soulspot.common.v1.FileReferenceB\x04\xe2\x41\x01\x02\x12\x1b\n\x13musicbrainz_matched\x18\x03 \x01(\x08\x12\x1d\n\x15lookup_skipped_reason\x18\x04 \x01(\t\x12\x14\n\x0c\x63hanged_tags\x18\x05 \x03(\t:1\xa2\xbb\x18-\n\x11metadata.enriched\x12\x05\x31.0.0\x1a\x08metadata\"\x07library\"\xe6\x01\n\rTrackImported\x12\x37\n\x05track\x18\x01 \x01(\x0b\x32\".soulspot.common.v1.TrackReferenceB\x04\xe2\x41\x01\x02\x12\x35\n\x04\x66ile\x18\x02 \x01(\x0b\x32!.soulspot.common.v1.FileReferenceB\x04\xe2\x41\x01\x02\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x14\n\x0c\x64uplicate_of\x18\x04 \x01(\t:<\xa2\xbb\x18\x38\n\x0etrack.imported\x12\x05\x31.0.0\x1a\x07library\"\x07\x63\x61talog\"\rnotifications\"\xf7\x01\n\nTrackReady\x12\x37\n\x05track\x18\x01 \x01(\x0b\x32\".soulspot.common.v1.TrackReferenceB\x04\xe2\x41\x01\x02\x12\x35\n\x04\x66ile\x18\x02 \x01(\x0b\x32!.soulspot.common.v1.FileReferenceB\x04\xe2\x41\x01\x02\x12\x17\n\x0fpipeline_run_id\x18\x03 \x01(\t\x12\x15\n\rskipped_steps\x18\x04 \x03(\t\x12\x13\n\x0b\x64ownload_id\x18\x05 \x01(\t:4\xa2\xbb\x18\x30\n\x0btrack.ready\x12\x05\x31.0.0\x1a\x06router\"\x03\x63li\"\rnotificationsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esoulspot/events/v1/track.proto\x12\x12soulspot.events.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a#soulspot/common/v1/references.proto\x1a!soulspot/options/v1/options.proto\"\xbd\x02\n\x10MetadataEnriched\x12\x37\n\x05track\x18\x01 \x01(\x0b\x32\".soulspot.common.v1.TrackReferenceB\x04\xe2\x41\x01\x02\x12\x35\n\x04\x66ile\x18\x02 \x01(\x0b\x32!.soulspot.common.v1.FileReferenceB\x04\xe2\x41\x01\x02\x12\x1b\n\x13musicbrainz_matched\x18\x03 \x01(\x08\x12\x1d\n\x15lookup_skipped_reason\x18\x04 \x01(\t\x12\x14\n\x0c\x63hanged_tags\x18\x05 \x03(\t\x12\x16\n\x0e\x63over_embedded\x18\x06 \x01(\x08\x12\x1c\n\x14\x63over_skipped_reason\x18\x07 \x01(\t:1\xa2\xbb\x18-\n\x11metadata.enriched\x12\x05\x31.1.0\x1a\x08metadata\"\x07library\"\xe6\x01\n\rTrackImported\x12\x37\n\x05track\x18\x01 \x01(\x0b\x32\".soulspot.common.v1.TrackReferenceB\x04\xe2\x41\x01\x02\x12\x35\n\x04\x66ile\x18\x02 \x01(\x0b\x32!.soulspot.common.v1.FileReferenceB\x04\xe2\x41\x01\x02\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x14\n\x0c\x64uplicate_of\x18\x04 \x01(\t:<\xa2\xbb\x18\x38\n\x0etrack.imported\x12\x05\x31.0.0\x1a\x07library\"\x07\x63\x61talog\"\rnotifications\"\xf7\x01\n\nTrackReady\x12\x37\n\x05track\x18\x01 \x01(\x0b\x32\".soulspot.common.v1.TrackReferenceB\x04\xe2\x41\x01\x02\x12\x35\n\x04\x66ile\x18\x02 \x01(\x0b\x32!.soulspot.common.v1.FileReferenceB\x04\xe2\x41\x01\x02\x12\x17\n\x0fpipeline_run_id\x18\x03 \x01(\t\x12\x15\n\rskipped_steps\x18\x04 \x03(\t\x12\x13\n\x0b\x64ownload_id\x18\x05 \x01(\t:4\xa2\xbb\x18\x30\n\x0btrack.ready\x12\x05\x31.0.0\x1a\x06router\"\x03\x63li\"\rnotificationsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,7 +39,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_METADATAENRICHED'].fields_by_name['file']._loaded_options = None
   _globals['_METADATAENRICHED'].fields_by_name['file']._serialized_options = b'\342A\001\002'
   _globals['_METADATAENRICHED']._loaded_options = None
-  _globals['_METADATAENRICHED']._serialized_options = b'\242\273\030-\n\021metadata.enriched\022\0051.0.0\032\010metadata\"\007library'
+  _globals['_METADATAENRICHED']._serialized_options = b'\242\273\030-\n\021metadata.enriched\022\0051.1.0\032\010metadata\"\007library'
   _globals['_TRACKIMPORTED'].fields_by_name['track']._loaded_options = None
   _globals['_TRACKIMPORTED'].fields_by_name['track']._serialized_options = b'\342A\001\002'
   _globals['_TRACKIMPORTED'].fields_by_name['file']._loaded_options = None
@@ -53,9 +53,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRACKREADY']._loaded_options = None
   _globals['_TRACKREADY']._serialized_options = b'\242\273\0300\n\013track.ready\022\0051.0.0\032\006router\"\003cli\"\rnotifications'
   _globals['_METADATAENRICHED']._serialized_start=160
-  _globals['_METADATAENRICHED']._serialized_end=423
-  _globals['_TRACKIMPORTED']._serialized_start=426
-  _globals['_TRACKIMPORTED']._serialized_end=656
-  _globals['_TRACKREADY']._serialized_start=659
-  _globals['_TRACKREADY']._serialized_end=906
+  _globals['_METADATAENRICHED']._serialized_end=477
+  _globals['_TRACKIMPORTED']._serialized_start=480
+  _globals['_TRACKIMPORTED']._serialized_end=710
+  _globals['_TRACKREADY']._serialized_start=713
+  _globals['_TRACKREADY']._serialized_end=960
 # @@protoc_insertion_point(module_scope)
