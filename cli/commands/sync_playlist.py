@@ -1,6 +1,11 @@
 """`soulspot sync-playlist`: every track of a playlist into the library, through the shared
 work queue.
 
+The tracks come from the playlist.tracks capability (a Spotify playlist, or `liked` for the
+user's liked songs), or from a file: `--csv` (Artist, Title, Album, Length columns) or
+`--list` ("Artist - Title" lines). Once the jobs are handled, the library writes the
+playlist's M3U file (unless `--no-m3u`).
+
 One playlist.track_requested job per track goes to the queue that local workers (and any
 `soulspot worker` processes) consume; the command collects their playlist.track_handled
 events for this sync and prints a table of outcomes.
@@ -11,23 +16,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from pathlib import Path  # noqa: TC003 (typer reads the annotation at runtime)
 from typing import TYPE_CHECKING, Annotated
 
-import grpc
 import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from cli.console import console, err_console
 from cli.download_watch import WATCHER_IDLE_S
 from cli.identity import CLIENT, instance_name
+from cli.playlist_file import write_m3u
 from cli.playlist_worker import PlaylistWorker
 from cli.router_connection import RouterOption, router_address
+from cli.sources import SourceError, read_csv, read_list
 from cli.tables import playlist_outcomes_table
+from services.kit.clients.playlist import read_playlist
 from services.kit.events.client import EventHandlers, RouterPublisher, Subscriber
 from services.kit.rpc.channel import open_channel
 from services.kit.rpc.context import bind, new_correlation_id, new_traceparent
-from services.kit.rpc.errors import MeshError, from_rpc_error
-from soulspot.capabilities.v1 import playlist_pb2, playlist_pb2_grpc
+from services.kit.rpc.errors import MeshError
 from soulspot.events.v1 import playlist_pb2 as playlist_events_pb2
 from soulspot.router.v1 import router_pb2
 
@@ -35,11 +42,24 @@ if TYPE_CHECKING:
     from soulspot.common.v1 import references_pb2
     from soulspot.events.v1 import envelope_pb2
 
-PLAYLIST_READ_TIMEOUT_S = 120.0
+    Tracks = list[tuple[int, references_pb2.TrackReference]]
 
 
 def sync_playlist(
-    playlist: Annotated[str, typer.Argument(help="A playlist id or share URL.")],
+    playlist: Annotated[
+        str | None,
+        typer.Argument(help="A playlist id or share URL, or `liked` for your liked songs."),
+    ] = None,
+    csv_file: Annotated[
+        Path | None,
+        typer.Option("--csv", help="A CSV file with Artist, Title, Album, Length columns."),
+    ] = None,
+    list_file: Annotated[
+        Path | None, typer.Option("--list", help='A text file of "Artist - Title" lines.')
+    ] = None,
+    m3u: Annotated[
+        bool, typer.Option("--m3u/--no-m3u", help="Write the playlist's M3U in the library.")
+    ] = True,
     workers: Annotated[
         int,
         typer.Option(
@@ -52,19 +72,49 @@ def sync_playlist(
     router: RouterOption = None,
 ) -> None:
     """Bring every track of a playlist into the library, through the shared work queue."""
+    given = [g for g in (playlist, csv_file, list_file) if g is not None]
+    if len(given) != 1:
+        err_console.print("[red]name one source:[/] a playlist, --csv FILE or --list FILE")
+        raise typer.Exit(2)
+    from_file: tuple[str, Tracks] | None = None
+    try:
+        if csv_file is not None:
+            from_file = csv_file.stem, list(enumerate(read_csv(csv_file), 1))
+        elif list_file is not None:
+            from_file = list_file.stem, list(enumerate(read_list(list_file), 1))
+    except SourceError as err:
+        # Nothing is started for a file that cannot be read whole.
+        err_console.print(f"[red]cannot read the track list:[/] {err}")
+        raise typer.Exit(1) from err
     raise typer.Exit(
-        asyncio.run(_sync_playlist(playlist, workers, timeout, router_address(router)))
+        asyncio.run(
+            _sync_playlist(
+                playlist or "", from_file, workers, timeout, router_address(router), m3u=m3u
+            )
+        )
     )
 
 
-async def _sync_playlist(playlist: str, workers: int, limit_s: float, router: str) -> int:
+async def _sync_playlist(
+    playlist: str,
+    from_file: tuple[str, Tracks] | None,
+    workers: int,
+    limit_s: float,
+    router: str,
+    *,
+    m3u: bool,
+) -> int:
     with bind(new_correlation_id(), new_traceparent()):
         async with open_channel(router) as channel:
-            try:
-                tracks = await _playlist_tracks(channel, playlist)
-            except MeshError as err:
-                err_console.print(f"[red]cannot read the playlist:[/] {err.message}")
-                return 1
+            if from_file is not None:
+                name, tracks = from_file
+            else:
+                try:
+                    read = await read_playlist(channel, playlist)
+                except MeshError as err:
+                    err_console.print(f"[red]cannot read the playlist:[/] {err.message}")
+                    return 1
+                name, tracks = read.name or playlist, read.tracks
             if not tracks:
                 console.print("the playlist is empty")
                 return 0
@@ -104,7 +154,7 @@ async def _sync_playlist(playlist: str, workers: int, limit_s: float, router: st
                 TimeElapsedColumn(),
                 console=console,
             )
-            bar = progress.add_task(f"playlist {playlist}", total=len(tracks))
+            bar = progress.add_task(f"playlist {name}", total=len(tracks))
             await collector.start()
             await collector.wait_connected()
             for worker in local:
@@ -131,21 +181,6 @@ async def _sync_playlist(playlist: str, workers: int, limit_s: float, router: st
             missing = len(tracks) - len(results)
             if missing:
                 err_console.print(f"[red]{missing} tracks not handled within {limit_s:.0f}s[/]")
+            if m3u:
+                await write_m3u(channel, name, tracks)
             return 1 if failed or missing else 0
-
-
-async def _playlist_tracks(
-    channel: grpc.aio.Channel, playlist: str
-) -> list[tuple[int, references_pb2.TrackReference]]:
-    stub = playlist_pb2_grpc.PlaylistServiceStub(channel)
-    tracks: list[tuple[int, references_pb2.TrackReference]] = []
-    call = stub.ListPlaylistTracks(
-        playlist_pb2.ListPlaylistTracksRequest(playlist_id=playlist),
-        timeout=PLAYLIST_READ_TIMEOUT_S,
-    )
-    try:
-        async for item in call:
-            tracks.append((item.position or len(tracks) + 1, item.track))
-    except grpc.aio.AioRpcError as err:
-        raise from_rpc_error(err) from err
-    return tracks

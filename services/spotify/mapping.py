@@ -3,12 +3,19 @@ MeshError a caller (and the router's fallback) should see."""
 
 from __future__ import annotations
 
-from services.kit.rpc.errors import MeshError, NotFound, ResourceExhausted, Unavailable
+from services.kit.rpc.errors import (
+    FailedPrecondition,
+    MeshError,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from services.spotify.settings import NO_CREDENTIALS
 from services.spotify.spotify_api import (
     PlaylistNotAccessible,
     SpotifyAuthError,
     SpotifyError,
+    SpotifyLoginNeeded,
     SpotifyNotConfigured,
     SpotifyRateLimited,
     SpotifyTrack,
@@ -41,6 +48,9 @@ def mesh_error(err: SpotifyError) -> MeshError:
     """
     if isinstance(err, PlaylistNotAccessible):
         return NotFound(str(err))
+    if isinstance(err, SpotifyLoginNeeded):
+        # No other module can read this user's Spotify: the user has to log in first.
+        return FailedPrecondition(str(err))
     if isinstance(err, SpotifyNotConfigured):
         return Unavailable(NO_CREDENTIALS)
     if isinstance(err, SpotifyRateLimited):

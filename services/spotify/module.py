@@ -33,6 +33,7 @@ def build(runtime: ModuleRuntime[SpotifySection]) -> ModuleParts:
         accounts_base=section.accounts_url,
         timeout=section.timeout_s,
         market=section.market or None,
+        token_file=section.token_file or runtime.settings.state_dir / "spotify" / "token.json",
     )
 
     async def probe() -> None:

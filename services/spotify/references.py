@@ -1,16 +1,25 @@
-"""Turning what a user pastes (share URL, URI, bare id) into a Spotify playlist id."""
+"""Turning what a user pastes (share URL, URI, bare id, "liked") into a Spotify playlist id."""
 
 from __future__ import annotations
 
 import re
 from urllib.parse import urlsplit
 
-__all__ = ["parse_playlist_id"]
+__all__ = ["LIKED", "is_liked_songs", "parse_playlist_id"]
+
+# What names the user's liked songs: "liked", or the URI Spotify's apps copy for them.
+LIKED = "liked"
+_LIKED_URI = re.compile(r"spotify:user:[^:]+:collection")
 
 _ID = re.compile(r"[A-Za-z0-9]+")
 # spotify:playlist:ID and the older spotify:user:NAME:playlist:ID
 _URI = re.compile(r"spotify:(?:user:[^:]+:)?playlist:([A-Za-z0-9]+)")
 _HOSTS = frozenset({"open.spotify.com", "play.spotify.com", "spotify.link"})
+
+
+def is_liked_songs(text: str) -> bool:
+    value = text.strip()
+    return value.lower() in (LIKED, "liked-songs") or bool(_LIKED_URI.fullmatch(value))
 
 
 def parse_playlist_id(text: str) -> str | None:

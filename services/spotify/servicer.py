@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from services.kit.rpc.errors import InvalidArgument, bad_request
 from services.spotify.mapping import mesh_error, track_reference
-from services.spotify.references import parse_playlist_id
-from services.spotify.spotify_api import SpotifyError
+from services.spotify.references import is_liked_songs, parse_playlist_id
+from services.spotify.spotify_api import LIKED_SONGS_NAME, SpotifyError
 from soulspot.capabilities.v1 import playlist_pb2, playlist_pb2_grpc, search_pb2, search_pb2_grpc
 
 if TYPE_CHECKING:
@@ -81,6 +81,10 @@ class PlaylistServicer(playlist_pb2_grpc.PlaylistServiceServicer):
         request: playlist_pb2.ListPlaylistTracksRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[playlist_pb2.ListPlaylistTracksResponse]:
+        if is_liked_songs(request.playlist_id):
+            async for item in self._liked_songs():
+                yield item
+            return
         playlist_id = parse_playlist_id(request.playlist_id)
         if playlist_id is None:
             raise InvalidArgument(
@@ -88,8 +92,8 @@ class PlaylistServicer(playlist_pb2_grpc.PlaylistServiceServicer):
                 details=[
                     bad_request(
                         {
-                            "playlist_id": "expected an id, spotify:playlist:ID or "
-                            "https://open.spotify.com/playlist/ID"
+                            "playlist_id": "expected an id, spotify:playlist:ID, "
+                            "https://open.spotify.com/playlist/ID or liked"
                         }
                     )
                 ],
@@ -109,6 +113,24 @@ class PlaylistServicer(playlist_pb2_grpc.PlaylistServiceServicer):
                     position=position,
                     total=playlist["total"],
                     playlist_name=playlist["name"],
+                )
+        except SpotifyError as err:
+            await self._on_backend_error(err)
+            raise mesh_error(err) from err
+
+    async def _liked_songs(self) -> AsyncIterator[playlist_pb2.ListPlaylistTracksResponse]:
+        """The logged-in user's liked songs as a playlist; FAILED_PRECONDITION, naming the
+        login command, when there is no login Spotify accepts."""
+        try:
+            total = await self._client.liked_total()
+            position = 0
+            async for track in self._client.liked_tracks():
+                position += 1
+                yield playlist_pb2.ListPlaylistTracksResponse(
+                    track=track_reference(track),
+                    position=position,
+                    total=total,
+                    playlist_name=LIKED_SONGS_NAME,
                 )
         except SpotifyError as err:
             await self._on_backend_error(err)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path  # noqa: TC003 (pydantic reads the annotation at runtime)
+
 from services.kit.module.spec import ModuleSection
 from services.kit.support.settings import KitSettings
 from services.spotify.spotify_api import DEFAULT_ACCOUNTS_BASE, DEFAULT_API_BASE
@@ -32,6 +34,10 @@ class SpotifySection(ModuleSection):
     # downloaded through the router); 0 skips the lookup. Results not confirmed in time
     # show as not in the library.
     library_lookup_timeout_s: float = 0.5
+    # SOULSPOT_SPOTIFY__TOKEN_FILE: the user's login (refresh token) that `soulspot login
+    # spotify` stores, for liked songs and private playlists; default
+    # <state dir>/spotify/token.json.
+    token_file: Path | None = None
 
 
 class SpotifySettings(KitSettings):

@@ -1,6 +1,9 @@
-"""Async client for the Spotify Web API with the client-credentials flow.
+"""Async client for the Spotify Web API with the client-credentials flow, and the user's own
+login for liked songs and private playlists.
 
-Client credentials give catalogue access (search, public playlists) without a user. Two
+Client credentials give catalogue access (search, public playlists) without a user; once
+`soulspot login spotify` stored a refresh token (services/spotify/user_token.py), playlists
+and liked songs are read as that user. Two
 behaviours surprise people and are made explicit here: Spotify-owned editorial and
 algorithmic playlists answer 404 to client-credentials apps (:class:`PlaylistNotAccessible`),
 and 429 answers carry ``Retry-After`` that must be honoured.
@@ -15,15 +18,19 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import httpx
 
 from services.kit.support.http_client import PooledHttpClient
+from services.spotify.user_token import UserAuth
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
 __all__ = [
+    "LIKED_SONGS_NAME",
     "PlaylistNotAccessible",
     "SpotifyAuthError",
     "SpotifyClient",
     "SpotifyError",
+    "SpotifyLoginNeeded",
     "SpotifyNotConfigured",
     "SpotifyPlaylist",
     "SpotifyRateLimited",
@@ -39,6 +46,8 @@ DEFAULT_ACCOUNTS_BASE = "https://accounts.spotify.com"
 TOKEN_REFRESH_MARGIN_S = 60.0
 SEARCH_PAGE_MAX = 50
 PLAYLIST_PAGE_MAX = 100
+LIKED_PAGE_MAX = 50
+LIKED_SONGS_NAME = "Liked Songs"
 
 
 class SpotifyError(Exception):
@@ -51,6 +60,10 @@ class SpotifyNotConfigured(SpotifyError):
 
 class SpotifyAuthError(SpotifyError):
     """Spotify rejected the client credentials or the token."""
+
+
+class SpotifyLoginNeeded(SpotifyError):
+    """The call needs the user's login, and there is none Spotify accepts."""
 
 
 class SpotifyUnreachable(SpotifyError):
@@ -130,6 +143,7 @@ class SpotifyClient(PooledHttpClient):
         max_retry_after_s: float = 30.0,
         max_rate_limit_retries: int = 3,
         market: str | None = None,
+        token_file: Path | None = None,
     ) -> None:
         self._client_id = client_id or ""
         self._client_secret = client_secret or ""
@@ -143,6 +157,17 @@ class SpotifyClient(PooledHttpClient):
         self._token_expires_at = 0.0
         # Several coroutines may find the token stale at once; one refresh is enough.
         self._token_lock = asyncio.Lock()
+        self.user: UserAuth | None = None
+        if token_file is not None:
+            self.user = UserAuth(
+                self._http,
+                accounts_base=self.accounts_base,
+                client_id=self._client_id,
+                token_file=token_file,
+                login_needed=SpotifyLoginNeeded,
+                unreachable=SpotifyUnreachable,
+                failed=SpotifyError,
+            )
 
     @property
     def configured(self) -> bool:
@@ -189,9 +214,23 @@ class SpotifyClient(PooledHttpClient):
 
     # -- requests ------------------------------------------------------------------------------
 
-    async def _get(self, url: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        """GET with the bearer token; refresh once on 401, honour Retry-After on 429."""
-        token = await self._access_token()
+    def _as_user(self) -> bool:
+        """Whether playlists are read as the logged-in user (who may see private ones)."""
+        return self.user is not None and self.user.logged_in
+
+    async def _token_for(self, user: bool, rejected: str | None = None) -> str:
+        if not user:
+            return await self._access_token(rejected=rejected)
+        if self.user is None:
+            raise SpotifyLoginNeeded("this module has no Spotify login file configured")
+        return await self.user.access_token(rejected=rejected)
+
+    async def _get(
+        self, url: str, params: dict[str, Any] | None = None, *, user: bool = False
+    ) -> dict[str, Any]:
+        """GET with the bearer token (the user's when `user`); refresh once on 401, honour
+        Retry-After on 429."""
+        token = await self._token_for(user)
         refreshed = False
         rate_limited = 0
         while True:
@@ -203,7 +242,7 @@ class SpotifyClient(PooledHttpClient):
                 raise SpotifyUnreachable(f"Spotify API unreachable: {exc}") from exc
             if response.status_code == 401 and not refreshed:
                 # Revoked or expired early: one fresh token, then give up.
-                token = await self._access_token(rejected=token)
+                token = await self._token_for(user, rejected=token)
                 refreshed = True
                 continue
             if response.status_code == 429:
@@ -258,7 +297,7 @@ class SpotifyClient(PooledHttpClient):
         # first 100 items, which playlist_tracks fetches anyway.
         url = f"{self.api_base}/v1/playlists/{playlist_id}"
         try:
-            data = await self._get(url, {"fields": "name,tracks.total"})
+            data = await self._get(url, {"fields": "name,tracks.total"}, user=self._as_user())
         except _HTTPStatus as exc:
             if exc.status == 404:
                 raise PlaylistNotAccessible(playlist_id) from exc
@@ -274,9 +313,10 @@ class SpotifyClient(PooledHttpClient):
         if self._market and params is not None:
             params["market"] = self._market
         url: str | None = f"{self.api_base}/v1/playlists/{playlist_id}/tracks"
+        user = self._as_user()
         while url:
             try:
-                page = await self._get(url, params)
+                page = await self._get(url, params, user=user)
             except _HTTPStatus as exc:
                 if exc.status == 404:
                     raise PlaylistNotAccessible(playlist_id) from exc
@@ -288,6 +328,33 @@ class SpotifyClient(PooledHttpClient):
                 if not track or item.get("is_local") or track.get("is_local"):
                     continue
                 if track.get("type", "track") != "track" or not track.get("id"):
+                    continue
+                yield track_from_api(track)
+            url, params = page.get("next"), None
+
+    async def liked_total(self) -> int:
+        """How many songs the user liked (one small request)."""
+        url = f"{self.api_base}/v1/me/tracks"
+        try:
+            page = await self._get(url, {"limit": 1, "offset": 0}, user=True)
+        except _HTTPStatus as exc:
+            raise SpotifyError(f"Spotify liked songs failed: {exc}") from exc
+        return int(page.get("total") or 0)
+
+    async def liked_tracks(self) -> AsyncIterator[SpotifyTrack]:
+        """The user's liked songs, newest first as Spotify lists them, page by page."""
+        params: dict[str, Any] | None = {"limit": LIKED_PAGE_MAX, "offset": 0}
+        if self._market and params is not None:
+            params["market"] = self._market
+        url: str | None = f"{self.api_base}/v1/me/tracks"
+        while url:
+            try:
+                page = await self._get(url, params, user=True)
+            except _HTTPStatus as exc:
+                raise SpotifyError(f"Spotify liked songs failed: {exc}") from exc
+            for item in page.get("items") or []:
+                track = (item or {}).get("track")
+                if not track or track.get("is_local") or not track.get("id"):
                     continue
                 yield track_from_api(track)
             url, params = page.get("next"), None

@@ -2,7 +2,15 @@
 
 Not Spotify: a local test server serving
 
-* ``POST /api/token`` (client credentials, HTTP Basic; 400 ``invalid_client`` otherwise),
+* ``POST /api/token`` (client credentials, HTTP Basic; 400 ``invalid_client`` otherwise;
+  ``authorization_code`` with PKCE verification; ``refresh_token``, rotating the refresh token
+  on every use; 400 ``invalid_grant`` for a refresh token it no longer knows),
+* ``GET /authorize`` (authorization code flow with PKCE, S256 only): a redirect back to the
+  ``redirect_uri`` with ``code`` and ``state`` while :attr:`SpotifyStandin.consent` is true (the
+  test plays the user who consents), with ``error=access_denied`` otherwise,
+* ``GET /v1/me/tracks`` (liked songs, paged, a user's token only; 401 for an app's token),
+* private playlists (:attr:`SpotifyStandin.private_playlists`): 404 for an app's token, as
+  Spotify answers, and readable with a user's token,
 * ``GET /v1/search?type=track`` with ``limit``/``offset`` paging and absolute ``next`` URLs,
 * ``GET /v1/playlists/{id}?fields=...`` (dotted ``fields`` paths such as ``name,tracks.total``),
 * ``GET /v1/playlists/{id}/tracks`` paging (null tracks and local files included, as Spotify
@@ -17,12 +25,13 @@ Both the accounts and API paths are served from the same base URL.
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import secrets
 import threading
 import time
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from tests.standins import LoggedRequest, Reply, StandinServer, json_reply
 
@@ -85,6 +94,8 @@ class SpotifyStandin(StandinServer):
         playlist_names: dict[str, str] | None = None,
         inaccessible_playlists: set[str] | None = None,
         token_lifetime_s: int = 3600,
+        liked: list[dict[str, Any]] | None = None,
+        private_playlists: set[str] | None = None,
     ) -> None:
         super().__init__()
         self.client_id = client_id
@@ -95,7 +106,18 @@ class SpotifyStandin(StandinServer):
         self.playlist_names = playlist_names or {}
         self.inaccessible_playlists = inaccessible_playlists or set()
         self.token_lifetime_s = token_lifetime_s
+        # Liked songs, newest first (as Spotify lists them).
+        self.liked = liked or []
+        self.private_playlists = private_playlists or set()
+        # Whether /authorize sends the browser back with a code (the user consents).
+        self.consent = True
         self.tokens: dict[str, float] = {}
+        # Access tokens issued to a user (the others are the app's client-credentials tokens).
+        self.user_tokens: set[str] = set()
+        self.refresh_tokens: set[str] = set()
+        self.refreshes = 0
+        # code -> (code_challenge, redirect_uri, client_id)
+        self._codes: dict[str, tuple[str, str, str]] = {}
         self.tokens_issued = 0
         self.rate_limited_served = 0
         self._pending_429: list[int] = []
@@ -120,11 +142,22 @@ class SpotifyStandin(StandinServer):
         with self._lock:
             self.tokens.clear()
 
+    def revoke_refresh_tokens(self) -> None:
+        """Forget every refresh token and user access token, as when the user removes the
+        app's access."""
+        with self._lock:
+            self.refresh_tokens.clear()
+            for token in self.user_tokens:
+                self.tokens.pop(token, None)
+            self.user_tokens.clear()
+
     # -- protocol ------------------------------------------------------------------------------
 
     def handle(self, request: LoggedRequest) -> Reply:
         if request.path == "/api/token" and request.method == "POST":
             return self._token(request)
+        if request.path == "/authorize" and request.method == "GET":
+            return self._authorize(request)
         if not request.path.startswith("/v1/"):
             return Reply(404)
         auth = request.headers.get("authorization", "")
@@ -143,6 +176,15 @@ class SpotifyStandin(StandinServer):
                     {"error": {"status": 429, "message": "API rate limit exceeded"}},
                     {"Retry-After": str(retry_after)},
                 )
+            as_user = token in self.user_tokens
+        if request.path == "/v1/me/tracks" and request.method == "GET":
+            if not as_user:
+                return json_reply(401, {"error": {"status": 401, "message": "Missing user"}})
+            return json_reply(200, self._paging(request, self.liked, "/v1/me/tracks", 50))
+        if request.path.startswith("/v1/playlists/") and not as_user:
+            playlist_id = request.path.split("/")[3]
+            if playlist_id in self.private_playlists:
+                return json_reply(404, {"error": {"status": 404, "message": "Not found"}})
         if request.path == "/v1/search" and request.method == "GET":
             return self._search(request)
         if match := re.fullmatch(r"/v1/playlists/([^/]+)/tracks", request.path):
@@ -151,8 +193,82 @@ class SpotifyStandin(StandinServer):
             return self._playlist_object(match.group(1), request)
         return json_reply(404, {"error": {"status": 404, "message": "Service not found"}})
 
+    def _authorize(self, request: LoggedRequest) -> Reply:
+        query = {k: v[0] for k, v in request.query.items()}
+        redirect_uri = query.get("redirect_uri", "")
+        problems = [
+            name
+            for name, ok in (
+                ("client_id", query.get("client_id") == self.client_id),
+                ("response_type", query.get("response_type") == "code"),
+                ("code_challenge_method", query.get("code_challenge_method") == "S256"),
+                ("code_challenge", len(query.get("code_challenge", "")) == 43),
+                ("redirect_uri", urlsplit(redirect_uri).scheme == "http"),
+            )
+            if not ok
+        ]
+        if problems:
+            return Reply(400, f"invalid request: {', '.join(problems)}".encode())
+        state = {"state": query["state"]} if "state" in query else {}
+        if not self.consent:
+            location = f"{redirect_uri}?{urlencode({'error': 'access_denied', **state})}"
+            return Reply(302, b"", {"Location": location})
+        code = secrets.token_urlsafe(24)
+        with self._lock:
+            self._codes[code] = (query["code_challenge"], redirect_uri, self.client_id)
+        return Reply(302, b"", {"Location": f"{redirect_uri}?{urlencode({'code': code, **state})}"})
+
+    def _user_tokens(self, *, scope: str = "user-library-read") -> Reply:
+        access = secrets.token_urlsafe(16)
+        refresh = secrets.token_urlsafe(32)
+        with self._lock:
+            self.tokens[access] = time.monotonic() + self.token_lifetime_s
+            self.user_tokens.add(access)
+            self.refresh_tokens.add(refresh)
+            self.tokens_issued += 1
+        return json_reply(
+            200,
+            {
+                "access_token": access,
+                "token_type": "Bearer",
+                "expires_in": self.token_lifetime_s,
+                "refresh_token": refresh,
+                "scope": scope,
+            },
+        )
+
+    def _grant(self, form: dict[str, list[str]]) -> Reply:
+        """The user grants: authorization_code (PKCE) and refresh_token."""
+        value = {k: v[0] for k, v in form.items()}
+        invalid = json_reply(400, {"error": "invalid_grant", "error_description": "Invalid grant"})
+        if value.get("client_id") != self.client_id:
+            return json_reply(
+                400, {"error": "invalid_client", "error_description": "Invalid client"}
+            )
+        if value["grant_type"] == "refresh_token":
+            with self._lock:
+                known = value.get("refresh_token") in self.refresh_tokens
+                if known:
+                    # Rotation: the used refresh token is retired, a new one comes back.
+                    self.refresh_tokens.discard(value["refresh_token"])
+                    self.refreshes += 1
+            return self._user_tokens() if known else invalid
+        with self._lock:
+            issued = self._codes.pop(value.get("code", ""), None)
+        if issued is None:
+            return invalid
+        challenge, redirect_uri, _client = issued
+        verifier = value.get("code_verifier", "")
+        digest = hashlib.sha256(verifier.encode()).digest()
+        computed = base64.urlsafe_b64encode(digest).decode().rstrip("=")
+        if computed != challenge or value.get("redirect_uri") != redirect_uri:
+            return invalid
+        return self._user_tokens()
+
     def _token(self, request: LoggedRequest) -> Reply:
         form = parse_qs(request.body.decode())
+        if form.get("grant_type") in (["authorization_code"], ["refresh_token"]):
+            return self._grant(form)
         expected = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
         if (
             form.get("grant_type") != ["client_credentials"]
