@@ -29,6 +29,8 @@ from router.routing.routing_table import RoutingTable
 from router.routing.warnings import WarningBoard
 from router.security.caller import Callers
 from router.security.policy import load_policy
+from router.watches.service import SERVICE_NAME as watches_service_name
+from router.xds.service import XdsService
 from services.kit.events.registry import default_registry
 from services.kit.observability.metrics import MeshMetrics, default_metrics, server_interceptors
 from services.kit.rpc.server import KitServer
@@ -39,6 +41,7 @@ from soulspot.router.v1 import (
     router_pb2,
     router_pb2_grpc,
     status_pb2_grpc,
+    watches_pb2_grpc,
 )
 
 if TYPE_CHECKING:
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
     from router.pipeline.engine import Pipeline
     from router.routing.registry import StatusCallback
     from router.settings import RouterSettings
+    from router.watches import PlaylistWatches
     from services.kit.security.tls import Transport
 
 log = logging.getLogger("soulspot.router")
@@ -62,6 +66,7 @@ class RouterApp:
         address: str | None = None,
         metrics: MeshMetrics | None = None,
         transport: Transport | None = None,
+        watches: PlaylistWatches | None = None,
     ) -> None:
         self.settings = settings
         section = settings.router
@@ -85,11 +90,21 @@ class RouterApp:
         self.callers = Callers(self.policy, secure=lambda: self.server.secure)
         if bus is not None:
             bus.callers = self.callers
+        # Playlists re-synced on a schedule (router/watches/), pass `watches=` to serve them.
+        self.watches = watches
+        if watches is not None:
+            watches.callers = self.callers
         self.registry_service = RegistryServicer(
             self.registry, self.watcher, self.table, self.callers
         )
         self.status_service = StatusServicer(
-            self.registry, self.catalog, self.warnings, bus=bus, pipeline=pipeline
+            self.registry, self.catalog, self.warnings, bus=bus, pipeline=pipeline, watches=watches
+        )
+        # Proxyless clients read routes, clusters and endpoints over xDS (router/xds/).
+        self.xds = (
+            XdsService(self.catalog, self.registry, self.callers, section.xds)
+            if section.xds.enabled
+            else None
         )
         # One implementation per RPC: RouterService hands each to the servicer that owns it.
         self.router_service = RouterServiceDelegate(
@@ -140,6 +155,14 @@ class RouterApp:
             lambda s: router_pb2_grpc.add_RouterServiceServicer_to_server(self.router_service, s),
             router_service.SERVICE_NAME,
         )
+        if self.xds is not None:
+            self.xds.add_to(self.server)
+        if self.watches is not None:
+            watches = self.watches
+            add(
+                lambda s: watches_pb2_grpc.add_PlaylistWatchServiceServicer_to_server(watches, s),
+                watches_service_name,
+            )
 
     @property
     def address(self) -> str:
@@ -174,6 +197,11 @@ class RouterApp:
         # Long streams end first, cleanly: cancelled by the server stop they would die with it.
         self.registry_service.close()
         self.table.close()
+        if self.xds is not None:
+            await self.xds.close()
+        if self.watches is not None:
+            # A run's calls go through this server: they must not hold its grace period open.
+            await self.watches.stop()
         await asyncio.sleep(0.05)
         await self.watcher.close()
         await self.server.stop(grace)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from router.bus.settings import BusSettings
+from router.xds.settings import XdsSection
 from services.kit.support.folder_list import DEFAULT_DOWNLOADS_DIR, FolderList
 from services.kit.support.settings import KitSettings, Section
 
@@ -50,6 +51,10 @@ class RouterSection(Section):
     routing_table_ttl_s: float = Field(default=30.0, gt=0, le=86400)
     # The post-download pipeline's steps; unset uses the shipped router/pipeline/pipeline.yaml.
     pipeline_file: str | None = None
+    # With the bus on JetStream, pipeline runs live in its KV, shared by every router; a
+    # router renews its lease every third of this, and a lease that has not moved for this
+    # long is dead: another router takes its runs over.
+    pipeline_lease_s: float = Field(default=10.0, ge=1.0, le=600.0)
     # SOULSPOT_ROUTER__DOWNLOAD_DIRS: the folders the download modules write to (PATH-style
     # or a JSON list). The pipeline acts on a download.completed only when its file is a
     # regular file inside one of them (no symlink, never the state folder); any other run
@@ -69,6 +74,13 @@ class RouterSection(Section):
     # How long a module whose registration stream is gone stays listed (inactive) before the
     # router forgets it, so abandoned names do not pile up.
     gone_module_ttl_s: float = Field(default=3600.0, gt=0, le=7 * 86400)
+    # Playlists the router re-syncs on a schedule (`soulspot watch-playlist`): at most this
+    # many watches (another is RESOURCE_EXHAUSTED), and at most this many tracks read from
+    # each playlist per run.
+    max_playlist_watches: int = Field(default=100, ge=1, le=10_000)
+    watch_max_tracks: int = Field(default=10_000, ge=1, le=100_000)
+    # SOULSPOT_ROUTER__XDS__*: the xDS control plane for proxyless clients (router/xds/).
+    xds: XdsSection = Field(default_factory=XdsSection)
 
 
 class RouterSettings(KitSettings):

@@ -80,6 +80,25 @@ class Callers:
             return
         raise PermissionDenied(f"{operation} is an admin operation; {caller.uri} is no admin")
 
+    def check_discovery(self, caller: Identity | None) -> None:
+        """xDS: the policy's identity kinds (every mesh kind by default) may read the routes."""
+        if caller is None or self.policy.may_discover(caller):
+            return
+        raise PermissionDenied(
+            f"{caller.uri} may not read the routes over xDS: the policy's discovery kinds do "
+            "not include " + caller.kind.value
+        )
+
+    def check_playlist_watcher(self, caller: Identity | None, operation: str) -> None:
+        """Playlist watches: the policy's watcher kinds (clients by default), its admins and
+        the router itself; never a module by default."""
+        if caller is None or caller == ROUTER or self.policy.may_watch_playlists(caller):
+            return
+        raise PermissionDenied(
+            f"{operation} is for clients and admins; {caller.uri} is neither (the policy's "
+            "playlist_watchers kinds do not include " + caller.kind.value + ")"
+        )
+
 
 def source_name(caller: Identity) -> str:
     """What the router writes as an event's source_module for this caller: a module's name,

@@ -58,6 +58,11 @@ class Policy:
     # (patterns, identities) granted by the file beyond the contracts
     extra_publishers: list[tuple[PatternSet, frozenset[Identity]]]
     admins: frozenset[Identity]
+    # Who may read the routes over xDS (ADS): identity kinds, by default every mesh kind.
+    discovery_kinds: frozenset[Kind] = frozenset(Kind)
+    # Who may add, remove, list and run playlist watches besides the admins: identity kinds,
+    # by default clients (the command line); a module never needs to.
+    playlist_watcher_kinds: frozenset[Kind] = frozenset({Kind.CLIENT})
     _publish_cache: dict[tuple[Identity, str], bool] = field(default_factory=dict)
 
     # -- registration ---------------------------------------------------------------------
@@ -106,6 +111,16 @@ class Policy:
 
     def is_admin(self, caller: Identity | None) -> bool:
         return caller is not None and caller in self.admins
+
+    # -- xDS ------------------------------------------------------------------------------
+
+    def may_discover(self, caller: Identity) -> bool:
+        return caller.kind in self.discovery_kinds
+
+    # -- playlist watches -----------------------------------------------------------------
+
+    def may_watch_playlists(self, caller: Identity) -> bool:
+        return caller.kind in self.playlist_watcher_kinds or self.is_admin(caller)
 
 
 def _identity(value: object, where: str) -> Identity:
@@ -156,6 +171,26 @@ def _publishers(raw: object) -> list[tuple[PatternSet, frozenset[Identity]]]:
     return out
 
 
+def _kinds(raw: object) -> frozenset[Kind]:
+    if not isinstance(raw, list) or not all(isinstance(k, str) for k in raw):
+        raise PolicyError("discovery: expected a list of identity kinds")
+    try:
+        return frozenset(Kind(k) for k in raw)
+    except ValueError:
+        known = ", ".join(k.value for k in Kind)
+        raise PolicyError(f"discovery: identity kinds are {known}, got {raw!r}") from None
+
+
+def _watcher_kinds(raw: object) -> frozenset[Kind]:
+    if not isinstance(raw, list) or not all(isinstance(k, str) for k in raw):
+        raise PolicyError("playlist_watchers: expected a list of identity kinds")
+    try:
+        return frozenset(Kind(k) for k in raw)
+    except ValueError:
+        known = ", ".join(k.value for k in Kind)
+        raise PolicyError(f"playlist_watchers: identity kinds are {known}, got {raw!r}") from None
+
+
 def load_policy(path: Path | None, registry: EventRegistry) -> Policy:
     """The policy in `path` (the shipped defaults when None), with the contracts' producers."""
     source = path or DEFAULT_POLICY_FILE
@@ -179,6 +214,10 @@ def load_policy(path: Path | None, registry: EventRegistry) -> Policy:
             producers={k: frozenset(v) for k, v in producers.items()},
             extra_publishers=_publishers(raw.get("publishers") or {}),
             admins=frozenset(_identity(a, "admins") for a in admins),
+            discovery_kinds=_kinds(raw.get("discovery", [k.value for k in Kind])),
+            playlist_watcher_kinds=_watcher_kinds(
+                raw.get("playlist_watchers", [Kind.CLIENT.value])
+            ),
         )
     except PolicyError as err:
         raise PolicyError(f"{source}: {err}") from None
