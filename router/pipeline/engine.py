@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf import json_format
 
 from router.pipeline import store as st
+from router.pipeline.albums import AlbumTracker
 from router.pipeline.calls import CapabilityCaller, HealthView, is_unavailable
 from router.pipeline.config import (
     PipelineConfig,
@@ -110,6 +111,7 @@ class Pipeline(pipeline_runs_pb2_grpc.PipelineRunServiceServicer):
         self._health: HealthView | None = None
         self._publisher: RunPublisher | None = None
         self._subscription: Subscriber | None = None
+        self.albums: AlbumTracker | None = None
         self._slots = asyncio.Semaphore(self.config.max_concurrent_runs)
         self._runs: dict[str, asyncio.Task[None]] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
@@ -157,6 +159,11 @@ class Pipeline(pipeline_runs_pb2_grpc.PipelineRunServiceServicer):
                 instance="router-pipeline",
             )
             await self._subscription.start()
+            # album.ready after the last track's run: a consumer of its own, in log order.
+            self.albums = AlbumTracker(
+                self._channel, self._publisher, self._state_dir, consumer=f"{self._consumer}-albums"
+            )
+            await self.albums.start()
         self._spawn(self._sweep_forever())
         self._spawn(self._quiesce_on_shutdown())
 
@@ -182,6 +189,8 @@ class Pipeline(pipeline_runs_pb2_grpc.PipelineRunServiceServicer):
         self._stopped = True
         if self._subscription is not None:
             await self._subscription.stop()
+        if self.albums is not None:
+            await self.albums.stop()
         tasks = [*self._runs.values(), *self._watchers.values()]
         for task in tasks:
             task.cancel()

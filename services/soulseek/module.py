@@ -1,4 +1,5 @@
-"""The soulseek module: download.track (priority 10) and friends through slskd."""
+"""The soulseek module: download.track and download.album (priority 10) and friends through
+slskd."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ from typing import TYPE_CHECKING
 from services.domain.downloads.registry import DownloadRegistry
 from services.domain.downloads.store import FILE_NAME
 from services.kit.module.spec import Capability, ModuleParts, ModuleSpec, ServiceBinding
+from services.soulseek.album_downloader import SoulseekAlbumDownloader
 from services.soulseek.candidate_store import CandidateStore
 from services.soulseek.downloader import SoulseekDownloader
 from services.soulseek.health_probe import NOT_CONFIGURED, SlskdHealthProbe
-from services.soulseek.servicer import SoulseekDownloadServicer
+from services.soulseek.servicer import SoulseekAlbumServicer, SoulseekDownloadServicer
 from services.soulseek.settings import DEFAULT_PORT, SoulseekSection, SoulseekSettings
 from services.soulseek.slskd_api import SlskdClient
-from soulspot.capabilities.v1 import download_pb2, download_pb2_grpc
+from soulspot.capabilities.v1 import album_pb2, album_pb2_grpc, download_pb2, download_pb2_grpc
 from soulspot.events.v1 import download_pb2 as download_events_pb2
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ def build(runtime: ModuleRuntime[SoulseekSection]) -> ModuleParts:
     downloader = (
         SoulseekDownloader(client, section, registry, plans) if client is not None else None
     )
+    albums = SoulseekAlbumDownloader(downloader) if downloader is not None else None
     probe = SlskdHealthProbe(runtime, client, section.probe_interval_s)
     servicer = SoulseekDownloadServicer(registry, downloader, probe)
 
@@ -58,6 +61,8 @@ def build(runtime: ModuleRuntime[SoulseekSection]) -> ModuleParts:
 
     async def stop() -> None:
         await probe.stop()
+        if albums is not None:
+            await albums.stop()
         await registry.shutdown()
         if plans is not None:
             # After the shutdown: the download tasks it ends still write to it.
@@ -72,7 +77,12 @@ def build(runtime: ModuleRuntime[SoulseekSection]) -> ModuleParts:
                 download_pb2.DESCRIPTOR.services_by_name["DownloadService"],
                 servicer,
                 download_pb2_grpc.add_DownloadServiceServicer_to_server,
-            )
+            ),
+            ServiceBinding.of(
+                album_pb2.DESCRIPTOR.services_by_name["AlbumService"],
+                SoulseekAlbumServicer(albums, probe),
+                album_pb2_grpc.add_AlbumServiceServicer_to_server,
+            ),
         ],
         start=start,
         stop=stop,
@@ -87,6 +97,7 @@ SPEC = ModuleSpec(
         Capability("download.status", 10),
         Capability("download.cancel", 10),
         Capability("download.statistics", 10),
+        Capability("download.album", 10),
     ],
     factory=build,
     section_cls=SoulseekSection,

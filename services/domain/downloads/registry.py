@@ -235,10 +235,14 @@ class DownloadRegistry:
             return None
         return self._envelope(payload, held.subject)
 
-    def _envelope(self, payload: Message, subject: str) -> envelope_pb2.EventEnvelope:
+    def _envelope(
+        self, payload: Message, subject: str, attributes: dict[str, str] | None = None
+    ) -> envelope_pb2.EventEnvelope:
         # Built where the event happens: the correlation id, traceparent and causation are
         # those of the work that caused it, not of whichever call started the drainer.
-        return build_envelope(payload, source_module=self.module, subject=subject)
+        return build_envelope(
+            payload, source_module=self.module, subject=subject, attributes=attributes
+        )
 
     def _persist(
         self,
@@ -390,11 +394,16 @@ class DownloadRegistry:
     # -- events ------------------------------------------------------------------------------------
 
     async def _publish(
-        self, payload: Message, record: DownloadRecord, *, counters: bool = False
+        self,
+        payload: Message,
+        record: DownloadRecord,
+        *,
+        counters: bool = False,
+        attributes: dict[str, str] | None = None,
     ) -> None:
         """Store the record (with the counters and the event, in one commit) and queue the
         event for the drainer (returns at once)."""
-        envelope = self._envelope(payload, record.download_id)
+        envelope = self._envelope(payload, record.download_id, attributes)
         if isinstance(payload, download_events_pb2.DownloadProgress):
             # Progress is superseded by the next one: not held across a restart, and never
             # allowed to pile up.
@@ -405,6 +414,12 @@ class DownloadRegistry:
         else:
             held_id = self._persist(record, counters=counters, event=(payload, envelope))
         self._outbox.put_nowait((envelope, held_id))
+        self._start_drainer()
+
+    def announce(self, payload: Message, subject: str) -> None:
+        """Queue an event that belongs to no one download (an album's), in order with the
+        download events around it. It is not held across a restart."""
+        self._outbox.put_nowait((self._envelope(payload, subject), None))
         self._start_drainer()
 
     def _start_drainer(self) -> None:
@@ -501,7 +516,15 @@ class DownloadRegistry:
         )
         return True
 
-    async def complete(self, record: DownloadRecord, file: references_pb2.FileReference) -> None:
+    async def complete(
+        self,
+        record: DownloadRecord,
+        file: references_pb2.FileReference,
+        *,
+        attributes: dict[str, str] | None = None,
+    ) -> None:
+        """`attributes` go on the download.completed envelope (an album track carries its
+        album's id and size there)."""
         record.state = State.DOWNLOAD_STATE_COMPLETED
         record.file = file
         record.percent = 100.0
@@ -522,6 +545,7 @@ class DownloadRegistry:
             ),
             record,
             counters=True,
+            attributes=attributes,
         )
         self._trim()
 

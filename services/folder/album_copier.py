@@ -1,0 +1,311 @@
+"""download.album from the source folder: an album is a sub-folder whose files match the
+album's track list (services.domain.album_matching, the same rules as for Soulseek folders).
+
+The best matching sub-folder is copied whole into the downloads folder, then
+download.completed goes out for each track, carrying the album's id; a copy that fails
+deletes what it copied and the next matching sub-folder is tried. Only when none is left
+is album.failed published; nothing of a failed folder reaches the pipeline or the library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from services.domain.album_matching import (
+    ExpectedTrack,
+    FolderFile,
+    FolderRules,
+    FolderVerdict,
+    score_folder,
+)
+from services.domain.audio.probe import file_reference, read_audio
+from services.domain.downloads.registry import State
+from services.folder.copier import copy_into
+from services.kit.rpc.errors import NotFound, Unavailable
+from soulspot.capabilities.v1 import album_pb2
+from soulspot.common.v1 import references_pb2
+from soulspot.events.v1 import album_pb2 as album_events_pb2
+from soulspot.events.v1 import download_pb2 as download_events_pb2
+
+if TYPE_CHECKING:
+    from services.domain.downloads.registry import DownloadRecord
+    from services.folder.downloader import FolderDownloader
+    from services.folder.index import Entry
+
+__all__ = ["ALBUM_ID_ATTRIBUTE", "ALBUM_TRACKS_ATTRIBUTE", "FolderAlbumCopier"]
+
+log = logging.getLogger("soulspot.folder.album")
+
+FailureKind = download_events_pb2.FailureKind
+AudioFormat = references_pb2.AudioFormat
+# The same attributes the soulseek module sets: the router counts an album's tracks by them.
+ALBUM_ID_ATTRIBUTE = "album_download_id"
+ALBUM_TRACKS_ATTRIBUTE = "album_track_count"
+_FORMAT_EXTENSIONS = {
+    AudioFormat.AUDIO_FORMAT_MP3: ("mp3",),
+    AudioFormat.AUDIO_FORMAT_FLAC: ("flac",),
+    AudioFormat.AUDIO_FORMAT_OGG: ("ogg",),
+    AudioFormat.AUDIO_FORMAT_OPUS: ("opus",),
+    AudioFormat.AUDIO_FORMAT_AAC: ("m4a", "aac"),
+    AudioFormat.AUDIO_FORMAT_ALAC: ("m4a",),
+    AudioFormat.AUDIO_FORMAT_WAV: ("wav",),
+    AudioFormat.AUDIO_FORMAT_AIFF: ("aiff", "aif"),
+}
+_LOSSLESS_EXTENSIONS = ("flac", "wav", "aiff", "aif")
+
+
+def folder_rules(quality: references_pb2.QualityPolicy | None, tolerance_s: float) -> FolderRules:
+    """The request's quality rules over the module's tolerance (no floor unless asked)."""
+    if quality is None:
+        return FolderRules(duration_tolerance_s=tolerance_s)
+    allowed = tuple(ext for f in quality.preferred_formats for ext in _FORMAT_EXTENSIONS.get(f, ()))
+    if quality.require_lossless:
+        allowed = tuple(e for e in allowed if e in _LOSSLESS_EXTENSIONS) or _LOSSLESS_EXTENSIONS
+    return FolderRules(
+        allowed_formats=allowed,
+        preferred_formats=allowed or ("flac", "mp3"),
+        min_bitrate_kbps=quality.min_bitrate_kbps,
+        prefer_lossless=quality.prefer_lossless or quality.require_lossless,
+        duration_tolerance_s=(quality.duration_tolerance_ms / 1000) or tolerance_s,
+        allowed_versions=frozenset(v.lower() for v in quality.allowed_versions),
+    )
+
+
+class FolderAlbumCopier:
+    """download.album by copying a matching sub-folder of the source folder."""
+
+    def __init__(self, downloader: FolderDownloader) -> None:
+        self.downloader = downloader
+        self.section = downloader.section
+        self.registry = downloader.registry
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(
+        self, request: album_pb2.DownloadAlbumRequest
+    ) -> album_pb2.DownloadAlbumResponse:
+        if not await self.downloader.check():
+            raise Unavailable(f"folder cannot download: {self.downloader.runtime.health_reason}")
+        await self.downloader.refresh()
+        album_id = f"{self.registry.module}-album-{uuid.uuid4().hex[:16]}"
+        self.registry.announce(
+            album_events_pb2.AlbumRequested(
+                album_download_id=album_id,
+                artist=request.artist,
+                album=request.album,
+                expected_tracks=len(request.tracks),
+                requested_by=request.requested_by,
+            ),
+            album_id,
+        )
+        expected = [
+            (
+                ExpectedTrack(
+                    title=t.title,
+                    position=t.track_number or i + 1,
+                    duration_s=t.duration_ms / 1000 if t.duration_ms else None,
+                ),
+                t,
+            )
+            for i, t in enumerate(request.tracks)
+        ]
+        rules = folder_rules(
+            request.quality if request.HasField("quality") else None,
+            self.section.duration_tolerance_s,
+        )
+        folders: dict[str, list[tuple[FolderFile, Entry]]] = {}
+        for entry in self.downloader.index.entries.values():
+            folder = str(Path(entry.relative).parent)
+            shaped = FolderFile(
+                entry.relative,
+                duration_s=entry.facts.duration_ms / 1000 if entry.facts.duration_ms else None,
+                bitrate_kbps=entry.facts.bitrate_kbps or None,
+                tag_title=entry.facts.tag("title"),
+            )
+            folders.setdefault(folder, []).append((shaped, entry))
+        accepted: list[tuple[FolderVerdict, list[Entry]]] = []
+        rejected: list[str] = []
+        for folder, pairs in sorted(folders.items()):
+            # The album's own tags count as its name: a folder may be named anything locally.
+            tag_album = pairs[0][1].facts.tag("album")
+            verdict = score_folder(
+                f"{folder} {tag_album}",
+                [shaped for shaped, _ in pairs],
+                [e for e, _ in expected],
+                rules,
+                album=request.album,
+            )
+            if not verdict.accepted:
+                rejected.append(f"{folder}: {verdict.reason}")
+                continue
+            by_path = {shaped.path: entry for shaped, entry in pairs}
+            accepted.append((verdict, [by_path[f.path] for f in verdict.files]))
+        accepted.sort(key=lambda c: -c[0].score)
+        if not accepted:
+            why = "; ".join(rejected[:3]) if rejected else "no audio in the source folder"
+            reason = (
+                f"no complete folder of {request.artist} - {request.album} in the source "
+                f"folder: {why}. What to do: put the whole album in one sub-folder of "
+                f"{self.section.source_dir}, or fetch the tracks one by one with `soulspot get`"
+            )
+            self._failed(album_id, request, reason, [])
+            await self.registry.flush()
+            raise NotFound(reason)
+        references = {id(e): ref for e, ref in expected}
+        task = asyncio.create_task(
+            self._run(album_id, request, accepted, references), name=f"album {album_id}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        # A local copy usually finishes at once: the answer then follows its events.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), self.section.answer_within_s)
+        await self.registry.flush()
+        best = accepted[0][0]
+        return album_pb2.DownloadAlbumResponse(
+            album_download_id=album_id,
+            source=str(self.section.source_dir),
+            folder=best.folder,
+            track_count=len(best.files),
+            candidates=len(accepted),
+        )
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _failed(
+        self,
+        album_id: str,
+        request: album_pb2.DownloadAlbumRequest,
+        reason: str,
+        tried: list[str],
+    ) -> None:
+        log.warning("album failed", extra={"album_download_id": album_id, "reason": reason})
+        self.registry.announce(
+            album_events_pb2.AlbumFailed(
+                album_download_id=album_id,
+                reason=reason,
+                tried_sources=tried,
+                artist=request.artist,
+                album=request.album,
+            ),
+            album_id,
+        )
+
+    async def _run(
+        self,
+        album_id: str,
+        request: album_pb2.DownloadAlbumRequest,
+        candidates: list[tuple[FolderVerdict, list[Entry]]],
+        references: dict[int, references_pb2.TrackReference],
+    ) -> None:
+        tried: list[str] = []
+        reasons: list[str] = []
+        for attempt, (verdict, entries) in enumerate(candidates, 1):
+            tried.append(verdict.folder)
+            why = await self._copy(album_id, request, verdict, entries, references, attempt)
+            if not why:
+                return
+            reasons.append(why)
+        self._failed(
+            album_id,
+            request,
+            f"every matching folder of {request.artist} - {request.album} failed to copy "
+            f"({'; '.join(reasons)})",
+            tried,
+        )
+
+    async def _copy(
+        self,
+        album_id: str,
+        request: album_pb2.DownloadAlbumRequest,
+        verdict: FolderVerdict,
+        entries: list[Entry],
+        references: dict[int, references_pb2.TrackReference],
+        attempt: int,
+    ) -> str:
+        """Copy one folder whole: "" when every file was copied, else why (and the copies
+        made are deleted)."""
+        source = str(self.section.source_dir)
+        self.registry.announce(
+            album_events_pb2.AlbumDownloadStarted(
+                album_download_id=album_id,
+                source=source,
+                folder=verdict.folder,
+                track_count=len(entries),
+                attempt=attempt,
+                artist=request.artist,
+                album=request.album,
+            ),
+            album_id,
+        )
+        records: list[DownloadRecord] = []
+        files: list[references_pb2.FileReference] = []
+        copied: list[Path] = []
+        try:
+            for index, entry in enumerate(entries):
+                wanted = references.get(id(verdict.tracks[index]))
+                record = self.registry.new(
+                    _track_for(request, verdict.files[index], wanted), request.requested_by
+                )
+                record.source = source
+                record.remote_filename = entry.relative
+                record.tried_sources.append(source)
+                record.state = State.DOWNLOAD_STATE_IN_PROGRESS
+                self.registry.save(record)
+                records.append(record)
+                await self.registry.started_event(
+                    record, attempt=attempt, expected_size=entry.facts.size_bytes
+                )
+                target, checksum = await asyncio.to_thread(
+                    copy_into,
+                    entry.facts.path,
+                    Path(self.section.downloads_dir),
+                    entry.relative,
+                )
+                copied.append(target)
+                facts = await asyncio.to_thread(read_audio, target)
+                files.append(file_reference(facts, checksum=checksum))
+        except OSError as err:
+            why = f"copying {verdict.folder} failed: {err}"
+            for path in copied:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            for record in records:
+                await self.registry.fail(
+                    record,
+                    f"album folder abandoned: {why}",
+                    kind=FailureKind.FAILURE_KIND_TRANSFER_FAILED,
+                    can_retry=True,
+                )
+            return why
+        attributes = {ALBUM_ID_ATTRIBUTE: album_id, ALBUM_TRACKS_ATTRIBUTE: str(len(records))}
+        for record, file in zip(records, files, strict=True):
+            await self.registry.complete(record, file, attributes=attributes)
+        return ""
+
+
+def _track_for(
+    request: album_pb2.DownloadAlbumRequest,
+    shaped: FolderFile,
+    wanted: references_pb2.TrackReference | None,
+) -> references_pb2.TrackReference:
+    """The track a file stands for: the requested one, else what its tags or name say."""
+    track = references_pb2.TrackReference()
+    if wanted is not None:
+        track.CopyFrom(wanted)
+    else:
+        track.title = shaped.title
+        track.track_number = shaped.number or 0
+    track.artist = track.artist or request.artist
+    track.album = track.album or request.album
+    return track

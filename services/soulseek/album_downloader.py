@@ -1,0 +1,399 @@
+"""One Soulseek album download: the whole album folder from one peer, through slskd.
+
+search "artist album" -> group the results by peer and folder -> score each folder against
+the track list (services.domain.album_matching: count, titles, durations, one format, the
+quality floor) -> enqueue the best folder's files at once -> follow every transfer (the
+single-track downloader's per-file watch) -> download.completed per track, each carrying the
+album's id. A folder with a failed file is abandoned as a whole: its transfers still running
+are cancelled, its files that arrived are deleted from the downloads folder, and the next
+folder (preferring another peer) is tried. Only when every complete folder failed is
+album.failed published; nothing of a failed folder ever reaches the pipeline or the library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from services.domain.album_matching import (
+    ExpectedTrack,
+    FolderFile,
+    FolderRules,
+    FolderVerdict,
+    group_by_folder,
+    score_folder,
+)
+from services.domain.downloads.registry import State
+from services.domain.matching import clean_title, tokens
+from services.kit.rpc.errors import NotFound, Unavailable
+from services.soulseek.downloader import _describe, build_policy
+from services.soulseek.slskd_api import SlskdError
+from soulspot.capabilities.v1 import album_pb2
+from soulspot.common.v1 import references_pb2
+from soulspot.events.v1 import album_pb2 as album_events_pb2
+from soulspot.events.v1 import download_pb2 as download_events_pb2
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from services.domain.downloads.registry import DownloadRecord
+    from services.soulseek.downloader import SoulseekDownloader
+    from services.soulseek.slskd_api import CandidateFile, SearchResponse
+
+__all__ = ["ALBUM_ID_ATTRIBUTE", "ALBUM_TRACKS_ATTRIBUTE", "SoulseekAlbumDownloader"]
+
+log = logging.getLogger("soulspot.soulseek.album")
+
+FailureKind = download_events_pb2.FailureKind
+# The attributes of an album track's download.completed: the router counts an album's tracks
+# through them and publishes album.ready after the last one's pipeline run.
+ALBUM_ID_ATTRIBUTE = "album_download_id"
+ALBUM_TRACKS_ATTRIBUTE = "album_track_count"
+WHAT_TO_DO = (
+    "try again later (peers come and go), relax the quality floor, or fetch the tracks one "
+    "by one with `soulspot get`"
+)
+
+
+@dataclass(frozen=True)
+class FolderCandidate:
+    """A complete folder at one peer, and the slskd files to enqueue for it, in album order."""
+
+    username: str
+    verdict: FolderVerdict
+    files: tuple[CandidateFile, ...]
+    score: float
+
+
+def expected_tracks(
+    request: album_pb2.DownloadAlbumRequest,
+) -> list[tuple[ExpectedTrack, references_pb2.TrackReference]]:
+    """The request's track list, each entry with the reference it came from."""
+    return [
+        (
+            ExpectedTrack(
+                title=track.title,
+                position=track.track_number or index + 1,
+                duration_s=track.duration_ms / 1000 if track.duration_ms else None,
+            ),
+            track,
+        )
+        for index, track in enumerate(request.tracks)
+    ]
+
+
+def album_query(artist: str, album: str) -> str:
+    """What to ask the network: the artist's and album's words, once each."""
+    return " ".join(dict.fromkeys(tokens(artist) + tokens(clean_title(album))))
+
+
+def rank_folders(
+    responses: list[SearchResponse],
+    expected: list[ExpectedTrack],
+    rules: FolderRules,
+    album: str,
+) -> tuple[list[FolderCandidate], list[str]]:
+    """Every complete folder, best first (folder score plus the peer's slot, queue and speed),
+    and why each other folder was not."""
+    accepted: list[FolderCandidate] = []
+    rejected: list[str] = []
+    for response in responses:
+        by_path = {f.filename: f for f in response.files if not f.is_locked}
+        shaped = [
+            FolderFile(f.filename, duration_s=f.length_s, bitrate_kbps=_bitrate(f))
+            for f in by_path.values()
+        ]
+        for folder, files in group_by_folder(shaped).items():
+            verdict = score_folder(folder, files, expected, rules, album=album)
+            if not verdict.accepted:
+                rejected.append(f"{response.username}:{folder}: {verdict.reason}")
+                continue
+            peer = 10.0 if response.has_free_upload_slot else 0.0
+            peer -= 10.0 * min(response.queue_length, 50) / 50
+            peer += 5.0 * min(response.upload_speed, 5_000_000) / 5_000_000
+            accepted.append(
+                FolderCandidate(
+                    username=response.username,
+                    verdict=verdict,
+                    files=tuple(by_path[f.path] for f in verdict.files),
+                    score=verdict.score + peer,
+                )
+            )
+    accepted.sort(key=lambda c: (-c.score, c.username, c.verdict.folder))
+    return accepted, rejected
+
+
+def _bitrate(file: CandidateFile) -> int | None:
+    if file.bit_rate:
+        return file.bit_rate
+    if file.size and file.length_s:
+        return int(file.size * 8 / file.length_s / 1000)
+    return None
+
+
+class SoulseekAlbumDownloader:
+    """download.album through slskd, on the single-track downloader's client and registry."""
+
+    def __init__(self, tracks: SoulseekDownloader) -> None:
+        self.tracks = tracks
+        self.client = tracks.client
+        self.section = tracks.section
+        self.registry = tracks.registry
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(
+        self, request: album_pb2.DownloadAlbumRequest
+    ) -> album_pb2.DownloadAlbumResponse:
+        """Search and pick the folders; answer once the best one is being fetched. Raises
+        NotFound when no complete folder exists, Unavailable when slskd cannot be used."""
+        album_id = f"{self.registry.module}-album-{uuid.uuid4().hex[:16]}"
+        self.registry.announce(
+            album_events_pb2.AlbumRequested(
+                album_download_id=album_id,
+                artist=request.artist,
+                album=request.album,
+                expected_tracks=len(request.tracks),
+                requested_by=request.requested_by,
+            ),
+            album_id,
+        )
+        policy = build_policy(
+            self.section, request.quality if request.HasField("quality") else None
+        ).ranking
+        rules = FolderRules(
+            allowed_formats=policy.preferred_formats if policy.only_preferred_formats else (),
+            preferred_formats=policy.preferred_formats,
+            min_bitrate_kbps=policy.min_bitrate_kbps,
+            prefer_lossless=policy.prefer_lossless,
+            duration_tolerance_s=policy.duration_tolerance_s,
+            allowed_versions=policy.allowed_versions,
+        )
+        expected = expected_tracks(request)
+        query = album_query(request.artist, request.album)
+        log.info("searching for an album", extra={"album_download_id": album_id, "query": query})
+        try:
+            result = await self.client.search(
+                query,
+                max_wait_s=self.section.search_max_wait_s,
+                poll_interval_s=self.section.poll_interval_s,
+                search_timeout_ms=int(self.section.search_timeout_s * 1000),
+            )
+        except SlskdError as err:
+            reason = f"slskd search failed: {err}"
+            await self._failed(album_id, request, reason, [])
+            raise Unavailable(reason) from err
+        candidates, rejected = rank_folders(
+            list(result.responses), [e for e, _ in expected], rules, request.album
+        )
+        if not candidates:
+            shape = (
+                f"{len(expected)} tracks" if expected else "no track list: judged by folder shape"
+            )
+            why = "; ".join(rejected[:3]) if rejected else "no search results"
+            reason = (
+                f"no complete folder of {request.artist} - {request.album} ({shape}) on "
+                f"Soulseek: {why}. What to do: {WHAT_TO_DO}"
+            )
+            await self._failed(album_id, request, reason, [])
+            raise NotFound(reason)
+        best = candidates[0]
+        task = asyncio.create_task(
+            self._run(album_id, request, expected, candidates[: max(1, self.section.max_attempts)]),
+            name=f"album {album_id}",
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return album_pb2.DownloadAlbumResponse(
+            album_download_id=album_id,
+            source=best.username,
+            folder=best.verdict.folder,
+            track_count=len(best.files),
+            candidates=len(candidates),
+        )
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _failed(
+        self,
+        album_id: str,
+        request: album_pb2.DownloadAlbumRequest,
+        reason: str,
+        tried: list[str],
+    ) -> None:
+        log.warning("album failed", extra={"album_download_id": album_id, "reason": reason})
+        self.registry.announce(
+            album_events_pb2.AlbumFailed(
+                album_download_id=album_id,
+                reason=reason,
+                tried_sources=tried,
+                artist=request.artist,
+                album=request.album,
+            ),
+            album_id,
+        )
+        await self.registry.flush()
+
+    async def _run(
+        self,
+        album_id: str,
+        request: album_pb2.DownloadAlbumRequest,
+        expected: list[tuple[ExpectedTrack, references_pb2.TrackReference]],
+        candidates: list[FolderCandidate],
+    ) -> None:
+        """Fetch the folders in turn, another peer's first, until one arrives whole."""
+        tried: list[str] = []
+        reasons: list[str] = []
+        failed_users: set[str] = set()
+        remaining = list(candidates)
+        try:
+            while remaining:
+                fresh = [c for c in remaining if c.username not in failed_users]
+                candidate = (fresh or remaining)[0]
+                remaining.remove(candidate)
+                tried.append(f"{candidate.username}:{candidate.verdict.folder}")
+                why = await self._fetch(album_id, request, expected, candidate, len(tried))
+                if not why:
+                    return
+                reasons.append(f"{candidate.username}: {why}")
+                failed_users.add(candidate.username)
+                log.warning(
+                    "album folder failed, trying the next one",
+                    extra={"album_download_id": album_id, "reason": why},
+                )
+            await self._failed(
+                album_id,
+                request,
+                f"every complete folder of {request.artist} - {request.album} failed "
+                f"({'; '.join(reasons)}). What to do: {WHAT_TO_DO}",
+                tried,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            log.exception("album download crashed", extra={"album_download_id": album_id})
+            await self._failed(album_id, request, f"internal error: {err}", tried)
+
+    async def _fetch(
+        self,
+        album_id: str,
+        request: album_pb2.DownloadAlbumRequest,
+        expected: list[tuple[ExpectedTrack, references_pb2.TrackReference]],
+        candidate: FolderCandidate,
+        attempt: int,
+    ) -> str:
+        """Fetch one folder whole: "" when every file arrived (and download.completed went
+        out for each), else why not (and nothing of it is left in the downloads folder)."""
+        references = {id(e): ref for e, ref in expected}
+        self.registry.announce(
+            album_events_pb2.AlbumDownloadStarted(
+                album_download_id=album_id,
+                source=candidate.username,
+                folder=candidate.verdict.folder,
+                track_count=len(candidate.files),
+                attempt=attempt,
+                artist=request.artist,
+                album=request.album,
+            ),
+            album_id,
+        )
+        try:
+            await self.client.enqueue(candidate.username, list(candidate.files))
+        except SlskdError as err:
+            return f"enqueue refused: {err}"
+        records: list[DownloadRecord] = []
+        for index, file in enumerate(candidate.files):
+            wanted = candidate.verdict.tracks[index]
+            track = _track_for(request, file.filename, references.get(id(wanted)))
+            record = self.registry.new(track, request.requested_by)
+            record.source = candidate.username
+            record.remote_filename = file.filename
+            record.state = State.DOWNLOAD_STATE_QUEUED
+            record.tried_sources.append(candidate.username)
+            self.registry.save(record)
+            await self.registry.started_event(record, attempt=attempt, expected_size=file.size)
+            records.append(record)
+        watches = {
+            asyncio.create_task(
+                self.tracks._watch(record, candidate.username, file.filename, file.size)
+            ): record
+            for record, file in zip(records, candidate.files, strict=True)
+        }
+        arrived: dict[str, Path] = {}
+        why = ""
+        pending = set(watches)
+        try:
+            while pending and not why:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    record = watches[task]
+                    path, reason = task.result()
+                    if path is None:
+                        why = why or f"{record.remote_filename}: {reason}"
+                    else:
+                        arrived[record.download_id] = path
+        finally:
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if why:
+            await self._abandon(records, arrived, why)
+            return why
+        for record in records:
+            file_ref = await asyncio.to_thread(_describe, arrived[record.download_id])
+            await self.registry.complete(
+                record,
+                file_ref,
+                attributes={
+                    ALBUM_ID_ATTRIBUTE: album_id,
+                    ALBUM_TRACKS_ATTRIBUTE: str(len(records)),
+                },
+            )
+        await self.registry.flush()
+        return ""
+
+    async def _abandon(
+        self, records: list[DownloadRecord], arrived: dict[str, Path], why: str
+    ) -> None:
+        """Give a folder up whole: cancel what still transfers, delete what arrived."""
+        for record in records:
+            if record.download_id in arrived:
+                with contextlib.suppress(OSError):
+                    arrived[record.download_id].unlink()
+            else:
+                await self.tracks._cancel_remote(record)
+            await self.registry.fail(
+                record,
+                f"album folder abandoned: {why}",
+                kind=FailureKind.FAILURE_KIND_TRANSFER_FAILED,
+                can_retry=True,
+            )
+
+
+def _track_for(
+    request: album_pb2.DownloadAlbumRequest,
+    filename: str,
+    wanted: references_pb2.TrackReference | None,
+) -> references_pb2.TrackReference:
+    """The track a file stands for: the requested one, else what its name says."""
+    track = references_pb2.TrackReference()
+    if wanted is not None:
+        track.CopyFrom(wanted)
+    else:
+        shaped = FolderFile(filename)
+        track.title = shaped.title
+        track.track_number = shaped.number or 0
+    track.artist = track.artist or request.artist
+    track.album = track.album or request.album
+    return track
