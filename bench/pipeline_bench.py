@@ -32,7 +32,7 @@ from rich.table import Table
 from router.app import RouterApp
 from router.bus import create_bus
 from router.pipeline import Pipeline, load_pipeline_config
-from router.pipeline.store import NewStep, RunStore
+from router.pipeline.store import NewStep, SqliteRunStore
 from router.settings import RouterSettings
 from services.kit.events.client import EventHandlers, RouterPublisher, Subscriber
 from services.kit.rpc.channel import open_channel
@@ -223,7 +223,7 @@ async def breakdown(
         proxied_ms = await timed(proxied)
         direct_ms = await timed(unproxied)
 
-    store = RunStore(state_dir / "breakdown.sqlite3")
+    store = SqliteRunStore(state_dir / "breakdown.sqlite3")
     steps = [NewStep("a", "enrich.metadata", False), NewStep("b", "import.track", True)]
     steps.append(NewStep("c", "notify.track_ready", False))
 

@@ -92,10 +92,12 @@ class Pipeline(pipeline_runs_pb2_grpc.PipelineRunServiceServicer):
         consumer: str = CONSUMER,
         subscribe: bool = True,
         download_dirs: Sequence[Path] | None = None,
+        store: st.RunStore | None = None,
     ) -> None:
         """`download_dirs`: the folders a download.completed's file must lie in (the router's
         `download_dirs` setting); None leaves paths unchecked, for callers whose steps are
-        served by stand-ins that never touch a file."""
+        served by stand-ins that never touch a file. `store`: where runs live (default
+        SQLite in the state dir; routers sharing NATS share a KvRunStore)."""
         self._address = router_address
         self._state_dir = Path(state_dir)
         self.download_dirs = None if download_dirs is None else list(download_dirs)
@@ -103,7 +105,7 @@ class Pipeline(pipeline_runs_pb2_grpc.PipelineRunServiceServicer):
         self.config = config or load_pipeline_config(config_file)
         check_against(self.config, self._catalog)
         self._steps = {step.step_id: step for step in self.config.steps}
-        self.store = st.RunStore(Path(state_dir) / DB_FILE)
+        self.store: st.RunStore = store or st.SqliteRunStore(Path(state_dir) / DB_FILE)
         self._consumer = consumer
         self._subscribe = subscribe
         self._channel: grpc.aio.Channel | None = None
@@ -138,7 +140,7 @@ class Pipeline(pipeline_runs_pb2_grpc.PipelineRunServiceServicer):
         self._caller = CapabilityCaller(self._channel, self._catalog)
         self._health = HealthView(self._channel)
         self._publisher = RunPublisher(self._channel)
-        for record in await self.store.list_runs(limit=1_000_000, state=st.RUN_RUNNING):
+        for record in await self.store.resumable():
             _log.info(
                 "resuming pipeline run %s (%s)",
                 record.run_id,
@@ -166,6 +168,8 @@ class Pipeline(pipeline_runs_pb2_grpc.PipelineRunServiceServicer):
             await self.albums.start()
         self._spawn(self._sweep_forever())
         self._spawn(self._quiesce_on_shutdown())
+        if self.store.takeover_interval_s is not None:
+            self._spawn(self._take_over_forever(self.store.takeover_interval_s))
 
     async def wait_subscribed(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         if self._subscription is not None:
@@ -323,6 +327,9 @@ class Pipeline(pipeline_runs_pb2_grpc.PipelineRunServiceServicer):
                     await self._run_steps(record, trigger, work)
             except asyncio.CancelledError:
                 raise
+            except st.LeaseLost as lost:
+                # This router looked dead to another, which resumes the run from its record.
+                _log.warning("pipeline run %s stopped here: %s", run_id, lost)
             except Exception:
                 # A bug or a publish that kept failing: the run stays RUNNING and resumes at the
                 # next start instead of being lost.
@@ -647,6 +654,23 @@ class Pipeline(pipeline_runs_pb2_grpc.PipelineRunServiceServicer):
             if remaining == 0:
                 return
 
+    async def _take_over_forever(self, interval_s: float) -> None:
+        """Resume the runs of routers whose lease went stale (a shared store only)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if self._stopped:
+                return
+            try:
+                taken = await self.store.take_over()
+            except Exception:  # the store is away: try again next round
+                _log.warning("could not look for pipeline runs to take over", exc_info=True)
+                continue
+            for run_id in taken:
+                self._launch(run_id)
+            if taken:
+                for _run_id, _idx, capability in await self.store.deferred():
+                    self._watch(self._catalog.by_capability[capability].service)
+
     async def _sweep_forever(self) -> None:
         while True:
             for _run_id, _idx, capability in await self.store.deferred():
@@ -665,6 +689,9 @@ class Pipeline(pipeline_runs_pb2_grpc.PipelineRunServiceServicer):
             self._deferred_busy.add((run_id, idx))
             try:
                 state = await self._run_deferred_step(run_id, idx)
+            except st.LeaseLost as lost:
+                _log.warning("deferred pipeline step left to another router: %s", lost)
+                continue
             finally:
                 self._deferred_busy.discard((run_id, idx))
             if state == st.STEP_DEFERRED:

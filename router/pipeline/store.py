@@ -1,4 +1,5 @@
-"""Pipeline runs in SQLite (WAL), so a router restart resumes them.
+"""Pipeline runs: the `RunStore` protocol and its SQLite (WAL) store, so a router restart
+resumes them. (Routers sharing NATS JetStream keep runs in its KV instead: kv_store.py.)
 
 One run per download.completed event_id (a UNIQUE column): a redelivered event finds its run
 instead of starting a second one. Every step records when it started (with its idempotency
@@ -18,7 +19,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from google.protobuf import timestamp_pb2
 
@@ -136,6 +137,69 @@ class NewStep:
     step_id: str
     capability: str
     required: bool
+
+
+class LeaseLost(Exception):
+    """Another router took this run over (its owner looked dead): stop working on it."""
+
+    def __init__(self, run_id: str, owner: str) -> None:
+        super().__init__(f"pipeline run {run_id} now belongs to {owner or 'nobody'}")
+        self.run_id = run_id
+        self.owner = owner
+
+
+class RunStore(Protocol):
+    """Where pipeline runs live. create_run is the claim: of every router that calls it for
+    the same event_id, exactly one gets created=True and runs it."""
+
+    # How often the engine should call take_over; None: the store is this router's alone.
+    takeover_interval_s: float | None
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def create_run(
+        self,
+        *,
+        event_id: str,
+        correlation_id: str,
+        description: str,
+        trigger: bytes,
+        context: dict[str, Any],
+        steps: Sequence[NewStep],
+    ) -> tuple[str, bool]: ...
+
+    async def get(self, run_id: str) -> RunRecord | None: ...
+
+    async def get_by_event(self, event_id: str) -> RunRecord | None: ...
+
+    async def list_runs(self, limit: int = 50, state: int | None = None) -> list[RunRecord]: ...
+
+    async def resumable(self) -> list[RunRecord]:
+        """Unfinished runs this router should resume now (at start)."""
+        ...
+
+    async def take_over(self) -> list[str]:
+        """Run ids this router just took over from a router that stopped renewing its lease."""
+        ...
+
+    async def deferred(self) -> list[tuple[str, int, str]]: ...
+
+    async def step_started(self, run_id: str, idx: int, *, state: int = STEP_RUNNING) -> int: ...
+
+    async def step_finished(
+        self,
+        run_id: str,
+        idx: int,
+        state: int,
+        *,
+        module: str = "",
+        detail: str = "",
+        result: dict[str, Any] | None = None,
+    ) -> None: ...
+
+    async def set_state(self, run_id: str, state: int, error: str = "") -> None: ...
 
 
 class _SyncStore:
@@ -339,8 +403,11 @@ class _SyncStore:
         )
 
 
-class RunStore:
-    """The async face of the run store; every call runs on the store's own thread."""
+class SqliteRunStore:
+    """The SQLite run store's async face; every call runs on the store's own thread. One
+    router's alone: it resumes every unfinished run at start and takes nothing over."""
+
+    takeover_interval_s: float | None = None
 
     def __init__(self, path: Path | str) -> None:
         self._path = Path(path)
@@ -392,6 +459,12 @@ class RunStore:
 
     async def list_runs(self, limit: int = 50, state: int | None = None) -> list[RunRecord]:
         return await self._call(lambda s: s.list_runs(limit, state))
+
+    async def resumable(self) -> list[RunRecord]:
+        return await self.list_runs(limit=1_000_000, state=RUN_RUNNING)
+
+    async def take_over(self) -> list[str]:
+        return []
 
     async def deferred(self) -> list[tuple[str, int, str]]:
         return await self._call(lambda s: s.deferred())

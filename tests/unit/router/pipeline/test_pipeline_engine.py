@@ -162,7 +162,7 @@ async def test_interrupted_import_resumes_without_importing_twice(
     assert [(w.kind, w.id) for w in status.in_flight] == [("pipeline_run", run_id)]
     assert status.in_flight[0].description.endswith("import.track")
     await pipeline.stop()
-    record_store = st.RunStore(tmp_path / "pipeline.sqlite3")
+    record_store = st.SqliteRunStore(tmp_path / "pipeline.sqlite3")
     record = await record_store.get(run_id)
     await record_store.close()
     assert record is not None

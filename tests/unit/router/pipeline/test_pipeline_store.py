@@ -16,7 +16,7 @@ STEPS = [
 ]
 
 
-async def _create(store: st.RunStore, event_id: str = "ev-1") -> tuple[str, bool]:
+async def _create(store: st.SqliteRunStore, event_id: str = "ev-1") -> tuple[str, bool]:
     return await store.create_run(
         event_id=event_id,
         correlation_id="corr-1",
@@ -28,7 +28,7 @@ async def _create(store: st.RunStore, event_id: str = "ev-1") -> tuple[str, bool
 
 
 async def test_one_run_per_event(tmp_path: Path) -> None:
-    store = st.RunStore(tmp_path / "p.db")
+    store = st.SqliteRunStore(tmp_path / "p.db")
     try:
         run_id, created = await _create(store)
         again, created_again = await _create(store)
@@ -42,7 +42,7 @@ async def test_one_run_per_event(tmp_path: Path) -> None:
 
 
 async def test_steps_record_attempts_results_and_state(tmp_path: Path) -> None:
-    store = st.RunStore(tmp_path / "p.db")
+    store = st.SqliteRunStore(tmp_path / "p.db")
     try:
         run_id, _ = await _create(store)
         assert await store.step_started(run_id, 0) == 1
@@ -69,12 +69,12 @@ async def test_steps_record_attempts_results_and_state(tmp_path: Path) -> None:
 
 
 async def test_state_survives_reopen(tmp_path: Path) -> None:
-    store = st.RunStore(tmp_path / "p.db")
+    store = st.SqliteRunStore(tmp_path / "p.db")
     run_id, _ = await _create(store)
     await store.step_started(run_id, 0)
     await store.close()
 
-    reopened = st.RunStore(tmp_path / "p.db")
+    reopened = st.SqliteRunStore(tmp_path / "p.db")
     try:
         running = await reopened.list_runs(state=st.RUN_RUNNING)
         assert [r.run_id for r in running] == [run_id]
@@ -86,7 +86,7 @@ async def test_state_survives_reopen(tmp_path: Path) -> None:
 
 
 async def test_deferred_steps_and_final_state(tmp_path: Path) -> None:
-    store = st.RunStore(tmp_path / "p.db")
+    store = st.SqliteRunStore(tmp_path / "p.db")
     try:
         first, _ = await _create(store, "ev-1")
         second, _ = await _create(store, "ev-2")

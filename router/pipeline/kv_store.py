@@ -1,0 +1,413 @@
+"""Pipeline runs in NATS JetStream KV, shared by every router on the same NATS, so each
+download.completed runs its pipeline once across routers and a dead router's runs go on.
+
+Keys of the bucket:
+
+- `runs.<run_id>`: the whole run (steps, context, trigger) and its `owner`, one JSON value.
+  The run id is derived from the event id, so every router computes the same key; creating it
+  is KV create (create-if-absent): of all routers handed the same event, exactly one creates
+  it and runs it, the others find it and leave it.
+- `routers.<owner>`: each router's lease, rewritten every `lease_s / 3` seconds. Its revision
+  is the heartbeat: no clock is compared across hosts.
+
+Every write to a run is a compare-and-set on the revision read, and is refused when the run's
+owner is no longer this router (LeaseLost): a router that stalled and came back cannot
+overwrite the router that took over. Takeover: every router reads the leases every
+`lease_s / 2`; a lease whose revision has not moved for `lease_s` on this router's own clock,
+or that is gone (a router deletes its lease when it stops), is dead, and its live runs
+(RUNNING, or with a deferred step) are taken by compare-and-set of their owner, so only one
+router wins each. The winner resumes them as a restarted router would: steps that had started
+are checked before they run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import nats
+import nats.js.errors as js_errors
+from nats.js.api import KeyValueConfig, StorageType
+
+from router.pipeline import store as st
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from nats.aio.client import Client
+    from nats.js.kv import KeyValue
+
+_log = logging.getLogger("router.pipeline.kv")
+_T = TypeVar("_T")
+
+DEFAULT_BUCKET = "soulspot_pipeline_runs"
+# Run ids are uuid5 of the event id in this namespace: the same id on every router.
+_RUN_NAMESPACE = uuid.UUID("6f1c3c1e-4f7e-5d2a-9b1e-5015907a0c01")
+_RUNS = "runs."
+_ROUTERS = "routers."
+
+
+def run_id_for(event_id: str) -> str:
+    return uuid.uuid5(_RUN_NAMESPACE, event_id).hex
+
+
+def new_owner_id() -> str:
+    """This process's owner name: host, pid and a random part (a restart is a new owner)."""
+    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())
+    return f"{host[:40]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _encode(record: st.RunRecord, owner: str) -> bytes:
+    return json.dumps(
+        {
+            "run_id": record.run_id,
+            "event_id": record.event_id,
+            "correlation_id": record.correlation_id,
+            "state": record.state,
+            "description": record.description,
+            "trigger": base64.b64encode(record.trigger).decode(),
+            "context": record.context,
+            "error": record.error,
+            "started_at": record.started_at,
+            "updated_at": record.updated_at,
+            "owner": owner,
+            "steps": [
+                [
+                    s.idx,
+                    s.step_id,
+                    s.capability,
+                    s.required,
+                    s.state,
+                    s.module,
+                    s.detail,
+                    s.attempts,
+                    s.idempotency_key,
+                ]
+                for s in record.steps
+            ],
+        }
+    ).encode()
+
+
+def _decode(value: bytes) -> tuple[st.RunRecord, str]:
+    raw = json.loads(value)
+    record = st.RunRecord(
+        run_id=raw["run_id"],
+        event_id=raw["event_id"],
+        correlation_id=raw["correlation_id"],
+        state=raw["state"],
+        description=raw["description"],
+        trigger=base64.b64decode(raw["trigger"]),
+        context=raw["context"],
+        started_at=raw["started_at"],
+        updated_at=raw["updated_at"],
+        error=raw["error"],
+        steps=[st.StepRecord(*step) for step in raw["steps"]],
+    )
+    return record, str(raw["owner"])
+
+
+def _live(record: st.RunRecord) -> bool:
+    """Still needs a router: running, or a deferred step waiting for its module."""
+    return record.state == st.RUN_RUNNING or any(
+        step.state == st.STEP_DEFERRED for step in record.steps
+    )
+
+
+class KvRunStore:
+    """Runs in a JetStream KV bucket, shared by the routers connected to the same NATS."""
+
+    def __init__(
+        self,
+        servers: Sequence[str],
+        *,
+        bucket: str = DEFAULT_BUCKET,
+        replicas: int = 1,
+        lease_s: float = 10.0,
+        owner: str | None = None,
+    ) -> None:
+        self.servers = list(servers)
+        self.bucket = bucket
+        self.replicas = replicas
+        self.lease_s = lease_s
+        self.owner = owner or new_owner_id()
+        self.takeover_interval_s: float | None = lease_s / 2
+        self._nc: Client | None = None
+        self._kv: KeyValue | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        # owner -> (lease revision, when this router first saw that revision): a lease is
+        # stale once its revision has stood still for lease_s on this router's clock.
+        self._seen: dict[str, tuple[int, float]] = {}
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._nc = await nats.connect(
+            self.servers,
+            name=f"soulspot-pipeline-{self.owner}",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+        )
+        js = self._nc.jetstream()
+        try:
+            self._kv = await js.key_value(self.bucket)
+        except js_errors.BucketNotFoundError:
+            # Every router may try at once; creating an identical bucket is idempotent.
+            self._kv = await js.create_key_value(
+                KeyValueConfig(
+                    bucket=self.bucket,
+                    history=1,
+                    storage=StorageType.FILE,
+                    replicas=self.replicas,
+                    description="SoulSpot pipeline runs and router leases",
+                )
+            )
+        await self._renew()
+        self._heartbeat = asyncio.get_running_loop().create_task(
+            self._heartbeat_forever(), name="pipeline-lease"
+        )
+
+    async def close(self) -> None:
+        task, self._heartbeat = self._heartbeat, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._kv is not None:
+            # Gone at once rather than stale after lease_s: another router takes the runs now.
+            with contextlib.suppress(Exception):
+                await self._kv.delete(_ROUTERS + self.owner)
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.drain()
+        self._nc = self._kv = None
+
+    def _require(self) -> KeyValue:
+        if self._kv is None:
+            raise RuntimeError("the run store is not open")
+        return self._kv
+
+    async def _renew(self) -> None:
+        await self._require().put(_ROUTERS + self.owner, str(time.time()).encode())
+
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                await self._renew()
+            except Exception as err:  # NATS away: keep trying (runs may move)
+                _log.warning("could not renew the pipeline lease: %s", err)
+
+    # --- runs ------------------------------------------------------------------------------
+
+    async def create_run(
+        self,
+        *,
+        event_id: str,
+        correlation_id: str,
+        description: str,
+        trigger: bytes,
+        context: dict[str, Any],
+        steps: Sequence[st.NewStep],
+    ) -> tuple[str, bool]:
+        """(run_id, created): created only for the one router whose KV create won."""
+        run_id = run_id_for(event_id)
+        now = time.time()
+        record = st.RunRecord(
+            run_id=run_id,
+            event_id=event_id,
+            correlation_id=correlation_id,
+            state=st.RUN_RUNNING,
+            description=description,
+            trigger=trigger,
+            context={**context, "run_id": run_id},
+            started_at=now,
+            updated_at=now,
+            steps=[
+                st.StepRecord(
+                    idx,
+                    s.step_id,
+                    s.capability,
+                    s.required,
+                    st.STEP_PENDING,
+                    idempotency_key=f"{run_id}:{s.step_id}",
+                )
+                for idx, s in enumerate(steps)
+            ],
+        )
+        try:
+            await self._require().create(_RUNS + run_id, _encode(record, self.owner))
+        except js_errors.KeyWrongLastSequenceError:
+            return run_id, False
+        return run_id, True
+
+    async def _entry(self, run_id: str) -> tuple[st.RunRecord, str, int] | None:
+        try:
+            entry = await self._require().get(_RUNS + run_id)
+        except js_errors.KeyNotFoundError:
+            return None
+        assert entry.value is not None
+        assert entry.revision is not None
+        record, owner = _decode(entry.value)
+        return record, owner, entry.revision
+
+    async def get(self, run_id: str) -> st.RunRecord | None:
+        found = await self._entry(run_id)
+        return found[0] if found is not None else None
+
+    async def get_by_event(self, event_id: str) -> st.RunRecord | None:
+        return await self.get(run_id_for(event_id))
+
+    async def _keys(self, prefix: str) -> list[str]:
+        try:
+            keys = await self._require().keys(filters=[prefix])
+        except js_errors.NoKeysError:
+            return []
+        return [k for k in keys if k.startswith(prefix)]
+
+    async def _all(self) -> list[tuple[st.RunRecord, str, int]]:
+        found = []
+        for key in await self._keys(_RUNS):
+            entry = await self._entry(key.removeprefix(_RUNS))
+            if entry is not None:
+                found.append(entry)
+        return found
+
+    async def list_runs(self, limit: int = 50, state: int | None = None) -> list[st.RunRecord]:
+        records = [r for r, _owner, _rev in await self._all() if state is None or r.state == state]
+        records.sort(key=lambda r: r.started_at, reverse=True)
+        return records[:limit]
+
+    async def resumable(self) -> list[st.RunRecord]:
+        """Runs still owned by this owner name (only when it is given explicitly and reused);
+        a dead router's runs come through take_over."""
+        return [
+            r
+            for r, owner, _rev in await self._all()
+            if owner == self.owner and r.state == st.RUN_RUNNING
+        ]
+
+    async def deferred(self) -> list[tuple[str, int, str]]:
+        """Deferred steps of this router's runs, oldest run first."""
+        runs = sorted(
+            (r for r, owner, _rev in await self._all() if owner == self.owner),
+            key=lambda r: r.started_at,
+        )
+        return [
+            (r.run_id, s.idx, s.capability)
+            for r in runs
+            for s in r.steps
+            if s.state == st.STEP_DEFERRED
+        ]
+
+    async def take_over(self) -> list[str]:
+        kv = self._require()
+        leases: dict[str, int] = {}
+        for key in await self._keys(_ROUTERS):
+            with contextlib.suppress(js_errors.KeyNotFoundError):
+                entry = await kv.get(key)
+                assert entry.revision is not None
+                leases[key.removeprefix(_ROUTERS)] = entry.revision
+        now = time.monotonic()
+        stale: set[str] = set()
+        for owner, revision in leases.items():
+            seen = self._seen.get(owner)
+            if seen is None or seen[0] != revision:
+                self._seen[owner] = (revision, now)
+            elif now - seen[1] >= self.lease_s:
+                stale.add(owner)
+        for owner in list(self._seen):
+            if owner not in leases:
+                del self._seen[owner]
+        taken: list[str] = []
+        for record, owner, revision in await self._all():
+            if owner == self.owner or not _live(record):
+                continue
+            if owner not in stale and (owner in leases or await self._has_lease(owner)):
+                continue
+            try:
+                await kv.update(_RUNS + record.run_id, _encode(record, self.owner), last=revision)
+            except js_errors.KeyWrongLastSequenceError:
+                continue  # another router took it first, or its owner just wrote
+            _log.warning(
+                "took over pipeline run %s from router %s, whose lease went stale",
+                record.run_id,
+                owner,
+                extra={"run_id": record.run_id, "correlation_id": record.correlation_id},
+            )
+            taken.append(record.run_id)
+        for owner in stale:
+            # Forget the dead lease, so it does not pile up; a router that only stalled
+            # writes it again and finds its runs gone (LeaseLost).
+            with contextlib.suppress(Exception):
+                await kv.delete(_ROUTERS + owner, last=leases[owner])
+            self._seen.pop(owner, None)
+        return taken
+
+    async def _has_lease(self, owner: str) -> bool:
+        """Asked again just before taking a run whose owner had no lease in the listing: a
+        router that started after the listing has one by now."""
+        try:
+            await self._require().get(_ROUTERS + owner)
+        except js_errors.KeyNotFoundError:
+            return False
+        return True
+
+    async def _mutate(self, run_id: str, change: Callable[[st.RunRecord], _T]) -> _T:
+        """Read, change and compare-and-set the run; only while this router owns it."""
+        kv = self._require()
+        while True:
+            found = await self._entry(run_id)
+            if found is None:
+                raise st.LeaseLost(run_id, "")
+            record, owner, revision = found
+            if owner != self.owner:
+                raise st.LeaseLost(run_id, owner)
+            result = change(record)
+            record.updated_at = time.time()
+            try:
+                await kv.update(_RUNS + run_id, _encode(record, owner), last=revision)
+            except js_errors.KeyWrongLastSequenceError:
+                continue  # written meanwhile (by this router or a takeover): read again
+            return result
+
+    async def step_started(self, run_id: str, idx: int, *, state: int = st.STEP_RUNNING) -> int:
+        def change(record: st.RunRecord) -> int:
+            step = record.steps[idx]
+            step.state = state
+            step.attempts += 1
+            return step.attempts
+
+        return await self._mutate(run_id, change)
+
+    async def step_finished(
+        self,
+        run_id: str,
+        idx: int,
+        state: int,
+        *,
+        module: str = "",
+        detail: str = "",
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        def change(record: st.RunRecord) -> None:
+            step = record.steps[idx]
+            if result is not None:
+                record.context.setdefault("steps", {})[step.step_id] = result
+            step.state, step.module, step.detail = state, module, detail
+
+        await self._mutate(run_id, change)
+
+    async def set_state(self, run_id: str, state: int, error: str = "") -> None:
+        def change(record: st.RunRecord) -> None:
+            record.state, record.error = state, error
+
+        await self._mutate(run_id, change)
