@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING
 
 from cli.download_watch import DownloadWatch, Outcome
 from cli.identity import CLIENT, instance_name
-from cli.library_check import in_library
-from cli.router_connection import call
+from services.kit.clients.downloads import in_library, request_download
 from services.kit.events.client import EventHandlers, RouterPublisher, Subscriber
 from services.kit.rpc.errors import MeshError
-from soulspot.capabilities.v1 import download_pb2, download_pb2_grpc, library_pb2_grpc
+from soulspot.capabilities.v1 import download_pb2_grpc, library_pb2_grpc
 from soulspot.events.v1 import playlist_pb2 as playlist_events_pb2
 
 if TYPE_CHECKING:
@@ -26,7 +25,6 @@ if TYPE_CHECKING:
     from soulspot.events.v1 import envelope_pb2
 
 WORK_QUEUE = "playlist-sync"
-DOWNLOAD_REQUEST_TIMEOUT_S = 60.0
 
 
 class PlaylistWorker:
@@ -97,12 +95,9 @@ class PlaylistWorker:
         existing = await in_library(self._library, track)
         if existing is not None:
             return Outcome("already_in_library", existing)
-        request = download_pb2.DownloadTrackRequest(track=track, requested_by=CLIENT)
-        if quality is not None and quality.ByteSize():
-            request.quality.CopyFrom(quality)
         try:
-            started = await call(
-                self._downloads.DownloadTrack(request, timeout=DOWNLOAD_REQUEST_TIMEOUT_S)
+            started = await request_download(
+                self._downloads, track, requested_by=CLIENT, quality=quality
             )
         except MeshError as err:
             return Outcome("failed", f"{err.code.name}: {err.message}")

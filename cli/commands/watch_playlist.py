@@ -1,0 +1,152 @@
+"""`soulspot watch-playlist`: keep a playlist in sync on a schedule, run by the router.
+
+    soulspot watch-playlist <playlist> --every 6h   # watch it (or change its interval)
+    soulspot watch-playlist list                    # every watch: next run, last result
+    soulspot watch-playlist run <playlist>          # run it now and print the result
+    soulspot watch-playlist remove <playlist>       # stop watching it
+
+The router keeps the schedule (in its state folder) and runs it whether or not this command
+is still running; each run requests only the tracks the watch has not requested before.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from google.protobuf import duration_pb2
+from typer.core import TyperGroup
+
+from cli.console import console, err_console
+from cli.router_connection import RouterOption, router_address, run_on_router
+from cli.tables import local_time, watched_playlists_table
+from services.kit.support.intervals import format_interval, parse_interval
+from soulspot.router.v1 import watches_pb2, watches_pb2_grpc
+
+if TYPE_CHECKING:
+    import click
+    import grpc
+
+CALL_TIMEOUT_S = 10.0
+
+
+class _AddByDefault(TyperGroup):
+    """`watch-playlist <playlist> --every 6h` means `watch-playlist add <playlist> ...`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["add", *args]
+        return super().parse_args(ctx, args)
+
+
+watch_playlist_app = typer.Typer(
+    cls=_AddByDefault,
+    no_args_is_help=True,
+    help="Keep a playlist in sync on a schedule: `watch-playlist <playlist> --every 6h`, "
+    "`list`, `run <playlist>`, `remove <playlist>`.",
+)
+
+
+def _stub(channel: grpc.aio.Channel) -> Any:
+    return watches_pb2_grpc.PlaylistWatchServiceStub(channel)
+
+
+def _summary(watch: watches_pb2.PlaylistWatch) -> str:
+    every = format_interval(watch.every.ToTimedelta().total_seconds())
+    name = f" ({watch.name})" if watch.name else ""
+    return f"playlist {watch.playlist_id}{name} every {every}"
+
+
+@watch_playlist_app.command("add")
+def watch_add(
+    playlist: Annotated[str, typer.Argument(help="A playlist id or share URL.")],
+    every: Annotated[
+        str,
+        typer.Option("--every", help="How often: 90m, 6h, 1d, 1h30m (from 5m to 30d)."),
+    ] = "6h",
+    router: RouterOption = None,
+) -> None:
+    """Watch a playlist (its first run starts at once), or change its interval."""
+    try:
+        seconds = parse_interval(every)
+    except ValueError as err:
+        err_console.print(f"[red]--every:[/] {err}")
+        raise typer.Exit(2) from err
+
+    async def body(channel: grpc.aio.Channel) -> int:
+        reply = await _stub(channel).AddPlaylistWatch(
+            watches_pb2.AddPlaylistWatchRequest(
+                playlist_id=playlist,
+                every=duration_pb2.Duration(seconds=round(seconds)),
+            ),
+            timeout=CALL_TIMEOUT_S,
+        )
+        watch = reply.watch
+        if reply.created:
+            console.print(f"watching {_summary(watch)}; the first run starts now")
+        else:
+            console.print(
+                f"now watching {_summary(watch)}; next run {local_time(watch.next_run_at)}"
+            )
+        return 0
+
+    run_on_router(router_address(router), body)
+
+
+@watch_playlist_app.command("list")
+def watch_list(router: RouterOption = None) -> None:
+    """Every watched playlist: interval, next run, last result."""
+
+    async def body(channel: grpc.aio.Channel) -> int:
+        reply = await _stub(channel).ListPlaylistWatches(
+            watches_pb2.ListPlaylistWatchesRequest(), timeout=CALL_TIMEOUT_S
+        )
+        if not reply.watches:
+            console.print("no playlist is watched")
+            return 0
+        console.print(watched_playlists_table(list(reply.watches)))
+        return 0
+
+    run_on_router(router_address(router), body)
+
+
+@watch_playlist_app.command("run")
+def watch_run(
+    playlist: Annotated[str, typer.Argument(help="The watched playlist, as `list` shows it.")],
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1.0, help="Give up waiting after this many seconds.")
+    ] = 600.0,
+    router: RouterOption = None,
+) -> None:
+    """Run a watch now and print what it did; its next run is counted from now."""
+
+    async def body(channel: grpc.aio.Channel) -> int:
+        reply = await _stub(channel).RunPlaylistWatch(
+            watches_pb2.RunPlaylistWatchRequest(playlist_id=playlist), timeout=timeout
+        )
+        watch = reply.watch
+        line = f"{_summary(watch)}: {watch.last_result}"
+        if watch.last_run_failed:
+            err_console.print(f"[red]{line}[/]")
+            return 1
+        console.print(f"{line}; next run {local_time(watch.next_run_at)}")
+        return 0
+
+    run_on_router(router_address(router), body)
+
+
+@watch_playlist_app.command("remove")
+def watch_remove(
+    playlist: Annotated[str, typer.Argument(help="The watched playlist, as `list` shows it.")],
+    router: RouterOption = None,
+) -> None:
+    """Stop watching a playlist."""
+
+    async def body(channel: grpc.aio.Channel) -> int:
+        reply = await _stub(channel).RemovePlaylistWatch(
+            watches_pb2.RemovePlaylistWatchRequest(playlist_id=playlist), timeout=CALL_TIMEOUT_S
+        )
+        console.print(f"stopped watching {_summary(reply.watch)}")
+        return 0
+
+    run_on_router(router_address(router), body)

@@ -1,0 +1,129 @@
+"""When watches run: each at its next run time, one run per watch at a time.
+
+A run's next one is counted from when it ended, so a router that was down across several
+intervals runs a missed watch once soon after start, not once per missed interval. A failed
+run (no playlist module, the playlist unreadable) is retried sooner, through the one backoff,
+but never later than the watch's own interval. The clock is injected: tests drive `run_due`
+and `next_wakeup` with a clock of their own and never sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from router.watches.store import RunRecord
+from services.kit.support.backoff import BackoffPolicy
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from router.watches.store import WatchRecord, WatchStore
+
+_log = logging.getLogger("router.watches")
+
+# A failed run is tried again after 1, 2, 4 ... minutes, at most an hour (and at most the
+# watch's interval).
+RETRY = BackoffPolicy(initial_s=60.0, multiplier=2.0, cap_s=3600.0, jitter="equal")
+# The longest the loop sleeps without looking at the store again (a safety net for a clock
+# that jumps; every change through the service wakes it at once anyway).
+MAX_SLEEP_S = 300.0
+
+
+class WatchScheduler:
+    """Runs due watches through `run_one`, records each result and the next run."""
+
+    def __init__(
+        self,
+        store: WatchStore,
+        run_one: Callable[[WatchRecord], Awaitable[RunRecord]],
+        *,
+        clock: Callable[[], float] = time.time,
+        retry: BackoffPolicy = RETRY,
+        rand: Callable[[], float] | None = None,
+    ) -> None:
+        self._store = store
+        self._run_one = run_one
+        self._clock = clock
+        self._retry = retry
+        self._rand = rand
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._wake = asyncio.Event()
+        self.running: set[str] = set()
+
+    def wake(self) -> None:
+        """Look at the store again now (a watch was added, changed or removed)."""
+        self._wake.set()
+
+    def next_run_after(self, watch: WatchRecord, run: RunRecord, ended_at: float) -> float:
+        """When the watch runs next after this run."""
+        if not run.failed:
+            return ended_at + watch.every_s
+        fraction = None if self._rand is None else self._rand()
+        wait = self._retry.delay(watch.failures, fraction)
+        return ended_at + min(watch.every_s, wait)
+
+    async def run_watch(self, playlist_id: str, *, only_if_due: bool = False) -> WatchRecord | None:
+        """Run one watch now (after any run of it in progress); the watch as it then is, or
+        None when it is gone (or, with `only_if_due`, was not due any more)."""
+        lock = self._locks.setdefault(playlist_id, asyncio.Lock())
+        async with lock:
+            watch = await self._store.get(playlist_id)
+            if watch is None:
+                self._locks.pop(playlist_id, None)
+                return None
+            if only_if_due and watch.next_run_at > self._clock():
+                return None
+            self.running.add(playlist_id)
+            try:
+                try:
+                    run = await self._run_one(watch)
+                except Exception as err:
+                    # One watch's failure must not stop the others.
+                    _log.exception("watch of %s failed", playlist_id)
+                    run = RunRecord("", f"the run failed: {err}", True, 0, 0)
+                ended = self._clock()
+                return await self._store.finish_run(
+                    playlist_id,
+                    run,
+                    ended_at=ended,
+                    next_run_at=self.next_run_after(watch, run, ended),
+                )
+            finally:
+                self.running.discard(playlist_id)
+
+    async def run_due(self) -> list[str]:
+        """Run every watch due now, soonest first; the playlist ids run."""
+        now = self._clock()
+        ran = []
+        for watch in await self._store.list_watches():
+            if watch.next_run_at > now:
+                break
+            if await self.run_watch(watch.playlist_id, only_if_due=True) is not None:
+                ran.append(watch.playlist_id)
+        return ran
+
+    async def next_wakeup(self) -> float | None:
+        """When the soonest watch is due (None: no watches)."""
+        watches = await self._store.list_watches()
+        return min((w.next_run_at for w in watches), default=None)
+
+    async def serve(self) -> None:
+        """Run watches as they fall due, until cancelled."""
+        while True:
+            self._wake.clear()
+            try:
+                await self.run_due()
+                due = await self.next_wakeup()
+            except Exception:
+                _log.exception("could not run the due playlist watches")
+                due = self._clock() + self._retry.initial_s
+            sleep_s = MAX_SLEEP_S if due is None else min(MAX_SLEEP_S, due - self._clock())
+            if sleep_s <= 0:
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(sleep_s):
+                    await self._wake.wait()

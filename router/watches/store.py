@@ -1,0 +1,331 @@
+"""Watched playlists and the tracks each has requested, behind the `WatchStore` protocol.
+
+`SqliteWatchStore` keeps them in SQLite (WAL) in the router's state folder, so the schedule
+survives restarts; the protocol is the seam for a NATS JetStream KV store when one router is
+not enough. All SQLite work runs on one dedicated thread: commits wait for the disk without
+stalling the router's event loop, and one connection needs no locking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from services.kit.support.sqlite import open_wal, transaction
+from soulspot.router.v1 import watches_pb2
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+_T = TypeVar("_T")
+
+DB_FILE = "watches.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS watches (
+    playlist_id TEXT PRIMARY KEY,
+    every_s REAL NOT NULL,
+    next_run_at REAL NOT NULL,
+    created_at REAL NOT NULL,
+    owner TEXT NOT NULL DEFAULT '',
+    name TEXT NOT NULL DEFAULT '',
+    last_run_at REAL,
+    last_result TEXT NOT NULL DEFAULT '',
+    last_run_failed INTEGER NOT NULL DEFAULT 0,
+    tracks_in_playlist INTEGER NOT NULL DEFAULT 0,
+    last_requested INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS watches_by_next_run ON watches(next_run_at);
+CREATE TABLE IF NOT EXISTS watch_tracks (
+    playlist_id TEXT NOT NULL REFERENCES watches(playlist_id) ON DELETE CASCADE,
+    track_key TEXT NOT NULL,
+    requested_at REAL NOT NULL,
+    PRIMARY KEY (playlist_id, track_key)
+);
+"""
+
+
+class WatchLimitReached(Exception):
+    """A new watch would exceed the number of watches allowed."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} playlists are watched already")
+        self.limit = limit
+
+
+@dataclass(slots=True)
+class WatchRecord:
+    """One watched playlist as stored; times are Unix seconds."""
+
+    playlist_id: str
+    every_s: float
+    next_run_at: float
+    created_at: float
+    owner: str = ""
+    name: str = ""
+    last_run_at: float | None = None
+    last_result: str = ""
+    last_run_failed: bool = False
+    tracks_in_playlist: int = 0
+    last_requested: int = 0
+    # Consecutive failed runs: how far a retry backs off.
+    failures: int = 0
+    # Tracks requested (or found in the library) since the watch was added.
+    tracks_known: int = 0
+
+    def to_proto(self, *, running: bool = False) -> watches_pb2.PlaylistWatch:
+        watch = watches_pb2.PlaylistWatch(
+            playlist_id=self.playlist_id,
+            name=self.name,
+            every=duration_pb2.Duration(seconds=round(self.every_s)),
+            next_run_at=_timestamp(self.next_run_at),
+            last_result=self.last_result,
+            last_run_failed=self.last_run_failed,
+            tracks_in_playlist=self.tracks_in_playlist,
+            last_requested=self.last_requested,
+            tracks_known=self.tracks_known,
+            owner=self.owner,
+            created_at=_timestamp(self.created_at),
+            running=running,
+        )
+        if self.last_run_at is not None:
+            watch.last_run_at.CopyFrom(_timestamp(self.last_run_at))
+        return watch
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """What one run of a watch leaves in the store."""
+
+    name: str
+    result: str
+    failed: bool
+    tracks_in_playlist: int
+    requested: int
+
+
+def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+class WatchStore(Protocol):
+    """Where watches live. Every method is a coroutine; implementations serialise writes."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def upsert(
+        self, playlist_id: str, every_s: float, *, owner: str, now: float, limit: int
+    ) -> tuple[WatchRecord, bool]:
+        """Add a watch (first run due `now`) or change an existing one's interval (its next
+        run counted from its last); (the watch, created). Raises WatchLimitReached when a new
+        watch would make more than `limit`."""
+        ...
+
+    async def get(self, playlist_id: str) -> WatchRecord | None: ...
+
+    async def list_watches(self) -> list[WatchRecord]:
+        """Every watch, soonest next run first."""
+        ...
+
+    async def remove(self, playlist_id: str) -> WatchRecord | None:
+        """Forget the watch and its tracks; the removed watch, or None."""
+        ...
+
+    async def known_tracks(self, playlist_id: str) -> set[str]: ...
+
+    async def remember_tracks(self, playlist_id: str, keys: Sequence[str], now: float) -> None:
+        """Record tracks as requested (nothing for a watch removed meanwhile)."""
+        ...
+
+    async def finish_run(
+        self, playlist_id: str, run: RunRecord, *, ended_at: float, next_run_at: float
+    ) -> WatchRecord | None:
+        """Record a run's result and the next run; None when the watch is gone."""
+        ...
+
+
+class _SyncStore:
+    _COLUMNS = (
+        "w.playlist_id, w.every_s, w.next_run_at, w.created_at, w.owner, w.name, w.last_run_at,"
+        " w.last_result, w.last_run_failed, w.tracks_in_playlist, w.last_requested, w.failures,"
+        " (SELECT COUNT(*) FROM watch_tracks t WHERE t.playlist_id = w.playlist_id)"
+    )
+
+    def __init__(self, path: Path) -> None:
+        # FULL: an acknowledged AddPlaylistWatch must survive a power cut, and writes are rare.
+        self.db = open_wal(path, synchronous="FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @staticmethod
+    def _record(row: tuple[object, ...]) -> WatchRecord:
+        return WatchRecord(
+            playlist_id=str(row[0]),
+            every_s=float(row[1]),  # type: ignore[arg-type]
+            next_run_at=float(row[2]),  # type: ignore[arg-type]
+            created_at=float(row[3]),  # type: ignore[arg-type]
+            owner=str(row[4]),
+            name=str(row[5]),
+            last_run_at=None if row[6] is None else float(row[6]),  # type: ignore[arg-type]
+            last_result=str(row[7]),
+            last_run_failed=bool(row[8]),
+            tracks_in_playlist=int(row[9]),  # type: ignore[call-overload]
+            last_requested=int(row[10]),  # type: ignore[call-overload]
+            failures=int(row[11]),  # type: ignore[call-overload]
+            tracks_known=int(row[12]),  # type: ignore[call-overload]
+        )
+
+    def get(self, playlist_id: str) -> WatchRecord | None:
+        row = self.db.execute(
+            f"SELECT {self._COLUMNS} FROM watches w WHERE w.playlist_id = ?", (playlist_id,)
+        ).fetchone()
+        return None if row is None else self._record(row)
+
+    def list_watches(self) -> list[WatchRecord]:
+        rows = self.db.execute(
+            f"SELECT {self._COLUMNS} FROM watches w ORDER BY w.next_run_at, w.playlist_id"
+        ).fetchall()
+        return [self._record(r) for r in rows]
+
+    def upsert(
+        self, playlist_id: str, every_s: float, owner: str, now: float, limit: int
+    ) -> tuple[WatchRecord, bool]:
+        with transaction(self.db):
+            existing = self.get(playlist_id)
+            if existing is None:
+                (count,) = self.db.execute("SELECT COUNT(*) FROM watches").fetchone()
+                if count >= limit:
+                    raise WatchLimitReached(limit)
+                self.db.execute(
+                    "INSERT INTO watches (playlist_id, every_s, next_run_at, created_at, owner)"
+                    " VALUES (?,?,?,?,?)",
+                    (playlist_id, every_s, now, now, owner),
+                )
+            else:
+                # A shorter interval takes effect at once, a longer one from the last run.
+                base = existing.last_run_at if existing.last_run_at is not None else now
+                self.db.execute(
+                    "UPDATE watches SET every_s = ?, next_run_at = ? WHERE playlist_id = ?",
+                    (every_s, min(existing.next_run_at, base + every_s), playlist_id),
+                )
+            record = self.get(playlist_id)
+        assert record is not None
+        return record, existing is None
+
+    def remove(self, playlist_id: str) -> WatchRecord | None:
+        with transaction(self.db):
+            record = self.get(playlist_id)
+            if record is not None:
+                self.db.execute("DELETE FROM watches WHERE playlist_id = ?", (playlist_id,))
+        return record
+
+    def known_tracks(self, playlist_id: str) -> set[str]:
+        rows = self.db.execute(
+            "SELECT track_key FROM watch_tracks WHERE playlist_id = ?", (playlist_id,)
+        ).fetchall()
+        return {str(r[0]) for r in rows}
+
+    def remember_tracks(self, playlist_id: str, keys: Sequence[str], now: float) -> None:
+        with transaction(self.db):
+            self.db.executemany(
+                "INSERT OR IGNORE INTO watch_tracks (playlist_id, track_key, requested_at)"
+                " SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM watches WHERE playlist_id = ?)",
+                [(playlist_id, key, now, playlist_id) for key in keys],
+            )
+
+    def finish_run(
+        self, playlist_id: str, run: RunRecord, ended_at: float, next_run_at: float
+    ) -> WatchRecord | None:
+        with transaction(self.db):
+            self.db.execute(
+                "UPDATE watches SET name = CASE WHEN ? = '' THEN name ELSE ? END,"
+                " last_run_at = ?, last_result = ?, last_run_failed = ?, next_run_at = ?,"
+                " tracks_in_playlist = CASE WHEN ? THEN tracks_in_playlist ELSE ? END,"
+                " last_requested = ?,"
+                " failures = CASE WHEN ? THEN failures + 1 ELSE 0 END"
+                " WHERE playlist_id = ?",
+                (
+                    run.name,
+                    run.name,
+                    ended_at,
+                    run.result,
+                    int(run.failed),
+                    next_run_at,
+                    int(run.failed and run.tracks_in_playlist == 0),
+                    run.tracks_in_playlist,
+                    run.requested,
+                    int(run.failed),
+                    playlist_id,
+                ),
+            )
+            return self.get(playlist_id)
+
+
+class SqliteWatchStore:
+    """The async face of the SQLite store; every call runs on the store's own thread."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="watch-store")
+        self._sync: _SyncStore | None = None
+
+    async def _call(self, fn: Callable[[_SyncStore], _T]) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(self._require()))
+
+    def _require(self) -> _SyncStore:
+        if self._sync is None:
+            self._sync = _SyncStore(self.path)
+        return self._sync
+
+    async def open(self) -> None:
+        await self._call(lambda s: None)
+
+    async def close(self) -> None:
+        def close() -> None:
+            if self._sync is not None:
+                self._sync.close()
+                self._sync = None
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, close)
+        self._executor.shutdown(wait=True)
+
+    async def upsert(
+        self, playlist_id: str, every_s: float, *, owner: str, now: float, limit: int
+    ) -> tuple[WatchRecord, bool]:
+        return await self._call(lambda s: s.upsert(playlist_id, every_s, owner, now, limit))
+
+    async def get(self, playlist_id: str) -> WatchRecord | None:
+        return await self._call(lambda s: s.get(playlist_id))
+
+    async def list_watches(self) -> list[WatchRecord]:
+        return await self._call(lambda s: s.list_watches())
+
+    async def remove(self, playlist_id: str) -> WatchRecord | None:
+        return await self._call(lambda s: s.remove(playlist_id))
+
+    async def known_tracks(self, playlist_id: str) -> set[str]:
+        return await self._call(lambda s: s.known_tracks(playlist_id))
+
+    async def remember_tracks(self, playlist_id: str, keys: Sequence[str], now: float) -> None:
+        if keys:
+            await self._call(lambda s: s.remember_tracks(playlist_id, list(keys), now))
+
+    async def finish_run(
+        self, playlist_id: str, run: RunRecord, *, ended_at: float, next_run_at: float
+    ) -> WatchRecord | None:
+        return await self._call(lambda s: s.finish_run(playlist_id, run, ended_at, next_run_at))
