@@ -106,6 +106,7 @@ class RouterApp:
             if section.xds.enabled
             else None
         )
+        self.status_service.xds = self.xds
         # One implementation per RPC: RouterService hands each to the servicer that owns it.
         self.router_service = RouterServiceDelegate(
             registry=self.registry_service,

@@ -1,5 +1,6 @@
 """StatusService: the mesh as the router sees it (modules, capabilities, warnings), with what
-the event bus and the pipeline add (consumers and the log's position, runs in flight)."""
+the event bus, the pipeline and the playlist watches add (consumers and the log's position,
+runs in flight, watched playlists)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     from router.routing.capabilities import Catalog
     from router.routing.registry import Registry
     from router.routing.warnings import WarningBoard
+    from router.watches.service import PlaylistWatches
+    from router.xds.service import XdsService
 
 Context = grpc.aio.ServicerContext[Any, Any]
 SERVICE_NAME = status_pb2.DESCRIPTOR.services_by_name["StatusService"].full_name
@@ -33,12 +36,16 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
         *,
         bus: EventBus | None = None,
         pipeline: Pipeline | None = None,
+        watches: PlaylistWatches | None = None,
     ) -> None:
         self.registry = registry
         self.catalog = catalog
         self.warnings = warnings
         self.bus = bus
         self.pipeline = pipeline
+        self.watches = watches
+        # The xDS control plane, when the router serves one (set by the router's assembly).
+        self.xds: XdsService | None = None
         self.started_at = time.time()
 
     async def GetStatus(
@@ -50,4 +57,8 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
             response.last_sequence = self.bus.last_sequence
         if self.pipeline is not None:
             self.pipeline.fill_status(response)
+        if self.watches is not None:
+            await self.watches.fill_status(response)
+        if self.xds is not None:
+            self.xds.fill_status(response)
         return response

@@ -108,6 +108,9 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
         self.plane.attach(client)
         reader = asyncio.create_task(self._read(request_iterator, client))
         try:
+            # Right after a restart the registry is still filling: answering now would take
+            # every module away from clients that have them.
+            await self.plane.wait_ready()
             while True:
                 await client.wake.wait()
                 client.wake.clear()

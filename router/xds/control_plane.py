@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from typing import TYPE_CHECKING
 
 from router.xds.resources import (
@@ -51,6 +52,13 @@ class ControlPlane:
         # Module host names resolved to IP addresses (EDS carries addresses, not names).
         self._resolved: dict[str, str] = {}
         self._pending: asyncio.Task[None] | None = None
+        self.ready_at = time.monotonic() + section.warmup_s
+
+    async def wait_ready(self) -> None:
+        """Until the warm-up after start is over (modules have registered again)."""
+        left = self.ready_at - time.monotonic()
+        if left > 0:
+            await asyncio.sleep(left)
 
     def attach(self, client: AdsClient) -> None:
         self.clients.add(client)

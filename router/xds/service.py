@@ -9,6 +9,8 @@ from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from router.xds.ads import SERVICE_NAME, AdsClient, AdsServicer
 from router.xds.control_plane import ControlPlane
+from router.xds.resources import TYPE_NAMES
+from soulspot.router.v1 import router_pb2
 
 if TYPE_CHECKING:
     from router.routing.capabilities import Catalog
@@ -44,6 +46,27 @@ class XdsService:
     def clients(self) -> list[AdsClient]:
         """The connected clients, oldest first."""
         return sorted(self.plane.clients, key=lambda c: c.connected_at)
+
+    def fill_status(self, response: router_pb2.GetStatusResponse) -> None:
+        """The connected clients: node, identity, and per type what was sent, ACKed, NACKed."""
+        for client in self.clients():
+            info = router_pb2.XdsClient(
+                node_id=client.node_id,
+                identity=client.identity.uri if client.identity is not None else "",
+                peer=client.peer,
+            )
+            info.connected_at.FromNanoseconds(int(client.connected_at * 1e9))
+            for type_url, state in client.types.items():
+                info.subscriptions.append(
+                    router_pb2.XdsSubscription(
+                        type=TYPE_NAMES[type_url],
+                        resource_names=["*"] if state.wildcard else sorted(state.names),
+                        sent_version=state.sent_version,
+                        acked_version=state.acked_version,
+                        last_nack=state.last_nack,
+                    )
+                )
+            response.xds_clients.append(info)
 
     async def close(self) -> None:
         """End every ADS stream cleanly (clients keep their last configuration) and stop

@@ -1488,6 +1488,7 @@ class GetStatusResponse(_message.Message):
     DEAD_LETTERS_FIELD_NUMBER: _builtins.int
     STARTED_AT_FIELD_NUMBER: _builtins.int
     WATCHED_PLAYLISTS_FIELD_NUMBER: _builtins.int
+    XDS_CLIENTS_FIELD_NUMBER: _builtins.int
     last_sequence: _builtins.int
     """The log's last sequence."""
     dead_letters: _builtins.int
@@ -1520,6 +1521,10 @@ class GetStatusResponse(_message.Message):
     def watched_playlists(self) -> _containers.RepeatedCompositeFieldContainer[_watches_pb2.PlaylistWatch]:
         """Playlists the router re-syncs on a schedule (PlaylistWatchService), soonest next run first."""
 
+    @_builtins.property
+    def xds_clients(self) -> _containers.RepeatedCompositeFieldContainer[Global___XdsClient]:
+        """Proxyless clients connected to the router's xDS control plane, oldest first."""
+
     def __init__(
         self,
         *,
@@ -1532,14 +1537,97 @@ class GetStatusResponse(_message.Message):
         dead_letters: _builtins.int = ...,
         started_at: _timestamp_pb2.Timestamp | None = ...,
         watched_playlists: _abc.Iterable[_watches_pb2.PlaylistWatch] | None = ...,
+        xds_clients: _abc.Iterable[Global___XdsClient] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "consumers", b"consumers", "dead_letters", b"dead_letters", "in_flight", b"in_flight", "last_sequence", b"last_sequence", "modules", b"modules", "started_at", b"started_at", "warnings", b"warnings", "watched_playlists", b"watched_playlists"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "consumers", b"consumers", "dead_letters", b"dead_letters", "in_flight", b"in_flight", "last_sequence", b"last_sequence", "modules", b"modules", "started_at", b"started_at", "warnings", b"warnings", "watched_playlists", b"watched_playlists", "xds_clients", b"xds_clients"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStatusResponse: _TypeAlias = GetStatusResponse  # noqa: Y015
+
+@_typing.final
+class XdsClient(_message.Message):
+    """XdsClient is one ADS stream of a proxyless gRPC client."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    IDENTITY_FIELD_NUMBER: _builtins.int
+    PEER_FIELD_NUMBER: _builtins.int
+    CONNECTED_AT_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTIONS_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    """The node id: the caller's verified identity, or what a plaintext caller said."""
+    identity: _builtins.str
+    """The verified identity (spiffe://soulspot/<kind>/<name>); empty on a plaintext router."""
+    peer: _builtins.str
+    """The peer address of the stream."""
+    @_builtins.property
+    def connected_at(self) -> _timestamp_pb2.Timestamp:
+        """When the stream opened."""
+
+    @_builtins.property
+    def subscriptions(self) -> _containers.RepeatedCompositeFieldContainer[Global___XdsSubscription]:
+        """One entry per resource type the client subscribed to."""
+
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        identity: _builtins.str = ...,
+        peer: _builtins.str = ...,
+        connected_at: _timestamp_pb2.Timestamp | None = ...,
+        subscriptions: _abc.Iterable[Global___XdsSubscription] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["connected_at", b"connected_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected_at", b"connected_at", "identity", b"identity", "node_id", b"node_id", "peer", b"peer", "subscriptions", b"subscriptions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___XdsClient: _TypeAlias = XdsClient  # noqa: Y015
+
+@_typing.final
+class XdsSubscription(_message.Message):
+    """XdsSubscription is what one client holds of one resource type."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    RESOURCE_NAMES_FIELD_NUMBER: _builtins.int
+    SENT_VERSION_FIELD_NUMBER: _builtins.int
+    ACKED_VERSION_FIELD_NUMBER: _builtins.int
+    LAST_NACK_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """"listeners", "routes", "clusters" or "endpoints"."""
+    sent_version: _builtins.str
+    """The version last sent."""
+    acked_version: _builtins.str
+    """The version the client last ACKed (empty: none yet)."""
+    last_nack: _builtins.str
+    """The error of the client's last NACK (empty: none)."""
+    @_builtins.property
+    def resource_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The resource names subscribed ("*" for every one)."""
+
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        resource_names: _abc.Iterable[_builtins.str] | None = ...,
+        sent_version: _builtins.str = ...,
+        acked_version: _builtins.str = ...,
+        last_nack: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acked_version", b"acked_version", "last_nack", b"last_nack", "resource_names", b"resource_names", "sent_version", b"sent_version", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___XdsSubscription: _TypeAlias = XdsSubscription  # noqa: Y015
 
 @_typing.final
 class WatchRoutingTableRequest(_message.Message):

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 @pytest.fixture
 async def xds_router() -> AsyncIterator[RouterApp]:
-    app = router_app()
+    app = router_app(xds={"warmup_s": 0, "max_streams_per_identity": 3, "max_resource_names": 8})
     await app.start()
     yield app
     await app.stop(0)
