@@ -20,9 +20,9 @@ class XdsSection(Section):
     # Registry changes within this window are pushed together (the push follows within it).
     push_debounce_s: float = Field(default=0.02, ge=0, le=0.1)
     # After the router starts, clients are answered only once this has passed: modules
-    # register again within it (their retry backoff tops out at 5 s), and a client that
-    # reconnects meanwhile keeps calling with the configuration it has.
-    warmup_s: float = Field(default=5.0, ge=0, le=60)
+    # register again within it (their retry backoff tops out at 5 s, then a health check),
+    # and a client that reconnects meanwhile keeps calling with the configuration it has.
+    warmup_s: float = Field(default=7.0, ge=0, le=60)
     # Retries gRPC makes on another endpoint for an idempotent capability (gRPC caps a call
     # at 5 attempts in all).
     max_retries: int = Field(default=3, ge=1, le=4)

@@ -68,8 +68,17 @@ class XdsLoad:
     """A child process calling at a given concurrency until stopped; `latest` is its last
     reported totals."""
 
-    def __init__(self, bootstrap_text: str, concurrency: int, *extra: str) -> None:
+    def __init__(
+        self,
+        bootstrap_text: str,
+        concurrency: int,
+        *extra: str,
+        pki_dir: Path | None = None,
+        identity: Identity = CLI,
+    ) -> None:
         self.bootstrap_text = bootstrap_text
+        self.pki_dir = pki_dir
+        self.identity = identity
         self.concurrency = concurrency
         self.extra = extra
         self.latest: dict[str, Any] = {"ok": 0, "failed": {}, "by": {}}
@@ -80,7 +89,7 @@ class XdsLoad:
     async def start(self) -> XdsLoad:
         self._final = asyncio.get_running_loop().create_future()
         self._proc = await asyncio.create_subprocess_exec(
-            *_args(None, CLI, (f"--load={self.concurrency}", *self.extra)),
+            *_args(self.pki_dir, self.identity, (f"--load={self.concurrency}", *self.extra)),
             cwd=REPO,
             env=_env(self.bootstrap_text),
             stdin=asyncio.subprocess.PIPE,
