@@ -34,7 +34,10 @@ RouterOption = Annotated[
     str | None,
     typer.Option(
         "--router",
-        help="The router's gRPC address (default: SOULSPOT_ROUTER_ADDRESS, else 127.0.0.1:50051).",
+        help=(
+            "The router's gRPC address, or several routers' comma-separated (calls go to any"
+            " that answers; default: SOULSPOT_ROUTER_ADDRESS, else 127.0.0.1:50051)."
+        ),
         show_default=False,
     ),
 ]

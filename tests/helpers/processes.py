@@ -125,7 +125,8 @@ def start_module(
     log_level: str = "INFO",
 ) -> Process:
     log_path = tmp / f"{name}-{time.monotonic_ns()}.log"
-    pki_dir = _PKI_BY_ROUTER[router]
+    # Several routers (comma-separated) share one mesh CA: the first one's folder.
+    pki_dir = _PKI_BY_ROUTER[router.split(",")[0]]
     add_modules(pki_dir, name)
     environment = {k: v for k, v in os.environ.items() if k != "SOULSPOT_CONFIG"}
     environment.update(tls_env(pki_dir))

@@ -1,5 +1,7 @@
-"""Keeps a module registered with the router: the Register stream, reconnecting with the
-kit's backoff, one warning while the router is away (not one per try)."""
+"""Keeps a module registered with the router, or with every router when the address names
+several (comma-separated): one Register stream per router, each reconnecting with the kit's
+backoff, one warning while a router is away (not one per try). Each router then watches the
+module's health itself, so any of them shows and routes the same mesh."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from services.kit.rpc.channel import open_channel
+from services.kit.rpc.targets import split_addresses
 from services.kit.support.backoff import Backoff, BackoffPolicy
 from soulspot.router.v1 import registry_pb2_grpc, router_pb2
 
@@ -19,6 +22,17 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 log = logging.getLogger("soulspot.registration")
+
+
+class _RouterLink:
+    """One router's side of the registration: its stream's state."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.connected = asyncio.Event()
+        # Wakes this stream's requests when the module's health changes between heartbeats.
+        self.health_changed = asyncio.Event()
+        self.warned = False
 
 
 class RouterRegistration:
@@ -32,27 +46,42 @@ class RouterRegistration:
         max_backoff: float = 5.0,
     ) -> None:
         self.router_address = router_address
+        self.links = [_RouterLink(a) for a in split_addresses(router_address) or [router_address]]
         self.announcement = announcement
         self.heartbeat_interval = heartbeat_interval
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
         self.registered: router_pb2.Registered | None = None
         self._health = router_pb2.HealthReport(serving=True)
-        # Wakes the request stream when the module's health changes between heartbeats.
-        self._health_changed = asyncio.Event()
-        self._connected = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._warned = False
+        self._any_connected = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        """Registered with at least one router."""
+        return any(link.connected.is_set() for link in self.links)
 
-    async def wait_connected(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
-        """Whether the registration was accepted within `timeout` seconds."""
+    @property
+    def connected_routers(self) -> list[str]:
+        return [link.address for link in self.links if link.connected.is_set()]
+
+    async def wait_connected(
+        self,
+        timeout: float | None = None,  # noqa: ASYNC109
+        *,
+        every: bool = False,
+    ) -> bool:
+        """Whether the registration was accepted (by one router, or by `every` router) within
+        `timeout` seconds."""
         try:
             async with asyncio.timeout(timeout):
-                await self._connected.wait()
+                if every:
+                    for link in self.links:
+                        await link.connected.wait()
+                else:
+                    while not self.connected:
+                        self._any_connected.clear()
+                        await self._any_connected.wait()
         except TimeoutError:
             return False
         return True
@@ -63,54 +92,62 @@ class RouterRegistration:
         report = router_pb2.HealthReport(serving=serving, reason="" if serving else reason)
         if report != self._health:
             self._health = report
-            self._health_changed.set()
+            for link in self.links:
+                link.health_changed.set()
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name=f"registration:{self.announcement.name}"
-            )
+        if not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._tasks = [
+                loop.create_task(
+                    self._run(link), name=f"registration:{self.announcement.name}@{link.address}"
+                )
+                for link in self.links
+            ]
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._connected.clear()
+        for link in self.links:
+            link.connected.clear()
 
-    async def _requests(self) -> AsyncIterator[router_pb2.RegisterRequest]:
+    async def _requests(self, link: _RouterLink) -> AsyncIterator[router_pb2.RegisterRequest]:
         yield router_pb2.RegisterRequest(announce=self.announcement)
-        self._health_changed.clear()
+        link.health_changed.clear()
         yield router_pb2.RegisterRequest(health=self._health)
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.heartbeat_interval):
-                    await self._health_changed.wait()
-            if self._health_changed.is_set():
-                self._health_changed.clear()
+                    await link.health_changed.wait()
+            if link.health_changed.is_set():
+                link.health_changed.clear()
                 yield router_pb2.RegisterRequest(health=self._health)
                 continue
             now = timestamp_pb2.Timestamp()
             now.GetCurrentTime()
             yield router_pb2.RegisterRequest(heartbeat=router_pb2.Heartbeat(sent_at=now))
 
-    async def _run(self) -> None:
+    async def _run(self, link: _RouterLink) -> None:
         # Equal jitter, uniform(d/2, d): many modules restarting together do not reconnect in
         # step, and none retries sooner than half its wait.
         backoff = Backoff(
             BackoffPolicy(initial_s=self.initial_backoff, cap_s=self.max_backoff, jitter="equal")
         )
-        async with open_channel(self.router_address, interceptors=()) as channel:
+        async with open_channel(link.address, interceptors=()) as channel:
             stub = registry_pb2_grpc.RegistryServiceStub(channel)
             while True:
                 try:
-                    async for response in stub.Register(self._requests()):
+                    async for response in stub.Register(self._requests(link)):
                         if response.WhichOneof("kind") == "registered":
                             self.registered = response.registered
-                            self._connected.set()
+                            link.connected.set()
+                            self._any_connected.set()
                             backoff.reset()
-                            self._on_connected()
+                            self._on_connected(link)
                     reason = "the router closed the registration stream"
                 except grpc.aio.AioRpcError as err:
                     reason = f"{err.code().name}: {err.details() or ''}"
@@ -126,34 +163,37 @@ class RouterRegistration:
                             extra={"module_name": self.announcement.name},
                         )
                         backoff.to_cap()
-                self._connected.clear()
-                self._on_lost(reason)
+                link.connected.clear()
+                self._on_lost(link, reason)
                 await backoff.wait()
 
-    def _on_connected(self) -> None:
-        if self._warned:
+    def _on_connected(self, link: _RouterLink) -> None:
+        if link.warned:
             log.info(
                 "router reachable again, %s registered",
                 self.announcement.name,
-                extra={"module_name": self.announcement.name, "router": self.router_address},
+                extra={"module_name": self.announcement.name, "router": link.address},
             )
         else:
             log.info(
                 "registered %s with the router",
                 self.announcement.name,
-                extra={"module_name": self.announcement.name, "router": self.router_address},
+                extra={"module_name": self.announcement.name, "router": link.address},
             )
-        self._warned = False
+        link.warned = False
 
-    def _on_lost(self, reason: str) -> None:
-        if self._warned:
+    def _on_lost(self, link: _RouterLink, reason: str) -> None:
+        if link.warned:
             return
-        self._warned = True
+        link.warned = True
+        others = [a for a in self.connected_routers if a != link.address]
         log.warning(
-            "router unreachable, serving standalone",
+            "router unreachable, serving standalone"
+            if not others
+            else "router unreachable, still registered with the others",
             extra={
                 "module_name": self.announcement.name,
-                "router": self.router_address,
+                "router": link.address,
                 "reason": reason,
             },
         )

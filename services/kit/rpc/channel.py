@@ -9,6 +9,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from services.kit.rpc.interceptors import client_interceptors
+from services.kit.rpc.targets import channel_target
 from services.kit.rpc.xds_bootstrap import xds_channel_credentials, xds_channel_options, xds_target
 from services.kit.security.tls import Transport, current_transport
 
@@ -51,10 +52,15 @@ def open_channel(
     """A grpc.aio channel: mutual TLS as this process's identity, or plaintext when the
     process runs without TLS.
 
-    `interceptors` defaults to the kit's context interceptors; `options` extend or override
+    `address` may name several servers, comma-separated (several routers): the channel then
+    spreads calls over those that are up (services/kit/rpc/targets.py). `interceptors`
+    defaults to the kit's context interceptors; `options` extend or override
     CHANNEL_OPTIONS; `transport` defaults to the process's (`use_transport`).
     """
+    target = channel_target(address)
+    address = target.target
     merged: dict[str, int | str] = dict(CHANNEL_OPTIONS)
+    merged.update(target.options)
     merged.update(options)
     chosen = transport or current_transport()
     credentials = chosen.channel_credentials() if chosen is not None else None

@@ -24,6 +24,8 @@ from pydantic_settings import (
 from services.kit.security.tls import TlsSection
 
 CONFIG_ENV = "SOULSPOT_CONFIG"
+# The most routers a process registers with (one Register stream each).
+MAX_ROUTERS = 8
 
 _S = TypeVar("_S", bound=BaseModel)
 
@@ -47,11 +49,27 @@ class KitSettings(BaseSettings):
 
     state_dir: Path = Path("./.soulspot/state")
     library_root: Path = Path("./.soulspot/library")
+    # host:port of the router, or of several routers comma-separated (`a:50051,b:50051`):
+    # a module then registers with each and calls and publishes through any that answers.
     router_address: str = "127.0.0.1:50051"
     log_level: str = "INFO"
     log_json: bool = True
     # SOULSPOT_TLS__*: the PKI folder this process's certificate is in, or plaintext.
     tls: TlsSection = Field(default_factory=TlsSection)
+
+    @field_validator("router_address")
+    @classmethod
+    def _router_addresses(cls, value: str) -> str:
+        entries = [part.strip() for part in value.split(",") if part.strip()]
+        if len(entries) <= 1:
+            return value.strip()  # one target, as gRPC takes it (unix:, dns:///, host:port)
+        if len(entries) > MAX_ROUTERS:
+            raise ValueError(f"at most {MAX_ROUTERS} router addresses, got {len(entries)}")
+        for entry in entries:
+            host, sep, port = entry.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"router address {entry!r} is not host:port")
+        return ",".join(entries)
 
     @classmethod
     def settings_customise_sources(
