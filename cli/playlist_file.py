@@ -38,7 +38,7 @@ async def write_m3u(
     except MeshError as err:
         err_console.print(f"[red]playlist file not written:[/] {err.message}")
         return False
-    console.print(f"playlist file: {answer.file.path} ({answer.written} tracks)")
+    console.print(f"playlist file: {answer.file.path} ({answer.written} tracks)", soft_wrap=True)
     if answer.missing_positions:
         err_console.print(
             f"[yellow]{len(answer.missing_positions)} tracks are not in the library yet and "

@@ -54,7 +54,7 @@ def spotify(
     except LoginError as err:
         err_console.print(f"[red]login failed:[/] {err}")
         raise typer.Exit(1) from err
-    console.print(f"logged in to Spotify; the login is stored in {stored}")
+    console.print(f"logged in to Spotify; the login is stored in {stored}", soft_wrap=True)
 
 
 def _login(settings: LoginSettings, *, open_browser: bool) -> str:
