@@ -6,27 +6,22 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import grpc
-import pytest
 from grpc_health.v1 import health_pb2
 
-from services.kit.rpc import context as ctx
-from services.kit.rpc.direct import DirectClient
-from soulspot.capabilities.v1 import search_pb2
 from soulspot.common.v1 import module_pb2
 from soulspot.router.v1 import router_pb2
-from tests.helpers.fake_module import Behaviour
-from tests.helpers.router import SEARCH, eventually
+from tests.helpers.router import SEARCH
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+    import grpc
 
     from router.app import RouterApp
     from soulspot.router.v1 import registry_pb2_grpc, status_pb2_grpc
 
 GRPCURL = Path(sys.executable).with_name("grpcurl")
 SEARCH_SERVICE = "soulspot.capabilities.v1.SearchService"
-REQUEST = search_pb2.SearchTrackRequest(query="q")
 
 
 async def test_status_lists_modules_and_ordered_providers(
@@ -147,79 +142,3 @@ async def test_reflection_lists_capability_services_and_grpcurl_calls_through_ro
         f"{SEARCH_SERVICE}/SearchTrack",
     )
     assert json.loads(reply)["results"][0]["source"] == "mod"
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def test_direct_client_calls_modules_and_uses_router_when_table_is_stale(
-    module: Callable[..., Awaitable[Any]], router: RouterApp
-) -> None:
-    first = await module("first", 10)
-    second = await module("second", 5)
-    clock = _Clock()
-    async with DirectClient(router.address, clock=clock) as client:
-        assert await client.wait_for_table(5)
-        await eventually(lambda: client.providers(SEARCH) == ["first", "second"])
-        answer = await client.call(SEARCH, REQUEST, search_pb2.SearchTrackResponse, timeout=5)
-        assert answer.results[0].source == "first"
-        # Same fallback order as the router: a transient failure moves on to the next.
-        first.behaviour = Behaviour(mode="fail", code="UNAVAILABLE")
-        answer = await client.call(SEARCH, REQUEST, search_pb2.SearchTrackResponse, timeout=5)
-        assert answer.results[0].source == "second"
-        first.behaviour = Behaviour()
-        # With a fresh table the router is not needed at all...
-        await router.stop(0)
-        answer = await client.call(SEARCH, REQUEST, search_pb2.SearchTrackResponse, timeout=5)
-        assert answer.results[0].source == "first"
-        assert second.calls == 1
-        # ...and once the table is older than its ttl, calls go through the router (down).
-        clock.now += 60
-        assert not client.fresh
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await client.call(SEARCH, REQUEST, search_pb2.SearchTrackResponse, timeout=2)
-        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-
-
-async def test_direct_client_without_table_goes_through_router(
-    module: Callable[..., Awaitable[Any]], router: RouterApp
-) -> None:
-    fake = await module("mod", 1)
-    client = DirectClient(router.address, ttl=0.0)
-    await client.start()
-    try:
-        call_md = (("x-soulspot-no-fallback", "1"),)
-        answer = await client.call(
-            SEARCH, REQUEST, search_pb2.SearchTrackResponse, timeout=5, metadata=call_md
-        )
-        assert answer.results[0].source == "mod"
-        assert not client.fresh
-        assert fake.last_metadata["x-correlation-id"]
-    finally:
-        await client.stop()
-
-
-async def test_direct_client_carries_the_callers_context_and_invents_none(
-    module: Callable[..., Awaitable[Any]], router: RouterApp
-) -> None:
-    fake = await module("mod", 1)
-    async with DirectClient(router.address) as client:
-        assert await client.wait_for_table(5)
-        await eventually(lambda: client.providers(SEARCH) == ["mod"])
-        parent = ctx.new_traceparent()
-        with ctx.bind("corr-direct-1", parent):
-            await client.call(SEARCH, REQUEST, search_pb2.SearchTrackResponse, timeout=5)
-        assert fake.last_metadata["x-correlation-id"] == "corr-direct-1"
-        sent = ctx.parse_traceparent(fake.last_metadata["traceparent"])
-        assert sent is not None
-        assert sent.trace_id == parent.trace_id
-        assert sent.span_id != parent.span_id
-        # A caller with no context sends none: the module starts the trace and the id.
-        await client.call(SEARCH, REQUEST, search_pb2.SearchTrackResponse, timeout=5)
-        assert "x-correlation-id" not in fake.last_metadata
-        assert "traceparent" not in fake.last_metadata
