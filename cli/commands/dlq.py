@@ -8,6 +8,15 @@ import typer
 from google.protobuf import json_format
 
 from cli.console import console, err_console
+from cli.documents import dead_letter_document
+from cli.output import (
+    JsonOption,
+    OutputFormat,
+    OutputOption,
+    WideOption,
+    output_format,
+    print_result,
+)
 from cli.router_connection import RouterOption, router_address, run_on_router
 from cli.tables import dead_letter_table, dead_letters_table
 from services.kit.events.client import unpack_payload
@@ -23,16 +32,22 @@ dlq_app = typer.Typer(no_args_is_help=True, help="Inspect and replay dead letter
 def dlq_list(
     consumer: Annotated[str, typer.Option("--consumer", "-c", help="Only this consumer's.")] = "",
     limit: Annotated[int, typer.Option("--limit", "-n")] = 50,
+    output: OutputOption = OutputFormat.TABLE,
+    json_output: JsonOption = False,
+    wide: WideOption = False,
     router: RouterOption = None,
 ) -> None:
     """Dead letters, newest first."""
+    fmt = output_format(output, json_output=json_output, wide=wide)
 
     async def body(channel: grpc.aio.Channel) -> int:
         stub = event_bus_pb2_grpc.EventBusServiceStub(channel)
         reply = await stub.ListDeadLetters(
             router_pb2.ListDeadLettersRequest(consumer=consumer, limit=limit), timeout=10
         )
-        console.print(dead_letters_table(list(reply.dead_letters)))
+        letters = list(reply.dead_letters)
+        document = {"dead_letters": [dead_letter_document(dl) for dl in letters]}
+        print_result(fmt, document, [dead_letters_table(letters)])
         return 0
 
     run_on_router(router_address(router), body)
@@ -41,16 +56,23 @@ def dlq_list(
 @dlq_app.command("show")
 def dlq_show(
     dead_letter_id: Annotated[int, typer.Argument(help="The dead letter's id.")],
+    output: OutputOption = OutputFormat.TABLE,
+    json_output: JsonOption = False,
+    wide: WideOption = False,
     router: RouterOption = None,
 ) -> None:
     """One dead letter: why it is there, its envelope and payload."""
+    fmt = output_format(output, json_output=json_output, wide=wide)
 
     async def body(channel: grpc.aio.Channel) -> int:
         stub = event_bus_pb2_grpc.EventBusServiceStub(channel)
         reply = await stub.GetDeadLetter(
             router_pb2.GetDeadLetterRequest(dead_letter_id=dead_letter_id), timeout=10
         )
-        console.print(dead_letter_table(reply.dead_letter))
+        document = {"dead_letter": dead_letter_document(reply.dead_letter)}
+        print_result(fmt, document, [dead_letter_table(reply.dead_letter)])
+        if fmt is OutputFormat.JSON:
+            return 0  # the document holds the payload already
         env = reply.dead_letter.event
         try:
             console.print_json(json_format.MessageToJson(unpack_payload(env)))

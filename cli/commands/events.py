@@ -1,5 +1,5 @@
-"""`soulspot events list`, `soulspot events tail` and `soulspot events consumers delete`: the
-router's event log and its durable consumers."""
+"""`soulspot events list`, `soulspot events tail` and `soulspot events consumers list|delete`:
+the router's event log and its durable consumers."""
 
 from __future__ import annotations
 
@@ -9,9 +9,18 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cli.console import console
+from cli.documents import consumer_document, event_document
+from cli.output import (
+    JsonOption,
+    OutputFormat,
+    OutputOption,
+    WideOption,
+    output_format,
+    print_result,
+)
 from cli.router_connection import RouterOption, router_address, run_on_router
-from cli.tables import events_table, local_time, payload_summary
-from soulspot.router.v1 import event_bus_pb2, event_bus_pb2_grpc, router_pb2
+from cli.tables import consumers_table, events_table, local_time, payload_summary
+from soulspot.router.v1 import event_bus_pb2, event_bus_pb2_grpc, router_pb2, status_pb2_grpc
 
 if TYPE_CHECKING:
     import grpc
@@ -34,9 +43,13 @@ def list_events(
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many events.")] = 20,
     oldest_first: Annotated[bool, typer.Option("--oldest-first")] = False,
     correlation_id: Annotated[str, typer.Option("--correlation-id")] = "",
+    output: OutputOption = OutputFormat.TABLE,
+    json_output: JsonOption = False,
+    wide: WideOption = False,
     router: RouterOption = None,
 ) -> None:
     """Stored events, newest first."""
+    fmt = output_format(output, json_output=json_output, wide=wide)
 
     async def body(channel: grpc.aio.Channel) -> int:
         stub = event_bus_pb2_grpc.EventBusServiceStub(channel)
@@ -49,7 +62,12 @@ def list_events(
             ),
             timeout=10,
         )
-        console.print(events_table(list(reply.events), f"events ({len(reply.events)})"))
+        events = list(reply.events)
+        print_result(
+            fmt,
+            {"events": [event_document(env) for env in events]},
+            [events_table(events, f"events ({len(events)})")],
+        )
         return 0
 
     run_on_router(router_address(router), body)
@@ -80,6 +98,31 @@ def tail(
                     f" {payload_summary(env, 120)}"
                 )
             await asyncio.sleep(TAIL_POLL_S)
+
+    run_on_router(router_address(router), body)
+
+
+@consumers_app.command("list")
+def list_consumers(
+    output: OutputOption = OutputFormat.TABLE,
+    json_output: JsonOption = False,
+    wide: WideOption = False,
+    router: RouterOption = None,
+) -> None:
+    """The bus's durable consumers: their event types, position, lag and subscribers."""
+    fmt = output_format(output, json_output=json_output, wide=wide)
+
+    async def body(channel: grpc.aio.Channel) -> int:
+        reply = await status_pb2_grpc.StatusServiceStub(channel).GetStatus(
+            router_pb2.GetStatusRequest(), timeout=10
+        )
+        consumers = list(reply.consumers)
+        print_result(
+            fmt,
+            {"consumers": [consumer_document(c) for c in consumers]},
+            [consumers_table(consumers)],
+        )
+        return 0
 
     run_on_router(router_address(router), body)
 

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from cli.console import console
+from rich.text import Text
+
+from cli.documents import status_document
+from cli.output import (
+    JsonOption,
+    OutputFormat,
+    OutputOption,
+    WideOption,
+    output_format,
+    print_result,
+)
 from cli.router_connection import RouterOption, router_address, run_on_router
 from cli.tables import local_time, status_tables
 from soulspot.router.v1 import router_pb2, status_pb2_grpc
@@ -14,21 +24,26 @@ if TYPE_CHECKING:
     import grpc
 
 
-def status(router: RouterOption = None) -> None:
+def status(
+    output: OutputOption = OutputFormat.TABLE,
+    json_output: JsonOption = False,
+    wide: WideOption = False,
+    router: RouterOption = None,
+) -> None:
     """Modules, capabilities with their providers, warnings and work in flight."""
+    fmt = output_format(output, json_output=json_output, wide=wide)
 
     async def body(channel: grpc.aio.Channel) -> int:
         reply = await status_pb2_grpc.StatusServiceStub(channel).GetStatus(
             router_pb2.GetStatusRequest(), timeout=10
         )
-        for table in status_tables(reply):
-            console.print(table)
         started = local_time(reply.started_at)
-        console.print(
+        summary = Text(
             f"log at sequence {reply.last_sequence}, {reply.dead_letters} dead letters"
             + (f", router up since {started}" if started else "")
             + f" (as of {datetime.now().astimezone():%H:%M:%S})"
         )
+        print_result(fmt, status_document(reply), [*status_tables(reply), summary])
         return 0
 
     run_on_router(router_address(router), body)

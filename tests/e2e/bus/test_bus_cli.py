@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import TYPE_CHECKING
 
 import pytest
@@ -71,3 +72,44 @@ def test_events_and_dlq_commands(bus_process: BusProcess, monkeypatch: pytest.Mo
     unreachable = runner.invoke(events_app, ["list", "--router", "127.0.0.1:1"])
     assert unreachable.exit_code == 1
     assert "unreachable" in unreachable.output
+
+
+def test_table_commands_print_one_json_document(
+    bus_process: BusProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A narrow console: JSON is never wrapped or cut to fit it.
+    monkeypatch.setattr(console, "width", 40)
+    asyncio.run(bus_process.start())
+    asyncio.run(_seed(bus_process.address))
+    runner = CliRunner()
+    router = ["--router", bus_process.address]
+
+    listed = runner.invoke(events_app, ["list", "--json", *router])
+    assert listed.exit_code == 0, listed.output
+    events = json.loads(listed.stdout)["events"]
+    completed_event = next(e for e in events if e["event_type"] == "download.completed")
+    assert completed_event["payload"]["download_id"] == "cli-ok"
+    assert isinstance(completed_event["sequence"], int)
+
+    letters = runner.invoke(dlq_app, ["list", "-o", "json", *router])
+    assert letters.exit_code == 0, letters.output
+    (letter,) = json.loads(letters.stdout)["dead_letters"]
+    assert (letter["consumer"], letter["reason"]) == ("cli-worker", "max_attempts")
+    assert letter["last_error"] == "cannot handle it"
+
+    shown = runner.invoke(dlq_app, ["show", str(letter["dead_letter_id"]), "--json", *router])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["dead_letter"]["event"]["payload"]["download_id"] == "cli-ok"
+
+    consumers = runner.invoke(events_app, ["consumers", "list", "--json", *router])
+    assert consumers.exit_code == 0, consumers.output
+    names = [c["name"] for c in json.loads(consumers.stdout)["consumers"]]
+    assert "cli-worker" in names
+
+    # Errors stay on standard error with a non-zero exit, and standard output stays empty.
+    missing = runner.invoke(dlq_app, ["show", "999", "--json", *router])
+    assert missing.exit_code == 1
+    assert missing.stdout == ""
+    assert "NOT_FOUND" in missing.stderr
+    clash = runner.invoke(events_app, ["list", "--json", "--wide", *router])
+    assert clash.exit_code == 2
