@@ -15,6 +15,9 @@
 #   SOULSPOT_BASE_IMAGE     base image (default localhost/localbase:bookworm, bootstrapped here)
 #   SOULSPOT_COMPOSE_TIMEOUT  seconds for the `up` phase (default 600)
 #   SOULSPOT_KEEP=1         leave the stack running (no teardown) for inspection
+#   SOULSPOT_COMPOSE_CLUSTER=1  the `cluster` profile too: two routers on a three-node NATS
+#                           JetStream cluster, every module and the client given both routers
+#                           (slower; needs the NATS image, SOULSPOT_NATS_IMAGE)
 set -euo pipefail
 
 START=$(date +%s)
@@ -103,6 +106,11 @@ HEALTH_PID=
 export DOCKER_HOST=unix://$SOCK
 export COMPOSE_PROJECT_NAME=$PROJECT
 COMPOSE=(docker-compose -f "$ROOT/docker-compose.yml" --profile e2e)
+if [[ ${SOULSPOT_COMPOSE_CLUSTER:-0} == 1 ]]; then
+    COMPOSE+=(--profile cluster)
+    export SOULSPOT_BUS__BACKEND=jetstream SOULSPOT_BUS__NATS_REPLICAS=3 \
+        SOULSPOT_ROUTER_ADDRESSES=router:50051,router-b:50051
+fi
 
 teardown() {
     local rc=$?
