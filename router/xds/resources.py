@@ -24,7 +24,6 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
 from services.kit.rpc.policy import FALLBACK_CODES, IDEMPOTENT_FALLBACK_CODES
@@ -156,9 +155,9 @@ def routes_for_service(
     named: list[route_components_pb2.Route] = []
     for spec in specs:
         for entry, _offer in sorted(registry.providers(spec.capability), key=lambda p: p[0].name):
-            header = route_components_pb2.HeaderMatcher(
-                name=TARGET_HEADER, string_match=string_pb2.StringMatcher(exact=entry.name)
-            )
+            # exact_match, not string_match: older xDS clients (grpc-go in grpcurl 1.8)
+            # refuse the whole listener for a matcher they do not know.
+            header = route_components_pb2.HeaderMatcher(name=TARGET_HEADER, exact_match=entry.name)
             named.append(_route(spec, module_cluster(entry.name), section, header))
         # Any other module named: no other module may answer in its place.
         present = route_components_pb2.HeaderMatcher(name=TARGET_HEADER, present_match=True)
