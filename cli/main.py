@@ -7,7 +7,17 @@ from __future__ import annotations
 
 import typer
 
-from cli.commands import dlq, events, get, login, status, sync_playlist, up, worker
+from cli.commands import (
+    dlq,
+    events,
+    get,
+    login,
+    status,
+    sync_playlist,
+    up,
+    watch_playlist,
+    worker,
+)
 from cli.router_connection import PkiDirOption, set_pki_dir
 
 app = typer.Typer(
@@ -32,6 +42,11 @@ app.command("worker")(worker.worker)
 app.command("up")(up.up)
 app.add_typer(events.events_app, name="events", help="Inspect and follow the event log.")
 app.add_typer(dlq.dlq_app, name="dlq", help="Inspect and replay dead letters.")
+app.add_typer(
+    watch_playlist.watch_playlist_app,
+    name="watch-playlist",
+    help="Keep a playlist in sync on a schedule (run by the router).",
+)
 app.add_typer(login.login_app, name="login", help="Log in to a service as yourself.")
 
 

@@ -1,6 +1,6 @@
 """`python -m router`: the router on SOULSPOT_ROUTER__ADDRESS (default 127.0.0.1:50051),
-with the event bus over SQLite in the state folder and the post-download pipeline, speaking
-mutual TLS as spiffe://soulspot/router/router (SOULSPOT_TLS__*)."""
+with the event bus over SQLite in the state folder, the post-download pipeline and the
+playlist watches, speaking mutual TLS as spiffe://soulspot/router/router (SOULSPOT_TLS__*)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from router.bus import EventBus, create_bus, tune_process_for_bus
 from router.http import start_router_http
 from router.pipeline import create_pipeline
 from router.settings import RouterSettings
+from router.watches import create_watches
 from services.kit.observability.logging import setup_logging
 from services.kit.observability.tracing import configure_tracing
 from services.kit.security.identity import ROUTER
@@ -77,11 +78,16 @@ async def main() -> None:
     await bus.start()
     publisher = StatusPublisher(bus)
     pipeline = create_pipeline(settings)
-    app = RouterApp(settings, bus=bus, pipeline=pipeline, on_status_change=publisher)
+    watches = create_watches(settings)
+    app = RouterApp(
+        settings, bus=bus, pipeline=pipeline, on_status_change=publisher, watches=watches
+    )
     try:
         await app.start()
         # After the router serves: the pipeline is a client of the router's own address.
         await pipeline.start(loopback_address(app.address))
+        # Watched playlists are re-synced through the router's own address, like the pipeline.
+        await watches.start(loopback_address(app.address))
         http = await start_router_http(app.address, settings)
         try:
             await app.serve()
@@ -89,6 +95,7 @@ async def main() -> None:
             if http is not None:
                 await http.cleanup()
     finally:
+        await watches.stop()
         await pipeline.stop()
         await publisher.drain()
         await bus.stop()

@@ -18,9 +18,9 @@ from rich.prompt import IntPrompt
 from cli.console import console, err_console
 from cli.download_watch import DownloadWatch, Outcome
 from cli.identity import CLIENT
-from cli.library_check import in_library
 from cli.router_connection import RouterOption, call, router_address
 from cli.tables import describe_track, search_results_table
+from services.kit.clients.downloads import in_library
 from services.kit.rpc.channel import open_channel
 from services.kit.rpc.context import bind, new_correlation_id, new_traceparent
 from services.kit.rpc.errors import MeshError

@@ -24,7 +24,6 @@ from services.kit.support.intervals import format_interval, parse_interval
 from soulspot.router.v1 import watches_pb2, watches_pb2_grpc
 
 if TYPE_CHECKING:
-    import click
     import grpc
 
 CALL_TIMEOUT_S = 10.0
@@ -33,7 +32,8 @@ CALL_TIMEOUT_S = 10.0
 class _AddByDefault(TyperGroup):
     """`watch-playlist <playlist> --every 6h` means `watch-playlist add <playlist> ...`."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    # ctx is typer's vendored click Context, which it does not export under a public name.
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and not args[0].startswith("-"):
             args = ["add", *args]
         return super().parse_args(ctx, args)

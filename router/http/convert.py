@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 
+from services.kit.support.intervals import format_interval
+
 # Imported for their side effect: the payload types join the descriptor pool, so an Any
 # holding any event unpacks to JSON.
 from soulspot.events.v1 import (  # noqa: F401
@@ -58,6 +60,11 @@ def status_json(status: router_pb2.GetStatusResponse) -> dict[str, Any]:
     for consumer, source in zip(data.get("consumers", []), status.consumers, strict=True):
         consumer["lag"] = int(source.lag)
         consumer["acked_sequence"] = int(source.acked_sequence)
+    # Durations arrive as "21600s"; the page shows what a person writes ("6h").
+    for watch, watched in zip(
+        data.get("watched_playlists", []), status.watched_playlists, strict=True
+    ):
+        watch["every_text"] = format_interval(watched.every.ToTimedelta().total_seconds())
     return data
 
 

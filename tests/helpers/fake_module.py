@@ -69,6 +69,8 @@ class FakeModule:
     capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
     required_modules: tuple[str, ...] = ()
     calls: int = 0
+    # Titles of the tracks DownloadTrack was asked for, in order.
+    downloads: list[str] = field(default_factory=list)
     last_metadata: dict[str, str] = field(default_factory=dict)
     server: KitServer | None = None
     registration: RouterRegistration | None = None
@@ -167,6 +169,7 @@ class _Download(download_pb2_grpc.DownloadServiceServicer):
         self, request: download_pb2.DownloadTrackRequest, context: Context
     ) -> download_pb2.DownloadTrackResponse:
         await self.module.act(context)
+        self.module.downloads.append(request.track.title)
         return download_pb2.DownloadTrackResponse(
             download_id=f"{self.module.name}-{self.module.calls}",
             state=download_pb2.DOWNLOAD_STATE_QUEUED,
@@ -210,7 +213,9 @@ class _Playlist(playlist_pb2_grpc.PlaylistServiceServicer):
             if position == 1 and self.module.behaviour.fail_after_first:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "stream broke")
             yield playlist_pb2.ListPlaylistTracksResponse(
-                track=references_pb2.TrackReference(title=f"{self.module.name}-{position}"),
+                track=references_pb2.TrackReference(
+                    title=f"{self.module.name}-{position}", artist="Fake"
+                ),
                 position=position,
                 total=total,
                 playlist_name=request.playlist_id,
