@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import uuid
 from pathlib import Path  # noqa: TC003 (typer reads the annotation at runtime)
 from typing import TYPE_CHECKING, Annotated
@@ -25,6 +26,14 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from cli.console import console, err_console
 from cli.download_watch import WATCHER_IDLE_S
 from cli.identity import CLIENT, instance_name
+from cli.output import (
+    JsonOption,
+    OutputFormat,
+    OutputOption,
+    WideOption,
+    output_format,
+    print_result,
+)
 from cli.playlist_file import write_m3u
 from cli.playlist_worker import PlaylistWorker
 from cli.router_connection import RouterOption, router_address
@@ -69,9 +78,13 @@ def sync_playlist(
     timeout: Annotated[
         float, typer.Option("--timeout", min=1.0, help="Give up after this many seconds.")
     ] = 3600.0,
+    output: OutputOption = OutputFormat.TABLE,
+    json_output: JsonOption = False,
+    wide: WideOption = False,
     router: RouterOption = None,
 ) -> None:
     """Bring every track of a playlist into the library, through the shared work queue."""
+    fmt = output_format(output, json_output=json_output, wide=wide)
     given = [g for g in (playlist, csv_file, list_file) if g is not None]
     if len(given) != 1:
         err_console.print("[red]name one source:[/] a playlist, --csv FILE or --list FILE")
@@ -89,7 +102,13 @@ def sync_playlist(
     raise typer.Exit(
         asyncio.run(
             _sync_playlist(
-                playlist or "", from_file, workers, timeout, router_address(router), m3u=m3u
+                playlist or "",
+                from_file,
+                workers,
+                timeout,
+                router_address(router),
+                m3u=m3u,
+                fmt=fmt,
             )
         )
     )
@@ -103,6 +122,7 @@ async def _sync_playlist(
     router: str,
     *,
     m3u: bool,
+    fmt: OutputFormat = OutputFormat.TABLE,
 ) -> int:
     with bind(new_correlation_id(), new_traceparent()):
         async with open_channel(router) as channel:
@@ -116,7 +136,10 @@ async def _sync_playlist(
                     return 1
                 name, tracks = read.name or playlist, read.tracks
             if not tracks:
-                console.print("the playlist is empty")
+                if fmt is OutputFormat.JSON:
+                    print_result(fmt, _sync_document(name, "", [], {}), [])
+                else:
+                    console.print("the playlist is empty")
                 return 0
             sync_id = uuid.uuid4().hex
             results: dict[int, playlist_events_pb2.PlaylistTrackHandled] = {}
@@ -152,7 +175,8 @@ async def _sync_playlist(
                 BarColumn(),
                 TaskProgressColumn(),
                 TimeElapsedColumn(),
-                console=console,
+                # Standard output carries only the JSON document when one is asked for.
+                console=err_console if fmt is OutputFormat.JSON else console,
             )
             bar = progress.add_task(f"playlist {name}", total=len(tracks))
             await collector.start()
@@ -176,11 +200,48 @@ async def _sync_playlist(
                 for worker in local:
                     await worker.stop()
                 await collector.stop()
-            console.print(playlist_outcomes_table(tracks, results))
+            print_result(
+                fmt,
+                _sync_document(name, sync_id, tracks, results),
+                [playlist_outcomes_table(tracks, results)],
+            )
             failed = [r for r in results.values() if r.outcome == "failed"]
             missing = len(tracks) - len(results)
             if missing:
                 err_console.print(f"[red]{missing} tracks not handled within {limit_s:.0f}s[/]")
             if m3u:
-                await write_m3u(channel, name, tracks)
+                # Its note is for people: on standard error when standard output is JSON.
+                quiet = fmt is OutputFormat.JSON
+                with contextlib.redirect_stdout(sys.stderr) if quiet else contextlib.nullcontext():
+                    await write_m3u(channel, name, tracks)
             return 1 if failed or missing else 0
+
+
+def _sync_document(
+    name: str,
+    sync_id: str,
+    tracks: Tracks,
+    results: dict[int, playlist_events_pb2.PlaylistTrackHandled],
+) -> dict[str, object]:
+    """`sync-playlist --json`: each track's outcome (`not_handled` when none came in time)."""
+    rows = []
+    for position, track in tracks:
+        result = results.get(position)
+        rows.append(
+            {
+                "position": position,
+                "artist": track.artist,
+                "title": track.title,
+                "album": track.album,
+                "outcome": result.outcome if result else "not_handled",
+                "detail": result.detail if result else "",
+                "worker": result.worker if result else "",
+            }
+        )
+    return {
+        "playlist": name,
+        "sync_id": sync_id,
+        "tracks": rows,
+        "failed": sum(1 for r in rows if r["outcome"] == "failed"),
+        "not_handled": sum(1 for r in rows if r["outcome"] == "not_handled"),
+    }
