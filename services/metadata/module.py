@@ -49,6 +49,7 @@ def build(runtime: ModuleRuntime[MetadataSection]) -> ModuleParts:
             "offline: tags only, no MusicBrainz lookups"
             if section.offline
             else f"MusicBrainz lookups via {section.musicbrainz_url} when reachable"
+            + (f", front covers from {section.cover_art_url}" if covers is not None else "")
         )
         await runtime.set_health(True, reason)
 
