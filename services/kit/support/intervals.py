@@ -1,7 +1,7 @@
 """Intervals written the way people write them: `90m`, `6h`, `1d`, `1h30m`, `45s`.
 
 `parse_interval` turns such text into seconds (a ValueError names what is wrong);
-`format_interval` writes seconds back in the same form, largest units first.
+`format_interval` writes seconds back in the same form, largest units first (days at most).
 """
 
 from __future__ import annotations
@@ -45,7 +45,10 @@ def format_interval(seconds: float) -> str:
     if remaining <= 0:
         return "0s"
     parts = []
+    # Weeks are read but not written: "30d" says more than "4w2d".
     for unit, size in UNITS.items():
+        if unit == "w":
+            continue
         count, remaining = divmod(remaining, size)
         if count:
             parts.append(f"{count}{unit}")

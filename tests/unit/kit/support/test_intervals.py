@@ -32,7 +32,14 @@ def test_parse_interval_refuses_anything_else_saying_how_to_write_it(text: str) 
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(21_600, "6h"), (5_400, "1h30m"), (86_400 + 3_600, "1d1h"), (300, "5m"), (0, "0s")],
+    [
+        (21_600, "6h"),
+        (5_400, "1h30m"),
+        (86_400 + 3_600, "1d1h"),
+        (300, "5m"),
+        (30 * 86_400, "30d"),
+        (0, "0s"),
+    ],
 )
 def test_format_interval_writes_largest_units_first(seconds: float, text: str) -> None:
     assert format_interval(seconds) == text
