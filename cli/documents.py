@@ -169,6 +169,10 @@ def status_document(reply: router_pb2.GetStatusResponse) -> dict[str, Any]:
         ],
         "consumers": [consumer_document(c) for c in reply.consumers],
         "watched_playlists": [watch_document(w) for w in reply.watched_playlists],
+        "xds_clients": [
+            json_format.MessageToDict(c, preserving_proto_field_name=True)
+            for c in reply.xds_clients
+        ],
         "last_sequence": reply.last_sequence,
         "dead_letters": reply.dead_letters,
         "started_at": timestamp(reply.started_at),

@@ -17,6 +17,7 @@ from cli.commands import (
     up,
     watch_playlist,
     worker,
+    xds,
 )
 from cli.router_connection import PkiDirOption, set_pki_dir
 
@@ -47,6 +48,7 @@ app.add_typer(
     name="watch-playlist",
     help="Keep a playlist in sync on a schedule (run by the router).",
 )
+app.add_typer(xds.xds_app, name="xds", help="Proxyless gRPC clients of the router (xDS).")
 app.add_typer(login.login_app, name="login", help="Log in to a service as yourself.")
 
 

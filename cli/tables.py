@@ -144,7 +144,35 @@ def status_tables(reply: router_pb2.GetStatusResponse) -> list[TableView]:
 
     if reply.watched_playlists:
         tables.append(watched_playlists_table(list(reply.watched_playlists)))
+
+    if reply.xds_clients:
+        tables.append(xds_clients_table(list(reply.xds_clients)))
     return tables
+
+
+def xds_clients_table(clients: list[router_pb2.XdsClient]) -> TableView:
+    """Proxyless clients on the router's xDS: who, and per type the version sent and ACKed
+    (`ACKed/sent`), with the last NACK's error."""
+    table = TableView("xDS clients")
+    table.add_column("node", min_width=12)
+    table.add_column("peer", priority=3)
+    table.add_column("since", priority=4)
+    table.add_column("versions (acked/sent)", priority=1, min_width=16)
+    table.add_column("last NACK", priority=2, min_width=12)
+    for client in clients:
+        versions = ", ".join(
+            f"{s.type} {s.acked_version or '-'}/{s.sent_version or '-'}"
+            for s in client.subscriptions
+        )
+        nacks = "; ".join(f"{s.type}: {s.last_nack}" for s in client.subscriptions if s.last_nack)
+        table.add_row(
+            client.node_id or "-",
+            client.peer,
+            local_time(client.connected_at),
+            versions or "-",
+            Text(nacks, style="red") if nacks else "-",
+        )
+    return table
 
 
 def consumers_table(consumers: list[router_pb2.ConsumerInfo]) -> TableView:

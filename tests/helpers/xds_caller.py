@@ -66,7 +66,7 @@ def _channel(args: argparse.Namespace) -> grpc.aio.Channel:
 
 
 async def _call(
-    stub: search_pb2_grpc.SearchServiceStub, args: argparse.Namespace, totals: Totals
+    stub: search_pb2_grpc.SearchServiceAsyncStub, args: argparse.Namespace, totals: Totals
 ) -> None:
     metadata = (("x-soulspot-target-module", args.target_module),) if args.target_module else ()
     try:
@@ -82,7 +82,7 @@ async def _call(
     totals.by[reply.results[0].source if reply.results else "?"] += 1
 
 
-async def _load(stub: search_pb2_grpc.SearchServiceStub, args: argparse.Namespace) -> None:
+async def _load(stub: search_pb2_grpc.SearchServiceAsyncStub, args: argparse.Namespace) -> None:
     totals = Totals()
     stopping = asyncio.Event()
 
@@ -111,7 +111,7 @@ async def _load(stub: search_pb2_grpc.SearchServiceStub, args: argparse.Namespac
 
 async def _main(args: argparse.Namespace) -> None:
     channel = _channel(args)
-    stub = search_pb2_grpc.SearchServiceStub(channel)
+    stub: search_pb2_grpc.SearchServiceAsyncStub = search_pb2_grpc.SearchServiceStub(channel)
     try:
         if args.load:
             await _load(stub, args)
