@@ -15,6 +15,7 @@ import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.prompt import IntPrompt
 
+from cli import album_get
 from cli.console import console, err_console
 from cli.download_watch import DownloadWatch, Outcome
 from cli.identity import CLIENT
@@ -48,9 +49,15 @@ def get(
     timeout: Annotated[
         float, typer.Option("--timeout", min=1.0, help="Give up after this many seconds.")
     ] = 300.0,
+    album: Annotated[
+        bool,
+        typer.Option("--album", help='Get a whole album folder: QUERY is "Artist - Album".'),
+    ] = False,
     router: RouterOption = None,
 ) -> None:
     """Search a track, download it and wait until it is in the library."""
+    if album:
+        raise typer.Exit(asyncio.run(album_get.run(query, timeout, router_address(router))))
     raise typer.Exit(asyncio.run(_get(query, pick, choose, timeout, router_address(router))))
 
 

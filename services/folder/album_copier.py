@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
 from pathlib import Path
@@ -143,6 +144,7 @@ class FolderAlbumCopier:
                 rejected.append(f"{folder}: {verdict.reason}")
                 continue
             by_path = {shaped.path: entry for shaped, entry in pairs}
+            verdict = dataclasses.replace(verdict, folder=folder)
             accepted.append((verdict, [by_path[f.path] for f in verdict.files]))
         accepted.sort(key=lambda c: -c[0].score)
         if not accepted:

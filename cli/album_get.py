@@ -1,0 +1,135 @@
+"""`soulspot get --album "Artist - Album"`: download a whole album folder and wait until every
+track is in the library.
+
+The album's events (album.download_started, album.ready, album.failed) arrive on one
+subscription, made BEFORE DownloadAlbum is asked for: a local source may finish first. The
+track list is not looked up here: the downloaders then pick a folder by its shape (one format,
+a folder named like the album), and say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from cli.console import console, err_console
+from cli.identity import CLIENT, instance_name
+from cli.router_connection import call
+from services.kit.events.client import EventHandlers, Subscriber
+from services.kit.rpc.channel import open_channel
+from services.kit.rpc.context import bind, new_correlation_id, new_traceparent
+from services.kit.rpc.errors import MeshError
+from soulspot.capabilities.v1 import album_pb2, album_pb2_grpc
+from soulspot.events.v1 import album_pb2 as album_events_pb2
+from soulspot.router.v1 import router_pb2
+
+if TYPE_CHECKING:
+    import grpc
+
+    from soulspot.events.v1 import envelope_pb2
+
+__all__ = ["album_from_query", "get_album", "run"]
+
+ALBUM_REQUEST_TIMEOUT_S = 120.0
+# The CLI's own consumers go once idle this long (as the track watch's do).
+WATCHER_IDLE_S = 600.0
+# Subscribers find payload classes in the default pool: the album contracts must be loaded.
+EVENT_CONTRACTS = (album_events_pb2,)
+
+
+def album_from_query(query: str) -> tuple[str, str] | None:
+    """(artist, album) from "Artist - Album", or None when the query is not of that form."""
+    artist, sep, album = query.partition(" - ")
+    if not sep or not artist.strip() or not album.strip():
+        return None
+    return artist.strip(), album.strip()
+
+
+class _AlbumWatch:
+    """The album.* events of this run's albums, by album id (kept until claimed)."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        handlers = EventHandlers()
+        handlers.add("album.*", self._on_event)
+        self.subscriber = Subscriber(
+            channel,
+            consumer=f"cli-get-album-{uuid.uuid4().hex[:12]}",
+            handlers=handlers,
+            start=router_pb2.START_POSITION_NEW,
+            instance=instance_name(),
+            inactive_threshold_s=WATCHER_IDLE_S,
+        )
+        self.events: dict[str, asyncio.Queue[tuple[str, Any]]] = {}
+
+    def queue(self, album_id: str) -> asyncio.Queue[tuple[str, Any]]:
+        return self.events.setdefault(album_id, asyncio.Queue())
+
+    async def _on_event(self, payload: Any, envelope: envelope_pb2.EventEnvelope) -> None:
+        album_id = getattr(payload, "album_download_id", "")
+        if album_id:
+            self.queue(album_id).put_nowait((envelope.event_type, payload))
+
+
+async def get_album(channel: grpc.aio.Channel, query: str, timeout: float) -> int:  # noqa: ASYNC109
+    """Ask for the album, then print each track's library path once album.ready arrives.
+    The exit code: 0 when every track is in the library, 1 otherwise."""
+    named = album_from_query(query)
+    if named is None:
+        err_console.print(f'[red]--album needs "Artist - Album", not[/] {query!r}')
+        return 2
+    artist, album = named
+    console.print(
+        f"getting the album [bold]{artist} - {album}[/] "
+        "(no track list: the folder is chosen by its shape, one format, named like the album)"
+    )
+    watch = _AlbumWatch(channel)
+    await watch.subscriber.start()
+    await watch.subscriber.wait_connected()
+    try:
+        stub = album_pb2_grpc.AlbumServiceStub(channel)
+        try:
+            started = await call(
+                stub.DownloadAlbum(
+                    album_pb2.DownloadAlbumRequest(artist=artist, album=album, requested_by=CLIENT),
+                    timeout=ALBUM_REQUEST_TIMEOUT_S,
+                )
+            )
+        except MeshError as err:
+            err_console.print(f"[red]album download failed:[/] {err.message}")
+            return 1
+        console.print(
+            f"fetching {started.track_count} files from {started.source}: {started.folder}"
+        )
+        queue = watch.queue(started.album_download_id)
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    event_type, payload = await queue.get()
+                    if event_type == "album.download_started" and payload.attempt > 1:
+                        console.print(
+                            f"the previous folder failed; now {payload.source}: {payload.folder}"
+                        )
+                    elif event_type == "album.failed":
+                        err_console.print(f"[red]album failed:[/] {payload.reason}")
+                        for track in payload.tracks:
+                            where = track.path or f"not imported ({track.error})"
+                            err_console.print(f"  {track.title}: {where}")
+                        return 1
+                    elif event_type == "album.ready":
+                        console.print(f"[green]album ready:[/] {artist} - {album}")
+                        for track in payload.tracks:
+                            console.print(f"  {track.path}")
+                        return 0
+        except TimeoutError:
+            err_console.print(f"[red]album: timed out after {timeout:.0f}s[/]")
+            return 1
+    finally:
+        await watch.subscriber.stop()
+
+
+async def run(query: str, timeout: float, router: str) -> int:  # noqa: ASYNC109
+    """`get_album` on a channel to the router, under a fresh correlation id."""
+    with bind(new_correlation_id(), new_traceparent()):
+        async with open_channel(router) as channel:
+            return await get_album(channel, query, timeout)
