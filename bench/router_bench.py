@@ -1,7 +1,9 @@
 """Router overhead: the same unary SearchTrack direct to a module, through the router, and
-in direct mode (DirectClient), at concurrency 1 and 64; and, as the floor any proxy written
-on grpc.aio in Python stands on, through a bare proxy: a process that forwards the bytes to
-the module and does nothing else (no routing, no fallback, no metadata, no metrics, no logs).
+over xDS (a plain grpc.aio channel to `xds:///soulspot.capabilities.v1.SearchService` that
+takes its routes from the router's control plane and then calls the module itself), at
+concurrency 1 and 64; and, as the floor any proxy written on grpc.aio in Python stands on,
+through a bare proxy: a process that forwards the bytes to the module and does nothing else
+(no routing, no fallback, no metadata, no metrics, no logs).
 
 `python -m bench.router_bench [--seconds 2] [--runs 3]` starts a router and a module as
 separate processes on loopback (logging at WARNING, so the figures measure routing, not
@@ -13,7 +15,10 @@ process and its children) runs niced.
 
 CPU per call is the CPU time that this process, the router and the module together spent
 during the measured seconds, divided by the calls: it depends far less on what else the
-machine is doing than throughput does.
+machine is doing than throughput does. The "client" column is this process's part: where an
+xds channel does its routing and balancing, so "xds" against "direct" there is what xDS
+costs a caller per call. "xds no retry" (only when named in --modes) is the xds channel with
+gRPC's retries turned off, to tell the cost of the retry policy from the rest.
 
 What mutual TLS costs: "direct tls" and "router tls" make the same calls to a second router
 and module that speak mutual TLS (certificates of a CA made for the run, the driver calling
@@ -41,8 +46,9 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from services.kit.rpc.capability_channels import install_bootstrap
 from services.kit.rpc.channel import CHANNEL_OPTIONS, SERVER_OPTIONS, wait_for_ready
-from services.kit.rpc.direct import DirectClient
+from services.kit.rpc.xds_bootstrap import xds_target
 from services.kit.security.ca import ensure_identities, identity_files
 from services.kit.security.identity import CLI, ROUTER, Identity
 from services.kit.security.tls import Transport
@@ -54,11 +60,16 @@ from soulspot.router.v1 import router_pb2
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-SEARCH = "/soulspot.capabilities.v1.SearchService/SearchTrack"
+SEARCH_SERVICE = "soulspot.capabilities.v1.SearchService"
+SEARCH = f"/{SEARCH_SERVICE}/SearchTrack"
 REQUEST = search_pb2.SearchTrackRequest(query="artist - title", limit=5)
 CONCURRENCIES = (1, 64)
-MODES = ("direct", "router", "bare proxy", "direct mode", "direct tls", "router tls")
+MODES = ("direct", "router", "bare proxy", "xds", "direct tls", "router tls")
 TLS_MODES = {"direct tls": "direct", "router tls": "router"}
+# Not run unless named in --modes: where an xds channel's cost per call goes. "xds no retry"
+# is the same channel with gRPC's retries off (the router's routes retry idempotent
+# capabilities, and a retryable call keeps a copy of what it sent).
+DIAGNOSTIC_MODES = ("xds no retry",)
 MODULE_NAME = "bench-module"
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -140,9 +151,11 @@ class Result:
     throughput: float
     p50_ms: float
     p99_ms: float
-    # CPU seconds per call (client + router + module), and the router's share of it.
+    # CPU seconds per call (client + router + module), the router's share of it, and the
+    # client's (where an xds channel's routing and balancing run).
     cpu_us: float
     router_cpu_us: float
+    client_cpu_us: float
 
 
 def _process_cpu(pid: int) -> float:
@@ -181,12 +194,14 @@ async def _measure(
     stop_at = time.perf_counter() + min(0.5, seconds / 4)  # warm-up: connections, caches
     await asyncio.gather(*(worker(False) for _ in range(concurrency)))
     router_before = _process_cpu(router_pid)
-    cpu_before = _own_cpu() + router_before + _process_cpu(module_pid)
+    client_before = _own_cpu()
+    cpu_before = client_before + router_before + _process_cpu(module_pid)
     began = time.perf_counter()
     stop_at = began + seconds
     await asyncio.gather(*(worker(True) for _ in range(concurrency)))
     elapsed = time.perf_counter() - began
     router_used = _process_cpu(router_pid) - router_before
+    client_used = _own_cpu() - client_before
     cpu_used = _own_cpu() + _process_cpu(router_pid) + _process_cpu(module_pid) - cpu_before
     latencies.sort()
     calls = len(latencies)
@@ -196,6 +211,7 @@ async def _measure(
         p99_ms=latencies[min(calls - 1, int(calls * 0.99))] * 1000,
         cpu_us=cpu_used / calls * 1e6,
         router_cpu_us=router_used / calls * 1e6,
+        client_cpu_us=client_used / calls * 1e6,
     )
 
 
@@ -347,15 +363,16 @@ def _tls_channel(target: str, client: Transport) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
 
 
-async def _until_routed(stub: search_pb2_grpc.SearchServiceAsyncStub) -> None:
-    """Until the router answers the search (the module has registered with it)."""
+async def _until_routed(stub: search_pb2_grpc.SearchServiceAsyncStub, what: str) -> None:
+    """Until the search is answered (the module has registered with the router, and for xDS
+    the router has sent the client its routes)."""
     for _ in range(200):
         try:
             await stub.SearchTrack(REQUEST, timeout=2)
             return
         except grpc.aio.AioRpcError:
             await asyncio.sleep(0.05)
-    raise RuntimeError("the TLS router never routed to the module")
+    raise RuntimeError(f"{what} never reached the module")
 
 
 async def _drive(
@@ -378,34 +395,38 @@ async def _drive(
             _tls_channel(tls.targets.module, tls.client),
             _tls_channel(tls.targets.router, tls.client),
         ]
-    client = DirectClient(targets.router)
-    await client.start()
+    # The driver is a plaintext client of the plaintext router: its xDS client takes routes
+    # from that router (the bootstrap is process-wide, read when this first xds channel
+    # connects). Same options as the other channels, no credentials: like "direct".
+    install_bootstrap(targets.router, CLI, None)
+    xds_channel = grpc.aio.insecure_channel(xds_target(SEARCH_SERVICE), options=CHANNEL_OPTIONS)
+    no_retry_channel = grpc.aio.insecure_channel(
+        xds_target(SEARCH_SERVICE), options=(*CHANNEL_OPTIONS, ("grpc.enable_retries", 0))
+    )
     try:
-        if not await client.wait_for_table(10):
-            raise RuntimeError("no routing table from the router")
-        for _ in range(200):
-            if client.providers(SEARCH):
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise RuntimeError("the module never showed up in the routing table")
         direct = search_pb2_grpc.SearchServiceStub(module_channel)
         routed = search_pb2_grpc.SearchServiceStub(router_channel)
         bare = search_pb2_grpc.SearchServiceStub(bare_channel)
+        over_xds = search_pb2_grpc.SearchServiceStub(xds_channel)
+        no_retry = search_pb2_grpc.SearchServiceStub(no_retry_channel)
         # The bare proxy has no health service: one call that waits says it is up.
         await bare.SearchTrack(REQUEST, timeout=30, wait_for_ready=True)
+        await _until_routed(routed, "the router")
+        if "xds" in modes:
+            await _until_routed(over_xds, "the xds channel")
+        if "xds no retry" in modes:
+            await _until_routed(no_retry, "the xds channel without retries")
         calls: dict[str, Callable[[], Awaitable[object]]] = {
             "direct": lambda: direct.SearchTrack(REQUEST, timeout=10),
             "router": lambda: routed.SearchTrack(REQUEST, timeout=10),
             "bare proxy": lambda: bare.SearchTrack(REQUEST, timeout=10),
-            "direct mode": lambda: client.call(
-                SEARCH, REQUEST, search_pb2.SearchTrackResponse, timeout=10
-            ),
+            "xds": lambda: over_xds.SearchTrack(REQUEST, timeout=10),
+            "xds no retry": lambda: no_retry.SearchTrack(REQUEST, timeout=10),
         }
         if tls_channels:
             direct_tls = search_pb2_grpc.SearchServiceStub(tls_channels[0])
             routed_tls = search_pb2_grpc.SearchServiceStub(tls_channels[1])
-            await _until_routed(routed_tls)
+            await _until_routed(routed_tls, "the TLS router")
             calls["direct tls"] = lambda: direct_tls.SearchTrack(REQUEST, timeout=10)
             calls["router tls"] = lambda: routed_tls.SearchTrack(REQUEST, timeout=10)
         for run in range(runs):
@@ -421,7 +442,8 @@ async def _drive(
                     )
                     results.setdefault((mode, concurrency), []).append(result)
     finally:
-        await client.stop()
+        await no_retry_channel.close()
+        await xds_channel.close()
         await module_channel.close()
         await router_channel.close()
         await bare_channel.close()
@@ -437,8 +459,8 @@ def _print(
     concurrencies: Sequence[int],
 ) -> None:
     print(f"router_bench: unary SearchTrack, medians of {runs} runs, {os.cpu_count()} cpus")
-    header = f"{'mode':<11} {'c':>3} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-    header += f"{'x direct':>9} {'p50 +ms':>8} {'cpu us':>7} {'router':>7}"
+    header = f"{'mode':<12} {'c':>3} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+    header += f"{'x direct':>9} {'p50 +ms':>8} {'cpu us':>7} {'router':>7} {'client':>7}"
     print(header)
     for concurrency in concurrencies:
         base = results.get(("direct", concurrency))
@@ -451,11 +473,16 @@ def _print(
             p99 = statistics.median(r.p99_ms for r in rows)
             cpu = statistics.median(r.cpu_us for r in rows)
             router_cpu = statistics.median(r.router_cpu_us for r in rows)
+            client_cpu = statistics.median(r.client_cpu_us for r in rows)
             print(
-                f"{mode:<11} {concurrency:>3} {tp:>9.0f} {p50:>8.3f} {p99:>8.3f} "
-                f"{tp / base_tp:>9.2f} {p50 - base_p50:>+8.3f} {cpu:>7.0f} {router_cpu:>7.0f}"
+                f"{mode:<12} {concurrency:>3} {tp:>9.0f} {p50:>8.3f} {p99:>8.3f} "
+                f"{tp / base_tp:>9.2f} {p50 - base_p50:>+8.3f} {cpu:>7.0f} {router_cpu:>7.0f} "
+                f"{client_cpu:>7.0f}"
             )
-    print("cpu us: client + proxy + module CPU per call; router: the proxy's part")
+    print(
+        "cpu us: client + proxy + module CPU per call; router: the proxy's part; "
+        "client: this driver's"
+    )
     overheads = []
     for concurrency in concurrencies:
         ours, bare = results.get(("router", concurrency)), results.get(("bare proxy", concurrency))
@@ -468,7 +495,7 @@ def _print(
         print(f"router CPU per call vs the bare proxy's: {', '.join(overheads)}")
     _print_tls_cost(results, concurrencies)
     print("targets: router >= 0.50x direct (c=1 and c=64), router p50 <= +0.5 ms at c=1,")
-    print("         direct mode >= 0.90x direct")
+    print("         xds >= 0.95x direct (c=1 and c=64), xds p50 <= +0.05 ms")
 
 
 def _print_tls_cost(
@@ -496,7 +523,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.router_bench")
     parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset")
+    parser.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help=f"comma-separated, of {', '.join((*MODES, *DIAGNOSTIC_MODES))}",
+    )
     parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCIES)))
     parser.add_argument("--nice", type=int, default=10, help="niceness for all processes")
     parser.add_argument("--log-level", default="WARNING")
