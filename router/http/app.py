@@ -12,6 +12,7 @@ configured host (router/http/guard.py), and its page runs under a Content-Securi
     /api/events     recent events (?limit=, ?type= pattern, repeatable)
     /api/dead-letters  dead letters (?limit=, ?consumer=)
     /api/pipeline-runs recent pipeline runs (?limit=)
+    /api/albums     albums in progress (requested, not yet ready or failed)
     /api/stream     Server-Sent Events: live download.* and track.ready events
 """
 
@@ -28,6 +29,7 @@ import grpc
 from aiohttp import web
 from google.protobuf import json_format
 
+from router.http.albums import ALBUM_EVENTS, albums_in_progress
 from router.http.convert import dead_letter_json, event_json, status_json
 from router.http.guard import install_guards
 from router.http.live import LiveHub
@@ -174,6 +176,15 @@ async def api_pipeline_runs(request: web.Request) -> web.Response:
     return web.json_response({"runs": runs})
 
 
+async def api_albums(request: web.Request) -> web.Response:
+    query = router_pb2.ListEventsRequest(limit=500, event_types=[ALBUM_EVENTS])
+    try:
+        answer = await request.app[EVENT_BUS].ListEvents(query, timeout=CALL_TIMEOUT_S)
+    except grpc.aio.AioRpcError as err:
+        return _unreachable(err)
+    return web.json_response({"albums": albums_in_progress(reversed(answer.events))})
+
+
 async def api_stream(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={
@@ -225,6 +236,7 @@ def create_http_app(
     app.router.add_get("/api/dead-letters", api_dead_letters)
     app.router.add_get("/api/pipeline-runs", api_pipeline_runs)
     app.router.add_get("/api/stream", api_stream)
+    app.router.add_get("/api/albums", api_albums)
 
     async def lifecycle(app: web.Application) -> Any:
         channel = open_channel(router_address)
