@@ -50,6 +50,22 @@ def tune_process_for_bus() -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
+def jetstream_store(settings: BusSettings) -> EventStore:
+    """The JetStream store the settings name (backend "jetstream")."""
+    from router.bus.jetstream_store import JetStreamEventStore
+
+    return JetStreamEventStore(
+        settings.nats_servers,
+        stream=settings.nats_stream,
+        replicas=settings.nats_replicas,
+        synchronous=settings.synchronous,
+        duplicate_window_s=settings.nats_duplicate_window_s,
+        max_age_s=settings.retention_max_age_s,
+        max_bytes=settings.retention_max_bytes,
+        request_timeout_s=settings.nats_request_timeout_s,
+    )
+
+
 def create_bus(
     settings: BusSettings | None = None,
     *,
@@ -58,12 +74,16 @@ def create_bus(
     source_module: str = "router",
     metrics: MeshMetrics | None = None,
 ) -> EventBus:
-    """A bus over `store`, or over SQLite at settings.db_path or <state_dir>/events.db,
+    """A bus over `store`, over JetStream when settings.backend is "jetstream" (see
+    `router.bus.jetstream_store`), else over SQLite at settings.db_path or
+    <state_dir>/events.db,
     counting on `metrics` (default: the process's `default_metrics()` when the bus starts).
 
     Call `await bus.start()` before serving and `await bus.stop()` after.
     """
     settings = settings or BusSettings()
+    if store is None and settings.backend == "jetstream":
+        store = jetstream_store(settings)
     if store is None:
         if settings.db_path:
             path = Path(settings.db_path)

@@ -26,6 +26,28 @@ class BusSettings(Section):
     # write, not the sync, so an acked event survives a crash of the router (kill -9) but a
     # power cut may take the last ones: NATS JetStream's default trade.
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    # Where the log lives: SQLite in the router (the default), or a NATS JetStream stream
+    # (router/bus/jetstream_store.py). On JetStream, FULL needs every server to run with
+    # `jetstream { sync_interval: always }` (synced before the publish ack, as here); with
+    # the server's default (synced every 2 minutes) an acked event survives a crash of the
+    # server process but not a power cut of a lone server: NORMAL. The store cannot see the
+    # server's configuration, so the level is the operator's promise.
+    backend: Literal["sqlite", "jetstream"] = "sqlite"
+    # The NATS servers to connect to (any of a cluster's); only with backend "jetstream".
+    nats_servers: list[str] = Field(
+        default_factory=lambda: ["nats://127.0.0.1:4222"], min_length=1, max_length=32
+    )
+    # The stream that holds the log; its dead letters, consumer records, replays and event
+    # ids go in a stream and KV buckets named after it (<name>_DLQ, <name>_CONSUMERS, ...).
+    nats_stream: str = Field(default="SOULSPOT_EVENTS", pattern=r"^[A-Za-z0-9_-]{1,48}$")
+    # Copies of the stream and buckets in a cluster: 3 means an append is acked once a
+    # quorum (2 of 3) holds it.
+    nats_replicas: int = Field(default=1, ge=1, le=5)
+    # JetStream's duplicate window (Nats-Msg-Id = event_id); beyond it the ids bucket finds
+    # the first copy.
+    nats_duplicate_window_s: float = Field(default=120.0, ge=0.1, le=7 * 86400.0)
+    # How long one request to JetStream may take before the store gives up on it.
+    nats_request_timeout_s: float = Field(default=5.0, gt=0, le=120.0)
     # Larger payloads are refused with INVALID_ARGUMENT. The gRPC server must accept
     # messages larger than this (the kit allows 16 MiB) so the bus can answer clearly.
     max_payload_bytes: int = Field(default=1 * MIB, ge=1, le=16 * MIB)

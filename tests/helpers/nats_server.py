@@ -82,6 +82,8 @@ def node_config(
     lines = [
         f'server_name: "{name}"',
         f'listen: "127.0.0.1:{port}"',
+        # Above the bus's largest event (max_event_bytes) and its dead letter's copy.
+        "max_payload: 8MB",
         "jetstream {",
         f'  store_dir: "{store_dir}"',
         "  sync_interval: always" if sync_always else "",

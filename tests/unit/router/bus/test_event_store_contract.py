@@ -4,7 +4,9 @@ The bus answers a publish once the store's `append` returned, so the moment `app
 is the ack. At that moment the event must already be committed: readable by a reader that
 shares nothing with the store (a second connection, a fresh store on the same files), at the
 sync level the store promises. Every store runs these tests: the list `KINDS` has one entry
-per implementation and level (a JetStream store joins it with its own second reader).
+per implementation and level. The JetStream store runs against a real nats-server with its
+files under the test's folder (FULL: `sync_interval: always`), read from outside over a
+connection of its own.
 """
 
 from __future__ import annotations
@@ -14,18 +16,25 @@ import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+import nats
 import pytest
 
+from router.bus.jetstream.direct import get_batch
+from router.bus.jetstream.records import envelope_from
+from router.bus.jetstream_store import JetStreamEventStore
 from router.bus.sqlite_store import SqliteEventStore
 from router.bus.store import Parking
 from services.kit.events.client import build_envelope
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import download_pb2
 from soulspot.router.v1 import router_pb2
+from tests.helpers.nats_server import NatsServerProcess, start_nats_server
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
     from pathlib import Path
+
+    from nats.aio.client import Client
 
     from router.bus.store import AppendResult, EventStore
     from soulspot.events.v1 import envelope_pb2
@@ -39,7 +48,7 @@ class OtherReader(Protocol):
         first awaits anything, so what it sees is the log at the moment it is called."""
         ...
 
-    def close(self) -> None: ...
+    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,7 @@ class _SqliteReader:
         ).fetchall()
         return {str(event_id): int(seq) for event_id, seq in rows}
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self._conn.close()
 
 
@@ -97,7 +106,82 @@ def _sqlite(level: str) -> StoreKind:
     )
 
 
-KINDS = [_sqlite("FULL"), _sqlite("NORMAL")]
+# -- JetStream -----------------------------------------------------------------------------
+
+# The nats-server of each test folder, started by the first store on it, stopped after the test.
+_NATS_SERVERS: dict[Path, NatsServerProcess] = {}
+
+
+def _nats_server(folder: Path, level: str) -> NatsServerProcess:
+    if folder not in _NATS_SERVERS:
+        _NATS_SERVERS[folder] = start_nats_server(folder / "nats", sync_always=level == "FULL")
+    return _NATS_SERVERS[folder]
+
+
+@pytest.fixture(autouse=True)
+def nats_servers_stopped() -> Iterator[None]:
+    yield
+    while _NATS_SERVERS:
+        _NATS_SERVERS.popitem()[1].stop()
+
+
+class _JetStreamReader:
+    """Its own NATS connection, reading the stream from where its last read ended."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._nc: Client | None = None
+        self._connecting: asyncio.Future[Client] | None = None
+        self._seen: dict[str, int] = {}
+        self._position = 0
+
+    async def stored(self, event_ids: Sequence[str]) -> dict[str, int]:
+        if self._nc is None:
+            # Concurrent publishers call this at once: the first connects, the rest wait.
+            self._connecting = self._connecting or asyncio.ensure_future(nats.connect(self._url))
+            self._nc = await self._connecting
+        while True:
+            page = await get_batch(
+                self._nc, "SOULSPOT_EVENTS", {"seq": self._position + 1, "batch": 256}, wait_s=5
+            )
+            for msg in page:
+                self._seen[envelope_from(msg.data).event_id] = msg.sequence
+            if len(page) < 256:
+                break
+            self._position = page[-1].sequence
+        if page:
+            self._position = page[-1].sequence
+        return {i: self._seen[i] for i in event_ids if i in self._seen}
+
+    async def close(self) -> None:
+        if self._nc is not None:
+            await self._nc.close()
+
+
+async def _jetstream_writer_level(store: EventStore) -> str:
+    # The level is the server's: FULL when it syncs every write before the publish ack.
+    assert isinstance(store, JetStreamEventStore)
+    server = next(s for s in _NATS_SERVERS.values() if s.url in store.servers)
+    return "FULL" if "sync_interval: always" in server.config.config_path.read_text() else "NORMAL"
+
+
+def _jetstream(level: str) -> StoreKind:
+    def new_store(folder: Path) -> EventStore:
+        server = _nats_server(folder, level)
+        return JetStreamEventStore(
+            [server.url], synchronous="FULL" if level == "FULL" else "NORMAL"
+        )
+
+    return StoreKind(
+        name=f"jetstream-{level.lower()}",
+        level=level,
+        new_store=new_store,
+        other_reader=lambda folder: _JetStreamReader(_nats_server(folder, level).url),
+        writer_level=_jetstream_writer_level,
+    )
+
+
+KINDS = [_sqlite("FULL"), _sqlite("NORMAL"), _jetstream("FULL"), _jetstream("NORMAL")]
 
 
 # -- the contract --------------------------------------------------------------------------
@@ -126,7 +210,7 @@ async def reader(kind: StoreKind, store: EventStore, tmp_path: Path) -> AsyncIte
     try:
         yield other
     finally:
-        other.close()
+        await other.close()
 
 
 def _event(n: int) -> envelope_pb2.EventEnvelope:

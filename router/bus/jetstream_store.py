@@ -1,0 +1,831 @@
+"""The NATS JetStream event store: the bus's log as a JetStream stream, for more than one box.
+
+Mapping. The log is the stream `<name>` (default SOULSPOT_EVENTS), one subject per event
+type (`<name>.<event_type>`), file storage, `<replicas>` copies; the bus's sequence is the
+stream's sequence. `append` returns once JetStream acknowledged the publish (with R3 in a
+cluster: once a quorum holds it). Reads go by direct get: a batch of messages per request
+for catch-up pages and scans, one message by sequence, the first at a time by `start_time`.
+
+What else lives where, and why:
+- event ids: KV bucket `<name>_IDS`, event_id -> sequence, entries kept as long as the log
+  keeps events (`max_age`). Every publish carries `Nats-Msg-Id` = event_id, which JetStream
+  deduplicates within its duplicate window; the bucket finds a first copy older than that:
+  an append looks its ids up first and answers such a copy as the duplicate it is.
+- consumer records (position, done and failure records, idle timer, owner): KV bucket
+  `<name>_CONSUMERS`, one key per consumer, held in memory by the router that serves the
+  consumer and written behind its acks (within `LAZY_WRITE_S`), as SQLite's lazy writes are.
+- replayed dead letters queued for a consumer: KV bucket `<name>_REPLAYS`, one key per
+  (consumer, sequence), which sorts by sequence, with the dead letter's own copy of the event.
+- dead letters: the stream `<name>_DLQ`, one subject per consumer. A stream, not a bucket:
+  its sequence is the dead letter's id (monotonic, never reused, as the bus promises), a
+  consumer's letters are a subject filter away, and taking one is deleting its message.
+
+Where the promises differ from SQLite's, plainly:
+- FULL/NORMAL are the server's, not the store's: FULL holds only when every server runs with
+  `jetstream { sync_interval: always }`; with the server's default (sync every 2 minutes)
+  an acked event survives a crash of nats-server but a power cut of a lone server may take
+  the last ones. The store cannot read the server's configuration, so it cannot check.
+- Nothing spans two writes atomically: a parked event and its dead letter, a taken dead
+  letter and its replay, are two JetStream writes. A crash between them loses the second
+  (the parked event is still in the log, marked parked; the replay is lost, not doubled).
+- The ids bucket is written right after the ack, not before it: a router that dies in that
+  instant and a retry of the same event after the duplicate window would store it twice.
+  A second copy found when its id is written is deleted from the stream; a subscriber of
+  this router may have seen it (delivery is at least once; repeated event_ids are skipped).
+- One router per stream: consumer state lives in the memory of the router serving it, and
+  new events reach its subscribers from its own appends. Routers sharing a stream need the
+  tail fed from the stream and consumer state read through; this store does not do that.
+- ListEvents and dead-letter listings scan the stream page by page (no secondary index):
+  fine for a log of millions, slow for a filter that matches little of a large log.
+- Retention: the stream's `max_age`/`max_bytes` (from the bus's retention settings) drop
+  events on JetStream's own schedule; `apply_retention` also purges by age on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import fnmatch
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import nats
+from google.protobuf import timestamp_pb2
+from nats.js import api
+from nats.js.errors import (
+    BadRequestError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoKeysError,
+    NotFoundError,
+)
+
+from router.bus.jetstream.direct import StoredMessage, get_batch, rfc3339
+from router.bus.jetstream.records import (
+    DEAD_LETTER_HEADER,
+    ConsumerState,
+    consumer_from_token,
+    consumer_token,
+    dead_letter_header,
+    decode_dead_letter,
+    decode_replay,
+    encode_replay,
+    envelope_from,
+    event_id_key,
+    replay_key,
+)
+from router.bus.store import (
+    AppendResult,
+    ConsumerRecord,
+    DeadLetterRecord,
+    EventPage,
+    Parking,
+    ReplayRecord,
+)
+from soulspot.events.v1 import envelope_pb2
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Collection, Sequence
+
+    from nats.aio.client import Client
+    from nats.js.client import JetStreamContext
+    from nats.js.kv import KeyValue
+
+_log = logging.getLogger(__name__)
+
+# How long consumer bookkeeping (acks, failures) may wait before its record is written.
+LAZY_WRITE_S = 0.2
+# Messages per direct-get request when scanning (ListEvents, dead letters).
+SCAN_PAGE = 256
+# The header that marks an event parked by the cycle guard: stored, never delivered.
+PARKED_HEADER = "Soulspot-Parked"
+
+Synchronous = Literal["FULL", "NORMAL"]
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """One publish of this store, in the order it was sent: acks are handed to the
+    listener in that order, which on one connection is the stream's order."""
+
+    done: bool = False
+    result: AppendResult | None = None
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _envelope_of(msg: StoredMessage) -> envelope_pb2.EventEnvelope:
+    env = envelope_from(msg.data)
+    env.sequence = msg.sequence
+    return env
+
+
+class JetStreamEventStore:
+    """`EventStore` on a NATS JetStream stream and its KV buckets (see the module's text)."""
+
+    def __init__(
+        self,
+        servers: Sequence[str],
+        *,
+        stream: str = "SOULSPOT_EVENTS",
+        replicas: int = 1,
+        synchronous: Synchronous = "FULL",
+        duplicate_window_s: float = 120.0,
+        max_age_s: float = 30 * 24 * 3600.0,
+        max_bytes: int = 2 * 1024 * 1024 * 1024,
+        request_timeout_s: float = 5.0,
+    ) -> None:
+        self.servers = list(servers)
+        self.stream = stream
+        self.dlq_stream = f"{stream}_DLQ"
+        self.replicas = replicas
+        # The level the servers are run at (see the module's text): not checked here.
+        self.synchronous: Synchronous = synchronous
+        self.duplicate_window_s = duplicate_window_s
+        self.max_age_s = max_age_s
+        self.max_bytes = max_bytes
+        self.timeout = request_timeout_s
+        self.append_listener: Callable[[list[AppendResult]], None] | None = None
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._ids: KeyValue | None = None
+        self._consumers_kv: KeyValue | None = None
+        self._replays_kv: KeyValue | None = None
+        self._states: dict[str, ConsumerState] = {}
+        self._replays: dict[str, set[int]] = {}
+        self._dirty: set[str] = set()
+        self._flush_scheduled = False
+        self._in_flight: collections.deque[_InFlight] = collections.deque()
+        self._ops: asyncio.Queue[
+            tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any] | None] | None
+        ] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._nc = await nats.connect(servers=self.servers, name="soulspot-bus")
+        self._js = self._nc.jetstream(timeout=self.timeout)
+        try:
+            await self._prepare()
+        except BaseException:
+            await self._nc.close()
+            self._nc = self._js = None
+            raise
+        self._worker = asyncio.create_task(self._work(), name="jetstream-store-writer")
+
+    async def _prepare(self) -> None:
+        """The streams and buckets, created or brought to these settings; consumer state."""
+        await self._ensure_stream(
+            api.StreamConfig(
+                name=self.stream,
+                subjects=[f"{self.stream}.>"],
+                storage=api.StorageType.FILE,
+                num_replicas=self.replicas,
+                duplicate_window=self.duplicate_window_s,
+                max_age=self.max_age_s,
+                max_bytes=self.max_bytes,
+                discard=api.DiscardPolicy.OLD,
+                allow_direct=True,
+            )
+        )
+        await self._ensure_stream(
+            api.StreamConfig(
+                name=self.dlq_stream,
+                subjects=[f"{self.dlq_stream}.>"],
+                storage=api.StorageType.FILE,
+                num_replicas=self.replicas,
+                allow_direct=True,
+            )
+        )
+        self._ids = await self._bucket(f"{self.stream}_IDS", ttl=self.max_age_s)
+        self._consumers_kv = await self._bucket(f"{self.stream}_CONSUMERS")
+        self._replays_kv = await self._bucket(f"{self.stream}_REPLAYS")
+        await self._load_state()
+
+    async def _ensure_stream(self, config: api.StreamConfig) -> None:
+        js = self._jetstream()
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            # It exists with other settings (a changed retention, say): take ours.
+            await js.update_stream(config)
+
+    async def _bucket(self, name: str, *, ttl: float | None = None) -> KeyValue:
+        js = self._jetstream()
+        config = api.KeyValueConfig(
+            bucket=name,
+            history=1,
+            ttl=ttl,
+            storage=api.StorageType.FILE,
+            replicas=self.replicas,
+            direct=True,
+        )
+        try:
+            return await js.create_key_value(config)
+        except BadRequestError:
+            return await js.key_value(name)
+
+    async def _load_state(self) -> None:
+        consumers_kv, replays_kv = self._kv_consumers(), self._kv_replays()
+        for key in await _keys(consumers_kv):
+            with contextlib.suppress(KeyNotFoundError):
+                entry = await consumers_kv.get(key)
+                if entry.value:
+                    self._states[consumer_from_token(key)] = ConsumerState.decode(entry.value)
+        for key in await _keys(replays_kv):
+            token, _, seq = key.partition(".")
+            self._replays.setdefault(consumer_from_token(token), set()).add(int(seq))
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            await self._run(self._flush)
+            self._ops.put_nowait(None)
+            await self._worker
+            self._worker = None
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        if self._nc is not None:
+            await self._nc.close()
+            self._nc = None
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _jetstream(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError("event store is not open")
+        return self._js
+
+    def _client(self) -> Client:
+        if self._nc is None:
+            raise RuntimeError("event store is not open")
+        return self._nc
+
+    def _kv_consumers(self) -> KeyValue:
+        assert self._consumers_kv is not None, "event store is not open"
+        return self._consumers_kv
+
+    def _kv_replays(self) -> KeyValue:
+        assert self._replays_kv is not None, "event store is not open"
+        return self._replays_kv
+
+    async def _work(self) -> None:
+        # Consumer state changes one at a time, in the order they were queued (a replay's
+        # park before its done record, a read of replays after the progress before it).
+        while (item := await self._ops.get()) is not None:
+            op, future = item
+            try:
+                value = await op()
+            except Exception as err:
+                if future is None:
+                    _log.exception("event store write failed")
+                elif not future.done():
+                    future.set_exception(err)
+                continue
+            if future is not None and not future.done():
+                future.set_result(value)
+
+    async def _run(self, op: Callable[[], Awaitable[Any]]) -> Any:
+        if self._worker is None:
+            raise RuntimeError("event store is not open")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._ops.put_nowait((op, future))
+        return await future
+
+    def _queue(self, op: Callable[[], Awaitable[Any]]) -> None:
+        if self._worker is None:
+            raise RuntimeError("event store is not open")
+        self._ops.put_nowait((op, None))
+
+    def _mark_dirty(self, name: str) -> None:
+        self._dirty.add(name)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_later(LAZY_WRITE_S, self._queue_flush)
+
+    def _queue_flush(self) -> None:
+        if self._worker is not None:
+            self._queue(self._flush)
+
+    async def _flush(self) -> None:
+        self._flush_scheduled = False
+        names, self._dirty = self._dirty, set()
+        kv = self._kv_consumers()
+        writes = [
+            kv.put(consumer_token(name), self._states[name].encode())
+            for name in names
+            if name in self._states
+        ]
+        await asyncio.gather(*writes)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _get(self, stream: str, sequence: int) -> StoredMessage | None:
+        found = await get_batch(self._client(), stream, {"seq": sequence}, wait_s=self.timeout)
+        return found[0] if found and found[0].sequence == sequence else None
+
+    async def _page(self, stream: str, request: dict[str, Any]) -> list[StoredMessage]:
+        return await get_batch(self._client(), stream, request, wait_s=self.timeout)
+
+    # -- the log ---------------------------------------------------------------------------
+
+    async def append(
+        self,
+        envelopes: Sequence[envelope_pb2.EventEnvelope],
+        parking: Sequence[Parking | None],
+    ) -> list[AppendResult]:
+        js = self._jetstream()
+        earlier = await asyncio.gather(*(self._lookup_id(e.event_id) for e in envelopes))
+        sends: list[tuple[int, _InFlight, asyncio.Future[api.PubAck], Any, Parking | None]] = []
+        for index, (env, park, seq) in enumerate(zip(envelopes, parking, earlier, strict=True)):
+            if seq is not None:
+                continue
+            stored = envelope_pb2.EventEnvelope()
+            stored.CopyFrom(env)
+            stored.sequence = 0  # the stream's sequence, set on every read
+            stored.stored_at.CopyFrom(timestamp_pb2.Timestamp())
+            stored.stored_at.FromMicroseconds(_now_us())
+            headers = {"Nats-Msg-Id": env.event_id}
+            if park is not None:
+                headers[PARKED_HEADER] = "1"
+            entry = _InFlight()
+            self._in_flight.append(entry)
+            # Tasks start in creation order, so the publishes leave in this order.
+            sent: asyncio.Future[api.PubAck] = asyncio.ensure_future(
+                js.publish(
+                    f"{self.stream}.{env.event_type}",
+                    stored.SerializeToString(),
+                    stream=self.stream,
+                    headers=headers,
+                )
+            )
+            sends.append((index, entry, sent, stored, park))
+        results: list[AppendResult | None] = [None] * len(envelopes)
+        failure: BaseException | None = None
+        for index, entry, sent, stored, park in sends:
+            try:
+                ack = await sent
+            except Exception as err:
+                failure = failure or err
+                entry.done = True
+                continue
+            if ack.duplicate:
+                entry.done = True
+                results[index] = await self._duplicate(ack.seq)
+                continue
+            stored.sequence = ack.seq
+            result = AppendResult(ack.seq, False, stored, parked=park is not None)
+            entry.result, entry.done = result, True
+            results[index] = result
+            self._spawn(self._remember_id(stored.event_id, ack.seq))
+            self._release()
+            if park is not None:
+                await self._publish_dead_letter(
+                    "", ack.seq, park.reason, 0, park.detail, stored.SerializeToString()
+                )
+        self._release()
+        if failure is not None:
+            raise failure
+        for index, seq in enumerate(earlier):
+            if seq is not None:
+                results[index] = await self._duplicate(seq)
+        return [r for r in results if r is not None]
+
+    def _release(self) -> None:
+        """Hand the listener the acked appends at the head of the send order."""
+        fresh: list[AppendResult] = []
+        while self._in_flight and self._in_flight[0].done:
+            result = self._in_flight.popleft().result
+            if result is not None:
+                fresh.append(result)
+        if fresh and self.append_listener is not None:
+            self.append_listener(fresh)
+
+    async def _lookup_id(self, event_id: str) -> int | None:
+        assert self._ids is not None, "event store is not open"
+        try:
+            entry = await self._ids.get(event_id_key(event_id))
+        except KeyNotFoundError:
+            return None
+        return int(entry.value or b"0") or None
+
+    async def _duplicate(self, sequence: int) -> AppendResult:
+        msg = await self._get(self.stream, sequence)
+        if msg is None:
+            raise RuntimeError(f"event {sequence} is gone from the log")
+        return AppendResult(sequence, True, _envelope_of(msg))
+
+    async def _remember_id(self, event_id: str, sequence: int) -> None:
+        assert self._ids is not None, "event store is not open"
+        key = event_id_key(event_id)
+        try:
+            await self._ids.create(key, str(sequence).encode())
+        except KeyWrongLastSequenceError:
+            entry = await self._ids.get(key)
+            first = int(entry.value or b"0")
+            if first and first != sequence:
+                _log.warning(
+                    "event %s was stored twice (%d, %d): the later copy is deleted",
+                    event_id,
+                    first,
+                    sequence,
+                    extra={"event_id": event_id},
+                )
+                await self._jetstream().delete_msg(self.stream, sequence)
+        except Exception:
+            _log.exception("the id of event %s was not recorded", event_id)
+
+    async def _last_sequence(self, stream: str) -> int:
+        info = await self._jetstream().stream_info(stream)
+        return int(info.state.last_seq or 0)
+
+    async def last_sequence(self) -> int:
+        return await self._last_sequence(self.stream)
+
+    async def first_sequence_at(self, time_us: int) -> int:
+        found = await self._page(self.stream, {"start_time": rfc3339(time_us)})
+        if found:
+            return found[0].sequence
+        return await self.last_sequence() + 1
+
+    async def read_after(
+        self, after: int, limit: int, *, include_parked: bool = False
+    ) -> EventPage:
+        found = await self._page(self.stream, {"seq": after + 1, "batch": max(1, limit)})
+        # Fewer than asked: the end of the log as it was; the scan got to its last message.
+        scanned = found[-1].sequence if found else after
+        events = [
+            _envelope_of(m) for m in found if include_parked or PARKED_HEADER not in m.headers
+        ]
+        return EventPage(events, max(after, scanned))
+
+    async def read_sequences(self, sequences: Sequence[int]) -> list[envelope_pb2.EventEnvelope]:
+        found = await asyncio.gather(*(self._get(self.stream, s) for s in sequences))
+        return [_envelope_of(m) for m in found if m is not None]
+
+    async def list_events(
+        self,
+        *,
+        limit: int,
+        oldest_first: bool,
+        before: int | None,
+        after: int | None,
+        correlation_id: str,
+        type_globs: Sequence[str],
+    ) -> list[envelope_pb2.EventEnvelope]:
+        def wanted(env: envelope_pb2.EventEnvelope) -> bool:
+            if correlation_id and env.correlation_id != correlation_id:
+                return False
+            # SQLite's GLOB: case-sensitive * ? and [...], as fnmatchcase reads them.
+            return not type_globs or any(fnmatch.fnmatchcase(env.event_type, g) for g in type_globs)
+
+        out: list[envelope_pb2.EventEnvelope] = []
+        info = await self._jetstream().stream_info(self.stream)
+        first, last = int(info.state.first_seq or 0), int(info.state.last_seq or 0)
+        low = max(after or 0, first - 1)
+        high = min(last, before - 1 if before is not None else last)
+        if oldest_first:
+            position = low
+            while position < high and len(out) < limit:
+                page = await self._page(self.stream, {"seq": position + 1, "batch": SCAN_PAGE})
+                if not page:
+                    break
+                for msg in page:
+                    if msg.sequence > high:
+                        return out
+                    env = _envelope_of(msg)
+                    if wanted(env):
+                        out.append(env)
+                        if len(out) == limit:
+                            return out
+                position = page[-1].sequence
+            return out
+        while high > low and len(out) < limit:
+            start = max(low + 1, high - SCAN_PAGE + 1)
+            page = await self._page(self.stream, {"seq": start, "batch": high - start + 1})
+            for msg in reversed(page):
+                if msg.sequence > high:
+                    continue
+                env = _envelope_of(msg)
+                if wanted(env):
+                    out.append(env)
+                    if len(out) == limit:
+                        return out
+            high = start - 1
+        return out
+
+    async def apply_retention(self, max_age_s: float, max_bytes: int) -> int:
+        js = self._jetstream()
+        before = await js.stream_info(self.stream)
+        if (max_age_s, max_bytes) != (self.max_age_s, self.max_bytes):
+            # The stream enforces both on its own from now on.
+            self.max_age_s, self.max_bytes = max_age_s, max_bytes
+            config = before.config
+            config.max_age, config.max_bytes = max_age_s, max_bytes
+            await js.update_stream(config)
+        cutoff = await self.first_sequence_at(_now_us() - int(max_age_s * 1_000_000))
+        if cutoff > int(before.state.first_seq or 0):
+            await js.purge_stream(self.stream, seq=cutoff)
+        after = await js.stream_info(self.stream)
+        return max(0, int(before.state.messages) - int(after.state.messages))
+
+    # -- consumers -------------------------------------------------------------------------
+
+    async def load_consumer(self, name: str) -> ConsumerRecord | None:
+        async def op() -> ConsumerRecord | None:
+            state = self._states.get(name)
+            if state is None:
+                return None
+            record = state.record(name)
+            record.replays = len(self._replays.get(name, ()))
+            return record
+
+        found: ConsumerRecord | None = await self._run(op)
+        return found
+
+    async def save_consumer(
+        self,
+        name: str,
+        patterns: Sequence[str],
+        floor: int,
+        *,
+        inactive_s: float = 0.0,
+        owner: str = "",
+    ) -> None:
+        async def op() -> None:
+            state = self._states.get(name)
+            if state is None:
+                state = self._states[name] = ConsumerState(tuple(patterns), floor, owner=owner)
+            state.patterns = tuple(patterns)
+            state.inactive_s = inactive_s
+            # An owner, once set, stays: only a consumer without one takes the new one.
+            state.owner = state.owner or owner
+            self._dirty.discard(name)
+            await self._kv_consumers().put(consumer_token(name), state.encode())
+
+        await self._run(op)
+
+    async def _forget(self, name: str) -> bool:
+        existed = self._states.pop(name, None) is not None
+        self._dirty.discard(name)
+        if existed:
+            await self._kv_consumers().delete(consumer_token(name))
+        for seq in self._replays.pop(name, set()):
+            await self._kv_replays().delete(replay_key(name, seq))
+        return existed
+
+    async def delete_consumer(self, name: str) -> bool:
+        async def op() -> bool:
+            return await self._forget(name)
+
+        deleted: bool = await self._run(op)
+        return deleted
+
+    def set_consumer_idle(self, name: str, since_us: int) -> None:
+        async def op() -> None:
+            state = self._states.get(name)
+            if state is not None:
+                state.idle_since_us = since_us
+                self._mark_dirty(name)
+
+        self._queue(op)
+
+    async def consumers_idle_from(self, since_us: int) -> None:
+        async def op() -> None:
+            for name, state in self._states.items():
+                if state.inactive_s > 0 and state.idle_since_us == 0:
+                    state.idle_since_us = since_us
+                    self._dirty.add(name)
+            await self._flush()
+
+        await self._run(op)
+
+    async def expire_consumers(
+        self, now_us: int, *, keep: Collection[str], also: Collection[str] = ()
+    ) -> tuple[list[str], int | None]:
+        kept = set(keep)
+
+        async def op() -> tuple[list[str], int | None]:
+            due = {
+                name: state.idle_since_us + int(state.inactive_s * 1_000_000)
+                for name, state in self._states.items()
+                if state.inactive_s > 0 and state.idle_since_us > 0 and name not in kept
+            }
+            names = sorted({n for n, at in due.items() if at <= now_us} | (set(also) - kept))
+            for name in names:
+                await self._forget(name)
+            later = [at for n, at in due.items() if n not in names]
+            return names, (min(later) if later else None)
+
+        expired: tuple[list[str], int | None] = await self._run(op)
+        return expired
+
+    def record_progress(
+        self,
+        consumer: str,
+        floor: int,
+        *,
+        done: Sequence[int],
+        cleared: Sequence[int],
+        replays_done: Sequence[int],
+    ) -> None:
+        done, finished = list(done), [*cleared, *replays_done]
+
+        async def op() -> None:
+            queued = self._replays.get(consumer, set())
+            gone = [s for s in finished if s in queued]
+            for seq in gone:
+                queued.discard(seq)
+            if gone:
+                replays = self._kv_replays()
+                await asyncio.gather(*(replays.delete(replay_key(consumer, s)) for s in gone))
+            state = self._states.get(consumer)
+            if state is None:
+                return
+            for seq in finished:
+                state.pending.pop(seq, None)
+            if floor > state.floor:
+                state.floor = floor
+                state.done = {s for s in state.done if s > floor}
+                state.pending = {s: p for s, p in state.pending.items() if s > floor}
+            state.done.update(s for s in done if s > state.floor)
+            self._mark_dirty(consumer)
+
+        self._queue(op)
+
+    def record_failure(
+        self, consumer: str, sequence: int, attempts: int, last_error: str, replay: bool
+    ) -> None:
+        async def op() -> None:
+            if replay:
+                if sequence not in self._replays.get(consumer, set()):
+                    return
+                replays = self._kv_replays()
+                key = replay_key(consumer, sequence)
+                entry = await replays.get(key)
+                _, _, data = decode_replay(entry.value or b"")
+                await replays.put(key, encode_replay(attempts, last_error, data))
+                return
+            state = self._states.get(consumer)
+            if state is not None:
+                state.pending[sequence] = (attempts, last_error)
+                self._mark_dirty(consumer)
+
+        self._queue(op)
+
+    def park(
+        self, consumer: str, sequence: int, reason: int, attempts: int, last_error: str
+    ) -> None:
+        async def op() -> None:
+            # The event from the log or, for a replay whose event retention has removed
+            # since, the copy its replay carried (queued before the replay's done record,
+            # so that key is still there).
+            data = await self._event_bytes(consumer, sequence)
+            if data is None:
+                _log.warning(
+                    "event %d of consumer %s is gone from the log: not parked",
+                    sequence,
+                    consumer,
+                    extra={"consumer": consumer, "sequence": sequence},
+                )
+                return
+            await self._publish_dead_letter(consumer, sequence, reason, attempts, last_error, data)
+
+        self._queue(op)
+
+    async def _event_bytes(self, consumer: str, sequence: int) -> bytes | None:
+        msg = await self._get(self.stream, sequence)
+        if msg is not None:
+            return _envelope_of(msg).SerializeToString()
+        if sequence in self._replays.get(consumer, set()):
+            with contextlib.suppress(KeyNotFoundError):
+                entry = await self._kv_replays().get(replay_key(consumer, sequence))
+                return decode_replay(entry.value or b"")[2]
+        return None
+
+    async def _publish_dead_letter(
+        self,
+        consumer: str,
+        sequence: int,
+        reason: int,
+        attempts: int,
+        last_error: str,
+        data: bytes,
+    ) -> None:
+        header = dead_letter_header(consumer, sequence, reason, attempts, last_error, _now_us())
+        await self._jetstream().publish(
+            f"{self.dlq_stream}.{consumer_token(consumer)}",
+            data,
+            stream=self.dlq_stream,
+            headers={DEAD_LETTER_HEADER: header},
+        )
+
+    # -- dead letters ----------------------------------------------------------------------
+
+    async def _settled(self) -> None:
+        """Wait for the consumer writes queued so far (dead letters among them)."""
+
+        async def nothing() -> None:
+            return None
+
+        await self._run(nothing)
+
+    async def _dead_letters(self, consumer: str) -> list[DeadLetterRecord]:
+        """Every dead letter (of one consumer, or all), oldest first."""
+        request: dict[str, Any] = {"batch": SCAN_PAGE}
+        if consumer:
+            request["next_by_subj"] = f"{self.dlq_stream}.{consumer_token(consumer)}"
+        out: list[DeadLetterRecord] = []
+        position = 0
+        while True:
+            page = await self._page(self.dlq_stream, {**request, "seq": position + 1})
+            out.extend(
+                decode_dead_letter(m.sequence, m.headers[DEAD_LETTER_HEADER], m.data) for m in page
+            )
+            if len(page) < SCAN_PAGE:
+                return out
+            position = page[-1].sequence
+
+    async def list_dead_letters(self, consumer: str, limit: int) -> list[DeadLetterRecord]:
+        await self._settled()
+        letters = await self._dead_letters(consumer)
+        return list(reversed(letters[-limit:])) if limit > 0 else []
+
+    async def get_dead_letter(self, dead_letter_id: int) -> DeadLetterRecord | None:
+        await self._settled()
+        msg = await self._get(self.dlq_stream, dead_letter_id)
+        if msg is None:
+            return None
+        return decode_dead_letter(msg.sequence, msg.headers[DEAD_LETTER_HEADER], msg.data)
+
+    async def take_dead_letters(self, ids: Sequence[int], consumer: str) -> dict[str, int]:
+        wanted = list(ids)
+
+        async def op() -> dict[str, int]:
+            if wanted:
+                found = await asyncio.gather(*(self._get(self.dlq_stream, i) for i in wanted))
+                letters = [
+                    decode_dead_letter(m.sequence, m.headers[DEAD_LETTER_HEADER], m.data)
+                    for m in found
+                    if m is not None
+                ]
+            elif consumer:
+                letters = await self._dead_letters(consumer)
+            else:
+                letters = []
+            counts: dict[str, int] = {}
+            for letter in letters:
+                if not letter.consumer:
+                    continue  # the cycle guard's: never replayed
+                # The replay takes the dead letter's copy of the event: the log may not
+                # hold it any more (retention).
+                await self._kv_replays().put(
+                    replay_key(letter.consumer, letter.sequence),
+                    encode_replay(0, "", letter.envelope.SerializeToString()),
+                )
+                self._replays.setdefault(letter.consumer, set()).add(letter.sequence)
+                with contextlib.suppress(NotFoundError):
+                    await self._jetstream().delete_msg(self.dlq_stream, letter.dead_letter_id)
+                counts[letter.consumer] = counts.get(letter.consumer, 0) + 1
+            return counts
+
+        counts: dict[str, int] = await self._run(op)
+        return counts
+
+    async def read_replays(self, consumer: str, after: int, limit: int) -> list[ReplayRecord]:
+        async def op() -> list[ReplayRecord]:
+            seqs = sorted(s for s in self._replays.get(consumer, set()) if s > after)[:limit]
+            return list(await asyncio.gather(*(self._replay(consumer, s) for s in seqs)))
+
+        # Queued after the consumer's handed-over progress, so a replay it has finished is
+        # gone before this read.
+        replays: list[ReplayRecord] = await self._run(op)
+        return replays
+
+    async def _replay(self, consumer: str, sequence: int) -> ReplayRecord:
+        entry = await self._kv_replays().get(replay_key(consumer, sequence))
+        attempts, last_error, data = decode_replay(entry.value or b"")
+        msg = await self._get(self.stream, sequence)
+        envelope = _envelope_of(msg) if msg is not None else envelope_from(data)
+        return ReplayRecord(sequence, envelope, attempts, last_error)
+
+    async def count_dead_letters(self) -> int:
+        await self._settled()
+        info = await self._jetstream().stream_info(self.dlq_stream)
+        return int(info.state.messages)
+
+
+async def _keys(kv: KeyValue) -> list[str]:
+    try:
+        return list(await kv.keys())
+    except NoKeysError:
+        return []

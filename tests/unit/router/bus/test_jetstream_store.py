@@ -1,0 +1,119 @@
+"""What the JetStream store adds to the store contract: ids beyond JetStream's duplicate
+window, and consumer state and dead letters that outlive the store instance."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+
+from router.bus.jetstream_store import JetStreamEventStore
+from services.kit.events.client import build_envelope
+from soulspot.common.v1 import references_pb2
+from soulspot.events.v1 import download_pb2
+from soulspot.router.v1 import router_pb2
+from tests.helpers.nats_server import start_nats_server
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from soulspot.events.v1 import envelope_pb2
+    from tests.helpers.nats_server import NatsServerProcess
+
+WINDOW_S = 0.2
+
+
+@pytest.fixture
+def js_server(tmp_path: Path) -> Iterator[NatsServerProcess]:
+    server = start_nats_server(tmp_path / "nats")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _event(n: int) -> envelope_pb2.EventEnvelope:
+    payload = download_pb2.DownloadStarted(
+        download_id=f"d{n}", track=references_pb2.TrackReference(title=f"t{n}", artist="a")
+    )
+    return build_envelope(payload, source_module="folder")
+
+
+async def _ids_recorded(store: JetStreamEventStore, event_id: str, deadline_s: float) -> None:
+    # The ids bucket is written just after the publish ack: wait for it with a deadline.
+    deadline = time.monotonic() + deadline_s
+    while await store._lookup_id(event_id) is None:
+        assert time.monotonic() < deadline, "the event's id was never recorded"
+        await asyncio.sleep(0.01)
+
+
+async def test_an_event_id_is_stored_once_after_the_duplicate_window_has_passed(
+    js_server: NatsServerProcess,
+) -> None:
+    store = JetStreamEventStore([js_server.url], duplicate_window_s=WINDOW_S)
+    await store.open()
+    try:
+        first = _event(1)
+        (stored,) = await store.append([first], [None])
+        await _ids_recorded(store, first.event_id, 10)
+        # Past JetStream's own window only the ids bucket still knows the event.
+        await asyncio.sleep(WINDOW_S * 3)
+        again = _event(2)
+        results = await store.append([again, first], [None, None])
+        assert [r.duplicate for r in results] == [False, True]
+        assert results[1].sequence == stored.sequence
+        assert results[1].envelope.event_id == first.event_id
+        assert await store.last_sequence() == 2
+        page = await store.read_after(0, 10)
+        assert [e.event_id for e in page.events] == [first.event_id, again.event_id]
+    finally:
+        await store.close()
+
+
+async def test_consumer_state_and_dead_letters_are_read_back_by_a_fresh_store(
+    js_server: NatsServerProcess,
+) -> None:
+    store = JetStreamEventStore([js_server.url])
+    await store.open()
+    try:
+        results = await store.append([_event(n) for n in range(4)], [None] * 4)
+        seqs = [r.sequence for r in results]
+        await store.save_consumer("c", ["download.*"], 0, inactive_s=60, owner="spiffe://x")
+        store.record_progress("c", seqs[0], done=[seqs[2]], cleared=[], replays_done=[])
+        store.record_failure("c", seqs[1], 2, "boom", False)
+        store.park("c", seqs[3], router_pb2.DEAD_LETTER_REASON_MAX_ATTEMPTS, 5, "still\nfailing")
+        (letter,) = await store.list_dead_letters("c", 10)
+        assert (letter.sequence, letter.attempts, letter.last_error) == (
+            seqs[3],
+            5,
+            "still\nfailing",
+        )
+        assert letter.envelope.event_id == results[3].envelope.event_id
+    finally:
+        await store.close()
+
+    fresh = JetStreamEventStore([js_server.url])
+    await fresh.open()
+    try:
+        record = await fresh.load_consumer("c")
+        assert record is not None
+        assert (record.floor, record.done_above_floor, record.owner) == (
+            seqs[0],
+            {seqs[2]},
+            "spiffe://x",
+        )
+        assert record.pending[seqs[1]].attempts == 2
+        assert await fresh.count_dead_letters() == 1
+        assert await fresh.take_dead_letters([], "c") == {"c": 1}
+        assert await fresh.count_dead_letters() == 0
+        (replay,) = await fresh.read_replays("c", 0, 10)
+        assert replay.sequence == seqs[3]
+        assert replay.envelope is not None
+        assert replay.envelope.event_id == results[3].envelope.event_id
+        fresh.record_progress("c", seqs[0], done=[], cleared=[], replays_done=[seqs[3]])
+        assert await fresh.read_replays("c", 0, 10) == []
+    finally:
+        await fresh.close()
