@@ -52,6 +52,8 @@ class ControlPlane:
         # Module host names resolved to IP addresses (EDS carries addresses, not names).
         self._resolved: dict[str, str] = {}
         self._pending: asyncio.Task[None] | None = None
+        # A change arrived that the snapshot does not have yet.
+        self._dirty = False
         self.ready_at = time.monotonic() + section.warmup_s
 
     async def wait_ready(self) -> None:
@@ -68,8 +70,9 @@ class ControlPlane:
 
     def changed(self) -> None:
         """A registry listener: rebuild and push once the burst is over."""
+        self._dirty = True
         if self._pending is not None and not self._pending.done():
-            return
+            return  # the running rebuild goes round again for this change
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -77,11 +80,13 @@ class ControlPlane:
         self._pending = loop.create_task(self._rebuild_later())
 
     async def _rebuild_later(self) -> None:
-        await asyncio.sleep(self.section.push_debounce_s)
-        try:
-            await self.rebuild()
-        except Exception:
-            log.exception("xDS resources could not be rebuilt")
+        while self._dirty:
+            await asyncio.sleep(self.section.push_debounce_s)
+            self._dirty = False
+            try:
+                await self.rebuild()
+            except Exception:
+                log.exception("xDS resources could not be rebuilt")
 
     async def rebuild(self) -> None:
         await self._resolve_hosts()
