@@ -56,7 +56,7 @@ async def _mesh(tmp: Path, processes: list[Process], port: int, **env: str) -> P
     return router
 
 
-async def test_a_tls_client_calls_the_top_module_directly_and_shows_in_status(
+async def test_a_tls_client_calls_the_top_module_directly(
     tmp_path: Path, xds_processes: list[Process]
 ) -> None:
     router = await _mesh(tmp_path, xds_processes, free_port())
