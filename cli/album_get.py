@@ -1,10 +1,11 @@
 """`soulspot get --album "Artist - Album"`: download a whole album folder and wait until every
 track is in the library.
 
-The album's events (album.download_started, album.ready, album.failed) arrive on one
-subscription, made BEFORE DownloadAlbum is asked for: a local source may finish first. The
-track list is not looked up here: the downloaders then pick a folder by its shape (one format,
-a folder named like the album), and say so.
+The track list comes from album.tracks (the spotify module); when no module can answer it,
+the downloaders pick a folder by its shape alone (one format, a folder named like the album),
+and the command says so. The album's events (album.download_started, album.ready,
+album.failed) arrive on one subscription, made BEFORE DownloadAlbum is asked for: a local
+source may finish first.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from soulspot.router.v1 import router_pb2
 if TYPE_CHECKING:
     import grpc
 
+    from soulspot.common.v1 import references_pb2
     from soulspot.events.v1 import envelope_pb2
 
 __all__ = ["album_from_query", "get_album", "run"]
 
 ALBUM_REQUEST_TIMEOUT_S = 120.0
+LOOKUP_TIMEOUT_S = 30.0
 # The CLI's own consumers go once idle this long (as the track watch's do).
 WATCHER_IDLE_S = 600.0
 # Subscribers find payload classes in the default pool: the album contracts must be loaded.
@@ -71,6 +74,24 @@ class _AlbumWatch:
             self.queue(album_id).put_nowait((envelope.event_type, payload))
 
 
+async def _track_list(
+    channel: grpc.aio.Channel, artist: str, album: str
+) -> list[references_pb2.TrackReference]:
+    """The album's tracks from album.tracks; empty (with the reason printed) when unknown."""
+    stub = album_pb2_grpc.AlbumCatalogServiceStub(channel)
+    try:
+        found = await call(
+            stub.GetAlbumTracks(
+                album_pb2.GetAlbumTracksRequest(artist=artist, album=album),
+                timeout=LOOKUP_TIMEOUT_S,
+            )
+        )
+    except MeshError as err:
+        console.print(f"[yellow]no track list:[/] {err.message}")
+        return []
+    return list(found.tracks)
+
+
 async def get_album(channel: grpc.aio.Channel, query: str, timeout: float) -> int:  # noqa: ASYNC109
     """Ask for the album, then print each track's library path once album.ready arrives.
     The exit code: 0 when every track is in the library, 1 otherwise."""
@@ -79,10 +100,14 @@ async def get_album(channel: grpc.aio.Channel, query: str, timeout: float) -> in
         err_console.print(f'[red]--album needs "Artist - Album", not[/] {query!r}')
         return 2
     artist, album = named
-    console.print(
-        f"getting the album [bold]{artist} - {album}[/] "
-        "(no track list: the folder is chosen by its shape, one format, named like the album)"
-    )
+    tracks = await _track_list(channel, artist, album)
+    if tracks:
+        console.print(f"getting the album [bold]{artist} - {album}[/] ({len(tracks)} tracks)")
+    else:
+        console.print(
+            f"getting the album [bold]{artist} - {album}[/] (no track list: the folder is "
+            "chosen by its shape, one format, named like the album)"
+        )
     watch = _AlbumWatch(channel)
     await watch.subscriber.start()
     await watch.subscriber.wait_connected()
@@ -91,7 +116,9 @@ async def get_album(channel: grpc.aio.Channel, query: str, timeout: float) -> in
         try:
             started = await call(
                 stub.DownloadAlbum(
-                    album_pb2.DownloadAlbumRequest(artist=artist, album=album, requested_by=CLIENT),
+                    album_pb2.DownloadAlbumRequest(
+                        artist=artist, album=album, tracks=tracks, requested_by=CLIENT
+                    ),
                     timeout=ALBUM_REQUEST_TIMEOUT_S,
                 )
             )

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from services.kit.module.periodic import Periodic
 from services.kit.module.spec import Capability, ModuleParts, ModuleSpec, ServiceBinding
 from services.spotify.library_lookup import LibraryLookup
-from services.spotify.servicer import PlaylistServicer, SearchServicer
+from services.spotify.servicer import AlbumCatalogServicer, PlaylistServicer, SearchServicer
 from services.spotify.settings import DEFAULT_PORT, NO_CREDENTIALS, SpotifySection, SpotifySettings
 from services.spotify.spotify_api import (
     SpotifyAuthError,
@@ -16,7 +16,14 @@ from services.spotify.spotify_api import (
     SpotifyNotConfigured,
     SpotifyUnreachable,
 )
-from soulspot.capabilities.v1 import playlist_pb2, playlist_pb2_grpc, search_pb2, search_pb2_grpc
+from soulspot.capabilities.v1 import (
+    album_pb2,
+    album_pb2_grpc,
+    playlist_pb2,
+    playlist_pb2_grpc,
+    search_pb2,
+    search_pb2_grpc,
+)
 
 if TYPE_CHECKING:
     from services.kit.module.runtime import ModuleRuntime
@@ -80,6 +87,11 @@ def build(runtime: ModuleRuntime[SpotifySection]) -> ModuleParts:
                 PlaylistServicer(client, on_backend_error),
                 playlist_pb2_grpc.add_PlaylistServiceServicer_to_server,
             ),
+            ServiceBinding.of(
+                album_pb2.DESCRIPTOR.services_by_name["AlbumCatalogService"],
+                AlbumCatalogServicer(client, on_backend_error),
+                album_pb2_grpc.add_AlbumCatalogServiceServicer_to_server,
+            ),
         ],
         start=start,
         stop=stop,
@@ -89,7 +101,11 @@ def build(runtime: ModuleRuntime[SpotifySection]) -> ModuleParts:
 SPEC = ModuleSpec(
     name="spotify",
     default_port=DEFAULT_PORT,
-    capabilities=[Capability("search.track", 10), Capability("playlist.tracks", 10)],
+    capabilities=[
+        Capability("search.track", 10),
+        Capability("playlist.tracks", 10),
+        Capability("album.tracks", 10),
+    ],
     factory=build,
     section_cls=SpotifySection,
     settings_cls=SpotifySettings,

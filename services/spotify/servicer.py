@@ -1,16 +1,23 @@
-"""SearchServicer and PlaylistServicer: search.track and playlist.tracks served from the
-Spotify Web API."""
+"""SearchServicer, PlaylistServicer and AlbumCatalogServicer: search.track, playlist.tracks
+and album.tracks served from the Spotify Web API."""
 
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
 
-from services.kit.rpc.errors import InvalidArgument, bad_request
+from services.kit.rpc.errors import InvalidArgument, NotFound, bad_request
 from services.spotify.mapping import mesh_error, track_reference
 from services.spotify.references import is_liked_songs, parse_playlist_id
 from services.spotify.spotify_api import LIKED_SONGS_NAME, SpotifyError
-from soulspot.capabilities.v1 import playlist_pb2, playlist_pb2_grpc, search_pb2, search_pb2_grpc
+from soulspot.capabilities.v1 import (
+    album_pb2,
+    album_pb2_grpc,
+    playlist_pb2,
+    playlist_pb2_grpc,
+    search_pb2,
+    search_pb2_grpc,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,7 +27,7 @@ if TYPE_CHECKING:
     from services.spotify.library_lookup import LibraryLookup
     from services.spotify.spotify_api import SpotifyClient
 
-__all__ = ["PlaylistServicer", "SearchServicer"]
+__all__ = ["AlbumCatalogServicer", "PlaylistServicer", "SearchServicer"]
 
 log = logging.getLogger("soulspot.spotify")
 
@@ -135,3 +142,35 @@ class PlaylistServicer(playlist_pb2_grpc.PlaylistServiceServicer):
         except SpotifyError as err:
             await self._on_backend_error(err)
             raise mesh_error(err) from err
+
+
+class AlbumCatalogServicer(album_pb2_grpc.AlbumCatalogServiceServicer):
+    """album.tracks: an album's track list from Spotify's catalogue."""
+
+    def __init__(
+        self,
+        client: SpotifyClient,
+        on_backend_error: Callable[[SpotifyError], Awaitable[None]],
+    ) -> None:
+        self._client = client
+        self._on_backend_error = on_backend_error
+
+    async def GetAlbumTracks(
+        self,
+        request: album_pb2.GetAlbumTracksRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> album_pb2.GetAlbumTracksResponse:
+        try:
+            found = await self._client.find_album(request.artist, request.album)
+        except SpotifyError as err:
+            await self._on_backend_error(err)
+            raise mesh_error(err) from err
+        if found is None:
+            raise NotFound(f"Spotify knows no album {request.album!r} by {request.artist!r}")
+        album, tracks = found
+        return album_pb2.GetAlbumTracksResponse(
+            artist=album["artists"],
+            album=album["name"],
+            album_id=album["album_id"],
+            tracks=[track_reference(track) for track in tracks],
+        )

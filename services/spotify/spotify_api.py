@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LIKED_SONGS_NAME",
     "PlaylistNotAccessible",
+    "SpotifyAlbum",
     "SpotifyAuthError",
     "SpotifyClient",
     "SpotifyError",
@@ -101,6 +102,13 @@ class SpotifyTrack(TypedDict):
     track_number: int | None
     disc_number: int | None
     year: int | None
+
+
+class SpotifyAlbum(TypedDict):
+    album_id: str
+    name: str
+    artists: str
+    release_date: str
 
 
 class SpotifyPlaylist(TypedDict):
@@ -290,6 +298,53 @@ class SpotifyClient(PooledHttpClient):
             if not items:
                 break
         return found[:limit]
+
+    async def find_album(
+        self, artist: str, album: str
+    ) -> tuple[SpotifyAlbum, list[SpotifyTrack]] | None:
+        """The album best matching `artist` and `album` (Spotify's first search hit) and its
+        tracks in album order; None when the search finds no album."""
+        params: dict[str, Any] = {
+            "q": f"album:{album} artist:{artist}",
+            "type": "album",
+            "limit": 1,
+        }
+        if self._market:
+            params["market"] = self._market
+        try:
+            page = (await self._get(f"{self.api_base}/v1/search", params)).get("albums") or {}
+        except _HTTPStatus as exc:
+            raise SpotifyError(f"Spotify album search failed: {exc}") from exc
+        items = [a for a in page.get("items") or [] if a and a.get("id")]
+        if not items:
+            return None
+        found = items[0]
+        release = str(found.get("release_date") or "")
+        summary = SpotifyAlbum(
+            album_id=str(found["id"]),
+            name=str(found.get("name") or ""),
+            artists=", ".join(str(a.get("name", "")) for a in found.get("artists") or []),
+            release_date=release,
+        )
+        tracks: list[SpotifyTrack] = []
+        url: str | None = f"{self.api_base}/v1/albums/{summary['album_id']}/tracks"
+        track_params: dict[str, Any] | None = {"limit": SEARCH_PAGE_MAX, "offset": 0}
+        while url:
+            try:
+                listing = await self._get(url, track_params)
+            except _HTTPStatus as exc:
+                raise SpotifyError(f"Spotify album {summary['album_id']} failed: {exc}") from exc
+            for item in listing.get("items") or []:
+                if item and item.get("id"):
+                    # Album tracks are "simplified": they name no album; it is this one.
+                    tracks.append(
+                        track_from_api(
+                            {**item, "album": {"name": summary["name"], "release_date": release}}
+                        )
+                    )
+            url, track_params = listing.get("next"), None
+        tracks.sort(key=lambda t: (t["disc_number"] or 1, t["track_number"] or 0))
+        return summary, tracks
 
     async def playlist(self, playlist_id: str) -> SpotifyPlaylist:
         """The playlist's name and item count, from one small request."""

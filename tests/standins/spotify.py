@@ -11,6 +11,8 @@ Not Spotify: a local test server serving
 * ``GET /v1/me/tracks`` (liked songs, paged, a user's token only; 401 for an app's token),
 * private playlists (:attr:`SpotifyStandin.private_playlists`): 404 for an app's token, as
   Spotify answers, and readable with a user's token,
+* ``GET /v1/search?type=album`` and ``GET /v1/albums/{id}/tracks``: albums made of the
+  catalogue's tracks (by album name and first artist), tracks in disc and track order,
 * ``GET /v1/search?type=track`` with ``limit``/``offset`` paging and absolute ``next`` URLs,
 * ``GET /v1/playlists/{id}?fields=...`` (dotted ``fields`` paths such as ``name,tracks.total``),
 * ``GET /v1/playlists/{id}/tracks`` paging (null tracks and local files included, as Spotify
@@ -66,6 +68,10 @@ def make_track(
         "disc_number": disc_number,
         "is_local": False,
     }
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
 
 
 class PageHold:
@@ -186,7 +192,11 @@ class SpotifyStandin(StandinServer):
             if playlist_id in self.private_playlists:
                 return json_reply(404, {"error": {"status": 404, "message": "Not found"}})
         if request.path == "/v1/search" and request.method == "GET":
+            if request.query.get("type") == ["album"]:
+                return self._search_albums(request)
             return self._search(request)
+        if match := re.fullmatch(r"/v1/albums/([^/]+)/tracks", request.path):
+            return self._album_tracks(match.group(1), request)
         if match := re.fullmatch(r"/v1/playlists/([^/]+)/tracks", request.path):
             return self._playlist(match.group(1), request)
         if match := re.fullmatch(r"/v1/playlists/([^/]+)", request.path):
@@ -321,6 +331,50 @@ class SpotifyStandin(StandinServer):
 
         hits = [t for t in self.tracks if matches(t)]
         return json_reply(200, {"tracks": self._paging(request, hits, "/v1/search", 50)})
+
+    def _albums(self) -> dict[str, dict[str, Any]]:
+        """The albums the catalogue's tracks belong to, by id (from the album's name and first
+        artist), each with its tracks in album order."""
+        albums: dict[str, dict[str, Any]] = {}
+        for track in self.tracks:
+            artist = track["artists"][0]["name"] if track["artists"] else ""
+            album_id = "album-" + "-".join(_words(f"{artist} {track['album']['name']}"))
+            entry = albums.setdefault(
+                album_id,
+                {
+                    "id": album_id,
+                    "type": "album",
+                    "name": track["album"]["name"],
+                    "artists": track["artists"][:1],
+                    "release_date": track["album"].get("release_date", ""),
+                    "tracks": [],
+                },
+            )
+            entry["tracks"].append({k: v for k, v in track.items() if k != "album"})
+        for entry in albums.values():
+            entry["tracks"].sort(key=lambda t: (t["disc_number"], t["track_number"]))
+            entry["total_tracks"] = len(entry["tracks"])
+        return albums
+
+    def _search_albums(self, request: LoggedRequest) -> Reply:
+        query = request.query.get("q", [""])[0].lower()
+        words = _words(re.sub(r"\b(album|artist):", " ", query))
+        hits = [
+            {k: v for k, v in album.items() if k != "tracks"}
+            for album in self._albums().values()
+            if all(
+                w in _words(" ".join([album["name"], *(a["name"] for a in album["artists"])]))
+                for w in words
+            )
+        ]
+        return json_reply(200, {"albums": self._paging(request, hits, "/v1/search", 50)})
+
+    def _album_tracks(self, album_id: str, request: LoggedRequest) -> Reply:
+        album = self._albums().get(album_id)
+        if album is None:
+            return json_reply(404, {"error": {"status": 404, "message": "Non existing id"}})
+        href = f"/v1/albums/{album_id}/tracks"
+        return json_reply(200, self._paging(request, album["tracks"], href, 50))
 
     def _missing(self, playlist_id: str) -> bool:
         return playlist_id in self.inaccessible_playlists or playlist_id not in self.playlists

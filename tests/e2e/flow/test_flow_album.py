@@ -1,13 +1,14 @@
-"""Whole albums through real processes: `soulspot get --album` from the folder source; a
-Soulseek album from the best peer folder, falling back to another peer's when a file of the
-first fails; and no complete folder anywhere: album.failed and nothing in the library."""
+"""Whole albums through real processes: `soulspot get --album` from the folder source, by the
+folder's shape alone and by Spotify's track list; a Soulseek album from the best peer folder,
+falling back to another peer's when a file of the first fails; and no complete folder
+anywhere: album.failed and nothing in the library."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 import pytest
@@ -24,10 +25,13 @@ from tests.helpers.flows import (
     folder_env,
     library_tracks,
     require_pipeline,
+    spotify_env,
+    spotify_track,
     wait_event,
 )
 from tests.helpers.mesh import ROOT
 from tests.standins.slskd import ERRORED, Peer, PeerFile, SlskdStandin
+from tests.standins.spotify import SpotifyStandin
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -93,6 +97,22 @@ async def test_get_album_files_every_track_of_the_folder_in_the_library(
     make_sample_library(source, _album(f"{ALBUM} (Live)"))
     make_sample_library(source, _album("Night Ferry Demos")[:1])
     await _start(mesh, {"folder": folder_env(tmp_path, source), **PIPELINE})
+    text = await _get_album_cli(mesh)
+    # No module serves album.tracks here: the folder's shape decides, and the command says so.
+    assert "no track list" in text
+    assert "album ready" in text
+    _, ready = await wait_event(mesh, "album.ready")
+    paths = [t.path for t in ready.tracks]
+    assert [t.title for t in ready.tracks] == TITLES
+    for path in paths:
+        assert path.startswith(str(mesh.library_root)), path
+        assert path in text.replace("\n", "")
+    assert sorted(str(p) for p in _library_files(mesh)) == sorted(paths)
+    assert all("Live" not in path for path in paths)
+
+
+async def _get_album_cli(mesh: Mesh) -> str:
+    """`soulspot get --album` as a process; its output (it must succeed)."""
     cli = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -112,15 +132,35 @@ async def test_get_album_files_every_track_of_the_folder_in_the_library(
     output, _ = await asyncio.wait_for(cli.communicate(), 90)
     text = output.decode()
     assert cli.returncode == 0, text
-    assert "album ready" in text
-    _, ready = await wait_event(mesh, "album.ready")
-    paths = [t.path for t in ready.tracks]
-    assert [t.title for t in ready.tracks] == TITLES
-    for path in paths:
-        assert path.startswith(str(mesh.library_root)), path
-        assert path in text.replace("\n", "")
-    assert sorted(str(p) for p in _library_files(mesh)) == sorted(paths)
-    assert all("Live" not in path for path in paths)
+    return text
+
+
+async def test_get_album_with_spotifys_track_list_picks_the_folder_that_matches_it(
+    mesh: Mesh, tmp_path: Path
+) -> None:
+    source = tmp_path / "source"
+    # Shaped like the album (one format, named like it) but holding another song: only the
+    # track list tells it apart from the real album.
+    decoy = _album(f"{ALBUM} Sessions")
+    decoy[2] = {**decoy[2], "title": "Something Else Entirely"}
+    make_sample_library(source, decoy)
+    make_sample_library(source, _album())
+    spotify = SpotifyStandin(tracks=[spotify_track(t, n) for n, t in enumerate(_album(), 1)])
+    spotify.start()
+    try:
+        await _start(
+            mesh,
+            {"spotify": spotify_env(spotify), "folder": folder_env(tmp_path, source), **PIPELINE},
+        )
+        text = await _get_album_cli(mesh)
+        assert f"({len(TITLES)} tracks)" in text
+        _, started = await wait_event(mesh, "album.download_started")
+        assert started.folder == f"{ARTIST}/{ALBUM}"
+        _, ready = await wait_event(mesh, "album.ready")
+        assert [t.title for t in ready.tracks] == TITLES
+        assert len(spotify.requests_to("/v1/search")) == 1
+    finally:
+        spotify.stop()
 
 
 def _remote(user: str, album: str, n: int, title: str) -> str:
@@ -203,7 +243,7 @@ async def test_soulseek_album_falls_back_to_another_peers_folder(
         assert [t.title for t in ready.tracks] == TITLES
         assert all(t.path.startswith(str(mesh.library_root)) for t in ready.tracks)
         assert await library_tracks(mesh) == len(TITLES)
-        started = [
+        started: list[Any] = [
             unpack_payload(e)
             for e in await events(
                 mesh, correlation_id=correlation, types=("album.download_started",)
@@ -213,11 +253,12 @@ async def test_soulseek_album_falls_back_to_another_peers_folder(
         # bob's tracks were given up as a whole; only carol's went through the pipeline.
         abandoned = await events(mesh, correlation_id=correlation, types=("download.failed",))
         assert len(abandoned) == len(TITLES)
-        assert all("album folder abandoned" in unpack_payload(e).reason for e in abandoned)
+        reasons = [cast("Any", unpack_payload(e)).reason for e in abandoned]
+        assert all("album folder abandoned" in reason for reason in reasons)
         completed = await events(mesh, correlation_id=correlation, types=("download.completed",))
         assert len(completed) == len(TITLES)
         assert {e.attributes["album_download_id"] for e in completed} == {answer.album_download_id}
-        assert {unpack_payload(e).source for e in completed} == {"carol"}
+        assert {cast("Any", unpack_payload(e)).source for e in completed} == {"carol"}
     finally:
         standin.stop()
 

@@ -27,7 +27,7 @@ from soulspot.common.v1 import references_pb2 as soulspot_dot_common_dot_v1_dot_
 from soulspot.options.v1 import options_pb2 as soulspot_dot_options_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$soulspot/capabilities/v1/album.proto\x12\x18soulspot.capabilities.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a#soulspot/common/v1/references.proto\x1a!soulspot/options/v1/options.proto\"\xbf\x01\n\x14\x44ownloadAlbumRequest\x12\x14\n\x06\x61rtist\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05\x61lbum\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x32\n\x06tracks\x18\x03 \x03(\x0b\x32\".soulspot.common.v1.TrackReference\x12\x32\n\x07quality\x18\x04 \x01(\x0b\x32!.soulspot.common.v1.QualityPolicy\x12\x14\n\x0crequested_by\x18\x05 \x01(\t\"{\n\x15\x44ownloadAlbumResponse\x12\x19\n\x11\x61lbum_download_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0e\n\x06\x66older\x18\x03 \x01(\t\x12\x13\n\x0btrack_count\x18\x04 \x01(\r\x12\x12\n\ncandidates\x18\x05 \x01(\r2\x97\x01\n\x0c\x41lbumService\x12\x86\x01\n\rDownloadAlbum\x12..soulspot.capabilities.v1.DownloadAlbumRequest\x1a/.soulspot.capabilities.v1.DownloadAlbumResponse\"\x14\xaa\xbb\x18\x10\n\x0e\x64ownload.albumb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$soulspot/capabilities/v1/album.proto\x12\x18soulspot.capabilities.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a#soulspot/common/v1/references.proto\x1a!soulspot/options/v1/options.proto\"\xbf\x01\n\x14\x44ownloadAlbumRequest\x12\x14\n\x06\x61rtist\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05\x61lbum\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x32\n\x06tracks\x18\x03 \x03(\x0b\x32\".soulspot.common.v1.TrackReference\x12\x32\n\x07quality\x18\x04 \x01(\x0b\x32!.soulspot.common.v1.QualityPolicy\x12\x14\n\x0crequested_by\x18\x05 \x01(\t\"{\n\x15\x44ownloadAlbumResponse\x12\x19\n\x11\x61lbum_download_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0e\n\x06\x66older\x18\x03 \x01(\t\x12\x13\n\x0btrack_count\x18\x04 \x01(\r\x12\x12\n\ncandidates\x18\x05 \x01(\r\"B\n\x15GetAlbumTracksRequest\x12\x14\n\x06\x61rtist\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05\x61lbum\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"}\n\x16GetAlbumTracksResponse\x12\x0e\n\x06\x61rtist\x18\x01 \x01(\t\x12\r\n\x05\x61lbum\x18\x02 \x01(\t\x12\x10\n\x08\x61lbum_id\x18\x03 \x01(\t\x12\x32\n\x06tracks\x18\x04 \x03(\x0b\x32\".soulspot.common.v1.TrackReference2\x97\x01\n\x0c\x41lbumService\x12\x86\x01\n\rDownloadAlbum\x12..soulspot.capabilities.v1.DownloadAlbumRequest\x1a/.soulspot.capabilities.v1.DownloadAlbumResponse\"\x14\xaa\xbb\x18\x10\n\x0e\x64ownload.album2\xa1\x01\n\x13\x41lbumCatalogService\x12\x89\x01\n\x0eGetAlbumTracks\x12/.soulspot.capabilities.v1.GetAlbumTracksRequest\x1a\x30.soulspot.capabilities.v1.GetAlbumTracksResponse\"\x14\xaa\xbb\x18\x10\n\x0c\x61lbum.tracks\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,12 +38,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DOWNLOADALBUMREQUEST'].fields_by_name['artist']._serialized_options = b'\342A\001\002'
   _globals['_DOWNLOADALBUMREQUEST'].fields_by_name['album']._loaded_options = None
   _globals['_DOWNLOADALBUMREQUEST'].fields_by_name['album']._serialized_options = b'\342A\001\002'
+  _globals['_GETALBUMTRACKSREQUEST'].fields_by_name['artist']._loaded_options = None
+  _globals['_GETALBUMTRACKSREQUEST'].fields_by_name['artist']._serialized_options = b'\342A\001\002'
+  _globals['_GETALBUMTRACKSREQUEST'].fields_by_name['album']._loaded_options = None
+  _globals['_GETALBUMTRACKSREQUEST'].fields_by_name['album']._serialized_options = b'\342A\001\002'
   _globals['_ALBUMSERVICE'].methods_by_name['DownloadAlbum']._loaded_options = None
   _globals['_ALBUMSERVICE'].methods_by_name['DownloadAlbum']._serialized_options = b'\252\273\030\020\n\016download.album'
+  _globals['_ALBUMCATALOGSERVICE'].methods_by_name['GetAlbumTracks']._loaded_options = None
+  _globals['_ALBUMCATALOGSERVICE'].methods_by_name['GetAlbumTracks']._serialized_options = b'\252\273\030\020\n\014album.tracks\020\001'
   _globals['_DOWNLOADALBUMREQUEST']._serialized_start=172
   _globals['_DOWNLOADALBUMREQUEST']._serialized_end=363
   _globals['_DOWNLOADALBUMRESPONSE']._serialized_start=365
   _globals['_DOWNLOADALBUMRESPONSE']._serialized_end=488
-  _globals['_ALBUMSERVICE']._serialized_start=491
-  _globals['_ALBUMSERVICE']._serialized_end=642
+  _globals['_GETALBUMTRACKSREQUEST']._serialized_start=490
+  _globals['_GETALBUMTRACKSREQUEST']._serialized_end=556
+  _globals['_GETALBUMTRACKSRESPONSE']._serialized_start=558
+  _globals['_GETALBUMTRACKSRESPONSE']._serialized_end=683
+  _globals['_ALBUMSERVICE']._serialized_start=686
+  _globals['_ALBUMSERVICE']._serialized_end=837
+  _globals['_ALBUMCATALOGSERVICE']._serialized_start=840
+  _globals['_ALBUMCATALOGSERVICE']._serialized_end=1001
 # @@protoc_insertion_point(module_scope)

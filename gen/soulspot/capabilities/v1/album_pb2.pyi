@@ -102,3 +102,67 @@ class DownloadAlbumResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DownloadAlbumResponse: _TypeAlias = DownloadAlbumResponse  # noqa: Y015
+
+@_typing.final
+class GetAlbumTracksRequest(_message.Message):
+    """GetAlbumTracksRequest names an album."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTIST_FIELD_NUMBER: _builtins.int
+    ALBUM_FIELD_NUMBER: _builtins.int
+    artist: _builtins.str
+    """The album's artist."""
+    album: _builtins.str
+    """The album's title."""
+    def __init__(
+        self,
+        *,
+        artist: _builtins.str = ...,
+        album: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["album", b"album", "artist", b"artist"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAlbumTracksRequest: _TypeAlias = GetAlbumTracksRequest  # noqa: Y015
+
+@_typing.final
+class GetAlbumTracksResponse(_message.Message):
+    """GetAlbumTracksResponse is the album found and its tracks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTIST_FIELD_NUMBER: _builtins.int
+    ALBUM_FIELD_NUMBER: _builtins.int
+    ALBUM_ID_FIELD_NUMBER: _builtins.int
+    TRACKS_FIELD_NUMBER: _builtins.int
+    artist: _builtins.str
+    """The album's artist, as the catalogue spells it."""
+    album: _builtins.str
+    """The album's title, as the catalogue spells it."""
+    album_id: _builtins.str
+    """The catalogue's id of the album (a Spotify album id)."""
+    @_builtins.property
+    def tracks(self) -> _containers.RepeatedCompositeFieldContainer[_references_pb2.TrackReference]:
+        """The tracks in album order (disc, then track number), each with title, duration and
+        track number.
+        """
+
+    def __init__(
+        self,
+        *,
+        artist: _builtins.str = ...,
+        album: _builtins.str = ...,
+        album_id: _builtins.str = ...,
+        tracks: _abc.Iterable[_references_pb2.TrackReference] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["album", b"album", "album_id", b"album_id", "artist", b"artist", "tracks", b"tracks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAlbumTracksResponse: _TypeAlias = GetAlbumTracksResponse  # noqa: Y015

@@ -113,3 +113,83 @@ class AlbumService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AlbumCatalogServiceStub:
+    """AlbumCatalogService knows what an album holds: its track list, for download.album to choose
+    the folder that matches it. The spotify module serves it from Spotify's catalogue.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetAlbumTracks = channel.unary_unary(
+                '/soulspot.capabilities.v1.AlbumCatalogService/GetAlbumTracks',
+                request_serializer=soulspot_dot_capabilities_dot_v1_dot_album__pb2.GetAlbumTracksRequest.SerializeToString,
+                response_deserializer=soulspot_dot_capabilities_dot_v1_dot_album__pb2.GetAlbumTracksResponse.FromString,
+                _registered_method=True)
+
+
+class AlbumCatalogServiceServicer:
+    """AlbumCatalogService knows what an album holds: its track list, for download.album to choose
+    the folder that matches it. The spotify module serves it from Spotify's catalogue.
+    """
+
+    def GetAlbumTracks(self, request, context):
+        """GetAlbumTracks finds the album best matching an artist and title and lists its tracks in
+        order. NOT_FOUND when no album matches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AlbumCatalogServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetAlbumTracks': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAlbumTracks,
+                    request_deserializer=soulspot_dot_capabilities_dot_v1_dot_album__pb2.GetAlbumTracksRequest.FromString,
+                    response_serializer=soulspot_dot_capabilities_dot_v1_dot_album__pb2.GetAlbumTracksResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'soulspot.capabilities.v1.AlbumCatalogService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('soulspot.capabilities.v1.AlbumCatalogService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AlbumCatalogService:
+    """AlbumCatalogService knows what an album holds: its track list, for download.album to choose
+    the folder that matches it. The spotify module serves it from Spotify's catalogue.
+    """
+
+    @staticmethod
+    def GetAlbumTracks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/soulspot.capabilities.v1.AlbumCatalogService/GetAlbumTracks',
+            soulspot_dot_capabilities_dot_v1_dot_album__pb2.GetAlbumTracksRequest.SerializeToString,
+            soulspot_dot_capabilities_dot_v1_dot_album__pb2.GetAlbumTracksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

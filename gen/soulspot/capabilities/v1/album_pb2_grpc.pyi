@@ -80,3 +80,46 @@ class AlbumServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
 def add_AlbumServiceServicer_to_server(servicer: AlbumServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class AlbumCatalogServiceStub:
+    """AlbumCatalogService knows what an album holds: its track list, for download.album to choose
+    the folder that matches it. The spotify module serves it from Spotify's catalogue.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> AlbumCatalogServiceAsyncStub: ...
+    GetAlbumTracks: _grpc.UnaryUnaryMultiCallable[_album_pb2.GetAlbumTracksRequest, _album_pb2.GetAlbumTracksResponse]
+    """GetAlbumTracks finds the album best matching an artist and title and lists its tracks in
+    order. NOT_FOUND when no album matches.
+    """
+
+@_typing.type_check_only
+class AlbumCatalogServiceAsyncStub(AlbumCatalogServiceStub):
+    """AlbumCatalogService knows what an album holds: its track list, for download.album to choose
+    the folder that matches it. The spotify module serves it from Spotify's catalogue.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    GetAlbumTracks: _aio.UnaryUnaryMultiCallable[_album_pb2.GetAlbumTracksRequest, _album_pb2.GetAlbumTracksResponse]  # type: ignore[assignment]
+    """GetAlbumTracks finds the album best matching an artist and title and lists its tracks in
+    order. NOT_FOUND when no album matches.
+    """
+
+class AlbumCatalogServiceServicer(metaclass=_abc_1.ABCMeta):
+    """AlbumCatalogService knows what an album holds: its track list, for download.album to choose
+    the folder that matches it. The spotify module serves it from Spotify's catalogue.
+    """
+
+    @_abc_1.abstractmethod
+    def GetAlbumTracks(
+        self,
+        request: _album_pb2.GetAlbumTracksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_album_pb2.GetAlbumTracksResponse, _abc.Awaitable[_album_pb2.GetAlbumTracksResponse]]:
+        """GetAlbumTracks finds the album best matching an artist and title and lists its tracks in
+        order. NOT_FOUND when no album matches.
+        """
+
+def add_AlbumCatalogServiceServicer_to_server(servicer: AlbumCatalogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
