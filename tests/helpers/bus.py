@@ -20,6 +20,7 @@ from services.kit.rpc.server import KitServer
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import download_pb2, envelope_pb2
 from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2, router_pb2_grpc
+from tests.helpers.nats_server import start_nats_server
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from google.protobuf.message import Message
 
     from services.kit.observability.metrics import MeshMetrics
+    from tests.helpers.nats_server import NatsServerProcess
 
 
 def track(title: str = "Song", artist: str = "Artist") -> references_pb2.TrackReference:
@@ -83,6 +85,12 @@ class BusHarness:
     ) -> None:
         self.state_dir = state_dir
         self.settings = settings or bus_settings()
+        # SOULSPOT_BUS__BACKEND=jetstream runs the same tests on a nats-server of their own,
+        # its files under state_dir (a harness restarted on the folder finds the log again).
+        self.nats: NatsServerProcess | None = None
+        if self.settings.backend == "jetstream":
+            self.nats = start_nats_server(state_dir / "nats")
+            self.settings = self.settings.model_copy(update={"nats_servers": [self.nats.url]})
         self.bus: EventBus = create_bus(self.settings, state_dir=state_dir, metrics=metrics)
         self.server = KitServer("router", "127.0.0.1:0", grace_s=0.5)
         self.server.add_service(
@@ -107,6 +115,8 @@ class BusHarness:
             await self.channel.close()
         await self.server.stop(0.2)
         await self.bus.stop()
+        if self.nats is not None:
+            self.nats.stop()
 
     @property
     def stub(self) -> event_bus_pb2_grpc.EventBusServiceAsyncStub:
