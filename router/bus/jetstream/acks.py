@@ -1,0 +1,107 @@
+"""Publishes to JetStream (and requests) answered on one shared inbox, no task per message.
+
+nats-py's `JetStreamContext.publish` makes a request per message (its own timeout task and
+futures): about half of the store's CPU per event. Here every publish replies to
+`<inbox>.<token>` under one subscription; the ack resolves a future, and one timer per
+publish (a cheap handle, not a task) fails it if no ack comes in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
+
+
+class PublishError(Exception):
+    """JetStream refused a publish, or did not answer in time."""
+
+
+class AckedPublisher:
+    """Sends messages to streams and hands back a future of each one's (sequence, duplicate)."""
+
+    def __init__(self, nc: Client, *, wait_s: float) -> None:
+        self._nc = nc
+        self._wait_s = wait_s
+        self._prefix = ""
+        self._tokens = itertools.count(1)
+        self._waiting: dict[str, asyncio.Future[tuple[int, bool]]] = {}
+        self._replies: dict[str, asyncio.Future[Msg]] = {}
+        self._sub: Subscription | None = None
+
+    async def start(self) -> None:
+        self._prefix = self._nc.new_inbox() + "."
+        self._sub = await self._nc.subscribe(self._prefix + "*", cb=self._on_ack)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+            self._sub = None
+        pending: list[asyncio.Future[Any]] = [*self._waiting.values(), *self._replies.values()]
+        for future in pending:
+            if not future.done():
+                future.set_exception(PublishError("the store closed before JetStream answered"))
+        self._waiting.clear()
+        self._replies.clear()
+
+    async def request(self, subject: str, data: bytes) -> asyncio.Future[Msg]:
+        """Send a request now (in call order with publishes); the future settles with the
+        reply as it came."""
+        loop = asyncio.get_running_loop()
+        token = "r" + str(next(self._tokens))
+        future: asyncio.Future[Msg] = loop.create_future()
+        self._replies[token] = future
+        timer = loop.call_later(self._wait_s, self._expire, token)
+        future.add_done_callback(lambda _f: timer.cancel())
+        await self._nc.publish(subject, data, reply=self._prefix + token)
+        return future
+
+    async def send(
+        self, subject: str, data: bytes, headers: dict[str, str]
+    ) -> asyncio.Future[tuple[int, bool]]:
+        """Send now (in call order); the future settles with the ack."""
+        loop = asyncio.get_running_loop()
+        token = str(next(self._tokens))
+        future: asyncio.Future[tuple[int, bool]] = loop.create_future()
+        self._waiting[token] = future
+        timer = loop.call_later(self._wait_s, self._expire, token)
+        future.add_done_callback(lambda _f: timer.cancel())
+        await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
+        return future
+
+    def _expire(self, token: str) -> None:
+        future: asyncio.Future[Any] | None = self._waiting.pop(token, None) or self._replies.pop(
+            token, None
+        )
+        if future is not None and not future.done():
+            future.set_exception(PublishError(f"no ack from JetStream within {self._wait_s}s"))
+
+    async def _on_ack(self, msg: Msg) -> None:
+        token = msg.subject.rsplit(".", 1)[-1]
+        reply = self._replies.pop(token, None)
+        if reply is not None:
+            if not reply.done():
+                reply.set_result(msg)
+            return
+        future = self._waiting.pop(token, None)
+        if future is None or future.done():
+            return
+        if msg.headers and msg.headers.get("Status") == "503":
+            future.set_exception(PublishError("no JetStream stream answered (503)"))
+            return
+        try:
+            ack: dict[str, Any] = json.loads(msg.data)
+        except ValueError:
+            future.set_exception(PublishError(f"unreadable ack: {msg.data[:200]!r}"))
+            return
+        error = ack.get("error")
+        if error:
+            future.set_exception(PublishError(f"JetStream refused the publish: {error}"))
+            return
+        future.set_result((int(ack["seq"]), bool(ack.get("duplicate", False))))
