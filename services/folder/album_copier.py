@@ -25,6 +25,11 @@ from services.domain.album_matching import (
     score_folder,
 )
 from services.domain.audio.probe import file_reference, read_audio
+from services.domain.downloads.album_tracks import (
+    ALBUM_ID_ATTRIBUTE,
+    ALBUM_TRACKS_ATTRIBUTE,
+    track_download_id,
+)
 from services.domain.downloads.registry import State
 from services.folder.copier import copy_into
 from services.kit.rpc.errors import NotFound, Unavailable
@@ -38,15 +43,12 @@ if TYPE_CHECKING:
     from services.folder.downloader import FolderDownloader
     from services.folder.index import Entry
 
-__all__ = ["ALBUM_ID_ATTRIBUTE", "ALBUM_TRACKS_ATTRIBUTE", "FolderAlbumCopier"]
+__all__ = ["FolderAlbumCopier", "folder_rules"]
 
 log = logging.getLogger("soulspot.folder.album")
 
 FailureKind = download_events_pb2.FailureKind
 AudioFormat = references_pb2.AudioFormat
-# The same attributes the soulseek module sets: the router counts an album's tracks by them.
-ALBUM_ID_ATTRIBUTE = "album_download_id"
-ALBUM_TRACKS_ATTRIBUTE = "album_track_count"
 _FORMAT_EXTENSIONS = {
     AudioFormat.AUDIO_FORMAT_MP3: ("mp3",),
     AudioFormat.AUDIO_FORMAT_FLAC: ("flac",),
@@ -257,7 +259,9 @@ class FolderAlbumCopier:
             for index, entry in enumerate(entries):
                 wanted = references.get(id(verdict.tracks[index]))
                 record = self.registry.new(
-                    _track_for(request, verdict.files[index], wanted), request.requested_by
+                    _track_for(request, verdict.files[index], wanted),
+                    request.requested_by,
+                    download_id=track_download_id(album_id, attempt, index),
                 )
                 record.source = source
                 record.remote_filename = entry.relative

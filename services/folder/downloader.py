@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from services.domain.audio.probe import file_reference, read_audio
+from services.domain.downloads.album_tracks import fail_interrupted_albums
 from services.domain.downloads.registry import DownloadRegistry, State
 from services.folder.copier import copy_into
 from services.folder.index import FolderIndex, Match
@@ -94,7 +95,7 @@ class FolderDownloader:
         self._probe.start()
         # A copy cut short by a restart left no finished file to pick up: say so, with the
         # same id the caller holds, so it can ask again.
-        for record in await self.registry.recover():
+        for record in await fail_interrupted_albums(self.registry, await self.registry.recover()):
             await self.registry.fail(
                 record,
                 "interrupted by a restart of the folder module before the copy finished",

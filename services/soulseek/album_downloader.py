@@ -27,6 +27,11 @@ from services.domain.album_matching import (
     group_by_folder,
     score_folder,
 )
+from services.domain.downloads.album_tracks import (
+    ALBUM_ID_ATTRIBUTE,
+    ALBUM_TRACKS_ATTRIBUTE,
+    track_download_id,
+)
 from services.domain.downloads.registry import State
 from services.domain.matching import clean_title, tokens
 from services.kit.rpc.errors import NotFound, Unavailable
@@ -44,15 +49,11 @@ if TYPE_CHECKING:
     from services.soulseek.downloader import SoulseekDownloader
     from services.soulseek.slskd_api import CandidateFile, SearchResponse
 
-__all__ = ["ALBUM_ID_ATTRIBUTE", "ALBUM_TRACKS_ATTRIBUTE", "SoulseekAlbumDownloader"]
+__all__ = ["SoulseekAlbumDownloader", "album_query", "rank_folders"]
 
 log = logging.getLogger("soulspot.soulseek.album")
 
 FailureKind = download_events_pb2.FailureKind
-# The attributes of an album track's download.completed: the router counts an album's tracks
-# through them and publishes album.ready after the last one's pipeline run.
-ALBUM_ID_ATTRIBUTE = "album_download_id"
-ALBUM_TRACKS_ATTRIBUTE = "album_track_count"
 WHAT_TO_DO = (
     "try again later (peers come and go), relax the quality floor, or fetch the tracks one "
     "by one with `soulspot get`"
@@ -314,7 +315,11 @@ class SoulseekAlbumDownloader:
         for index, file in enumerate(candidate.files):
             wanted = candidate.verdict.tracks[index]
             track = _track_for(request, file.filename, references.get(id(wanted)))
-            record = self.registry.new(track, request.requested_by)
+            record = self.registry.new(
+                track,
+                request.requested_by,
+                download_id=track_download_id(album_id, attempt, index),
+            )
             record.source = candidate.username
             record.remote_filename = file.filename
             record.state = State.DOWNLOAD_STATE_QUEUED

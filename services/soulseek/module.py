@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from services.domain.downloads.album_tracks import fail_interrupted_albums
 from services.domain.downloads.registry import DownloadRegistry
 from services.domain.downloads.store import FILE_NAME
 from services.kit.module.spec import Capability, ModuleParts, ModuleSpec, ServiceBinding
@@ -47,7 +48,8 @@ def build(runtime: ModuleRuntime[SoulseekSection]) -> ModuleParts:
 
     async def start() -> None:
         await probe.start()
-        interrupted = await registry.recover()
+        # An album's unfinished tracks are given up with their album; single tracks resume.
+        interrupted = await fail_interrupted_albums(registry, await registry.recover())
         if downloader is not None:
             await downloader.resume(interrupted)
             return

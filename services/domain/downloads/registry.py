@@ -281,9 +281,17 @@ class DownloadRegistry:
 
     # -- records ----------------------------------------------------------------------------------
 
-    def new(self, track: references_pb2.TrackReference, requested_by: str) -> DownloadRecord:
+    def new(
+        self,
+        track: references_pb2.TrackReference,
+        requested_by: str,
+        *,
+        download_id: str = "",
+    ) -> DownloadRecord:
+        """A new download's record; `download_id` names it (an album's track is named after
+        its album, so a restart can tell it belongs to one), else a fresh id."""
         record = DownloadRecord(
-            download_id=f"{self.module}-{uuid.uuid4().hex[:16]}",
+            download_id=download_id or f"{self.module}-{uuid.uuid4().hex[:16]}",
             track=track,
             requested_by=requested_by,
         )
