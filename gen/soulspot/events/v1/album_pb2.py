@@ -26,7 +26,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from soulspot.options.v1 import options_pb2 as soulspot_dot_options_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esoulspot/events/v1/album.proto\x12\x12soulspot.events.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a!soulspot/options/v1/options.proto\"\xc8\x01\n\x0e\x41lbumRequested\x12\x1f\n\x11\x61lbum_download_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06\x61rtist\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05\x61lbum\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x0f\x65xpected_tracks\x18\x04 \x01(\r\x12\x14\n\x0crequested_by\x18\x05 \x01(\t:;\xa2\xbb\x18\x37\n\x0f\x61lbum.requested\x12\x05\x31.0.0\x1a\x08soulseek\x1a\x06\x66older\"\x06router\"\x03\x63li\"\xe0\x01\n\x14\x41lbumDownloadStarted\x12\x1f\n\x11\x61lbum_download_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0e\n\x06\x66older\x18\x03 \x01(\t\x12\x13\n\x0btrack_count\x18\x04 \x01(\r\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\x12\x0e\n\x06\x61rtist\x18\x06 \x01(\t\x12\r\n\x05\x61lbum\x18\x07 \x01(\t:B\xa2\xbb\x18>\n\x16\x61lbum.download_started\x12\x05\x31.0.0\x1a\x08soulseek\x1a\x06\x66older\"\x06router\"\x03\x63li\"T\n\x11\x41lbumTrackOutcome\x12\x13\n\x0b\x64ownload_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"\x8b\x02\n\x0b\x41lbumFailed\x12\x1f\n\x11\x61lbum_download_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\rtried_sources\x18\x03 \x03(\t\x12\x0f\n\x07partial\x18\x04 \x01(\x08\x12\x35\n\x06tracks\x18\x05 \x03(\x0b\x32%.soulspot.events.v1.AlbumTrackOutcome\x12\x0e\n\x06\x61rtist\x18\x06 \x01(\t\x12\r\n\x05\x61lbum\x18\x07 \x01(\t:G\xa2\xbb\x18\x43\n\x0c\x61lbum.failed\x12\x05\x31.0.0\x1a\x08soulseek\x1a\x06\x66older\x1a\x06router\"\x03\x63li\"\rnotifications\"\xc9\x01\n\nAlbumReady\x12\x1f\n\x11\x61lbum_download_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x35\n\x06tracks\x18\x02 \x03(\x0b\x32%.soulspot.events.v1.AlbumTrackOutcome\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x0e\n\x06\x61rtist\x18\x04 \x01(\t\x12\r\n\x05\x61lbum\x18\x05 \x01(\t:4\xa2\xbb\x18\x30\n\x0b\x61lbum.ready\x12\x05\x31.0.0\x1a\x06router\"\x03\x63li\"\rnotificationsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esoulspot/events/v1/album.proto\x12\x12soulspot.events.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a!soulspot/options/v1/options.proto\"\xc3\x01\n\x0e\x41lbumRequested\x12\x1f\n\x11\x61lbum_download_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06\x61rtist\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05\x61lbum\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x0f\x65xpected_tracks\x18\x04 \x01(\r\x12\x14\n\x0crequested_by\x18\x05 \x01(\t:6\xa2\xbb\x18\x32\n\x0f\x61lbum.requested\x12\x05\x31.0.0\x1a\x08soulseek\x1a\x06\x66older\"\x06router\"\xe0\x01\n\x14\x41lbumDownloadStarted\x12\x1f\n\x11\x61lbum_download_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0e\n\x06\x66older\x18\x03 \x01(\t\x12\x13\n\x0btrack_count\x18\x04 \x01(\r\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\x12\x0e\n\x06\x61rtist\x18\x06 \x01(\t\x12\r\n\x05\x61lbum\x18\x07 \x01(\t:B\xa2\xbb\x18>\n\x16\x61lbum.download_started\x12\x05\x31.0.0\x1a\x08soulseek\x1a\x06\x66older\"\x06router\"\x03\x63li\"T\n\x11\x41lbumTrackOutcome\x12\x13\n\x0b\x64ownload_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"\x84\x02\n\x0b\x41lbumFailed\x12\x1f\n\x11\x61lbum_download_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\rtried_sources\x18\x03 \x03(\t\x12\x0f\n\x07partial\x18\x04 \x01(\x08\x12\x35\n\x06tracks\x18\x05 \x03(\x0b\x32%.soulspot.events.v1.AlbumTrackOutcome\x12\x0e\n\x06\x61rtist\x18\x06 \x01(\t\x12\r\n\x05\x61lbum\x18\x07 \x01(\t:@\xa2\xbb\x18<\n\x0c\x61lbum.failed\x12\x05\x31.0.0\x1a\x08soulseek\x1a\x06\x66older\x1a\x06router\"\x06router\"\x03\x63li\"\xc2\x01\n\nAlbumReady\x12\x1f\n\x11\x61lbum_download_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x35\n\x06tracks\x18\x02 \x03(\x0b\x32%.soulspot.events.v1.AlbumTrackOutcome\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x0e\n\x06\x61rtist\x18\x04 \x01(\t\x12\r\n\x05\x61lbum\x18\x05 \x01(\t:-\xa2\xbb\x18)\n\x0b\x61lbum.ready\x12\x05\x31.0.0\x1a\x06router\"\x06router\"\x03\x63lib\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,7 +40,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ALBUMREQUESTED'].fields_by_name['album']._loaded_options = None
   _globals['_ALBUMREQUESTED'].fields_by_name['album']._serialized_options = b'\342A\001\002'
   _globals['_ALBUMREQUESTED']._loaded_options = None
-  _globals['_ALBUMREQUESTED']._serialized_options = b'\242\273\0307\n\017album.requested\022\0051.0.0\032\010soulseek\032\006folder\"\006router\"\003cli'
+  _globals['_ALBUMREQUESTED']._serialized_options = b'\242\273\0302\n\017album.requested\022\0051.0.0\032\010soulseek\032\006folder\"\006router'
   _globals['_ALBUMDOWNLOADSTARTED'].fields_by_name['album_download_id']._loaded_options = None
   _globals['_ALBUMDOWNLOADSTARTED'].fields_by_name['album_download_id']._serialized_options = b'\342A\001\002'
   _globals['_ALBUMDOWNLOADSTARTED']._loaded_options = None
@@ -50,19 +50,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ALBUMFAILED'].fields_by_name['reason']._loaded_options = None
   _globals['_ALBUMFAILED'].fields_by_name['reason']._serialized_options = b'\342A\001\002'
   _globals['_ALBUMFAILED']._loaded_options = None
-  _globals['_ALBUMFAILED']._serialized_options = b'\242\273\030C\n\014album.failed\022\0051.0.0\032\010soulseek\032\006folder\032\006router\"\003cli\"\rnotifications'
+  _globals['_ALBUMFAILED']._serialized_options = b'\242\273\030<\n\014album.failed\022\0051.0.0\032\010soulseek\032\006folder\032\006router\"\006router\"\003cli'
   _globals['_ALBUMREADY'].fields_by_name['album_download_id']._loaded_options = None
   _globals['_ALBUMREADY'].fields_by_name['album_download_id']._serialized_options = b'\342A\001\002'
   _globals['_ALBUMREADY']._loaded_options = None
-  _globals['_ALBUMREADY']._serialized_options = b'\242\273\0300\n\013album.ready\022\0051.0.0\032\006router\"\003cli\"\rnotifications'
+  _globals['_ALBUMREADY']._serialized_options = b'\242\273\030)\n\013album.ready\022\0051.0.0\032\006router\"\006router\"\003cli'
   _globals['_ALBUMREQUESTED']._serialized_start=123
-  _globals['_ALBUMREQUESTED']._serialized_end=323
-  _globals['_ALBUMDOWNLOADSTARTED']._serialized_start=326
-  _globals['_ALBUMDOWNLOADSTARTED']._serialized_end=550
-  _globals['_ALBUMTRACKOUTCOME']._serialized_start=552
-  _globals['_ALBUMTRACKOUTCOME']._serialized_end=636
-  _globals['_ALBUMFAILED']._serialized_start=639
-  _globals['_ALBUMFAILED']._serialized_end=906
-  _globals['_ALBUMREADY']._serialized_start=909
-  _globals['_ALBUMREADY']._serialized_end=1110
+  _globals['_ALBUMREQUESTED']._serialized_end=318
+  _globals['_ALBUMDOWNLOADSTARTED']._serialized_start=321
+  _globals['_ALBUMDOWNLOADSTARTED']._serialized_end=545
+  _globals['_ALBUMTRACKOUTCOME']._serialized_start=547
+  _globals['_ALBUMTRACKOUTCOME']._serialized_end=631
+  _globals['_ALBUMFAILED']._serialized_start=634
+  _globals['_ALBUMFAILED']._serialized_end=894
+  _globals['_ALBUMREADY']._serialized_start=897
+  _globals['_ALBUMREADY']._serialized_end=1091
 # @@protoc_insertion_point(module_scope)
