@@ -84,13 +84,15 @@ def test_a_live_folder_is_rejected_for_a_studio_album() -> None:
 def test_lossless_scores_above_lossy_when_both_are_complete() -> None:
     flac = score_folder(FOLDER, _files(), TRACKS, FolderRules())
     mp3 = score_folder(FOLDER, _files("mp3", bitrate=320), TRACKS, FolderRules())
-    assert flac.accepted and mp3.accepted
+    assert flac.accepted
+    assert mp3.accepted
     assert flac.score > mp3.score
 
 
 def test_without_a_track_list_the_folder_name_must_name_the_album() -> None:
     shaped = score_folder(FOLDER, _files(), [], FolderRules(), album="Sea Songs")
-    assert shaped.accepted and len(shaped.files) == 3
+    assert shaped.accepted
+    assert len(shaped.files) == 3
     other = score_folder(FOLDER, _files(), [], FolderRules(), album="Mountain Hymns")
     assert other.reason.startswith("folder name does not name the album")
 
