@@ -9,8 +9,10 @@ for catch-up pages and scans, one message by sequence, the first at a time by `s
 What else lives where, and why:
 - event ids: KV bucket `<name>_IDS`, event_id -> sequence, entries kept as long as the log
   keeps events (`max_age`). Every publish carries `Nats-Msg-Id` = event_id, which JetStream
-  deduplicates within its duplicate window; the bucket finds a first copy older than that:
-  an append looks its ids up first and answers such a copy as the duplicate it is.
+  deduplicates within its duplicate window; the bucket finds a first copy older than that.
+  An append asks the bucket and publishes back to back (one round trip); when the bucket
+  knew the event, the new copy is deleted before this router hands it to anyone and the
+  first copy is the answer. The new id is written create-if-absent right after the ack.
 - consumer records (position, done and failure records, idle timer, owner): KV bucket
   `<name>_CONSUMERS`, one key per consumer, held in memory by the router that serves the
   consumer and written behind its acks (within `LAZY_WRITE_S`), as SQLite's lazy writes are.
@@ -26,17 +28,27 @@ Where the promises differ from SQLite's, plainly:
   an acked event survives a crash of nats-server but a power cut of a lone server may take
   the last ones. The store cannot read the server's configuration, so it cannot check.
 - Nothing spans two writes atomically: a parked event and its dead letter, a taken dead
-  letter and its replay, are two JetStream writes. A crash between them loses the second
-  (the parked event is still in the log, marked parked; the replay is lost, not doubled).
-- The ids bucket is written right after the ack, not before it: a router that dies in that
-  instant and a retry of the same event after the duplicate window would store it twice.
-  A second copy found when its id is written is deleted from the stream; a subscriber of
-  this router may have seen it (delivery is at least once; repeated event_ids are skipped).
+  letter and its replay, are two JetStream writes. A crash between them leaves the first:
+  a parked event without its dead letter (still in the log, marked parked, never
+  delivered), or a queued replay whose dead letter is still listed (replayable twice).
+- The ids bucket is written after the ack, without waiting for JetStream's answer: a
+  router that dies in that instant, and a retry of the same event after the duplicate
+  window, would store it twice. A retry after the window takes a stream sequence of its own
+  (deleted at once), so the log's sequences have gaps; readers never rely on there being
+  none.
+- A publish whose ack does not come within the request timeout fails the append
+  (UNAVAILABLE), though JetStream may have stored the event: a retry finds it by its id,
+  but this router's subscribers that read from memory do not get that copy until they
+  next read from the log (a restart, or falling behind the tail cache).
+- `stored_at` is the publishing router's clock just before the publish; replay by time
+  (`first_sequence_at`) goes by JetStream's own timestamps, a fraction of a millisecond
+  later.
 - One router per stream: consumer state lives in the memory of the router serving it, and
   new events reach its subscribers from its own appends. Routers sharing a stream need the
   tail fed from the stream and consumer state read through; this store does not do that.
 - ListEvents and dead-letter listings scan the stream page by page (no secondary index):
-  fine for a log of millions, slow for a filter that matches little of a large log.
+  their cost grows with the part of the log scanned, which for a filter that matches little
+  is most of it.
 - Retention: the stream's `max_age`/`max_bytes` (from the bus's retention settings) drop
   events on JetStream's own schedule; `apply_retention` also purges by age on demand.
 """
@@ -167,12 +179,19 @@ class JetStreamEventStore:
             tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any] | None] | None
         ] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self._nc = await nats.connect(servers=self.servers, name="soulspot-bus")
+        self._nc = await nats.connect(
+            servers=self.servers,
+            name="soulspot-bus",
+            connect_timeout=self.timeout,
+            error_cb=_connection_error,
+            disconnected_cb=_disconnected,
+            reconnected_cb=_reconnected,
+        )
         self._js = self._nc.jetstream(timeout=self.timeout)
         self._acks = AckedPublisher(self._nc, wait_s=self.timeout)
         try:
@@ -336,11 +355,6 @@ class JetStreamEventStore:
         ]
         await asyncio.gather(*writes)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     async def _get(self, stream: str, sequence: int) -> StoredMessage | None:
         found = await get_batch(self._client(), stream, {"seq": sequence}, wait_s=self.timeout)
         return found[0] if found and found[0].sequence == sequence else None
@@ -351,6 +365,18 @@ class JetStreamEventStore:
     # -- the log ---------------------------------------------------------------------------
 
     async def append(
+        self,
+        envelopes: Sequence[envelope_pb2.EventEnvelope],
+        parking: Sequence[Parking | None],
+    ) -> list[AppendResult]:
+        # Shielded: a publisher that goes away mid-append must not leave its publishes
+        # unaccounted, or the listener would wait for them forever.
+        task = asyncio.ensure_future(self._append(envelopes, parking))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return await asyncio.shield(task)
+
+    async def _append(
         self,
         envelopes: Sequence[envelope_pb2.EventEnvelope],
         parking: Sequence[Parking | None],
@@ -857,6 +883,19 @@ class JetStreamEventStore:
         await self._settled()
         info = await self._jetstream().stream_info(self.dlq_stream)
         return int(info.state.messages)
+
+
+async def _connection_error(err: Exception) -> None:
+    # One line, not nats-py's traceback per attempt: it keeps trying the servers.
+    _log.warning("NATS connection error: %s", err or type(err).__name__)
+
+
+async def _disconnected() -> None:
+    _log.warning("NATS connection lost: the event log is unavailable until it is back")
+
+
+async def _reconnected() -> None:
+    _log.info("NATS connection back")
 
 
 async def _keys(kv: KeyValue) -> list[str]:
