@@ -59,6 +59,7 @@ import asyncio
 import collections
 import contextlib
 import fnmatch
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -75,7 +76,7 @@ from nats.js.errors import (
 )
 
 from router.bus.jetstream.acks import AckedPublisher
-from router.bus.jetstream.direct import StoredMessage, get_batch, rfc3339
+from router.bus.jetstream.direct import StoredMessage, rfc3339, stored_messages
 from router.bus.jetstream.records import (
     DEAD_LETTER_HEADER,
     ConsumerState,
@@ -189,7 +190,7 @@ class JetStreamEventStore:
             name="soulspot-bus",
             connect_timeout=self.timeout,
             error_cb=_connection_error,
-            disconnected_cb=_disconnected,
+            disconnected_cb=self._disconnected,
             reconnected_cb=_reconnected,
         )
         self._js = self._nc.jetstream(timeout=self.timeout)
@@ -281,6 +282,10 @@ class JetStreamEventStore:
             await self._nc.close()
             self._nc = None
 
+    async def _disconnected(self) -> None:
+        if self._acks is not None:  # not closing
+            _log.warning("NATS connection lost: the event log is unavailable until it is back")
+
     # -- plumbing --------------------------------------------------------------------------
 
     def _jetstream(self) -> JetStreamContext:
@@ -356,11 +361,15 @@ class JetStreamEventStore:
         await asyncio.gather(*writes)
 
     async def _get(self, stream: str, sequence: int) -> StoredMessage | None:
-        found = await get_batch(self._client(), stream, {"seq": sequence}, wait_s=self.timeout)
+        found = await self._page(stream, {"seq": sequence})
         return found[0] if found and found[0].sequence == sequence else None
 
     async def _page(self, stream: str, request: dict[str, Any]) -> list[StoredMessage]:
-        return await get_batch(self._client(), stream, request, wait_s=self.timeout)
+        subject, data = f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode()
+        acks = self._publisher()
+        if "batch" in request:
+            return stored_messages(stream, await (await acks.request_batch(subject, data)))
+        return stored_messages(stream, [await (await acks.request(subject, data))])
 
     # -- the log ---------------------------------------------------------------------------
 
@@ -477,13 +486,13 @@ class JetStreamEventStore:
                 return [int(msg.data or b"0") or None]
 
             return one()
-        request = {"multi_last": subjects, "batch": len(subjects)}
-        page = asyncio.ensure_future(self._page(stream, request))
+        request = json.dumps({"multi_last": subjects, "batch": len(subjects)}).encode()
+        replies = await self._publisher().request_batch(f"$JS.API.DIRECT.GET.{stream}", request)
 
         async def many() -> list[int | None]:
             found = {
                 m.subject: int(m.data or b"0")
-                for m in await page
+                for m in stored_messages(stream, await replies)
                 if m.headers.get("KV-Operation") is None
             }
             return [found.get(subject) or None for subject in subjects]
@@ -888,10 +897,6 @@ class JetStreamEventStore:
 async def _connection_error(err: Exception) -> None:
     # One line, not nats-py's traceback per attempt: it keeps trying the servers.
     _log.warning("NATS connection error: %s", err or type(err).__name__)
-
-
-async def _disconnected() -> None:
-    _log.warning("NATS connection lost: the event log is unavailable until it is back")
 
 
 async def _reconnected() -> None:

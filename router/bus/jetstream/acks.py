@@ -33,6 +33,8 @@ class AckedPublisher:
         self._tokens = itertools.count(1)
         self._waiting: dict[str, asyncio.Future[tuple[int, bool]]] = {}
         self._replies: dict[str, asyncio.Future[Msg]] = {}
+        # Requests answered by several messages (a batch direct get), until a status ends them.
+        self._batches: dict[str, tuple[asyncio.Future[list[Msg]], list[Msg]]] = {}
         self._sub: Subscription | None = None
 
     async def start(self) -> None:
@@ -43,12 +45,29 @@ class AckedPublisher:
         if self._sub is not None:
             await self._sub.unsubscribe()
             self._sub = None
-        pending: list[asyncio.Future[Any]] = [*self._waiting.values(), *self._replies.values()]
+        pending: list[asyncio.Future[Any]] = [
+            *self._waiting.values(),
+            *self._replies.values(),
+            *(future for future, _ in self._batches.values()),
+        ]
         for future in pending:
             if not future.done():
                 future.set_exception(PublishError("the store closed before JetStream answered"))
         self._waiting.clear()
         self._replies.clear()
+        self._batches.clear()
+
+    async def request_batch(self, subject: str, data: bytes) -> asyncio.Future[list[Msg]]:
+        """Send a request answered by a run of messages ended by a status message (a batch
+        direct get); the future settles with the run and its closing status last."""
+        loop = asyncio.get_running_loop()
+        token = "b" + str(next(self._tokens))
+        future: asyncio.Future[list[Msg]] = loop.create_future()
+        self._batches[token] = (future, [])
+        timer = loop.call_later(self._wait_s, self._expire, token)
+        future.add_done_callback(lambda _f: timer.cancel())
+        await self._nc.publish(subject, data, reply=self._prefix + token)
+        return future
 
     async def request(self, subject: str, data: bytes) -> asyncio.Future[Msg]:
         """Send a request now (in call order with publishes); the future settles with the
@@ -76,14 +95,25 @@ class AckedPublisher:
         return future
 
     def _expire(self, token: str) -> None:
-        future: asyncio.Future[Any] | None = self._waiting.pop(token, None) or self._replies.pop(
-            token, None
+        batch = self._batches.pop(token, None)
+        future: asyncio.Future[Any] | None = (
+            self._waiting.pop(token, None)
+            or self._replies.pop(token, None)
+            or (batch[0] if batch is not None else None)
         )
         if future is not None and not future.done():
             future.set_exception(PublishError(f"no ack from JetStream within {self._wait_s}s"))
 
     async def _on_ack(self, msg: Msg) -> None:
         token = msg.subject.rsplit(".", 1)[-1]
+        batch = self._batches.get(token)
+        if batch is not None:
+            batch[1].append(msg)
+            if msg.headers and msg.headers.get("Status"):
+                del self._batches[token]
+                if not batch[0].done():
+                    batch[0].set_result(batch[1])
+            return
         reply = self._replies.pop(token, None)
         if reply is not None:
             if not reply.done():

@@ -13,7 +13,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from nats.aio.client import Client
+    from nats.aio.msg import Msg
 
 # Status of the message that ends a batch (204) or answers "nothing there" (404).
 _END_STATUSES = frozenset({"204", "404", "408"})
@@ -27,6 +30,22 @@ class StoredMessage:
     subject: str
     headers: dict[str, str]
     data: bytes
+
+
+def stored_messages(stream: str, replies: Sequence[Msg]) -> list[StoredMessage]:
+    """The messages of a direct get's answer, up to its closing status (an error raises)."""
+    out: list[StoredMessage] = []
+    for msg in replies:
+        headers = {str(k): str(v) for k, v in (msg.headers or {}).items()}
+        status = headers.get("Status")
+        if status is not None:
+            if status in _END_STATUSES:
+                break
+            raise RuntimeError(f"direct get on {stream} failed: {status} {msg.data!r}")
+        out.append(
+            StoredMessage(int(headers["Nats-Sequence"]), headers["Nats-Subject"], headers, msg.data)
+        )
+    return out
 
 
 async def get_batch(
