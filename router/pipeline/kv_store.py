@@ -268,7 +268,9 @@ class KvRunStore:
 
     async def _keys(self, prefix: str) -> list[str]:
         try:
-            keys = await self._require().keys(filters=[prefix])
+            # Filtered here: nats-py's own filter argument only logs a warning on servers
+            # that do filter, and matches substrings anyway.
+            keys = await self._require().keys()
         except js_errors.NoKeysError:
             return []
         return [k for k in keys if k.startswith(prefix)]

@@ -12,6 +12,8 @@ Each node is `tests.helpers.nats_server`'s one-node configuration with the clust
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +22,6 @@ from typing import TYPE_CHECKING, Self
 from tests.helpers.nats_server import (
     NatsServerProcess,
     NodeConfig,
-    free_port,
     node_config,
     start_node,
 )
@@ -30,6 +31,18 @@ if TYPE_CHECKING:
 
 CLUSTER_NAME = "soulspot"
 READY_DEADLINE_S = 30.0
+
+
+def _distinct_ports(count: int) -> list[int]:
+    """`count` free loopback ports, all different: each socket stays bound until every port
+    is chosen (free_port one at a time may hand out a port twice)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 def _healthy(monitor_port: int) -> bool:
@@ -48,7 +61,8 @@ class NatsCluster:
 
     def __init__(self, tmp: Path, size: int = 3, *, sync_always: bool = True) -> None:
         folder = tmp / "nats"
-        ports = [(free_port(), free_port()) for _ in range(size)]
+        chosen = _distinct_ports(3 * size)
+        ports = [(chosen[3 * i], chosen[3 * i + 1]) for i in range(size)]
         self.configs: list[NodeConfig] = [
             node_config(
                 folder / f"n{index}",
@@ -63,7 +77,7 @@ class NatsCluster:
         ]
         # A monitoring port per node, for the health check (sync: tests may call it from
         # inside their event loop).
-        self.monitor_ports = [free_port() for _ in range(size)]
+        self.monitor_ports = [chosen[3 * i + 2] for i in range(size)]
         for config, monitor_port in zip(self.configs, self.monitor_ports, strict=True):
             with config.config_path.open("a") as conf:
                 conf.write(f'http: "127.0.0.1:{monitor_port}"\n')
