@@ -1,10 +1,14 @@
-"""Choosing the pipeline file."""
+"""Choosing the pipeline file and where its runs live."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from router.bus.settings import BusSettings
 from router.pipeline import PIPELINE_FILE_ENV, create_pipeline
+from router.pipeline.kv_store import KvRunStore
+from router.pipeline.store import SqliteRunStore
+from router.settings import RouterSection, RouterSettings
 from services.kit.support.settings import KitSettings
 
 if TYPE_CHECKING:
@@ -33,3 +37,26 @@ def test_pipeline_file_from_the_environment(
     monkeypatch.setenv(PIPELINE_FILE_ENV, str(path))
     pipeline = create_pipeline(KitSettings(state_dir=tmp_path))
     assert [s.capability for s in pipeline.config.steps] == ["import.track"]
+
+
+def test_runs_live_in_sqlite_with_the_sqlite_bus(tmp_path: Path) -> None:
+    pipeline = create_pipeline(RouterSettings(state_dir=tmp_path))
+    assert isinstance(pipeline.store, SqliteRunStore)
+
+
+def test_runs_live_in_the_shared_kv_with_the_jetstream_bus(tmp_path: Path) -> None:
+    settings = RouterSettings(
+        state_dir=tmp_path,
+        bus=BusSettings(
+            backend="jetstream",
+            nats_servers=["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"],
+            nats_replicas=3,
+        ),
+        router=RouterSection(pipeline_lease_s=4.0),
+    )
+    pipeline = create_pipeline(settings)
+    assert isinstance(pipeline.store, KvRunStore)
+    assert pipeline.store.servers == ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]
+    assert pipeline.store.replicas == 3
+    assert pipeline.store.lease_s == 4.0
+    assert pipeline.store.takeover_interval_s == 2.0
