@@ -62,6 +62,7 @@ import fnmatch
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -75,7 +76,7 @@ from nats.js.errors import (
     NotFoundError,
 )
 
-from router.bus.jetstream.acks import AckedPublisher
+from router.bus.jetstream.acks import AckedPublisher, PublishError
 from router.bus.jetstream.direct import StoredMessage, rfc3339, stored_messages
 from router.bus.jetstream.records import (
     DEAD_LETTER_HEADER,
@@ -113,10 +114,30 @@ _log = logging.getLogger(__name__)
 LAZY_WRITE_S = 0.2
 # Messages per direct-get request when scanning (ListEvents, dead letters).
 SCAN_PAGE = 256
+# At most this many events go as one atomic batch (the server's limit is 1,000).
+ATOMIC_BATCH_MAX = 500
 # The header that marks an event parked by the cycle guard: stored, never delivered.
 PARKED_HEADER = "Soulspot-Parked"
 
 Synchronous = Literal["FULL", "NORMAL"]
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    """One event of an append on its way: as stored, its headers, its place in line."""
+
+    stored: envelope_pb2.EventEnvelope
+    headers: dict[str, str]
+    park: Parking | None
+    entry: _InFlight
+    data: bytes = b""
+
+    def __post_init__(self) -> None:
+        self.data = self.stored.SerializeToString()
+
+
+async def _ready(value: tuple[int, bool]) -> tuple[int, bool]:
+    return value
 
 
 @dataclass(slots=True)
@@ -217,6 +238,8 @@ class JetStreamEventStore:
                 max_bytes=self.max_bytes,
                 discard=api.DiscardPolicy.OLD,
                 allow_direct=True,
+                # A multi-event append is one atomic batch: one ack, one sync.
+                allow_atomic=True,
             )
         )
         await self._ensure_stream(
@@ -390,15 +413,12 @@ class JetStreamEventStore:
         envelopes: Sequence[envelope_pb2.EventEnvelope],
         parking: Sequence[Parking | None],
     ) -> list[AppendResult]:
-        acks = self._publisher()
         # The ids bucket is asked and the events published back to back, one round trip in
         # all: an event the bucket knows (stored before, beyond JetStream's duplicate window)
         # has its new copy deleted before anyone here is told of it.
         lookup = await self._lookup_ids([e.event_id for e in envelopes])
-        sends: list[
-            tuple[int, _InFlight, asyncio.Future[tuple[int, bool]], Any, Parking | None]
-        ] = []
-        for index, (env, park) in enumerate(zip(envelopes, parking, strict=True)):
+        outgoing: list[_Outgoing] = []
+        for env, park in zip(envelopes, parking, strict=True):
             stored = envelope_pb2.EventEnvelope()
             stored.CopyFrom(env)
             stored.sequence = 0  # the stream's sequence, set on every read
@@ -409,49 +429,80 @@ class JetStreamEventStore:
                 headers[PARKED_HEADER] = "1"
             entry = _InFlight()
             self._in_flight.append(entry)
-            sent = await acks.send(
-                f"{self.stream}.{env.event_type}", stored.SerializeToString(), headers
-            )
-            sends.append((index, entry, sent, stored, park))
+            outgoing.append(_Outgoing(stored, headers, park, entry))
         try:
+            acks = await self._send(outgoing)
             earlier = await lookup
         except BaseException:
-            for _, entry, _, _, _ in sends:
-                entry.done = True
+            for out in outgoing:
+                out.entry.done = True
             self._release()
             raise
         results: list[AppendResult | None] = [None] * len(envelopes)
         failure: BaseException | None = None
-        for index, entry, sent, stored, park in sends:
+        for index, (out, first) in enumerate(zip(outgoing, earlier, strict=True)):
             try:
-                seq, duplicate = await sent
+                seq, duplicate = await acks[index]
             except Exception as err:
                 failure = failure or err
-                entry.done = True
+                out.entry.done = True
                 continue
-            first = earlier[index]
             if first is not None and first != seq and not duplicate:
                 # Stored before the window: this copy goes, the first one answers.
                 await self._jetstream().delete_msg(self.stream, seq)
                 duplicate, seq = True, first
             if duplicate:
-                entry.done = True
+                out.entry.done = True
                 results[index] = await self._duplicate(first or seq)
                 continue
-            stored.sequence = seq
-            result = AppendResult(seq, False, stored, parked=park is not None)
-            entry.result, entry.done = result, True
+            out.stored.sequence = seq
+            result = AppendResult(seq, False, out.stored, parked=out.park is not None)
+            out.entry.result, out.entry.done = result, True
             results[index] = result
-            await self._remember_id(stored.event_id, seq)
+            await self._remember_id(out.stored.event_id, seq)
             self._release()
-            if park is not None:
-                await self._publish_dead_letter(
-                    "", seq, park.reason, 0, park.detail, stored.SerializeToString()
-                )
+            if out.park is not None:
+                data = out.stored.SerializeToString()
+                await self._publish_dead_letter("", seq, out.park.reason, 0, out.park.detail, data)
         self._release()
         if failure is not None:
             raise failure
         return [r for r in results if r is not None]
+
+    async def _send(self, outgoing: list[_Outgoing]) -> list[Awaitable[tuple[int, bool]]]:
+        """Publish the events in order; each awaitable gives one's (sequence, duplicate).
+
+        Several go as one atomic batch (one ack for the lot, consecutive sequences). JetStream
+        refuses a batch holding an event_id it has seen within its duplicate window, and a
+        batch may go unanswered: then they go again one by one, and the duplicate window
+        keeps any that did get stored from being stored twice."""
+        acks = self._publisher()
+        if len(outgoing) == 1 or len(outgoing) > ATOMIC_BATCH_MAX:
+            return [await acks.send(self._subject(o), o.data, o.headers) for o in outgoing]
+        batch_id = uuid.uuid4().hex
+        last = len(outgoing)
+        for number, out in enumerate(outgoing[:-1], 1):
+            headers = {**out.headers, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(number)}
+            await self._client().publish(self._subject(out), out.data, headers=headers)
+        out = outgoing[-1]
+        commit = await acks.send(
+            self._subject(out),
+            out.data,
+            {
+                **out.headers,
+                "Nats-Batch-Id": batch_id,
+                "Nats-Batch-Sequence": str(last),
+                "Nats-Batch-Commit": "1",
+            },
+        )
+        try:
+            last_seq, _ = await commit
+        except PublishError:
+            return [await acks.send(self._subject(o), o.data, o.headers) for o in outgoing]
+        return [_ready((last_seq - last + n, False)) for n in range(1, last + 1)]
+
+    def _subject(self, out: _Outgoing) -> str:
+        return f"{self.stream}.{out.stored.event_type}"
 
     def _release(self) -> None:
         """Hand the listener the acked appends at the head of the send order."""
