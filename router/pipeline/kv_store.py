@@ -146,6 +146,9 @@ class KvRunStore:
         # owner -> (lease revision, when this router first saw that revision): a lease is
         # stale once its revision has stood still for lease_s on this router's clock.
         self._seen: dict[str, tuple[int, float]] = {}
+        # Runs are read only when a lease went stale or went away, and once at start (for
+        # runs of routers that were gone before this one came): leases alone otherwise.
+        self._scanned = False
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -326,9 +329,12 @@ class KvRunStore:
                 self._seen[owner] = (revision, now)
             elif now - seen[1] >= self.lease_s:
                 stale.add(owner)
-        for owner in list(self._seen):
-            if owner not in leases:
-                del self._seen[owner]
+        gone = [owner for owner in self._seen if owner not in leases]
+        for owner in gone:
+            del self._seen[owner]
+        if self._scanned and not stale and not gone:
+            return []
+        self._scanned = True
         taken: list[str] = []
         for record, owner, revision in await self._all():
             if owner == self.owner or not _live(record):
