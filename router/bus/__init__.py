@@ -50,7 +50,7 @@ def tune_process_for_bus() -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
-def jetstream_store(settings: BusSettings) -> EventStore:
+def jetstream_store_for(settings: BusSettings) -> EventStore:
     """The JetStream store the settings name (backend "jetstream")."""
     from router.bus.jetstream_store import JetStreamEventStore
 
@@ -76,14 +76,14 @@ def create_bus(
 ) -> EventBus:
     """A bus over `store`, over JetStream when settings.backend is "jetstream" (see
     `router.bus.jetstream_store`), else over SQLite at settings.db_path or
-    <state_dir>/events.db,
-    counting on `metrics` (default: the process's `default_metrics()` when the bus starts).
+    <state_dir>/events.db, counting on `metrics` (default: the process's
+    `default_metrics()` when the bus starts).
 
     Call `await bus.start()` before serving and `await bus.stop()` after.
     """
     settings = settings or BusSettings()
     if store is None and settings.backend == "jetstream":
-        store = jetstream_store(settings)
+        store = jetstream_store_for(settings)
     if store is None:
         if settings.db_path:
             path = Path(settings.db_path)

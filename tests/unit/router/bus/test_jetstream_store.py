@@ -1,5 +1,6 @@
 """What the JetStream store adds to the store contract: ids beyond JetStream's duplicate
-window, and consumer state and dead letters that outlive the store instance."""
+window, consumer state and dead letters that outlive the store instance, and the settings
+that choose it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
+from pydantic import ValidationError
 
+from router.bus import BusSettings, create_bus
 from router.bus.jetstream_store import JetStreamEventStore
 from services.kit.events.client import build_envelope
 from soulspot.common.v1 import references_pb2
@@ -117,3 +120,24 @@ async def test_consumer_state_and_dead_letters_are_read_back_by_a_fresh_store(
         assert await fresh.read_replays("c", 0, 10) == []
     finally:
         await fresh.close()
+
+
+def test_the_bus_settings_choose_the_jetstream_store_and_bound_its_settings() -> None:
+    settings = BusSettings(
+        backend="jetstream",
+        nats_servers=["nats://a:4222", "nats://b:4222"],
+        nats_stream="LOG",
+        nats_replicas=3,
+        retention_max_age_s=3600.0,
+    )
+    store = create_bus(settings).store
+    assert isinstance(store, JetStreamEventStore)
+    assert (store.servers, store.stream, store.replicas, store.max_age_s) == (
+        ["nats://a:4222", "nats://b:4222"],
+        "LOG",
+        3,
+        3600.0,
+    )
+    for bad in ({"nats_replicas": 6}, {"nats_servers": []}, {"nats_stream": "a.b"}):
+        with pytest.raises(ValidationError):
+            BusSettings(**bad)
