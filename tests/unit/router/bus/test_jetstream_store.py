@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from pydantic import ValidationError
@@ -138,6 +138,11 @@ def test_the_bus_settings_choose_the_jetstream_store_and_bound_its_settings() ->
         3,
         3600.0,
     )
-    for bad in ({"nats_replicas": 6}, {"nats_servers": []}, {"nats_stream": "a.b"}):
+    refused: list[dict[str, Any]] = [
+        {"nats_replicas": 6},
+        {"nats_servers": []},
+        {"nats_stream": "a.b"},
+    ]
+    for bad in refused:
         with pytest.raises(ValidationError):
             BusSettings(**bad)
