@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -16,12 +15,12 @@ import pytest
 
 from services.kit.events.client import EventHandlers, RouterPublisher, Subscriber
 from services.kit.events.retrying_publisher import RetryingPublisher
-from services.kit.rpc.channel import open_channel, wait_for_ready
+from services.kit.rpc.channel import open_channel
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import download_pb2
 from soulspot.router.v1 import event_bus_pb2_grpc, pipeline_runs_pb2_grpc, router_pb2
 from tests.helpers.nats_cluster import NatsCluster
-from tests.helpers.processes import Process, free_port, start_router
+from tests.helpers.router_cluster import start_routers
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ if TYPE_CHECKING:
     import grpc
 
     from soulspot.events.v1 import envelope_pb2
+    from tests.helpers.processes import Process
 
 # Three NATS nodes and two routers start under the test's clock; the burst rides out a
 # JetStream leader election.
@@ -47,21 +47,10 @@ def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
 
 @pytest.fixture
 def routers(tmp_path: Path, cluster: NatsCluster) -> Iterator[list[Process]]:
-    started: list[Process] = []
+    started = start_routers(
+        tmp_path, cluster.urls, replicas=3, SOULSPOT_ROUTER__PIPELINE_LEASE_S="2"
+    )
     try:
-        for name in ("a", "b"):
-            router = start_router(
-                tmp_path,
-                free_port(),
-                SOULSPOT_STATE_DIR=str(tmp_path / f"state-{name}"),
-                SOULSPOT_ROUTER__HTTP_ADDRESS="off",
-                SOULSPOT_BUS__BACKEND="jetstream",
-                SOULSPOT_BUS__NATS_SERVERS=json.dumps(cluster.urls),
-                SOULSPOT_BUS__NATS_REPLICAS="3",
-                SOULSPOT_ROUTER__PIPELINE_LEASE_S="2",
-            )
-            started.append(router)
-            asyncio.run(wait_for_ready(router.address, 30, transport=router.client))
         yield started
     finally:
         for router in started:

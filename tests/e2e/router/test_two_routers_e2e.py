@@ -1,5 +1,6 @@
-"""Two router processes, modules registered with both: either router shows and routes the
-same mesh, and a client given both addresses keeps calling when one router is killed -9."""
+"""Two router processes on one nats-server (their event log and pipeline runs in JetStream),
+modules registered with both: either router shows and routes the same mesh, and a client
+given both addresses keeps calling when one router is killed -9."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
-from services.kit.rpc.channel import open_channel, wait_for_ready
+from services.kit.rpc.channel import open_channel
 from soulspot.capabilities.v1 import search_pb2, search_pb2_grpc
 from soulspot.common.v1 import module_pb2
 from soulspot.router.v1 import router_pb2, status_pb2_grpc
-from tests.helpers.processes import Process, free_port, start_module, start_router
+from tests.helpers.nats_server import start_nats_server
+from tests.helpers.processes import Process, start_module
+from tests.helpers.router_cluster import start_routers
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -27,22 +30,16 @@ MODULES = ("k-primary", "k-backup")
 
 @pytest.fixture
 def routers(tmp_path: Path) -> Iterator[list[Process]]:
-    started: list[Process] = []
+    nats = start_nats_server(tmp_path / "nats")
     try:
-        for name in ("a", "b"):
-            # One mesh CA (tmp/pki) for both; each its own state (its own event log).
-            router = start_router(
-                tmp_path,
-                free_port(),
-                SOULSPOT_STATE_DIR=str(tmp_path / f"state-{name}"),
-                SOULSPOT_ROUTER__HTTP_ADDRESS="off",
-            )
-            started.append(router)
-            asyncio.run(wait_for_ready(router.address, 20, transport=router.client))
-        yield started
+        started = start_routers(tmp_path, [nats.url])
+        try:
+            yield started
+        finally:
+            for router in started:
+                router.stop()
     finally:
-        for router in started:
-            router.stop()
+        nats.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,44 @@
+"""Start several router processes sharing one NATS (their event log and pipeline runs in
+JetStream) and one mesh CA, each with its own state folder, ready to serve."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING
+
+from services.kit.rpc.channel import wait_for_ready
+from tests.helpers.processes import Process, free_port, start_router
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+READY_DEADLINE_S = 30.0
+
+
+def start_routers(
+    tmp: Path, nats_urls: Sequence[str], *, count: int = 2, replicas: int = 1, **env: str
+) -> list[Process]:
+    """`count` routers on the NATS servers `nats_urls`, dashboards off; stops the started
+    ones when one fails to come up."""
+    started: list[Process] = []
+    try:
+        for index in range(count):
+            router = start_router(
+                tmp,
+                free_port(),
+                SOULSPOT_STATE_DIR=str(tmp / f"state-{index}"),
+                SOULSPOT_ROUTER__HTTP_ADDRESS="off",
+                SOULSPOT_BUS__BACKEND="jetstream",
+                SOULSPOT_BUS__NATS_SERVERS=json.dumps(list(nats_urls)),
+                SOULSPOT_BUS__NATS_REPLICAS=str(replicas),
+                **env,
+            )
+            started.append(router)
+            asyncio.run(wait_for_ready(router.address, READY_DEADLINE_S, transport=router.client))
+    except BaseException:
+        for router in started:
+            router.stop()
+        raise
+    return started
