@@ -1,8 +1,8 @@
 """The mesh's one table of status codes: which failures another module may answer instead,
 which are worth another attempt, and which say a module is unwell.
 
-The router's proxy and direct mode fall back by the same rule, and the kit's retries retry
-the same codes, so a code added here changes every caller at once.
+The router's proxy and the xDS route retry policies fall back by the same rule, and the kit's
+retries retry the same codes, so a code added here changes every caller at once.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""services.kit.rpc.policy: one fallback rule for the router's proxy and direct mode."""
+"""services.kit.rpc.policy: one fallback rule for the router's proxy and xDS routes."""
 
 from __future__ import annotations
 
