@@ -65,23 +65,14 @@ class RouterRegistration:
     def connected_routers(self) -> list[str]:
         return [link.address for link in self.links if link.connected.is_set()]
 
-    async def wait_connected(
-        self,
-        timeout: float | None = None,  # noqa: ASYNC109
-        *,
-        every: bool = False,
-    ) -> bool:
-        """Whether the registration was accepted (by one router, or by `every` router) within
+    async def wait_connected(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """Whether a router (any, when there are several) accepted the registration within
         `timeout` seconds."""
         try:
             async with asyncio.timeout(timeout):
-                if every:
-                    for link in self.links:
-                        await link.connected.wait()
-                else:
-                    while not self.connected:
-                        self._any_connected.clear()
-                        await self._any_connected.wait()
+                while not self.connected:
+                    self._any_connected.clear()
+                    await self._any_connected.wait()
         except TimeoutError:
             return False
         return True
