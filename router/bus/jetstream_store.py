@@ -105,6 +105,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection, Sequence
 
     from nats.aio.client import Client
+    from nats.aio.msg import Msg
     from nats.js.client import JetStreamContext
     from nats.js.kv import KeyValue
 
@@ -185,7 +186,13 @@ class JetStreamEventStore:
         self.max_age_s = max_age_s
         self.max_bytes = max_bytes
         self.timeout = request_timeout_s
-        self.append_listener: Callable[[list[AppendResult]], None] | None = None
+        self._listener: Callable[[list[AppendResult]], None] | None = None
+        # The tail: the next sequence to hand the listener, events waiting for the ones
+        # before them, and the stream's own feed (every router's events, in order).
+        self._next_release = 1
+        self._held: dict[int, AppendResult] = {}
+        self._last_reported = 0
+        self._feed: Any = None
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._acks: AckedPublisher | None = None
@@ -298,6 +305,10 @@ class JetStreamEventStore:
             self._worker = None
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        if self._feed is not None:
+            feed, self._feed = self._feed, None
+            with contextlib.suppress(Exception):
+                await (await feed).unsubscribe()
         if self._acks is not None:
             await self._acks.stop()
             self._acks = None
@@ -505,14 +516,62 @@ class JetStreamEventStore:
         return f"{self.stream}.{out.stored.event_type}"
 
     def _release(self) -> None:
-        """Hand the listener the acked appends at the head of the send order."""
-        fresh: list[AppendResult] = []
+        """Offer the listener the acked appends at the head of the send order."""
         while self._in_flight and self._in_flight[0].done:
             result = self._in_flight.popleft().result
-            if result is not None:
-                fresh.append(result)
-        if fresh and self.append_listener is not None:
-            self.append_listener(fresh)
+            if result is not None and result.sequence >= self._next_release:
+                self._held[result.sequence] = result
+        self._hand_over(self._next_release - 1)
+
+    def _hand_over(self, through: int) -> None:
+        """Give the listener, in log order, every held event up to `through` (the stream
+        has nothing else there: the feed passed it) and then those that follow on."""
+        out: list[AppendResult] = []
+        if through >= self._next_release:
+            out = [self._held.pop(s) for s in sorted(s for s in self._held if s <= through)]
+            self._next_release = through + 1
+        while self._next_release in self._held:
+            out.append(self._held.pop(self._next_release))
+            self._next_release += 1
+        if out and self._listener is not None:
+            self._listener(out)
+
+    @property
+    def append_listener(self) -> Callable[[list[AppendResult]], None] | None:
+        return self._listener
+
+    @append_listener.setter
+    def append_listener(self, listener: Callable[[list[AppendResult]], None] | None) -> None:
+        # The bus asked last_sequence() for its tail cache just before: the tail (this
+        # router's appends and, through the feed, every other router's) goes on from there.
+        self._listener = listener
+        if listener is not None and self._feed is None and self._nc is not None:
+            self._next_release = self._last_reported + 1
+            self._held = {s: r for s, r in self._held.items() if s >= self._next_release}
+            self._feed = asyncio.ensure_future(self._follow(self._next_release))
+
+    async def _follow(self, start: int) -> Any:
+        """An ordered consumer of the whole stream from `start`: events other routers
+        stored reach this router's subscribers, and gaps (deleted copies) are passed."""
+        return await self._jetstream().subscribe(
+            f"{self.stream}.>",
+            cb=self._on_feed,
+            ordered_consumer=True,
+            config=api.ConsumerConfig(
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
+            ),
+        )
+
+    async def _on_feed(self, msg: Msg) -> None:
+        seq = msg.metadata.sequence.stream
+        if seq < self._next_release:
+            return  # this router's own append, handed over at its ack
+        if seq not in self._held:
+            env = envelope_from(msg.data)
+            env.sequence = seq
+            parked = PARKED_HEADER in (msg.headers or {})
+            self._held[seq] = AppendResult(seq, False, env, parked=parked)
+        self._hand_over(seq)
 
     async def _lookup_id(self, event_id: str) -> int | None:
         (found,) = await (await self._lookup_ids([event_id]))
@@ -570,7 +629,8 @@ class JetStreamEventStore:
         return int(info.state.last_seq or 0)
 
     async def last_sequence(self) -> int:
-        return await self._last_sequence(self.stream)
+        self._last_reported = await self._last_sequence(self.stream)
+        return self._last_reported
 
     async def first_sequence_at(self, time_us: int) -> int:
         found = await self._page(self.stream, {"start_time": rfc3339(time_us)})

@@ -146,3 +146,28 @@ def test_the_bus_settings_choose_the_jetstream_store_and_bound_its_settings() ->
     for bad in refused:
         with pytest.raises(ValidationError):
             BusSettings(**bad)
+
+
+async def test_a_stores_tail_carries_the_events_another_store_appended_in_log_order(
+    js_server: NatsServerProcess,
+) -> None:
+    # Two routers on one stream: each one's subscribers are fed from the stream, so they
+    # get the other's events too, and in log order, mixed with their own.
+    here, there = JetStreamEventStore([js_server.url]), JetStreamEventStore([js_server.url])
+    await here.open()
+    await there.open()
+    try:
+        seen: list[int] = []
+        await here.last_sequence()
+        here.append_listener = lambda results: seen.extend(r.sequence for r in results)
+        for n in range(10):
+            store = here if n % 3 == 0 else there
+            await store.append([_event(n), _event(100 + n)], [None, None])
+        deadline = time.monotonic() + 10
+        while len(seen) < 20:
+            assert time.monotonic() < deadline, f"the tail got {seen}"
+            await asyncio.sleep(0.01)
+        assert seen == list(range(1, 21))
+    finally:
+        await there.close()
+        await here.close()
