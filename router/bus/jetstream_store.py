@@ -43,9 +43,14 @@ Where the promises differ from SQLite's, plainly:
 - `stored_at` is the publishing router's clock just before the publish; replay by time
   (`first_sequence_at`) goes by JetStream's own timestamps, a fraction of a millisecond
   later.
-- One router per stream: consumer state lives in the memory of the router serving it, and
-  new events reach its subscribers from its own appends. Routers sharing a stream need the
-  tail fed from the stream and consumer state read through; this store does not do that.
+- The tail (what subscribers that are caught up get) is fed from the stream by an ordered
+  consumer, so several routers on one stream each deliver every router's events, in log
+  order; a router's own appends go at their ack, ahead of the feed. Consumer state is not
+  shared: a durable consumer lives in the memory of the router serving its subscribers
+  (written to its KV key behind the acks), so its subscribers belong on one router at a
+  time; another router that takes it over reads the record as last written.
+- A copy deleted as a late duplicate may reach subscribers through the feed before it is
+  deleted (delivery is at least once; repeated event_ids are skipped).
 - ListEvents and dead-letter listings scan the stream page by page (no secondary index):
   their cost grows with the part of the log scanned, which for a filter that matches little
   is most of it.
@@ -724,6 +729,12 @@ class JetStreamEventStore:
     async def load_consumer(self, name: str) -> ConsumerRecord | None:
         async def op() -> ConsumerRecord | None:
             state = self._states.get(name)
+            if state is None:
+                # Written by another router on the stream since this one opened, perhaps.
+                with contextlib.suppress(KeyNotFoundError):
+                    entry = await self._kv_consumers().get(consumer_token(name))
+                    if entry.value:
+                        state = self._states[name] = ConsumerState.decode(entry.value)
             if state is None:
                 return None
             record = state.record(name)
