@@ -152,15 +152,6 @@ async def test_no_acked_event_is_lost_or_stored_twice_when_a_nats_node_or_a_rout
     assert [i for i, n in run.stored.items() if n > 1] == [], "an event is stored twice"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the JetStream event store serves one router per stream: a router's subscribers get"
-        " only the events that router appended (its tail is fed by its own appends, consumer"
-        " state lives in its memory), so events published through the other router never"
-        " reach them"
-    ),
-)
 async def test_every_acked_event_reaches_its_durable_consumer_whichever_router_stored_it(
     cluster: NatsCluster, routers: list[Process]
 ) -> None:
