@@ -4,9 +4,13 @@ every track the watch has not requested before.
 A new track is first looked up in the library (library.check_downloaded); one it holds is only
 remembered, any other is requested from the best download module (download.track), the way
 `soulspot sync-playlist`'s workers do (services/kit/clients). A track is remembered once its
-download was accepted, so a failed request is tried again at the next run; the library's
-duplicate check stays the backstop for anything requested twice. The download's outcome is the
-post-download pipeline's business, as for any download.
+download was accepted, so a failed request is tried again at the next run.
+
+A download accepted but never filed (it failed later, or the pipeline could not import it)
+is noticed by the library: at the first run at least one interval after a track's request,
+a track the library still does not hold is requested again, up to `MAX_ATTEMPTS` requests in
+all; one the library holds is never requested again. The library's duplicate check stays the
+backstop for anything requested twice.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ if TYPE_CHECKING:
 
     import grpc
 
-    from router.watches.store import WatchRecord, WatchStore
+    from router.watches.store import KnownTrack, WatchRecord, WatchStore
     from soulspot.common.v1 import references_pb2
 
 _log = logging.getLogger("router.watches")
@@ -39,6 +43,8 @@ REQUESTED_BY = "router"
 # How long a run waits for a playlist module (one that has just restarted with the router
 # registers within seconds).
 PLAYLIST_WAIT_S = 30.0
+# How many times a watch requests one track before it gives up on it.
+MAX_ATTEMPTS = 3
 
 
 def track_key(track: references_pb2.TrackReference) -> str:
@@ -94,27 +100,40 @@ class PlaylistFetcher:
                 requested=0,
             )
         known = await self._store.known_tracks(playlist_id)
-        requested = held = 0
+        seen: set[str] = set()
+        requested = again = held = 0
         problem = ""
         for _position, track in playlist.tracks:
             key = track_key(track)
-            if key in known:
+            if key in seen:
                 continue
-            known.add(key)
+            seen.add(key)
+            before = known.get(key)
+            if before is not None and not self._due_again(before, watch.every_s):
+                continue
             if await in_library(self._library, track) is not None:
-                held += 1
-            else:
-                try:
-                    await request_download(self._downloads, track, requested_by=REQUESTED_BY)
-                except MeshError as err:
-                    problem = f"{track.artist} - {track.title}: {err.code.name}: {err.message}"
-                    if is_unavailable(err):
-                        # No download module now: the rest waits for the next run.
-                        break
-                    continue
+                if before is None:
+                    held += 1
+                await self._store.remember_tracks(
+                    playlist_id, [key], self._clock(), in_library=True
+                )
+                continue
+            try:
+                await request_download(self._downloads, track, requested_by=REQUESTED_BY)
+            except MeshError as err:
+                problem = f"{track.artist} - {track.title}: {err.code.name}: {err.message}"
+                if is_unavailable(err):
+                    # No download module now: the rest waits for the next run.
+                    break
+                continue
+            if before is None:
                 requested += 1
+            else:
+                again += 1
             await self._store.remember_tracks(playlist_id, [key], self._clock())
         result = f"{requested} new tracks requested"
+        if again:
+            result += f", {again} not in the library requested again"
         if held:
             result += f", {held} already in the library"
         if playlist.truncated:
@@ -130,7 +149,15 @@ class PlaylistFetcher:
         return RunRecord(
             name=playlist.name,
             result=result,
-            failed=bool(problem) and requested == 0 and held == 0,
+            failed=bool(problem) and requested == 0 and again == 0 and held == 0,
             tracks_in_playlist=len(playlist.tracks),
-            requested=requested,
+            requested=requested + again,
         )
+
+    def _due_again(self, track: KnownTrack, every_s: float) -> bool:
+        """Whether a requested track is looked for in the library and, missing, requested
+        again: not once the library holds it or after MAX_ATTEMPTS requests, and only one
+        interval after its last request (a download may take a while)."""
+        if track.in_library or track.attempts >= MAX_ATTEMPTS:
+            return False
+        return self._clock() >= track.requested_at + every_s

@@ -23,6 +23,7 @@ from router.watches.store import DB_FILE, SqliteWatchStore, WatchLimitReached
 from services.kit.rpc.channel import open_channel
 from services.kit.rpc.errors import InvalidArgument, NotFound, Unavailable, bad_request
 from services.kit.support.intervals import format_interval
+from services.kit.support.playlist_reference import canonical_playlist
 from soulspot.router.v1 import watches_pb2, watches_pb2_grpc
 
 if TYPE_CHECKING:
@@ -53,7 +54,8 @@ def every_problem(seconds: float) -> str:
 
 
 def _playlist_id(value: str) -> str:
-    playlist_id = value.strip()
+    """The watch's key: a share URL, a URI and the bare id name one watch."""
+    playlist_id = canonical_playlist(value)
     if not playlist_id:
         raise InvalidArgument(
             "playlist_id is required", details=[bad_request({"playlist_id": "required"})]
@@ -146,7 +148,8 @@ class PlaylistWatches(watches_pb2_grpc.PlaylistWatchServiceServicer):
     ) -> watches_pb2.AddPlaylistWatchResponse:
         owner = self._caller(context, "AddPlaylistWatch")
         problems: dict[str, str] = {}
-        playlist_id = request.playlist_id.strip()
+        # A share URL, a URI and the bare id are one watch (and one row), however written.
+        playlist_id = canonical_playlist(request.playlist_id)
         if not playlist_id:
             problems["playlist_id"] = "required"
         elif len(playlist_id) > MAX_PLAYLIST_ID_CHARS:

@@ -46,9 +46,17 @@ CREATE TABLE IF NOT EXISTS watch_tracks (
     playlist_id TEXT NOT NULL REFERENCES watches(playlist_id) ON DELETE CASCADE,
     track_key TEXT NOT NULL,
     requested_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    in_library INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (playlist_id, track_key)
 );
 """
+# Columns added after the first release: a store from then gains them at open (its tracks
+# count as requested once, not known to be in the library).
+_ADDED_TRACK_COLUMNS = {
+    "attempts": "INTEGER NOT NULL DEFAULT 1",
+    "in_library": "INTEGER NOT NULL DEFAULT 0",
+}
 
 
 class WatchLimitReached(Exception):
@@ -100,6 +108,16 @@ class WatchRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class KnownTrack:
+    """A track a watch has seen: how often it was requested, when last, and whether the
+    library was found holding it (then it is never requested again)."""
+
+    attempts: int
+    requested_at: float
+    in_library: bool
+
+
+@dataclass(frozen=True, slots=True)
 class RunRecord:
     """What one run of a watch leaves in the store."""
 
@@ -141,10 +159,13 @@ class WatchStore(Protocol):
         """Forget the watch and its tracks; the removed watch, or None."""
         ...
 
-    async def known_tracks(self, playlist_id: str) -> set[str]: ...
+    async def known_tracks(self, playlist_id: str) -> dict[str, KnownTrack]: ...
 
-    async def remember_tracks(self, playlist_id: str, keys: Sequence[str], now: float) -> None:
-        """Record tracks as requested (nothing for a watch removed meanwhile)."""
+    async def remember_tracks(
+        self, playlist_id: str, keys: Sequence[str], now: float, *, in_library: bool = False
+    ) -> None:
+        """Record tracks as requested once more at `now` (their attempts count up), or, with
+        `in_library`, as held by the library; nothing for a watch removed meanwhile."""
         ...
 
     async def finish_run(
@@ -166,6 +187,10 @@ class _SyncStore:
         self.db = open_wal(path, synchronous="FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(_SCHEMA)
+        columns = {str(r[1]) for r in self.db.execute("PRAGMA table_info(watch_tracks)")}
+        for name, declaration in _ADDED_TRACK_COLUMNS.items():
+            if name not in columns:
+                self.db.execute(f"ALTER TABLE watch_tracks ADD COLUMN {name} {declaration}")
 
     def close(self) -> None:
         self.db.close()
@@ -232,18 +257,33 @@ class _SyncStore:
                 self.db.execute("DELETE FROM watches WHERE playlist_id = ?", (playlist_id,))
         return record
 
-    def known_tracks(self, playlist_id: str) -> set[str]:
+    def known_tracks(self, playlist_id: str) -> dict[str, KnownTrack]:
         rows = self.db.execute(
-            "SELECT track_key FROM watch_tracks WHERE playlist_id = ?", (playlist_id,)
+            "SELECT track_key, attempts, requested_at, in_library FROM watch_tracks"
+            " WHERE playlist_id = ?",
+            (playlist_id,),
         ).fetchall()
-        return {str(r[0]) for r in rows}
+        return {
+            str(key): KnownTrack(int(attempts), float(at), bool(held))
+            for key, attempts, at, held in rows
+        }
 
-    def remember_tracks(self, playlist_id: str, keys: Sequence[str], now: float) -> None:
+    def remember_tracks(
+        self, playlist_id: str, keys: Sequence[str], now: float, in_library: bool
+    ) -> None:
+        # A request counts one attempt; finding it in the library counts none.
+        attempt = 0 if in_library else 1
         with transaction(self.db):
             self.db.executemany(
-                "INSERT OR IGNORE INTO watch_tracks (playlist_id, track_key, requested_at)"
-                " SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM watches WHERE playlist_id = ?)",
-                [(playlist_id, key, now, playlist_id) for key in keys],
+                "INSERT INTO watch_tracks"
+                " (playlist_id, track_key, requested_at, attempts, in_library)"
+                " SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM watches WHERE playlist_id = ?)"
+                " ON CONFLICT (playlist_id, track_key) DO UPDATE SET"
+                " attempts = attempts + excluded.attempts,"
+                " requested_at = CASE WHEN excluded.attempts > 0"
+                " THEN excluded.requested_at ELSE requested_at END,"
+                " in_library = excluded.in_library",
+                [(playlist_id, key, now, attempt, int(in_library), playlist_id) for key in keys],
             )
 
     def finish_run(
@@ -318,12 +358,14 @@ class SqliteWatchStore:
     async def remove(self, playlist_id: str) -> WatchRecord | None:
         return await self._call(lambda s: s.remove(playlist_id))
 
-    async def known_tracks(self, playlist_id: str) -> set[str]:
+    async def known_tracks(self, playlist_id: str) -> dict[str, KnownTrack]:
         return await self._call(lambda s: s.known_tracks(playlist_id))
 
-    async def remember_tracks(self, playlist_id: str, keys: Sequence[str], now: float) -> None:
+    async def remember_tracks(
+        self, playlist_id: str, keys: Sequence[str], now: float, *, in_library: bool = False
+    ) -> None:
         if keys:
-            await self._call(lambda s: s.remember_tracks(playlist_id, list(keys), now))
+            await self._call(lambda s: s.remember_tracks(playlist_id, list(keys), now, in_library))
 
     async def finish_run(
         self, playlist_id: str, run: RunRecord, *, ended_at: float, next_run_at: float

@@ -7,8 +7,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from services.kit.rpc.errors import InvalidArgument, NotFound, bad_request
+from services.kit.support.playlist_reference import is_liked_songs, parse_playlist_id
 from services.spotify.mapping import mesh_error, track_reference
-from services.spotify.references import is_liked_songs, parse_playlist_id
 from services.spotify.spotify_api import LIKED_SONGS_NAME, SpotifyError
 from soulspot.capabilities.v1 import (
     album_pb2,

@@ -1,7 +1,9 @@
 """Playlist watches in a real router: a watch reads the playlist through the router's proxy
 from a real gRPC playlist module and requests every track; when the playlist gains a track the
 next run requests only that one; status lists the watch; bad intervals are INVALID_ARGUMENT
-with field details; under mutual TLS a module may not touch watches while the command line may.
+with field details; a share URL, a URI and the id are one watch; a track the library still
+lacks an interval after its request is requested again, three times at most; under mutual TLS
+a module may not touch watches while the command line may.
 """
 
 from __future__ import annotations
@@ -211,6 +213,90 @@ async def test_removing_an_unknown_watch_is_not_found(
             watches_pb2.RemovePlaylistWatchRequest(playlist_id="nope"), timeout=5
         )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+# -- one watch per playlist, however it is written; failed downloads tried again --------------
+
+SPOTIFY_ID = "37i9dQZF1DXcBWIGoYBM5M"
+
+
+async def test_a_share_url_and_a_uri_are_the_same_watch_as_the_id(
+    playlist_module: FakeModule, stub: watches_pb2_grpc.PlaylistWatchServiceAsyncStub
+) -> None:
+    first = await stub.AddPlaylistWatch(
+        watches_pb2.AddPlaylistWatchRequest(playlist_id=SPOTIFY_ID, every=SIX_HOURS), timeout=5
+    )
+    assert (first.created, first.watch.playlist_id) == (True, SPOTIFY_ID)
+    # The same playlist again, as a share URL: not a second watch, its interval changes.
+    again = await stub.AddPlaylistWatch(
+        watches_pb2.AddPlaylistWatchRequest(
+            playlist_id=f"https://open.spotify.com/playlist/{SPOTIFY_ID}?si=a1b2c3",
+            every=duration_pb2.Duration(seconds=3600),
+        ),
+        timeout=5,
+    )
+    assert (again.created, again.watch.playlist_id) == (False, SPOTIFY_ID)
+    assert again.watch.every.seconds == 3600
+    listed = await stub.ListPlaylistWatches(watches_pb2.ListPlaylistWatchesRequest(), timeout=5)
+    assert [w.playlist_id for w in listed.watches] == [SPOTIFY_ID]
+    # The module is asked for the playlist by its id (it names the playlist after it).
+    watch = await _until_run(stub, SPOTIFY_ID)
+    assert watch.name == SPOTIFY_ID
+    removed = await stub.RemovePlaylistWatch(
+        watches_pb2.RemovePlaylistWatchRequest(playlist_id=f"spotify:playlist:{SPOTIFY_ID}"),
+        timeout=5,
+    )
+    assert removed.watch.playlist_id == SPOTIFY_ID
+    listed = await stub.ListPlaylistWatches(watches_pb2.ListPlaylistWatchesRequest(), timeout=5)
+    assert list(listed.watches) == []
+
+
+class _Clock:
+    """The watches' clock, moved forward by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_track_still_missing_from_the_library_is_requested_again_three_times_at_most(
+    tmp_path: Path,
+) -> None:
+    clock = _Clock()
+    watches = PlaylistWatches(tmp_path / "state", playlist_wait_s=10.0, clock=clock)
+    app = RouterApp(_settings(), watches=watches)
+    await app.start()
+    await watches.start(app.address)
+    module = FakeModule("t-fake", 10, capabilities=("playlist.tracks", "download.track"))
+    await module.start()
+    try:
+        await module.register(app.address)
+        async with open_channel(app.address) as channel:
+            stub = watches_pb2_grpc.PlaylistWatchServiceStub(channel)
+            run = watches_pb2.RunPlaylistWatchRequest(playlist_id=PLAYLIST)
+            await stub.AddPlaylistWatch(
+                watches_pb2.AddPlaylistWatchRequest(playlist_id=PLAYLIST, every=SIX_HOURS),
+                timeout=5,
+            )
+            await _until_run(stub, PLAYLIST)
+            assert len(module.downloads) == 3
+            # Within an interval of the request: a download may still be under way.
+            await stub.RunPlaylistWatch(run, timeout=30)
+            assert len(module.downloads) == 3
+            # No library holds the tracks an interval later (their downloads failed, or no
+            # pipeline filed them): each is requested again, up to three requests in all. The
+            # scheduler may make that run itself once the clock moves; a run asked for waits
+            # for it, so the count is settled when the call returns.
+            for attempt in (2, 3, 3):
+                clock.now += 6 * 3600 + 1
+                await stub.RunPlaylistWatch(run, timeout=30)
+                assert len(module.downloads) == 3 * attempt
+            assert sorted(set(module.downloads)) == ["t-fake-0", "t-fake-1", "t-fake-2"]
+    finally:
+        await module.stop()
+        await app.stop(0)
 
 
 # -- mutual TLS: who may call -----------------------------------------------------------------

@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from cli.spotify_login import LoginError, authorize_url, exchange_code, pkce_pair
+from services.kit.support.playlist_reference import is_liked_songs
 from services.kit.support.secret_file import read_secret_json, write_secret_json
 from services.spotify.mapping import mesh_error
-from services.spotify.references import is_liked_songs
 from services.spotify.spotify_api import PlaylistNotAccessible, SpotifyClient, SpotifyLoginNeeded
 from tests.standins.spotify import SpotifyStandin, make_track
 

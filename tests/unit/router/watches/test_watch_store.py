@@ -3,11 +3,12 @@ watches is bounded, a changed interval re-times the next run, removal forgets th
 
 from __future__ import annotations
 
+import sqlite3
 from typing import TYPE_CHECKING
 
 import pytest
 
-from router.watches.store import RunRecord, SqliteWatchStore, WatchLimitReached
+from router.watches.store import KnownTrack, RunRecord, SqliteWatchStore, WatchLimitReached
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -39,7 +40,7 @@ async def test_watches_and_their_tracks_survive_a_reopen(tmp_path: Path) -> None
             NOW + 3601,
             2,
         )
-        assert await reopened.known_tracks("pl") == {"spotify:a", "spotify:b"}
+        assert set(await reopened.known_tracks("pl")) == {"spotify:a", "spotify:b"}
     finally:
         await reopened.close()
 
@@ -94,6 +95,51 @@ async def test_removing_a_watch_forgets_its_tracks_and_later_writes_do_nothing(
             is None
         )
         await store.upsert("pl", 3600, owner="", now=NOW, limit=5)
-        assert await store.known_tracks("pl") == set()
+        assert await store.known_tracks("pl") == {}
+    finally:
+        await store.close()
+
+
+async def test_a_track_requested_again_counts_its_attempts_until_the_library_holds_it(
+    tmp_path: Path,
+) -> None:
+    store = SqliteWatchStore(tmp_path / "w.sqlite3")
+    try:
+        await store.upsert("pl", 3600, owner="", now=NOW, limit=5)
+        await store.remember_tracks("pl", ["k"], NOW)
+        await store.remember_tracks("pl", ["k"], NOW + 3600)
+        assert (await store.known_tracks("pl"))["k"] == KnownTrack(2, NOW + 3600, False)
+        # Found in the library: no attempt counted, and its last request time stays.
+        await store.remember_tracks("pl", ["k"], NOW + 7200, in_library=True)
+        await store.remember_tracks("pl", ["held"], NOW + 7200, in_library=True)
+        known = await store.known_tracks("pl")
+        assert known["k"] == KnownTrack(2, NOW + 3600, True)
+        assert known["held"] == KnownTrack(0, NOW + 7200, True)
+    finally:
+        await store.close()
+
+
+async def test_a_store_from_before_attempts_were_counted_gains_them_at_open(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "w.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE watches (playlist_id TEXT PRIMARY KEY, every_s REAL NOT NULL,"
+            " next_run_at REAL NOT NULL, created_at REAL NOT NULL,"
+            " owner TEXT NOT NULL DEFAULT '', name TEXT NOT NULL DEFAULT '', last_run_at REAL,"
+            " last_result TEXT NOT NULL DEFAULT '', last_run_failed INTEGER NOT NULL DEFAULT 0,"
+            " tracks_in_playlist INTEGER NOT NULL DEFAULT 0,"
+            " last_requested INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0);"
+            "CREATE TABLE watch_tracks (playlist_id TEXT NOT NULL, track_key TEXT NOT NULL,"
+            " requested_at REAL NOT NULL, PRIMARY KEY (playlist_id, track_key));"
+            f"INSERT INTO watches (playlist_id, every_s, next_run_at, created_at)"
+            f" VALUES ('pl', 3600, {NOW}, {NOW});"
+            f"INSERT INTO watch_tracks VALUES ('pl', 'k', {NOW});"
+        )
+    db.close()
+    store = SqliteWatchStore(path)
+    try:
+        assert await store.known_tracks("pl") == {"k": KnownTrack(1, NOW, False)}
     finally:
         await store.close()

@@ -1,11 +1,15 @@
-"""Turning what a user pastes (share URL, URI, bare id, "liked") into a Spotify playlist id."""
+"""Turning what a user pastes (share URL, URI, bare id, "liked") into a Spotify playlist id.
+
+Shared by the spotify module (which reads the playlist) and the router's playlist watches
+(which key a watch by the id, so a share URL and the bare id are one watch).
+"""
 
 from __future__ import annotations
 
 import re
 from urllib.parse import urlsplit
 
-__all__ = ["LIKED", "is_liked_songs", "parse_playlist_id"]
+__all__ = ["LIKED", "canonical_playlist", "is_liked_songs", "parse_playlist_id"]
 
 # What names the user's liked songs: "liked", or the URI Spotify's apps copy for them.
 LIKED = "liked"
@@ -38,3 +42,13 @@ def parse_playlist_id(text: str) -> str | None:
         if segment == "playlist" and _ID.fullmatch(segments[index + 1]):
             return segments[index + 1]
     return None
+
+
+def canonical_playlist(text: str) -> str:
+    """One spelling per playlist: `liked` for the liked songs, the bare id for any Spotify
+    playlist reference, and anything else as given (stripped), for another playlist source
+    to read."""
+    value = text.strip()
+    if is_liked_songs(value):
+        return LIKED
+    return parse_playlist_id(value) or value
