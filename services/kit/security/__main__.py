@@ -1,10 +1,12 @@
 """Create the mesh CA and its processes' certificates: the compose stack's init step.
 
     python -m services.kit.security init --pki-dir DIR [--module NAME ...] [--client NAME ...]
-        [--dns NAME ...]
+        [--nats NAME ...] [--dns NAME ...]
 
 Without --module it issues one certificate per module of the shipped mesh; the router's and
-the command line's are always issued. Existing, current certificates are kept.
+the command line's are always issued; `--nats NAME` issues the one the nodes of a NATS
+cluster share (`spiffe://soulspot/nats/NAME`; give each node's host name with --dns).
+Existing, current certificates are kept.
 """
 
 from __future__ import annotations
@@ -38,12 +40,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     init.add_argument("--pki-dir", type=Path, required=True)
     init.add_argument("--module", action="append", default=[], help="a module's name")
     init.add_argument("--client", action="append", default=[], help="a client's name")
+    init.add_argument(
+        "--nats", action="append", default=[], help="a NATS cluster's node identity name"
+    )
     init.add_argument("--dns", action="append", default=[], help="an extra DNS name")
     args = parser.parse_args(argv)
     modules = args.module or list(MESH_MODULES)
     identities = [ROUTER, CLI]
     identities += [Identity.module(m) for m in modules]
     identities += [Identity.client(c) for c in args.client]
+    identities += [Identity.nats(n) for n in args.nats]
     try:
         files = ensure_identities(args.pki_dir, identities, dns_names=args.dns)
     except (OSError, ValueError) as err:

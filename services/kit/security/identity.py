@@ -1,9 +1,10 @@
 """Who a process of the mesh is: a SPIFFE-style URI naming its kind and name.
 
 `spiffe://soulspot/module/library` is the library module, `spiffe://soulspot/router/router`
-the router, `spiffe://soulspot/client/cli` the command line. The mesh CA writes the URI into
-each certificate's subject alternative names; a server reads it back from the verified peer
-certificate of a call, never from anything the caller fills in.
+the router, `spiffe://soulspot/client/cli` the command line, `spiffe://soulspot/nats/nats` the
+nats-server nodes that hold the event log when it lives in JetStream. The mesh CA writes the
+URI into each certificate's subject alternative names; a server reads it back from the
+verified peer certificate of a call, never from anything the caller fills in.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ class Kind(StrEnum):
     MODULE = "module"
     ROUTER = "router"
     CLIENT = "client"
+    # The nodes of one NATS cluster share one identity: nats-server accepts a single user on
+    # its cluster routes, and each node holds all of the cluster's data anyway.
+    NATS = "nats"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,10 @@ class Identity:
     @classmethod
     def client(cls, name: str) -> Identity:
         return cls(Kind.CLIENT, name)
+
+    @classmethod
+    def nats(cls, name: str) -> Identity:
+        return cls(Kind.NATS, name)
 
 
 ROUTER = Identity(Kind.ROUTER, "router")

@@ -41,7 +41,8 @@ PER_PUBLISHER = 60
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    with NatsCluster(tmp_path) as nats:
+    # The routers' mesh CA (start_router's folder): the routers connect with mutual TLS.
+    with NatsCluster(tmp_path, pki_dir=tmp_path / "pki") as nats:
         yield nats
 
 

@@ -30,7 +30,8 @@ MODULES = ("k-primary", "k-backup")
 
 @pytest.fixture
 def routers(tmp_path: Path) -> Iterator[list[Process]]:
-    nats = start_nats_server(tmp_path / "nats")
+    # The routers' mesh CA (start_router's folder): the routers connect with mutual TLS.
+    nats = start_nats_server(tmp_path / "nats", pki_dir=tmp_path / "pki")
     try:
         started = start_routers(tmp_path, [nats.url])
         try:
