@@ -63,6 +63,7 @@ def jetstream_store_for(settings: BusSettings) -> EventStore:
         max_age_s=settings.retention_max_age_s,
         max_bytes=settings.retention_max_bytes,
         request_timeout_s=settings.nats_request_timeout_s,
+        consumer_lease_s=settings.consumer_lease_s,
     )
 
 

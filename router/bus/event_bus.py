@@ -20,6 +20,7 @@ from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
 
 from router.bus.consumer import Consumer, Subscription
+from router.bus.consumer_ownership import ConsumerOwnership
 from router.bus.metrics import BusMetrics, reason_label
 from router.bus.patterns import PatternSet, pattern_error
 from router.bus.store import ConsumerRecord, Parking
@@ -188,6 +189,8 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
             self.settings.tail_cache_max_bytes,
         )
         self.store.append_listener = self._on_append
+        if isinstance(self.store, ConsumerOwnership):
+            self.store.on_consumer_lost = self._consumer_lost
         if self._mesh_metrics is None:
             self.metrics = BusMetrics(default_metrics())
         # Nobody is subscribed yet: consumers that go away when idle are idle from now on
@@ -579,13 +582,19 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
                 else 0.0
             )
             if consumer is None:
-                record = await self.store.load_consumer(start.consumer)
+                await self._claim(start.consumer)
+                try:
+                    record = await self.store.load_consumer(start.consumer)
+                    if record is not None:
+                        self._check_owner(start.consumer, record.owner, identity)
+                except BaseException:
+                    await self._let_go(start.consumer)
+                    raise
                 if record is None:
                     floor = await self._start_floor(start)
                     record = ConsumerRecord(start.consumer, patterns, floor, owner=owner)
                 else:
                     floor = record.floor
-                    self._check_owner(start.consumer, record.owner, identity)
                 # Patterns and the inactive threshold as this subscriber asks.
                 await self.store.save_consumer(
                     start.consumer, patterns, floor, inactive_s=inactive_s, owner=owner
@@ -629,6 +638,56 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
                 consumer.idle_since = 0.0
                 self.store.set_consumer_idle(consumer.name, 0)  # it has a subscriber now
             return consumer
+
+    async def _claim(self, name: str) -> None:
+        """Serve `name` here, or refuse: with several routers on one JetStream, one router
+        at a time serves a consumer (router/bus/jetstream/consumer_lease.py). The refusal is
+        UNAVAILABLE, which the kit's subscriber retries, on the next router of its list."""
+        if not isinstance(self.store, ConsumerOwnership):
+            return
+        holder = await self.store.claim_consumer(name)
+        if holder is not None:
+            raise Unavailable(
+                f"consumer {name!r} is served by {holder.describe()}: subscribe there (a "
+                f"client given every router's address reaches it on a retry); if that router "
+                f"is gone, another takes the consumer over once its lease has not been "
+                f"renewed for {self.settings.consumer_lease_s:g}s "
+                f"({setting_name('consumer_lease_s')})"
+            )
+
+    async def _let_go(self, name: str) -> None:
+        """Give up the lease of a consumer this router no longer serves (its state written)."""
+        if isinstance(self.store, ConsumerOwnership):
+            await self.store.release_consumer(name)
+
+    def _consumer_lost(self, name: str) -> None:
+        """Another router took the consumer over: stop serving it, writing nothing; its
+        subscribers' streams end, and they subscribe again (on the router that serves it)."""
+        consumer = self._consumers.pop(name, None)
+        self._consumer_owner.pop(name, None)
+        self._owners.pop(name, None)
+        if consumer is None:
+            return
+        for sub in consumer.subscriptions:
+            sub.in_flight.clear()
+            sub.closed = True
+            sub.end()
+        consumer.discard()
+
+    async def _release_if_unattached(self, consumer: Consumer) -> None:
+        """The consumer's last subscriber here went: write its state and let any router
+        serve it next (where the next subscriber lands)."""
+        async with self._consumer_lock:
+            if consumer.attached or self._consumers.get(consumer.name) is not consumer:
+                return
+            del self._consumers[consumer.name]
+            self._consumer_owner.pop(consumer.name, None)
+            self._owners.pop(consumer.name, None)
+            await consumer.close()
+            try:
+                await self._let_go(consumer.name)
+            except Exception:
+                _log.exception("giving up consumer %s failed", consumer.name)
 
     async def _start_floor(self, start: router_pb2.SubscribeStart) -> int:
         if start.start == router_pb2.START_POSITION_EARLIEST:
@@ -736,6 +795,12 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
                 consumer.detach(sub)
                 if consumer.inactive_s > 0 and not consumer.attached:
                     self._idle(consumer)
+                if isinstance(self.store, ConsumerOwnership) and not consumer.attached:
+                    task = asyncio.create_task(
+                        self._release_if_unattached(consumer), name="bus-release-consumer"
+                    )
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
 
     async def _read_acks(
         self,

@@ -15,7 +15,8 @@ What else lives where, and why:
   first copy is the answer. The new id is written create-if-absent right after the ack.
 - consumer records (position, done and failure records, idle timer, owner): KV bucket
   `<name>_CONSUMERS`, one key per consumer, held in memory by the router that serves the
-  consumer and written behind its acks (within `LAZY_WRITE_S`), as SQLite's lazy writes are.
+  consumer and written behind its acks (within `LAZY_WRITE_S`), as SQLite's lazy writes are;
+  only by the router holding the consumer's lease (bucket `<name>_CONSUMER_LEASES`).
 - replayed dead letters queued for a consumer: KV bucket `<name>_REPLAYS`, one key per
   (consumer, sequence), which sorts by sequence, with the dead letter's own copy of the event.
 - dead letters: the stream `<name>_DLQ`, one subject per consumer. A stream, not a bucket:
@@ -45,10 +46,16 @@ Where the promises differ from SQLite's, plainly:
   later.
 - The tail (what subscribers that are caught up get) is fed from the stream by an ordered
   consumer, so several routers on one stream each deliver every router's events, in log
-  order; a router's own appends go at their ack, ahead of the feed. Consumer state is not
-  shared: a durable consumer lives in the memory of the router serving its subscribers
-  (written to its KV key behind the acks), so its subscribers belong on one router at a
-  time; another router that takes it over reads the record as last written.
+  order; a router's own appends go at their ack, ahead of the feed.
+- A durable consumer is served by one router at a time, the holder of its lease (KV bucket
+  `<name>_CONSUMER_LEASES`, router/bus/jetstream/consumer_lease.py); its live state is in
+  that router's memory, written to its KV key behind the acks. A Subscribe reaching another
+  router is refused with UNAVAILABLE naming the holder, and the kit's subscriber tries again
+  (over several routers, on the next one). The lease goes when the last subscriber on the
+  holder goes, or when the holder stops; after a kill -9 it is taken over once it has stood
+  still for a whole lease (SOULSPOT_BUS__CONSUMER_LEASE_S): the new holder reads the record as
+  last written, so what was in flight, or acked within the last write's delay, is delivered
+  again (at least once; the kit skips repeated event_ids).
 - A copy deleted as a late duplicate may reach subscribers through the feed before it is
   deleted (delivery is at least once; repeated event_ids are skipped).
 - ListEvents and dead-letter listings scan the stream page by page (no secondary index):
@@ -82,6 +89,7 @@ from nats.js.errors import (
 
 from router.bus.jetstream.acks import AckedPublisher, PublishError
 from router.bus.jetstream.connection import connect_nats
+from router.bus.jetstream.consumer_lease import ConsumerLeases
 from router.bus.jetstream.direct import StoredMessage, rfc3339, stored_messages
 from router.bus.jetstream.records import (
     DEAD_LETTER_HEADER,
@@ -113,6 +121,8 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
     from nats.js.client import JetStreamContext
     from nats.js.kv import KeyValue
+
+    from router.bus.consumer_ownership import Holder
 
 _log = logging.getLogger(__name__)
 
@@ -179,6 +189,7 @@ class JetStreamEventStore:
         max_age_s: float = 30 * 24 * 3600.0,
         max_bytes: int = 2 * 1024 * 1024 * 1024,
         request_timeout_s: float = 5.0,
+        consumer_lease_s: float = 10.0,
     ) -> None:
         self.servers = list(servers)
         self.stream = stream
@@ -191,6 +202,13 @@ class JetStreamEventStore:
         self.max_age_s = max_age_s
         self.max_bytes = max_bytes
         self.timeout = request_timeout_s
+        self.consumer_lease_s = consumer_lease_s
+        # Which durable consumers this router serves (see consumer_lease.py), and whom to
+        # tell when one is taken over.
+        self.consumer_leases: ConsumerLeases | None = None
+        self.on_consumer_lost: Callable[[str], None] | None = None
+        # Consumers this router gave up or lost: another router may be writing them now.
+        self._not_ours: set[str] = set()
         self._listener: Callable[[list[AppendResult]], None] | None = None
         # The tail: the next sequence to hand the listener, events waiting for the ones
         # before them, and the stream's own feed (every router's events, in order).
@@ -237,6 +255,8 @@ class JetStreamEventStore:
             self._nc = self._js = None
             raise
         self._worker = asyncio.create_task(self._work(), name="jetstream-store-writer")
+        assert self.consumer_leases is not None
+        self.consumer_leases.start()
 
     async def _prepare(self) -> None:
         """The streams and buckets, created or brought to these settings; consumer state."""
@@ -267,6 +287,11 @@ class JetStreamEventStore:
         self._ids = await self._bucket(self._ids_bucket, ttl=self.max_age_s)
         self._consumers_kv = await self._bucket(f"{self.stream}_CONSUMERS")
         self._replays_kv = await self._bucket(f"{self.stream}_REPLAYS")
+        self.consumer_leases = ConsumerLeases(
+            await self._bucket(f"{self.stream}_CONSUMER_LEASES"),
+            lease_s=self.consumer_lease_s,
+            on_lost=self._consumer_lost,
+        )
         await self._load_state()
 
     async def _ensure_stream(self, config: api.StreamConfig) -> None:
@@ -309,6 +334,9 @@ class JetStreamEventStore:
             self._ops.put_nowait(None)
             await self._worker
             self._worker = None
+        if self.consumer_leases is not None:
+            # After the last write of every consumer's state: the next router reads it.
+            await self.consumer_leases.close()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         if self._feed is not None:
@@ -396,7 +424,7 @@ class JetStreamEventStore:
         writes = [
             kv.put(consumer_token(name), self._states[name].encode())
             for name in names
-            if name in self._states
+            if name in self._states and self._serves(name)
         ]
         await asyncio.gather(*writes)
 
@@ -727,6 +755,51 @@ class JetStreamEventStore:
 
     # -- consumers -------------------------------------------------------------------------
 
+    def _serves(self, name: str) -> bool:
+        """Whether this router may write the consumer's record: not once it let the
+        consumer go or lost its lease, until it claims it again."""
+        return name not in self._not_ours
+
+    def _consumer_lost(self, name: str) -> None:
+        # Another router serves it now: nothing of this router's is written for it again.
+        self._not_ours.add(name)
+        self._dirty.discard(name)
+        if self.on_consumer_lost is not None:
+            self.on_consumer_lost(name)
+
+    async def _reload(self, name: str) -> None:
+        """The consumer's record as last written, whoever wrote it (not this router's copy);
+        called once this router holds the consumer's lease."""
+        self._not_ours.discard(name)
+        self._states.pop(name, None)
+        with contextlib.suppress(KeyNotFoundError):
+            entry = await self._kv_consumers().get(consumer_token(name))
+            if entry.value:
+                self._states[name] = ConsumerState.decode(entry.value)
+
+    async def claim_consumer(self, name: str) -> Holder | None:
+        """Serve `name` here: None once this router holds its lease (its record read again
+        from the bucket), else the router that holds it."""
+        assert self.consumer_leases is not None, "event store is not open"
+        holder = await self.consumer_leases.claim(name)
+        if holder is None:
+            await self._run(lambda: self._reload(name))
+        return holder
+
+    async def release_consumer(self, name: str) -> None:
+        """Write the consumer's state (after the writes queued before), then let it go."""
+
+        async def op() -> None:
+            state = self._states.get(name)
+            if state is not None and self._serves(name):
+                self._dirty.discard(name)
+                await self._kv_consumers().put(consumer_token(name), state.encode())
+            self._not_ours.add(name)
+
+        await self._run(op)
+        if self.consumer_leases is not None:
+            await self.consumer_leases.release(name)
+
     async def load_consumer(self, name: str) -> ConsumerRecord | None:
         async def op() -> ConsumerRecord | None:
             state = self._states.get(name)
@@ -814,13 +887,42 @@ class JetStreamEventStore:
                 if state.inactive_s > 0 and state.idle_since_us > 0 and name not in kept
             }
             names = sorted({n for n, at in due.items() if at <= now_us} | (set(also) - kept))
+            leases = self.consumer_leases
+            if leases is not None:
+                names = [n for n in names if await self._expirable(n, now_us, n in also)]
             for name in names:
                 await self._forget(name)
+                if leases is not None:
+                    await self._let_go(name)
             later = [at for n, at in due.items() if n not in names]
             return names, (min(later) if later else None)
 
         expired: tuple[list[str], int | None] = await self._run(op)
         return expired
+
+    async def _let_go(self, name: str) -> None:
+        assert self.consumer_leases is not None
+        self._not_ours.add(name)
+        await self.consumer_leases.release(name)
+
+    async def _expirable(self, name: str, now_us: int, forced: bool) -> bool:
+        """Whether an idle consumer may be removed by this router: it holds the consumer's
+        lease (claimed here when free), and the record as last written is still due."""
+        assert self.consumer_leases is not None
+        if not self.consumer_leases.holds(name):
+            if await self.consumer_leases.claim(name) is not None:
+                return False  # served by another router, which removes it when it is due
+            await self._reload(name)
+        if forced:
+            return True
+        state = self._states.get(name)
+        if state is None or state.inactive_s <= 0 or state.idle_since_us <= 0:
+            await self._let_go(name)
+            return False
+        if state.idle_since_us + int(state.inactive_s * 1_000_000) > now_us:
+            await self._let_go(name)
+            return False
+        return True
 
     def record_progress(
         self,

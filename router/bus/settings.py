@@ -46,6 +46,11 @@ class BusSettings(Section):
     # JetStream's duplicate window (Nats-Msg-Id = event_id); beyond it the ids bucket finds
     # the first copy.
     nats_duplicate_window_s: float = Field(default=120.0, ge=0.1, le=7 * 86400.0)
+    # With several routers on one JetStream, each durable consumer is served by one router
+    # at a time, the holder of its lease (renewed every third of this). A lease that has not
+    # been renewed for this long, on the observing router's own clock, is taken over by the
+    # next router a subscriber of that consumer reaches.
+    consumer_lease_s: float = Field(default=10.0, ge=1.0, le=600.0)
     # How long one request to JetStream may take before the store gives up on it.
     nats_request_timeout_s: float = Field(default=5.0, gt=0, le=120.0)
     # Larger payloads are refused with INVALID_ARGUMENT. The gRPC server must accept

@@ -1,0 +1,276 @@
+"""Two buses on one JetStream serve each durable consumer from one of them at a time: the
+other refuses its subscribers (UNAVAILABLE, naming the holder), a consumer moves with its
+position once its subscribers leave, a stale lease is taken over after a whole lease, and kit
+subscribers given both routers' addresses get every event once, ordering keys one at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import Counter
+from typing import TYPE_CHECKING
+
+import grpc
+import nats
+import pytest
+
+from router.bus import create_bus
+from router.bus.event_bus import SERVICE_NAME
+from router.bus.jetstream.records import consumer_token
+from services.kit.events.client import EventHandlers, Subscriber
+from services.kit.rpc.channel import open_channel
+from services.kit.rpc.server import KitServer
+from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2
+from tests.helpers.bus import RawSubscriber, bus_settings, envelope, started, wait_for
+from tests.helpers.nats_server import start_nats_server
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
+
+    from router.bus import EventBus
+    from soulspot.events.v1 import download_pb2, envelope_pb2
+    from tests.helpers.nats_server import NatsServerProcess
+
+LEASE_S = 1.0
+STREAM = "LEASES"
+
+
+class Node:
+    """One bus (a router's) on the shared nats-server, served on 127.0.0.1:0."""
+
+    def __init__(self, nats_url: str) -> None:
+        settings = bus_settings(
+            backend="jetstream",
+            nats_servers=[nats_url],
+            nats_stream=STREAM,
+            consumer_lease_s=LEASE_S,
+        )
+        self.bus: EventBus = create_bus(settings)
+        self.server = KitServer("router", "127.0.0.1:0", grace_s=0.5)
+        self.server.add_service(
+            lambda s: event_bus_pb2_grpc.add_EventBusServiceServicer_to_server(self.bus, s),
+            SERVICE_NAME,
+        )
+        self.channel: grpc.aio.Channel | None = None
+
+    async def start(self) -> None:
+        await self.bus.start()
+        await self.server.start()
+        self.channel = open_channel(self.server.address)
+
+    async def stop(self) -> None:
+        if self.channel is not None:
+            await self.channel.close()
+        await self.server.stop(0.2)
+        await self.bus.stop()
+
+    @property
+    def stub(self) -> event_bus_pb2_grpc.EventBusServiceAsyncStub:
+        assert self.channel is not None
+        return event_bus_pb2_grpc.EventBusServiceStub(self.channel)
+
+    async def publish(self, env: envelope_pb2.EventEnvelope) -> router_pb2.PublishResponse:
+        return await self.stub.Publish(router_pb2.PublishRequest(event=env), timeout=10)
+
+
+@pytest.fixture
+def nats_process(tmp_path: Path) -> Iterator[NatsServerProcess]:
+    server = start_nats_server(tmp_path / "nats")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def nodes(nats_process: NatsServerProcess) -> AsyncIterator[list[Node]]:
+    started: list[Node] = []
+    try:
+        for _ in range(2):
+            node = Node(nats_process.url)
+            await node.start()
+            started.append(node)
+        yield started
+    finally:
+        for node in started:
+            await node.stop()
+
+
+async def _refused_with(node: Node, consumer: str, within_s: float = 5.0) -> str:
+    """The details of the UNAVAILABLE refusal a subscriber of `consumer` gets at `node`."""
+    sub = RawSubscriber(node.stub, consumer, ["download.*"])
+    task = asyncio.create_task(sub._run())
+    try:
+        async with asyncio.timeout(within_s):
+            await task
+    finally:
+        await sub.close()
+    assert not sub.subscribed.is_set(), "subscribed at the router that does not hold the lease"
+    assert sub.error is not None
+    assert sub.error.code() == grpc.StatusCode.UNAVAILABLE
+    return sub.error.details() or ""
+
+
+async def test_a_router_refuses_a_consumer_another_router_serves_and_names_it(
+    nodes: list[Node],
+) -> None:
+    first, second = nodes
+    async with RawSubscriber(first.stub, "shared", ["download.*"]):
+        details = await _refused_with(second, "shared")
+        holder = first.bus.store.consumer_leases  # type: ignore[attr-defined]
+        assert holder.owner in details
+        assert "SOULSPOT_BUS__CONSUMER_LEASE_S" in details
+        # The holder itself still takes more subscribers of the consumer.
+        async with RawSubscriber(first.stub, "shared", ["download.*"]) as again:
+            assert again.error is None
+
+
+async def test_a_consumer_moves_to_another_router_from_its_written_position(
+    nodes: list[Node],
+) -> None:
+    first, second = nodes
+    for n in range(5):
+        await first.publish(envelope(started(f"d{n}")))
+    async with RawSubscriber(first.stub, "mover", ["download.*"]) as sub:
+        got = await sub.take(5)
+        last = max(d.event.sequence for d in got)
+        await wait_for(lambda: first.bus.consumers["mover"].floor == last)
+    # Acked and gone: the router writes the position and lets the consumer go.
+    for n in range(5, 8):
+        await second.publish(envelope(started(f"d{n}")))
+    async with asyncio.timeout(10):
+        while True:
+            moved = RawSubscriber(second.stub, "mover", ["download.*"])
+            task = asyncio.create_task(moved._run())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2):
+                    await moved.subscribed.wait()
+            if moved.subscribed.is_set():
+                break
+            await moved.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await asyncio.sleep(0.05)  # the release is written right after the stream ends
+    try:
+        assert moved.acked_sequence == last
+        rest = await moved.take(3)
+        assert [d.event.sequence for d in rest] == sorted(d.event.sequence for d in rest)
+        assert min(d.event.sequence for d in rest) > moved.acked_sequence
+        assert await moved.nothing_within(0.3)
+    finally:
+        await moved.close()
+
+
+async def test_a_stale_lease_is_taken_over_once_it_stood_still_for_a_whole_lease(
+    nodes: list[Node], nats_process: NatsServerProcess
+) -> None:
+    first = nodes[0]
+    # A router that died holding the consumer: its lease is there and never renewed.
+    client = await nats.connect(nats_process.url)
+    try:
+        leases = await client.jetstream().key_value(f"{STREAM}_CONSUMER_LEASES")
+        dead = {"owner": "dead-router-1", "address": ""}
+        await leases.create(consumer_token("orphan"), json.dumps(dead).encode())
+        seen_at = asyncio.get_running_loop().time()
+        assert "dead-router-1" in await _refused_with(first, "orphan")
+        async with asyncio.timeout(10):
+            while True:
+                sub = RawSubscriber(first.stub, "orphan", ["download.*"])
+                task = asyncio.create_task(sub._run())
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(2):
+                        await sub.subscribed.wait()
+                if sub.subscribed.is_set():
+                    break
+                await sub.close()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                await asyncio.sleep(0.1)
+        try:
+            # Not before the lease stood still for a whole lease on this router's clock.
+            assert asyncio.get_running_loop().time() - seen_at >= LEASE_S
+            entry = await leases.get(consumer_token("orphan"))
+            holder = json.loads(entry.value or b"{}")
+            assert holder["owner"] == first.bus.store.consumer_leases.owner  # type: ignore[attr-defined]
+        finally:
+            await sub.close()
+    finally:
+        await client.close()
+
+
+async def test_kit_subscribers_on_both_routers_get_every_event_once_keys_one_at_a_time(
+    nodes: list[Node],
+) -> None:
+    first, second = nodes
+    handled: Counter[str] = Counter()
+    busy: Counter[str] = Counter()
+    overlaps: list[str] = []
+
+    def handlers() -> EventHandlers:
+        h = EventHandlers()
+
+        @h.on("download.started")
+        async def on_started(
+            event: download_pb2.DownloadStarted, env: envelope_pb2.EventEnvelope
+        ) -> None:
+            key = env.ordering_key
+            busy[key] += 1
+            if busy[key] > 1:
+                overlaps.append(key)
+            await asyncio.sleep(0.002)
+            busy[key] -= 1
+            handled[env.event_id] += 1
+
+        return h
+
+    async def burst(first_n: int) -> list[str]:
+        ids = []
+        for n in range(first_n, first_n + 60):
+            env = envelope(started(f"d{n}"))
+            env.ordering_key = f"k{n % 4}"
+            await nodes[n % 2].publish(env)
+            ids.append(env.event_id)
+        return ids
+
+    addresses = {
+        "first": first.server.address,
+        "second": second.server.address,
+        "both": f"{first.server.address},{second.server.address}",
+    }
+    channels = {name: open_channel(address) for name, address in addresses.items()}
+    subs = {
+        name: Subscriber(
+            channel,
+            consumer="pair",
+            handlers=handlers(),
+            start=router_pb2.START_POSITION_EARLIEST,
+            max_backoff_s=0.3,
+        )
+        for name, channel in channels.items()
+    }
+    try:
+        await subs["first"].start()
+        await subs["first"].wait_connected(10)
+        await subs["second"].start()  # refused while the first router serves the consumer
+        await subs["both"].start()  # round robin: lands on the first router on some try
+        await subs["both"].wait_connected(15)
+        published = await burst(0)
+        await wait_for(lambda: set(handled) >= set(published), within_s=30)
+        assert not subs["second"].connected.is_set()
+        assert "pair" not in second.bus.consumers
+        # The first router's subscribers leave: the second router serves the consumer
+        # from where they left it.
+        await subs["first"].stop()
+        await subs["both"].stop()
+        await subs["second"].wait_connected(15)
+        published += await burst(60)
+        await wait_for(lambda: set(handled) >= set(published), within_s=30)
+        assert [i for i, c in handled.items() if c > 1] == []
+        assert overlaps == []
+    finally:
+        for sub in subs.values():
+            await sub.stop()
+        for channel in channels.values():
+            await channel.close()
