@@ -91,9 +91,11 @@ def dlq_replay(
     consumer: Annotated[
         str, typer.Option("--consumer", "-c", help="Replay every dead letter of this consumer.")
     ] = "",
+    json_output: JsonOption = False,
     router: RouterOption = None,
 ) -> None:
     """Deliver dead letters to their consumer again."""
+    fmt = output_format(json_output=json_output)
     if not dead_letter_ids and not consumer:
         err_console.print("[red]name dead letter ids or --consumer[/]")
         raise typer.Exit(2)
@@ -106,7 +108,10 @@ def dlq_replay(
             ),
             timeout=10,
         )
-        console.print(f"replayed {reply.replayed} dead letter(s)")
+        if fmt is OutputFormat.JSON:
+            print_result(fmt, {"replayed": reply.replayed}, [])
+        else:
+            console.print(f"replayed {reply.replayed} dead letter(s)")
         return 0
 
     run_on_router(router_address(router), body)

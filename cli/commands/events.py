@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.console import console
+from cli.console import console, err_console
 from cli.documents import consumer_document, event_document
 from cli.output import (
     JsonOption,
@@ -130,19 +130,23 @@ def list_consumers(
 @consumers_app.command("delete")
 def delete_consumer(
     name: Annotated[str, typer.Argument(help="The durable consumer's name.")],
+    json_output: JsonOption = False,
     router: RouterOption = None,
 ) -> None:
     """Remove a durable consumer and its position (its dead letters stay); an admin operation."""
+    fmt = output_format(json_output=json_output)
 
     async def body(channel: grpc.aio.Channel) -> int:
         stub = event_bus_pb2_grpc.EventBusServiceStub(channel)
         reply = await stub.DeleteConsumer(
             event_bus_pb2.DeleteConsumerRequest(consumer=name), timeout=10
         )
-        if not reply.deleted:
-            console.print(f"no consumer named {name!r}")
-            return 1
-        console.print(f"consumer {name!r} deleted")
-        return 0
+        if fmt is OutputFormat.JSON:
+            print_result(fmt, {"consumer": name, "deleted": reply.deleted}, [])
+        elif reply.deleted:
+            console.print(f"consumer {name!r} deleted")
+        else:
+            err_console.print(f"no consumer named {name!r}")
+        return 0 if reply.deleted else 1
 
     run_on_router(router_address(router), body)

@@ -7,6 +7,8 @@
 
 The router keeps the schedule (in its state folder) and runs it whether or not this command
 is still running; each run requests only the tracks the watch has not requested before.
+Every subcommand takes `--json`: `list` prints {"watches": [...]}, the others {"watch": ...}
+(`add` also "created"), each watch as cli/documents.py's `watch_document`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,15 @@ from google.protobuf import duration_pb2
 from typer.core import TyperGroup
 
 from cli.console import console, err_console
+from cli.documents import watch_document
+from cli.output import (
+    JsonOption,
+    OutputFormat,
+    OutputOption,
+    WideOption,
+    output_format,
+    print_result,
+)
 from cli.router_connection import RouterOption, router_address, run_on_router
 from cli.tables import local_time, watched_playlists_table
 from services.kit.support.intervals import format_interval, parse_interval
@@ -64,9 +75,11 @@ def watch_add(
         str,
         typer.Option("--every", help="How often: 90m, 6h, 1d, 1h30m (from 5m to 30d)."),
     ] = "6h",
+    json_output: JsonOption = False,
     router: RouterOption = None,
 ) -> None:
     """Watch a playlist (its first run starts at once), or change its interval."""
+    fmt = output_format(json_output=json_output)
     try:
         seconds = parse_interval(every)
     except ValueError as err:
@@ -82,7 +95,10 @@ def watch_add(
             timeout=CALL_TIMEOUT_S,
         )
         watch = reply.watch
-        if reply.created:
+        if fmt is OutputFormat.JSON:
+            document = {"watch": watch_document(watch), "created": reply.created}
+            print_result(fmt, document, [])
+        elif reply.created:
             console.print(f"watching {_summary(watch)}; the first run starts now")
         else:
             console.print(
@@ -94,17 +110,25 @@ def watch_add(
 
 
 @watch_playlist_app.command("list")
-def watch_list(router: RouterOption = None) -> None:
+def watch_list(
+    output: OutputOption = OutputFormat.TABLE,
+    json_output: JsonOption = False,
+    wide: WideOption = False,
+    router: RouterOption = None,
+) -> None:
     """Every watched playlist: interval, next run, last result."""
+    fmt = output_format(output, json_output=json_output, wide=wide)
 
     async def body(channel: grpc.aio.Channel) -> int:
         reply = await _stub(channel).ListPlaylistWatches(
             watches_pb2.ListPlaylistWatchesRequest(), timeout=CALL_TIMEOUT_S
         )
-        if not reply.watches:
+        watches = list(reply.watches)
+        if not watches and fmt is not OutputFormat.JSON:
             console.print("no playlist is watched")
             return 0
-        console.print(watched_playlists_table(list(reply.watches)))
+        document = {"watches": [watch_document(w) for w in watches]}
+        print_result(fmt, document, [watched_playlists_table(watches)])
         return 0
 
     run_on_router(router_address(router), body)
@@ -112,13 +136,15 @@ def watch_list(router: RouterOption = None) -> None:
 
 @watch_playlist_app.command("run")
 def watch_run(
-    playlist: Annotated[str, typer.Argument(help="The watched playlist, as `list` shows it.")],
+    playlist: Annotated[str, typer.Argument(help="The watched playlist: its id or share URL.")],
     timeout: Annotated[
         float, typer.Option("--timeout", min=1.0, help="Give up waiting after this many seconds.")
     ] = 600.0,
+    json_output: JsonOption = False,
     router: RouterOption = None,
 ) -> None:
     """Run a watch now and print what it did; its next run is counted from now."""
+    fmt = output_format(json_output=json_output)
 
     async def body(channel: grpc.aio.Channel) -> int:
         reply = await _stub(channel).RunPlaylistWatch(
@@ -126,9 +152,13 @@ def watch_run(
         )
         watch = reply.watch
         line = f"{_summary(watch)}: {watch.last_result}"
+        if fmt is OutputFormat.JSON:
+            print_result(fmt, {"watch": watch_document(watch)}, [])
         if watch.last_run_failed:
             err_console.print(f"[red]{line}[/]")
             return 1
+        if fmt is OutputFormat.JSON:
+            return 0
         console.print(f"{line}; next run {local_time(watch.next_run_at)}")
         return 0
 
@@ -137,16 +167,21 @@ def watch_run(
 
 @watch_playlist_app.command("remove")
 def watch_remove(
-    playlist: Annotated[str, typer.Argument(help="The watched playlist, as `list` shows it.")],
+    playlist: Annotated[str, typer.Argument(help="The watched playlist: its id or share URL.")],
+    json_output: JsonOption = False,
     router: RouterOption = None,
 ) -> None:
     """Stop watching a playlist."""
+    fmt = output_format(json_output=json_output)
 
     async def body(channel: grpc.aio.Channel) -> int:
         reply = await _stub(channel).RemovePlaylistWatch(
             watches_pb2.RemovePlaylistWatchRequest(playlist_id=playlist), timeout=CALL_TIMEOUT_S
         )
-        console.print(f"stopped watching {_summary(reply.watch)}")
+        if fmt is OutputFormat.JSON:
+            print_result(fmt, {"watch": watch_document(reply.watch)}, [])
+        else:
+            console.print(f"stopped watching {_summary(reply.watch)}")
         return 0
 
     run_on_router(router_address(router), body)

@@ -106,6 +106,17 @@ def test_table_commands_print_one_json_document(
     names = [c["name"] for c in json.loads(consumers.stdout)["consumers"]]
     assert "cli-worker" in names
 
+    # Commands that print a result line instead of a table say it as JSON too.
+    replayed = runner.invoke(dlq_app, ["replay", "--consumer", "cli-worker", "--json", *router])
+    assert replayed.exit_code == 0, replayed.output
+    assert json.loads(replayed.stdout) == {"replayed": 1}
+    deleted = runner.invoke(events_app, ["consumers", "delete", "cli-worker", "--json", *router])
+    assert deleted.exit_code == 0, deleted.output
+    assert json.loads(deleted.stdout) == {"consumer": "cli-worker", "deleted": True}
+    gone = runner.invoke(events_app, ["consumers", "delete", "cli-worker", "--json", *router])
+    assert gone.exit_code == 1
+    assert json.loads(gone.stdout) == {"consumer": "cli-worker", "deleted": False}
+
     # Errors stay on standard error with a non-zero exit, and standard output stays empty.
     missing = runner.invoke(dlq_app, ["show", "999", "--json", *router])
     assert missing.exit_code == 1
