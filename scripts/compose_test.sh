@@ -17,7 +17,7 @@
 #   SOULSPOT_KEEP=1         leave the stack running (no teardown) for inspection
 #   SOULSPOT_COMPOSE_CLUSTER=1  the `cluster` profile too: two routers on a three-node NATS
 #                           JetStream cluster, every module and the client given both routers
-#                           (slower; needs the NATS image, SOULSPOT_NATS_IMAGE)
+#                           (slower; the NATS nodes run from the project's image)
 set -euo pipefail
 
 START=$(date +%s)

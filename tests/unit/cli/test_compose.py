@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -38,6 +39,12 @@ def _service(compose: dict[str, Any], name: str) -> dict[str, Any]:
     service = compose["services"].get(name)
     assert isinstance(service, dict), f"service {name} missing"
     return service
+
+
+def _unset_default(value: str) -> str:
+    """What a `${VAR:-default}` value is when VAR is unset (any other value as it is)."""
+    match = re.fullmatch(r"\$\{[A-Z0-9_]+:-(.*)\}", value)
+    return match[1] if match else value
 
 
 def test_the_project_file_is_the_one_up_finds(compose: dict[str, Any]) -> None:
@@ -98,7 +105,7 @@ def test_module_addresses_match_the_defaults(compose: dict[str, Any], name: str)
     section = name.upper()
     assert env[f"SOULSPOT_{section}__ADDRESS"] == f"0.0.0.0:{port}"
     assert env[f"SOULSPOT_{section}__ADVERTISE_ADDRESS"] == f"{name}:{port}"
-    assert env["SOULSPOT_ROUTER_ADDRESS"] == f"router:{ROUTER_PORT}"
+    assert _unset_default(env["SOULSPOT_ROUTER_ADDRESS"]) == f"router:{ROUTER_PORT}"
 
 
 def test_router_listens_on_all_interfaces_and_publishes_grpc_and_http(
@@ -149,7 +156,10 @@ def test_the_pki_service_makes_certificates_for_every_service_name(
     assert command[:4] == ["python", "-m", "services.kit.security", "init"]
     assert command[command.index("--pki-dir") + 1] == PKI_DIR
     dns = {command[i + 1] for i, arg in enumerate(command) if arg == "--dns"}
-    assert dns == set(MESH)
+    # Every service another one dials: the mesh, the `cluster` profile's second router and
+    # NATS nodes; not the one-shot pki service itself nor the client, which serve nothing.
+    assert dns == set(compose["services"]) - {"pki", "client"}
+    assert set(MESH) <= dns
     assert f"pki:{PKI_DIR}" in pki["volumes"]  # the only writer
     assert "pki" in compose["volumes"]
 
@@ -169,11 +179,31 @@ def test_client_waits_for_every_module_and_runs_get(compose: dict[str, Any]) -> 
     assert all(v == {"condition": "service_healthy"} for v in client["depends_on"].values())
 
 
+@pytest.mark.parametrize("name", ["nats-1", "nats-2", "nats-3"])
+def test_nats_nodes_run_from_the_project_image_with_the_mesh_tls(
+    compose: dict[str, Any], name: str
+) -> None:
+    node = _service(compose, name)
+    assert node.get("profiles") == ["cluster"]
+    assert node.get("image") == _service(compose, "router").get("image"), "one image"
+    command = node["command"]
+    assert command[:3] == ["python", "-m", "services.kit.security.nats_node"]
+    assert importlib.util.find_spec(command[2]) is not None
+    assert f"--server-name={name}" in command
+    assert "--pki-dir=/data/pki" in command, "the node speaks mutual TLS with the mesh CA"
+    assert "pki:/data/pki:ro" in node["volumes"]
+    pki_command = _service(compose, "pki")["command"]
+    assert pki_command[pki_command.index("--nats") + 1] == "nats"
+    assert {"nats-1", "nats-2", "nats-3"} <= {
+        pki_command[i + 1] for i, arg in enumerate(pki_command) if arg == "--dns"
+    }
+
+
 def test_docker_compose_accepts_the_file() -> None:
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.skip("docker-compose is not installed: `docker-compose config -q` not run")
-    for profile_args in ([], ["--profile", "e2e"]):
+    for profile_args in ([], ["--profile", "e2e"], ["--profile", "cluster"]):
         result = subprocess.run(
             [binary, "-f", str(ROOT / "docker-compose.yml"), *profile_args, "config", "-q"],
             capture_output=True,

@@ -3,13 +3,16 @@
 A real nats-server (and a three-node cluster, routes over TLS) configured the way the mesh
 runs it; the event store and the pipeline's run store connect as the router, while a client
 without a certificate, one without TLS, and one presenting a module's certificate are turned
-away.
+away. The compose nodes' own entry point (`python -m services.kit.security.nats_node`) runs
+such a node.
 """
 
 from __future__ import annotations
 
 import socket
 import ssl
+import subprocess
+import sys
 from typing import TYPE_CHECKING, Any
 
 import nats
@@ -20,13 +23,20 @@ from router.bus.jetstream.connection import connect_nats, nats_tls_context
 from router.bus.jetstream_store import JetStreamEventStore
 from router.pipeline.kv_store import KvRunStore
 from services.kit.events.client import build_envelope
-from services.kit.security.ca import identity_files
+from services.kit.security.ca import ensure_identities, identity_files
 from services.kit.security.identity import ROUTER, Identity
+from services.kit.security.nats_node import DEFAULT_NATS_NAME
 from services.kit.security.tls import use_transport
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import download_pb2
 from tests.helpers.nats_cluster import NatsCluster
-from tests.helpers.nats_server import NatsServerProcess, start_nats_server
+from tests.helpers.nats_server import (
+    NatsServerProcess,
+    NodeConfig,
+    free_port,
+    start_nats_server,
+    wait_until_listening,
+)
 from tests.helpers.pki import add_modules, make_pki, transport_as
 
 if TYPE_CHECKING:
@@ -156,7 +166,8 @@ async def test_a_cluster_routes_over_tls_and_serves_replicated_streams(
 ) -> None:
     with NatsCluster(tmp_path, pki_dir=pki) as cluster:
         # Three copies need the routes: JetStream places a replica on each node.
-        store = JetStreamEventStore(cluster.urls, replicas=3)
+        # A generous request timeout: a replicated stream's creation waits for all three.
+        store = JetStreamEventStore(cluster.urls, replicas=3, request_timeout_s=20.0)
         await store.open()
         try:
             (stored,) = await store.append([_envelope("d-cluster")], [None])
@@ -166,3 +177,48 @@ async def test_a_cluster_routes_over_tls_and_serves_replicated_streams(
         config = cluster.configs[0].config_path.read_text()
         assert "verify_and_map: true" in config
         assert identity_files(pki, Identity.nats("nats")).cert.is_file()
+
+
+def _run_entry_point(tmp_path: Path, pki: Path) -> NatsServerProcess:
+    """The command the compose `cluster` profile runs for a node, on loopback ports."""
+    port, monitor = free_port(), free_port()
+    log_path = tmp_path / "node.log"
+    with log_path.open("wb") as log:
+        popen = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "services.kit.security.nats_node",
+                "--server-name=n1",
+                f"--listen=127.0.0.1:{port}",
+                f"--http=127.0.0.1:{monitor}",
+                f"--store-dir={tmp_path / 'node'}",
+                f"--pki-dir={pki}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    config = NodeConfig("n1", port, tmp_path / "node", tmp_path / "node" / "nats-server.conf")
+    node = NatsServerProcess(config, popen, log_path)
+    wait_until_listening(node)
+    return node
+
+
+@pytest.mark.usefixtures("as_router")
+async def test_the_compose_nodes_entry_point_runs_a_node_that_takes_only_the_router(
+    tmp_path: Path, pki: Path
+) -> None:
+    ensure_identities(pki, [Identity.nats(DEFAULT_NATS_NAME)])
+    node = _run_entry_point(tmp_path, pki)
+    try:
+        nc = await connect_nats([node.url], allow_reconnect=False)
+        try:
+            assert (await nc.jetstream().account_info()).limits is not None
+        finally:
+            await nc.close()
+        module = transport_as(pki, Identity.module("library"))
+        with pytest.raises(NatsError) as caught:
+            await _connect(node.url, tls=nats_tls_context(module))
+        assert "authorization violation" in str(caught.value).lower()
+    finally:
+        node.stop()
