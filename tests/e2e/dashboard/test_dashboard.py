@@ -2,12 +2,14 @@
 
 The router serves its HTTP side on SOULSPOT_ROUTER__HTTP_ADDRESS; the page must render the
 module's badge and its capability row from live data, show a download's progress pushed
-over Server-Sent Events, and show the module going away after it stops.
+over Server-Sent Events, show a playlist watched with `soulspot watch-playlist` and an album
+in progress, and show the module going away after it stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +20,7 @@ from services.kit.events.client import RouterPublisher
 from services.kit.rpc.channel import open_channel
 from services.kit.security.identity import Identity
 from soulspot.common.v1 import module_pb2, references_pb2
+from soulspot.events.v1 import album_pb2 as album_events_pb2
 from soulspot.events.v1 import download_pb2 as download_events_pb2
 from soulspot.router.v1 import router_pb2
 from tests.helpers.mesh import ROOT, Mesh, free_port
@@ -44,6 +47,8 @@ CHROMIUM_ARGS = [
 SCREENSHOT = ROOT / "build" / "screenshots" / "dashboard.png"
 MODULE = "notifications"
 CAPABILITY = "notify.track_ready"
+PLAYLIST = "37i9dQZF1DXcBWIGoYBM5M"
+ALBUM_ID = "alb-e2e-1"
 
 if not CHROMIUM.exists():
     pytest.skip(
@@ -86,6 +91,55 @@ async def _wait_module_status(mesh: Mesh, name: str, unwanted: int, within_s: fl
             if module is None or module.status != unwanted:
                 return
             await asyncio.sleep(0.1)
+
+
+async def _watch_playlist(mesh: Mesh, playlist: str) -> None:
+    """`soulspot watch-playlist PLAYLIST --every 6h` as a process, as the command line."""
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cli.main",
+        "watch-playlist",
+        playlist,
+        "--every",
+        "6h",
+        "--router",
+        mesh.router_address,
+        cwd=ROOT,
+        env=mesh.procs["router"].env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(cli.communicate(), 60)
+    assert cli.returncode == 0, output.decode()
+
+
+async def _publish_album_in_progress(mesh: Mesh) -> None:
+    """An album the folder module has started fetching, as its events say."""
+    folder = transport_as(mesh.pki_dir, Identity.module("folder"))
+    async with open_channel(mesh.router_address, transport=folder) as channel:
+        publisher = RouterPublisher(channel, source_module="folder")
+        await publisher.publish(
+            album_events_pb2.AlbumRequested(
+                album_download_id=ALBUM_ID,
+                artist="The Paper Lanterns",
+                album="Night Ferry",
+                expected_tracks=3,
+            ),
+            subject=ALBUM_ID,
+        )
+        await publisher.publish(
+            album_events_pb2.AlbumDownloadStarted(
+                album_download_id=ALBUM_ID,
+                source="source",
+                folder="The Paper Lanterns/Night Ferry",
+                track_count=3,
+                attempt=1,
+                artist="The Paper Lanterns",
+                album="Night Ferry",
+            ),
+            subject=ALBUM_ID,
+        )
 
 
 async def test_dashboard_renders_live_data_and_follows_changes(
@@ -132,6 +186,22 @@ async def test_dashboard_renders_live_data_and_follows_changes(
         await download.wait_for(timeout=10_000)
         assert "Nina Simone - Sinnerman" in await download.inner_text()
         assert "42%" in await download.inner_text()
+
+        # A playlist watched from the command line (as a share URL) and an album in progress:
+        # both are on the page once it loads again.
+        await _watch_playlist(mesh, f"https://open.spotify.com/playlist/{PLAYLIST}?si=e2e")
+        await _publish_album_in_progress(mesh)
+        await page.reload()
+        watch = page.locator(f'tr[data-watch="{PLAYLIST}"]')
+        await watch.wait_for(timeout=10_000)
+        assert "6h" in await watch.inner_text()
+        assert (await page.locator("#watches-count").inner_text()).strip() == "1"
+        album = page.locator(f'tr[data-album="{ALBUM_ID}"]')
+        await album.wait_for(timeout=10_000)
+        album_text = await album.inner_text()
+        assert "The Paper Lanterns \u2013 Night Ferry" in album_text
+        assert "downloading" in album_text
+        assert "The Paper Lanterns/Night Ferry" in album_text
 
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(SCREENSHOT), full_page=True)
