@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from services.kit.support.playlist_reference import canonical_playlist
 from services.kit.support.sqlite import open_wal, transaction
 from soulspot.router.v1 import watches_pb2
 
@@ -191,6 +192,34 @@ class _SyncStore:
         for name, declaration in _ADDED_TRACK_COLUMNS.items():
             if name not in columns:
                 self.db.execute(f"ALTER TABLE watch_tracks ADD COLUMN {name} {declaration}")
+        self._canonical_ids()
+
+    def _canonical_ids(self) -> None:
+        """Watches stored before their ids were made canonical (a share URL as given) are
+        keyed by the playlist id from now on; one that duplicates a watch already keyed so
+        hands it the tracks it requested and goes."""
+        for (stored,) in self.db.execute("SELECT playlist_id FROM watches").fetchall():
+            canonical = canonical_playlist(str(stored))
+            if canonical == stored:
+                continue
+            with transaction(self.db):
+                self.db.execute(
+                    "INSERT OR IGNORE INTO watches (playlist_id, every_s, next_run_at,"
+                    " created_at, owner, name, last_run_at, last_result, last_run_failed,"
+                    " tracks_in_playlist, last_requested, failures)"
+                    " SELECT ?, every_s, next_run_at, created_at, owner, name, last_run_at,"
+                    " last_result, last_run_failed, tracks_in_playlist, last_requested, failures"
+                    " FROM watches WHERE playlist_id = ?",
+                    (canonical, stored),
+                )
+                self.db.execute(
+                    "INSERT OR IGNORE INTO watch_tracks"
+                    " (playlist_id, track_key, requested_at, attempts, in_library)"
+                    " SELECT ?, track_key, requested_at, attempts, in_library FROM watch_tracks"
+                    " WHERE playlist_id = ?",
+                    (canonical, stored),
+                )
+                self.db.execute("DELETE FROM watches WHERE playlist_id = ?", (stored,))
 
     def close(self) -> None:
         self.db.close()

@@ -143,3 +143,37 @@ async def test_a_store_from_before_attempts_were_counted_gains_them_at_open(
         assert await store.known_tracks("pl") == {"k": KnownTrack(1, NOW, False)}
     finally:
         await store.close()
+
+
+async def test_watches_stored_under_a_share_url_are_keyed_by_the_playlist_id_at_open(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "w.sqlite3"
+    pid = "37i9dQZF1DXcBWIGoYBM5M"
+    store = SqliteWatchStore(path)
+    await store.upsert(pid, 3600, owner="", now=NOW, limit=5)
+    await store.remember_tracks(pid, ["a"], NOW)
+    await store.close()
+    # As a version that kept ids as given would have stored them.
+    with sqlite3.connect(path) as db:
+        for given, track in (
+            (f"https://open.spotify.com/playlist/{pid}?si=x", "b"),
+            ("Liked", "c"),
+        ):
+            db.execute(
+                "INSERT INTO watches (playlist_id, every_s, next_run_at, created_at)"
+                " VALUES (?, 7200, ?, ?)",
+                (given, NOW, NOW),
+            )
+            db.execute("INSERT INTO watch_tracks VALUES (?, ?, ?, 1, 0)", (given, track, NOW))
+    db.close()
+    reopened = SqliteWatchStore(path)
+    try:
+        assert sorted(w.playlist_id for w in await reopened.list_watches()) == [pid, "liked"]
+        kept = await reopened.get(pid)
+        assert kept is not None
+        assert kept.every_s == 3600  # the watch already keyed by the id stays as it was
+        assert set(await reopened.known_tracks(pid)) == {"a", "b"}
+        assert set(await reopened.known_tracks("liked")) == {"c"}
+    finally:
+        await reopened.close()
