@@ -44,8 +44,9 @@ def bootstrap(
     ] = f"{CLI.kind}/{CLI.name}",
     router: RouterOption = None,
 ) -> None:
-    """The bootstrap for GRPC_XDS_BOOTSTRAP: the router as the xDS server, with credentials
-    that follow the mesh's (mutual TLS, or insecure on a plaintext mesh)."""
+    """The bootstrap for GRPC_XDS_BOOTSTRAP: the router (each router, when several are given)
+    as the xDS server, with credentials that follow the mesh's (mutual TLS, or insecure on a
+    plaintext mesh)."""
     settings = cli_settings()
     who = _identity(identity)
     section = settings.tls
@@ -56,9 +57,9 @@ def bootstrap(
     except OSError as err:
         err_console.print(f"[red]credentials:[/] {err}")
         raise typer.Exit(2) from err
-    # gRPC talks to the first xDS server it is given: with several routers, the first one.
-    address = (router or settings.router_address).split(",")[0].strip()
-    text = bootstrap_for(address, transport)
+    # Several routers (comma-separated): one xDS server each, the later ones the first's
+    # fallbacks (gRFC A71).
+    text = bootstrap_for(router or settings.router_address, transport)
     if out is None:
         typer.echo(text)
         return

@@ -11,6 +11,13 @@ What a client must know (the kit's xds:/// channels and any plain grpcio client)
 
 - **The bootstrap is process-global.** gRPC reads it once, at the first xds channel; every
   later xds channel of the process shares that xDS client. Set the environment before then.
+- **Several routers.** A router address setting with several routers (comma-separated)
+  gives the bootstrap one `xds_servers` entry per router, in that order. gRPC (1.85, gRFC
+  A71 xDS fallback, on without any environment variable) talks to the first; when that one
+  cannot be reached it takes its resources from the next, and goes back to the first once
+  it answers again. A client whose first router dies after it had its resources keeps
+  those (and calls keep going to the modules) rather than falling back: resources it did
+  not have yet are asked of the next router.
 - **Control plane credentials follow the mesh's.** With TLS the bootstrap's `channel_creds`
   is `{"type": "tls", "config": {ca_certificate_file, certificate_file, private_key_file}}`
   (gRFC A65): the client presents its own mesh certificate to the router, which checks it
@@ -50,6 +57,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.experimental
+
+from services.kit.rpc.targets import split_addresses
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -92,6 +101,22 @@ def channel_creds(files: IdentityFiles | None) -> list[dict[str, Any]]:
     ]
 
 
+def xds_servers(router_address: str, files: IdentityFiles | None) -> list[dict[str, Any]]:
+    """One xDS server per router of a router address setting (`host:port`, or several
+    comma-separated), in the order given: gRPC falls back from each to the next."""
+    addresses = split_addresses(router_address)
+    if not addresses:
+        raise ValueError("the router address names no router")
+    return [
+        {
+            "server_uri": address,
+            "channel_creds": channel_creds(files),
+            "server_features": ["xds_v3"],
+        }
+        for address in addresses
+    ]
+
+
 def bootstrap_config(
     router_address: str,
     *,
@@ -99,8 +124,9 @@ def bootstrap_config(
     files: IdentityFiles | None,
     locality_zone: str = "",
 ) -> dict[str, Any]:
-    """The bootstrap as a dict: the router as the one xDS server, with credentials that follow
-    the mesh's, and this client's node.
+    """The bootstrap as a dict: each router of `router_address` as an xDS server (the first
+    first, the others as its fallbacks), with credentials that follow the mesh's, and this
+    client's node.
 
     `node_id` is informational: a router with TLS names the node by the caller's verified
     identity whatever the client writes here; use the identity's URI.
@@ -108,16 +134,7 @@ def bootstrap_config(
     node: dict[str, Any] = {"id": node_id, "cluster": NODE_CLUSTER}
     if locality_zone:
         node["locality"] = {"zone": locality_zone}
-    return {
-        "xds_servers": [
-            {
-                "server_uri": router_address,
-                "channel_creds": channel_creds(files),
-                "server_features": ["xds_v3"],
-            }
-        ],
-        "node": node,
-    }
+    return {"xds_servers": xds_servers(router_address, files), "node": node}
 
 
 def bootstrap_json(router_address: str, *, node_id: str, files: IdentityFiles | None) -> str:
