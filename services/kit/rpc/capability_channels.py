@@ -60,7 +60,9 @@ _CHECK_TIMEOUT_S = 1.0
 
 
 def install_bootstrap(router_address: str, identity: Identity, transport: Transport | None) -> str:
-    """Point this process's xDS client at the router, and return the bootstrap JSON.
+    """Point this process's xDS client at the router, and return the bootstrap JSON. With
+    several routers (a comma-separated `router_address`) each is an xDS server, the later
+    ones the first's fallbacks, so the channels work while the first router is down.
 
     gRPC reads its bootstrap from the environment (and nowhere else) when the process's first
     xds channel connects, and shares that xDS client with every later one: so this is the
