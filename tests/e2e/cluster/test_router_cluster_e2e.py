@@ -1,7 +1,9 @@
 """Two router processes on a three-node NATS JetStream cluster, under a publish burst from
 retrying publishers: kill -9 of one NATS node, and separately of one router. No acked event is
-lost or stored twice, every acked event reaches its durable consumer, and each
-download.completed has exactly one pipeline run, whichever router took it."""
+lost or stored twice, every acked event reaches its durable consumer (whose subscriber is
+given both routers' addresses: one router serves the consumer, the other hands it over when
+it is killed), and each download.completed has exactly one pipeline run, whichever router
+took it."""
 
 from __future__ import annotations
 
@@ -49,7 +51,12 @@ def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
 @pytest.fixture
 def routers(tmp_path: Path, cluster: NatsCluster) -> Iterator[list[Process]]:
     started = start_routers(
-        tmp_path, cluster.urls, replicas=3, SOULSPOT_ROUTER__PIPELINE_LEASE_S="2"
+        tmp_path,
+        cluster.urls,
+        replicas=3,
+        SOULSPOT_ROUTER__PIPELINE_LEASE_S="2",
+        # A consumer served by the killed router moves to the other within seconds.
+        SOULSPOT_BUS__CONSUMER_LEASE_S="2",
     )
     try:
         yield started
@@ -112,8 +119,10 @@ class ChaosRun:
 
 
 async def _chaos(cluster: NatsCluster, routers: list[Process]) -> ChaosRun:
-    """A durable consumer on both routers; a burst during which one NATS node is killed -9
-    (then restarted), another during which one router is killed -9."""
+    """A durable consumer whose subscriber round-robins over both routers (the one holding
+    the consumer's lease serves it, the other refuses until it takes the lease over); a burst
+    during which one NATS node is killed -9 (then restarted), another during which one router
+    is killed -9."""
     both = ",".join(r.address for r in routers)
     delivered: set[str] = set()
     handlers = EventHandlers()

@@ -274,3 +274,23 @@ async def test_kit_subscribers_on_both_routers_get_every_event_once_keys_one_at_
             await sub.stop()
         for channel in channels.values():
             await channel.close()
+
+
+async def test_a_router_whose_lease_was_taken_stops_serving_the_consumer(
+    nodes: list[Node], nats_process: NatsServerProcess
+) -> None:
+    first = nodes[0]
+    client = await nats.connect(nats_process.url)
+    try:
+        leases = await client.jetstream().key_value(f"{STREAM}_CONSUMER_LEASES")
+        async with RawSubscriber(first.stub, "taken", ["download.*"]) as sub:
+            assert sub._task is not None
+            # Another router took the lease over (this one stalled past a lease, say).
+            await leases.put(consumer_token("taken"), json.dumps({"owner": "other"}).encode())
+            async with asyncio.timeout(5):
+                await sub._task  # the stream ends: its subscriber goes to the new holder
+            assert "taken" not in first.bus.consumers
+            await first.publish(envelope(started("after")))
+            assert sub.received == []
+    finally:
+        await client.close()
