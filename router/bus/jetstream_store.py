@@ -869,6 +869,12 @@ class JetStreamEventStore:
         async def op() -> None:
             for name, state in self._states.items():
                 if state.inactive_s > 0 and state.idle_since_us == 0:
+                    if self.consumer_leases is not None and await self.consumer_leases.is_held(
+                        name
+                    ):
+                        # Served by another router: its record is that router's to write.
+                        self._not_ours.add(name)
+                        continue
                     state.idle_since_us = since_us
                     self._dirty.add(name)
             await self._flush()

@@ -127,6 +127,16 @@ class ConsumerLeases:
     def held(self) -> list[str]:
         return list(self._held)
 
+    async def is_held(self, name: str) -> bool:
+        """Whether some router (this one or another) holds the consumer's lease now."""
+        if name in self._held:
+            return True
+        try:
+            await self.kv.get(consumer_token(name))
+        except KeyNotFoundError:
+            return False
+        return True
+
     def _value(self) -> bytes:
         return _encode(self.owner, self.address)
 
