@@ -13,30 +13,23 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from services.domain.album_matching import (
-    ExpectedTrack,
     FolderFile,
     FolderRules,
     FolderVerdict,
     score_folder,
 )
 from services.domain.audio.probe import file_reference, read_audio
-from services.domain.downloads.album_tracks import (
-    ALBUM_ID_ATTRIBUTE,
-    ALBUM_TRACKS_ATTRIBUTE,
-    track_download_id,
-)
+from services.domain.downloads.album_jobs import AlbumJobs, expected_tracks, track_for
+from services.domain.downloads.album_tracks import album_attributes
 from services.domain.downloads.registry import State
 from services.folder.copier import copy_into
 from services.kit.rpc.errors import NotFound, Unavailable
 from soulspot.capabilities.v1 import album_pb2
 from soulspot.common.v1 import references_pb2
-from soulspot.events.v1 import album_pb2 as album_events_pb2
-from soulspot.events.v1 import download_pb2 as download_events_pb2
 
 if TYPE_CHECKING:
     from services.domain.downloads.registry import DownloadRecord
@@ -47,7 +40,6 @@ __all__ = ["FolderAlbumCopier", "folder_rules"]
 
 log = logging.getLogger("soulspot.folder.album")
 
-FailureKind = download_events_pb2.FailureKind
 AudioFormat = references_pb2.AudioFormat
 _FORMAT_EXTENSIONS = {
     AudioFormat.AUDIO_FORMAT_MP3: ("mp3",),
@@ -86,7 +78,7 @@ class FolderAlbumCopier:
         self.downloader = downloader
         self.section = downloader.section
         self.registry = downloader.registry
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.jobs = AlbumJobs(self.registry, log)
 
     async def start(
         self, request: album_pb2.DownloadAlbumRequest
@@ -94,28 +86,8 @@ class FolderAlbumCopier:
         if not await self.downloader.check():
             raise Unavailable(f"folder cannot download: {self.downloader.runtime.health_reason}")
         await self.downloader.refresh()
-        album_id = f"{self.registry.module}-album-{uuid.uuid4().hex[:16]}"
-        self.registry.announce(
-            album_events_pb2.AlbumRequested(
-                album_download_id=album_id,
-                artist=request.artist,
-                album=request.album,
-                expected_tracks=len(request.tracks),
-                requested_by=request.requested_by,
-            ),
-            album_id,
-        )
-        expected = [
-            (
-                ExpectedTrack(
-                    title=t.title,
-                    position=t.track_number or i + 1,
-                    duration_s=t.duration_ms / 1000 if t.duration_ms else None,
-                ),
-                t,
-            )
-            for i, t in enumerate(request.tracks)
-        ]
+        album_id = self.jobs.requested(request)
+        expected = expected_tracks(request)
         rules = folder_rules(
             request.quality if request.HasField("quality") else None,
             self.section.duration_tolerance_s,
@@ -156,15 +128,11 @@ class FolderAlbumCopier:
                 f"folder: {why}. What to do: put the whole album in one sub-folder of "
                 f"{self.section.source_dir}, or fetch the tracks one by one with `soulspot get`"
             )
-            self._failed(album_id, request, reason, [])
+            self.jobs.failed(album_id, request, reason, [])
             await self.registry.flush()
             raise NotFound(reason)
         references = {id(e): ref for e, ref in expected}
-        task = asyncio.create_task(
-            self._run(album_id, request, accepted, references), name=f"album {album_id}"
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task = self.jobs.spawn(album_id, self._run(album_id, request, accepted, references))
         # A local copy usually finishes at once: the answer then follows its events.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(task), self.section.answer_within_s)
@@ -179,31 +147,7 @@ class FolderAlbumCopier:
         )
 
     async def stop(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-
-    def _failed(
-        self,
-        album_id: str,
-        request: album_pb2.DownloadAlbumRequest,
-        reason: str,
-        tried: list[str],
-    ) -> None:
-        log.warning("album failed", extra={"album_download_id": album_id, "reason": reason})
-        self.registry.announce(
-            album_events_pb2.AlbumFailed(
-                album_download_id=album_id,
-                reason=reason,
-                tried_sources=tried,
-                artist=request.artist,
-                album=request.album,
-            ),
-            album_id,
-        )
+        await self.jobs.stop()
 
     async def _run(
         self,
@@ -220,7 +164,7 @@ class FolderAlbumCopier:
             if not why:
                 return
             reasons.append(why)
-        self._failed(
+        self.jobs.failed(
             album_id,
             request,
             f"every matching folder of {request.artist} - {request.album} failed to copy "
@@ -240,17 +184,13 @@ class FolderAlbumCopier:
         """Copy one folder whole: "" when every file was copied, else why (and the copies
         made are deleted)."""
         source = str(self.section.source_dir)
-        self.registry.announce(
-            album_events_pb2.AlbumDownloadStarted(
-                album_download_id=album_id,
-                source=source,
-                folder=verdict.folder,
-                track_count=len(entries),
-                attempt=attempt,
-                artist=request.artist,
-                album=request.album,
-            ),
+        self.jobs.download_started(
             album_id,
+            request,
+            source=source,
+            folder=verdict.folder,
+            track_count=len(entries),
+            attempt=attempt,
         )
         records: list[DownloadRecord] = []
         files: list[references_pb2.FileReference] = []
@@ -258,20 +198,18 @@ class FolderAlbumCopier:
         try:
             for index, entry in enumerate(entries):
                 wanted = references.get(id(verdict.tracks[index]))
-                record = self.registry.new(
-                    _track_for(request, verdict.files[index], wanted),
-                    request.requested_by,
-                    download_id=track_download_id(album_id, attempt, index),
+                record = await self.jobs.open_track(
+                    album_id,
+                    request,
+                    attempt=attempt,
+                    index=index,
+                    track=track_for(request, verdict.files[index], wanted),
+                    source=source,
+                    remote_filename=entry.relative,
+                    state=State.DOWNLOAD_STATE_IN_PROGRESS,
+                    expected_size=entry.facts.size_bytes,
                 )
-                record.source = source
-                record.remote_filename = entry.relative
-                record.tried_sources.append(source)
-                record.state = State.DOWNLOAD_STATE_IN_PROGRESS
-                self.registry.save(record)
                 records.append(record)
-                await self.registry.started_event(
-                    record, attempt=attempt, expected_size=entry.facts.size_bytes
-                )
                 target, checksum = await asyncio.to_thread(
                     copy_into,
                     entry.facts.path,
@@ -287,31 +225,9 @@ class FolderAlbumCopier:
                 with contextlib.suppress(OSError):
                     path.unlink()
             for record in records:
-                await self.registry.fail(
-                    record,
-                    f"album folder abandoned: {why}",
-                    kind=FailureKind.FAILURE_KIND_TRANSFER_FAILED,
-                    can_retry=True,
-                )
+                await self.jobs.abandon_track(record, why)
             return why
-        attributes = {ALBUM_ID_ATTRIBUTE: album_id, ALBUM_TRACKS_ATTRIBUTE: str(len(records))}
+        attributes = album_attributes(album_id, len(records))
         for record, file in zip(records, files, strict=True):
             await self.registry.complete(record, file, attributes=attributes)
         return ""
-
-
-def _track_for(
-    request: album_pb2.DownloadAlbumRequest,
-    shaped: FolderFile,
-    wanted: references_pb2.TrackReference | None,
-) -> references_pb2.TrackReference:
-    """The track a file stands for: the requested one, else what its tags or name say."""
-    track = references_pb2.TrackReference()
-    if wanted is not None:
-        track.CopyFrom(wanted)
-    else:
-        track.title = shaped.title
-        track.track_number = shaped.number or 0
-    track.artist = track.artist or request.artist
-    track.album = track.album or request.album
-    return track

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,20 +26,14 @@ from services.domain.album_matching import (
     group_by_folder,
     score_folder,
 )
-from services.domain.downloads.album_tracks import (
-    ALBUM_ID_ATTRIBUTE,
-    ALBUM_TRACKS_ATTRIBUTE,
-    track_download_id,
-)
+from services.domain.downloads.album_jobs import AlbumJobs, expected_tracks, track_for
+from services.domain.downloads.album_tracks import album_attributes
 from services.domain.downloads.registry import State
 from services.domain.matching import clean_title, tokens
 from services.kit.rpc.errors import NotFound, Unavailable
 from services.soulseek.downloader import _describe, build_policy
 from services.soulseek.slskd_api import SlskdError
 from soulspot.capabilities.v1 import album_pb2
-from soulspot.common.v1 import references_pb2
-from soulspot.events.v1 import album_pb2 as album_events_pb2
-from soulspot.events.v1 import download_pb2 as download_events_pb2
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -48,12 +41,12 @@ if TYPE_CHECKING:
     from services.domain.downloads.registry import DownloadRecord
     from services.soulseek.downloader import SoulseekDownloader
     from services.soulseek.slskd_api import CandidateFile, SearchResponse
+    from soulspot.common.v1 import references_pb2
 
 __all__ = ["SoulseekAlbumDownloader", "album_query", "rank_folders"]
 
 log = logging.getLogger("soulspot.soulseek.album")
 
-FailureKind = download_events_pb2.FailureKind
 WHAT_TO_DO = (
     "try again later (peers come and go), relax the quality floor, or fetch the tracks one "
     "by one with `soulspot get`"
@@ -68,23 +61,6 @@ class FolderCandidate:
     verdict: FolderVerdict
     files: tuple[CandidateFile, ...]
     score: float
-
-
-def expected_tracks(
-    request: album_pb2.DownloadAlbumRequest,
-) -> list[tuple[ExpectedTrack, references_pb2.TrackReference]]:
-    """The request's track list, each entry with the reference it came from."""
-    return [
-        (
-            ExpectedTrack(
-                title=track.title,
-                position=track.track_number or index + 1,
-                duration_s=track.duration_ms / 1000 if track.duration_ms else None,
-            ),
-            track,
-        )
-        for index, track in enumerate(request.tracks)
-    ]
 
 
 def album_query(artist: str, album: str) -> str:
@@ -144,24 +120,14 @@ class SoulseekAlbumDownloader:
         self.client = tracks.client
         self.section = tracks.section
         self.registry = tracks.registry
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.jobs = AlbumJobs(self.registry, log)
 
     async def start(
         self, request: album_pb2.DownloadAlbumRequest
     ) -> album_pb2.DownloadAlbumResponse:
         """Search and pick the folders; answer once the best one is being fetched. Raises
         NotFound when no complete folder exists, Unavailable when slskd cannot be used."""
-        album_id = f"{self.registry.module}-album-{uuid.uuid4().hex[:16]}"
-        self.registry.announce(
-            album_events_pb2.AlbumRequested(
-                album_download_id=album_id,
-                artist=request.artist,
-                album=request.album,
-                expected_tracks=len(request.tracks),
-                requested_by=request.requested_by,
-            ),
-            album_id,
-        )
+        album_id = self.jobs.requested(request)
         policy = build_policy(
             self.section, request.quality if request.HasField("quality") else None
         ).ranking
@@ -202,12 +168,10 @@ class SoulseekAlbumDownloader:
             await self._failed(album_id, request, reason, [])
             raise NotFound(reason)
         best = candidates[0]
-        task = asyncio.create_task(
+        self.jobs.spawn(
+            album_id,
             self._run(album_id, request, expected, candidates[: max(1, self.section.max_attempts)]),
-            name=f"album {album_id}",
         )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
         return album_pb2.DownloadAlbumResponse(
             album_download_id=album_id,
             source=best.username,
@@ -217,12 +181,7 @@ class SoulseekAlbumDownloader:
         )
 
     async def stop(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self.jobs.stop()
 
     async def _failed(
         self,
@@ -231,17 +190,7 @@ class SoulseekAlbumDownloader:
         reason: str,
         tried: list[str],
     ) -> None:
-        log.warning("album failed", extra={"album_download_id": album_id, "reason": reason})
-        self.registry.announce(
-            album_events_pb2.AlbumFailed(
-                album_download_id=album_id,
-                reason=reason,
-                tried_sources=tried,
-                artist=request.artist,
-                album=request.album,
-            ),
-            album_id,
-        )
+        self.jobs.failed(album_id, request, reason, tried)
         await self.registry.flush()
 
     async def _run(
@@ -295,17 +244,13 @@ class SoulseekAlbumDownloader:
         """Fetch one folder whole: "" when every file arrived (and download.completed went
         out for each), else why not (and nothing of it is left in the downloads folder)."""
         references = {id(e): ref for e, ref in expected}
-        self.registry.announce(
-            album_events_pb2.AlbumDownloadStarted(
-                album_download_id=album_id,
-                source=candidate.username,
-                folder=candidate.verdict.folder,
-                track_count=len(candidate.files),
-                attempt=attempt,
-                artist=request.artist,
-                album=request.album,
-            ),
+        self.jobs.download_started(
             album_id,
+            request,
+            source=candidate.username,
+            folder=candidate.verdict.folder,
+            track_count=len(candidate.files),
+            attempt=attempt,
         )
         try:
             await self.client.enqueue(candidate.username, list(candidate.files))
@@ -314,18 +259,17 @@ class SoulseekAlbumDownloader:
         records: list[DownloadRecord] = []
         for index, file in enumerate(candidate.files):
             wanted = candidate.verdict.tracks[index]
-            track = _track_for(request, file.filename, references.get(id(wanted)))
-            record = self.registry.new(
-                track,
-                request.requested_by,
-                download_id=track_download_id(album_id, attempt, index),
+            record = await self.jobs.open_track(
+                album_id,
+                request,
+                attempt=attempt,
+                index=index,
+                track=track_for(request, FolderFile(file.filename), references.get(id(wanted))),
+                source=candidate.username,
+                remote_filename=file.filename,
+                state=State.DOWNLOAD_STATE_QUEUED,
+                expected_size=file.size,
             )
-            record.source = candidate.username
-            record.remote_filename = file.filename
-            record.state = State.DOWNLOAD_STATE_QUEUED
-            record.tried_sources.append(candidate.username)
-            self.registry.save(record)
-            await self.registry.started_event(record, attempt=attempt, expected_size=file.size)
             records.append(record)
         watches = {
             asyncio.create_task(
@@ -358,12 +302,7 @@ class SoulseekAlbumDownloader:
         for record in records:
             file_ref = await asyncio.to_thread(_describe, arrived[record.download_id])
             await self.registry.complete(
-                record,
-                file_ref,
-                attributes={
-                    ALBUM_ID_ATTRIBUTE: album_id,
-                    ALBUM_TRACKS_ATTRIBUTE: str(len(records)),
-                },
+                record, file_ref, attributes=album_attributes(album_id, len(records))
             )
         await self.registry.flush()
         return ""
@@ -378,27 +317,4 @@ class SoulseekAlbumDownloader:
                     arrived[record.download_id].unlink()
             else:
                 await self.tracks._cancel_remote(record)
-            await self.registry.fail(
-                record,
-                f"album folder abandoned: {why}",
-                kind=FailureKind.FAILURE_KIND_TRANSFER_FAILED,
-                can_retry=True,
-            )
-
-
-def _track_for(
-    request: album_pb2.DownloadAlbumRequest,
-    filename: str,
-    wanted: references_pb2.TrackReference | None,
-) -> references_pb2.TrackReference:
-    """The track a file stands for: the requested one, else what its name says."""
-    track = references_pb2.TrackReference()
-    if wanted is not None:
-        track.CopyFrom(wanted)
-    else:
-        shaped = FolderFile(filename)
-        track.title = shaped.title
-        track.track_number = shaped.number or 0
-    track.artist = track.artist or request.artist
-    track.album = track.album or request.album
-    return track
+            await self.jobs.abandon_track(record, why)

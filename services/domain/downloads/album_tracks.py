@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ALBUM_ID_ATTRIBUTE",
     "ALBUM_TRACKS_ATTRIBUTE",
+    "album_attributes",
     "album_of",
     "fail_interrupted_albums",
     "track_download_id",
@@ -36,6 +37,11 @@ def track_download_id(album_id: str, attempt: int, index: int) -> str:
     """An album track's download id: the album's id, the folder's attempt, the track (from 1
     for index 0)."""
     return f"{album_id}{_SEPARATOR}{attempt}.{index + 1}"
+
+
+def album_attributes(album_id: str, track_count: int) -> dict[str, str]:
+    """The envelope attributes of an album track's download.completed: its album and size."""
+    return {ALBUM_ID_ATTRIBUTE: album_id, ALBUM_TRACKS_ATTRIBUTE: str(track_count)}
 
 
 def album_of(download_id: str) -> str | None:
