@@ -12,24 +12,20 @@ router's event loop, and one connection needs no locking.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from google.protobuf import timestamp_pb2
 
-from services.kit.support.sqlite import open_wal, transaction
+from services.kit.support.sqlite import StoreThread, open_wal, transaction
 from soulspot.router.v1 import router_pb2
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
-
-_T = TypeVar("_T")
+    from collections.abc import Sequence
 
 RUN_RUNNING = router_pb2.RUN_STATE_RUNNING
 RUN_COMPLETED = router_pb2.RUN_STATE_COMPLETED
@@ -316,17 +312,17 @@ class _SyncStore:
         " started_at, updated_at"
     )
 
-    def get(self, run_id: str) -> RunRecord | None:
+    def _one(self, column: Literal["run_id", "event_id"], value: str) -> RunRecord | None:
         row = self.db.execute(
-            f"SELECT {self._COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+            f"SELECT {self._COLUMNS} FROM runs WHERE {column} = ?", (value,)
         ).fetchone()
         return self._run(row) if row is not None else None
 
+    def get(self, run_id: str) -> RunRecord | None:
+        return self._one("run_id", run_id)
+
     def get_by_event(self, event_id: str) -> RunRecord | None:
-        row = self.db.execute(
-            f"SELECT {self._COLUMNS} FROM runs WHERE event_id = ?", (event_id,)
-        ).fetchone()
-        return self._run(row) if row is not None else None
+        return self._one("event_id", event_id)
 
     def list_runs(self, limit: int, state: int | None = None) -> list[RunRecord]:
         if state is None:
@@ -411,30 +407,14 @@ class SqliteRunStore:
 
     def __init__(self, path: Path | str) -> None:
         self._path = Path(path)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline-store")
-        self._sync: _SyncStore | None = None
-
-    async def _call(self, fn: Callable[[_SyncStore], _T]) -> _T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(self._require()))
-
-    def _require(self) -> _SyncStore:
-        if self._sync is None:
-            self._sync = _SyncStore(self._path)
-        return self._sync
+        self._thread = StoreThread(lambda: _SyncStore(self._path), thread_name="pipeline-store")
+        self._call = self._thread.call
 
     async def open(self) -> None:
-        await self._call(lambda s: None)
+        await self._thread.open()
 
     async def close(self) -> None:
-        def close() -> None:
-            if self._sync is not None:
-                self._sync.close()
-                self._sync = None
-
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, close)
-        self._executor.shutdown(wait=True)
+        await self._thread.close()
 
     async def create_run(
         self,

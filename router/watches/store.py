@@ -8,22 +8,18 @@ stalling the router's event loop, and one connection needs no locking.
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from services.kit.support.playlist_reference import canonical_playlist
-from services.kit.support.sqlite import open_wal, transaction
+from services.kit.support.sqlite import StoreThread, open_wal, transaction
 from soulspot.router.v1 import watches_pb2
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
-
-_T = TypeVar("_T")
+    from collections.abc import Sequence
 
 DB_FILE = "watches.sqlite3"
 
@@ -348,30 +344,14 @@ class SqliteWatchStore:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="watch-store")
-        self._sync: _SyncStore | None = None
-
-    async def _call(self, fn: Callable[[_SyncStore], _T]) -> _T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(self._require()))
-
-    def _require(self) -> _SyncStore:
-        if self._sync is None:
-            self._sync = _SyncStore(self.path)
-        return self._sync
+        self._thread = StoreThread(lambda: _SyncStore(self.path), thread_name="watch-store")
+        self._call = self._thread.call
 
     async def open(self) -> None:
-        await self._call(lambda s: None)
+        await self._thread.open()
 
     async def close(self) -> None:
-        def close() -> None:
-            if self._sync is not None:
-                self._sync.close()
-                self._sync = None
-
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, close)
-        self._executor.shutdown(wait=True)
+        await self._thread.close()
 
     async def upsert(
         self, playlist_id: str, every_s: float, *, owner: str, now: float, limit: int

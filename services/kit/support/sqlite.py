@@ -1,14 +1,17 @@
 """SQLite the way every store of the mesh uses it: WAL, an explicit sync level, transactions
-begun explicitly (autocommit connection) and always ended."""
+begun explicitly (autocommit connection) and always ended, and, for a store used from the
+event loop, all its work on one dedicated thread."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
-from typing import TYPE_CHECKING, Literal
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 # NORMAL in WAL mode survives a process crash (kill -9); FULL also a power cut. Each store
@@ -49,3 +52,48 @@ def transaction(db: sqlite3.Connection, *, immediate: bool = True) -> Iterator[N
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+_S = TypeVar("_S", bound=_Closable)
+_T = TypeVar("_T")
+
+
+class StoreThread(Generic[_S]):
+    """A synchronous store used from the event loop: opened on first use and called only on
+    its own thread, so commits wait for the disk without stalling the loop and its one
+    connection needs no locking."""
+
+    def __init__(self, open_store: Callable[[], _S], *, thread_name: str) -> None:
+        self._open_store = open_store
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
+        self._store: _S | None = None
+
+    async def call(self, fn: Callable[[_S], _T]) -> _T:
+        """fn(store) on the store's thread (opening the store first if it is not yet)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(self._require()))
+
+    def _require(self) -> _S:
+        if self._store is None:
+            self._store = self._open_store()
+        return self._store
+
+    async def open(self) -> None:
+        """Open the store now, so a bad path or schema fails at start, not on first use."""
+        await self.call(lambda s: None)
+
+    async def close(self) -> None:
+        """Close the store (if open) on its thread, then end the thread."""
+
+        def close() -> None:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, close)
+        self._executor.shutdown(wait=True)

@@ -1,12 +1,14 @@
-"""The kit's SQLite helpers: WAL with the asked sync level, and transactions that always end."""
+"""The kit's SQLite helpers: WAL with the asked sync level, transactions that always end, and
+a store whose work all runs on its own thread."""
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
 
-from services.kit.support.sqlite import open_wal, transaction
+from services.kit.support.sqlite import StoreThread, open_wal, transaction
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -35,3 +37,36 @@ def test_transaction_commits_or_rolls_back(tmp_path: Path) -> None:
     assert [r[0] for r in db.execute("SELECT x FROM t")] == [1]
     assert not db.in_transaction
     db.close()
+
+
+class _Store:
+    def __init__(self) -> None:
+        self.threads: list[str] = [threading.current_thread().name]
+        self.closed = False
+
+    def work(self) -> str:
+        self.threads.append(threading.current_thread().name)
+        return "done"
+
+    def close(self) -> None:
+        self.threads.append(threading.current_thread().name)
+        self.closed = True
+
+
+async def test_store_thread_opens_on_first_use_and_works_and_closes_on_its_own_thread() -> None:
+    opened: list[_Store] = []
+
+    def open_store() -> _Store:
+        opened.append(_Store())
+        return opened[-1]
+
+    thread = StoreThread(open_store, thread_name="test-store")
+    assert opened == []
+    await thread.open()
+    assert await thread.call(lambda s: s.work()) == "done"
+    await thread.close()
+    [store] = opened
+    assert store.closed
+    assert len(store.threads) == 3
+    assert all(name.startswith("test-store") for name in store.threads)
+    assert threading.current_thread().name not in store.threads
