@@ -21,6 +21,7 @@ import pydantic
 import typer
 
 from cli.console import err_console
+from cli.output import print_result
 from services.kit.rpc.channel import open_channel
 from services.kit.rpc.errors import from_rpc_error
 from services.kit.security.identity import CLI
@@ -28,7 +29,11 @@ from services.kit.security.tls import Transport, transport_for, use_transport
 from services.kit.support.settings import KitSettings
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from rich.console import RenderableType
+
+    from cli.output import OutputFormat
 
 RouterOption = Annotated[
     str | None,
@@ -110,24 +115,44 @@ async def call(awaitable: Awaitable[Any]) -> Any:
         raise from_rpc_error(err) from err
 
 
-def run_on_router(router: str, body: Callable[[grpc.aio.Channel], Awaitable[int]]) -> None:
-    """Run one command's calls on a channel to the router and exit with the body's code.
+def run_on_router(router: str | None, body: Callable[[grpc.aio.Channel], Awaitable[int]]) -> None:
+    """Run one command's calls on a channel to the router (the --router value, else the
+    settings' address: `router_address`) and exit with the body's code.
 
     A failed call ends the command with code 1 and one line: unreachable, or the router's
     status and message. Ctrl-C ends it quietly (`events tail` runs until then).
     """
 
+    address = router_address(router)
+
     async def main() -> int:
-        async with open_channel(router) as channel:
+        async with open_channel(address) as channel:
             try:
                 return await body(channel)
             except grpc.aio.AioRpcError as err:
                 error = from_rpc_error(err)
                 if err.code() in _UNREACHABLE:
-                    err_console.print(f"[red]router {router} unreachable:[/] {error.message}")
+                    err_console.print(f"[red]router {address} unreachable:[/] {error.message}")
                 else:
                     err_console.print(f"[red]{err.code().name}:[/] {error.message}")
                 return 1
 
     with contextlib.suppress(KeyboardInterrupt):
         raise typer.Exit(asyncio.run(main()))
+
+
+def show_from_router(
+    router: str | None,
+    fmt: OutputFormat,
+    fetch: Callable[[grpc.aio.Channel], Awaitable[tuple[dict[str, Any], Sequence[RenderableType]]]],
+) -> None:
+    """A command that only shows what the router answers: `fetch` calls it and returns the
+    JSON document and the tables, printed in the chosen format; exit code 0 (1 on a failed
+    call, as `run_on_router`)."""
+
+    async def body(channel: grpc.aio.Channel) -> int:
+        document, renderables = await fetch(channel)
+        print_result(fmt, document, renderables)
+        return 0
+
+    run_on_router(router, body)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from google.protobuf import json_format
@@ -17,13 +17,14 @@ from cli.output import (
     output_format,
     print_result,
 )
-from cli.router_connection import RouterOption, router_address, run_on_router
+from cli.router_connection import RouterOption, run_on_router, show_from_router
 from cli.tables import dead_letter_table, dead_letters_table
 from services.kit.events.client import unpack_payload
 from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2
 
 if TYPE_CHECKING:
     import grpc
+    from rich.console import RenderableType
 
 dlq_app = typer.Typer(no_args_is_help=True, help="Inspect and replay dead letters.")
 
@@ -40,17 +41,16 @@ def dlq_list(
     """Dead letters, newest first."""
     fmt = output_format(output, json_output=json_output, wide=wide)
 
-    async def body(channel: grpc.aio.Channel) -> int:
+    async def fetch(channel: grpc.aio.Channel) -> tuple[dict[str, Any], list[RenderableType]]:
         stub = event_bus_pb2_grpc.EventBusServiceStub(channel)
         reply = await stub.ListDeadLetters(
             router_pb2.ListDeadLettersRequest(consumer=consumer, limit=limit), timeout=10
         )
         letters = list(reply.dead_letters)
         document = {"dead_letters": [dead_letter_document(dl) for dl in letters]}
-        print_result(fmt, document, [dead_letters_table(letters)])
-        return 0
+        return document, [dead_letters_table(letters)]
 
-    run_on_router(router_address(router), body)
+    show_from_router(router, fmt, fetch)
 
 
 @dlq_app.command("show")
@@ -80,7 +80,7 @@ def dlq_show(
             console.print(f"[yellow]payload {env.payload.type_url} could not be decoded[/]")
         return 0
 
-    run_on_router(router_address(router), body)
+    run_on_router(router, body)
 
 
 @dlq_app.command("replay")
@@ -114,4 +114,4 @@ def dlq_replay(
             console.print(f"replayed {reply.replayed} dead letter(s)")
         return 0
 
-    run_on_router(router_address(router), body)
+    run_on_router(router, body)

@@ -4,7 +4,7 @@ the router's event log and its durable consumers."""
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,12 +18,13 @@ from cli.output import (
     output_format,
     print_result,
 )
-from cli.router_connection import RouterOption, router_address, run_on_router
+from cli.router_connection import RouterOption, run_on_router, show_from_router
 from cli.tables import consumers_table, events_table, local_time, payload_summary
 from soulspot.router.v1 import event_bus_pb2, event_bus_pb2_grpc, router_pb2, status_pb2_grpc
 
 if TYPE_CHECKING:
     import grpc
+    from rich.console import RenderableType
 
 events_app = typer.Typer(no_args_is_help=True, help="Inspect and follow the event log.")
 consumers_app = typer.Typer(no_args_is_help=True, help="Manage the bus's durable consumers.")
@@ -51,7 +52,7 @@ def list_events(
     """Stored events, newest first."""
     fmt = output_format(output, json_output=json_output, wide=wide)
 
-    async def body(channel: grpc.aio.Channel) -> int:
+    async def fetch(channel: grpc.aio.Channel) -> tuple[dict[str, Any], list[RenderableType]]:
         stub = event_bus_pb2_grpc.EventBusServiceStub(channel)
         reply = await stub.ListEvents(
             router_pb2.ListEventsRequest(
@@ -63,14 +64,10 @@ def list_events(
             timeout=10,
         )
         events = list(reply.events)
-        print_result(
-            fmt,
-            {"events": [event_document(env) for env in events]},
-            [events_table(events, f"events ({len(events)})")],
-        )
-        return 0
+        document = {"events": [event_document(env) for env in events]}
+        return document, [events_table(events, f"events ({len(events)})")]
 
-    run_on_router(router_address(router), body)
+    show_from_router(router, fmt, fetch)
 
 
 @events_app.command("tail")
@@ -99,7 +96,7 @@ def tail(
                 )
             await asyncio.sleep(TAIL_POLL_S)
 
-    run_on_router(router_address(router), body)
+    run_on_router(router, body)
 
 
 @consumers_app.command("list")
@@ -112,19 +109,16 @@ def list_consumers(
     """The bus's durable consumers: their event types, position, lag and subscribers."""
     fmt = output_format(output, json_output=json_output, wide=wide)
 
-    async def body(channel: grpc.aio.Channel) -> int:
+    async def fetch(channel: grpc.aio.Channel) -> tuple[dict[str, Any], list[RenderableType]]:
         reply = await status_pb2_grpc.StatusServiceStub(channel).GetStatus(
             router_pb2.GetStatusRequest(), timeout=10
         )
         consumers = list(reply.consumers)
-        print_result(
-            fmt,
-            {"consumers": [consumer_document(c) for c in consumers]},
-            [consumers_table(consumers)],
-        )
-        return 0
+        return {"consumers": [consumer_document(c) for c in consumers]}, [
+            consumers_table(consumers)
+        ]
 
-    run_on_router(router_address(router), body)
+    show_from_router(router, fmt, fetch)
 
 
 @consumers_app.command("delete")
@@ -149,4 +143,4 @@ def delete_consumer(
             err_console.print(f"no consumer named {name!r}")
         return 0 if reply.deleted else 1
 
-    run_on_router(router_address(router), body)
+    run_on_router(router, body)

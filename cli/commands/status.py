@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
@@ -14,14 +14,14 @@ from cli.output import (
     OutputOption,
     WideOption,
     output_format,
-    print_result,
 )
-from cli.router_connection import RouterOption, router_address, run_on_router
+from cli.router_connection import RouterOption, show_from_router
 from cli.tables import local_time, status_tables
 from soulspot.router.v1 import router_pb2, status_pb2_grpc
 
 if TYPE_CHECKING:
     import grpc
+    from rich.console import RenderableType
 
 
 def status(
@@ -33,7 +33,7 @@ def status(
     """Modules, capabilities with their providers, warnings and work in flight."""
     fmt = output_format(output, json_output=json_output, wide=wide)
 
-    async def body(channel: grpc.aio.Channel) -> int:
+    async def fetch(channel: grpc.aio.Channel) -> tuple[dict[str, Any], list[RenderableType]]:
         reply = await status_pb2_grpc.StatusServiceStub(channel).GetStatus(
             router_pb2.GetStatusRequest(), timeout=10
         )
@@ -43,7 +43,6 @@ def status(
             + (f", router up since {started}" if started else "")
             + f" (as of {datetime.now().astimezone():%H:%M:%S})"
         )
-        print_result(fmt, status_document(reply), [*status_tables(reply), summary])
-        return 0
+        return status_document(reply), [*status_tables(reply), summary]
 
-    run_on_router(router_address(router), body)
+    show_from_router(router, fmt, fetch)

@@ -29,7 +29,7 @@ from cli.output import (
     output_format,
     print_result,
 )
-from cli.router_connection import RouterOption, router_address, run_on_router
+from cli.router_connection import RouterOption, run_on_router
 from cli.tables import local_time, watched_playlists_table
 from services.kit.support.intervals import format_interval, parse_interval
 from soulspot.router.v1 import watches_pb2, watches_pb2_grpc
@@ -106,7 +106,7 @@ def watch_add(
             )
         return 0
 
-    run_on_router(router_address(router), body)
+    run_on_router(router, body)
 
 
 @watch_playlist_app.command("list")
@@ -131,7 +131,7 @@ def watch_list(
         print_result(fmt, document, [watched_playlists_table(watches)])
         return 0
 
-    run_on_router(router_address(router), body)
+    run_on_router(router, body)
 
 
 @watch_playlist_app.command("run")
@@ -162,7 +162,7 @@ def watch_run(
         console.print(f"{line}; next run {local_time(watch.next_run_at)}")
         return 0
 
-    run_on_router(router_address(router), body)
+    run_on_router(router, body)
 
 
 @watch_playlist_app.command("remove")
@@ -184,4 +184,4 @@ def watch_remove(
             console.print(f"stopped watching {_summary(reply.watch)}")
         return 0
 
-    run_on_router(router_address(router), body)
+    run_on_router(router, body)

@@ -35,12 +35,11 @@ class _Stub:
 def stub(monkeypatch: pytest.MonkeyPatch) -> _Stub:
     recorded = _Stub()
 
-    def run(router: str, body: Callable[[grpc.aio.Channel], Awaitable[int]]) -> None:
+    def run(router: str | None, body: Callable[[grpc.aio.Channel], Awaitable[int]]) -> None:
         code: int = asyncio.run(body(None))  # type: ignore[arg-type]
         raise SystemExit(code)
 
     monkeypatch.setattr(watch_playlist, "run_on_router", run)
-    monkeypatch.setattr(watch_playlist, "router_address", lambda option: "router")
     monkeypatch.setattr(watch_playlist, "_stub", lambda channel: recorded)
     return recorded
 
