@@ -19,6 +19,9 @@ from tests.helpers.fixture_names import shadowed_fixtures
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+# Fixtures every folder may use, defined beside their helpers.
+pytest_plugins = ["tests.helpers.nats_server"]
+
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     shadowed = shadowed_fixtures(Path(__file__).resolve().parent)

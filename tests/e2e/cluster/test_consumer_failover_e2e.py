@@ -17,7 +17,6 @@ from services.kit.events.client import EventHandlers, RouterPublisher, Subscribe
 from services.kit.events.retrying_publisher import RetryingPublisher
 from services.kit.rpc.channel import open_channel
 from soulspot.events.v1 import download_pb2
-from tests.helpers.nats_server import start_nats_server
 from tests.helpers.router_cluster import start_routers
 
 if TYPE_CHECKING:
@@ -36,17 +35,8 @@ EVENTS = 240
 
 
 @pytest.fixture
-def nats_process(tmp_path: Path) -> Iterator[NatsServerProcess]:
-    server = start_nats_server(tmp_path / "nats")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def routers(tmp_path: Path, nats_process: NatsServerProcess) -> Iterator[list[Process]]:
-    started = start_routers(tmp_path, [nats_process.url], SOULSPOT_BUS__CONSUMER_LEASE_S="2")
+def routers(tmp_path: Path, nats_server: NatsServerProcess) -> Iterator[list[Process]]:
+    started = start_routers(tmp_path, [nats_server.url], SOULSPOT_BUS__CONSUMER_LEASE_S="2")
     try:
         yield started
     finally:
@@ -70,7 +60,7 @@ async def _holder_and_floor(url: str) -> tuple[int, int]:
 
 
 async def test_the_other_router_takes_a_consumer_over_when_its_router_is_killed(
-    routers: list[Process], nats_process: NatsServerProcess
+    routers: list[Process], nats_server: NatsServerProcess
 ) -> None:
     both = ",".join(r.address for r in routers)
     delivered: set[str] = set()
@@ -112,10 +102,10 @@ async def test_the_other_router_takes_a_consumer_over_when_its_router_is_killed(
                         # Let some acks be written, then kill the router serving the consumer.
                         while len(delivered) < n // 2:  # noqa: ASYNC110
                             await asyncio.sleep(0.01)
-                        pid, floor_before = await _holder_and_floor(nats_process.url)
+                        pid, floor_before = await _holder_and_floor(nats_server.url)
                         while floor_before == 0:  # the first acks' write is on its way
                             await asyncio.sleep(0.05)
-                            pid, floor_before = await _holder_and_floor(nats_process.url)
+                            pid, floor_before = await _holder_and_floor(nats_server.url)
                         (serving,) = [r for r in routers if r.popen.pid == pid]
                         serving.kill()
                         killed.set()

@@ -23,11 +23,9 @@ from services.kit.rpc.channel import open_channel
 from services.kit.rpc.server import KitServer
 from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2
 from tests.helpers.bus import RawSubscriber, bus_settings, envelope, started, wait_for
-from tests.helpers.nats_server import start_nats_server
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
-    from pathlib import Path
+    from collections.abc import AsyncIterator
 
     from router.bus import EventBus
     from soulspot.events.v1 import download_pb2, envelope_pb2
@@ -76,20 +74,11 @@ class Node:
 
 
 @pytest.fixture
-def nats_process(tmp_path: Path) -> Iterator[NatsServerProcess]:
-    server = start_nats_server(tmp_path / "nats")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-async def nodes(nats_process: NatsServerProcess) -> AsyncIterator[list[Node]]:
+async def nodes(nats_server: NatsServerProcess) -> AsyncIterator[list[Node]]:
     started: list[Node] = []
     try:
         for _ in range(2):
-            node = Node(nats_process.url)
+            node = Node(nats_server.url)
             await node.start()
             started.append(node)
         yield started
@@ -111,6 +100,26 @@ async def _refused_with(node: Node, consumer: str, within_s: float = 5.0) -> str
     assert sub.error is not None
     assert sub.error.code() == grpc.StatusCode.UNAVAILABLE
     return sub.error.details() or ""
+
+
+async def _subscribed_once_free(
+    node: Node, consumer: str, *, within_s: float = 10.0, pause_s: float = 0.05
+) -> RawSubscriber:
+    """A subscriber of `consumer` at `node`, asked again every `pause_s` until the router takes
+    it (the consumer is let go, or its lease taken over); the caller closes it."""
+    async with asyncio.timeout(within_s):
+        while True:
+            sub = RawSubscriber(node.stub, consumer, ["download.*"])
+            task = asyncio.create_task(sub._run())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2):
+                    await sub.subscribed.wait()
+            if sub.subscribed.is_set():
+                return sub
+            await sub.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await asyncio.sleep(pause_s)
 
 
 async def test_a_router_refuses_a_consumer_another_router_serves_and_names_it(
@@ -140,19 +149,8 @@ async def test_a_consumer_moves_to_another_router_from_its_written_position(
     # Acked and gone: the router writes the position and lets the consumer go.
     for n in range(5, 8):
         await second.publish(envelope(started(f"d{n}")))
-    async with asyncio.timeout(10):
-        while True:
-            moved = RawSubscriber(second.stub, "mover", ["download.*"])
-            task = asyncio.create_task(moved._run())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2):
-                    await moved.subscribed.wait()
-            if moved.subscribed.is_set():
-                break
-            await moved.close()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await asyncio.sleep(0.05)  # the release is written right after the stream ends
+    # The release is written right after the stream ends: asked again until it is.
+    moved = await _subscribed_once_free(second, "mover")
     try:
         assert moved.acked_sequence == last
         rest = await moved.take(3)
@@ -164,30 +162,18 @@ async def test_a_consumer_moves_to_another_router_from_its_written_position(
 
 
 async def test_a_stale_lease_is_taken_over_once_it_stood_still_for_a_whole_lease(
-    nodes: list[Node], nats_process: NatsServerProcess
+    nodes: list[Node], nats_server: NatsServerProcess
 ) -> None:
     first = nodes[0]
     # A router that died holding the consumer: its lease is there and never renewed.
-    client = await nats.connect(nats_process.url)
+    client = await nats.connect(nats_server.url)
     try:
         leases = await client.jetstream().key_value(f"{STREAM}_CONSUMER_LEASES")
         dead = {"owner": "dead-router-1", "address": ""}
         await leases.create(consumer_token("orphan"), json.dumps(dead).encode())
         seen_at = asyncio.get_running_loop().time()
         assert "dead-router-1" in await _refused_with(first, "orphan")
-        async with asyncio.timeout(10):
-            while True:
-                sub = RawSubscriber(first.stub, "orphan", ["download.*"])
-                task = asyncio.create_task(sub._run())
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(2):
-                        await sub.subscribed.wait()
-                if sub.subscribed.is_set():
-                    break
-                await sub.close()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                await asyncio.sleep(0.1)
+        sub = await _subscribed_once_free(first, "orphan", pause_s=0.1)
         try:
             # Not before the lease stood still for a whole lease on this router's clock.
             assert asyncio.get_running_loop().time() - seen_at >= LEASE_S
@@ -277,10 +263,10 @@ async def test_kit_subscribers_on_both_routers_get_every_event_once_keys_one_at_
 
 
 async def test_a_router_whose_lease_was_taken_stops_serving_the_consumer(
-    nodes: list[Node], nats_process: NatsServerProcess
+    nodes: list[Node], nats_server: NatsServerProcess
 ) -> None:
     first = nodes[0]
-    client = await nats.connect(nats_process.url)
+    client = await nats.connect(nats_server.url)
     try:
         leases = await client.jetstream().key_value(f"{STREAM}_CONSUMER_LEASES")
         async with RawSubscriber(first.stub, "taken", ["download.*"]) as sub:

@@ -31,10 +31,10 @@ def kv_pipeline(mesh: Mesh, state: Path, nats_url: str, *, lease_s: float = 10.0
 
 
 async def test_two_engines_handed_the_same_event_run_it_once(
-    mesh: Mesh, nats: NatsServerProcess, tmp_path: Path
+    mesh: Mesh, nats_server: NatsServerProcess, tmp_path: Path
 ) -> None:
-    first = kv_pipeline(mesh, tmp_path / "a", nats.url)
-    second = kv_pipeline(mesh, tmp_path / "b", nats.url)
+    first = kv_pipeline(mesh, tmp_path / "a", nats_server.url)
+    second = kv_pipeline(mesh, tmp_path / "b", nats_server.url)
     await first.start()
     await second.start()
     try:
@@ -60,8 +60,8 @@ async def test_two_engines_handed_the_same_event_run_it_once(
         await second.stop()
 
 
-async def test_only_one_of_many_creates_wins(nats: NatsServerProcess) -> None:
-    stores = [KvRunStore([nats.url]) for _ in range(5)]
+async def test_only_one_of_many_creates_wins(nats_server: NatsServerProcess) -> None:
+    stores = [KvRunStore([nats_server.url]) for _ in range(5)]
     for store in stores:
         await store.open()
     try:
@@ -86,11 +86,11 @@ async def test_only_one_of_many_creates_wins(nats: NatsServerProcess) -> None:
 
 
 async def test_a_stopped_routers_run_is_finished_by_another_without_a_second_import(
-    mesh: Mesh, nats: NatsServerProcess, tmp_path: Path
+    mesh: Mesh, nats_server: NatsServerProcess, tmp_path: Path
 ) -> None:
     mesh.library.hang = True  # the import takes effect, then its router goes away mid-call
-    first = kv_pipeline(mesh, tmp_path / "a", nats.url, lease_s=1.0)
-    second = kv_pipeline(mesh, tmp_path / "b", nats.url, lease_s=1.0)
+    first = kv_pipeline(mesh, tmp_path / "a", nats_server.url, lease_s=1.0)
+    second = kv_pipeline(mesh, tmp_path / "b", nats_server.url, lease_s=1.0)
     await first.start()
     await second.start()
     try:
@@ -110,11 +110,11 @@ async def test_a_stopped_routers_run_is_finished_by_another_without_a_second_imp
 
 
 async def test_a_lease_that_stops_moving_goes_stale_and_its_runs_move_once(
-    nats: NatsServerProcess,
+    nats_server: NatsServerProcess,
 ) -> None:
     # A router whose lease is not renewed within the others' lease_s: it stalled or died.
-    silent = KvRunStore([nats.url], lease_s=3600.0)
-    watchers = [KvRunStore([nats.url], lease_s=0.5) for _ in range(3)]
+    silent = KvRunStore([nats_server.url], lease_s=3600.0)
+    watchers = [KvRunStore([nats_server.url], lease_s=0.5) for _ in range(3)]
     await silent.open()
     for watcher in watchers:
         await watcher.open()

@@ -17,25 +17,12 @@ from services.kit.events.client import build_envelope
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import download_pb2
 from soulspot.router.v1 import router_pb2
-from tests.helpers.nats_server import start_nats_server
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from pathlib import Path
-
     from soulspot.events.v1 import envelope_pb2
     from tests.helpers.nats_server import NatsServerProcess
 
 WINDOW_S = 0.2
-
-
-@pytest.fixture
-def js_server(tmp_path: Path) -> Iterator[NatsServerProcess]:
-    server = start_nats_server(tmp_path / "nats")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _event(n: int) -> envelope_pb2.EventEnvelope:
@@ -54,9 +41,9 @@ async def _ids_recorded(store: JetStreamEventStore, event_id: str, deadline_s: f
 
 
 async def test_an_event_id_is_stored_once_after_the_duplicate_window_has_passed(
-    js_server: NatsServerProcess,
+    nats_server: NatsServerProcess,
 ) -> None:
-    store = JetStreamEventStore([js_server.url], duplicate_window_s=WINDOW_S)
+    store = JetStreamEventStore([nats_server.url], duplicate_window_s=WINDOW_S)
     await store.open()
     try:
         first = _event(1)
@@ -77,9 +64,9 @@ async def test_an_event_id_is_stored_once_after_the_duplicate_window_has_passed(
 
 
 async def test_consumer_state_and_dead_letters_are_read_back_by_a_fresh_store(
-    js_server: NatsServerProcess,
+    nats_server: NatsServerProcess,
 ) -> None:
-    store = JetStreamEventStore([js_server.url])
+    store = JetStreamEventStore([nats_server.url])
     await store.open()
     try:
         results = await store.append([_event(n) for n in range(4)], [None] * 4)
@@ -98,7 +85,7 @@ async def test_consumer_state_and_dead_letters_are_read_back_by_a_fresh_store(
     finally:
         await store.close()
 
-    fresh = JetStreamEventStore([js_server.url])
+    fresh = JetStreamEventStore([nats_server.url])
     await fresh.open()
     try:
         record = await fresh.load_consumer("c")
@@ -149,11 +136,11 @@ def test_the_bus_settings_choose_the_jetstream_store_and_bound_its_settings() ->
 
 
 async def test_a_stores_tail_carries_the_events_another_store_appended_in_log_order(
-    js_server: NatsServerProcess,
+    nats_server: NatsServerProcess,
 ) -> None:
     # Two routers on one stream: each one's subscribers are fed from the stream, so they
     # get the other's events too, and in log order, mixed with their own.
-    here, there = JetStreamEventStore([js_server.url]), JetStreamEventStore([js_server.url])
+    here, there = JetStreamEventStore([nats_server.url]), JetStreamEventStore([nats_server.url])
     await here.open()
     await there.open()
     try:
