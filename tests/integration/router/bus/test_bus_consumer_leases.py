@@ -27,6 +27,8 @@ from tests.helpers.bus import RawSubscriber, bus_settings, envelope, started, wa
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from nats.js.kv import KeyValue
+
     from router.bus import EventBus
     from soulspot.events.v1 import download_pb2, envelope_pb2
     from tests.helpers.nats_server import NatsServerProcess
@@ -85,6 +87,16 @@ async def nodes(nats_server: NatsServerProcess) -> AsyncIterator[list[Node]]:
     finally:
         for node in started:
             await node.stop()
+
+
+@pytest.fixture
+async def leases(nats_server: NatsServerProcess) -> AsyncIterator[KeyValue]:
+    """The routers' consumer lease bucket, to plant or overwrite a lease as another router."""
+    client = await nats.connect(nats_server.url)
+    try:
+        yield await client.jetstream().key_value(f"{STREAM}_CONSUMER_LEASES")
+    finally:
+        await client.close()
 
 
 async def _refused_with(node: Node, consumer: str, within_s: float = 5.0) -> str:
@@ -162,28 +174,23 @@ async def test_a_consumer_moves_to_another_router_from_its_written_position(
 
 
 async def test_a_stale_lease_is_taken_over_once_it_stood_still_for_a_whole_lease(
-    nodes: list[Node], nats_server: NatsServerProcess
+    nodes: list[Node], leases: KeyValue
 ) -> None:
     first = nodes[0]
     # A router that died holding the consumer: its lease is there and never renewed.
-    client = await nats.connect(nats_server.url)
+    dead = {"owner": "dead-router-1", "address": ""}
+    await leases.create(consumer_token("orphan"), json.dumps(dead).encode())
+    seen_at = asyncio.get_running_loop().time()
+    assert "dead-router-1" in await _refused_with(first, "orphan")
+    sub = await _subscribed_once_free(first, "orphan", pause_s=0.1)
     try:
-        leases = await client.jetstream().key_value(f"{STREAM}_CONSUMER_LEASES")
-        dead = {"owner": "dead-router-1", "address": ""}
-        await leases.create(consumer_token("orphan"), json.dumps(dead).encode())
-        seen_at = asyncio.get_running_loop().time()
-        assert "dead-router-1" in await _refused_with(first, "orphan")
-        sub = await _subscribed_once_free(first, "orphan", pause_s=0.1)
-        try:
-            # Not before the lease stood still for a whole lease on this router's clock.
-            assert asyncio.get_running_loop().time() - seen_at >= LEASE_S
-            entry = await leases.get(consumer_token("orphan"))
-            holder = json.loads(entry.value or b"{}")
-            assert holder["owner"] == first.bus.store.consumer_leases.owner  # type: ignore[attr-defined]
-        finally:
-            await sub.close()
+        # Not before the lease stood still for a whole lease on this router's clock.
+        assert asyncio.get_running_loop().time() - seen_at >= LEASE_S
+        entry = await leases.get(consumer_token("orphan"))
+        holder = json.loads(entry.value or b"{}")
+        assert holder["owner"] == first.bus.store.consumer_leases.owner  # type: ignore[attr-defined]
     finally:
-        await client.close()
+        await sub.close()
 
 
 async def test_kit_subscribers_on_both_routers_get_every_event_once_keys_one_at_a_time(
@@ -263,20 +270,15 @@ async def test_kit_subscribers_on_both_routers_get_every_event_once_keys_one_at_
 
 
 async def test_a_router_whose_lease_was_taken_stops_serving_the_consumer(
-    nodes: list[Node], nats_server: NatsServerProcess
+    nodes: list[Node], leases: KeyValue
 ) -> None:
     first = nodes[0]
-    client = await nats.connect(nats_server.url)
-    try:
-        leases = await client.jetstream().key_value(f"{STREAM}_CONSUMER_LEASES")
-        async with RawSubscriber(first.stub, "taken", ["download.*"]) as sub:
-            assert sub._task is not None
-            # Another router took the lease over (this one stalled past a lease, say).
-            await leases.put(consumer_token("taken"), json.dumps({"owner": "other"}).encode())
-            async with asyncio.timeout(5):
-                await sub._task  # the stream ends: its subscriber goes to the new holder
-            assert "taken" not in first.bus.consumers
-            await first.publish(envelope(started("after")))
-            assert sub.received == []
-    finally:
-        await client.close()
+    async with RawSubscriber(first.stub, "taken", ["download.*"]) as sub:
+        assert sub._task is not None
+        # Another router took the lease over (this one stalled past a lease, say).
+        await leases.put(consumer_token("taken"), json.dumps({"owner": "other"}).encode())
+        async with asyncio.timeout(5):
+            await sub._task  # the stream ends: its subscriber goes to the new holder
+        assert "taken" not in first.bus.consumers
+        await first.publish(envelope(started("after")))
+        assert sub.received == []
