@@ -143,12 +143,7 @@ class SoulseekAlbumDownloader:
         query = album_query(request.artist, request.album)
         log.info("searching for an album", extra={"album_download_id": album_id, "query": query})
         try:
-            result = await self.client.search(
-                query,
-                max_wait_s=self.section.search_max_wait_s,
-                poll_interval_s=self.section.poll_interval_s,
-                search_timeout_ms=int(self.section.search_timeout_s * 1000),
-            )
+            result = await self.tracks.search(query)
         except SlskdError as err:
             reason = f"slskd search failed: {err}"
             await self._failed(album_id, request, reason, [])

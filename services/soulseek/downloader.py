@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from services.domain.downloads.registry import DownloadRecord
     from services.soulseek.candidate_store import CandidateStore
     from services.soulseek.settings import SoulseekSection
-    from services.soulseek.slskd_api import SlskdClient, Transfer
+    from services.soulseek.slskd_api import SearchResult, SlskdClient, Transfer
 
 log = logging.getLogger("soulspot.soulseek")
 
@@ -137,6 +137,15 @@ class SoulseekDownloader:
     def downloads_dir(self) -> Path:
         return Path(self.section.downloads_dir)
 
+    async def search(self, query: str) -> SearchResult:
+        """Search the network within the module's limits (wait, poll, slskd's own timeout)."""
+        return await self.client.search(
+            query,
+            max_wait_s=self.section.search_max_wait_s,
+            poll_interval_s=self.section.poll_interval_s,
+            search_timeout_ms=int(self.section.search_timeout_s * 1000),
+        )
+
     # -- the request path ------------------------------------------------------------------------
 
     async def start(
@@ -162,12 +171,7 @@ class SoulseekDownloader:
         query = search_query(track)
         log.info("searching", extra={"download_id": record.download_id, "query": query})
         try:
-            result = await self.client.search(
-                query,
-                max_wait_s=self.section.search_max_wait_s,
-                poll_interval_s=self.section.poll_interval_s,
-                search_timeout_ms=int(self.section.search_timeout_s * 1000),
-            )
+            result = await self.search(query)
         except SlskdError as err:
             reason = f"slskd search failed: {err}"
             await self.registry.fail(
