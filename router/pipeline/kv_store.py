@@ -38,6 +38,7 @@ from nats.js.api import KeyValueConfig, StorageType
 
 from router.bus.jetstream.connection import connect_nats
 from router.pipeline import store as st
+from services.kit.support.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -181,10 +182,7 @@ class KvRunStore:
 
     async def close(self) -> None:
         task, self._heartbeat = self._heartbeat, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         if self._kv is not None:
             # Gone at once rather than stale after lease_s: another router takes the runs now.
             with contextlib.suppress(Exception):

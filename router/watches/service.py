@@ -8,7 +8,6 @@ Only clients (the command line) and the policy's admins may call it (router/secu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from services.kit.rpc.channel import open_channel
 from services.kit.rpc.errors import InvalidArgument, NotFound, Unavailable, bad_request
 from services.kit.support.intervals import format_interval
 from services.kit.support.playlist_reference import canonical_playlist
+from services.kit.support.tasks import cancel_and_wait
 from soulspot.router.v1 import watches_pb2, watches_pb2_grpc
 
 if TYPE_CHECKING:
@@ -108,10 +108,7 @@ class PlaylistWatches(watches_pb2_grpc.PlaylistWatchServiceServicer):
     async def stop(self) -> None:
         """Stop running watches (a run cut short runs again when next due); idempotent."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         channel, self._channel = self._channel, None
         if channel is not None:
             await channel.close()

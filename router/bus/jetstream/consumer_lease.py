@@ -37,7 +37,6 @@ flush, and deliveries are at least once whichever.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -50,6 +49,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from router.bus.consumer_ownership import Holder
 from router.bus.jetstream.records import consumer_token
+from services.kit.support.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -113,10 +113,7 @@ class ConsumerLeases:
     async def close(self) -> None:
         """Stop renewing and give every lease up (the consumers' state is written by now)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         for name in list(self._held):
             await self.release(name)
 

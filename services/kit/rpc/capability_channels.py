@@ -23,7 +23,6 @@ outlive a router restart.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from typing import TYPE_CHECKING, Self
@@ -37,6 +36,7 @@ from services.kit.rpc.xds_bootstrap import (
 )
 from services.kit.security.tls import current_transport
 from services.kit.support.backoff import Backoff, BackoffPolicy
+from services.kit.support.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -127,10 +127,7 @@ class CapabilityChannels:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         channels = list(self._channels.values())
         self._channels.clear()
         for channel in channels:
