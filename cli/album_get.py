@@ -16,16 +16,16 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from cli.console import console, err_console
-from cli.identity import CLIENT, instance_name
+from cli.download_watch import watcher_subscriber
+from cli.identity import CLIENT
 from cli.output import OutputFormat, print_result
 from cli.router_connection import call
-from services.kit.events.client import EventHandlers, Subscriber
+from services.kit.events.client import EventHandlers
 from services.kit.rpc.channel import open_channel
 from services.kit.rpc.context import bind, new_correlation_id, new_traceparent
 from services.kit.rpc.errors import MeshError
 from soulspot.capabilities.v1 import album_pb2, album_pb2_grpc
 from soulspot.events.v1 import album_pb2 as album_events_pb2
-from soulspot.router.v1 import router_pb2
 
 if TYPE_CHECKING:
     import grpc
@@ -38,8 +38,6 @@ __all__ = ["album_document", "album_from_query", "get_album", "run"]
 
 ALBUM_REQUEST_TIMEOUT_S = 120.0
 LOOKUP_TIMEOUT_S = 30.0
-# The CLI's own consumers go once idle this long (as the track watch's do).
-WATCHER_IDLE_S = 600.0
 # Subscribers find payload classes in the default pool: the album contracts must be loaded.
 EVENT_CONTRACTS = (album_events_pb2,)
 
@@ -58,13 +56,8 @@ class _AlbumWatch:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         handlers = EventHandlers()
         handlers.add("album.*", self._on_event)
-        self.subscriber = Subscriber(
-            channel,
-            consumer=f"cli-get-album-{uuid.uuid4().hex[:12]}",
-            handlers=handlers,
-            start=router_pb2.START_POSITION_NEW,
-            instance=instance_name(),
-            inactive_threshold_s=WATCHER_IDLE_S,
+        self.subscriber = watcher_subscriber(
+            channel, f"cli-get-album-{uuid.uuid4().hex[:12]}", handlers
         )
         self.events: dict[str, asyncio.Queue[tuple[str, Any]]] = {}
 
@@ -176,6 +169,15 @@ async def get_album(
             return 1
         notes.print(f"fetching {started.track_count} files from {started.source}: {started.folder}")
         queue = watch.queue(started.album_download_id)
+
+        def print_document(outcome: str, *, reason: str = "", tracks: Any = ()) -> None:
+            """With --json, the album's document (the folder taken is the latest attempt's)."""
+            if as_json:
+                document = album_document(
+                    query, artist, album, started, outcome=outcome, reason=reason, tracks=tracks
+                )
+                print_result(fmt, document, [])
+
         try:
             async with asyncio.timeout(timeout):
                 while True:
@@ -190,29 +192,11 @@ async def get_album(
                         for track in payload.tracks:
                             where = track.path or f"not imported ({track.error})"
                             err_console.print(f"  {track.title}: {where}")
-                        if as_json:
-                            document = album_document(
-                                query,
-                                artist,
-                                album,
-                                started,
-                                outcome="failed",
-                                reason=payload.reason,
-                                tracks=payload.tracks,
-                            )
-                            print_result(fmt, document, [])
+                        print_document("failed", reason=payload.reason, tracks=payload.tracks)
                         return 1
                     elif event_type == "album.ready":
                         if as_json:
-                            document = album_document(
-                                query,
-                                artist,
-                                album,
-                                started,
-                                outcome="ready",
-                                tracks=payload.tracks,
-                            )
-                            print_result(fmt, document, [])
+                            print_document("ready", tracks=payload.tracks)
                             return 0
                         console.print(f"[green]album ready:[/] {artist} - {album}")
                         for track in payload.tracks:
@@ -221,11 +205,7 @@ async def get_album(
         except TimeoutError:
             reason = f"timed out after {timeout:.0f}s"
             err_console.print(f"[red]album: {reason}[/]")
-            if as_json:
-                document = album_document(
-                    query, artist, album, started, outcome="failed", reason=reason
-                )
-                print_result(fmt, document, [])
+            print_document("failed", reason=reason)
             return 1
     finally:
         await watch.subscriber.stop()

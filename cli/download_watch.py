@@ -42,6 +42,21 @@ EVENT_CONTRACTS = (download_events_pb2, pipeline_events_pb2, playlist_events_pb2
 WATCHER_IDLE_S = 600.0
 
 
+def watcher_subscriber(
+    channel: grpc.aio.Channel, consumer: str, handlers: EventHandlers
+) -> Subscriber:
+    """A subscriber for this run of a command alone: `consumer` is a fresh name, it takes only
+    events stored from now on, and the router removes it once the command is gone."""
+    return Subscriber(
+        channel,
+        consumer=consumer,
+        handlers=handlers,
+        start=router_pb2.START_POSITION_NEW,
+        instance=instance_name(),
+        inactive_threshold_s=WATCHER_IDLE_S,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     outcome: str  # "downloaded", "already_in_library" or "failed"
@@ -61,13 +76,8 @@ class DownloadWatch:
         handlers = EventHandlers()
         for pattern in OUTCOME_EVENTS:
             handlers.add(pattern, self.on_event)
-        self.subscriber = Subscriber(
-            channel,
-            consumer=f"cli-{name}-{uuid.uuid4().hex[:12]}",
-            handlers=handlers,
-            start=router_pb2.START_POSITION_NEW,
-            instance=instance_name(),
-            inactive_threshold_s=WATCHER_IDLE_S,
+        self.subscriber = watcher_subscriber(
+            channel, f"cli-{name}-{uuid.uuid4().hex[:12]}", handlers
         )
         self._queues: dict[str, asyncio.Queue[tuple[str, Any]]] = {}
         self._unclaimed: OrderedDict[str, list[tuple[str, Any]]] = OrderedDict()

@@ -24,7 +24,7 @@ import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from cli.console import console, err_console
-from cli.download_watch import WATCHER_IDLE_S
+from cli.download_watch import watcher_subscriber
 from cli.identity import CLIENT, instance_name
 from cli.output import (
     JsonOption,
@@ -40,12 +40,11 @@ from cli.router_connection import RouterOption, router_address
 from cli.sources import SourceError, read_csv, read_list
 from cli.tables import playlist_outcomes_table
 from services.kit.clients.playlist import read_playlist
-from services.kit.events.client import EventHandlers, RouterPublisher, Subscriber
+from services.kit.events.client import EventHandlers, RouterPublisher
 from services.kit.rpc.channel import open_channel
 from services.kit.rpc.context import bind, new_correlation_id, new_traceparent
 from services.kit.rpc.errors import MeshError
 from soulspot.events.v1 import playlist_pb2 as playlist_events_pb2
-from soulspot.router.v1 import router_pb2
 
 if TYPE_CHECKING:
     from soulspot.common.v1 import references_pb2
@@ -158,14 +157,7 @@ async def _sync_playlist(
 
             handlers = EventHandlers()
             handlers.add("playlist.track_handled", on_handled)
-            collector = Subscriber(
-                channel,
-                consumer=f"cli-sync-{sync_id}",
-                handlers=handlers,
-                start=router_pb2.START_POSITION_NEW,
-                instance=instance_name(),
-                inactive_threshold_s=WATCHER_IDLE_S,
-            )
+            collector = watcher_subscriber(channel, f"cli-sync-{sync_id}", handlers)
             local = [
                 PlaylistWorker(channel, name=f"{instance_name()}-w{n}")
                 for n in range(1, workers + 1)
