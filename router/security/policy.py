@@ -171,24 +171,15 @@ def _publishers(raw: object) -> list[tuple[PatternSet, frozenset[Identity]]]:
     return out
 
 
-def _kinds(raw: object) -> frozenset[Kind]:
+def _kinds(raw: object, section: str) -> frozenset[Kind]:
+    """A section that names identity kinds (`discovery`, `playlist_watchers`)."""
     if not isinstance(raw, list) or not all(isinstance(k, str) for k in raw):
-        raise PolicyError("discovery: expected a list of identity kinds")
+        raise PolicyError(f"{section}: expected a list of identity kinds")
     try:
         return frozenset(Kind(k) for k in raw)
     except ValueError:
         known = ", ".join(k.value for k in Kind)
-        raise PolicyError(f"discovery: identity kinds are {known}, got {raw!r}") from None
-
-
-def _watcher_kinds(raw: object) -> frozenset[Kind]:
-    if not isinstance(raw, list) or not all(isinstance(k, str) for k in raw):
-        raise PolicyError("playlist_watchers: expected a list of identity kinds")
-    try:
-        return frozenset(Kind(k) for k in raw)
-    except ValueError:
-        known = ", ".join(k.value for k in Kind)
-        raise PolicyError(f"playlist_watchers: identity kinds are {known}, got {raw!r}") from None
+        raise PolicyError(f"{section}: identity kinds are {known}, got {raw!r}") from None
 
 
 def load_policy(path: Path | None, registry: EventRegistry) -> Policy:
@@ -214,9 +205,9 @@ def load_policy(path: Path | None, registry: EventRegistry) -> Policy:
             producers={k: frozenset(v) for k, v in producers.items()},
             extra_publishers=_publishers(raw.get("publishers") or {}),
             admins=frozenset(_identity(a, "admins") for a in admins),
-            discovery_kinds=_kinds(raw.get("discovery", [k.value for k in Kind])),
-            playlist_watcher_kinds=_watcher_kinds(
-                raw.get("playlist_watchers", [Kind.CLIENT.value])
+            discovery_kinds=_kinds(raw.get("discovery", [k.value for k in Kind]), "discovery"),
+            playlist_watcher_kinds=_kinds(
+                raw.get("playlist_watchers", [Kind.CLIENT.value]), "playlist_watchers"
             ),
         )
     except PolicyError as err:
