@@ -98,32 +98,21 @@ def test_calls_go_straight_to_the_module_and_outlive_the_router(
     assert not answer["via_router"]
 
 
-def test_a_router_without_xds_gets_the_calls_and_a_module_may_turn_xds_off(
-    tmp_path: Path, processes: list[Process | CallerProcess]
+@pytest.mark.parametrize(
+    ("router_env", "caller_xds"),
+    [({"SOULSPOT_ROUTER__XDS__ENABLED": "false"}, True), ({}, False)],
+    ids=["router-serves-no-xds", "caller-turned-xds-off"],
+)
+def test_calls_go_through_the_routers_proxy_without_xds_on_either_side(
+    tmp_path: Path,
+    processes: list[Process | CallerProcess],
+    router_env: dict[str, str],
+    caller_xds: bool,
 ) -> None:
-    router = _router(tmp_path, processes, SOULSPOT_ROUTER__XDS__ENABLED="false")
+    router = _router(tmp_path, processes, **router_env)
     processes.append(start_module(tmp_path, "k-primary", router.address, priority=10))
     _until_routed(router, "k-primary")
-    caller = CallerProcess.start(router.address, router.pki_dir)
-    processes.append(caller)
-    assert not caller.ready["xds"]
-    answer = _until(caller, lambda a: a["ok"])
-    assert answer == {
-        "ok": True,
-        "source": "k-primary",
-        "xds": False,
-        "via_router": True,
-        "context_carried": True,
-    }
-
-
-def test_xds_turned_off_keeps_calls_on_the_routers_proxy(
-    tmp_path: Path, processes: list[Process | CallerProcess]
-) -> None:
-    router = _router(tmp_path, processes)
-    processes.append(start_module(tmp_path, "k-primary", router.address, priority=10))
-    _until_routed(router, "k-primary")
-    caller = CallerProcess.start(router.address, router.pki_dir, xds=False)
+    caller = CallerProcess.start(router.address, router.pki_dir, xds=caller_xds)
     processes.append(caller)
     assert not caller.ready["xds"]
     answer = _until(caller, lambda a: a["ok"])
