@@ -1,5 +1,6 @@
 """Start several router processes sharing one NATS (their event log and pipeline runs in
-JetStream) and one mesh CA, each with its own state folder, ready to serve."""
+JetStream) and one mesh CA, each with its own state folder, ready to serve; the address that
+names them all, and the handlers of a durable consumer that records what it was handed."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import asyncio
 import json
 from typing import TYPE_CHECKING
 
+from services.kit.events.client import EventHandlers
 from services.kit.rpc.channel import wait_for_ready
 from tests.helpers.processes import Process, free_port, start_router
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
+
+    from soulspot.events.v1 import download_pb2, envelope_pb2
 
 READY_DEADLINE_S = 30.0
 
@@ -42,3 +46,22 @@ def start_routers(
             router.stop()
         raise
     return started
+
+
+def every_router(routers: Sequence[Process]) -> str:
+    """One channel target naming every router: the kit's channel round-robins over them."""
+    return ",".join(r.address for r in routers)
+
+
+def recorded_progress() -> tuple[EventHandlers, set[str]]:
+    """Handlers of download.progress and the set of event ids they were handed."""
+    delivered: set[str] = set()
+    handlers = EventHandlers()
+
+    @handlers.on("download.progress")
+    async def on_progress(
+        event: download_pb2.DownloadProgress, envelope: envelope_pb2.EventEnvelope
+    ) -> None:
+        delivered.add(envelope.event_id)
+
+    return handlers, delivered

@@ -13,17 +13,16 @@ import nats
 import pytest
 
 from router.bus.jetstream.records import ConsumerState, consumer_token
-from services.kit.events.client import EventHandlers, RouterPublisher, Subscriber
+from services.kit.events.client import RouterPublisher, Subscriber
 from services.kit.events.retrying_publisher import RetryingPublisher
 from services.kit.rpc.channel import open_channel
 from soulspot.events.v1 import download_pb2
-from tests.helpers.router_cluster import start_routers
+from tests.helpers.router_cluster import every_router, recorded_progress, start_routers
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-    from soulspot.events.v1 import envelope_pb2
     from tests.helpers.nats_server import NatsServerProcess
     from tests.helpers.processes import Process
 
@@ -62,15 +61,8 @@ async def _holder_and_floor(url: str) -> tuple[int, int]:
 async def test_the_other_router_takes_a_consumer_over_when_its_router_is_killed(
     routers: list[Process], nats_server: NatsServerProcess
 ) -> None:
-    both = ",".join(r.address for r in routers)
-    delivered: set[str] = set()
-    handlers = EventHandlers()
-
-    @handlers.on("download.progress")
-    async def on_progress(
-        event: download_pb2.DownloadProgress, envelope: envelope_pb2.EventEnvelope
-    ) -> None:
-        delivered.add(envelope.event_id)
+    both = every_router(routers)
+    handlers, delivered = recorded_progress()
 
     # The position each Subscribe stream started from, as its router answered.
     starts: list[int] = []

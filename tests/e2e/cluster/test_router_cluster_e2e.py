@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from services.kit.events.client import EventHandlers, RouterPublisher, Subscriber
+from services.kit.events.client import RouterPublisher, Subscriber
 from services.kit.events.retrying_publisher import RetryingPublisher
 from services.kit.rpc.channel import open_channel
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import download_pb2
 from soulspot.router.v1 import event_bus_pb2_grpc, pipeline_runs_pb2_grpc, router_pb2
 from tests.helpers.nats_cluster import NatsCluster
-from tests.helpers.router_cluster import start_routers
+from tests.helpers.router_cluster import every_router, recorded_progress, start_routers
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
     import grpc
 
-    from soulspot.events.v1 import envelope_pb2
     from tests.helpers.processes import Process
 
 # Three NATS nodes and two routers start under the test's clock; the burst rides out a
@@ -123,15 +122,8 @@ async def _chaos(cluster: NatsCluster, routers: list[Process]) -> ChaosRun:
     the consumer's lease serves it, the other refuses until it takes the lease over); a burst
     during which one NATS node is killed -9 (then restarted), another during which one router
     is killed -9."""
-    both = ",".join(r.address for r in routers)
-    delivered: set[str] = set()
-    handlers = EventHandlers()
-
-    @handlers.on("download.progress")
-    async def on_progress(
-        event: download_pb2.DownloadProgress, envelope: envelope_pb2.EventEnvelope
-    ) -> None:
-        delivered.add(envelope.event_id)
+    both = every_router(routers)
+    handlers, delivered = recorded_progress()
 
     async with open_channel(both, transport=routers[0].client) as channel:
         subscriber = Subscriber(channel, consumer="chaos", handlers=handlers, max_backoff_s=1.0)
@@ -176,7 +168,7 @@ async def test_every_acked_event_reaches_its_durable_consumer_whichever_router_s
 async def test_each_download_completed_has_one_pipeline_run_across_routers(
     routers: list[Process], tmp_path: Path
 ) -> None:
-    both = ",".join(r.address for r in routers)
+    both = every_router(routers)
     async with open_channel(both, transport=routers[0].client) as channel:
         publish = RetryingPublisher(RouterPublisher(channel, deadline_s=3.0), max_backoff_s=1.0)
         completed = []

@@ -16,7 +16,7 @@ from soulspot.common.v1 import module_pb2
 from soulspot.router.v1 import router_pb2, status_pb2_grpc
 from tests.helpers.nats_server import start_nats_server
 from tests.helpers.processes import Process, start_module
-from tests.helpers.router_cluster import start_routers
+from tests.helpers.router_cluster import every_router, start_routers
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -45,7 +45,7 @@ def routers(tmp_path: Path) -> Iterator[list[Process]]:
 
 @pytest.fixture
 def modules(tmp_path: Path, routers: list[Process]) -> Iterator[list[Process]]:
-    both = ",".join(r.address for r in routers)
+    both = every_router(routers)
     started = [
         start_module(tmp_path, name, both, priority=10 - 5 * i) for i, name in enumerate(MODULES)
     ]
@@ -81,7 +81,7 @@ async def test_a_client_with_both_addresses_keeps_calling_when_one_router_dies(
     routers: list[Process], modules: list[Process]
 ) -> None:
     await _until_every_router_shows(routers, sorted(MODULES))
-    both = ",".join(r.address for r in routers)
+    both = every_router(routers)
     answered: list[str] = []
     failures: list[str] = []
     async with open_channel(both, transport=routers[0].client) as channel:
