@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from google.protobuf import timestamp_pb2
-
 from services.kit.support.sqlite import StoreThread, open_wal, transaction
+from services.kit.support.timestamps import timestamp_at
 from soulspot.router.v1 import router_pb2
 
 if TYPE_CHECKING:
@@ -115,17 +114,11 @@ class RunRecord:
             correlation_id=self.correlation_id,
             state=self.state,  # type: ignore[arg-type]
             description=self.description,
-            started_at=_timestamp(self.started_at),
-            updated_at=_timestamp(self.updated_at),
+            started_at=timestamp_at(self.started_at),
+            updated_at=timestamp_at(self.updated_at),
         )
         run.steps.extend(step.to_proto() for step in self.steps)
         return run
-
-
-def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
 
 
 @dataclass(frozen=True, slots=True)

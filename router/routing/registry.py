@@ -11,13 +11,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias
 
-from google.protobuf import timestamp_pb2
-
 from router.routing.breaker import BreakerState, CircuitBreaker
 from services.kit.observability.metrics import MeshMetrics, default_metrics
 from services.kit.rpc.channel import open_channel
 from services.kit.rpc.errors import AlreadyExists, InvalidArgument, bad_request
 from services.kit.rpc.validation import validate_request
+from services.kit.support.timestamps import timestamp_at
 from soulspot.common.v1 import module_pb2
 from soulspot.router.v1 import router_pb2
 
@@ -25,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     import grpc
+    from google.protobuf import timestamp_pb2
 
     from router.routing.capabilities import Catalog
     from router.settings import RouterSection
@@ -135,9 +135,7 @@ class ModuleEntry:
         ]
 
     def since_timestamp(self) -> timestamp_pb2.Timestamp:
-        ts = timestamp_pb2.Timestamp()
-        ts.FromNanoseconds(int(self.since * 1e9))
-        return ts
+        return timestamp_at(self.since)
 
 
 class Registry:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from google.protobuf import timestamp_pb2
-
+from services.kit.support.timestamps import timestamp_at
 from soulspot.router.v1 import router_pb2
 
 if TYPE_CHECKING:
@@ -17,9 +16,7 @@ if TYPE_CHECKING:
 def build_status(
     registry: Registry, catalog: Catalog, warnings: WarningBoard, started_at: float
 ) -> router_pb2.GetStatusResponse:
-    started = timestamp_pb2.Timestamp()
-    started.FromNanoseconds(int(started_at * 1e9))
-    response = router_pb2.GetStatusResponse(started_at=started)
+    response = router_pb2.GetStatusResponse(started_at=timestamp_at(started_at))
     for entry in sorted(registry.modules.values(), key=lambda e: e.name):
         response.modules.append(
             router_pb2.ModuleInfo(

@@ -6,8 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from google.protobuf import timestamp_pb2
-
+from services.kit.support.timestamps import timestamp_at
 from soulspot.router.v1 import router_pb2
 
 log = logging.getLogger("soulspot.router.warnings")
@@ -23,8 +22,7 @@ class CapabilityWarning:
     raised_at: float
 
     def to_proto(self) -> router_pb2.Warning:
-        ts = timestamp_pb2.Timestamp()
-        ts.FromNanoseconds(int(self.raised_at * 1e9))
+        ts = timestamp_at(self.raised_at)
         return router_pb2.Warning(
             module=self.module,
             operation=self.operation,

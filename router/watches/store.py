@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 
 from services.kit.support.playlist_reference import canonical_playlist
 from services.kit.support.sqlite import StoreThread, open_wal, transaction
+from services.kit.support.timestamps import timestamp_at
 from soulspot.router.v1 import watches_pb2
 
 if TYPE_CHECKING:
@@ -89,18 +90,18 @@ class WatchRecord:
             playlist_id=self.playlist_id,
             name=self.name,
             every=duration_pb2.Duration(seconds=round(self.every_s)),
-            next_run_at=_timestamp(self.next_run_at),
+            next_run_at=timestamp_at(self.next_run_at),
             last_result=self.last_result,
             last_run_failed=self.last_run_failed,
             tracks_in_playlist=self.tracks_in_playlist,
             last_requested=self.last_requested,
             tracks_known=self.tracks_known,
             owner=self.owner,
-            created_at=_timestamp(self.created_at),
+            created_at=timestamp_at(self.created_at),
             running=running,
         )
         if self.last_run_at is not None:
-            watch.last_run_at.CopyFrom(_timestamp(self.last_run_at))
+            watch.last_run_at.CopyFrom(timestamp_at(self.last_run_at))
         return watch
 
 
@@ -123,12 +124,6 @@ class RunRecord:
     failed: bool
     tracks_in_playlist: int
     requested: int
-
-
-def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
 
 
 class WatchStore(Protocol):
