@@ -8,7 +8,7 @@ __all__ = ["timestamp_at"]
 
 
 def timestamp_at(seconds: float) -> timestamp_pb2.Timestamp:
-    """The Timestamp of a Unix time in seconds, to the nanosecond."""
+    """The Timestamp of a Unix time in seconds (as precise as the float is)."""
     ts = timestamp_pb2.Timestamp()
     ts.FromNanoseconds(int(seconds * 1e9))
     return ts
