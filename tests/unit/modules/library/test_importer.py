@@ -6,7 +6,7 @@ import errno
 import hashlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
@@ -17,9 +17,6 @@ from services.library.importer import Importer
 from services.library.library_store import LibraryStore
 from services.library.naming import DEFAULT_TEMPLATE
 from soulspot.common.v1 import references_pb2
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
 
 Track = references_pb2.TrackReference
 File = references_pb2.FileReference
@@ -34,19 +31,6 @@ TRACK = Track(
     spotify_id="4uLU6hMCjMI75M1A2tKUQC",
 )
 EXPECTED = "The Paper Lanterns/Night Ferry (2019)/01 - Harbour Lights.flac"
-
-
-@pytest.fixture
-def importer(tmp_path: Path) -> Iterator[Importer]:
-    store = LibraryStore(tmp_path / "state" / "library.sqlite3")
-    yield Importer(
-        store,
-        tmp_path / "library",
-        DEFAULT_TEMPLATE,
-        import_dirs=[tmp_path / "downloads"],
-        forbidden=[tmp_path / "state"],
-    )
-    store.close()
 
 
 def library_files(importer: Importer) -> list[str]:

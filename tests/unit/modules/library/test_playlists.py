@@ -10,9 +10,6 @@ import pytest
 
 from services.kit.rpc.errors import FailedPrecondition, InvalidArgument
 from services.kit.testing.sample_audio import write_flac
-from services.library.importer import Importer
-from services.library.library_store import LibraryStore
-from services.library.naming import DEFAULT_TEMPLATE
 from services.library.playlists import (
     PlaylistLine,
     PlaylistWriter,
@@ -22,8 +19,9 @@ from services.library.playlists import (
 from soulspot.common.v1 import references_pb2
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
+
+    from services.library.importer import Importer
 
 Track = references_pb2.TrackReference
 
@@ -39,19 +37,6 @@ TWO = Track(
     title="Salt Roads", artist="The Paper Lanterns", album="Night Ferry", year=2019, track_number=2
 )
 ABSENT = Track(title="Never Fetched", artist="Nobody")
-
-
-@pytest.fixture
-def importer(tmp_path: Path) -> Iterator[Importer]:
-    store = LibraryStore(tmp_path / "state" / "library.sqlite3")
-    yield Importer(
-        store,
-        tmp_path / "library",
-        DEFAULT_TEMPLATE,
-        import_dirs=[tmp_path / "downloads"],
-        forbidden=[tmp_path / "state"],
-    )
-    store.close()
 
 
 async def _import(importer: Importer, tmp_path: Path, track: Track, tone: float) -> None:
