@@ -22,15 +22,17 @@ from services.metadata.settings import MetadataSection
 from soulspot.common.v1 import references_pb2
 from tests.helpers.encoded_audio import ENCODINGS, encode
 from tests.standins.coverart import CoverArtStandin, png_image
-from tests.standins.musicbrainz import MusicBrainzStandin, StandinRecording
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
     from pathlib import Path
 
+    from tests.standins.musicbrainz import MusicBrainzStandin
+
 Track = references_pb2.TrackReference
 File = references_pb2.FileReference
 AGENT = "SoulSpotTests/0.1 ( tests )"
+# The recording the `musicbrainz` fixture (conftest.py) knows.
 MBID = "9a1c2b3d-0000-4000-8000-000000000001"
 RELEASE = f"rel-{MBID}"  # the release the MusicBrainz stand-in lists for the recording
 PNG = png_image(8, 8)
@@ -106,26 +108,6 @@ def test_the_size_bound_is_a_bounded_setting() -> None:
         MetadataSection(cover_art_max_bytes=0)
     with pytest.raises(ValidationError):
         MetadataSection(cover_art_size="front-9000")  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def musicbrainz() -> Iterator[MusicBrainzStandin]:
-    standin = MusicBrainzStandin(
-        [
-            StandinRecording(
-                MBID,
-                "Harbour Lights",
-                "The Paper Lanterns",
-                "Night Ferry",
-                "2019-04-05",
-                1,
-                isrcs=["QZSS11900001"],
-            )
-        ]
-    )
-    standin.start()
-    yield standin
-    standin.stop()
 
 
 @pytest.fixture

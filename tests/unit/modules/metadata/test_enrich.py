@@ -12,35 +12,15 @@ from services.metadata.audio import probe
 from services.metadata.enrich import Enricher
 from services.metadata.musicbrainz_api import MusicBrainzClient
 from soulspot.common.v1 import references_pb2
-from tests.standins.musicbrainz import MusicBrainzStandin, StandinRecording
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
+
+    from tests.standins.musicbrainz import MusicBrainzStandin
 
 Track = references_pb2.TrackReference
 File = references_pb2.FileReference
 AGENT = "SoulSpotTests/0.1 ( tests )"
-
-
-@pytest.fixture
-def musicbrainz() -> Iterator[MusicBrainzStandin]:
-    standin = MusicBrainzStandin(
-        [
-            StandinRecording(
-                "9a1c2b3d-0000-4000-8000-000000000001",
-                "Harbour Lights",
-                "The Paper Lanterns",
-                "Night Ferry",
-                "2019-04-05",
-                1,
-                isrcs=["QZSS11900001"],
-            )
-        ]
-    )
-    standin.start()
-    yield standin
-    standin.stop()
 
 
 async def test_request_fields_win_over_the_files_tags(tmp_path: Path) -> None:
