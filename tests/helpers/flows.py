@@ -1,10 +1,12 @@
 """Driving a mesh of real processes through the download flows: sample audio, the stack's
-start-up, downloads and event queries through the router, pipeline runs, a webhook."""
+start-up, downloads and event queries through the router, pipeline runs, a webhook, and the
+`soulspot` command line run as a process against the mesh."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -26,6 +28,7 @@ from soulspot.events.v1 import pipeline_pb2 as pipeline_events_pb2
 from soulspot.events.v1 import playlist_pb2 as playlist_events_pb2
 from soulspot.events.v1 import track_pb2 as track_events_pb2
 from soulspot.router.v1 import router_pb2
+from tests.helpers.mesh import ROOT
 from tests.standins.spotify import make_track
 
 if TYPE_CHECKING:
@@ -225,3 +228,35 @@ def spotify_track(sample: dict[str, Any], n: int) -> dict[str, Any]:
         release_date=f"{sample.get('year', 2020)}-01-01",
         track_number=int(sample.get("track_number", 1)),
     )
+
+
+async def start_cli(
+    mesh: Mesh,
+    *args: str,
+    env: dict[str, str] | None = None,
+    router: bool = True,
+    merge_errors: bool = True,
+) -> asyncio.subprocess.Process:
+    """`soulspot ARGS` as a process from the repository root: with the router's environment
+    (its credentials) once the mesh runs, plus `env`; `--router` the mesh's unless
+    router=False; standard error into standard output unless merge_errors=False."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cli.main",
+        *args,
+        *(("--router", mesh.router_address) if router else ()),
+        cwd=ROOT,
+        env={**mesh.procs["router"].env, **(env or {})} if mesh.procs else env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT if merge_errors else asyncio.subprocess.PIPE,
+    )
+
+
+async def run_cli(mesh: Mesh, *args: str, timeout_s: float = 90.0) -> tuple[int, str]:
+    """`soulspot ARGS` run to its end (within `timeout_s`): its exit code and output (standard
+    output and error together)."""
+    process = await start_cli(mesh, *args)
+    output, _ = await asyncio.wait_for(process.communicate(), timeout_s)
+    assert process.returncode is not None
+    return process.returncode, output.decode()

@@ -9,7 +9,6 @@ in progress, and show the module going away after it stops.
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +22,7 @@ from soulspot.common.v1 import module_pb2, references_pb2
 from soulspot.events.v1 import album_pb2 as album_events_pb2
 from soulspot.events.v1 import download_pb2 as download_events_pb2
 from soulspot.router.v1 import router_pb2
+from tests.helpers.flows import run_cli
 from tests.helpers.mesh import ROOT, Mesh, free_port
 from tests.helpers.pki import transport_as
 
@@ -95,23 +95,8 @@ async def _wait_module_status(mesh: Mesh, name: str, unwanted: int, within_s: fl
 
 async def _watch_playlist(mesh: Mesh, playlist: str) -> None:
     """`soulspot watch-playlist PLAYLIST --every 6h` as a process, as the command line."""
-    cli = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "cli.main",
-        "watch-playlist",
-        playlist,
-        "--every",
-        "6h",
-        "--router",
-        mesh.router_address,
-        cwd=ROOT,
-        env=mesh.procs["router"].env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await asyncio.wait_for(cli.communicate(), 60)
-    assert cli.returncode == 0, output.decode()
+    code, output = await run_cli(mesh, "watch-playlist", playlist, "--every", "6h", timeout_s=60)
+    assert code == 0, output
 
 
 async def _publish_album_in_progress(mesh: Mesh) -> None:

@@ -5,8 +5,6 @@ anywhere: album.failed and nothing in the library."""
 
 from __future__ import annotations
 
-import asyncio
-import sys
 import uuid
 from typing import TYPE_CHECKING, Any, cast
 
@@ -25,11 +23,11 @@ from tests.helpers.flows import (
     folder_env,
     library_tracks,
     require_pipeline,
+    run_cli,
     spotify_env,
     spotify_track,
     wait_event,
 )
-from tests.helpers.mesh import ROOT
 from tests.standins.slskd import ERRORED, Peer, PeerFile, SlskdStandin
 from tests.standins.spotify import SpotifyStandin
 
@@ -113,25 +111,8 @@ async def test_get_album_files_every_track_of_the_folder_in_the_library(
 
 async def _get_album_cli(mesh: Mesh) -> str:
     """`soulspot get --album` as a process; its output (it must succeed)."""
-    cli = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "cli.main",
-        "get",
-        "--album",
-        f"{ARTIST} - {ALBUM}",
-        "--router",
-        mesh.router_address,
-        "--timeout",
-        "60",
-        cwd=ROOT,
-        env=mesh.procs["router"].env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await asyncio.wait_for(cli.communicate(), 90)
-    text = output.decode()
-    assert cli.returncode == 0, text
+    code, text = await run_cli(mesh, "get", "--album", f"{ARTIST} - {ALBUM}", "--timeout", "60")
+    assert code == 0, text
     return text
 
 

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from services.kit.testing.sample_audio import make_sample_library
-from tests.helpers.flows import METADATA_ENV, folder_env, start_stack
-from tests.helpers.mesh import ROOT
+from tests.helpers.flows import METADATA_ENV, folder_env, start_cli, start_stack
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -42,18 +40,7 @@ def _sample(tmp_path: Path) -> Path:
 
 async def _cli(mesh: Mesh, *args: str, columns: int = 80) -> tuple[int, str, str]:
     """`soulspot ARGS` as a process: exit code, standard output, standard error."""
-    cli = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "cli.main",
-        *args,
-        "--router",
-        mesh.router_address,
-        cwd=ROOT,
-        env={**mesh.procs["router"].env, "COLUMNS": str(columns)},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    cli = await start_cli(mesh, *args, env={"COLUMNS": str(columns)}, merge_errors=False)
     out, err = await asyncio.wait_for(cli.communicate(), 90)
     assert cli.returncode is not None
     return cli.returncode, out.decode(), err.decode()

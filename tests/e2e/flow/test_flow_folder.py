@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +21,7 @@ from tests.helpers.flows import (
     events,
     folder_env,
     library_tracks,
+    run_cli,
     sample_source,
     spotify_env,
     spotify_track,
@@ -31,7 +31,6 @@ from tests.helpers.flows import (
     wait_event,
     wait_run,
 )
-from tests.helpers.mesh import ROOT
 from tests.standins.spotify import SpotifyStandin
 
 if TYPE_CHECKING:
@@ -66,24 +65,10 @@ async def test_get_lands_the_track_in_the_library(mesh: Mesh, tmp_path: Path) ->
                 },
             )
 
-            cli = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "cli.main",
-                "get",
-                "The Paper Lanterns Harbour Lights",
-                "--router",
-                mesh.router_address,
-                "--timeout",
-                "30",
-                cwd=ROOT,
-                env=mesh.procs["router"].env,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
+            code, text = await run_cli(
+                mesh, "get", "The Paper Lanterns Harbour Lights", "--timeout", "30", timeout_s=40
             )
-            output, _ = await asyncio.wait_for(cli.communicate(), 40)
-            text = output.decode()
-            assert cli.returncode == 0, text
+            assert code == 0, text
             placed = mesh.library_root / HARBOUR_IN_LIBRARY
             assert "ready" in text
             assert placed.name in text.replace("\n", "")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -17,9 +16,9 @@ from tests.helpers.flows import (
     sample_source,
     spotify_env,
     spotify_track,
+    start_cli,
     start_stack,
 )
-from tests.helpers.mesh import ROOT
 from tests.standins.spotify import SpotifyStandin
 
 if TYPE_CHECKING:
@@ -47,21 +46,6 @@ def playlist_samples(count: int) -> list[dict[str, Any]]:
     ]
 
 
-async def _cli(mesh: Mesh, *args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "cli.main",
-        *args,
-        "--router",
-        mesh.router_address,
-        cwd=ROOT,
-        env=mesh.procs["router"].env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-
-
 async def test_two_workers_handle_every_track_exactly_once(mesh: Mesh, tmp_path: Path) -> None:
     samples = playlist_samples(20)
     source = sample_source(tmp_path, samples)
@@ -81,14 +65,14 @@ async def test_two_workers_handle_every_track_exactly_once(mesh: Mesh, tmp_path:
             },
         )
         for _ in range(2):
-            worker = await _cli(mesh, "worker", "--consumer", "playlist-sync")
+            worker = await start_cli(mesh, "worker", "--consumer", "playlist-sync")
             workers.append(worker)
         for worker in workers:
             assert worker.stdout is not None
             line = await asyncio.wait_for(worker.stdout.readline(), 20)
             assert b"worker serving" in line, line
 
-        sync = await _cli(mesh, "sync-playlist", PLAYLIST, "--workers", "0", "--timeout", "60")
+        sync = await start_cli(mesh, "sync-playlist", PLAYLIST, "--workers", "0", "--timeout", "60")
         output, _ = await asyncio.wait_for(sync.communicate(), 90)
         assert sync.returncode == 0, output.decode()
 

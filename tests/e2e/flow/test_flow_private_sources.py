@@ -8,14 +8,21 @@ from __future__ import annotations
 import asyncio
 import json
 import stat
-import sys
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
-from tests.helpers.flows import folder_env, sample_source, spotify_env, spotify_track, start_stack
-from tests.helpers.mesh import ROOT, free_port
+from tests.helpers.flows import (
+    folder_env,
+    run_cli,
+    sample_source,
+    spotify_env,
+    spotify_track,
+    start_cli,
+    start_stack,
+)
+from tests.helpers.mesh import free_port
 from tests.standins.spotify import SpotifyStandin
 
 if TYPE_CHECKING:
@@ -39,28 +46,10 @@ SAMPLES: list[dict[str, Any]] = [
 ]
 
 
-async def _cli(
-    mesh: Mesh, *args: str, env: dict[str, str] | None = None, router: bool = True
-) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "cli.main",
-        *args,
-        *(("--router", mesh.router_address) if router else ()),
-        cwd=ROOT,
-        env={**mesh.procs["router"].env, **(env or {})} if mesh.procs else env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-
-
 async def _run(mesh: Mesh, *args: str, timeout_s: float = 90) -> tuple[int, str]:
-    process = await _cli(mesh, *args)
-    output, _ = await asyncio.wait_for(process.communicate(), timeout_s)
-    assert process.returncode is not None
+    code, output = await run_cli(mesh, *args, timeout_s=timeout_s)
     # Whitespace as one space: the console wraps long lines.
-    return process.returncode, " ".join(output.decode().split())
+    return code, " ".join(output.split())
 
 
 def _m3u(mesh: Mesh, name: str) -> list[str]:
@@ -81,7 +70,7 @@ async def _login(mesh: Mesh, spotify: SpotifyStandin) -> str:
         "SOULSPOT_SPOTIFY__REDIRECT_URI": f"http://127.0.0.1:{free_port()}/callback",
         "SOULSPOT_SPOTIFY__LOGIN_TIMEOUT_S": "30",
     }
-    login = await _cli(mesh, "login", "spotify", "--no-browser", env=env, router=False)
+    login = await start_cli(mesh, "login", "spotify", "--no-browser", env=env, router=False)
     assert login.stdout is not None
     lines: list[str] = []
     async with asyncio.timeout(20):
@@ -203,22 +192,8 @@ async def test_a_csv_without_a_title_column_is_refused_before_anything_starts(
     csv_file = tmp_path / "bad.csv"
     csv_file.write_text("Artist,Album,Length\nQuiet Harbour,Tides,3:10\n", encoding="utf-8")
     # No router is running: the command must stop at the file, before connecting.
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "cli.main",
-        "sync-playlist",
-        "--csv",
-        str(csv_file),
-        "--router",
-        mesh.router_address,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await asyncio.wait_for(process.communicate(), 30)
-    text = " ".join(output.decode().split())
-    assert process.returncode == 1, text
+    code, text = await _run(mesh, "sync-playlist", "--csv", str(csv_file), timeout_s=30)
+    assert code == 1, text
     assert "no title column" in text
     assert "'Artist', 'Album', 'Length'" in text
     assert "Needed: a Title column" in text
