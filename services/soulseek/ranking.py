@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from services.domain.album_matching import AUDIO_EXTENSIONS, LOSSLESS_EXTENSIONS
 from services.domain.matching import (
     VERSION_PATTERNS,
     clean_title,
@@ -39,10 +40,6 @@ __all__ = [
     "tokens",
 ]
 
-LOSSLESS_EXTENSIONS = frozenset({"flac", "wav", "aiff", "aif", "alac", "ape", "wv"})
-AUDIO_EXTENSIONS = LOSSLESS_EXTENSIONS | frozenset(
-    {"mp3", "m4a", "aac", "ogg", "opus", "wma", "mpc"}
-)
 
 # The text matching (tokens, version words, title decorations) is shared with every module
 # that compares a request with a found file: it lives in services.domain.matching.
