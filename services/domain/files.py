@@ -6,10 +6,12 @@ synced; the importer, the tag writer and the folder copier all follow that order
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 from typing import TYPE_CHECKING
+
+# A folder's sync is the kit's (its own file writers need it too); modules take it from here.
+from services.kit.support.durable_files import fsync_dir
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -33,15 +35,3 @@ def fsync_file(path: Path) -> None:
     """Sync a written file's bytes to disk."""
     with path.open("rb+") as handle:
         os.fsync(handle.fileno())
-
-
-def fsync_dir(folder: Path) -> None:
-    """Sync a folder's entries, so a file created or renamed in it is durable."""
-    # Not every platform or filesystem allows opening a directory for that: then the
-    # entry is as durable as the platform makes it.
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -14,6 +14,8 @@ import os
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from services.kit.support.durable_files import fsync_dir
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -40,12 +42,7 @@ def write_secret_json(path: Path, data: dict[str, Any]) -> None:
         with contextlib.suppress(OSError):
             temporary.unlink()
         raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    fsync_dir(folder)
 
 
 def read_secret_json(path: Path) -> dict[str, Any] | None:
