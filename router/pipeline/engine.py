@@ -19,7 +19,6 @@ SERVING (a Watch per service, and a periodic sweep as a safety net).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -52,6 +51,7 @@ from services.kit.rpc.errors import (
     is_transient,
 )
 from services.kit.security.confinement import confined_file
+from services.kit.support.tasks import cancel_all
 from soulspot.events.v1 import download_pb2 as download_events_pb2
 from soulspot.events.v1 import envelope_pb2
 from soulspot.events.v1 import pipeline_pb2 as pipeline_events_pb2
@@ -178,12 +178,7 @@ class Pipeline(pipeline_runs_pb2_grpc.PipelineRunServiceServicer):
     async def stop(self) -> None:
         """Stop working; unfinished runs stay RUNNING in the store and resume at next start."""
         await self._quiesce()
-        tasks = list(self._background)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all(self._background)
         if self._channel is not None:
             await self._channel.close()
         await self.store.close()
@@ -195,12 +190,7 @@ class Pipeline(pipeline_runs_pb2_grpc.PipelineRunServiceServicer):
             await self._subscription.stop()
         if self.albums is not None:
             await self.albums.stop()
-        tasks = [*self._runs.values(), *self._watchers.values()]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all([*self._runs.values(), *self._watchers.values()])
 
     async def _quiesce_on_shutdown(self) -> None:
         """When the router starts its graceful shutdown (its health turns NOT_SERVING), let go

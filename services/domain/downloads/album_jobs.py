@@ -10,12 +10,12 @@ done here, so both speak the same events with the same fields.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from typing import TYPE_CHECKING
 
 from services.domain.album_matching import ExpectedTrack, FolderFile
 from services.domain.downloads.album_tracks import track_download_id
+from services.kit.support.tasks import cancel_all
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import album_pb2 as album_events_pb2
 from soulspot.events.v1 import download_pb2 as download_events_pb2
@@ -178,9 +178,4 @@ class AlbumJobs:
 
     async def stop(self) -> None:
         """Cancel every running fetch and wait for each to end."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all(self._tasks)

@@ -31,6 +31,7 @@ from services.domain.downloads.store import DownloadStore, StoredDownload
 from services.domain.matching import normalize
 from services.kit.events.client import build_envelope
 from services.kit.rpc.errors import FailedPrecondition, NotFound
+from services.kit.support.tasks import cancel_all
 from soulspot.capabilities.v1 import download_pb2, download_pb2_grpc
 from soulspot.events.v1 import download_pb2 as download_events_pb2
 from soulspot.events.v1 import envelope_pb2
@@ -375,11 +376,7 @@ class DownloadRegistry:
     async def shutdown(self) -> None:
         """Stop every background download (the module is stopping)."""
         tasks = [r.task for r in self.records.values() if r.task is not None and not r.task.done()]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all(tasks)
         if tasks:
             log.warning(
                 "downloads interrupted by shutdown",

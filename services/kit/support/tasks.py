@@ -1,12 +1,15 @@
-"""Ending a background task: cancel it and wait until it has unwound."""
+"""Ending background tasks: cancel them and wait until they have unwound."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["cancel_and_wait"]
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+__all__ = ["cancel_all", "cancel_and_wait"]
 
 
 async def cancel_and_wait(task: asyncio.Future[Any] | None) -> None:
@@ -18,3 +21,14 @@ async def cancel_and_wait(task: asyncio.Future[Any] | None) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def cancel_all(tasks: Iterable[asyncio.Future[Any]]) -> None:
+    """Cancel every task at once, then wait for each to end: for work being given up at
+    shutdown, so what any of them ends with (cancelled or an error) is swallowed."""
+    pending = list(tasks)
+    for task in pending:
+        task.cancel()
+    for task in pending:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
