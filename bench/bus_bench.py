@@ -56,11 +56,11 @@ from typing import TYPE_CHECKING, Any, Self
 from services.kit.events.client import build_envelope
 from services.kit.rpc.channel import open_channel
 from soulspot.common.v1 import references_pb2
-from soulspot.events.v1 import download_pb2
+from soulspot.events.v1 import download_pb2, envelope_pb2
 from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -179,11 +179,14 @@ def _cpu_s(proc: subprocess.Popen[bytes] | None) -> float:
 
 
 @contextlib.contextmanager
-def _cpu_per_event(proc: subprocess.Popen[bytes] | None, events: int, into: list[float]) -> Any:
-    """Appends the process's CPU microseconds per event over the block to `into`."""
-    before = _cpu_s(proc)
+def _cpu_per_event(
+    procs: Sequence[subprocess.Popen[bytes] | None], events: int, into: list[float]
+) -> Any:
+    """Appends the processes' CPU microseconds per event over the block, summed, to `into`."""
+    before = [_cpu_s(proc) for proc in procs]
     yield
-    into.append((_cpu_s(proc) - before) / events * 1e6)
+    spent = sum(_cpu_s(proc) - b for proc, b in zip(procs, before, strict=True))
+    into.append(spent / events * 1e6)
 
 
 @dataclass
@@ -291,13 +294,22 @@ class FloorServer(_PortFileServer):
 
 class BusServer(_PortFileServer):
     """`python -m router.bus` on a fresh state folder, syncing at `synchronous`: its log in
-    SQLite there or, given `nats_url`, in a JetStream stream on that server."""
+    SQLite there or, given `nats_url`, in the JetStream stream `stream` on that server."""
 
-    def __init__(self, root: Path, synchronous: str = "FULL", nats_url: str = "") -> None:
+    def __init__(
+        self,
+        root: Path,
+        synchronous: str = "FULL",
+        nats_url: str = "",
+        *,
+        stream: str = "BUS_BENCH",
+        label: str = "",
+    ) -> None:
         super().__init__(root)
         self.synchronous = synchronous
         self.nats_url = nats_url
-        self.label = "JS" if nats_url else synchronous
+        self.stream = stream
+        self.label = label or ("JS" if nats_url else synchronous)
         self.name = f"bus process {self.label}"
 
     def _command(self, port_file: Path) -> tuple[list[str], dict[str, str]]:
@@ -318,7 +330,7 @@ class BusServer(_PortFileServer):
                 {
                     "SOULSPOT_BUS__BACKEND": "jetstream",
                     "SOULSPOT_BUS__NATS_SERVERS": f'["{self.nats_url}"]',
-                    "SOULSPOT_BUS__NATS_STREAM": "BUS_BENCH",
+                    "SOULSPOT_BUS__NATS_STREAM": self.stream,
                 }
             )
         return [sys.executable, "-m", "router.bus"], env
@@ -384,6 +396,31 @@ class BusSubscriber:
                 await self._task
 
 
+async def _publish_batches(stub: Any, envs: list[Any]) -> None:
+    """The events on one PublishStream in BATCH-event messages (the throughput scenarios)."""
+
+    async def batches() -> Any:
+        for b in range(0, len(envs), BATCH):
+            yield router_pb2.PublishStreamRequest(batch_id=b, events=envs[b : b + BATCH])
+
+    async for _answer in stub.PublishStream(batches()):
+        pass
+
+
+async def _publish_paced(stub: Any, n: int) -> None:
+    """Paced publishes on one PublishStream (the bus's high-rate path), one event per
+    message, each answered once durable; every event carries its send time."""
+    envs = [_envelope(i) for i in range(n)]
+
+    async def paced() -> Any:
+        async for i in _at_rate(len(envs)):
+            envs[i].attributes["sent_ns"] = str(time.perf_counter_ns())
+            yield router_pb2.PublishStreamRequest(batch_id=i, events=[envs[i]])
+
+    async for _answer in stub.PublishStream(paced()):
+        pass
+
+
 async def _bus_round(address: str, n: int, subscribers: int, tag: str) -> float:
     async with open_channel(address, interceptors=[]) as channel:
         stub = event_bus_pb2_grpc.EventBusServiceStub(channel)
@@ -391,14 +428,8 @@ async def _bus_round(address: str, n: int, subscribers: int, tag: str) -> float:
         for s in subs:
             await s.start()
         envs = [_envelope(i) for i in range(n)]
-
-        async def batches() -> Any:
-            for b in range(0, n, BATCH):
-                yield router_pb2.PublishStreamRequest(batch_id=b, events=envs[b : b + BATCH])
-
         began = time.perf_counter()
-        async for _answer in stub.PublishStream(batches()):
-            pass
+        await _publish_batches(stub, envs)
         await asyncio.gather(*(s.done.wait() for s in subs))
         elapsed = time.perf_counter() - began
         for s in subs:
@@ -407,24 +438,104 @@ async def _bus_round(address: str, n: int, subscribers: int, tag: str) -> float:
 
 
 async def _bus_latency(address: str, n: int, tag: str) -> list[float]:
-    """Paced publishes on one PublishStream (the bus's high-rate path), one event per
-    message, each answered once durable."""
     async with open_channel(address, interceptors=[]) as channel:
         stub = event_bus_pb2_grpc.EventBusServiceStub(channel)
         sub = BusSubscriber(stub, f"{tag}-lat", n)
         await sub.start()
-        envs = [_envelope(i) for i in range(n)]
-
-        async def paced() -> Any:
-            async for i in _at_rate(len(envs)):
-                envs[i].attributes["sent_ns"] = str(time.perf_counter_ns())
-                yield router_pb2.PublishStreamRequest(batch_id=i, events=[envs[i]])
-
-        async for _answer in stub.PublishStream(paced()):
-            pass
+        await _publish_paced(stub, n)
         await sub.done.wait()
         await sub.stop()
         return sub.latencies_ms
+
+
+# -- this bus's publishes, delivered from JetStream directly ---------------------------------
+
+DIRECT_STREAM = "BUS_BENCH_DIRECT"
+
+
+class DirectSubscribers:
+    """Durable push consumers on the bus's own stream, read from JetStream without the
+    router: a filter subject for the event type, explicit acks batched as the raw
+    JetStream rounds batch them (AckPolicy.ALL, every BATCH-th message, or each one when
+    `ack_each`), the EventEnvelope parsed from each message's data. None of the bus's
+    consumer semantics apply here: no ordering keys, dead letters or causation guard."""
+
+    def __init__(self, js: Any, n: int, subscribers: int, tag: str, *, ack_each: bool) -> None:
+        self.js = js
+        self.n = n
+        self.durables = [f"{tag}-{k}" for k in range(subscribers)]
+        self.ack_each = ack_each
+        self.counts = [0] * subscribers
+        self.latencies_ms: list[float] = []
+        self.done = asyncio.Event()
+        self._subs: list[Any] = []
+
+    async def start(self) -> None:
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        for k, durable in enumerate(self.durables):
+
+            async def on_msg(msg: Any, k: int = k) -> None:
+                env = envelope_pb2.EventEnvelope.FromString(msg.data)
+                sent = int(env.attributes.get("sent_ns", "0"))
+                if sent:
+                    self.latencies_ms.append((time.perf_counter_ns() - sent) / 1e6)
+                self.counts[k] += 1
+                if self.ack_each or self.counts[k] % BATCH == 0 or self.counts[k] >= self.n:
+                    await msg.ack()
+                if all(c >= self.n for c in self.counts):
+                    self.done.set()
+
+            self._subs.append(
+                await self.js.subscribe(
+                    f"{DIRECT_STREAM}.download.completed",
+                    durable=durable,
+                    stream=DIRECT_STREAM,
+                    cb=on_msg,
+                    manual_ack=True,
+                    config=ConsumerConfig(
+                        ack_policy=AckPolicy.ALL,
+                        deliver_policy=DeliverPolicy.NEW,
+                        max_ack_pending=1000,
+                    ),
+                    pending_msgs_limit=100_000,
+                )
+            )
+
+    async def stop(self) -> None:
+        """Unsubscribes and deletes the durable consumers (the stream is the bus's and
+        stays; a consumer left behind would keep costing the server)."""
+        for sub in self._subs:
+            await sub.unsubscribe()
+        for durable in self.durables:
+            await self.js.delete_consumer(DIRECT_STREAM, durable)
+
+
+async def _direct_round(address: str, js: Any, n: int, subscribers: int, tag: str) -> float:
+    """_bus_round's publishes through the router, delivered from JetStream directly."""
+    async with open_channel(address, interceptors=[]) as channel:
+        stub = event_bus_pb2_grpc.EventBusServiceStub(channel)
+        subs = DirectSubscribers(js, n, subscribers, tag, ack_each=False)
+        await subs.start()
+        envs = [_envelope(i) for i in range(n)]
+        began = time.perf_counter()
+        await _publish_batches(stub, envs)
+        await subs.done.wait()
+        elapsed = time.perf_counter() - began
+        await subs.stop()
+        return n * subscribers / elapsed
+
+
+async def _direct_latency(address: str, js: Any, n: int, tag: str) -> list[float]:
+    """_bus_latency's paced publishes through the router, delivered from JetStream directly."""
+    async with open_channel(address, interceptors=[]) as channel:
+        stub = event_bus_pb2_grpc.EventBusServiceStub(channel)
+        subs = DirectSubscribers(js, n, 1, f"{tag}-lat", ack_each=True)
+        await subs.start()
+        await _publish_paced(stub, n)
+        await subs.done.wait()
+        await subs.stop()
+        return subs.latencies_ms
 
 
 # -- JetStream -----------------------------------------------------------------------------
@@ -587,24 +698,30 @@ def _table(
         for label, attr, higher_better in metrics
     ]
     names = [name for name, _ in buses]
-    header = "".join(f"{name:>12}" for name in [*names, "JetStream", "gRPC floor"])
-    ratios = "".join(f"{name + ' / JS':>16}" for name in names)
+    # A column is as wide as its name needs ("bus JS direct" is wider than the rest).
+    widths = [max(12, len(name) + 2) for name in [*names, "JetStream", "gRPC floor"]]
+    ratio_widths = [max(16, len(name) + 7) for name in names]
+    header = "".join(
+        f"{name:>{w}}" for name, w in zip([*names, "JetStream", "gRPC floor"], widths, strict=True)
+    )
+    ratios = "".join(f"{name + ' / JS':>{w}}" for name, w in zip(names, ratio_widths, strict=True))
     lines = [
         f"events per round: {n}; payload: {size} bytes; medians of the repeats",
         f"{'metric':44}{header}{ratios}",
     ]
 
-    def cell(value: float) -> str:
-        return f"{'-':>12}" if value != value else f"{value:12.1f}"  # nan: not measured
+    def cell(value: float, w: int) -> str:
+        return f"{'-':>{w}}" if value != value else f"{value:{w}.1f}"  # nan: not measured
 
     for name, ours, theirs, base, higher_better in rows:
-        line = f"{name:44}" + "".join(cell(v) for v in [*ours, theirs, base])
-        for value in ours:
+        values = [*ours, theirs, base]
+        line = f"{name:44}" + "".join(cell(v, w) for v, w in zip(values, widths, strict=True))
+        for value, w in zip(ours, ratio_widths, strict=True):
             if theirs != theirs or not value:
-                line += f"{'-':>16}"
+                line += f"{'-':>{w}}"
             else:
                 ratio = value / theirs if higher_better else theirs / value
-                line += f"{ratio:15.2f}x"
+                line += f"{ratio:{w - 1}.2f}x"
         lines.append(line)
     lines.append("ratio > 1 means the bus is better (throughput: bus/JS; latency and CPU: JS/bus).")
     lines.append(
@@ -612,6 +729,14 @@ def _table(
         "synchronous=FULL); bus NORMAL and JetStream (by default) ack before the sync; "
         "bus JS keeps its log on the same nats-server as JetStream, at its durability."
     )
+    if "bus JS direct" in names:
+        lines.append(
+            "bus JS direct: publishes through the bus on JetStream (validated, stamped, acked "
+            "after JetStream's ack), delivered by JetStream durable consumers on the bus's "
+            "stream, not by the bus (no ordering keys, dead letters or causation guard); its "
+            "server CPU is the bus process's plus nats-server's, the other buses' the bus "
+            "process's alone."
+        )
     return "\n".join(lines)
 
 
@@ -621,13 +746,13 @@ async def run(
     *,
     jetstream: bool = True,
     floor: bool = True,
-    buses_wanted: tuple[str, ...] = ("FULL", "NORMAL", "JS"),
+    buses_wanted: tuple[str, ...] = ("FULL", "NORMAL", "JS", "JS-direct"),
 ) -> None:
     """Every system serves through the whole run and they take turns, round by round, in an
     order that rotates: a noisy neighbour on a shared machine then hurts them alike."""
     paced = min(events, 3 * LATENCY_RATE)
     jetstream = jetstream and _jetstream_available()
-    wanted = [b for b in buses_wanted if b != "JS" or jetstream]
+    wanted = [b for b in buses_wanted if b not in ("JS", "JS-direct") or jetstream]
     buses = {label: _Samples() for label in wanted}
     js_samples = _Samples()
     floor_runs: list[list[float]] = []
@@ -642,13 +767,43 @@ async def run(
                     tag = f"{server.label}{r}"
                     samples.tp.append(await _bus_round(server.address, events, 1, f"tp{tag}"))
                     samples.fo.append(await _bus_round(server.address, events, FANOUT, f"fo{tag}"))
-                    with _cpu_per_event(server.proc, paced, samples.cpu):
+                    with _cpu_per_event([server.proc], paced, samples.cpu):
                         samples.latency.append(await _bus_latency(server.address, paced, f"l{tag}"))
+
+                return step
+
+            def direct_step(
+                server: BusServer, js: Any, samples: _Samples
+            ) -> Callable[[int], Awaitable[None]]:
+                async def step(r: int) -> None:
+                    tag, address = f"{server.label}{r}", server.address
+                    samples.tp.append(await _direct_round(address, js, events, 1, f"tp{tag}"))
+                    samples.fo.append(await _direct_round(address, js, events, FANOUT, f"fo{tag}"))
+                    # The router's CPU and the server's: both work for every event here.
+                    assert nats_server is not None
+                    procs = [server.proc, nats_server.proc]
+                    with _cpu_per_event(procs, paced, samples.cpu):
+                        samples.latency.append(await _direct_latency(address, js, paced, f"l{tag}"))
 
                 return step
 
             nats_server = await stack.enter_async_context(NatsServer(root)) if jetstream else None
             for label, samples in buses.items():
+                if label == "JS-direct":
+                    # Its own stream and router: the JS bus's router would feed itself these
+                    # events too, and its rounds would count them.
+                    assert nats_server is not None
+                    nats_url = f"nats://127.0.0.1:{nats_server.port}"
+                    server = BusServer(root, "NORMAL", nats_url, stream=DIRECT_STREAM, label=label)
+                    await stack.enter_async_context(server)
+                    import nats
+
+                    direct_nc = await nats.connect(nats_url)
+                    stack.push_async_callback(direct_nc.close)
+                    direct_js = direct_nc.jetstream()
+                    await _direct_round(server.address, direct_js, 500, 1, "warmup")
+                    steps.append(direct_step(server, direct_js, samples))
+                    continue
                 if label == "JS":
                     assert nats_server is not None
                     nats_url = f"nats://127.0.0.1:{nats_server.port}"
@@ -669,7 +824,7 @@ async def run(
                 async def js_step(r: int) -> None:
                     js_samples.tp.append(await _js_round(js, events, 1, f"tp{r}", False))
                     js_samples.fo.append(await _js_round(js, events, FANOUT, f"fo{r}", False))
-                    with _cpu_per_event(nats_server.proc, paced, js_samples.cpu):
+                    with _cpu_per_event([nats_server.proc], paced, js_samples.cpu):
                         js_samples.latency.append(await _js_round(js, paced, 1, f"l{r}", True))
 
                 steps.append(js_step)
@@ -678,7 +833,7 @@ async def run(
                 await _floor_latency(floor_server.address, 500)  # warm-up
 
                 async def floor_step(_r: int) -> None:
-                    with _cpu_per_event(floor_server.proc, paced, floor_cpu):
+                    with _cpu_per_event([floor_server.proc], paced, floor_cpu):
                         floor_runs.append(await _floor_latency(floor_server.address, paced))
 
                 steps.append(floor_step)
@@ -688,7 +843,10 @@ async def run(
                     await step(r)
     print(
         _table(
-            [(f"bus {label}", samples.result()) for label, samples in buses.items()],
+            [
+                (f"bus {label.replace('-', ' ')}", samples.result())
+                for label, samples in buses.items()
+            ],
             js_samples.result() if js_samples.tp else None,
             _paced_latency_summary(floor_runs, floor_cpu) if floor_runs else None,
             events,
@@ -707,8 +865,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-floor", action="store_true")
     parser.add_argument(
         "--buses",
-        default="FULL,NORMAL,JS",
-        help="the buses to run: FULL and NORMAL on SQLite, JS on the JetStream peer's server",
+        default="FULL,NORMAL,JS,JS-direct",
+        help=(
+            "the buses to run: FULL and NORMAL on SQLite, JS on the JetStream peer's server, "
+            "JS-direct publishing through the bus on JetStream and delivering from JetStream"
+        ),
     )
     parser.add_argument("--serve-floor", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
