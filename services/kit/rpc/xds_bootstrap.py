@@ -122,7 +122,6 @@ def bootstrap_config(
     *,
     node_id: str,
     files: IdentityFiles | None,
-    locality_zone: str = "",
 ) -> dict[str, Any]:
     """The bootstrap as a dict: each router of `router_address` as an xDS server (the first
     first, the others as its fallbacks), with credentials that follow the mesh's, and this
@@ -131,9 +130,7 @@ def bootstrap_config(
     `node_id` is informational: a router with TLS names the node by the caller's verified
     identity whatever the client writes here; use the identity's URI.
     """
-    node: dict[str, Any] = {"id": node_id, "cluster": NODE_CLUSTER}
-    if locality_zone:
-        node["locality"] = {"zone": locality_zone}
+    node = {"id": node_id, "cluster": NODE_CLUSTER}
     return {"xds_servers": xds_servers(router_address, files), "node": node}
 
 
@@ -158,11 +155,6 @@ def write_bootstrap(path: Path, text: str) -> Path:
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text + "\n")
     return path
-
-
-def bootstrap_environment(text: str) -> dict[str, str]:
-    """The environment a child process needs to make xds channels with the bootstrap `text`."""
-    return {BOOTSTRAP_CONFIG_ENV: text}
 
 
 def xds_channel_credentials(transport: Transport | None) -> grpc.ChannelCredentials:
