@@ -14,6 +14,7 @@ from soulspot.capabilities.v1 import library_pb2, library_pb2_grpc
 
 if TYPE_CHECKING:
     import grpc
+    from rich.console import Console
 
     from soulspot.common.v1 import references_pb2
 
@@ -24,8 +25,11 @@ async def write_m3u(
     channel: grpc.aio.Channel,
     name: str,
     tracks: list[tuple[int, references_pb2.TrackReference]],
+    *,
+    out: Console = console,
 ) -> bool:
-    """Write the playlist's M3U in the library and report it; False when it was not written."""
+    """Write the playlist's M3U in the library and report it on `out`; False when it was not
+    written."""
     stub = library_pb2_grpc.LibraryServiceStub(channel)
     ordered = [track for _, track in sorted(tracks, key=lambda item: item[0])]
     try:
@@ -38,7 +42,7 @@ async def write_m3u(
     except MeshError as err:
         err_console.print(f"[red]playlist file not written:[/] {err.message}")
         return False
-    console.print(f"playlist file: {answer.file.path} ({answer.written} tracks)", soft_wrap=True)
+    out.print(f"playlist file: {answer.file.path} ({answer.written} tracks)", soft_wrap=True)
     if answer.missing_positions:
         err_console.print(
             f"[yellow]{len(answer.missing_positions)} tracks are not in the library yet and "

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import uuid
 from pathlib import Path  # noqa: TC003 (typer reads the annotation at runtime)
 from typing import TYPE_CHECKING, Annotated
@@ -203,9 +202,8 @@ async def _sync_playlist(
                 err_console.print(f"[red]{missing} tracks not handled within {limit_s:.0f}s[/]")
             if m3u:
                 # Its note is for people: on standard error when standard output is JSON.
-                quiet = fmt is OutputFormat.JSON
-                with contextlib.redirect_stdout(sys.stderr) if quiet else contextlib.nullcontext():
-                    await write_m3u(channel, name, tracks)
+                notes = err_console if fmt is OutputFormat.JSON else console
+                await write_m3u(channel, name, tracks, out=notes)
             return 1 if failed or missing else 0
 
 
