@@ -23,6 +23,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from router.security.quotas import StreamQuota, quota_key
 from router.xds.control_plane import TYPES
 from router.xds.resources import CLUSTER_TYPE, LISTENER_TYPE, TYPE_NAMES
+from services.kit.rpc.capability_channels import ADS_SERVICE
 from services.kit.rpc.errors import InvalidArgument, bad_request
 
 if TYPE_CHECKING:
@@ -36,7 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("soulspot.router.xds")
 
-SERVICE_NAME = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+# The name the kit's capability channels ask the router's health service about.
+SERVICE_NAME = ADS_SERVICE
 _WILDCARD = "*"
 # Types where an empty first subscription means "everything" (the legacy wildcard).
 _WILDCARD_TYPES = (LISTENER_TYPE, CLUSTER_TYPE)
