@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 
-from cli.tables import status_name
+from cli.tables import status_name  # one spelling of module statuses for tables and JSON
 from services.kit.events.client import unpack_payload
 from soulspot.router.v1 import router_pb2
 
@@ -44,10 +44,6 @@ def timestamp(ts: timestamp_pb2.Timestamp) -> str | None:
     if not ts.seconds and not ts.nanos:
         return None
     return ts.ToDatetime(tzinfo=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _status(value: int) -> str:
-    return status_name(value)  # one spelling of module statuses for tables and JSON
 
 
 def event_document(env: envelope_pb2.EventEnvelope) -> dict[str, Any]:
@@ -122,7 +118,7 @@ def status_document(reply: router_pb2.GetStatusResponse) -> dict[str, Any]:
         "modules": [
             {
                 "name": m.name,
-                "status": _status(m.status),
+                "status": status_name(m.status),
                 "reason": m.reason,
                 "address": m.address,
                 "breaker": m.breaker,
@@ -139,7 +135,7 @@ def status_document(reply: router_pb2.GetStatusResponse) -> dict[str, Any]:
                     {
                         "module": p.module,
                         "priority": p.priority,
-                        "status": _status(p.status),
+                        "status": status_name(p.status),
                         "routable": p.routable,
                     }
                     for p in c.providers
