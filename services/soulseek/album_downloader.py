@@ -31,6 +31,7 @@ from services.domain.downloads.album_tracks import album_attributes
 from services.domain.downloads.registry import State
 from services.domain.matching import clean_title, tokens
 from services.kit.rpc.errors import NotFound, Unavailable
+from services.kit.support.tasks import cancel_and_wait
 from services.soulseek.downloader import _describe, build_policy
 from services.soulseek.slskd_api import SlskdError
 from soulspot.capabilities.v1 import album_pb2
@@ -287,10 +288,7 @@ class SoulseekAlbumDownloader:
                         arrived[record.download_id] = path
         finally:
             for task in pending:
-                task.cancel()
-            for task in pending:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
         if why:
             await self._abandon(records, arrived, why)
             return why
