@@ -243,9 +243,9 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
         ]
         for name in gone:
             # Out of memory first, so no progress of theirs is written after the removal.
-            self._consumers.pop(name).discard()
-            self._consumer_owner.pop(name, None)
-            self._owners.pop(name, None)
+            consumer = self._forget(name)
+            if consumer is not None:
+                consumer.discard()
         try:
             removed, next_due_us = await self.store.expire_consumers(
                 int(now * 1_000_000), keep=set(self._consumers), also=gone
@@ -660,19 +660,29 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
         if isinstance(self.store, ConsumerOwnership):
             await self.store.release_consumer(name)
 
-    def _consumer_lost(self, name: str) -> None:
-        """Another router took the consumer over: stop serving it, writing nothing; its
-        subscribers' streams end, and they subscribe again (on the router that serves it)."""
-        consumer = self._consumers.pop(name, None)
+    def _forget(self, name: str) -> Consumer | None:
+        """Take the consumer and its owner records out of memory; the consumer, if it was
+        there."""
         self._consumer_owner.pop(name, None)
         self._owners.pop(name, None)
-        if consumer is None:
-            return
+        return self._consumers.pop(name, None)
+
+    @staticmethod
+    def _cut_off(consumer: Consumer) -> None:
+        """End the consumer's subscribers' streams and drop it, writing nothing of theirs
+        back (their unacked deliveries would otherwise be recorded)."""
         for sub in consumer.subscriptions:
             sub.in_flight.clear()
             sub.closed = True
             sub.end()
         consumer.discard()
+
+    def _consumer_lost(self, name: str) -> None:
+        """Another router took the consumer over: stop serving it, writing nothing; its
+        subscribers' streams end, and they subscribe again (on the router that serves it)."""
+        consumer = self._forget(name)
+        if consumer is not None:
+            self._cut_off(consumer)
 
     async def _release_if_unattached(self, consumer: Consumer) -> None:
         """The consumer's last subscriber here went: write its state and let any router
@@ -680,9 +690,7 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
         async with self._consumer_lock:
             if consumer.attached or self._consumers.get(consumer.name) is not consumer:
                 return
-            del self._consumers[consumer.name]
-            self._consumer_owner.pop(consumer.name, None)
-            self._owners.pop(consumer.name, None)
+            self._forget(consumer.name)
             await consumer.close()
             try:
                 await self._let_go(consumer.name)
@@ -1017,17 +1025,11 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
                     details=[bad_request({"consumer": "field consumer is required"})],
                 )
             async with self._consumer_lock:
-                consumer = self._consumers.pop(request.consumer, None)
-                self._consumer_owner.pop(request.consumer, None)
-                self._owners.pop(request.consumer, None)
+                consumer = self._forget(request.consumer)
                 if consumer is not None:
                     # Out of memory first, and nothing of its subscribers' written back: their
                     # unacked deliveries would otherwise be recorded after the removal.
-                    for sub in consumer.subscriptions:
-                        sub.in_flight.clear()
-                        sub.closed = True
-                        sub.end()
-                    consumer.discard()
+                    self._cut_off(consumer)
                 deleted = await self.store.delete_consumer(request.consumer)
             _log.info(
                 "consumer %s deleted",
