@@ -115,18 +115,19 @@ def split_address(address: str) -> tuple[str, int]:
 # -- listeners and routes ---------------------------------------------------------------
 
 
+def _millis(ms: int) -> duration_pb2.Duration:
+    duration = duration_pb2.Duration()
+    duration.FromMilliseconds(ms)
+    return duration
+
+
 def _retry_policy(section: XdsSection) -> route_components_pb2.RetryPolicy:
     base_ms = max(1, round(section.retry_base_interval_s * 1000))
     return route_components_pb2.RetryPolicy(
         retry_on=RETRY_ON,
         num_retries=wrappers_pb2.UInt32Value(value=section.max_retries),
         retry_back_off=route_components_pb2.RetryPolicy.RetryBackOff(
-            base_interval=duration_pb2.Duration(
-                nanos=(base_ms % 1000) * 1_000_000, seconds=base_ms // 1000
-            ),
-            max_interval=duration_pb2.Duration(
-                nanos=(base_ms * 10 % 1000) * 1_000_000, seconds=base_ms * 10 // 1000
-            ),
+            base_interval=_millis(base_ms), max_interval=_millis(base_ms * 10)
         ),
     )
 
