@@ -27,8 +27,6 @@ import base64
 import contextlib
 import json
 import logging
-import os
-import socket
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -37,6 +35,7 @@ import nats.js.errors as js_errors
 from nats.js.api import KeyValueConfig, StorageType
 
 from router.bus.jetstream.connection import connect_nats
+from router.bus.jetstream.consumer_lease import new_owner_id
 from router.pipeline import store as st
 from services.kit.support.tasks import cancel_and_wait
 
@@ -58,12 +57,6 @@ _ROUTERS = "routers."
 
 def run_id_for(event_id: str) -> str:
     return uuid.uuid5(_RUN_NAMESPACE, event_id).hex
-
-
-def new_owner_id() -> str:
-    """This process's owner name: host, pid and a random part (a restart is a new owner)."""
-    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())
-    return f"{host[:40]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def _encode(record: st.RunRecord, owner: str) -> bytes:
