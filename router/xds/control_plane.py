@@ -27,8 +27,6 @@ from router.xds.resources import (
 )
 
 if TYPE_CHECKING:
-    from google.protobuf import any_pb2
-
     from router.routing.capabilities import Catalog
     from router.routing.registry import Registry
     from router.xds.ads import AdsClient
@@ -93,7 +91,8 @@ class ControlPlane:
         fresh = build_snapshot(self.catalog, self.registry, self.section, self._resolve)
         changed = False
         for type_url in TYPES:
-            if _serialized(fresh.of(type_url)) != _serialized(self.snapshot.of(type_url)):
+            # Any messages compare by type and packed bytes.
+            if fresh.of(type_url) != self.snapshot.of(type_url):
                 self.versions[type_url] += 1
                 changed = True
         self.snapshot = fresh
@@ -120,9 +119,3 @@ class ControlPlane:
             self._pending.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pending
-
-
-def _serialized(resources: dict[str, any_pb2.Any]) -> dict[str, bytes]:
-    return {
-        name: message.SerializeToString(deterministic=True) for name, message in resources.items()
-    }
