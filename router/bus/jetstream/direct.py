@@ -32,19 +32,26 @@ class StoredMessage:
     data: bytes
 
 
+def _stored(stream: str, msg: Msg) -> StoredMessage | None:
+    """One reply of a direct get: its message, or None for the status that ends the answer
+    (an error raises)."""
+    headers = {str(k): str(v) for k, v in (msg.headers or {}).items()}
+    status = headers.get("Status")
+    if status is not None:
+        if status in _END_STATUSES:
+            return None
+        raise RuntimeError(f"direct get on {stream} failed: {status} {msg.data!r}")
+    return StoredMessage(int(headers["Nats-Sequence"]), headers["Nats-Subject"], headers, msg.data)
+
+
 def stored_messages(stream: str, replies: Sequence[Msg]) -> list[StoredMessage]:
     """The messages of a direct get's answer, up to its closing status (an error raises)."""
     out: list[StoredMessage] = []
     for msg in replies:
-        headers = {str(k): str(v) for k, v in (msg.headers or {}).items()}
-        status = headers.get("Status")
-        if status is not None:
-            if status in _END_STATUSES:
-                break
-            raise RuntimeError(f"direct get on {stream} failed: {status} {msg.data!r}")
-        out.append(
-            StoredMessage(int(headers["Nats-Sequence"]), headers["Nats-Subject"], headers, msg.data)
-        )
+        stored = _stored(stream, msg)
+        if stored is None:
+            break
+        out.append(stored)
     return out
 
 
@@ -63,18 +70,10 @@ async def get_batch(
     try:
         await nc.publish(f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), reply=inbox)
         while True:
-            msg = await sub.next_msg(wait_s)
-            headers = {str(k): str(v) for k, v in (msg.headers or {}).items()}
-            status = headers.get("Status")
-            if status is not None:
-                if status in _END_STATUSES:
-                    return out
-                raise RuntimeError(f"direct get on {stream} failed: {status} {msg.data!r}")
-            out.append(
-                StoredMessage(
-                    int(headers["Nats-Sequence"]), headers["Nats-Subject"], headers, msg.data
-                )
-            )
+            stored = _stored(stream, await sub.next_msg(wait_s))
+            if stored is None:
+                return out
+            out.append(stored)
             if "batch" not in request:
                 return out
     finally:
