@@ -105,16 +105,16 @@ class CapabilityChannels:
         self._transport = transport
         self.xds_enabled = xds
         self._recheck = recheck
-        self._xds = False
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._task: asyncio.Task[None] | None = None
-        self._decided = asyncio.Event()
+        # Set once the channels use xDS; it never clears.
+        self._xds = asyncio.Event()
 
     # -- life cycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
         """Ask the router once; when it serves no xDS, keep asking in the background."""
-        if not self.xds_enabled or self._task is not None or self._xds:
+        if not self.xds_enabled or self._task is not None or self.uses_xds:
             return
         if await self._router_serves_xds():
             self._use_xds()
@@ -150,18 +150,18 @@ class CapabilityChannels:
     @property
     def uses_xds(self) -> bool:
         """Whether calls go straight to modules (xDS) rather than through the router."""
-        return self._xds
+        return self._xds.is_set()
 
     def target(self, service: str) -> str:
         """Where a call to `service` goes now: `xds:///<service>`, or the router's address."""
-        return xds_target(service) if self._xds else self.router_address
+        return xds_target(service) if self.uses_xds else self.router_address
 
     def for_service(self, service: str) -> grpc.aio.Channel:
         """The channel for calls to `service` (a full name such as
         `soulspot.capabilities.v1.DownloadService`). Ask again for each call or batch of
         calls, not once at start: the answer moves to xDS when the router starts serving it.
         """
-        if not self._xds:
+        if not self.uses_xds:
             return self._router
         channel = self._channels.get(service)
         if channel is None:
@@ -174,7 +174,7 @@ class CapabilityChannels:
         """Whether the channels use xDS within `timeout` seconds (tests, tools)."""
         try:
             async with asyncio.timeout(timeout):
-                await self._decided.wait()
+                await self._xds.wait()
         except TimeoutError:
             return False
         return True
@@ -189,8 +189,7 @@ class CapabilityChannels:
 
     def _use_xds(self) -> None:
         install_bootstrap(self.router_address, self.identity, self._transport_now())
-        self._xds = True
-        self._decided.set()
+        self._xds.set()
         log.info(
             "capability calls go straight to modules, routed by the router's xDS",
             extra={"operation": "capability_channels", "status": "xds"},
