@@ -772,10 +772,17 @@ class JetStreamEventStore:
         called once this router holds the consumer's lease."""
         self._not_ours.discard(name)
         self._states.pop(name, None)
-        with contextlib.suppress(KeyNotFoundError):
+        state = await self._written_state(name)
+        if state is not None:
+            self._states[name] = state
+
+    async def _written_state(self, name: str) -> ConsumerState | None:
+        """The consumer's record as its key holds it (None: no record)."""
+        try:
             entry = await self._kv_consumers().get(consumer_token(name))
-            if entry.value:
-                self._states[name] = ConsumerState.decode(entry.value)
+        except KeyNotFoundError:
+            return None
+        return ConsumerState.decode(entry.value) if entry.value else None
 
     async def claim_consumer(self, name: str) -> Holder | None:
         """Serve `name` here: None once this router holds its lease (its record read again
@@ -805,10 +812,9 @@ class JetStreamEventStore:
             state = self._states.get(name)
             if state is None:
                 # Written by another router on the stream since this one opened, perhaps.
-                with contextlib.suppress(KeyNotFoundError):
-                    entry = await self._kv_consumers().get(consumer_token(name))
-                    if entry.value:
-                        state = self._states[name] = ConsumerState.decode(entry.value)
+                state = await self._written_state(name)
+                if state is not None:
+                    self._states[name] = state
             if state is None:
                 return None
             record = state.record(name)
