@@ -175,6 +175,11 @@ def _envelope_of(msg: StoredMessage) -> envelope_pb2.EventEnvelope:
     return env
 
 
+def _dead_letter(msg: StoredMessage) -> DeadLetterRecord:
+    """The dead letter a message of the dead-letter stream holds; its sequence is the id."""
+    return decode_dead_letter(msg.sequence, msg.headers[DEAD_LETTER_HEADER], msg.data)
+
+
 class JetStreamEventStore:
     """`EventStore` on a NATS JetStream stream and its KV buckets (see the module's text)."""
 
@@ -1055,9 +1060,7 @@ class JetStreamEventStore:
         position = 0
         while True:
             page = await self._page(self.dlq_stream, {**request, "seq": position + 1})
-            out.extend(
-                decode_dead_letter(m.sequence, m.headers[DEAD_LETTER_HEADER], m.data) for m in page
-            )
+            out.extend(_dead_letter(m) for m in page)
             if len(page) < SCAN_PAGE:
                 return out
             position = page[-1].sequence
@@ -1072,7 +1075,7 @@ class JetStreamEventStore:
         msg = await self._get(self.dlq_stream, dead_letter_id)
         if msg is None:
             return None
-        return decode_dead_letter(msg.sequence, msg.headers[DEAD_LETTER_HEADER], msg.data)
+        return _dead_letter(msg)
 
     async def take_dead_letters(self, ids: Sequence[int], consumer: str) -> dict[str, int]:
         wanted = list(ids)
@@ -1080,11 +1083,7 @@ class JetStreamEventStore:
         async def op() -> dict[str, int]:
             if wanted:
                 found = await asyncio.gather(*(self._get(self.dlq_stream, i) for i in wanted))
-                letters = [
-                    decode_dead_letter(m.sequence, m.headers[DEAD_LETTER_HEADER], m.data)
-                    for m in found
-                    if m is not None
-                ]
+                letters = [_dead_letter(m) for m in found if m is not None]
             elif consumer:
                 letters = await self._dead_letters(consumer)
             else:
