@@ -117,10 +117,7 @@ class PlaylistWatches(watches_pb2_grpc.PlaylistWatchServiceServicer):
     # --- status ----------------------------------------------------------------------------
 
     async def watches(self) -> list[watches_pb2.PlaylistWatch]:
-        running = self.scheduler.running if self.scheduler is not None else set()
-        return [
-            w.to_proto(running=w.playlist_id in running) for w in await self.store.list_watches()
-        ]
+        return [self._proto(w) for w in await self.store.list_watches()]
 
     async def fill_status(self, response: router_pb2.GetStatusResponse) -> None:
         """Add the watched playlists to the router's status."""
