@@ -128,17 +128,21 @@ class PlaylistServicer(playlist_pb2_grpc.PlaylistServiceServicer):
     async def _liked_songs(self) -> AsyncIterator[playlist_pb2.ListPlaylistTracksResponse]:
         """The logged-in user's liked songs as a playlist; FAILED_PRECONDITION, naming the
         login command, when there is no login Spotify accepts."""
+        # The total comes with the first page, so nothing is fetched twice; every track
+        # carries that first total even if the count moves while later pages are read.
         try:
-            total = await self._client.liked_total()
+            total: int | None = None
             position = 0
-            async for track in self._client.liked_tracks():
-                position += 1
-                yield playlist_pb2.ListPlaylistTracksResponse(
-                    track=track_reference(track),
-                    position=position,
-                    total=total,
-                    playlist_name=LIKED_SONGS_NAME,
-                )
+            async for page in self._client.liked_pages():
+                total = page["total"] if total is None else total
+                for track in page["tracks"]:
+                    position += 1
+                    yield playlist_pb2.ListPlaylistTracksResponse(
+                        track=track_reference(track),
+                        position=position,
+                        total=total,
+                        playlist_name=LIKED_SONGS_NAME,
+                    )
         except SpotifyError as err:
             await self._on_backend_error(err)
             raise mesh_error(err) from err

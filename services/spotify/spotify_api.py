@@ -31,6 +31,7 @@ __all__ = [
     "SpotifyAuthError",
     "SpotifyClient",
     "SpotifyError",
+    "SpotifyLikedPage",
     "SpotifyLoginNeeded",
     "SpotifyNotConfigured",
     "SpotifyPlaylist",
@@ -116,6 +117,12 @@ class SpotifyPlaylist(TypedDict):
     # Spotify's count of the playlist's items, including the removed tracks, local files and
     # episodes that playlist_tracks skips.
     total: int
+
+
+class SpotifyLikedPage(TypedDict):
+    # Spotify's count of the user's liked songs, local files included.
+    total: int
+    tracks: list[SpotifyTrack]
 
 
 def track_from_api(data: dict[str, Any]) -> SpotifyTrack:
@@ -387,17 +394,9 @@ class SpotifyClient(PooledHttpClient):
                 yield track_from_api(track)
             url, params = page.get("next"), None
 
-    async def liked_total(self) -> int:
-        """How many songs the user liked (one small request)."""
-        url = f"{self.api_base}/v1/me/tracks"
-        try:
-            page = await self._get(url, {"limit": 1, "offset": 0}, user=True)
-        except _HTTPStatus as exc:
-            raise SpotifyError(f"Spotify liked songs failed: {exc}") from exc
-        return int(page.get("total") or 0)
-
-    async def liked_tracks(self) -> AsyncIterator[SpotifyTrack]:
-        """The user's liked songs, newest first as Spotify lists them, page by page."""
+    async def liked_pages(self) -> AsyncIterator[SpotifyLikedPage]:
+        """The user's liked songs, newest first as Spotify lists them, one page at a time,
+        each with Spotify's count of them (so the first page gives the total)."""
         params: dict[str, Any] | None = {"limit": LIKED_PAGE_MAX, "offset": 0}
         if self._market and params is not None:
             params["market"] = self._market
@@ -407,11 +406,12 @@ class SpotifyClient(PooledHttpClient):
                 page = await self._get(url, params, user=True)
             except _HTTPStatus as exc:
                 raise SpotifyError(f"Spotify liked songs failed: {exc}") from exc
-            for item in page.get("items") or []:
-                track = (item or {}).get("track")
-                if not track or track.get("is_local") or not track.get("id"):
-                    continue
-                yield track_from_api(track)
+            tracks = [
+                track_from_api(track)
+                for track in ((item or {}).get("track") for item in page.get("items") or [])
+                if track and not track.get("is_local") and track.get("id")
+            ]
+            yield SpotifyLikedPage(total=int(page.get("total") or 0), tracks=tracks)
             url, params = page.get("next"), None
 
     async def health(self) -> tuple[bool, str]:

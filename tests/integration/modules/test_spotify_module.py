@@ -24,6 +24,7 @@ from tests.helpers.module_checks import (
     violated_fields,
 )
 from tests.helpers.spotify_credentials import credential_variables, names_in_full
+from tests.helpers.spotify_user_login import log_in_as_user
 from tests.standins.spotify import SpotifyStandin, make_track
 
 if TYPE_CHECKING:
@@ -157,6 +158,23 @@ async def test_playlist_streams_tracks_before_the_last_page_is_read(
     assert (first.track.spotify_id, first.position) == (TRACKS[0]["id"], 1)
     assert len(rest) == 129
     assert {(r.total, r.playlist_name) for r in [first, *rest]} == {(132, PLAYLIST_NAME)}
+
+
+async def test_liked_songs_read_each_page_once(
+    module: Module, spotify: SpotifyStandin, tmp_path: Path
+) -> None:
+    # 120 liked songs are three pages of 50; the total comes with the first of them.
+    spotify.liked = [{"added_at": "2024-01-01T00:00:00Z", "track": t} for t in TRACKS[:120]]
+    await asyncio.to_thread(log_in_as_user, spotify, tmp_path / "state" / "spotify" / "token.json")
+    call = module.playlists.ListPlaylistTracks(
+        playlist_pb2.ListPlaylistTracksRequest(playlist_id="liked"), timeout=10
+    )
+    replies = [r async for r in call]
+    assert [r.track.spotify_id for r in replies] == [t["id"] for t in TRACKS[:120]]
+    assert {(r.total, r.playlist_name) for r in replies} == {(120, "Liked Songs")}
+    offsets = [r.query.get("offset") for r in spotify.requests_to("/v1/me/tracks")]
+    # One request per page: page one is not asked for again for the total.
+    assert offsets == [["0"], ["50"], ["100"]]
 
 
 async def test_editorial_playlist_is_not_found_with_the_reason(

@@ -99,11 +99,12 @@ async def test_liked_songs_are_read_page_by_page_as_the_user(
     standin: SpotifyStandin, client: SpotifyClient
 ) -> None:
     first = await _log_in(standin, client)
-    assert await client.liked_total() == 60
-    titles = [t["title"] async for t in client.liked_tracks()]
+    pages = [page async for page in client.liked_pages()]
+    assert [page["total"] for page in pages] == [60, 60]
+    titles = [t["title"] for page in pages for t in page["tracks"]]
     assert titles == [f"Liked {i}" for i in range(60)]
-    pages = [r for r in standin.requests if r.path == "/v1/me/tracks"]
-    assert len(pages) == 3  # the total, then 50 + 10
+    requests = [r for r in standin.requests if r.path == "/v1/me/tracks"]
+    assert len(requests) == 2  # 50 + 10
     # One refresh; the rotated refresh token replaced the stored one.
     assert standin.refreshes == 1
     assert client.user is not None
@@ -124,9 +125,15 @@ async def test_a_private_playlist_needs_the_users_login(
     assert [t["title"] async for t in client.playlist_tracks("pvlist")] == ["Secret Song"]
 
 
+async def _first_liked_page(client: SpotifyClient) -> int:
+    async for page in client.liked_pages():
+        return page["total"]
+    raise AssertionError("no page of liked songs")
+
+
 async def test_without_a_login_liked_songs_say_to_log_in(client: SpotifyClient) -> None:
     with pytest.raises(SpotifyLoginNeeded, match="run `soulspot login spotify`") as caught:
-        await client.liked_total()
+        await _first_liked_page(client)
     assert mesh_error(caught.value).code is grpc.StatusCode.FAILED_PRECONDITION
 
 
@@ -134,10 +141,10 @@ async def test_a_revoked_login_says_to_log_in_again(
     standin: SpotifyStandin, client: SpotifyClient
 ) -> None:
     await _log_in(standin, client)
-    assert await client.liked_total() == 60
+    assert await _first_liked_page(client) == 60
     standin.revoke_refresh_tokens()
     with pytest.raises(SpotifyLoginNeeded, match="run `soulspot login spotify` again"):
-        await client.liked_total()
+        await _first_liked_page(client)
 
 
 @pytest.mark.parametrize(
