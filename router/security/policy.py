@@ -200,15 +200,17 @@ def load_policy(path: Path | None, registry: EventRegistry) -> Policy:
     if not isinstance(admins, list):
         raise PolicyError(f"{source}: admins: expected a list of identity URIs")
     try:
-        return Policy(
+        policy = Policy(
             modules=_modules(raw.get("modules", {})),
             producers={k: frozenset(v) for k, v in producers.items()},
             extra_publishers=_publishers(raw.get("publishers") or {}),
             admins=frozenset(_identity(a, "admins") for a in admins),
-            discovery_kinds=_kinds(raw.get("discovery", [k.value for k in Kind]), "discovery"),
-            playlist_watcher_kinds=_kinds(
-                raw.get("playlist_watchers", [Kind.CLIENT.value]), "playlist_watchers"
-            ),
         )
+        # A section the file leaves out keeps the default Policy declares, written there only.
+        if "discovery" in raw:
+            policy.discovery_kinds = _kinds(raw["discovery"], "discovery")
+        if "playlist_watchers" in raw:
+            policy.playlist_watcher_kinds = _kinds(raw["playlist_watchers"], "playlist_watchers")
     except PolicyError as err:
         raise PolicyError(f"{source}: {err}") from None
+    return policy

@@ -10,7 +10,7 @@ import pytest
 
 from router.security.policy import PolicyError, load_policy
 from services.kit.events.registry import default_registry
-from services.kit.security.identity import CLI, Identity
+from services.kit.security.identity import CLI, Identity, Kind
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -32,6 +32,14 @@ def test_an_admin_module_may_watch_playlists_whatever_the_kinds(tmp_path: Path) 
     policy = load_policy(path, default_registry())
     assert policy.may_watch_playlists(LIBRARY)
     assert not policy.may_watch_playlists(CLI)
+
+
+def test_a_file_without_the_kinds_sections_keeps_their_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(json.dumps({"admins": []}))
+    policy = load_policy(path, default_registry())
+    assert policy.discovery_kinds == frozenset(Kind)
+    assert policy.playlist_watcher_kinds == frozenset({Kind.CLIENT})
 
 
 def test_a_bad_kind_names_the_entry(tmp_path: Path) -> None:
