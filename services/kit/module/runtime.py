@@ -32,6 +32,7 @@ from services.kit.rpc.capability_channels import CapabilityChannels
 from services.kit.rpc.channel import open_channel
 from services.kit.rpc.health import OVERALL, KitHealthServicer
 from services.kit.rpc.server import KitServer
+from services.kit.rpc.targets import resolve_channel_target
 from services.kit.security.identity import Identity
 from services.kit.support.settings import section_of
 from soulspot.router.v1 import router_pb2
@@ -178,6 +179,11 @@ class ModuleRuntime(Generic[SectionT]):
         return host, port
 
     async def start(self) -> None:
+        if self.connect_router and self.router_channel is None:
+            # Several routers' names are looked up off the loop, once, before anything uses
+            # the channel (`_router_channel` would look them up on the loop).
+            target = await resolve_channel_target(self.settings.router_address)
+            self.router_channel = open_channel(target)
         # The publisher and the server object exist before the factory runs, so a factory
         # may capture rt.publisher and call rt.set_health at once.
         self._publisher = self._make_publisher()

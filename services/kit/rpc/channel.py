@@ -9,7 +9,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from services.kit.rpc.interceptors import client_interceptors
-from services.kit.rpc.targets import channel_target
+from services.kit.rpc.targets import ChannelTarget, channel_target
 from services.kit.rpc.xds_bootstrap import xds_channel_credentials, xds_channel_options, xds_target
 from services.kit.security.tls import Transport, current_transport
 
@@ -43,7 +43,7 @@ SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
 
 
 def open_channel(
-    address: str,
+    address: str | ChannelTarget,
     *,
     interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
     options: Sequence[tuple[str, int | str]] = (),
@@ -53,11 +53,13 @@ def open_channel(
     process runs without TLS.
 
     `address` may name several servers, comma-separated (several routers): the channel then
-    spreads calls over those that are up (services/kit/rpc/targets.py). `interceptors`
-    defaults to the kit's context interceptors; `options` extend or override
-    CHANNEL_OPTIONS; `transport` defaults to the process's (`use_transport`).
+    spreads calls over those that are up (services/kit/rpc/targets.py). Their names are
+    looked up here, in this thread; code on an event loop passes the ChannelTarget from
+    `await resolve_channel_target(address)` instead. `interceptors` defaults to the kit's
+    context interceptors; `options` extend or override CHANNEL_OPTIONS; `transport` defaults
+    to the process's (`use_transport`).
     """
-    target = channel_target(address)
+    target = address if isinstance(address, ChannelTarget) else channel_target(address)
     address = target.target
     merged: dict[str, int | str] = dict(CHANNEL_OPTIONS)
     merged.update(target.options)
