@@ -79,6 +79,10 @@ class RouterSection(Section):
     # each playlist per run.
     max_playlist_watches: int = Field(default=100, ge=1, le=10_000)
     watch_max_tracks: int = Field(default=10_000, ge=1, le=100_000)
+    # With the bus on JetStream, watches live in its KV, shared by every router: a router
+    # running a watch renews its claim every third of this; a claim not renewed for this
+    # long (its router died) lets another router run the watch.
+    watch_lease_s: float = Field(default=60.0, ge=5.0, le=3600.0)
     # SOULSPOT_ROUTER__XDS__*: the xDS control plane for proxyless clients (router/xds/).
     xds: XdsSection = Field(default_factory=XdsSection)
 

@@ -5,6 +5,10 @@ intervals runs a missed watch once soon after start, not once per missed interva
 run (no playlist module, the playlist unreadable) is retried sooner, through the one backoff,
 but never later than the watch's own interval. The clock is injected: tests drive `run_due`
 and `next_wakeup` with a clock of their own and never sleep.
+
+Several routers sharing one store (KvWatchStore) each run a scheduler over the same watches:
+a run starts with the store's claim, so a due watch is run by the one router whose claim won;
+the others skip it (WatchBusy) and look again when its next run is due or the claim runs out.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from router.watches.store import RunRecord
+from router.watches.store import RunRecord, WatchBusy
 from services.kit.support.backoff import BackoffPolicy
 
 if TYPE_CHECKING:
@@ -31,6 +35,8 @@ RETRY = BackoffPolicy(initial_s=60.0, multiplier=2.0, cap_s=3600.0, jitter="equa
 # The longest the loop sleeps without looking at the store again (a safety net for a clock
 # that jumps; every change through the service wakes it at once anyway).
 MAX_SLEEP_S = 300.0
+# How often a manual run asks again for a watch another router is running.
+BUSY_POLL_S = 0.5
 
 
 class WatchScheduler:
@@ -71,13 +77,13 @@ class WatchScheduler:
         None when it is gone (or, with `only_if_due`, was not due any more)."""
         lock = self._locks.setdefault(playlist_id, asyncio.Lock())
         async with lock:
-            watch = await self._store.get(playlist_id)
+            watch = await self._claim(playlist_id, only_if_due=only_if_due)
             if watch is None:
-                self._locks.pop(playlist_id, None)
-                return None
-            if only_if_due and watch.next_run_at > self._clock():
+                if await self._store.get(playlist_id) is None:
+                    self._locks.pop(playlist_id, None)
                 return None
             self.running.add(playlist_id)
+            finished = False
             try:
                 try:
                     run = await self._run_one(watch)
@@ -86,14 +92,34 @@ class WatchScheduler:
                     _log.exception("watch of %s failed", playlist_id)
                     run = RunRecord("", f"the run failed: {err}", True, 0, 0)
                 ended = self._clock()
-                return await self._store.finish_run(
+                record = await self._store.finish_run(
                     playlist_id,
                     run,
                     ended_at=ended,
                     next_run_at=self.next_run_after(watch, run, ended),
                 )
+                finished = True
+                return record
             finally:
                 self.running.discard(playlist_id)
+                if not finished:
+                    # Cut short (the router stops, the caller went): another router may run
+                    # it now rather than after the claim's lease.
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(self._store.release(playlist_id))
+
+    async def _claim(self, playlist_id: str, *, only_if_due: bool) -> WatchRecord | None:
+        """The store's claim; a scheduled run skips a watch another router is running, a
+        manual one waits for that run to end, then runs it again."""
+        while True:
+            try:
+                return await self._store.claim(
+                    playlist_id, now=self._clock(), only_if_due=only_if_due
+                )
+            except WatchBusy:
+                if only_if_due:
+                    return None
+            await asyncio.sleep(BUSY_POLL_S)
 
     async def run_due(self) -> list[str]:
         """Run every watch due now, soonest first; the playlist ids run."""
@@ -102,14 +128,17 @@ class WatchScheduler:
         for watch in await self._store.list_watches():
             if watch.next_run_at > now:
                 break
+            if watch.claimed_at(now):
+                continue  # another router (or a manual run here) is running it
             if await self.run_watch(watch.playlist_id, only_if_due=True) is not None:
                 ran.append(watch.playlist_id)
         return ran
 
     async def next_wakeup(self) -> float | None:
-        """When the soonest watch is due (None: no watches)."""
+        """When the soonest watch is due, or a claim on a due one runs out (None: no
+        watches)."""
         watches = await self._store.list_watches()
-        return min((w.next_run_at for w in watches), default=None)
+        return min((w.due_at() for w in watches), default=None)
 
     async def serve(self) -> None:
         """Run watches as they fall due, until cancelled."""

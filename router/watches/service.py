@@ -134,7 +134,10 @@ class PlaylistWatches(watches_pb2_grpc.PlaylistWatchServiceServicer):
         return caller.uri if caller is not None else ""
 
     def _proto(self, record: WatchRecord) -> watches_pb2.PlaylistWatch:
-        running = self.scheduler is not None and record.playlist_id in self.scheduler.running
+        # Running here, or under another router's live claim (a shared store).
+        running = (
+            self.scheduler is not None and record.playlist_id in self.scheduler.running
+        ) or record.claimed_at(self._clock())
         return record.to_proto(running=running)
 
     async def AddPlaylistWatch(

@@ -1,9 +1,14 @@
 """Watched playlists and the tracks each has requested, behind the `WatchStore` protocol.
 
 `SqliteWatchStore` keeps them in SQLite (WAL) in the router's state folder, so the schedule
-survives restarts; the protocol is the seam for a NATS JetStream KV store when one router is
-not enough. All SQLite work runs on one dedicated thread: commits wait for the disk without
-stalling the router's event loop, and one connection needs no locking.
+survives restarts; with the bus on JetStream, `KvWatchStore` (kv_store.py) keeps them in a
+JetStream KV bucket every router on that NATS shares. All SQLite work runs on one dedicated
+thread: commits wait for the disk without stalling the router's event loop, and one connection
+needs no locking.
+
+A run starts with `claim`: in a shared store, of the routers that find a watch due, exactly
+one claims it, and `finish_run` (or `release`) lets go. A single router's store has no one to
+share with, so its claims are only the checks (the scheduler's lock keeps one run at a time).
 """
 
 from __future__ import annotations
@@ -57,6 +62,15 @@ _ADDED_TRACK_COLUMNS = {
 }
 
 
+class WatchBusy(Exception):
+    """Another router holds a live claim on the watch: it is running it now."""
+
+    def __init__(self, playlist_id: str, owner: str, until: float) -> None:
+        super().__init__(f"playlist watch {playlist_id} is being run by router {owner}")
+        self.owner = owner
+        self.until = until
+
+
 class WatchLimitReached(Exception):
     """A new watch would exceed the number of watches allowed."""
 
@@ -84,6 +98,21 @@ class WatchRecord:
     failures: int = 0
     # Tracks requested (or found in the library) since the watch was added.
     tracks_known: int = 0
+    # The router running the watch now and until when its claim holds unless renewed
+    # (a shared store only; "" in a router's own store).
+    claim_owner: str = ""
+    claim_until: float = 0.0
+
+    def due_at(self) -> float:
+        """When a scheduler should look at the watch next: its next run, or, while a router
+        holds a claim on it, when that claim runs out unless renewed."""
+        if self.claim_owner:
+            return max(self.next_run_at, self.claim_until)
+        return self.next_run_at
+
+    def claimed_at(self, now: float) -> bool:
+        """Whether a router holds a live claim on the watch at `now`."""
+        return bool(self.claim_owner) and self.claim_until > now
 
     def to_proto(self, *, running: bool = False) -> watches_pb2.PlaylistWatch:
         watch = watches_pb2.PlaylistWatch(
@@ -160,10 +189,23 @@ class WatchStore(Protocol):
         `in_library`, as held by the library; nothing for a watch removed meanwhile."""
         ...
 
+    async def claim(
+        self, playlist_id: str, *, now: float, only_if_due: bool = False
+    ) -> WatchRecord | None:
+        """Take the watch for a run by this router: the watch, or None when it is gone (or,
+        with `only_if_due`, not due at `now`). Raises WatchBusy while another router holds a
+        live claim on it. The claim holds until `finish_run` or `release`."""
+        ...
+
+    async def release(self, playlist_id: str) -> None:
+        """Let go of this router's claim without recording a run (the run was cut short)."""
+        ...
+
     async def finish_run(
         self, playlist_id: str, run: RunRecord, *, ended_at: float, next_run_at: float
     ) -> WatchRecord | None:
-        """Record a run's result and the next run; None when the watch is gone."""
+        """Record a run's result and the next run, and let go of the claim; None when the
+        watch is gone."""
         ...
 
 
@@ -370,6 +412,18 @@ class SqliteWatchStore:
     ) -> None:
         if keys:
             await self._call(lambda s: s.remember_tracks(playlist_id, list(keys), now, in_library))
+
+    async def claim(
+        self, playlist_id: str, *, now: float, only_if_due: bool = False
+    ) -> WatchRecord | None:
+        # One router per store: the scheduler's lock is the whole claim.
+        watch = await self.get(playlist_id)
+        if watch is None or (only_if_due and watch.next_run_at > now):
+            return None
+        return watch
+
+    async def release(self, playlist_id: str) -> None:
+        return None
 
     async def finish_run(
         self, playlist_id: str, run: RunRecord, *, ended_at: float, next_run_at: float
