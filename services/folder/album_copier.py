@@ -17,50 +17,42 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from services.domain.album_matching import (
+    LOSSLESS_EXTENSIONS,
     FolderFile,
     FolderRules,
     FolderVerdict,
     score_folder,
 )
 from services.domain.audio.probe import file_reference, read_audio
+from services.domain.audio_formats import format_extensions
 from services.domain.downloads.album_jobs import AlbumJobs, expected_tracks, track_for
 from services.domain.downloads.album_tracks import album_attributes
 from services.domain.downloads.registry import State
 from services.folder.copier import copy_into
 from services.kit.rpc.errors import NotFound, Unavailable
 from soulspot.capabilities.v1 import album_pb2
-from soulspot.common.v1 import references_pb2
 
 if TYPE_CHECKING:
     from services.domain.downloads.registry import DownloadRecord
     from services.folder.downloader import FolderDownloader
     from services.folder.index import Entry
+    from soulspot.common.v1 import references_pb2
 
 __all__ = ["FolderAlbumCopier", "folder_rules"]
 
 log = logging.getLogger("soulspot.folder.album")
 
-AudioFormat = references_pb2.AudioFormat
-_FORMAT_EXTENSIONS = {
-    AudioFormat.AUDIO_FORMAT_MP3: ("mp3",),
-    AudioFormat.AUDIO_FORMAT_FLAC: ("flac",),
-    AudioFormat.AUDIO_FORMAT_OGG: ("ogg",),
-    AudioFormat.AUDIO_FORMAT_OPUS: ("opus",),
-    AudioFormat.AUDIO_FORMAT_AAC: ("m4a", "aac"),
-    AudioFormat.AUDIO_FORMAT_ALAC: ("m4a",),
-    AudioFormat.AUDIO_FORMAT_WAV: ("wav",),
-    AudioFormat.AUDIO_FORMAT_AIFF: ("aiff", "aif"),
-}
-_LOSSLESS_EXTENSIONS = ("flac", "wav", "aiff", "aif")
+# What a request that requires lossless but names no lossless format gets, best first.
+_LOSSLESS_FALLBACK = ("flac", "wav", "aiff", "aif")
 
 
 def folder_rules(quality: references_pb2.QualityPolicy | None, tolerance_s: float) -> FolderRules:
     """The request's quality rules over the module's tolerance (no floor unless asked)."""
     if quality is None:
         return FolderRules(duration_tolerance_s=tolerance_s)
-    allowed = tuple(ext for f in quality.preferred_formats for ext in _FORMAT_EXTENSIONS.get(f, ()))
+    allowed = format_extensions(quality.preferred_formats)
     if quality.require_lossless:
-        allowed = tuple(e for e in allowed if e in _LOSSLESS_EXTENSIONS) or _LOSSLESS_EXTENSIONS
+        allowed = tuple(e for e in allowed if e in LOSSLESS_EXTENSIONS) or _LOSSLESS_FALLBACK
     return FolderRules(
         allowed_formats=allowed,
         preferred_formats=allowed or ("flac", "mp3"),

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from services.domain.audio.probe import file_reference, read_audio
+from services.domain.audio_formats import format_extensions
 from services.domain.downloads.registry import DownloadRegistry, State
 from services.domain.files import sha256_file
 from services.domain.matching import clean_title, tokens
@@ -32,7 +33,6 @@ from services.soulseek.candidate_store import CandidatePlan
 from services.soulseek.slskd_api import SlskdError, SlskdNotFoundError
 from services.soulseek.transfer_state import parse_state, resolve_outcome
 from soulspot.capabilities.v1 import download_pb2
-from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import download_pb2 as download_events_pb2
 
 if TYPE_CHECKING:
@@ -42,23 +42,11 @@ if TYPE_CHECKING:
     from services.soulseek.candidate_store import CandidateStore
     from services.soulseek.settings import SoulseekSection
     from services.soulseek.slskd_api import SearchResult, SlskdClient, Transfer
+    from soulspot.common.v1 import references_pb2
 
 log = logging.getLogger("soulspot.soulseek")
 
 FailureKind = download_events_pb2.FailureKind
-AudioFormat = references_pb2.AudioFormat
-
-# AudioFormat -> the file extensions peers use for it.
-_EXTENSIONS: dict[int, tuple[str, ...]] = {
-    AudioFormat.AUDIO_FORMAT_MP3: ("mp3",),
-    AudioFormat.AUDIO_FORMAT_FLAC: ("flac",),
-    AudioFormat.AUDIO_FORMAT_OGG: ("ogg",),
-    AudioFormat.AUDIO_FORMAT_OPUS: ("opus",),
-    AudioFormat.AUDIO_FORMAT_AAC: ("m4a", "aac"),
-    AudioFormat.AUDIO_FORMAT_ALAC: ("alac", "m4a"),
-    AudioFormat.AUDIO_FORMAT_WAV: ("wav",),
-    AudioFormat.AUDIO_FORMAT_AIFF: ("aiff", "aif"),
-}
 
 
 @dataclass(frozen=True)
@@ -83,9 +71,7 @@ def build_policy(section: SoulseekSection, quality: references_pb2.QualityPolicy
     require_lossless = False
     if quality is not None:
         if quality.preferred_formats:
-            formats = tuple(
-                ext for fmt in quality.preferred_formats for ext in _EXTENSIONS.get(fmt, ())
-            )
+            formats = format_extensions(quality.preferred_formats)
         min_bitrate = quality.min_bitrate_kbps or min_bitrate
         prefer_lossless = quality.prefer_lossless or quality.require_lossless
         if quality.duration_tolerance_ms:
