@@ -9,6 +9,14 @@ Keys of the bucket:
   it and runs it, the others find it and leave it.
 - `routers.<owner>`: each router's lease, rewritten every `lease_s / 3` seconds. Its revision
   is the heartbeat: no clock is compared across hosts.
+- `deferred.<owner>.<run_id>`: the index of deferred steps, one key per run of `owner` that
+  has any (their indexes and capabilities, and when the run started), so the deferred sweep
+  reads this router's deferred steps in one listing instead of reading every run. The run
+  is the truth and is written first; the index follows it. Where the two can disagree (a
+  router that died between the writes, one that stalled while its run was taken over), a
+  run whose owner died is taken over and indexed again by its new owner, a router reading a
+  run its index wrongly names drops that entry, and a router's first scan at start
+  rebuilds its own entries.
 
 Every write to a run is a compare-and-set on the revision read, and is refused when the run's
 owner is no longer this router (LeaseLost): a router that stalled and came back cannot
@@ -53,6 +61,7 @@ DEFAULT_BUCKET = "soulspot_pipeline_runs"
 _RUN_NAMESPACE = uuid.UUID("6f1c3c1e-4f7e-5d2a-9b1e-5015907a0c01")
 _RUNS = "runs."
 _ROUTERS = "routers."
+_DEFERRED = "deferred."
 
 
 def run_id_for(event_id: str) -> str:
@@ -109,6 +118,20 @@ def _decode(value: bytes) -> tuple[st.RunRecord, str]:
     return record, str(raw["owner"])
 
 
+def _owner_token(owner: str) -> str:
+    """An owner name as one KV key token (base64url, no padding)."""
+    return base64.urlsafe_b64encode(owner.encode()).decode().rstrip("=")
+
+
+def _deferred_key(owner: str, run_id: str) -> str:
+    return f"{_DEFERRED}{_owner_token(owner)}.{run_id}"
+
+
+def _deferred_steps(record: st.RunRecord) -> list[list[Any]]:
+    """The run's deferred steps as the index holds them: [index, capability] each."""
+    return [[s.idx, s.capability] for s in record.steps if s.state == st.STEP_DEFERRED]
+
+
 def _live(record: st.RunRecord) -> bool:
     """Still needs a router: running, or a deferred step waiting for its module."""
     return record.state == st.RUN_RUNNING or any(
@@ -143,6 +166,9 @@ class KvRunStore:
         # Runs are read only when a lease went stale or went away, and once at start (for
         # runs of routers that were gone before this one came): leases alone otherwise.
         self._scanned = False
+        # Run ids the last deferred() found in this router's index: a read of one of them
+        # that finds it not deferred here drops its entry.
+        self._indexed: set[str] = set()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -177,9 +203,12 @@ class KvRunStore:
         task, self._heartbeat = self._heartbeat, None
         await cancel_and_wait(task)
         if self._kv is not None:
-            # Gone at once rather than stale after lease_s: another router takes the runs now.
+            # Gone at once rather than stale after lease_s: another router takes the runs now
+            # (and indexes their deferred steps as its own; this router's index goes).
             with contextlib.suppress(Exception):
                 await self._kv.delete(_ROUTERS + self.owner)
+            with contextlib.suppress(Exception):
+                await self._purge_index(self.owner)
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
@@ -256,7 +285,30 @@ class KvRunStore:
 
     async def get(self, run_id: str) -> st.RunRecord | None:
         found = await self._entry(run_id)
+        if run_id in self._indexed and (
+            found is None or found[1] != self.owner or not _deferred_steps(found[0])
+        ):
+            # This router's index named a run it no longer has deferred here.
+            self._indexed.discard(run_id)
+            with contextlib.suppress(Exception):
+                await self._drop_entry(run_id)
         return found[0] if found is not None else None
+
+    async def _drop_entry(self, run_id: str) -> None:
+        """Drop this router's index entry for a run it does not have deferred, unless the
+        entry is written again meanwhile: the entry is read before the run and deleted on
+        that revision, so an entry put after the run became deferred again stays."""
+        kv = self._require()
+        key = _deferred_key(self.owner, run_id)
+        try:
+            entry = await kv.get(key)
+        except js_errors.KeyNotFoundError:
+            return
+        found = await self._entry(run_id)
+        if found is not None and found[1] == self.owner and _deferred_steps(found[0]):
+            return
+        with contextlib.suppress(js_errors.APIError):  # rewritten meanwhile: it stays
+            await kv.delete(key, last=entry.revision)
 
     async def get_by_event(self, event_id: str) -> st.RunRecord | None:
         return await self.get(run_id_for(event_id))
@@ -293,17 +345,55 @@ class KvRunStore:
         ]
 
     async def deferred(self) -> list[tuple[str, int, str]]:
-        """Deferred steps of this router's runs, oldest run first."""
-        runs = sorted(
-            (r for r, owner, _rev in await self._all() if owner == self.owner),
-            key=lambda r: r.started_at,
-        )
+        """Deferred steps of this router's runs, oldest run first: one listing of its index,
+        not a read of every run. (An entry may be a moment stale: the engine reads the run
+        before it runs the step, and that read drops a wrong entry.)"""
+        prefix = f"{_DEFERRED}{_owner_token(self.owner)}."
+        entries = []
+        for key, value in (await self._listing(prefix + "*")).items():
+            raw = json.loads(value)
+            entries.append((float(raw["started_at"]), key.removeprefix(prefix), raw["steps"]))
+        entries.sort()
+        self._indexed = {run_id for _at, run_id, _steps in entries}
         return [
-            (r.run_id, s.idx, s.capability)
-            for r in runs
-            for s in r.steps
-            if s.state == st.STEP_DEFERRED
+            (run_id, int(idx), str(capability))
+            for _at, run_id, steps in entries
+            for idx, capability in steps
         ]
+
+    async def _listing(self, pattern: str) -> dict[str, bytes]:
+        """Every live key matching `pattern` with its value, in one ordered consumer (the
+        last message of each key, deleted ones left out)."""
+        watcher = await self._require().watch(pattern, ignore_deletes=True)
+        found: dict[str, bytes] = {}
+        try:
+            async for entry in watcher:
+                if entry is None:  # caught up
+                    break
+                found[entry.key] = entry.value or b""
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves it bare
+        return found
+
+    async def _index(self, record: st.RunRecord, owner: str, before: list[list[Any]]) -> None:
+        """Bring `owner`'s index entry for the run in line with the run just written, whose
+        deferred steps were `before` (no write when they did not change)."""
+        steps = _deferred_steps(record)
+        if steps == before:
+            return
+        key = _deferred_key(owner, record.run_id)
+        if steps:
+            value = {"started_at": record.started_at, "steps": steps}
+            await self._require().put(key, json.dumps(value).encode())
+        else:
+            await self._require().delete(key)
+
+    async def _purge_index(self, owner: str) -> None:
+        """Forget every index entry of `owner` (a router gone or dead), in one request."""
+        assert self._nc is not None
+        subject = f"$KV.{self.bucket}.{_DEFERRED}{_owner_token(owner)}.>"
+        with contextlib.suppress(js_errors.NotFoundError):
+            await self._nc.jetstream().purge_stream(f"KV_{self.bucket}", subject=subject)
 
     async def take_over(self) -> list[str]:
         kv = self._require()
@@ -326,9 +416,12 @@ class KvRunStore:
             del self._seen[owner]
         if self._scanned and not stale and not gone:
             return []
-        self._scanned = True
+        first_scan, self._scanned = not self._scanned, True
         taken: list[str] = []
         for record, owner, revision in await self._all():
+            if owner == self.owner and first_scan:
+                # A router restarted under its old owner name: its index as its runs say.
+                await self._index(record, owner, [])
             if owner == self.owner or not _live(record):
                 continue
             if owner not in stale and (owner in leases or await self._has_lease(owner)):
@@ -337,6 +430,7 @@ class KvRunStore:
                 await kv.update(_RUNS + record.run_id, _encode(record, self.owner), last=revision)
             except js_errors.KeyWrongLastSequenceError:
                 continue  # another router took it first, or its owner just wrote
+            await self._index(record, self.owner, [])
             _log.warning(
                 "took over pipeline run %s from router %s, whose lease went stale",
                 record.run_id,
@@ -349,6 +443,9 @@ class KvRunStore:
             # writes it again and finds its runs gone (LeaseLost).
             with contextlib.suppress(Exception):
                 await kv.delete(_ROUTERS + owner, last=leases[owner])
+            # Its deferred steps are indexed again by the routers that took its runs.
+            with contextlib.suppress(Exception):
+                await self._purge_index(owner)
             self._seen.pop(owner, None)
         return taken
 
@@ -370,13 +467,18 @@ class KvRunStore:
                 raise st.LeaseLost(run_id, "")
             record, owner, revision = found
             if owner != self.owner:
+                with contextlib.suppress(Exception):
+                    # Indexed while this router stalled and the run moved: not ours now.
+                    await self._drop_entry(run_id)
                 raise st.LeaseLost(run_id, owner)
+            before = _deferred_steps(record)
             result = change(record)
             record.updated_at = time.time()
             try:
                 await kv.update(_RUNS + run_id, _encode(record, owner), last=revision)
             except js_errors.KeyWrongLastSequenceError:
                 continue  # written meanwhile (by this router or a takeover): read again
+            await self._index(record, owner, before)
             return result
 
     async def step_started(self, run_id: str, idx: int, *, state: int = st.STEP_RUNNING) -> int:
