@@ -16,6 +16,7 @@ from cli.output import (
     output_format,
 )
 from cli.router_connection import RouterOption, show_from_router
+from cli.spotify_login_state import login_document, login_line, stored_login
 from cli.tables import local_time, status_tables
 from soulspot.router.v1 import router_pb2, status_pb2_grpc
 
@@ -30,8 +31,10 @@ def status(
     wide: WideOption = False,
     router: RouterOption = None,
 ) -> None:
-    """Modules, capabilities with their providers, warnings and work in flight."""
+    """Modules, capabilities with their providers, warnings and work in flight, and whether a
+    Spotify login is stored here."""
     fmt = output_format(output, json_output=json_output, wide=wide)
+    login = stored_login()
 
     async def fetch(channel: grpc.aio.Channel) -> tuple[dict[str, Any], list[RenderableType]]:
         reply = await status_pb2_grpc.StatusServiceStub(channel).GetStatus(
@@ -43,6 +46,7 @@ def status(
             + (f", router up since {started}" if started else "")
             + f" (as of {datetime.now().astimezone():%H:%M:%S})"
         )
-        return status_document(reply), [*status_tables(reply), summary]
+        document = {**status_document(reply), "spotify_login": login_document(login)}
+        return document, [*status_tables(reply), summary, Text(login_line(login))]
 
     show_from_router(router, fmt, fetch)
