@@ -1,5 +1,10 @@
 """A durable consumer: its position in the log, its deliveries and its subscribers.
 
+This is the SQLite bus's consumer, and the dispatcher every bus shares: a JetStream bus
+feeds it from a JetStream pull consumer instead (router/bus/jetstream/durable_consumer.py
+overrides what it reads, `_wants_fetch`/`_fetch`, and how it settles, `_done`/`_fail`/
+`flush`, and keeps the rest).
+
 Subscribers sharing the consumer's name compete for its events. The consumer reads the log
 in bounded pages (from the shared tail cache when it is caught up, else from the store), and
 replayed dead letters the same way (they stay queued in the store), so its memory is bounded
@@ -209,6 +214,11 @@ class Consumer:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"consumer:{self.name}")
         self.notify()
+
+    async def configure(self, patterns: tuple[str, ...], max_attempts: int) -> None:
+        """A subscriber asked these patterns and attempts: where the log keeps delivery state
+        of its own (JetStream), it follows; here the dispatcher reads them as it goes."""
+        return
 
     def detach(self, sub: Subscription) -> None:
         """The stream ended: its unacked deliveries count as failed attempts."""

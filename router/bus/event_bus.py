@@ -23,7 +23,7 @@ from router.bus.consumer import Consumer, Subscription
 from router.bus.consumer_ownership import ConsumerOwnership
 from router.bus.metrics import BusMetrics, reason_label
 from router.bus.patterns import PatternSet, pattern_error
-from router.bus.store import ConsumerRecord, Parking
+from router.bus.store import ConsumerHost, ConsumerRecord, Parking
 from router.bus.tail import TailCache
 from router.bus.validate import envelope_violations, setting_name, validate_envelope
 from router.security.caller import Callers, source_name
@@ -161,6 +161,10 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
         self._owners: dict[str, str] = {}
         self.cache = TailCache(settings.tail_cache_size, 0, settings.tail_cache_max_bytes)
         self._consumers: dict[str, Consumer] = {}
+        # A store that serves consumers from its own delivery state (JetStream), else None.
+        self._host: ConsumerHost | None = store if isinstance(store, ConsumerHost) else None
+        # Consumers of the log served by other routers, as last read (JetStream).
+        self._elsewhere: list[router_pb2.ConsumerInfo] = []
         # Who brought each consumer into memory (a quota key): consumers per caller are
         # bounded, as are the Subscribe streams each caller holds open.
         self._consumer_owner: dict[str, str] = {}
@@ -188,7 +192,12 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
             await self.store.last_sequence(),
             self.settings.tail_cache_max_bytes,
         )
-        self.store.append_listener = self._on_append
+        if self._host is None:
+            self.store.append_listener = self._on_append
+        else:
+            # Its consumers pull from the store, not from the tail: no feed of every event
+            # into this router's memory (only last_sequence is kept, see _append).
+            self._host.on_replays_queued = self._replays_queued
         if isinstance(self.store, ConsumerOwnership):
             self.store.on_consumer_lost = self._consumer_lost
         if self._mesh_metrics is None:
@@ -256,6 +265,8 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
         if next_due_us is not None:
             # The next one to go (also those left idle by a previous run of the router).
             self._expire_at(next_due_us / 1_000_000 - time.time())
+        if removed:
+            self._elsewhere = [c for c in self._elsewhere if c.name not in removed]
         for name in removed:
             _log.info(
                 "consumer %s removed after its inactive threshold",
@@ -294,7 +305,23 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
         while True:
             for consumer in list(self._consumers.values()):
                 consumer.info()  # sets the gauge
+            if self._host is not None:
+                await self._read_elsewhere(self._host)
             await asyncio.sleep(self.settings.metrics_interval_s)
+
+    async def _read_elsewhere(self, host: ConsumerHost) -> None:
+        """The log's last sequence and the consumers other routers serve, for status."""
+        try:
+            last = await self.store.last_sequence()
+            self.cache.last_sequence = max(self.cache.last_sequence, last)
+            self._elsewhere = await host.consumer_statuses(skip=set(self._consumers))
+        except Exception as err:
+            _log.warning("reading the log's consumers failed: %s", err)
+
+    def _replays_queued(self, name: str) -> None:
+        consumer = self._consumers.get(name)
+        if consumer is not None:
+            consumer.replays_queued()
 
     def _on_append(self, results: list[AppendResult]) -> None:
         self.cache.add(results)
@@ -332,6 +359,9 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
             raise Unavailable(f"the event log could not store the event: {err}") from err
         seconds = time.perf_counter() - started
         metrics = self.metrics
+        if self._host is not None and results:
+            cache = self.cache
+            cache.last_sequence = max(cache.last_sequence, max(r.sequence for r in results))
         for result, park in zip(results, parking, strict=True):
             if result.duplicate:
                 continue
@@ -604,15 +634,7 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
                 elif identity is not None:
                     self._claimed(start.consumer, identity)
                 record.patterns = patterns
-                consumer = Consumer(
-                    record,
-                    store=self.store,
-                    cache=self.cache,
-                    delivery_ids=self._delivery_ids,
-                    page_size=self.settings.page_size,
-                    max_attempts=max_attempts,
-                    metrics=self.metrics,
-                )
+                consumer = await self._open_consumer(record, max_attempts)
                 # Queued replays (record.replays) stay in the store; the consumer reads
                 # them a page at a time.
                 self._consumers[start.consumer] = consumer
@@ -632,12 +654,40 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
                     )
                 if claim and identity is not None:
                     self._claimed(start.consumer, identity)
+                if patterns != consumer.patterns.patterns or max_attempts != consumer.max_attempts:
+                    await consumer.configure(patterns, max_attempts)
             consumer.max_attempts = max_attempts
             consumer.inactive_s = inactive_s
             if consumer.idle_since or inactive_s > 0:
                 consumer.idle_since = 0.0
                 self.store.set_consumer_idle(consumer.name, 0)  # it has a subscriber now
             return consumer
+
+    async def _open_consumer(self, record: ConsumerRecord, max_attempts: int) -> Consumer:
+        if self._host is None:
+            return Consumer(
+                record,
+                store=self.store,
+                cache=self.cache,
+                delivery_ids=self._delivery_ids,
+                page_size=self.settings.page_size,
+                max_attempts=max_attempts,
+                metrics=self.metrics,
+            )
+        try:
+            return await self._host.open_consumer(
+                record,
+                cache=self.cache,
+                delivery_ids=self._delivery_ids,
+                page_size=self.settings.page_size,
+                max_attempts=max_attempts,
+                metrics=self.metrics,
+            )
+        except BaseException as err:
+            await self._let_go(record.name)
+            if isinstance(err, Exception) and not isinstance(err, MeshError):
+                raise Unavailable(f"the event log could not open the consumer: {err}") from err
+            raise
 
     async def _claim(self, name: str) -> None:
         """Serve `name` here, or refuse: with several routers on one JetStream, one router
@@ -705,6 +755,8 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
         if start.start == router_pb2.START_POSITION_TIME:
             micros = start.start_time.ToMicroseconds()
             return max(0, await self.store.first_sequence_at(micros) - 1)
+        if self._host is not None:
+            return await self.store.last_sequence()  # no tail fed from the log here
         return self.cache.last_sequence
 
     def _check_start(self, request: router_pb2.SubscribeRequest) -> router_pb2.SubscribeStart:
@@ -1031,6 +1083,7 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
                     # unacked deliveries would otherwise be recorded after the removal.
                     self._cut_off(consumer)
                 deleted = await self.store.delete_consumer(request.consumer)
+                self._elsewhere = [c for c in self._elsewhere if c.name != request.consumer]
             _log.info(
                 "consumer %s deleted",
                 request.consumer,
@@ -1043,7 +1096,10 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
     # -- status ----------------------------------------------------------------------------
 
     def consumers_info(self) -> list[router_pb2.ConsumerInfo]:
-        return [c.info() for c in self._consumers.values()]
+        """This router's consumers and (JetStream) those other routers serve, as JetStream
+        counted them at the last look (every metrics_interval_s)."""
+        here = [c.info() for c in self._consumers.values()]
+        return here + [c for c in self._elsewhere if c.name not in self._consumers]
 
     @property
     def consumers(self) -> dict[str, Consumer]:

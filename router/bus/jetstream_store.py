@@ -91,6 +91,13 @@ from router.bus.jetstream.acks import AckedPublisher, PublishError
 from router.bus.jetstream.connection import connect_nats
 from router.bus.jetstream.consumer_lease import ConsumerLeases
 from router.bus.jetstream.direct import StoredMessage, rfc3339, stored_messages
+from router.bus.jetstream.durable_consumer import JetStreamConsumer
+from router.bus.jetstream.pull_consumer import (
+    META_NAME,
+    META_PATTERNS,
+    PullConsumer,
+    durable_name,
+)
 from router.bus.jetstream.records import (
     DEAD_LETTER_HEADER,
     ConsumerState,
@@ -113,8 +120,10 @@ from router.bus.store import (
     ReplayRecord,
 )
 from soulspot.events.v1 import envelope_pb2
+from soulspot.router.v1 import router_pb2
 
 if TYPE_CHECKING:
+    import itertools
     from collections.abc import Awaitable, Callable, Collection, Sequence
 
     from nats.aio.client import Client
@@ -122,7 +131,10 @@ if TYPE_CHECKING:
     from nats.js.client import JetStreamContext
     from nats.js.kv import KeyValue
 
+    from router.bus.consumer import Consumer
     from router.bus.consumer_ownership import Holder
+    from router.bus.metrics import BusMetrics
+    from router.bus.tail import TailCache
 
 _log = logging.getLogger(__name__)
 
@@ -134,8 +146,21 @@ SCAN_PAGE = 256
 ATOMIC_BATCH_MAX = 500
 # The header that marks an event parked by the cycle guard: stored, never delivered.
 PARKED_HEADER = "Soulspot-Parked"
+# How long one pull of a durable consumer waits for events; an empty one is followed by a
+# look at the consumer (deleted through another router? its numbers for status).
+PULL_WAIT_S = 1.0
+# JetStream's ack_wait for durable consumers, in consumer leases: this router marks what it
+# holds in progress once a lease, so only a router that died lets it run out, and the next
+# holder (after one lease) gets those events again within a few more.
+ACK_WAIT_LEASES = 3
 
 Synchronous = Literal["FULL", "NORMAL"]
+# An append waiting for the end of the loop turn: its events, their parking, its answer.
+_Queued = tuple[
+    "Sequence[envelope_pb2.EventEnvelope]",
+    "Sequence[Parking | None]",
+    "asyncio.Future[list[AppendResult]]",
+]
 
 
 @dataclass(slots=True)
@@ -229,9 +254,14 @@ class JetStreamEventStore:
         self._replays_kv: KeyValue | None = None
         self._states: dict[str, ConsumerState] = {}
         self._replays: dict[str, set[int]] = {}
+        # Told the consumer for which a replay was queued (through any router).
+        self.on_replays_queued: Callable[[str], None] | None = None
+        self._replay_watch: asyncio.Task[None] | None = None
         self._dirty: set[str] = set()
         self._flush_scheduled = False
         self._in_flight: collections.deque[_InFlight] = collections.deque()
+        # Appends of this loop turn, sent together at its end (see append).
+        self._coalescing: list[_Queued] = []
         self._ops: asyncio.Queue[
             tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any] | None] | None
         ] = asyncio.Queue()
@@ -298,6 +328,29 @@ class JetStreamEventStore:
             on_lost=self._consumer_lost,
         )
         await self._load_state()
+        self._replay_watch = asyncio.create_task(
+            self._watch_replays(await self._kv_replays().watchall(meta_only=True)),
+            name="jetstream-replays-watch",
+        )
+
+    async def _watch_replays(self, watcher: Any) -> None:
+        """Replays queued or finished through any router: the set of queued replays follows,
+        and the consumer is told (its serving router may not be the one that queued it)."""
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    continue
+                token, _, seq = entry.key.partition(".")
+                name = consumer_from_token(token)
+                if entry.operation in ("DEL", "PURGE"):
+                    self._replays.get(name, set()).discard(int(seq))
+                    continue
+                self._replays.setdefault(name, set()).add(int(seq))
+                if self.on_replays_queued is not None:
+                    self.on_replays_queued(name)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
 
     async def _ensure_stream(self, config: api.StreamConfig) -> None:
         js = self._jetstream()
@@ -334,6 +387,11 @@ class JetStreamEventStore:
             self._replays.setdefault(consumer_from_token(token), set()).add(int(seq))
 
     async def close(self) -> None:
+        watch, self._replay_watch = self._replay_watch, None
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watch
         if self._worker is not None:
             await self._run(self._flush)
             self._ops.put_nowait(None)
@@ -451,18 +509,82 @@ class JetStreamEventStore:
         envelopes: Sequence[envelope_pb2.EventEnvelope],
         parking: Sequence[Parking | None],
     ) -> list[AppendResult]:
+        # The appends that arrive within one turn of the loop go together (see
+        # _coalesced): one id lookup, one atomic batch with one ack, one hand-over to the
+        # listener, so one delivery to a caught-up subscriber. The more publishes arrive at
+        # once, the larger the batch: the cost per event falls as the load rises.
         # Shielded: a publisher that goes away mid-append must not leave its publishes
         # unaccounted, or the listener would wait for them forever.
-        task = asyncio.ensure_future(self._append(envelopes, parking))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return await asyncio.shield(task)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[AppendResult]] = loop.create_future()
+        if not self._coalescing:
+            loop.call_soon(self._coalesced)
+        self._coalescing.append((envelopes, parking, future))
+        return await asyncio.shield(future)
+
+    def _coalesced(self) -> None:
+        """Send the appends queued in this loop turn, in their order, as few batches: one
+        per ATOMIC_BATCH_MAX events, and a new one where an event_id repeats (that batch
+        waits for the one before, so the first copy is stored before the second is sent)."""
+        queued, self._coalescing = self._coalescing, []
+        groups: list[tuple[list[_Queued], bool]] = []
+        size, ids = ATOMIC_BATCH_MAX + 1, set[str]()
+        for item in queued:
+            item_ids = {e.event_id for e in item[0]}
+            repeats = not ids.isdisjoint(item_ids)
+            if repeats or size + len(item[0]) > ATOMIC_BATCH_MAX:
+                groups.append(([], repeats))
+                size, ids = 0, set()
+            groups[-1][0].append(item)
+            size += len(item[0])
+            ids |= item_ids
+        before: asyncio.Future[None] | None = None
+        for group, wait in groups:
+            task = asyncio.ensure_future(self._append_group(group, before if wait else None))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            before = task
+
+    async def _append_group(
+        self, group: list[_Queued], before: asyncio.Future[None] | None
+    ) -> None:
+        """Append the events of `group` as one and answer each append with its own events'
+        results, or with the failure of one of them."""
+        if before is not None:
+            await asyncio.wait([before])
+        envelopes = [e for item in group for e in item[0]]
+        parking = [p for item in group for p in item[1]]
+        try:
+            outcomes = await self._append(envelopes, parking)
+        except BaseException as err:
+            for _, _, future in group:
+                if future.done():
+                    continue
+                if isinstance(err, asyncio.CancelledError):
+                    future.cancel()
+                else:
+                    future.set_exception(err)
+            if not isinstance(err, Exception):
+                raise
+            return
+        start = 0
+        for item_envelopes, _, future in group:
+            mine = outcomes[start : start + len(item_envelopes)]
+            start += len(item_envelopes)
+            if future.done():
+                continue
+            failure = next((o for o in mine if isinstance(o, BaseException)), None)
+            if failure is not None:
+                future.set_exception(failure)
+            else:
+                future.set_result([o for o in mine if isinstance(o, AppendResult)])
 
     async def _append(
         self,
         envelopes: Sequence[envelope_pb2.EventEnvelope],
         parking: Sequence[Parking | None],
-    ) -> list[AppendResult]:
+    ) -> list[AppendResult | Exception]:
+        """Each event's result, or what kept it from being stored."""
         # The ids bucket is asked and the events published back to back, one round trip in
         # all: an event the bucket knows (stored before, beyond JetStream's duplicate window)
         # has its new copy deleted before anyone here is told of it.
@@ -488,36 +610,40 @@ class JetStreamEventStore:
                 out.entry.done = True
             self._release()
             raise
-        results: list[AppendResult | None] = [None] * len(envelopes)
-        failure: BaseException | None = None
+        results: list[AppendResult | Exception] = []
         for index, (out, first) in enumerate(zip(outgoing, earlier, strict=True)):
             try:
-                seq, duplicate = await acks[index]
+                results.append(await self._settle(out, acks[index], first))
             except Exception as err:
-                failure = failure or err
+                # Its place in line is given up, so the events after it still reach the
+                # listener.
                 out.entry.done = True
-                continue
-            if first is not None and first != seq and not duplicate:
-                # Stored before the window: this copy goes, the first one answers.
-                await self._jetstream().delete_msg(self.stream, seq)
-                duplicate, seq = True, first
-            if duplicate:
-                out.entry.done = True
-                results[index] = await self._duplicate(first or seq)
-                continue
-            out.stored.sequence = seq
-            result = AppendResult(seq, False, out.stored, parked=out.park is not None)
-            out.entry.result, out.entry.done = result, True
-            results[index] = result
-            await self._remember_id(out.stored.event_id, seq)
-            self._release()
-            if out.park is not None:
-                data = out.stored.SerializeToString()
-                await self._publish_dead_letter("", seq, out.park.reason, 0, out.park.detail, data)
+                results.append(err)
         self._release()
-        if failure is not None:
-            raise failure
-        return [r for r in results if r is not None]
+        return results
+
+    async def _settle(
+        self, out: _Outgoing, ack: Awaitable[tuple[int, bool]], first: int | None
+    ) -> AppendResult:
+        """One sent event's result, once JetStream acked it (`first`: where the ids bucket
+        says the event was stored before)."""
+        seq, duplicate = await ack
+        if first is not None and first != seq and not duplicate:
+            # Stored before the window: this copy goes, the first one answers.
+            await self._jetstream().delete_msg(self.stream, seq)
+            duplicate, seq = True, first
+        if duplicate:
+            out.entry.done = True
+            return await self._duplicate(first or seq)
+        out.stored.sequence = seq
+        result = AppendResult(seq, False, out.stored, parked=out.park is not None)
+        out.entry.result, out.entry.done = result, True
+        await self._remember_id(out.stored.event_id, seq)
+        self._release()
+        if out.park is not None:
+            data = out.stored.SerializeToString()
+            await self._publish_dead_letter("", seq, out.park.reason, 0, out.park.detail, data)
+        return result
 
     async def _send(self, outgoing: list[_Outgoing]) -> list[Awaitable[tuple[int, bool]]]:
         """Publish the events in order; each awaitable gives one's (sequence, duplicate).
@@ -812,6 +938,114 @@ class JetStreamEventStore:
         if self.consumer_leases is not None:
             await self.consumer_leases.release(name)
 
+    # -- durable consumers as JetStream consumers -----------------------------------------
+
+    @property
+    def ack_wait_s(self) -> float:
+        """JetStream's ack_wait for the durable consumers (see ACK_WAIT_LEASES)."""
+        return ACK_WAIT_LEASES * self.consumer_lease_s
+
+    async def open_consumer(
+        self,
+        record: ConsumerRecord,
+        *,
+        cache: TailCache,
+        delivery_ids: itertools.count[int],
+        page_size: int,
+        max_attempts: int,
+        metrics: BusMetrics | None = None,
+    ) -> Consumer:
+        """The durable consumer `record` names, served by this router from its JetStream
+        consumer: created from record.floor + 1 when JetStream has none, else as JetStream
+        holds it (its position stays; patterns and attempts follow the record)."""
+        pull = PullConsumer(
+            self._client(),
+            self._jetstream(),
+            stream=self.stream,
+            name=record.name,
+            ack_wait_s=self.ack_wait_s,
+            pull_wait_s=PULL_WAIT_S,
+            on_gone=self._consumer_gone,
+        )
+        info = await pull.open(record.patterns, record.floor, max_attempts, page_size)
+        delivered = info.delivered.stream_seq if info.delivered is not None else 0
+        acked = info.ack_floor.stream_seq if info.ack_floor is not None else 0
+        return JetStreamConsumer(
+            record,
+            pull=pull,
+            park=self.park_copy,
+            ack_floor=int(acked),
+            delivered_to=int(delivered),
+            touch_s=self.consumer_lease_s,
+            store=self,
+            cache=cache,
+            delivery_ids=delivery_ids,
+            page_size=page_size,
+            max_attempts=max_attempts,
+            metrics=metrics,
+        )
+
+    def park_copy(
+        self, consumer: str, sequence: int, reason: int, attempts: int, last_error: str, data: bytes
+    ) -> asyncio.Future[None]:
+        """Queue a dead letter carrying `data` (the event as the consumer read it); done once
+        JetStream holds it."""
+        if self._worker is None:
+            raise RuntimeError("event store is not open")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def op() -> None:
+            await self._publish_dead_letter(consumer, sequence, reason, attempts, last_error, data)
+
+        self._ops.put_nowait((op, future))
+        return future
+
+    def _consumer_gone(self, name: str) -> None:
+        """The JetStream consumer was deleted (through another router): nothing of this
+        router's is written for it again, its subscribers' streams end, its lease goes."""
+        self._states.pop(name, None)
+        self._replays.pop(name, None)
+        self._dirty.discard(name)
+        self._not_ours.add(name)
+        if self.on_consumer_lost is not None:
+            self.on_consumer_lost(name)
+        leases = self.consumer_leases
+        if leases is not None:
+            task = asyncio.ensure_future(leases.release(name))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def consumer_statuses(self, skip: Collection[str] = ()) -> list[router_pb2.ConsumerInfo]:
+        """Every durable consumer of the stream as JetStream counts it (those in `skip`
+        left out), with the router that serves it, whichever router asks."""
+        js, out = self._jetstream(), []
+        offset = 0
+        while True:
+            page = await js.consumers_info(self.stream, offset=offset)
+            offset += len(page)
+            for info in page:
+                metadata = info.config.metadata or {}
+                name = metadata.get(META_NAME) or consumer_from_token(info.name)
+                if name in skip or not info.config.durable_name:
+                    continue
+                holder = None
+                if self.consumer_leases is not None:
+                    holder = await self.consumer_leases.holder(name)
+                pending = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+                out.append(
+                    router_pb2.ConsumerInfo(
+                        name=name,
+                        event_types=json.loads(metadata.get(META_PATTERNS, "[]")),
+                        acked_sequence=int(info.ack_floor.stream_seq if info.ack_floor else 0),
+                        lag=pending,
+                        in_flight=int(info.num_ack_pending or 0),
+                        served_by=holder.describe() if holder is not None else "",
+                        redelivered=int(info.num_redelivered or 0),
+                    )
+                )
+            if len(page) < 256 or not page:
+                return out
+
     async def load_consumer(self, name: str) -> ConsumerRecord | None:
         async def op() -> ConsumerRecord | None:
             state = self._states.get(name)
@@ -858,6 +1092,12 @@ class JetStreamEventStore:
             await self._kv_consumers().delete(consumer_token(name))
         for seq in self._replays.pop(name, set()):
             await self._kv_replays().delete(replay_key(name, seq))
+        try:
+            await self._jetstream().delete_consumer(self.stream, durable_name(name))
+        except NotFoundError:
+            pass
+        else:
+            existed = True
         return existed
 
     async def delete_consumer(self, name: str) -> bool:
@@ -1110,15 +1350,21 @@ class JetStreamEventStore:
     async def read_replays(self, consumer: str, after: int, limit: int) -> list[ReplayRecord]:
         async def op() -> list[ReplayRecord]:
             seqs = sorted(s for s in self._replays.get(consumer, set()) if s > after)[:limit]
-            return list(await asyncio.gather(*(self._replay(consumer, s) for s in seqs)))
+            found = await asyncio.gather(*(self._replay(consumer, s) for s in seqs))
+            return [r for r in found if r is not None]
 
         # Queued after the consumer's handed-over progress, so a replay it has finished is
         # gone before this read.
         replays: list[ReplayRecord] = await self._run(op)
         return replays
 
-    async def _replay(self, consumer: str, sequence: int) -> ReplayRecord:
-        entry = await self._kv_replays().get(replay_key(consumer, sequence))
+    async def _replay(self, consumer: str, sequence: int) -> ReplayRecord | None:
+        try:
+            entry = await self._kv_replays().get(replay_key(consumer, sequence))
+        except KeyNotFoundError:
+            # Finished meanwhile (the watch had not passed its deletion on yet).
+            self._replays.get(consumer, set()).discard(sequence)
+            return None
         attempts, last_error, data = decode_replay(entry.value or b"")
         msg = await self._get(self.stream, sequence)
         envelope = _envelope_of(msg) if msg is not None else envelope_from(data)

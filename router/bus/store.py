@@ -8,12 +8,17 @@ event loop.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    import itertools
     from collections.abc import Callable, Collection, Sequence
 
+    from router.bus.consumer import Consumer
+    from router.bus.metrics import BusMetrics
+    from router.bus.tail import TailCache
     from soulspot.events.v1 import envelope_pb2
+    from soulspot.router.v1 import router_pb2
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,4 +240,32 @@ class EventStore(Protocol):
 
     async def apply_retention(self, max_age_s: float, max_bytes: int) -> int:
         """Delete the oldest events beyond the age or total size; returns how many."""
+        ...
+
+
+@runtime_checkable
+class ConsumerHost(Protocol):
+    """A store that keeps durable consumers' delivery state itself (JetStream: each is a
+    JetStream consumer): the bus asks it for each consumer, its consumers read no tail
+    cache, and any router can list every consumer of the log."""
+
+    # Told the consumer for which a replay was queued, through any router.
+    on_replays_queued: Callable[[str], None] | None
+
+    async def open_consumer(
+        self,
+        record: ConsumerRecord,
+        *,
+        cache: TailCache,
+        delivery_ids: itertools.count[int],
+        page_size: int,
+        max_attempts: int,
+        metrics: BusMetrics | None = None,
+    ) -> Consumer:
+        """The consumer, served here: from record.floor + 1 when the store has no delivery
+        state for it yet, else from where that state is."""
+        ...
+
+    async def consumer_statuses(self, skip: Collection[str] = ()) -> list[router_pb2.ConsumerInfo]:
+        """Every durable consumer of the log but those in `skip`, as the store counts it."""
         ...

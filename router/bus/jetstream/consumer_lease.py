@@ -134,6 +134,16 @@ class ConsumerLeases:
             return False
         return True
 
+    async def holder(self, name: str) -> Holder | None:
+        """The router that holds the consumer's lease now (None: nobody)."""
+        if name in self._held:
+            return Holder(self.owner, self.address)
+        try:
+            entry = await self.kv.get(consumer_token(name))
+        except KeyNotFoundError:
+            return None
+        return _decode(entry.value)
+
     def _value(self) -> bytes:
         return _encode(self.owner, self.address)
 

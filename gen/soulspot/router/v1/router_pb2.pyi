@@ -1441,6 +1441,8 @@ class ConsumerInfo(_message.Message):
     LAG_FIELD_NUMBER: _builtins.int
     SUBSCRIBERS_FIELD_NUMBER: _builtins.int
     IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    SERVED_BY_FIELD_NUMBER: _builtins.int
+    REDELIVERED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The consumer's name."""
     acked_sequence: _builtins.int
@@ -1451,6 +1453,10 @@ class ConsumerInfo(_message.Message):
     """Connected subscribers."""
     in_flight: _builtins.int
     """Deliveries not yet acked."""
+    served_by: _builtins.str
+    """The router that serves it, when another router than the one asked does (JetStream)."""
+    redelivered: _builtins.int
+    """Events delivered again after a nack or a timeout, as JetStream counts them."""
     @_builtins.property
     def event_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Its event type patterns."""
@@ -1464,10 +1470,12 @@ class ConsumerInfo(_message.Message):
         lag: _builtins.int = ...,
         subscribers: _builtins.int = ...,
         in_flight: _builtins.int = ...,
+        served_by: _builtins.str = ...,
+        redelivered: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acked_sequence", b"acked_sequence", "event_types", b"event_types", "in_flight", b"in_flight", "lag", b"lag", "name", b"name", "subscribers", b"subscribers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acked_sequence", b"acked_sequence", "event_types", b"event_types", "in_flight", b"in_flight", "lag", b"lag", "name", b"name", "redelivered", b"redelivered", "served_by", b"served_by", "subscribers", b"subscribers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1489,10 +1497,17 @@ class GetStatusResponse(_message.Message):
     STARTED_AT_FIELD_NUMBER: _builtins.int
     WATCHED_PLAYLISTS_FIELD_NUMBER: _builtins.int
     XDS_CLIENTS_FIELD_NUMBER: _builtins.int
+    ANSWERED_BY_FIELD_NUMBER: _builtins.int
     last_sequence: _builtins.int
     """The log's last sequence."""
     dead_letters: _builtins.int
     """Dead letters waiting."""
+    answered_by: _builtins.str
+    """The router that answered, as host:port (its host name when it listens on every
+    interface). With several routers on one JetStream every other field is the same from
+    any of them, except this router's own: started_at, warnings, in_flight (the work it
+    runs), xds_clients, and each module's since and breaker.
+    """
     @_builtins.property
     def modules(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModuleInfo]:
         """Every known module."""
@@ -1538,10 +1553,11 @@ class GetStatusResponse(_message.Message):
         started_at: _timestamp_pb2.Timestamp | None = ...,
         watched_playlists: _abc.Iterable[_watches_pb2.PlaylistWatch] | None = ...,
         xds_clients: _abc.Iterable[Global___XdsClient] | None = ...,
+        answered_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "consumers", b"consumers", "dead_letters", b"dead_letters", "in_flight", b"in_flight", "last_sequence", b"last_sequence", "modules", b"modules", "started_at", b"started_at", "warnings", b"warnings", "watched_playlists", b"watched_playlists", "xds_clients", b"xds_clients"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answered_by", b"answered_by", "capabilities", b"capabilities", "consumers", b"consumers", "dead_letters", b"dead_letters", "in_flight", b"in_flight", "last_sequence", b"last_sequence", "modules", b"modules", "started_at", b"started_at", "warnings", b"warnings", "watched_playlists", b"watched_playlists", "xds_clients", b"xds_clients"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
