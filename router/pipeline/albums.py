@@ -9,8 +9,12 @@ as they would after fetching them one by one). It also keeps the albums still be
 (album.requested, album.download_started, a downloader's album.failed) for the dashboard.
 
 One consumer taking one event at a time, so events arrive in log order: a track's
-download.completed always before its track.ready. The state is a small JSON file beside the
-pipeline's runs, rewritten after each change, so an album survives a router restart.
+download.completed always before its track.ready. The state is small JSON rewritten after
+each change, so an album survives a router restart: a file beside the pipeline's runs
+(`FileAlbumState`), or, with the runs in JetStream KV, a key of their bucket
+(`KvAlbumState`), so the router that takes the album consumer over from a dead one goes on
+with its albums. Every event first reads the state again if another router wrote it since
+this one last did (one KV get; a file is this router's alone).
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ import contextlib
 import json
 import logging
 import os
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+import nats.js.errors as js_errors
 
 from router.pipeline.publish import derived_event_id
 from services.kit.events.client import EventHandlers, Subscriber
@@ -31,6 +38,7 @@ from soulspot.router.v1 import router_pb2
 
 if TYPE_CHECKING:
     import grpc
+    from nats.js.kv import KeyValue
 
     from router.pipeline.publish import RunPublisher
     from soulspot.events.v1 import download_pb2 as download_events_pb2
@@ -38,13 +46,22 @@ if TYPE_CHECKING:
     from soulspot.events.v1 import pipeline_pb2 as pipeline_events_pb2
     from soulspot.events.v1 import track_pb2 as track_events_pb2
 
-__all__ = ["ALBUM_ID_ATTRIBUTE", "ALBUM_TRACKS_ATTRIBUTE", "AlbumTracker"]
+__all__ = [
+    "ALBUM_ID_ATTRIBUTE",
+    "ALBUM_TRACKS_ATTRIBUTE",
+    "AlbumState",
+    "AlbumTracker",
+    "FileAlbumState",
+    "KvAlbumState",
+]
 
 _log = logging.getLogger("router.pipeline.albums")
 
 ALBUM_ID_ATTRIBUTE = "album_download_id"
 ALBUM_TRACKS_ATTRIBUTE = "album_track_count"
 STATE_FILE = "albums.json"
+# The key of the album state in the pipeline's KV bucket.
+STATE_KEY = "albums"
 # An album whose downloader never says more is forgotten after this many newer ones.
 _MAX_ALBUMS = 500
 
@@ -83,6 +100,75 @@ class _Album:
         }
 
 
+class AlbumState(Protocol):
+    """Where the albums in progress are kept between events."""
+
+    async def changed(self) -> list[dict[str, Any]] | None:
+        """Every album as last written, or None when nobody wrote since this tracker last
+        read or wrote it."""
+        ...
+
+    async def save(self, data: list[dict[str, Any]]) -> None: ...
+
+
+class FileAlbumState:
+    """A JSON file this router alone writes: read once, at start."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._read = False
+
+    async def changed(self) -> list[dict[str, Any]] | None:
+        if self._read:
+            return None
+        self._read = True
+        return await asyncio.to_thread(self._load)
+
+    def _load(self) -> list[dict[str, Any]] | None:
+        try:
+            data: list[dict[str, Any]] = json.loads(self._path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as err:
+            _log.warning("album state unreadable, starting afresh: %s", err)
+            return None
+        return data
+
+    async def save(self, data: list[dict[str, Any]]) -> None:
+        await asyncio.to_thread(self._write, data)
+
+    def _write(self, data: list[dict[str, Any]]) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self._path.with_suffix(".tmp")
+        partial.write_text(json.dumps(data), encoding="utf-8")
+        os.replace(partial, self._path)
+
+
+class KvAlbumState:
+    """One key of the pipeline's JetStream KV bucket, shared by the routers on that NATS;
+    compressed, so even _MAX_ALBUMS abandoned albums stay far below a message's size limit.
+    Read again whenever its revision is not the one this router last read or wrote."""
+
+    def __init__(self, kv: KeyValue, key: str = STATE_KEY) -> None:
+        self._kv = kv
+        self._key = key
+        self._revision: int | None = None
+
+    async def changed(self) -> list[dict[str, Any]] | None:
+        try:
+            entry = await self._kv.get(self._key)
+        except js_errors.KeyNotFoundError:
+            return None
+        if entry.revision == self._revision or entry.value is None:
+            return None
+        self._revision = entry.revision
+        data: list[dict[str, Any]] = json.loads(zlib.decompress(entry.value))
+        return data
+
+    async def save(self, data: list[dict[str, Any]]) -> None:
+        self._revision = await self._kv.put(self._key, zlib.compress(json.dumps(data).encode()))
+
+
 class AlbumTracker:
     """Publishes album.ready / album.failed after the last track's pipeline run."""
 
@@ -93,10 +179,11 @@ class AlbumTracker:
         state_dir: Path,
         *,
         consumer: str,
+        state: AlbumState | None = None,
     ) -> None:
         self._channel = channel
         self._publisher = publisher
-        self._path = Path(state_dir) / STATE_FILE
+        self._state: AlbumState = state or FileAlbumState(Path(state_dir) / STATE_FILE)
         self._consumer = consumer
         self._albums: dict[str, _Album] = {}
         self._owner: dict[str, str] = {}
@@ -104,7 +191,7 @@ class AlbumTracker:
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
-        await asyncio.to_thread(self._load)
+        await self._refresh()
         handlers = EventHandlers()
         handlers.add("album.requested", self._on_requested)
         handlers.add("album.download_started", self._on_started)
@@ -137,6 +224,7 @@ class AlbumTracker:
         self, event: album_events_pb2.AlbumRequested, envelope: envelope_pb2.EventEnvelope
     ) -> None:
         async with self._lock:
+            await self._refresh()
             album = self._albums.setdefault(
                 event.album_download_id, _Album(event.album_download_id)
             )
@@ -150,6 +238,7 @@ class AlbumTracker:
         envelope: envelope_pb2.EventEnvelope,
     ) -> None:
         async with self._lock:
+            await self._refresh()
             album = self._albums.setdefault(
                 event.album_download_id, _Album(event.album_download_id)
             )
@@ -163,6 +252,7 @@ class AlbumTracker:
         self, event: album_events_pb2.AlbumFailed, envelope: envelope_pb2.EventEnvelope
     ) -> None:
         async with self._lock:
+            await self._refresh()
             album = self._albums.pop(event.album_download_id, None)
             if album is not None:
                 for track in album.tracks:
@@ -178,6 +268,7 @@ class AlbumTracker:
         if not album_id:
             return
         async with self._lock:
+            await self._refresh()
             album = self._albums.setdefault(album_id, _Album(album_id))
             album.stage = "importing"
             album.source = album.source or event.source
@@ -215,6 +306,7 @@ class AlbumTracker:
         error: str = "",
     ) -> None:
         async with self._lock:
+            await self._refresh()
             album_id = self._owner.get(download_id)
             if album_id is None:
                 return
@@ -290,23 +382,15 @@ class AlbumTracker:
             oldest = next(iter(self._albums))
             for track in self._albums.pop(oldest).tracks:
                 self._owner.pop(track.download_id, None)
-        data = [asdict(album) for album in self._albums.values()]
-        await asyncio.to_thread(self._write, data)
+        await self._state.save([asdict(album) for album in self._albums.values()])
 
-    def _write(self, data: list[dict[str, Any]]) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self._path.with_suffix(".tmp")
-        partial.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(partial, self._path)
-
-    def _load(self) -> None:
-        try:
-            data = json.loads(self._path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+    async def _refresh(self) -> None:
+        """Take the stored albums when another router (or an earlier run) wrote them."""
+        data = await self._state.changed()
+        if data is None:
             return
-        except (OSError, ValueError) as err:
-            _log.warning("album state unreadable, starting afresh: %s", err)
-            return
+        self._albums.clear()
+        self._owner.clear()
         for item in data:
             tracks = [_Track(**t) for t in item.pop("tracks", [])]
             album = _Album(**item, tracks=tracks)

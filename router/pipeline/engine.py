@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf import json_format
 
 from router.pipeline import store as st
-from router.pipeline.albums import AlbumTracker
+from router.pipeline.albums import AlbumTracker, KvAlbumState
 from router.pipeline.calls import CapabilityCaller, HealthView, is_unavailable
 from router.pipeline.config import (
     PipelineConfig,
@@ -36,6 +36,7 @@ from router.pipeline.config import (
     check_against,
     load_pipeline_config,
 )
+from router.pipeline.kv_store import KvRunStore
 from router.pipeline.mapping import evaluate
 from router.pipeline.publish import RunPublisher, derived_event_id
 from router.routing.capabilities import Catalog, load_catalog
@@ -162,8 +163,17 @@ class Pipeline(pipeline_runs_pb2_grpc.PipelineRunServiceServicer):
             )
             await self._subscription.start()
             # album.ready after the last track's run: a consumer of its own, in log order.
+            # Beside the runs: in their KV bucket when routers share them, so the router that
+            # takes the album consumer over goes on with the albums in progress.
+            album_state = (
+                KvAlbumState(self.store.kv) if isinstance(self.store, KvRunStore) else None
+            )
             self.albums = AlbumTracker(
-                self._channel, self._publisher, self._state_dir, consumer=f"{self._consumer}-albums"
+                self._channel,
+                self._publisher,
+                self._state_dir,
+                consumer=f"{self._consumer}-albums",
+                state=album_state,
             )
             await self.albums.start()
         self._spawn(self._sweep_forever())

@@ -219,6 +219,11 @@ class KvRunStore:
             raise RuntimeError("the run store is not open")
         return self._kv
 
+    @property
+    def kv(self) -> KeyValue:
+        """The open bucket, for the pipeline state kept beside the runs (album progress)."""
+        return self._require()
+
     async def _renew(self) -> None:
         await self._require().put(_ROUTERS + self.owner, str(time.time()).encode())
 

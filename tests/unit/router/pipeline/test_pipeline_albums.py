@@ -121,8 +121,7 @@ async def test_an_album_half_imported_before_a_restart_completes_after_it(
     await _completed(first, 2)
     await _ready(first, 1)
     publisher = RecordingPublisher()
-    second = _tracker(tmp_path, publisher)
-    second._load()
+    second = _tracker(tmp_path, publisher)  # reads the state file at its first event
     await _ready(second, 2)
     [(ready, _)] = publisher.published
     assert isinstance(ready, album_events_pb2.AlbumReady)
