@@ -4,7 +4,8 @@ work queue.
 The tracks come from the playlist.tracks capability (a Spotify playlist, or `liked` for the
 user's liked songs), or from a file: `--csv` (Artist, Title, Album, Length columns) or
 `--list` ("Artist - Title" lines). Once the jobs are handled, the library writes the
-playlist's M3U file (unless `--no-m3u`).
+playlist's M3U file (unless `--no-m3u`), named after the playlist or `--name`, through the
+library's naming rules either way.
 
 One playlist.track_requested job per track goes to the queue that local workers (and any
 `soulspot worker` processes) consume; the command collects their playlist.track_handled
@@ -67,6 +68,14 @@ def sync_playlist(
     m3u: Annotated[
         bool, typer.Option("--m3u/--no-m3u", help="Write the playlist's M3U in the library.")
     ] = True,
+    m3u_name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="The M3U file's name instead of the playlist's (the library's naming rules "
+            "still apply).",
+        ),
+    ] = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -87,6 +96,10 @@ def sync_playlist(
     if len(given) != 1:
         err_console.print("[red]name one source:[/] a playlist, --csv FILE or --list FILE")
         raise typer.Exit(2)
+    if m3u_name is not None and (not m3u or not m3u_name.strip()):
+        why = "names the M3U file, which --no-m3u skips" if not m3u else "must not be blank"
+        err_console.print(f"[red]--name {why}[/]")
+        raise typer.Exit(2)
     from_file: tuple[str, Tracks] | None = None
     try:
         if csv_file is not None:
@@ -106,6 +119,7 @@ def sync_playlist(
                 timeout,
                 router_address(router),
                 m3u=m3u,
+                m3u_name=m3u_name,
                 fmt=fmt,
             )
         )
@@ -120,6 +134,7 @@ async def _sync_playlist(
     router: str,
     *,
     m3u: bool,
+    m3u_name: str | None = None,
     fmt: OutputFormat = OutputFormat.TABLE,
 ) -> int:
     with bind(new_correlation_id(), new_traceparent()):
@@ -203,7 +218,7 @@ async def _sync_playlist(
             if m3u:
                 # Its note is for people: on standard error when standard output is JSON.
                 notes = err_console if fmt is OutputFormat.JSON else console
-                await write_m3u(channel, name, tracks, out=notes)
+                await write_m3u(channel, m3u_name or name, tracks, out=notes)
             return 1 if failed or missing else 0
 
 

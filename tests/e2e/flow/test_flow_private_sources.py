@@ -168,6 +168,15 @@ async def test_csv_and_list_files_sync_and_write_their_playlists(
         "Quiet Harbour - Tide Song 3",
         "Quiet Harbour - Tide Song 1",
     ]
+    # --name names the file instead, through the library's naming rules.
+    code, output = await _run(
+        mesh, "sync-playlist", "--csv", str(csv_file), "--name", "Summer: mix/2026"
+    )
+    assert code == 0, output
+    assert _entries(_m3u(mesh, "Summer_ mix_2026.m3u8")) == [
+        "Quiet Harbour - Tide Song 3",
+        "Quiet Harbour - Tide Song 1",
+    ]
 
     list_file = tmp_path / "evening.txt"
     list_file.write_text(

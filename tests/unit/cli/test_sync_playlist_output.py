@@ -1,10 +1,20 @@
-"""`sync-playlist --json`: one document with each track's outcome, and the counts."""
+"""`sync-playlist --json`: one document with each track's outcome, and the counts; a `--name`
+with no M3U file to name is refused."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import pytest
+from typer.testing import CliRunner
+
 from cli.commands.sync_playlist import _sync_document
+from cli.main import app
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import playlist_pb2 as playlist_events_pb2
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 Track = references_pb2.TrackReference
 
@@ -56,3 +66,21 @@ def test_every_track_has_an_outcome_and_missing_ones_are_not_handled() -> None:
         },
     ]
     assert (document["failed"], document["not_handled"]) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--no-m3u", "--name", "Summer"], "--name names the M3U file, which --no-m3u skips"),
+        (["--name", "  "], "--name must not be blank"),
+    ],
+)
+def test_a_name_without_a_file_to_name_is_refused_before_anything_starts(
+    args: list[str], says: str, tmp_path: Path
+) -> None:
+    list_file = tmp_path / "evening.txt"
+    list_file.write_text("Quiet Harbour - Tide Song 1\n", encoding="utf-8")
+    # No router is running: the command must stop at its options, before connecting.
+    result = CliRunner().invoke(app, ["sync-playlist", "--list", str(list_file), *args])
+    assert result.exit_code == 2, result.output
+    assert says in result.output
