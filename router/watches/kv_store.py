@@ -30,7 +30,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import TYPE_CHECKING, Any
 
 import nats.js.errors as js_errors
@@ -81,10 +81,15 @@ def _encode(record: WatchRecord, generation: str) -> bytes:
     return json.dumps({**asdict(record), "generation": generation}).encode()
 
 
+_FIELDS = frozenset(f.name for f in fields(WatchRecord))
+
+
 def _decode(value: bytes) -> tuple[WatchRecord, str]:
     raw: dict[str, Any] = json.loads(value)
     generation = str(raw.pop("generation"))
-    return WatchRecord(**raw), generation
+    # Fields a newer router added are left out: routers of two versions share a bucket
+    # during a rolling upgrade.
+    return WatchRecord(**{k: v for k, v in raw.items() if k in _FIELDS}), generation
 
 
 def _apply_run(record: WatchRecord, run: RunRecord, ended_at: float, next_run_at: float) -> None:
