@@ -742,6 +742,10 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
                 return
             self._forget(consumer.name)
             await consumer.close()
+            if self._host is not None:
+                # Still a consumer of the log: status shows it until the next look at them.
+                others = [c for c in self._elsewhere if c.name != consumer.name]
+                self._elsewhere = [*others, consumer.info()]
             try:
                 await self._let_go(consumer.name)
             except Exception:

@@ -38,7 +38,10 @@ async def test_an_idle_consumer_goes_after_its_threshold_and_others_stay(
         await k.next()
     await wait_for(lambda: _gone(harness, "watch"), within_s=3)
     await asyncio.sleep(0.5)
-    assert "keeper" in harness.bus.consumers
+    if harness.settings.backend == "sqlite":
+        # On JetStream a consumer without subscribers leaves the router's memory (any router
+        # may serve it next); it stays in the store and in the status below.
+        assert "keeper" in harness.bus.consumers
     assert await harness.bus.store.load_consumer("keeper") is not None
     info = {c.name for c in harness.bus.consumers_info()}
     assert info == {"keeper"}

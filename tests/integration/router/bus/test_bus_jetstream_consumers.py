@@ -1,0 +1,250 @@
+"""On JetStream each durable bus consumer is a JetStream durable pull consumer: its filter
+subjects are the patterns, JetStream counts its attempts across routers (a router that dies
+mid-delivery leaves its events to the next, attempts counted; one that died during the last
+attempt leaves the event to be parked on arrival), and a deletion or a replay through one
+router reaches the router that serves the consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+import nats
+import pytest
+from nats.js.errors import NotFoundError
+
+from router.bus import create_bus
+from router.bus.event_bus import SERVICE_NAME
+from router.bus.jetstream.pull_consumer import durable_name
+from services.kit.rpc.channel import open_channel
+from services.kit.rpc.server import KitServer
+from soulspot.router.v1 import event_bus_pb2, event_bus_pb2_grpc, router_pb2
+from tests.helpers.bus import (
+    RawSubscriber,
+    bus_settings,
+    completed,
+    envelope,
+    started,
+    wait_for,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    import grpc
+    from nats.js.client import JetStreamContext
+
+    from router.bus import EventBus
+    from soulspot.events.v1 import envelope_pb2
+    from tests.helpers.nats_server import NatsServerProcess
+
+LEASE_S = 1.0
+STREAM = "DURABLES"
+
+
+class Node:
+    """One bus (a router's) on the shared nats-server, served on 127.0.0.1:0."""
+
+    def __init__(self, nats_url: str) -> None:
+        settings = bus_settings(
+            backend="jetstream",
+            nats_servers=[nats_url],
+            nats_stream=STREAM,
+            consumer_lease_s=LEASE_S,
+        )
+        self.bus: EventBus = create_bus(settings)
+        self.server = KitServer("router", "127.0.0.1:0", grace_s=0.5)
+        self.server.add_service(
+            lambda s: event_bus_pb2_grpc.add_EventBusServiceServicer_to_server(self.bus, s),
+            SERVICE_NAME,
+        )
+        self.channel: grpc.aio.Channel | None = None
+        self.killed = False
+
+    async def start(self) -> None:
+        await self.bus.start()
+        await self.server.start()
+        self.channel = open_channel(self.server.address)
+
+    async def kill(self) -> None:
+        """Cut the router off from NATS at once, as a kill -9 would: nothing more of it
+        (acks, naks, lease renewals, records) reaches JetStream."""
+        self.killed = True
+        nc = self.bus.store._nc  # type: ignore[attr-defined]
+        await nc.close()
+
+    async def stop(self) -> None:
+        if self.channel is not None:
+            await self.channel.close()
+        await self.server.stop(0.2)
+        with contextlib.suppress(Exception):
+            await self.bus.stop()
+
+    @property
+    def stub(self) -> event_bus_pb2_grpc.EventBusServiceAsyncStub:
+        assert self.channel is not None
+        return event_bus_pb2_grpc.EventBusServiceStub(self.channel)
+
+    async def publish(self, env: envelope_pb2.EventEnvelope) -> router_pb2.PublishResponse:
+        return await self.stub.Publish(router_pb2.PublishRequest(event=env), timeout=10)
+
+
+@pytest.fixture
+async def nodes(nats_server: NatsServerProcess) -> AsyncIterator[list[Node]]:
+    started_nodes: list[Node] = []
+    try:
+        for _ in range(2):
+            node = Node(nats_server.url)
+            await node.start()
+            started_nodes.append(node)
+        yield started_nodes
+    finally:
+        for node in started_nodes:
+            await node.stop()
+
+
+@pytest.fixture
+async def js(nats_server: NatsServerProcess) -> AsyncIterator[JetStreamContext]:
+    client = await nats.connect(nats_server.url)
+    try:
+        yield client.jetstream()
+    finally:
+        await client.close()
+
+
+async def _subscribed_once_free(
+    node: Node, consumer: str, *, max_attempts: int = 0, auto_ack: bool = True
+) -> RawSubscriber:
+    """A subscriber of `consumer` at `node`, asked again until the router takes it (its lease
+    is free or stale); the caller closes it."""
+    async with asyncio.timeout(15):
+        while True:
+            sub = RawSubscriber(
+                node.stub, consumer, ["download.*"], max_attempts=max_attempts, auto_ack=auto_ack
+            )
+            task = sub._task = asyncio.create_task(sub._run())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2):
+                    await sub.subscribed.wait()
+            if sub.subscribed.is_set():
+                return sub
+            await sub.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await asyncio.sleep(0.1)
+
+
+async def test_the_jetstream_consumer_filters_by_the_patterns(
+    nodes: list[Node], js: JetStreamContext
+) -> None:
+    first = nodes[0]
+    async with RawSubscriber(first.stub, "filtered", ["download.*", "library.**"]):
+        info = await js.consumer_info(STREAM, durable_name("filtered"))
+        assert sorted(info.config.filter_subjects or []) == [
+            f"{STREAM}.download.*",
+            f"{STREAM}.library.>",
+        ]
+        assert info.config.max_ack_pending == first.bus.settings.page_size
+        assert info.config.max_deliver == first.bus.settings.default_max_attempts + 1
+    # A pattern NATS cannot say takes the whole stream; the bus checks the patterns itself.
+    async with RawSubscriber(first.stub, "inner", ["**.started"]) as sub:
+        info = await js.consumer_info(STREAM, durable_name("inner"))
+        assert info.config.filter_subject == f"{STREAM}.>"
+        await first.publish(envelope(completed("skipped")))
+        await first.publish(envelope(started("d1")))
+        delivery = await sub.next()
+        assert delivery.event.event_type == "download.started"
+        assert await sub.nothing_within(0.3)
+
+
+async def test_a_killed_routers_unacked_events_reach_the_next_router_with_attempts_counted(
+    nodes: list[Node],
+) -> None:
+    first, second = nodes
+    sub = await _subscribed_once_free(first, "moving", auto_ack=False)
+    for n in range(3):
+        await first.publish(envelope(started(f"d{n}")))
+    got = await sub.take(3)
+    assert [d.attempt for d in got] == [1, 1, 1]
+    await first.kill()
+    await sub.close()
+    again = await _subscribed_once_free(second, "moving")
+    try:
+        redelivered = await again.take(3, within_s=15)
+        assert sorted(d.event.event_id for d in redelivered) == sorted(
+            d.event.event_id for d in got
+        )
+        assert [d.attempt for d in redelivered] == [2, 2, 2]
+    finally:
+        await again.close()
+
+
+async def test_an_event_whose_router_died_during_its_last_attempt_is_parked_on_arrival(
+    nodes: list[Node],
+) -> None:
+    first, second = nodes
+    sub = await _subscribed_once_free(first, "last-try", max_attempts=1, auto_ack=False)
+    await first.publish(envelope(started("doomed")))
+    (delivery,) = await sub.take(1)
+    assert delivery.attempt == 1
+    await first.kill()
+    await sub.close()
+    again = await _subscribed_once_free(second, "last-try", max_attempts=1)
+    try:
+
+        async def parked() -> bool:
+            letters = await second.stub.ListDeadLetters(
+                router_pb2.ListDeadLettersRequest(consumer="last-try"), timeout=5
+            )
+            return len(letters.dead_letters) == 1
+
+        await wait_for(parked, within_s=15)
+        assert again.received == []
+    finally:
+        await again.close()
+
+
+async def test_deleting_a_consumer_through_another_router_ends_its_streams(
+    nodes: list[Node], js: JetStreamContext
+) -> None:
+    first, second = nodes
+    sub = await _subscribed_once_free(first, "doomed")
+    assert sub._task is not None
+    response = await second.stub.DeleteConsumer(
+        event_bus_pb2.DeleteConsumerRequest(consumer="doomed"), timeout=10
+    )
+    assert response.deleted
+    with pytest.raises(NotFoundError):
+        await js.consumer_info(STREAM, durable_name("doomed"))
+    async with asyncio.timeout(10):
+        await asyncio.shield(sub._task)  # the serving router ended the stream
+    assert "doomed" not in first.bus.consumers
+    await sub.close()
+
+
+async def test_a_replay_queued_through_another_router_reaches_the_serving_one(
+    nodes: list[Node],
+) -> None:
+    first, second = nodes
+    sub = await _subscribed_once_free(first, "replayed", max_attempts=1, auto_ack=False)
+    try:
+        await first.publish(envelope(started("retry-me")))
+        (delivery,) = await sub.take(1)
+        sub.nack(delivery.delivery_id, "broken")
+
+        async def parked() -> bool:
+            letters = await second.stub.ListDeadLetters(
+                router_pb2.ListDeadLettersRequest(consumer="replayed"), timeout=5
+            )
+            return len(letters.dead_letters) == 1
+
+        await wait_for(parked, within_s=10)
+        replayed = await second.stub.ReplayDeadLetters(
+            router_pb2.ReplayDeadLettersRequest(consumer="replayed"), timeout=10
+        )
+        assert replayed.replayed == 1
+        again = await sub.next(within_s=10)
+        assert again.event.event_id == delivery.event.event_id
+    finally:
+        await sub.close()
