@@ -90,6 +90,7 @@ def consumer_document(consumer: router_pb2.ConsumerInfo) -> dict[str, Any]:
         "lag": consumer.lag,
         "subscribers": consumer.subscribers,
         "in_flight": consumer.in_flight,
+        "served_by": consumer.served_by,
     }
 
 
@@ -172,4 +173,5 @@ def status_document(reply: router_pb2.GetStatusResponse) -> dict[str, Any]:
         "last_sequence": reply.last_sequence,
         "dead_letters": reply.dead_letters,
         "started_at": timestamp(reply.started_at),
+        "answered_by": reply.answered_by,
     }

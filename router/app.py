@@ -175,6 +175,7 @@ class RouterApp:
             self._service_health[service] = False
             await self.server.set_status(service, False, "no healthy provider")
         port = await self.server.start()
+        self.status_service.answered_by = status_service.answering_name(self.address)
         for static in self.settings.router.modules:
             announcement = router_pb2.ModuleAnnouncement(
                 name=static.name,

@@ -1,14 +1,22 @@
 """StatusService: the mesh as the router sees it (modules, capabilities, warnings), with what
-the event bus, the pipeline and the playlist watches add (consumers and the log's position,
-runs in flight, watched playlists)."""
+the event bus, the pipeline and the playlist watches add (consumers, the log's position and
+its dead letters, runs in flight, watched playlists), and which router answered.
+
+The log's position and the dead letters are read from the bus's store, not from this
+router's memory: with several routers on one JetStream, each answers with the shared log's
+figures, not with how far its own tail has caught up.
+"""
 
 from __future__ import annotations
 
+import logging
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from router.bus.store import ConsumerHost
 from router.routing.status import build_status
 from soulspot.router.v1 import router_pb2, status_pb2, status_pb2_grpc
 
@@ -23,6 +31,17 @@ if TYPE_CHECKING:
 
 Context = grpc.aio.ServicerContext[Any, Any]
 SERVICE_NAME = status_pb2.DESCRIPTOR.services_by_name["StatusService"].full_name
+_EVERY_INTERFACE = frozenset({"", "0.0.0.0", "::", "[::]"})
+_log = logging.getLogger(__name__)
+
+
+def answering_name(address: str) -> str:
+    """How a status reply names the router bound at `address` (host:port): a wildcard host
+    says nothing about which router it is, so the host name stands in for it."""
+    host, _, port = address.rpartition(":")
+    if host in _EVERY_INTERFACE:
+        host = socket.gethostname()
+    return f"{host}:{port}"
 
 
 class StatusServicer(status_pb2_grpc.StatusServiceServicer):
@@ -47,14 +66,18 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
         # The xDS control plane, when the router serves one (set by the router's assembly).
         self.xds: XdsService | None = None
         self.started_at = time.time()
+        # This router's name in replies (answering_name of its bound address, set once bound).
+        self.answered_by = ""
 
     async def GetStatus(
         self, request: router_pb2.GetStatusRequest, context: Context
     ) -> router_pb2.GetStatusResponse:
         response = build_status(self.registry, self.catalog, self.warnings, self.started_at)
+        response.answered_by = self.answered_by
         if self.bus is not None:
-            response.consumers.extend(self.bus.consumers_info())
-            response.last_sequence = self.bus.last_sequence
+            response.consumers.extend(await _consumers(self.bus))
+            response.last_sequence = await self.bus.store.last_sequence()
+            response.dead_letters = await self.bus.store.count_dead_letters()
         if self.pipeline is not None:
             self.pipeline.fill_status(response)
         if self.watches is not None:
@@ -62,3 +85,24 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
         if self.xds is not None:
             self.xds.fill_status(response)
         return response
+
+
+async def _consumers(bus: EventBus) -> list[router_pb2.ConsumerInfo]:
+    """Every durable consumer, by name. When the store keeps the consumers (JetStream),
+    every router reads them there, so each answers with the same figures and names the same
+    serving router; only the serving router counts subscribers (they connect to it alone)."""
+    store = bus.store
+    if not isinstance(store, ConsumerHost):
+        return sorted(bus.consumers_info(), key=lambda c: c.name)
+    here = {name: consumer.info() for name, consumer in bus.consumers.items()}
+    try:
+        listed = await store.consumer_statuses()
+    except Exception as err:  # NATS unreachable, say: this router's own view, not none
+        _log.warning("reading the log's consumers for status failed: %s", err)
+        return sorted(bus.consumers_info(), key=lambda c: c.name)
+    for info in listed:
+        own = here.pop(info.name, None)
+        if own is not None:
+            info.subscribers = own.subscribers
+    # Opened here a moment ago and not yet listed by the store.
+    return sorted([*listed, *here.values()], key=lambda c: c.name)

@@ -1454,7 +1454,9 @@ class ConsumerInfo(_message.Message):
     in_flight: _builtins.int
     """Deliveries not yet acked."""
     served_by: _builtins.str
-    """The router that serves it, when another router than the one asked does (JetStream)."""
+    """The router that serves it (JetStream: every router names it the same way; empty where
+    the router keeps its consumers to itself).
+    """
     redelivered: _builtins.int
     """Events delivered again after a nack or a timeout, as JetStream counts them."""
     @_builtins.property
@@ -1506,7 +1508,8 @@ class GetStatusResponse(_message.Message):
     """The router that answered, as host:port (its host name when it listens on every
     interface). With several routers on one JetStream every other field is the same from
     any of them, except this router's own: started_at, warnings, in_flight (the work it
-    runs), xds_clients, and each module's since and breaker.
+    runs), xds_clients, each module's since and breaker, and each consumer's subscribers
+    (connected to the router serving it, and counted there only).
     """
     @_builtins.property
     def modules(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModuleInfo]:
