@@ -184,15 +184,21 @@ def consumers_table(consumers: list[router_pb2.ConsumerInfo]) -> TableView:
     table.add_column("lag", justify="right")
     table.add_column("subscribers", priority=3, justify="right")
     table.add_column("in flight", priority=1, justify="right")
+    # Routers sharing JetStream name the router serving each consumer (its subscribers
+    # connect there); a lone router leaves it empty, and the column out.
+    served = any(consumer.served_by for consumer in consumers)
+    if served:
+        table.add_column("served by", priority=5)
     for consumer in consumers:
-        table.add_row(
+        cells = [
             consumer.name,
             ", ".join(consumer.event_types),
             str(consumer.acked_sequence),
             str(consumer.lag),
             str(consumer.subscribers),
             str(consumer.in_flight),
-        )
+        ]
+        table.add_row(*cells, *([consumer.served_by] if served else []))
     return table
 
 

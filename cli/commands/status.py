@@ -41,9 +41,11 @@ def status(
             router_pb2.GetStatusRequest(), timeout=10
         )
         started = local_time(reply.started_at)
+        # Which router answered: with several, each shows the same mesh but its own uptime.
+        answered = f"router {reply.answered_by}" if reply.answered_by else "router"
         summary = Text(
             f"log at sequence {reply.last_sequence}, {reply.dead_letters} dead letters"
-            + (f", router up since {started}" if started else "")
+            + (f", {answered} up since {started}" if started else "")
             + f" (as of {datetime.now().astimezone():%H:%M:%S})"
         )
         document = {**status_document(reply), "spotify_login": login_document(login)}
