@@ -27,7 +27,6 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-import nats.errors
 from nats.js import api
 from nats.js.errors import NotFoundError
 
@@ -127,8 +126,17 @@ class PullConsumer:
         # Told the consumer's info when a pull came back empty.
         self.on_idle: Callable[[api.ConsumerInfo], None] | None = None
         self._sub: Any = None
+        self._inbox = ""
+        self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{self.durable}"
         self._task: asyncio.Task[None] | None = None
         self._room = asyncio.Event()
+        self._arrived: Callable[[list[Msg]], None] | None = None
+        # The pull request out now: how many it asked, how many came, and whether it ended
+        # (all came, or the server's status ended it: expired, no messages, deleted).
+        self._asked = 0
+        self._got = 0
+        self._ended = asyncio.Event()
+        self._status = ""
         # Settlements not yet sent (publishes to the messages' reply subjects), in order.
         self._settle: list[tuple[str, bytes]] = []
         self._sender: asyncio.Task[None] | None = None
@@ -173,7 +181,8 @@ class PullConsumer:
         else:
             info = await self._update(info, wanted)
         self.patterns, self.max_deliver = tuple(patterns), max_attempts + 1
-        self._sub = await self._js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+        self._inbox = self._nc.new_inbox()
+        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
         return info
 
     async def _update(self, info: api.ConsumerInfo, wanted: dict[str, Any]) -> api.ConsumerInfo:
@@ -210,30 +219,50 @@ class PullConsumer:
     # -- pulling ---------------------------------------------------------------------------
 
     def start(self, room: Callable[[], int], arrived: Callable[[list[Msg]], None]) -> None:
-        """Pull in the background: up to `room()` messages at a time, each batch handed to
-        `arrived`; `wake()` when room may have grown."""
+        """Pull in the background: up to `room()` messages at a time, each handed to
+        `arrived` as it comes; `wake()` when room may have grown."""
+        self._arrived = arrived
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._pull(room, arrived), name=f"pull:{self.name}")
+            self._task = asyncio.create_task(self._pull(room), name=f"pull:{self.name}")
 
     def wake(self) -> None:
         self._room.set()
 
-    async def _pull(self, room: Callable[[], int], arrived: Callable[[list[Msg]], None]) -> None:
+    async def _on_msg(self, msg: Msg) -> None:
+        headers = msg.headers
+        status = headers.get("Status") if headers else None
+        if status:
+            if status != "100":  # not a heartbeat: the request is over
+                self._status = status
+                self._ended.set()
+            return
+        self._got += 1
+        if self._got >= self._asked:
+            self._ended.set()
+        if self._arrived is not None:
+            self._arrived([msg])
+
+    async def _pull(self, room: Callable[[], int]) -> None:
+        """One pull request at a time, each message handed over as the server sends it (not
+        when the batch is full, as nats-py's fetch does: that would hold an event until the
+        request expires)."""
         backoff, failures = BackoffPolicy(initial_s=0.1, cap_s=2.0), 0
+        expires = int(self.pull_wait_s * 1_000_000_000)
         while True:
             wanted = room()
             if wanted <= 0:
                 self._room.clear()
                 await self._room.wait()
                 continue
+            self._asked, self._got, self._status = wanted, 0, ""
+            self._ended.clear()
+            request = json.dumps({"batch": wanted, "expires": expires}).encode()
             try:
-                msgs = await self._sub.fetch(batch=wanted, timeout=self.pull_wait_s)
-            except (TimeoutError, nats.errors.TimeoutError):
-                # Nothing within the wait: the moment to see whether the consumer is still
-                # there (deleted through another router: its pulls only ever time out).
-                if await self._gone():
-                    return
-                continue
+                await self._nc.publish(self._next, request, reply=self._inbox)
+                with contextlib.suppress(TimeoutError):
+                    # The server ends the request by its expiry at the latest.
+                    async with asyncio.timeout(self.pull_wait_s + 1.0):
+                        await self._ended.wait()
             except asyncio.CancelledError:
                 raise
             except Exception as err:
@@ -243,9 +272,17 @@ class PullConsumer:
                 await asyncio.sleep(backoff.delay(failures))
                 failures += 1
                 continue
-            failures = 0
-            if msgs:
-                arrived(msgs)
+            if self._got:
+                failures = 0
+                continue
+            # Nothing came: the moment to look at the consumer (deleted through another
+            # router? its numbers for status).
+            if await self._gone():
+                return
+            if self._status not in ("", "404", "408"):
+                # Refused (leadership moving, too many waiting pulls): not at full speed.
+                await asyncio.sleep(backoff.delay(failures))
+                failures += 1
 
     async def _gone(self) -> bool:
         try:
