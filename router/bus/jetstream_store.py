@@ -79,6 +79,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from google.protobuf import timestamp_pb2
+from nats.errors import Error as NatsError
 from nats.js import api
 from nats.js.errors import (
     BadRequestError,
@@ -177,8 +178,18 @@ class _Outgoing:
         self.data = self.stored.SerializeToString()
 
 
-async def _ready(value: tuple[int, bool]) -> tuple[int, bool]:
-    return value
+def _acked(value: tuple[int, bool]) -> asyncio.Future[tuple[int, bool]]:
+    """An ack that is already in (an event of a committed atomic batch)."""
+    future: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future
+
+
+def _refused(err: Exception) -> asyncio.Future[tuple[int, bool]]:
+    """An event that could not be sent (too large for the server, say): its failure alone."""
+    future: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
+    future.set_exception(err)
+    return future
 
 
 @dataclass(slots=True)
@@ -612,6 +623,11 @@ class JetStreamEventStore:
             raise
         results: list[AppendResult | Exception] = []
         for index, (out, first) in enumerate(zip(outgoing, earlier, strict=True)):
+            if not acks[index].done():
+                # The events settled so far go to the listener before this one's ack is
+                # awaited; those of a committed batch go to it together, below, so that a
+                # caught-up subscriber gets them in one delivery.
+                self._release()
             try:
                 results.append(await self._settle(out, acks[index], first))
             except Exception as err:
@@ -623,7 +639,7 @@ class JetStreamEventStore:
         return results
 
     async def _settle(
-        self, out: _Outgoing, ack: Awaitable[tuple[int, bool]], first: int | None
+        self, out: _Outgoing, ack: asyncio.Future[tuple[int, bool]], first: int | None
     ) -> AppendResult:
         """One sent event's result, once JetStream acked it (`first`: where the ids bucket
         says the event was stored before)."""
@@ -639,43 +655,54 @@ class JetStreamEventStore:
         result = AppendResult(seq, False, out.stored, parked=out.park is not None)
         out.entry.result, out.entry.done = result, True
         await self._remember_id(out.stored.event_id, seq)
-        self._release()
         if out.park is not None:
+            self._release()
             data = out.stored.SerializeToString()
             await self._publish_dead_letter("", seq, out.park.reason, 0, out.park.detail, data)
         return result
 
-    async def _send(self, outgoing: list[_Outgoing]) -> list[Awaitable[tuple[int, bool]]]:
-        """Publish the events in order; each awaitable gives one's (sequence, duplicate).
+    async def _send(self, outgoing: list[_Outgoing]) -> list[asyncio.Future[tuple[int, bool]]]:
+        """Publish the events in order; each future gives one's (sequence, duplicate), or
+        why that one was not sent.
 
         Several go as one atomic batch (one ack for the lot, consecutive sequences). JetStream
         refuses a batch holding an event_id it has seen within its duplicate window, and a
-        batch may go unanswered: then they go again one by one, and the duplicate window
-        keeps any that did get stored from being stored twice."""
-        acks = self._publisher()
+        batch may go unanswered, or not go whole (an event too large for the server): then
+        they go again one by one, and the duplicate window keeps any that did get stored
+        from being stored twice."""
         if len(outgoing) == 1 or len(outgoing) > ATOMIC_BATCH_MAX:
-            return [await acks.send(self._subject(o), o.data, o.headers) for o in outgoing]
+            return [await self._send_one(o) for o in outgoing]
         batch_id = uuid.uuid4().hex
         last = len(outgoing)
-        for number, out in enumerate(outgoing[:-1], 1):
-            headers = {**out.headers, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(number)}
-            await self._client().publish(self._subject(out), out.data, headers=headers)
-        out = outgoing[-1]
-        commit = await acks.send(
-            self._subject(out),
-            out.data,
-            {
-                **out.headers,
-                "Nats-Batch-Id": batch_id,
-                "Nats-Batch-Sequence": str(last),
-                "Nats-Batch-Commit": "1",
-            },
-        )
         try:
+            for number, out in enumerate(outgoing[:-1], 1):
+                headers = {
+                    **out.headers,
+                    "Nats-Batch-Id": batch_id,
+                    "Nats-Batch-Sequence": str(number),
+                }
+                await self._client().publish(self._subject(out), out.data, headers=headers)
+            out = outgoing[-1]
+            commit = await self._publisher().send(
+                self._subject(out),
+                out.data,
+                {
+                    **out.headers,
+                    "Nats-Batch-Id": batch_id,
+                    "Nats-Batch-Sequence": str(last),
+                    "Nats-Batch-Commit": "1",
+                },
+            )
             last_seq, _ = await commit
-        except PublishError:
-            return [await acks.send(self._subject(o), o.data, o.headers) for o in outgoing]
-        return [_ready((last_seq - last + n, False)) for n in range(1, last + 1)]
+        except (PublishError, NatsError):
+            return [await self._send_one(o) for o in outgoing]
+        return [_acked((last_seq - last + n, False)) for n in range(1, last + 1)]
+
+    async def _send_one(self, out: _Outgoing) -> asyncio.Future[tuple[int, bool]]:
+        try:
+            return await self._publisher().send(self._subject(out), out.data, out.headers)
+        except NatsError as err:
+            return _refused(err)
 
     def _subject(self, out: _Outgoing) -> str:
         return f"{self.stream}.{out.stored.event_type}"

@@ -55,8 +55,8 @@ def setting_name(field: str) -> str:
 def bound_violations(
     envelope: envelope_pb2.EventEnvelope, limits: BusSettings, *, prefix: str = "event."
 ) -> list[Any]:
-    """The size bounds an envelope breaks, each naming its setting (cheap checks first:
-    counts and lengths, then the serialized size)."""
+    """The size bounds an envelope breaks, each naming its setting (the serialized size
+    first: it says which lengths need a look at all)."""
     out: list[Any] = []
 
     def too_long(field: str, what: str, length: int, limit: int, setting: str) -> None:
@@ -68,11 +68,21 @@ def bound_violations(
                 )
             )
 
+    # No string holds more characters than the whole envelope has bytes: an envelope
+    # smaller than a length limit cannot break it, and its strings need no look (the
+    # common case, and the cheap one on the publish path).
+    size = envelope.ByteSize()
     max_chars = limits.max_string_field_chars
-    for name in _STRING_FIELDS:
-        too_long(
-            prefix + name, name, len(getattr(envelope, name)), max_chars, "max_string_field_chars"
-        )
+    long_strings = size > max_chars
+    if long_strings:
+        for name in _STRING_FIELDS:
+            too_long(
+                prefix + name,
+                name,
+                len(getattr(envelope, name)),
+                max_chars,
+                "max_string_field_chars",
+            )
     attributes = envelope.attributes
     if len(attributes) > limits.max_attributes:
         out.append(
@@ -82,7 +92,7 @@ def bound_violations(
                 f"({setting_name('max_attributes')})",
             )
         )
-    else:
+    elif size > min(limits.max_attribute_key_chars, limits.max_attribute_value_chars):
         for key, value in attributes.items():
             field = f"{prefix}attributes[{key[:32]!r}]"
             too_long(
@@ -99,7 +109,7 @@ def bound_violations(
                 limits.max_attribute_value_chars,
                 "max_attribute_value_chars",
             )
-    for i, hop in enumerate(envelope.causation_chain):
+    for i, hop in enumerate(envelope.causation_chain if long_strings else ()):
         for name in _HOP_FIELDS:
             too_long(
                 f"{prefix}causation_chain[{i}].{name}",
@@ -110,7 +120,6 @@ def bound_violations(
             )
         if len(out) > 16:
             break  # enough to tell the publisher what is wrong
-    size = envelope.ByteSize()
     if size > limits.max_event_bytes:
         out.append(
             _violation(

@@ -66,7 +66,11 @@ class AckedPublisher:
         self._batches[token] = (future, [])
         timer = loop.call_later(self._wait_s, self._expire, token)
         future.add_done_callback(lambda _f: timer.cancel())
-        await self._nc.publish(subject, data, reply=self._prefix + token)
+        try:
+            await self._nc.publish(subject, data, reply=self._prefix + token)
+        except BaseException:
+            self._forget(token)
+            raise
         return future
 
     async def request(self, subject: str, data: bytes) -> asyncio.Future[Msg]:
@@ -78,7 +82,11 @@ class AckedPublisher:
         self._replies[token] = future
         timer = loop.call_later(self._wait_s, self._expire, token)
         future.add_done_callback(lambda _f: timer.cancel())
-        await self._nc.publish(subject, data, reply=self._prefix + token)
+        try:
+            await self._nc.publish(subject, data, reply=self._prefix + token)
+        except BaseException:
+            self._forget(token)
+            raise
         return future
 
     async def send(
@@ -91,8 +99,23 @@ class AckedPublisher:
         self._waiting[token] = future
         timer = loop.call_later(self._wait_s, self._expire, token)
         future.add_done_callback(lambda _f: timer.cancel())
-        await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
+        try:
+            await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
+        except BaseException:
+            self._forget(token)
+            raise
         return future
+
+    def _forget(self, token: str) -> None:
+        """A request that never left (the client refused it): nothing waits for its answer."""
+        batch = self._batches.pop(token, None)
+        for future in (
+            self._waiting.pop(token, None),
+            self._replies.pop(token, None),
+            batch[0] if batch is not None else None,
+        ):
+            if future is not None:
+                future.cancel()
 
     def _expire(self, token: str) -> None:
         batch = self._batches.pop(token, None)
