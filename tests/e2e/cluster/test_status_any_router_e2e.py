@@ -4,17 +4,18 @@ Two router processes share one nats-server; two fake modules register with both;
 consumer is subscribed through the first router only and parks one event as a dead letter; a
 download.completed runs its pipeline; a playlist watch is added through the first router.
 Then GetStatus, `soulspot status --json` and the dashboard's /api/status, asked of each
-router, agree on the modules and their health, the consumers, the dead letters, the log's
-last sequence, the runs in flight and the watched playlists; the pipeline runs and dead
-letters listed through either router are the same. What is each router's own (when it
-started, its circuit breakers, its warnings, its xDS clients, which router answered) may
-differ, and the reply says which router answered.
+router, agree on the modules and their health, the consumers and the router serving each,
+the dead letters, the log's last sequence and the watched playlists; the pipeline runs and
+dead letters listed through either router are the same. What is each router's own (when it
+started, its circuit breakers, its warnings, the work it runs, its xDS clients, and the
+subscribers connected to it) may differ, and the reply says which router answered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -43,10 +44,11 @@ from tests.helpers.processes import REPO, Process, free_port, start_module, star
 from tests.helpers.router_cluster import READY_DEADLINE_S, every_router
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
     import grpc
 
+    from services.kit.security.tls import Transport
     from soulspot.events.v1 import envelope_pb2
     from tests.helpers.nats_server import NatsServerProcess
 
@@ -109,20 +111,18 @@ def modules(tmp_path: Path, routers: list[tuple[Process, int]]) -> Iterator[list
 
 def _own_dropped(document: dict[str, Any]) -> dict[str, Any]:
     """A status document (GetStatus as the dashboard's or the command line's JSON) without
-    what each router keeps for itself; consumers by name (each router lists them in its
-    own order)."""
+    what each router keeps for itself."""
     kept = {k: v for k, v in document.items() if k not in OWN_KEYS}
     kept["modules"] = [
         {k: v for k, v in m.items() if k not in OWN_MODULE_KEYS} for m in document["modules"]
     ]
-    kept["consumers"] = sorted(
-        ({k: v for k, v in c.items() if k not in OWN_CONSUMER_KEYS} for c in document["consumers"]),
-        key=lambda c: str(c["name"]),
-    )
+    kept["consumers"] = [
+        {k: v for k, v in c.items() if k not in OWN_CONSUMER_KEYS} for c in document["consumers"]
+    ]
     return kept
 
 
-async def _status(address: str, transport: Any) -> router_pb2.GetStatusResponse:
+async def _status(address: str, transport: Transport) -> router_pb2.GetStatusResponse:
     async with open_channel(address, transport=transport) as channel:
         stub = status_pb2_grpc.StatusServiceStub(channel)
         reply: router_pb2.GetStatusResponse = await stub.GetStatus(
@@ -146,7 +146,11 @@ async def _agreeing_statuses(
         await asyncio.sleep(0.2)
 
 
-async def _until(predicate: Any, what: str, timeout: float = 20.0) -> None:  # noqa: ASYNC109
+async def _until(
+    predicate: Callable[[], Awaitable[bool]],
+    what: str,
+    timeout: float = 20.0,  # noqa: ASYNC109 (bounds the whole wait)
+) -> None:
     try:
         async with asyncio.timeout(timeout):
             while not await predicate():  # noqa: ASYNC110 (the state is another process's)
@@ -304,7 +308,8 @@ async def test_status_cli_and_dashboard_show_the_same_mesh_from_either_router(
     processes = [r for r, _ in routers]
     for router in processes:
         await _until(
-            lambda r=router: _every_module_active(r), f"every module active on {router.address}"
+            functools.partial(_every_module_active, router),
+            f"every module active on {router.address}",
         )
     async with _mesh_in_use(processes, tmp_path) as completed_id:
         replies, views = await _agreeing_statuses(processes)
