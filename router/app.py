@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from router.api import registry_service, router_service, status_service
+from router.api.bus_gate import BusGate
 from router.api.registry_service import RegistryServicer
 from router.api.router_service import RouterServiceDelegate
 from router.api.status_service import StatusServicer
 from router.bus import event_bus
+from router.bus.jetstream.startup import start_when_reachable
 from router.pipeline import engine
 from router.routing.capabilities import load_catalog
 from router.routing.health_watch import HealthWatcher
@@ -34,8 +36,11 @@ from router.xds.service import XdsService
 from services.kit.events.registry import default_registry
 from services.kit.observability.metrics import MeshMetrics, default_metrics, server_interceptors
 from services.kit.rpc.server import KitServer
+from services.kit.rpc.wrapping_server import WrappingServer
 from soulspot.router.v1 import (
+    event_bus_pb2,
     event_bus_pb2_grpc,
+    pipeline_runs_pb2,
     pipeline_runs_pb2_grpc,
     registry_pb2_grpc,
     router_pb2,
@@ -45,6 +50,8 @@ from soulspot.router.v1 import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
     from router.bus.event_bus import EventBus
     from router.pipeline.engine import Pipeline
     from router.routing.registry import StatusCallback
@@ -53,6 +60,16 @@ if TYPE_CHECKING:
     from services.kit.security.tls import Transport
 
 log = logging.getLogger("soulspot.router")
+
+# The RPCs that need the event log, also as the deprecated RouterService carries them.
+_LOG_METHODS = frozenset(
+    m.name
+    for service in (
+        event_bus_pb2.DESCRIPTOR.services_by_name["EventBusService"],
+        pipeline_runs_pb2.DESCRIPTOR.services_by_name["PipelineRunService"],
+    )
+    for m in service.methods
+)
 
 
 class RouterApp:
@@ -107,6 +124,16 @@ class RouterApp:
             else None
         )
         self.status_service.xds = self.xds
+        # Closed while the event log is out of reach at start (see start_bus).
+        self.bus_gate = BusGate()
+        self.status_service.bus_gate = self.bus_gate
+        self._gated_health = [""]
+        if bus is not None:
+            self._gated_health.append(event_bus.SERVICE_NAME)
+        if pipeline is not None:
+            self._gated_health.append(engine.SERVICE_NAME)
+        if watches is not None:
+            self._gated_health.append(watches_service_name)
         # One implementation per RPC: RouterService hands each to the servicer that owns it.
         self.router_service = RouterServiceDelegate(
             registry=self.registry_service,
@@ -140,28 +167,37 @@ class RouterApp:
             lambda s: status_pb2_grpc.add_StatusServiceServicer_to_server(self.status_service, s),
             status_service.SERVICE_NAME,
         )
+        gated = self.bus_gate.wrapper()
         if bus is not None:
             add(
-                lambda s: event_bus_pb2_grpc.add_EventBusServiceServicer_to_server(bus, s),
+                lambda s: event_bus_pb2_grpc.add_EventBusServiceServicer_to_server(
+                    bus, WrappingServer(s, gated)
+                ),
                 event_bus.SERVICE_NAME,
             )
         if pipeline is not None:
             add(
                 lambda s: pipeline_runs_pb2_grpc.add_PipelineRunServiceServicer_to_server(
-                    pipeline, s
+                    pipeline, WrappingServer(s, gated)
                 ),
                 engine.SERVICE_NAME,
             )
+        gated_delegations = self.bus_gate.wrapper(_LOG_METHODS)
         add(
-            lambda s: router_pb2_grpc.add_RouterServiceServicer_to_server(self.router_service, s),
+            lambda s: router_pb2_grpc.add_RouterServiceServicer_to_server(
+                self.router_service, WrappingServer(s, gated_delegations)
+            ),
             router_service.SERVICE_NAME,
         )
         if self.xds is not None:
             self.xds.add_to(self.server)
         if self.watches is not None:
             watches = self.watches
+            # With the bus on JetStream the watches live there too: gated like the bus.
             add(
-                lambda s: watches_pb2_grpc.add_PlaylistWatchServiceServicer_to_server(watches, s),
+                lambda s: watches_pb2_grpc.add_PlaylistWatchServiceServicer_to_server(
+                    watches, WrappingServer(s, gated)
+                ),
                 watches_service_name,
             )
 
@@ -174,6 +210,9 @@ class RouterApp:
         for service in self.catalog.services:
             self._service_health[service] = False
             await self.server.set_status(service, False, "no healthy provider")
+        if not self.bus_gate.is_open:
+            for service in self._gated_health:
+                await self.server.set_status(service, False, self.bus_gate.waiting_for)
         port = await self.server.start()
         self.status_service.answered_by = status_service.answering_name(self.address)
         for static in self.settings.router.modules:
@@ -194,6 +233,35 @@ class RouterApp:
             await self.watcher.check_now(entry)
             self.watcher.watch(entry)
         return port
+
+    async def start_bus(
+        self,
+        start: Callable[[], Awaitable[None]],
+        undo: Callable[[], Awaitable[None]],
+        *,
+        servers: Sequence[str],
+        give_up_after_s: float,
+    ) -> None:
+        """Start the event log's side (`start`: the bus, the pipeline's run store) while the
+        router serves, retried after `undo` under the kit's backoff until JetStream answers
+        (router/bus/jetstream/startup.py; JetStreamUnreachable after `give_up_after_s`).
+
+        Close `bus_gate` before `start()` for the router to come up NOT_SERVING: until the
+        log answers, the health of "" and of the bus's and pipeline's services is
+        NOT_SERVING, their calls answer UNAVAILABLE, and GetStatus warns, each saying what it
+        waits for (the playlist watches too: on JetStream they live there). Registration, the
+        capability proxy and xDS serve meanwhile: none of them needs NATS, so modules keep
+        finding and calling each other through a router whose NATS is away."""
+        await start_when_reachable(
+            start,
+            undo,
+            servers=servers,
+            give_up_after_s=give_up_after_s,
+            on_waiting=self.bus_gate.close,
+        )
+        self.bus_gate.open()
+        for service in self._gated_health:
+            await self.server.set_status(service, True)
 
     async def stop(self, grace: float | None = None) -> None:
         # Long streams end first, cleanly: cancelled by the server stop they would die with it.

@@ -21,6 +21,7 @@ from router.routing.status import build_status
 from soulspot.router.v1 import router_pb2, status_pb2, status_pb2_grpc
 
 if TYPE_CHECKING:
+    from router.api.bus_gate import BusGate
     from router.bus.event_bus import EventBus
     from router.pipeline.engine import Pipeline
     from router.routing.capabilities import Catalog
@@ -68,19 +69,25 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
         self.started_at = time.time()
         # This router's name in replies (answering_name of its bound address, set once bound).
         self.answered_by = ""
+        # Closed while the event log is out of reach at start (set by the router's assembly):
+        # the bus's and pipeline's parts are left out, and a warning says what it waits for.
+        self.bus_gate: BusGate | None = None
 
     async def GetStatus(
         self, request: router_pb2.GetStatusRequest, context: Context
     ) -> router_pb2.GetStatusResponse:
         response = build_status(self.registry, self.catalog, self.warnings, self.started_at)
         response.answered_by = self.answered_by
-        if self.bus is not None:
+        waiting = self.bus_gate is not None and not self.bus_gate.is_open
+        if waiting and self.bus_gate is not None:
+            response.warnings.append(self.bus_gate.warning())
+        if self.bus is not None and not waiting:
             response.consumers.extend(await _consumers(self.bus))
             response.last_sequence = await self.bus.store.last_sequence()
             response.dead_letters = await self.bus.store.count_dead_letters()
-        if self.pipeline is not None:
+        if self.pipeline is not None and not waiting:
             self.pipeline.fill_status(response)
-        if self.watches is not None:
+        if self.watches is not None and not waiting:
             await self.watches.fill_status(response)
         if self.xds is not None:
             self.xds.fill_status(response)

@@ -51,6 +51,10 @@ class BusSettings(Section):
     # been renewed for this long, on the observing router's own clock, is taken over by the
     # next router a subscriber of that consumer reaches.
     consumer_lease_s: float = Field(default=10.0, ge=1.0, le=600.0)
+    # How long a starting router keeps trying to reach JetStream (backend "jetstream") before
+    # it exits; meanwhile it serves with its health NOT_SERVING and says what it waits for.
+    # 0: it keeps trying for as long as it runs.
+    nats_start_wait_s: float = Field(default=300.0, ge=0, le=7 * 86400.0)
     # How long one request to JetStream may take before the store gives up on it.
     nats_request_timeout_s: float = Field(default=5.0, gt=0, le=120.0)
     # Larger payloads are refused with INVALID_ARGUMENT. The gRPC server must accept

@@ -5,10 +5,26 @@ process's transport secure (the router's, set by its entry point), the connectio
 router's mesh certificate and checks the server's against the mesh CA and the host dialled;
 the mesh's NATS nodes (services/kit/security/nats_node.py) take only router identities. Only a
 process on a plaintext mesh (SOULSPOT_TLS__PLAINTEXT=true) connects without TLS.
+
+How a connection rides out NATS trouble (the same for both stores):
+- The first connection makes one pass over the servers and fails if none answers, so the
+  router's start-up (router/bus/jetstream/startup.py) retries under the mesh's backoff and says
+  what it waits for; nats-py alone would either give up after about two minutes or, told to
+  reconnect forever, never return.
+- Once connected, a lost connection is re-established for as long as the process runs (never
+  closed for good after nats-py's default sixty tries), every `RECONNECT_WAIT_S`.
+- Nothing asked of NATS while disconnected is held back and sent after the reconnection
+  (`pending_size=0`: nats-py refuses it at once): a write that failed for its caller, a
+  consumer record or a lease renewal, must not land later, when another router may have taken
+  the consumer over.
+- A server that stops answering without closing the connection (a stalled process, a lost
+  network) is noticed within about (`MAX_OUTSTANDING_PINGS` + 1) x `PING_INTERVAL_S` (15 s),
+  instead of nats-py's six minutes, and is then re-established like a lost one.
 """
 
 from __future__ import annotations
 
+import logging
 import ssl
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +36,14 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from nats.aio.client import Client
+
+_log = logging.getLogger(__name__)
+
+# How often a connected client pings its server, and how many unanswered pings mean it is gone.
+PING_INTERVAL_S = 5
+MAX_OUTSTANDING_PINGS = 2
+# The wait between reconnection tries of a lost connection (per server).
+RECONNECT_WAIT_S = 1.0
 
 
 def nats_tls_context(transport: Transport | None) -> ssl.SSLContext | None:
@@ -43,8 +67,30 @@ async def connect_nats(
     """`nats.connect` to `servers` as `transport` (default: this process's), with `options`.
 
     With TLS the server's certificate is checked against each URL's host: the mesh's NATS
-    certificate carries the nodes' names, `localhost` and the loopback addresses."""
+    certificate carries the nodes' names, `localhost` and the loopback addresses. Raises
+    (nats-py's NoServersError, the last server's error logged) when no server answers the
+    first pass; `max_reconnect_attempts` and `reconnect_time_wait` (default: forever, every
+    `RECONNECT_WAIT_S`) apply once connected. See the module's text for the other defaults."""
     context = nats_tls_context(transport if transport is not None else current_transport())
     if context is not None:
         options["tls"] = context
-    return await nats.connect(servers=list(servers), **options)
+    reconnects = options.pop("max_reconnect_attempts", -1)
+    reconnect_wait = options.pop("reconnect_time_wait", RECONNECT_WAIT_S)
+    options.setdefault("pending_size", 0)
+    options.setdefault("ping_interval", PING_INTERVAL_S)
+    options.setdefault("max_outstanding_pings", MAX_OUTSTANDING_PINGS)
+    options.setdefault("error_cb", _log_connection_error)
+    # nats-py applies one policy to the first connection and to reconnections: a first pass
+    # that fails fast (each server tried twice, at once), then the reconnection policy, set
+    # on the client's own options once it is connected (nats-py reads them on every try).
+    client = await nats.connect(
+        servers=list(servers), max_reconnect_attempts=1, reconnect_time_wait=0, **options
+    )
+    client.options["max_reconnect_attempts"] = reconnects
+    client.options["reconnect_time_wait"] = reconnect_wait
+    return client
+
+
+async def _log_connection_error(err: Exception) -> None:
+    # One line per failed try, without nats-py's default traceback for each.
+    _log.warning("NATS connection: %s", err or type(err).__name__)
