@@ -141,6 +141,10 @@ _log = logging.getLogger(__name__)
 
 # How long consumer bookkeeping (acks, failures) may wait before its record is written.
 LAZY_WRITE_S = 0.2
+# How long a stored event's id may wait to be written to the ids bucket: it goes out with the
+# next append's messages (one write to the socket per event instead of two) or after this.
+# Within JetStream's duplicate window (far longer) the stream itself finds a repeat.
+REMEMBER_DELAY_S = 0.05
 # Messages per direct-get request when scanning (ListEvents, dead letters).
 SCAN_PAGE = 256
 # At most this many events go as one atomic batch (the server's limit is 1,000).
@@ -273,6 +277,9 @@ class JetStreamEventStore:
         self._in_flight: collections.deque[_InFlight] = collections.deque()
         # Appends of this loop turn, sent together at its end (see append).
         self._coalescing: list[_Queued] = []
+        # Stored events whose ids are still to be written to the ids bucket (_remember_id).
+        self._unremembered: list[tuple[str, int]] = []
+        self._remember_timer: asyncio.TimerHandle | None = None
         self._ops: asyncio.Queue[
             tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any] | None] | None
         ] = asyncio.Queue()
@@ -413,6 +420,13 @@ class JetStreamEventStore:
             await self.consumer_leases.close()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        if self._remember_timer is not None:
+            self._remember_timer.cancel()
+            self._remember_timer = None
+        if self._unremembered and self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._write_ids()
+                await self._nc.flush(max(1, round(self.timeout)))
         if self._feed is not None:
             feed, self._feed = self._feed, None
             with contextlib.suppress(Exception):
@@ -772,6 +786,8 @@ class JetStreamEventStore:
     async def _lookup_ids(self, event_ids: Sequence[str]) -> Awaitable[list[int | None]]:
         """Ask the ids bucket where each event_id was stored (None: not there), one direct
         get for the lot; the request leaves now, the answer is awaited later."""
+        # This store's ids still to be written go first, so the lookup sees them.
+        await self._write_ids()
         subjects = [f"$KV.{self._ids_bucket}.{event_id_key(i)}" for i in event_ids]
         stream = f"KV_{self._ids_bucket}"
         if len(subjects) == 1:
@@ -808,13 +824,32 @@ class JetStreamEventStore:
         return AppendResult(sequence, True, _envelope_of(msg))
 
     async def _remember_id(self, event_id: str, sequence: int) -> None:
-        """Create the event's key in the ids bucket unless it exists, without waiting for
-        JetStream's answer (a key that exists stays as it is: the first copy's sequence)."""
-        await self._client().publish(
-            f"$KV.{self._ids_bucket}.{event_id_key(event_id)}",
-            str(sequence).encode(),
-            headers={"Nats-Expected-Last-Subject-Sequence": "0"},
-        )
+        """Have the event's key created in the ids bucket, with the next append's messages or
+        within REMEMBER_DELAY_S (see _write_ids)."""
+        self._unremembered.append((event_id, sequence))
+        if self._remember_timer is None:
+            loop = asyncio.get_running_loop()
+            self._remember_timer = loop.call_later(REMEMBER_DELAY_S, self._remember_soon)
+
+    def _remember_soon(self) -> None:
+        self._remember_timer = None
+        if self._unremembered and self._nc is not None:
+            task = asyncio.ensure_future(self._write_ids())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _write_ids(self) -> None:
+        """Create each waiting event's key in the ids bucket unless it exists, without
+        waiting for JetStream's answer (a key that exists stays as it is: the first copy's
+        sequence)."""
+        waiting, self._unremembered = self._unremembered, []
+        client = self._client()
+        for event_id, sequence in waiting:
+            await client.publish(
+                f"$KV.{self._ids_bucket}.{event_id_key(event_id)}",
+                str(sequence).encode(),
+                headers={"Nats-Expected-Last-Subject-Sequence": "0"},
+            )
 
     async def _last_sequence(self, stream: str) -> int:
         info = await self._jetstream().stream_info(stream)
