@@ -12,7 +12,9 @@ What else lives where, and why:
   deduplicates within its duplicate window; the bucket finds a first copy older than that.
   An append asks the bucket and publishes back to back (one round trip); when the bucket
   knew the event, the new copy is deleted before this router hands it to anyone and the
-  first copy is the answer. The new id is written create-if-absent right after the ack.
+  first copy is the answer. The new id is written create-if-absent after the ack, with the
+  next append's messages or within REMEMBER_DELAY_S (50 ms); appends that arrive in one
+  turn of the event loop go as one atomic batch, each answered on its own.
 - consumer records (position, done and failure records, idle timer, owner): KV bucket
   `<name>_CONSUMERS`, one key per consumer, held in memory by the router that serves the
   consumer and written behind its acks (within `LAZY_WRITE_S`), as SQLite's lazy writes are;
@@ -32,9 +34,9 @@ Where the promises differ from SQLite's, plainly:
   letter and its replay, are two JetStream writes. A crash between them leaves the first:
   a parked event without its dead letter (still in the log, marked parked, never
   delivered), or a queued replay whose dead letter is still listed (replayable twice).
-- The ids bucket is written after the ack, without waiting for JetStream's answer: a
-  router that dies in that instant, and a retry of the same event after the duplicate
-  window, would store it twice. A retry after the window takes a stream sequence of its own
+- The ids bucket is written after the ack (within 50 ms), without waiting for JetStream's
+  answer: a router that dies in that time, and a retry of the same event after the
+  duplicate window, would store it twice. A retry after the window takes a stream sequence of its own
   (deleted at once), so the log's sequences have gaps; readers never rely on there being
   none.
 - A publish whose ack does not come within the request timeout fails the append
