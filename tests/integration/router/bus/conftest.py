@@ -22,6 +22,8 @@ ON_BOTH_STORES = {
     "test_bus_ordering",
     "test_bus_dead_letter_replay",
     "test_bus_inactive_consumers",
+    # A router process with its own nats-server on JetStream (about 10 s each).
+    "test_bus_under_load",
 }
 
 

@@ -5,12 +5,16 @@ megabytes of attributes, subscribers that never ack with the widest window and l
 timeout they may ask, and many Subscribe streams from one caller. The router's
 RSS is measured before and after (a bound on the growth), and a plain call's median latency
 before and during the load (a generous ratio, for a shared machine's noise).
+
+With SOULSPOT_BUS__BACKEND=jetstream the router keeps its log on a nats-server of the test's
+own (file storage, synced before every ack), as the bus's other integration tests do.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import statistics
 import time
 from typing import TYPE_CHECKING
@@ -23,6 +27,7 @@ from services.kit.security.identity import Identity
 from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2
 from tests.helpers.bus import RawSubscriber, completed, envelope
 from tests.helpers.bus_process import BusProcess
+from tests.helpers.nats_server import start_nats_server
 from tests.helpers.pki import add_modules, transport_as
 
 if TYPE_CHECKING:
@@ -97,13 +102,19 @@ async def _stream_openers(
 
 
 @pytest.mark.timeout(120)
-async def test_router_memory_and_latency_stay_bounded_under_abuse(tmp_path: Path) -> None:
+async def test_router_memory_and_latency_stay_bounded_under_abuse(
+    tmp_path: Path, bus_backend: str
+) -> None:
+    nats = start_nats_server(tmp_path / "nats") if bus_backend == "jetstream" else None
+    on_nats = {"nats_servers": json.dumps([nats.url])} if nats is not None else {}
     router = BusProcess(
         tmp_path,
+        backend=bus_backend,
         max_subscribe_streams_per_identity=str(STREAM_QUOTA),
         max_consumers_per_identity=str(STREAM_QUOTA),
         max_in_flight_bytes=str(2 * MIB),
         tail_cache_max_bytes=str(16 * MIB),
+        **on_nats,
     )
     # Every call of the load comes as one module (the producer of download events): one
     # verified identity, one quota.
@@ -156,6 +167,8 @@ async def test_router_memory_and_latency_stay_bounded_under_abuse(tmp_path: Path
             await plain_call()
     finally:
         router.stop()
+        if nats is not None:
+            nats.stop()
 
     assert codes == [grpc.StatusCode.INVALID_ARGUMENT] * OVERSIZED
     # The quota counts the hoarders' streams too.
@@ -164,4 +177,8 @@ async def test_router_memory_and_latency_stay_bounded_under_abuse(tmp_path: Path
     assert all(0 < n <= 2 * MIB // 40_000 + 1 for n in held), held
     growth_mib = (rss_after - rss_before) / 1024
     assert growth_mib < RSS_GROWTH_BOUND_MIB, f"router grew by {growth_mib:.0f} MiB"
+    print(
+        f"{bus_backend}: RSS growth {growth_mib:.0f} MiB, p50 {before * 1000:.1f} ms -> "
+        f"{during * 1000:.1f} ms, held {held}, subscribe refused {subscribe_refused}"
+    )
     assert during < max(5 * before, before + 0.25), f"p50 {before:.4f}s -> {during:.4f}s"
