@@ -122,6 +122,24 @@ async def test_a_router_started_before_its_nats_serves_once_nats_is_up(tmp_path:
     assert any("waiting for JetStream at" in line for line in router.log_lines())
 
 
+def test_a_router_exits_with_the_reason_after_its_start_wait(tmp_path: Path) -> None:
+    node = node_config(tmp_path / "nats")  # never started
+    router = start_router(
+        tmp_path,
+        free_port(),
+        SOULSPOT_ROUTER__HTTP_ADDRESS="off",
+        SOULSPOT_BUS__BACKEND="jetstream",
+        SOULSPOT_BUS__NATS_SERVERS=json.dumps([node.url]),
+        SOULSPOT_BUS__NATS_START_WAIT_S="1",
+    )
+    try:
+        code = router.popen.wait(30)
+    finally:
+        router.stop()
+    assert code != 0
+    assert any(f"no JetStream at {node.url} after" in line for line in router.log_lines())
+
+
 @pytest.fixture
 def nats_node(tmp_path: Path) -> Iterator[NatsServerProcess]:
     server = start_nats_server(tmp_path / "nats")

@@ -1,0 +1,128 @@
+"""A router whose NATS is not there yet: it serves NOT_SERVING, its bus calls answer UNAVAILABLE
+saying what it waits for, and it serves the bus once a real nats-server comes up; or it gives up
+after its start-up wait."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import grpc
+import pytest
+
+from router.app import RouterApp
+from router.bus import BusSettings, create_bus, event_bus
+from router.bus.jetstream.startup import START_BACKOFF, JetStreamUnreachable, waiting_for
+from router.settings import RouterSection, RouterSettings
+from services.kit.events.client import RouterPublisher, Subscriber
+from services.kit.rpc.channel import check_health, open_channel
+from soulspot.events.v1 import download_pb2
+from soulspot.router.v1 import router_pb2, router_pb2_grpc, status_pb2_grpc
+from tests.helpers.bus import envelope
+from tests.helpers.nats_server import node_config, start_node
+from tests.helpers.router_cluster import recorded_progress
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from router.bus.event_bus import EventBus
+    from tests.helpers.nats_server import NatsServerProcess
+
+pytestmark = pytest.mark.timeout(60)
+
+# Connecting, creating the streams and buckets: on a loaded machine.
+READY_MARGIN_S = 15.0
+
+
+def _router(tmp_path: Path, nats_url: str) -> tuple[RouterApp, EventBus]:
+    settings = RouterSettings(
+        router=RouterSection(address="127.0.0.1:0"),
+        bus=BusSettings(backend="jetstream", nats_servers=[nats_url]),
+        state_dir=tmp_path / "state",
+    )
+    bus = create_bus(settings.bus, state_dir=settings.state_dir)
+    app = RouterApp(settings, bus=bus)
+    # As the router's main does on JetStream: up before JetStream answers, NOT_SERVING.
+    app.bus_gate.close(waiting_for(settings.bus.nats_servers))
+    return app, bus
+
+
+async def test_a_router_serves_its_bus_once_nats_comes_up(tmp_path: Path) -> None:
+    node = node_config(tmp_path / "nats")
+    app, bus = _router(tmp_path, node.url)
+    await app.start()
+    starting = asyncio.create_task(
+        app.start_bus(bus.start, bus.store.close, servers=[node.url], give_up_after_s=60)
+    )
+    server: NatsServerProcess | None = None
+    try:
+        async with open_channel(app.address) as channel:
+            assert not await check_health(channel, "")
+            assert not await check_health(channel, event_bus.SERVICE_NAME)
+            assert app.server.health.status("") == (False, f"waiting for JetStream at {node.url}")
+
+            # Status answers meanwhile, with what the router waits for.
+            status = await status_pb2_grpc.StatusServiceStub(channel).GetStatus(
+                router_pb2.GetStatusRequest(), timeout=5
+            )
+            (warning,) = [w for w in status.warnings if w.operation == "event bus"]
+            assert warning.status.startswith(f"waiting for JetStream at {node.url}")
+
+            # The deprecated RouterService's bus RPCs are refused the same way.
+            payload = download_pb2.DownloadProgress(download_id="d1", percent=1.0)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await router_pb2_grpc.RouterServiceStub(channel).Publish(
+                    router_pb2.PublishRequest(event=envelope(payload)), timeout=5
+                )
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "waiting for JetStream" in (refused.value.details() or "")
+
+            # A subscriber started meanwhile is served once NATS is up.
+            handlers, delivered = recorded_progress()
+            subscriber = Subscriber(channel, consumer="patient", handlers=handlers)
+            await subscriber.start()
+            try:
+                server = start_node(node)
+                began = time.monotonic()
+                async with asyncio.timeout(START_BACKOFF.cap_s + READY_MARGIN_S):
+                    await starting
+                print(f"bus served {time.monotonic() - began:.1f}s after nats-server started")
+                assert await check_health(channel, "")
+                assert await check_health(channel, event_bus.SERVICE_NAME)
+                status = await status_pb2_grpc.StatusServiceStub(channel).GetStatus(
+                    router_pb2.GetStatusRequest(), timeout=5
+                )
+                assert not [w for w in status.warnings if w.operation == "event bus"]
+
+                await subscriber.wait_connected(20)
+                published = await RouterPublisher(channel, deadline_s=5.0).publish(payload)
+                async with asyncio.timeout(20):
+                    while published.event_id not in delivered:  # noqa: ASYNC110
+                        await asyncio.sleep(0.05)
+            finally:
+                await subscriber.stop()
+    finally:
+        if not starting.done():
+            starting.cancel()
+        await app.stop(0.2)
+        await bus.stop()
+        if server is not None:
+            server.stop()
+
+
+async def test_a_router_gives_up_after_its_start_wait(tmp_path: Path) -> None:
+    node = node_config(tmp_path / "nats")  # never started
+    app, bus = _router(tmp_path, node.url)
+    await app.start()
+    try:
+        began = time.monotonic()
+        with pytest.raises(JetStreamUnreachable) as gave_up:
+            await app.start_bus(bus.start, bus.store.close, servers=[node.url], give_up_after_s=1)
+        assert time.monotonic() - began < 1 + START_BACKOFF.cap_s
+        assert "SOULSPOT_BUS__NATS_START_WAIT_S=1" in str(gave_up.value)
+        assert f"no JetStream at {node.url}" in str(gave_up.value)
+        assert app.server.health.status("") == (False, f"waiting for JetStream at {node.url}")
+    finally:
+        await app.stop(0.2)
+        await bus.stop()
