@@ -163,6 +163,10 @@ class KvRunStore:
         # owner -> (lease revision, when this router first saw that revision): a lease is
         # stale once its revision has stood still for lease_s on this router's clock.
         self._seen: dict[str, tuple[int, float]] = {}
+        # Set when this router could not reach NATS (a failed or slow renewal or listing):
+        # time it could not watch the leases does not count towards staleness, or a NATS
+        # outage longer than a lease would make every router take over every other's runs.
+        self._blind = False
         # Runs are read only when a lease went stale or went away, and once at start (for
         # runs of routers that were gone before this one came): leases alone otherwise.
         self._scanned = False
@@ -230,10 +234,15 @@ class KvRunStore:
     async def _heartbeat_forever(self) -> None:
         while True:
             await asyncio.sleep(self.lease_s / 3)
+            began = time.monotonic()
             try:
                 await self._renew()
             except Exception as err:  # NATS away: keep trying (runs may move)
+                self._blind = True
                 _log.warning("could not renew the pipeline lease: %s", err)
+            else:
+                if time.monotonic() - began > self.lease_s / 3:
+                    self._blind = True  # NATS stalled meanwhile: others could not renew
 
     # --- runs ------------------------------------------------------------------------------
 
@@ -403,12 +412,20 @@ class KvRunStore:
     async def take_over(self) -> list[str]:
         kv = self._require()
         leases: dict[str, int] = {}
-        for key in await self._keys(_ROUTERS):
-            with contextlib.suppress(js_errors.KeyNotFoundError):
-                entry = await kv.get(key)
-                assert entry.revision is not None
-                leases[key.removeprefix(_ROUTERS)] = entry.revision
+        try:
+            for key in await self._keys(_ROUTERS):
+                with contextlib.suppress(js_errors.KeyNotFoundError):
+                    entry = await kv.get(key)
+                    assert entry.revision is not None
+                    leases[key.removeprefix(_ROUTERS)] = entry.revision
+        except Exception:
+            self._blind = True
+            raise
         now = time.monotonic()
+        if self._blind:
+            # Back in sight after an outage: every lease's stand-still counts from now.
+            self._blind = False
+            self._seen = {owner: (revision, now) for owner, (revision, _) in self._seen.items()}
         stale: set[str] = set()
         for owner, revision in leases.items():
             seen = self._seen.get(owner)

@@ -1,10 +1,14 @@
 """A router whose NATS is not there yet: it serves NOT_SERVING, its bus calls answer UNAVAILABLE
 saying what it waits for, and it serves the bus once a real nats-server comes up; or it gives up
-after its start-up wait."""
+after its start-up wait. And a NATS that stalls for longer than a pipeline lease moves no run
+of a router that is alive, while a router gone for good has its run taken over once."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import time
 from typing import TYPE_CHECKING
 
@@ -14,13 +18,15 @@ import pytest
 from router.app import RouterApp
 from router.bus import BusSettings, create_bus, event_bus
 from router.bus.jetstream.startup import START_BACKOFF, JetStreamUnreachable, waiting_for
+from router.pipeline import store as st
+from router.pipeline.kv_store import KvRunStore
 from router.settings import RouterSection, RouterSettings
 from services.kit.events.client import RouterPublisher, Subscriber
 from services.kit.rpc.channel import check_health, open_channel
 from soulspot.events.v1 import download_pb2
 from soulspot.router.v1 import router_pb2, router_pb2_grpc, status_pb2_grpc
 from tests.helpers.bus import envelope
-from tests.helpers.nats_server import node_config, start_node
+from tests.helpers.nats_server import node_config, start_nats_server, start_node
 from tests.helpers.router_cluster import recorded_progress
 
 if TYPE_CHECKING:
@@ -126,3 +132,52 @@ async def test_a_router_gives_up_after_its_start_wait(tmp_path: Path) -> None:
     finally:
         await app.stop(0.2)
         await bus.stop()
+
+
+async def test_a_nats_stall_longer_than_a_lease_moves_no_run_of_a_live_router(
+    tmp_path: Path,
+) -> None:
+    server = start_nats_server(tmp_path / "nats")
+    # The holder renews its lease every 20 s: not once during the test, as a router whose
+    # renewals the stall held up. The watcher calls a lease stale after 1 s standing still.
+    holder = KvRunStore([server.url], lease_s=60.0)
+    watcher = KvRunStore([server.url], lease_s=1.0)
+    await holder.open()
+    await watcher.open()
+    try:
+        run_id, created = await holder.create_run(
+            event_id="e1",
+            correlation_id="c1",
+            description="Artist - Title",
+            trigger=b"",
+            context={},
+            steps=[st.NewStep("import", "import.track", True)],
+        )
+        assert created
+        assert await watcher.take_over() == []  # the holder's lease is fresh
+
+        os.kill(server.popen.pid, signal.SIGSTOP)
+        try:
+            with contextlib.suppress(Exception):  # cannot see the leases: NATS stalled
+                async with asyncio.timeout(8):
+                    await watcher.take_over()
+            await asyncio.sleep(1.5)  # longer than the watcher's lease in all
+        finally:
+            os.kill(server.popen.pid, signal.SIGCONT)
+
+        # The holder's lease stood still through the stall, which the watcher did not see:
+        # nothing moves.
+        assert await watcher.take_over() == []
+        # In sight for a whole lease without a renewal, the run is taken over, and once.
+        await asyncio.sleep(1.2)
+        assert await watcher.take_over() == [run_id]
+        await asyncio.sleep(1.2)
+        assert await watcher.take_over() == []
+        with pytest.raises(st.LeaseLost):
+            await holder.set_state(run_id, st.RUN_COMPLETED)
+    finally:
+        await watcher.close()
+        await holder.close()
+        if server.popen.poll() is None:
+            os.kill(server.popen.pid, signal.SIGCONT)
+        server.stop()
