@@ -332,6 +332,8 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
     # -- publishing ------------------------------------------------------------------------
 
     def _parking(self, envelope: envelope_pb2.EventEnvelope) -> Parking | None:
+        if not envelope.causation_chain:
+            return None  # a first event: no chain to be too deep or to repeat a hop
         parking = cycle_parking(envelope, self.settings.max_causation_depth)
         if parking is not None:
             self.parked += 1
