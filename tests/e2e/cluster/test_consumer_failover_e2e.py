@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import nats
 import pytest
 
-from router.bus.jetstream.records import ConsumerState, consumer_token
+from router.bus.jetstream.pull_consumer import durable_name
+from router.bus.jetstream.records import consumer_token
 from services.kit.events.client import RouterPublisher, Subscriber
 from services.kit.events.retrying_publisher import RetryingPublisher
 from services.kit.rpc.channel import open_channel
@@ -44,7 +45,7 @@ def routers(tmp_path: Path, nats_server: NatsServerProcess) -> Iterator[list[Pro
 
 
 async def _holder_and_floor(url: str) -> tuple[int, int]:
-    """The pid of the router holding the consumer's lease, and the position last written."""
+    """The pid of the router holding the consumer's lease, and the consumer's position."""
     client = await nats.connect(url)
     try:
         js = client.jetstream()
@@ -52,8 +53,10 @@ async def _holder_and_floor(url: str) -> tuple[int, int]:
             consumer_token(CONSUMER)
         )
         owner = json.loads(lease.value or b"{}")["owner"]
-        record = await (await js.key_value(f"{STREAM}_CONSUMERS")).get(consumer_token(CONSUMER))
-        return int(owner.rsplit("-", 2)[1]), ConsumerState.decode(record.value or b"").floor
+        # The consumer's position is its JetStream consumer's ack floor.
+        info = await js.consumer_info(STREAM, durable_name(CONSUMER))
+        floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
+        return int(owner.rsplit("-", 2)[1]), int(floor)
     finally:
         await client.close()
 
