@@ -19,6 +19,11 @@ lease while the run lasts, and `finish_run` (or `release`) clears it. A router t
 mid-run leaves a claim that runs out within one lease, and the next scheduler to look takes
 the watch by the same compare-and-set. `claim_until` is a wall-clock time, as every watch's
 next run is: routers sharing a bucket need clocks within a small part of the lease (NTP).
+
+Listings read the last message of each key through kv_listing.py (nats-py's watch may end its
+first pass before the first key arrives). Once its scheduler asks (`on_change`), the store
+follows the watch keys (kv_changes.py) and wakes it when another router adds a watch or makes
+one due sooner.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from nats.js.api import KeyValueConfig, StorageType
 
 from router.bus.jetstream.connection import connect_nats
 from router.bus.jetstream.consumer_lease import new_owner_id
+from router.watches.kv_changes import WatchChangeFeed
+from router.watches.kv_listing import list_kv
 from router.watches.store import KnownTrack, WatchBusy, WatchLimitReached, WatchRecord
 from services.kit.support.tasks import cancel_and_wait
 
@@ -129,6 +136,9 @@ class KvWatchStore:
         self._kv: KeyValue | None = None
         # playlist id -> the task renewing this router's claim on it while a run lasts.
         self._renewals: dict[str, asyncio.Task[None]] = {}
+        # Other routers' changes, told to the scheduler (`on_change`); one feed per store.
+        self._wake: Callable[[], None] | None = None
+        self._feed: WatchChangeFeed | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -154,10 +164,31 @@ class KvWatchStore:
                     description="SoulSpot watched playlists and the tracks they requested",
                 )
             )
+        self._start_feed()
+
+    def on_change(self, wake: Callable[[], None]) -> None:
+        """Call `wake` when a watch is added or made due sooner, through any router."""
+        self._wake = wake
+        self._start_feed()
+
+    def _start_feed(self) -> None:
+        if self._wake is None or self._nc is None or self._feed is not None:
+            return
+        self._feed = WatchChangeFeed(
+            self._nc.jetstream(),
+            self.bucket,
+            _WATCHES + "*",
+            due_of=lambda value: _decode(value)[0].due_at(),
+            wake=self._wake,
+        )
+        self._feed.start()
 
     async def close(self) -> None:
         """Let go of this router's claims (another router may run those watches at once),
         then disconnect; idempotent."""
+        feed, self._feed = self._feed, None
+        if feed is not None:
+            await feed.stop()
         for playlist_id in list(self._renewals):
             with contextlib.suppress(Exception):
                 await self.release(playlist_id)
@@ -185,18 +216,12 @@ class KvWatchStore:
         return record, generation, entry.revision
 
     async def _listing(self, pattern: str, *, values: bool = True) -> dict[str, bytes]:
-        """Every live key matching `pattern` with its value, in one ordered consumer (the
-        last message of each key, deleted ones left out), not one get per key."""
-        watcher = await self._require().watch(pattern, ignore_deletes=True, meta_only=not values)
-        found: dict[str, bytes] = {}
-        try:
-            async for entry in watcher:
-                if entry is None:  # caught up
-                    break
-                found[entry.key] = entry.value or b""
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves it bare
-        return found
+        """Every live key matching `pattern` with its value, in one consumer (the last
+        message of each key, deleted ones left out), not one get per key. Not nats-py's
+        watch: its first pass may end before the first key arrives (kv_listing.py)."""
+        self._require()
+        assert self._nc is not None
+        return await list_kv(self._nc.jetstream(), self.bucket, pattern, values=values)
 
     async def get(self, playlist_id: str) -> WatchRecord | None:
         found = await self._read(playlist_id)

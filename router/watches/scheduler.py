@@ -33,7 +33,8 @@ _log = logging.getLogger("router.watches")
 # watch's interval).
 RETRY = BackoffPolicy(initial_s=60.0, multiplier=2.0, cap_s=3600.0, jitter="equal")
 # The longest the loop sleeps without looking at the store again (a safety net for a clock
-# that jumps; every change through the service wakes it at once anyway).
+# that jumps; every change through this router's service, and every change through another
+# router that the shared store reports, wakes it at once anyway).
 MAX_SLEEP_S = 300.0
 # How often a manual run asks again for a watch another router is running.
 BUSY_POLL_S = 0.5
@@ -141,7 +142,9 @@ class WatchScheduler:
         return min((w.due_at() for w in watches), default=None)
 
     async def serve(self) -> None:
-        """Run watches as they fall due, until cancelled."""
+        """Run watches as they fall due, until cancelled; woken by the store when another
+        router adds a watch or makes one due sooner."""
+        self._store.on_change(self.wake)
         while True:
             self._wake.clear()
             try:

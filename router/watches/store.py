@@ -25,7 +25,7 @@ from services.kit.support.timestamps import timestamp_at
 from soulspot.router.v1 import watches_pb2
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 DB_FILE = "watches.sqlite3"
 
@@ -161,6 +161,11 @@ class WatchStore(Protocol):
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    def on_change(self, wake: Callable[[], None]) -> None:
+        """Call `wake` when a watch is added, or changed so it may be due sooner, by
+        another router sharing the store (never, for a store only this router writes)."""
+        ...
 
     async def upsert(
         self, playlist_id: str, every_s: float, *, owner: str, now: float, limit: int
@@ -389,6 +394,10 @@ class SqliteWatchStore:
 
     async def close(self) -> None:
         await self._thread.close()
+
+    def on_change(self, wake: Callable[[], None]) -> None:
+        """Nothing to tell: every change goes through this router, whose service wakes its
+        scheduler itself."""
 
     async def upsert(
         self, playlist_id: str, every_s: float, *, owner: str, now: float, limit: int
