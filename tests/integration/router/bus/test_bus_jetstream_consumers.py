@@ -52,6 +52,8 @@ class Node:
             nats_servers=[nats_url],
             nats_stream=STREAM,
             consumer_lease_s=LEASE_S,
+            # Status looks at the other routers' consumers this often.
+            metrics_interval_s=0.2,
         )
         self.bus: EventBus = create_bus(settings)
         self.server = KitServer("router", "127.0.0.1:0", grace_s=0.5)
@@ -248,3 +250,27 @@ async def test_a_replay_queued_through_another_router_reaches_the_serving_one(
         assert again.event.event_id == delivery.event.event_id
     finally:
         await sub.close()
+
+
+async def test_status_from_any_router_lists_a_consumer_with_its_router_and_position(
+    nodes: list[Node],
+) -> None:
+    first, second = nodes
+    async with RawSubscriber(first.stub, "shown", ["download.*"]) as sub:
+        published = await first.publish(envelope(started("s1")))
+        await sub.next()
+        holder = first.bus.store.consumer_leases.owner  # type: ignore[attr-defined]
+
+        def listed() -> bool:
+            infos = {c.name: c for c in second.bus.consumers_info()}
+            info = infos.get("shown")
+            return (
+                info is not None
+                and info.acked_sequence == published.sequence
+                and holder in info.served_by
+            )
+
+        await wait_for(listed, within_s=10)
+        (info,) = [c for c in second.bus.consumers_info() if c.name == "shown"]
+        assert list(info.event_types) == ["download.*"]
+        assert info.lag == 0
