@@ -160,6 +160,25 @@ async def test_the_jetstream_consumer_filters_by_the_patterns(
         assert await sub.nothing_within(0.3)
 
 
+async def test_a_later_subscriber_changes_the_filter_and_max_deliver_not_the_position(
+    nodes: list[Node], js: JetStreamContext
+) -> None:
+    first = nodes[0]
+    async with RawSubscriber(first.stub, "changing", ["download.*"], max_attempts=3) as sub:
+        await first.publish(envelope(started("before")))
+        await sub.next()
+    await wait_for(lambda: "changing" not in first.bus.consumers)
+    info = await js.consumer_info(STREAM, durable_name("changing"))
+    acked = info.ack_floor.stream_seq
+    assert info.config.max_deliver == 4
+    async with RawSubscriber(first.stub, "changing", ["library.**"], max_attempts=7) as sub:
+        info = await js.consumer_info(STREAM, durable_name("changing"))
+        assert info.config.filter_subject == f"{STREAM}.library.>"
+        assert info.config.max_deliver == 8
+        assert info.ack_floor.stream_seq == acked
+        assert sub.acked_sequence == acked
+
+
 async def test_a_killed_routers_unacked_events_reach_the_next_router_with_attempts_counted(
     nodes: list[Node],
 ) -> None:
