@@ -13,14 +13,30 @@ What else lives where, and why:
   An append asks the bucket and publishes back to back (one round trip); when the bucket
   knew the event, the new copy is deleted before this router hands it to anyone and the
   first copy is the answer. The new id is written create-if-absent after the ack, with the
-  next append's messages or within REMEMBER_DELAY_S (50 ms); appends that arrive in one
-  turn of the event loop go as one atomic batch, each answered on its own.
-- consumer records (position, done and failure records, idle timer, owner): KV bucket
-  `<name>_CONSUMERS`, one key per consumer, held in memory by the router that serves the
-  consumer and written behind its acks (within `LAZY_WRITE_S`), as SQLite's lazy writes are;
-  only by the router holding the consumer's lease (bucket `<name>_CONSUMER_LEASES`).
+  next append's messages or within REMEMBER_DELAY_S (50 ms). Appends go as group commits:
+  those that arrive while a batch is on its way go together, as one atomic batch, once it
+  is answered, each answered on its own.
+- durable consumers: each is a JetStream durable pull consumer on the log stream, named by
+  the bus name's token, its filter subjects the bus's patterns, `max_deliver` the bus's
+  max attempts plus one, `max_ack_pending` the page size, `ack_wait` ACK_WAIT_LEASES
+  consumer leases. JetStream holds its delivery state: position (ack floor), attempts
+  (`num_delivered`), what is unacked and when it goes out again; the router pulls, settles
+  each message (ack, nak with a delay, in progress, term) and keeps no record of its own
+  per ack (router/bus/jetstream/pull_consumer.py, durable_consumer.py).
+- what JetStream does not hold of a consumer (owner identity, inactive threshold and idle
+  timer, the patterns as asked): KV bucket `<name>_CONSUMERS`, one key per consumer,
+  written when a subscriber changes them (not per ack); only by the router holding the
+  consumer's lease (bucket `<name>_CONSUMER_LEASES`). The bus's idle expiry stays the
+  bus's, not JetStream's `inactive_threshold`: JetStream counts a pull consumer inactive
+  from its last pull, while the bus counts from its last subscriber (a router serving a
+  consumer without subscribers still pulls, or not, as it likes), and the expiry also
+  removes the consumer's record and queued replays. Removing a consumer (expiry or
+  DeleteConsumer) deletes its JetStream consumer; the router serving it notices at its next
+  empty pull (within PULL_WAIT_S) and ends its subscribers' streams.
 - replayed dead letters queued for a consumer: KV bucket `<name>_REPLAYS`, one key per
   (consumer, sequence), which sorts by sequence, with the dead letter's own copy of the event.
+  Every router watches the bucket, so a replay queued through one router reaches the
+  router serving the consumer at once.
 - dead letters: the stream `<name>_DLQ`, one subject per consumer. A stream, not a bucket:
   its sequence is the dead letter's id (monotonic, never reused, as the bus promises), a
   consumer's letters are a subject filter away, and taking one is deleting its message.
@@ -36,9 +52,9 @@ Where the promises differ from SQLite's, plainly:
   delivered), or a queued replay whose dead letter is still listed (replayable twice).
 - The ids bucket is written after the ack (within 50 ms), without waiting for JetStream's
   answer: a router that dies in that time, and a retry of the same event after the
-  duplicate window, would store it twice. A retry after the window takes a stream sequence of its own
-  (deleted at once), so the log's sequences have gaps; readers never rely on there being
-  none.
+  duplicate window, would store it twice. A retry after the window takes a stream sequence
+  of its own (deleted at once), so the log's sequences have gaps; readers never rely on
+  there being none.
 - A publish whose ack does not come within the request timeout fails the append
   (UNAVAILABLE), though JetStream may have stored the event: a retry finds it by its id,
   but this router's subscribers that read from memory do not get that copy until they
@@ -46,18 +62,20 @@ Where the promises differ from SQLite's, plainly:
 - `stored_at` is the publishing router's clock just before the publish; replay by time
   (`first_sequence_at`) goes by JetStream's own timestamps, a fraction of a millisecond
   later.
-- The tail (what subscribers that are caught up get) is fed from the stream by an ordered
-  consumer, so several routers on one stream each deliver every router's events, in log
-  order; a router's own appends go at their ack, ahead of the feed.
+- No tail of every event is fed into the router's memory: durable consumers pull from their
+  JetStream consumers. (The `append_listener` still works, fed by an ordered consumer of the
+  stream, for a caller that sets it; the bus on JetStream does not.)
 - A durable consumer is served by one router at a time, the holder of its lease (KV bucket
-  `<name>_CONSUMER_LEASES`, router/bus/jetstream/consumer_lease.py); its live state is in
-  that router's memory, written to its KV key behind the acks. A Subscribe reaching another
-  router is refused with UNAVAILABLE naming the holder, and the kit's subscriber tries again
-  (over several routers, on the next one). The lease goes when the last subscriber on the
-  holder goes, or when the holder stops; after a kill -9 it is taken over once it has stood
-  still for a whole lease (SOULSPOT_BUS__CONSUMER_LEASE_S): the new holder reads the record as
-  last written, so what was in flight, or acked within the last write's delay, is delivered
-  again (at least once; the kit skips repeated event_ids).
+  `<name>_CONSUMER_LEASES`, router/bus/jetstream/consumer_lease.py). JetStream alone would let
+  several routers pull from one consumer, but ordering keys (one event of a key in flight)
+  and each Subscribe stream's in-flight bounds need one dispatcher that sees every delivery
+  of the consumer. A Subscribe reaching another router is refused with UNAVAILABLE naming the
+  holder, and the kit's subscriber tries again (over several routers, on the next one). The
+  lease goes when the last subscriber on the holder goes (what it held unacked is nakked back
+  to JetStream), or when the holder stops; after a kill -9 it is taken over once it has stood
+  still for a whole lease (SOULSPOT_BUS__CONSUMER_LEASE_S), and what the dead router held
+  unacked comes again once JetStream's ack_wait runs out (at least once, attempts counted;
+  the kit skips repeated event_ids).
 - A copy deleted as a late duplicate may reach subscribers through the feed before it is
   deleted (delivery is at least once; repeated event_ids are skipped).
 - ListEvents and dead-letter listings scan the stream page by page (no secondary index):
@@ -277,8 +295,11 @@ class JetStreamEventStore:
         self._dirty: set[str] = set()
         self._flush_scheduled = False
         self._in_flight: collections.deque[_InFlight] = collections.deque()
-        # Appends of this loop turn, sent together at its end (see append).
+        # Appends waiting to be sent together (see append), whether a send of them is due
+        # at the end of this loop turn, and how many batches are on their way.
         self._coalescing: list[_Queued] = []
+        self._append_due = False
+        self._appending = 0
         # Stored events whose ids are still to be written to the ids bucket (_remember_id).
         self._unremembered: list[tuple[str, int]] = []
         self._remember_timer: asyncio.TimerHandle | None = None
@@ -536,23 +557,35 @@ class JetStreamEventStore:
         envelopes: Sequence[envelope_pb2.EventEnvelope],
         parking: Sequence[Parking | None],
     ) -> list[AppendResult]:
-        # The appends that arrive within one turn of the loop go together (see
-        # _coalesced): one id lookup, one atomic batch with one ack, one hand-over to the
-        # listener, so one delivery to a caught-up subscriber. The more publishes arrive at
-        # once, the larger the batch: the cost per event falls as the load rises.
+        # Group commit: the appends that arrive while none is on its way go at the end of
+        # the loop turn; those that arrive while one is go together once it is answered (see
+        # _coalesced): one id lookup, one atomic batch with one ack, one socket write. An
+        # idle store sends each at once; the busier it is, the larger the batches and the
+        # lower the cost per event, so it keeps up where one send per event would fall
+        # behind.
         # Shielded: a publisher that goes away mid-append must not leave its publishes
         # unaccounted, or the listener would wait for them forever.
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[AppendResult]] = loop.create_future()
-        if not self._coalescing:
-            loop.call_soon(self._coalesced)
+        future: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
         self._coalescing.append((envelopes, parking, future))
+        self._flush_appends()
         return await asyncio.shield(future)
 
+    def _flush_appends(self) -> None:
+        """Send the queued appends at the end of this loop turn, unless some are on their
+        way (their answer sends the rest)."""
+        if self._coalescing and not self._appending and not self._append_due:
+            self._append_due = True
+            asyncio.get_running_loop().call_soon(self._coalesced)
+
+    def _appended(self, _task: asyncio.Future[None]) -> None:
+        self._appending -= 1
+        self._flush_appends()
+
     def _coalesced(self) -> None:
-        """Send the appends queued in this loop turn, in their order, as few batches: one
-        per ATOMIC_BATCH_MAX events, and a new one where an event_id repeats (that batch
-        waits for the one before, so the first copy is stored before the second is sent)."""
+        """Send the queued appends, in their order, as few batches: one per ATOMIC_BATCH_MAX
+        events, and a new one where an event_id repeats (that batch waits for the one
+        before, so the first copy is stored before the second is sent)."""
+        self._append_due = False
         queued, self._coalescing = self._coalescing, []
         groups: list[tuple[list[_Queued], bool]] = []
         size, ids = ATOMIC_BATCH_MAX + 1, set[str]()
@@ -570,6 +603,8 @@ class JetStreamEventStore:
             task = asyncio.ensure_future(self._append_group(group, before if wait else None))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+            self._appending += 1
+            task.add_done_callback(self._appended)
             before = task
 
     async def _append_group(
