@@ -39,6 +39,7 @@ pytestmark = pytest.mark.timeout(60)
 
 # Connecting, creating the streams and buckets: on a loaded machine.
 READY_MARGIN_S = 15.0
+WATCHER_LEASE_S = 3.0
 
 
 def _router(tmp_path: Path, nats_url: str) -> tuple[RouterApp, EventBus]:
@@ -138,10 +139,11 @@ async def test_a_nats_stall_longer_than_a_lease_moves_no_run_of_a_live_router(
     tmp_path: Path,
 ) -> None:
     server = start_nats_server(tmp_path / "nats")
-    # The holder renews its lease every 20 s: not once during the test, as a router whose
-    # renewals the stall held up. The watcher calls a lease stale after 1 s standing still.
-    holder = KvRunStore([server.url], lease_s=60.0)
-    watcher = KvRunStore([server.url], lease_s=1.0)
+    # The holder renews its lease every 40 s: not once during the test, as a router whose
+    # renewals the stall held up. The watcher calls a lease stale after WATCHER_LEASE_S
+    # standing still (and a renewal of its own slower than a third of that a stall).
+    holder = KvRunStore([server.url], lease_s=120.0)
+    watcher = KvRunStore([server.url], lease_s=WATCHER_LEASE_S)
     await holder.open()
     await watcher.open()
     try:
@@ -161,7 +163,7 @@ async def test_a_nats_stall_longer_than_a_lease_moves_no_run_of_a_live_router(
             with contextlib.suppress(Exception):  # cannot see the leases: NATS stalled
                 async with asyncio.timeout(8):
                     await watcher.take_over()
-            await asyncio.sleep(1.5)  # longer than the watcher's lease in all
+            await asyncio.sleep(WATCHER_LEASE_S)  # longer than the watcher's lease in all
         finally:
             os.kill(server.popen.pid, signal.SIGCONT)
 
@@ -169,9 +171,9 @@ async def test_a_nats_stall_longer_than_a_lease_moves_no_run_of_a_live_router(
         # nothing moves.
         assert await watcher.take_over() == []
         # In sight for a whole lease without a renewal, the run is taken over, and once.
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(WATCHER_LEASE_S + 0.2)
         assert await watcher.take_over() == [run_id]
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(WATCHER_LEASE_S + 0.2)
         assert await watcher.take_over() == []
         with pytest.raises(st.LeaseLost):
             await holder.set_state(run_id, st.RUN_COMPLETED)
