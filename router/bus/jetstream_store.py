@@ -563,12 +563,12 @@ class JetStreamEventStore:
         # idle store sends each at once; the busier it is, the larger the batches and the
         # lower the cost per event, so it keeps up where one send per event would fall
         # behind.
-        # Shielded: a publisher that goes away mid-append must not leave its publishes
-        # unaccounted, or the listener would wait for them forever.
+        # A publisher that goes away mid-append cancels only its answer: its events are
+        # sent and accounted for all the same, or the listener would wait for them forever.
         future: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
         self._coalescing.append((envelopes, parking, future))
         self._flush_appends()
-        return await asyncio.shield(future)
+        return await future
 
     def _flush_appends(self) -> None:
         """Send the queued appends at the end of this loop turn, unless some are on their

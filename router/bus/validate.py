@@ -93,7 +93,10 @@ def bound_violations(
             )
         )
     elif size > min(limits.max_attribute_key_chars, limits.max_attribute_value_chars):
+        key_max, value_max = limits.max_attribute_key_chars, limits.max_attribute_value_chars
         for key, value in attributes.items():
+            if len(key) <= key_max and len(value) <= value_max:
+                continue
             field = f"{prefix}attributes[{key[:32]!r}]"
             too_long(
                 field,
@@ -157,6 +160,12 @@ def _envelope_required() -> tuple[tuple[str, bool], ...]:
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=256)
+def _version(schema_version: str) -> tuple[int, int, int] | None:
+    """parse_version, remembered: publishers repeat a handful of versions."""
+    return parse_version(schema_version)
+
+
 def envelope_violations(
     envelope: envelope_pb2.EventEnvelope,
     registry: EventRegistry,
@@ -213,7 +222,7 @@ def envelope_violations(
         return out, None
     if not envelope.schema_version:
         return out, None
-    version = parse_version(envelope.schema_version)
+    version = _version(envelope.schema_version)
     if version is None:
         out.append(
             _violation(
