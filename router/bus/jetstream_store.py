@@ -104,7 +104,6 @@ from nats.js import api
 from nats.js.errors import (
     BadRequestError,
     KeyNotFoundError,
-    NoKeysError,
     NotFoundError,
 )
 
@@ -113,6 +112,7 @@ from router.bus.jetstream.connection import connect_nats
 from router.bus.jetstream.consumer_lease import ConsumerLeases
 from router.bus.jetstream.direct import StoredMessage, rfc3339, stored_messages
 from router.bus.jetstream.durable_consumer import JetStreamConsumer
+from router.bus.jetstream.kv_listing import list_kv
 from router.bus.jetstream.pull_consumer import (
     META_NAME,
     META_PATTERNS,
@@ -180,6 +180,8 @@ PULL_WAIT_S = 1.0
 ACK_WAIT_LEASES = 3
 
 Synchronous = Literal["FULL", "NORMAL"]
+# One event's ack: in already (an event of a committed atomic batch), or to come.
+_Ack = tuple[int, bool] | asyncio.Future[tuple[int, bool]]
 # An append waiting for the end of the loop turn: its events, their parking, its answer.
 _Queued = tuple[
     "Sequence[envelope_pb2.EventEnvelope]",
@@ -200,13 +202,6 @@ class _Outgoing:
 
     def __post_init__(self) -> None:
         self.data = self.stored.SerializeToString()
-
-
-def _acked(value: tuple[int, bool]) -> asyncio.Future[tuple[int, bool]]:
-    """An ack that is already in (an event of a committed atomic batch)."""
-    future: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
-    future.set_result(value)
-    return future
 
 
 def _refused(err: Exception) -> asyncio.Future[tuple[int, bool]]:
@@ -417,13 +412,13 @@ class JetStreamEventStore:
             return await js.key_value(name)
 
     async def _load_state(self) -> None:
-        consumers_kv, replays_kv = self._kv_consumers(), self._kv_replays()
-        for key in await _keys(consumers_kv):
-            with contextlib.suppress(KeyNotFoundError):
-                entry = await consumers_kv.get(key)
-                if entry.value:
-                    self._states[consumer_from_token(key)] = ConsumerState.decode(entry.value)
-        for key in await _keys(replays_kv):
+        # One listing per bucket, values read with the keys (list_kv: nats-py's keys() may
+        # end before a key just written arrives).
+        js = self._jetstream()
+        for key, value in (await list_kv(js, f"{self.stream}_CONSUMERS", ">")).items():
+            if value:
+                self._states[consumer_from_token(key)] = ConsumerState.decode(value)
+        for key in await list_kv(js, f"{self.stream}_REPLAYS", ">", values=False):
             token, _, seq = key.partition(".")
             self._replays.setdefault(consumer_from_token(token), set()).add(int(seq))
 
@@ -674,13 +669,14 @@ class JetStreamEventStore:
             raise
         results: list[AppendResult | Exception] = []
         for index, (out, first) in enumerate(zip(outgoing, earlier, strict=True)):
-            if not acks[index].done():
+            ack = acks[index]
+            if not isinstance(ack, tuple) and not ack.done():
                 # The events settled so far go to the listener before this one's ack is
                 # awaited; those of a committed batch go to it together, below, so that a
                 # caught-up subscriber gets them in one delivery.
                 self._release()
             try:
-                results.append(await self._settle(out, acks[index], first))
+                results.append(await self._settle(out, ack, first))
             except Exception as err:
                 # Its place in line is given up, so the events after it still reach the
                 # listener.
@@ -689,12 +685,10 @@ class JetStreamEventStore:
         self._release()
         return results
 
-    async def _settle(
-        self, out: _Outgoing, ack: asyncio.Future[tuple[int, bool]], first: int | None
-    ) -> AppendResult:
+    async def _settle(self, out: _Outgoing, ack: _Ack, first: int | None) -> AppendResult:
         """One sent event's result, once JetStream acked it (`first`: where the ids bucket
         says the event was stored before)."""
-        seq, duplicate = await ack
+        seq, duplicate = ack if isinstance(ack, tuple) else await ack
         if first is not None and first != seq and not duplicate:
             # Stored before the window: this copy goes, the first one answers.
             await self._jetstream().delete_msg(self.stream, seq)
@@ -712,9 +706,9 @@ class JetStreamEventStore:
             await self._publish_dead_letter("", seq, out.park.reason, 0, out.park.detail, data)
         return result
 
-    async def _send(self, outgoing: list[_Outgoing]) -> list[asyncio.Future[tuple[int, bool]]]:
-        """Publish the events in order; each future gives one's (sequence, duplicate), or
-        why that one was not sent.
+    async def _send(self, outgoing: list[_Outgoing]) -> list[_Ack]:
+        """Publish the events in order; each one's (sequence, duplicate), or a future of it
+        (or of why that one was not sent).
 
         Several go as one atomic batch (one ack for the lot, consecutive sequences). JetStream
         refuses a batch holding an event_id it has seen within its duplicate window, and a
@@ -747,7 +741,7 @@ class JetStreamEventStore:
             last_seq, _ = await commit
         except (PublishError, NatsError):
             return [await self._send_one(o) for o in outgoing]
-        return [_acked((last_seq - last + n, False)) for n in range(1, last + 1)]
+        return [(last_seq - last + n, False) for n in range(1, last + 1)]
 
     async def _send_one(self, out: _Outgoing) -> asyncio.Future[tuple[int, bool]]:
         try:
@@ -1482,10 +1476,3 @@ async def _connection_error(err: Exception) -> None:
 
 async def _reconnected() -> None:
     _log.info("NATS connection back")
-
-
-async def _keys(kv: KeyValue) -> list[str]:
-    try:
-        return list(await kv.keys())
-    except NoKeysError:
-        return []
