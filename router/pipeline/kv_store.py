@@ -44,6 +44,7 @@ from nats.js.api import KeyValueConfig, StorageType
 
 from router.bus.jetstream.connection import connect_nats
 from router.bus.jetstream.consumer_lease import new_owner_id
+from router.bus.jetstream.kv_listing import list_kv
 from router.pipeline import store as st
 from services.kit.support.tasks import cancel_and_wait
 
@@ -328,13 +329,8 @@ class KvRunStore:
         return await self.get(run_id_for(event_id))
 
     async def _keys(self, prefix: str) -> list[str]:
-        try:
-            # Filtered here: nats-py's own filter argument only logs a warning on servers
-            # that do filter, and matches substrings anyway.
-            keys = await self._require().keys()
-        except js_errors.NoKeysError:
-            return []
-        return [k for k in keys if k.startswith(prefix)]
+        """Every live key under `prefix` (which ends in a dot), values not read."""
+        return list(await self._listing(prefix + ">", values=False))
 
     async def _all(self) -> list[tuple[st.RunRecord, str, int]]:
         found = []
@@ -375,19 +371,14 @@ class KvRunStore:
             for idx, capability in steps
         ]
 
-    async def _listing(self, pattern: str) -> dict[str, bytes]:
-        """Every live key matching `pattern` with its value, in one ordered consumer (the
-        last message of each key, deleted ones left out)."""
-        watcher = await self._require().watch(pattern, ignore_deletes=True)
-        found: dict[str, bytes] = {}
-        try:
-            async for entry in watcher:
-                if entry is None:  # caught up
-                    break
-                found[entry.key] = entry.value or b""
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves it bare
-        return found
+    async def _listing(self, pattern: str, *, values: bool = True) -> dict[str, bytes]:
+        """Every live key matching `pattern` with its value, in one consumer (the last
+        message of each key, deleted ones left out). Not nats-py's keys() or watch: their
+        first pass may end before a key just written arrives (see `list_kv`), and a lease or
+        index entry missed here would be taken for a router gone."""
+        self._require()
+        assert self._nc is not None
+        return await list_kv(self._nc.jetstream(), self.bucket, pattern, values=values)
 
     async def _index(self, record: st.RunRecord, owner: str, before: list[list[Any]]) -> None:
         """Bring `owner`'s index entry for the run in line with the run just written, whose

@@ -11,8 +11,8 @@ Wiring, in the router's main:
 
 store.py keeps watches (SQLite, behind the `WatchStore` protocol), kv_store.py in JetStream
 KV when the bus is on JetStream (shared by every router on that NATS, each due run claimed by
-one router; kv_listing.py lists its keys, kv_changes.py wakes the scheduler on other routers'
-changes), scheduler.py decides when each runs, fetch.py runs one (playlist.tracks, then
+one router; listed through the bus's `list_kv`, kv_changes.py waking the scheduler on other
+routers' changes), scheduler.py decides when each runs, fetch.py runs one (playlist.tracks, then
 download.track for each track not requested before), service.py serves the RPCs.
 """
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from router.watches.kv_listing import BATCH, is_gone
+from router.bus.jetstream.kv_listing import BATCH, is_gone
 from services.kit.support.backoff import Backoff, BackoffPolicy
 from services.kit.support.tasks import cancel_and_wait
 

@@ -20,10 +20,10 @@ mid-run leaves a claim that runs out within one lease, and the next scheduler to
 the watch by the same compare-and-set. `claim_until` is a wall-clock time, as every watch's
 next run is: routers sharing a bucket need clocks within a small part of the lease (NTP).
 
-Listings read the last message of each key through kv_listing.py (nats-py's watch may end its
-first pass before the first key arrives). Once its scheduler asks (`on_change`), the store
-follows the watch keys (kv_changes.py) and wakes it when another router adds a watch or makes
-one due sooner.
+Listings read the last message of each key through router.bus.jetstream.kv_listing (nats-py's
+watch may end its first pass before the first key arrives). Once its scheduler asks
+(`on_change`), the store follows the watch keys (kv_changes.py) and wakes it when another
+router adds a watch or makes one due sooner.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ from nats.js.api import KeyValueConfig, StorageType
 
 from router.bus.jetstream.connection import connect_nats
 from router.bus.jetstream.consumer_lease import new_owner_id
+from router.bus.jetstream.kv_listing import list_kv
 from router.watches.kv_changes import WatchChangeFeed
-from router.watches.kv_listing import list_kv
 from router.watches.store import KnownTrack, WatchBusy, WatchLimitReached, WatchRecord
 from services.kit.support.tasks import cancel_and_wait
 
@@ -218,7 +218,7 @@ class KvWatchStore:
     async def _listing(self, pattern: str, *, values: bool = True) -> dict[str, bytes]:
         """Every live key matching `pattern` with its value, in one consumer (the last
         message of each key, deleted ones left out), not one get per key. Not nats-py's
-        watch: its first pass may end before the first key arrives (kv_listing.py)."""
+        watch: its first pass may end before the first key arrives (see `list_kv`)."""
         self._require()
         assert self._nc is not None
         return await list_kv(self._nc.jetstream(), self.bucket, pattern, values=values)

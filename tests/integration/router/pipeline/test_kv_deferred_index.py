@@ -100,7 +100,8 @@ async def test_a_run_taken_over_moves_to_the_new_owners_index(
 async def dead_index(reader: KvRunStore, owner: str) -> list[tuple[str, int, str]]:
     """`owner`'s index, as a store of that owner name would list it."""
     ghost = KvRunStore(reader.servers, owner=owner)
-    ghost._kv = reader._kv  # the same bucket, without a lease of its own
+    # The same bucket and connection, without a lease of its own.
+    ghost._nc, ghost._kv = reader._nc, reader._kv
     return await ghost.deferred()
 
 

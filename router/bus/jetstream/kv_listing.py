@@ -1,12 +1,14 @@
 """List the live keys of a JetStream KV bucket under a pattern, with their values, without
-missing a key that exists.
+missing a key that exists: the one way the router lists a bucket (the bus's consumer state and
+queued replays, the pipeline's runs, leases and deferred index, the playlist watches).
 
 nats-py's `KeyValue.watch` (and `keys()`, built on it) decides that its first pass is over
 from a consumer-info request made after the push consumer starts delivering: the server counts
 a message as delivered as soon as it is queued to the client, so that request may answer
 "nothing pending, nothing delivered" while the only key is still on its way, and the watch
-reports an empty bucket. A listing then misses a watch another router just added (observed as
-one router listing no watched playlist while the other listed it).
+reports an empty bucket. A listing then misses a key another router just wrote (observed as
+one router listing no watched playlist while the other listed it, about once in a hundred
+add-then-list rounds).
 
 Here the consumer is a pull consumer created by this module: how many messages the listing must
 read is the `num_pending` of the consumer's creation answer, fixed before anything is
