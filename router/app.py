@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from router.api import registry_service, router_service, status_service
-from router.api.bus_gate import BusGate
+from router.api.bus_gate import BusGate, OutageHealth
 from router.api.registry_service import RegistryServicer
 from router.api.router_service import RouterServiceDelegate
 from router.api.status_service import StatusServicer
@@ -134,6 +134,8 @@ class RouterApp:
             self._gated_health.append(engine.SERVICE_NAME)
         if watches is not None:
             self._gated_health.append(watches_service_name)
+        # Once the log has started on JetStream: a NATS lost since shows (see start_bus).
+        self._outage: OutageHealth | None = None
         # One implementation per RPC: RouterService hands each to the servicer that owns it.
         self.router_service = RouterServiceDelegate(
             registry=self.registry_service,
@@ -251,7 +253,9 @@ class RouterApp:
         NOT_SERVING, their calls answer UNAVAILABLE, and GetStatus warns, each saying what it
         waits for (the playlist watches too: on JetStream they live there). Registration, the
         capability proxy and xDS serve meanwhile: none of them needs NATS, so modules keep
-        finding and calling each other through a router whose NATS is away."""
+        finding and calling each other through a router whose NATS is away. Once started, a
+        NATS connection lost and being re-established does the same to those services, but
+        never to "" (router/api/bus_gate.py OutageHealth)."""
         await start_when_reachable(
             start,
             undo,
@@ -262,6 +266,11 @@ class RouterApp:
         self.bus_gate.open()
         for service in self._gated_health:
             await self.server.set_status(service, True)
+        # From here a lost NATS connection makes the services needing it NOT_SERVING, not "".
+        self._outage = OutageHealth(
+            self.bus_gate, servers, [s for s in self._gated_health if s], self.server.set_status
+        )
+        self._outage.start()
 
     async def stop(self, grace: float | None = None) -> None:
         # Long streams end first, cleanly: cancelled by the server stop they would die with it.
@@ -272,6 +281,8 @@ class RouterApp:
         if self.watches is not None:
             # A run's calls go through this server: they must not hold its grace period open.
             await self.watches.stop()
+        if self._outage is not None:
+            await self._outage.stop()
         await asyncio.sleep(0.05)
         await self.watcher.close()
         await self.server.stop(grace)

@@ -20,12 +20,17 @@ How a connection rides out NATS trouble (the same for both stores):
 - A server that stops answering without closing the connection (a stalled process, a lost
   network) is noticed within about (`MAX_OUTSTANDING_PINGS` + 1) x `PING_INTERVAL_S` (15 s),
   instead of nats-py's six minutes, and is then re-established like a lost one.
+- Every connection made here is followed by `nats_links`: which are down and reconnecting,
+  and since when, so the router can say so in its health (router/api/bus_gate.py) while the
+  stores ride the outage out. A connection closed on purpose is forgotten, not down.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import ssl
+import time
 from typing import TYPE_CHECKING, Any
 
 import nats
@@ -33,7 +38,7 @@ import nats
 from services.kit.security.tls import Transport, current_transport
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from nats.aio.client import Client
 
@@ -44,6 +49,50 @@ PING_INTERVAL_S = 5
 MAX_OUTSTANDING_PINGS = 2
 # The wait between reconnection tries of a lost connection (per server).
 RECONNECT_WAIT_S = 1.0
+
+
+class NatsLinks:
+    """This process's NATS connections that are down and reconnecting, and since when.
+
+    `connect_nats` reports to the process's one instance, `nats_links`; `listeners` are called
+    (no arguments, on the event loop) after each change, and read the state they need."""
+
+    def __init__(self) -> None:
+        # connection number -> (its servers, when it went down)
+        self._down: dict[int, tuple[tuple[str, ...], float]] = {}
+        self._numbers = itertools.count(1)
+        self.listeners: list[Callable[[], None]] = []
+
+    def down_since(self, servers: Sequence[str]) -> float | None:
+        """When the longest-down connection to any of `servers` went down (time.time()),
+        None while every one is up."""
+        wanted = set(servers)
+        times = [at for (linked, at) in self._down.values() if wanted.intersection(linked)]
+        return min(times) if times else None
+
+    def number(self) -> int:
+        """A number for a new connection."""
+        return next(self._numbers)
+
+    def went_down(self, number: int, servers: Sequence[str]) -> None:
+        if number not in self._down:
+            self._down[number] = (tuple(servers), time.time())
+            self._changed()
+
+    def came_back(self, number: int) -> None:
+        """Up again, or closed on purpose: no longer down either way."""
+        if self._down.pop(number, None) is not None:
+            self._changed()
+
+    def _changed(self) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener()
+            except Exception:  # one listener's fault must not stop nats-py's callback
+                _log.exception("NATS link listener failed")
+
+
+nats_links = NatsLinks()
 
 
 def nats_tls_context(transport: Transport | None) -> ssl.SSLContext | None:
@@ -80,14 +129,49 @@ async def connect_nats(
     options.setdefault("ping_interval", PING_INTERVAL_S)
     options.setdefault("max_outstanding_pings", MAX_OUTSTANDING_PINGS)
     options.setdefault("error_cb", _log_connection_error)
+    followed = _follow_link(options, list(servers))
     # nats-py applies one policy to the first connection and to reconnections: a first pass
     # that fails fast (each server tried twice, at once), then the reconnection policy, set
     # on the client's own options once it is connected (nats-py reads them on every try).
     client = await nats.connect(
         servers=list(servers), max_reconnect_attempts=1, reconnect_time_wait=0, **options
     )
+    followed.append(client)
     client.options["max_reconnect_attempts"] = reconnects
     client.options["reconnect_time_wait"] = reconnect_wait
+    return client
+
+
+def _follow_link(options: dict[str, Any], servers: list[str]) -> list[Client]:
+    """Chain `nats_links`' reports before the caller's own disconnected, reconnected and
+    closed callbacks in `options`; the list returned is for the client, once connected."""
+    number = nats_links.number()
+    disconnected: Callable[[], Awaitable[None]] | None = options.get("disconnected_cb")
+    reconnected: Callable[[], Awaitable[None]] | None = options.get("reconnected_cb")
+    closed: Callable[[], Awaitable[None]] | None = options.get("closed_cb")
+    client: list[Client] = []  # the client, once nats.connect returns it
+
+    async def on_disconnected() -> None:
+        # nats-py calls this on a lost connection (reconnecting) and on close() as well (then
+        # closed already): only the first is an outage.
+        if client and client[0].is_reconnecting:
+            nats_links.went_down(number, servers)
+        if disconnected is not None:
+            await disconnected()
+
+    async def on_reconnected() -> None:
+        nats_links.came_back(number)
+        if reconnected is not None:
+            await reconnected()
+
+    async def on_closed() -> None:
+        nats_links.came_back(number)
+        if closed is not None:
+            await closed()
+
+    options["disconnected_cb"] = on_disconnected
+    options["reconnected_cb"] = on_reconnected
+    options["closed_cb"] = on_closed
     return client
 
 

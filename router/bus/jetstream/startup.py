@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from services.kit.support.backoff import Backoff, BackoffPolicy, pause
@@ -31,6 +32,12 @@ class JetStreamUnreachable(Exception):
 def waiting_for(servers: Sequence[str]) -> str:
     """What a router waiting for these servers says it waits for."""
     return f"waiting for JetStream at {', '.join(servers)}"
+
+
+def unreachable_since(servers: Sequence[str], since: float) -> str:
+    """What a router that lost these servers after start says (`since`: time.time())."""
+    at = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"JetStream at {', '.join(servers)} unreachable since {at}"
 
 
 async def start_when_reachable(

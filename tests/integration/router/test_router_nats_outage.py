@@ -1,7 +1,9 @@
 """A router whose NATS is not there yet: it serves NOT_SERVING, its bus calls answer UNAVAILABLE
 saying what it waits for, and it serves the bus once a real nats-server comes up; or it gives up
-after its start-up wait. And a NATS that stalls for longer than a pipeline lease moves no run
-of a router that is alive, while a router gone for good has its run taken over once."""
+after its start-up wait. A router whose NATS stalls after start serves its bus NOT_SERVING
+(saying since when it is unreachable, "" left SERVING) until NATS answers again. And a NATS
+that stalls for longer than a pipeline lease moves no run of a router that is alive, while a
+router gone for good has its run taken over once."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import pytest
 
 from router.app import RouterApp
 from router.bus import BusSettings, create_bus, event_bus
+from router.bus.jetstream.connection import MAX_OUTSTANDING_PINGS, PING_INTERVAL_S, nats_links
 from router.bus.jetstream.startup import START_BACKOFF, JetStreamUnreachable, waiting_for
 from router.pipeline import store as st
 from router.pipeline.kv_store import KvRunStore
@@ -24,7 +27,7 @@ from router.settings import RouterSection, RouterSettings
 from services.kit.events.client import RouterPublisher, Subscriber
 from services.kit.rpc.channel import check_health, open_channel
 from soulspot.events.v1 import download_pb2
-from soulspot.router.v1 import router_pb2, router_pb2_grpc, status_pb2_grpc
+from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2, router_pb2_grpc, status_pb2_grpc
 from tests.helpers.bus import envelope
 from tests.helpers.nats_server import node_config, start_nats_server, start_node
 from tests.helpers.router_cluster import recorded_progress
@@ -133,6 +136,65 @@ async def test_a_router_gives_up_after_its_start_wait(tmp_path: Path) -> None:
     finally:
         await app.stop(0.2)
         await bus.stop()
+
+
+async def test_a_router_whose_nats_stalls_serves_its_bus_not_serving_until_it_answers(
+    tmp_path: Path,
+) -> None:
+    server = start_nats_server(tmp_path / "nats")
+    app, bus = _router(tmp_path, server.url)
+    await app.start()
+    try:
+        await app.start_bus(bus.start, bus.store.close, servers=[server.url], give_up_after_s=60)
+        async with open_channel(app.address) as channel:
+            assert await check_health(channel, event_bus.SERVICE_NAME)
+            status_stub = status_pb2_grpc.StatusServiceStub(channel)
+
+            # Stalled, not gone: only the missed pings tell the router.
+            os.kill(server.popen.pid, signal.SIGSTOP)
+            try:
+                began = time.monotonic()
+                ping_window_s = (MAX_OUTSTANDING_PINGS + 1) * PING_INTERVAL_S
+                async with asyncio.timeout(ping_window_s + READY_MARGIN_S / 3):
+                    while await check_health(channel, event_bus.SERVICE_NAME):  # noqa: ASYNC110
+                        await asyncio.sleep(0.1)
+                print(f"bus NOT_SERVING {time.monotonic() - began:.1f}s after NATS stalled")
+                serving, reason = app.server.health.status(event_bus.SERVICE_NAME) or (True, "")
+                assert not serving
+                assert (reason or "").startswith(f"JetStream at {server.url} unreachable since ")
+                # The router itself still serves: clients read NOT_SERVING there as shutdown.
+                assert await check_health(channel, "")
+                status = await status_stub.GetStatus(router_pb2.GetStatusRequest(), timeout=5)
+                (warning,) = [w for w in status.warnings if w.operation == "event bus"]
+                assert warning.status == reason
+                payload = download_pb2.DownloadProgress(download_id="d1", percent=1.0)
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await event_bus_pb2_grpc.EventBusServiceStub(channel).Publish(
+                        router_pb2.PublishRequest(event=envelope(payload)), timeout=5
+                    )
+                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert "unreachable since" in (refused.value.details() or "")
+            finally:
+                os.kill(server.popen.pid, signal.SIGCONT)
+
+            began = time.monotonic()
+            # A reconnection try that dialled the stalled server ends with its connect timeout.
+            async with asyncio.timeout(READY_MARGIN_S + BusSettings().nats_request_timeout_s):
+                while not await check_health(channel, event_bus.SERVICE_NAME):  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+            print(f"bus SERVING {time.monotonic() - began:.1f}s after NATS went on")
+            status = await status_stub.GetStatus(router_pb2.GetStatusRequest(), timeout=5)
+            assert not [w for w in status.warnings if w.operation == "event bus"]
+            published = await RouterPublisher(channel, deadline_s=10.0).publish(payload)
+            assert published.event_id
+    finally:
+        await app.stop(0.2)
+        await bus.stop()
+        if server.popen.poll() is None:
+            os.kill(server.popen.pid, signal.SIGCONT)
+        server.stop()
+    # Connections closed on purpose (the router stopped) are not counted as down.
+    assert nats_links.down_since([server.url]) is None
 
 
 async def test_a_nats_stall_longer_than_a_lease_moves_no_run_of_a_live_router(
