@@ -1,8 +1,9 @@
 """Routers that ride out NATS trouble, as real processes on a real nats-server: a router started
 before its NATS serves NOT_SERVING (saying what it waits for) and then SERVING once NATS is up;
-a NATS stalled for longer than a consumer lease makes the router serving that consumer let it
-go, and the other router serves it afterwards with every acked event delivered and the
-consumer's written position never rewound."""
+a router whose NATS goes away after start serves its NATS-backed services NOT_SERVING (itself
+SERVING) until NATS is back; a NATS stalled for longer than a consumer lease makes the router
+serving that consumer let it go, and the other router serves it afterwards with every acked
+event delivered and the consumer's written position never rewound."""
 
 from __future__ import annotations
 
@@ -19,9 +20,12 @@ import nats
 import pytest
 from grpc_health.v1 import health_pb2
 
+from router.bus import event_bus
 from router.bus.jetstream.pull_consumer import durable_name
 from router.bus.jetstream.records import consumer_token
 from router.bus.jetstream.startup import START_BACKOFF
+from router.pipeline import engine
+from router.watches import service as watches_service
 from services.kit.events.client import RouterPublisher, Subscriber
 from services.kit.events.retrying_publisher import RetryingPublisher
 from services.kit.rpc.channel import HEALTH_CHECK_METHOD, open_channel, wait_for_ready
@@ -51,15 +55,16 @@ LEASE_S = 2.0
 READY_MARGIN_S = 15.0
 
 
-async def _health(channel: grpc.aio.Channel) -> int | None:
-    """The router's overall health status, None while it does not answer."""
+async def _health(channel: grpc.aio.Channel, service: str = "") -> int | None:
+    """The router's health status of `service` (overall by default), None while it does not
+    answer."""
     check = channel.unary_unary(
         HEALTH_CHECK_METHOD,
         request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
         response_deserializer=health_pb2.HealthCheckResponse.FromString,
     )
     try:
-        reply = await check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+        reply = await check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
     except grpc.aio.AioRpcError:
         return None
     return int(reply.status)
@@ -138,6 +143,51 @@ def test_a_router_exits_with_the_reason_after_its_start_wait(tmp_path: Path) -> 
         router.stop()
     assert code != 0
     assert any(f"no JetStream at {node.url} after" in line for line in router.log_lines())
+
+
+async def test_a_router_whose_nats_goes_serves_its_bus_not_serving_until_it_is_back(
+    tmp_path: Path,
+) -> None:
+    node = node_config(tmp_path / "nats")
+    server = start_node(node)
+    router = start_router(
+        tmp_path,
+        free_port(),
+        SOULSPOT_ROUTER__HTTP_ADDRESS="off",
+        SOULSPOT_BUS__BACKEND="jetstream",
+        SOULSPOT_BUS__NATS_SERVERS=json.dumps([node.url]),
+    )
+    serving = health_pb2.HealthCheckResponse.SERVING
+    needs_nats = [event_bus.SERVICE_NAME, engine.SERVICE_NAME, watches_service.SERVICE_NAME]
+    try:
+        await wait_for_ready(router.address, READY_MARGIN_S, transport=router.client)
+        async with open_channel(router.address, transport=router.client) as channel:
+
+            async def statuses() -> list[int | None]:
+                return [await _health(channel, service) for service in needs_nats]
+
+            assert await statuses() == [serving] * 3
+            server.stop()  # its connections close: the router hears at once
+            async with asyncio.timeout(READY_MARGIN_S):
+                while serving in await statuses():  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+            assert await _health(channel) == serving
+            reply = await status_pb2_grpc.StatusServiceStub(channel).GetStatus(
+                router_pb2.GetStatusRequest(), timeout=5
+            )
+            (warning,) = [w.status for w in reply.warnings if w.operation == "event bus"]
+            assert warning.startswith(f"JetStream at {node.url} unreachable since ")
+
+            server = start_node(node)
+            began = time.monotonic()
+            async with asyncio.timeout(READY_MARGIN_S):
+                while await statuses() != [serving] * 3:  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+            print(f"NATS-backed services SERVING {time.monotonic() - began:.1f}s after NATS")
+    finally:
+        router.stop()
+        server.stop()
+    assert any("unreachable since" in line for line in router.log_lines())
 
 
 @pytest.fixture
