@@ -21,6 +21,7 @@ from router.api.registry_service import RegistryServicer
 from router.api.router_service import RouterServiceDelegate
 from router.api.status_service import StatusServicer
 from router.bus import event_bus
+from router.bus.consumer_ownership import ConsumerOwnership
 from router.bus.jetstream.startup import start_when_reachable
 from router.pipeline import engine
 from router.routing.capabilities import load_catalog
@@ -217,6 +218,10 @@ class RouterApp:
                 await self.server.set_status(service, False, self.bus_gate.waiting_for)
         port = await self.server.start()
         self.status_service.answered_by = status_service.answering_name(self.address)
+        store = self.status_service.bus.store if self.status_service.bus is not None else None
+        if isinstance(store, ConsumerOwnership):
+            # Its consumer leases name this router as status does: served_by = answered_by.
+            store.served_as = self.status_service.answered_by
         for static in self.settings.router.modules:
             announcement = router_pb2.ModuleAnnouncement(
                 name=static.name,

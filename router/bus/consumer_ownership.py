@@ -25,6 +25,11 @@ class Holder:
     def describe(self) -> str:
         return f"router {self.owner}" + (f" at {self.address}" if self.address else "")
 
+    def name(self) -> str:
+        """How status names it: its address (the router's `answered_by` there) when the
+        lease carries one, else its owner name."""
+        return self.address or self.owner
+
 
 @runtime_checkable
 class ConsumerOwnership(Protocol):
@@ -33,6 +38,9 @@ class ConsumerOwnership(Protocol):
     # Told the name of a consumer whose lease this router lost (another router took it
     # over): the bus stops serving it at once.
     on_consumer_lost: Callable[[str], None] | None
+    # How this router is named in its leases: status's `answered_by` (host:port), set by the
+    # router once its port is bound.
+    served_as: str
 
     async def claim_consumer(self, name: str) -> Holder | None:
         """Serve `name` here: None once this router holds it (its record read afresh), else

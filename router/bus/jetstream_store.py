@@ -31,8 +31,9 @@ What else lives where, and why:
   from its last pull, while the bus counts from its last subscriber (a router serving a
   consumer without subscribers still pulls, or not, as it likes), and the expiry also
   removes the consumer's record and queued replays. Removing a consumer (expiry or
-  DeleteConsumer) deletes its JetStream consumer; the router serving it notices at its next
-  empty pull (within PULL_WAIT_S) and ends its subscribers' streams.
+  DeleteConsumer) deletes its JetStream consumer; the router serving it notices at once
+  when a pull of it is out (JetStream ends the pull: 409), else (its subscribers saturated)
+  on its next lease renewal tick, a third of a lease, and ends its subscribers' streams.
 - replayed dead letters queued for a consumer: KV bucket `<name>_REPLAYS`, one key per
   (consumer, sequence), which sorts by sequence, with the dead letter's own copy of the event.
   Every router watches the bucket, so a replay queued through one router reaches the
@@ -117,6 +118,7 @@ from router.bus.jetstream.pull_consumer import (
     META_NAME,
     META_PATTERNS,
     PullConsumer,
+    PullConsumers,
     durable_name,
 )
 from router.bus.jetstream.records import (
@@ -132,6 +134,7 @@ from router.bus.jetstream.records import (
     event_id_key,
     replay_key,
 )
+from router.bus.jetstream.shared_envelopes import SharedEnvelopes
 from router.bus.store import (
     AppendResult,
     ConsumerRecord,
@@ -267,6 +270,12 @@ class JetStreamEventStore:
         # tell when one is taken over.
         self.consumer_leases: ConsumerLeases | None = None
         self.on_consumer_lost: Callable[[str], None] | None = None
+        # How this router is named to subscribers and in status (see served_as).
+        self._served_as = ""
+        # The JetStream consumers open here, looked at on each lease renewal tick, and the
+        # events they pulled, parsed once for all of them.
+        self._pulls = PullConsumers()
+        self._envelopes = SharedEnvelopes()
         # Consumers this router gave up or lost: another router may be writing them now.
         self._not_ours: set[str] = set()
         self._listener: Callable[[list[AppendResult]], None] | None = None
@@ -361,7 +370,9 @@ class JetStreamEventStore:
         self.consumer_leases = ConsumerLeases(
             await self._bucket(f"{self.stream}_CONSUMER_LEASES"),
             lease_s=self.consumer_lease_s,
+            address=self._served_as,
             on_lost=self._consumer_lost,
+            on_renewed=self._pulls.look,
         )
         await self._load_state()
         self._replay_watch = asyncio.create_task(
@@ -1008,6 +1019,18 @@ class JetStreamEventStore:
             return None
         return ConsumerState.decode(entry.value) if entry.value else None
 
+    @property
+    def served_as(self) -> str:
+        """This router's name in its consumer leases (status's `answered_by`: host:port)."""
+        return self._served_as
+
+    @served_as.setter
+    def served_as(self, name: str) -> None:
+        self._served_as = name
+        if self.consumer_leases is not None:
+            # Written with the next renewal of every lease held.
+            self.consumer_leases.address = name
+
     async def claim_consumer(self, name: str) -> Holder | None:
         """Serve `name` here: None once this router holds its lease (its record read again
         from the bucket), else the router that holds it."""
@@ -1061,6 +1084,7 @@ class JetStreamEventStore:
             on_gone=self._consumer_gone,
         )
         info = await pull.open(record.patterns, record.floor, max_attempts, page_size)
+        self._pulls.add(pull)
         delivered = info.delivered.stream_seq if info.delivered is not None else 0
         acked = info.ack_floor.stream_seq if info.ack_floor is not None else 0
         return JetStreamConsumer(
@@ -1076,6 +1100,7 @@ class JetStreamEventStore:
             page_size=page_size,
             max_attempts=max_attempts,
             metrics=metrics,
+            envelopes=self._envelopes,
         )
 
     def park_copy(
@@ -1132,7 +1157,7 @@ class JetStreamEventStore:
                         acked_sequence=int(info.ack_floor.stream_seq if info.ack_floor else 0),
                         lag=pending,
                         in_flight=int(info.num_ack_pending or 0),
-                        served_by=holder.describe() if holder is not None else "",
+                        served_by=holder.name() if holder is not None else "",
                         redelivered=int(info.num_redelivered or 0),
                     )
                 )

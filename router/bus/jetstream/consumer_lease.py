@@ -7,7 +7,9 @@ So one router at a time holds the consumer's lease, a key of the KV bucket
 `<stream>_CONSUMER_LEASES` (one key per consumer, its value the holder's owner name):
 
 - claim: KV create (create-if-absent); of routers claiming at once, exactly one wins.
-- renew: every `lease_s / 3`, a compare-and-set on the revision this router last wrote. A
+- renew: every `lease_s / 3`, a compare-and-set on the revision this router last wrote
+  (then `on_renewed` is told the consumers held: the router looks at each JetStream
+  consumer, one request each, and so notices one deleted through another router). A
   refused renewal (the key moved or went: another router took the consumer over) or no
   successful renewal for a whole `lease_s` (NATS out of reach: another router may take it
   now) means the lease is lost: `on_lost` is told, and the router stops serving the
@@ -16,7 +18,10 @@ So one router at a time holds the consumer's lease, a key of the KV bucket
   when it first saw it, on its own clock; once that revision has stood still for `lease_s`,
   the holder is dead (kill -9, a host gone) and the lease is taken by compare-and-set on
   that revision, so one router wins. No clocks are compared across hosts, as with the
-  pipeline's router leases (router/pipeline/kv_store.py).
+  pipeline's router leases (router/pipeline/kv_store.py). Time this router could not reach
+  NATS (a failed or slow renewal, a failed read while claiming) does not count: it is
+  "blind" then, and once it reads again every lease it saw starts standing still anew, so
+  an outage longer than a lease does not make it take over from a live holder.
 - release: a compare-and-set delete, when the consumer's last subscriber on this router goes
   and when the router stops, after its state is written: another router may claim it now.
 
@@ -43,7 +48,7 @@ import os
 import socket
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
@@ -52,7 +57,7 @@ from router.bus.jetstream.records import consumer_token
 from services.kit.support.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable, Sequence
 
     from nats.js.kv import KeyValue
 
@@ -88,6 +93,7 @@ class ConsumerLeases:
         owner: str | None = None,
         address: str = "",
         on_lost: Callable[[str], None] | None = None,
+        on_renewed: Callable[[Sequence[str]], Awaitable[Any]] | None = None,
     ) -> None:
         self.kv = kv
         self.lease_s = lease_s
@@ -95,10 +101,17 @@ class ConsumerLeases:
         # Where this router is reached, for the message another router gives a subscriber.
         self.address = address
         self.on_lost = on_lost
+        # Told the consumers held after each renewal round (outside the lock: claims wait
+        # for nothing it does).
+        self.on_renewed = on_renewed
         # consumer -> (revision this router last wrote, when it last renewed, monotonic).
         self._held: dict[str, tuple[int, float]] = {}
         # consumer -> (another router's lease revision, when this router first saw it).
         self._seen: dict[str, tuple[int, float]] = {}
+        # Set when this router could not reach NATS (a failed or slow renewal, a failed read
+        # while claiming): time it could not watch the leases does not count as another
+        # router's lease standing still.
+        self._blind = False
         self._task: asyncio.Task[None] | None = None
         # Claims, renewals and releases one at a time: a release never races a renewal
         # that would leave the key at a revision nobody renews.
@@ -161,6 +174,9 @@ class ConsumerLeases:
                 revision = await self.kv.create(key, self._value())
             except KeyWrongLastSequenceError:
                 pass
+            except Exception:
+                self._blind = True
+                raise
             else:
                 self._took(name, revision)
                 return None
@@ -168,9 +184,17 @@ class ConsumerLeases:
                 entry = await self.kv.get(key)
             except KeyNotFoundError:
                 continue
+            except Exception:
+                self._blind = True
+                raise
             assert entry.revision is not None
             holder = _decode(entry.value)
             now = time.monotonic()
+            if self._blind:
+                # NATS answers again: what this router saw stood still only as far as it
+                # could tell; every lease seen starts standing still from now.
+                self._blind = False
+                self._seen = {n: (rev, now) for n, (rev, _) in self._seen.items()}
             seen = self._seen.get(name)
             if seen is None or seen[0] != entry.revision:
                 self._seen[name] = (entry.revision, now)
@@ -231,15 +255,21 @@ class ConsumerLeases:
 
     async def _renew_one(self, name: str) -> None:
         revision, renewed_at = self._held[name]
+        began = time.monotonic()
         try:
             new_revision = await self.kv.update(consumer_token(name), self._value(), last=revision)
         except (KeyWrongLastSequenceError, KeyNotFoundError):
             self._lost(name, "another router took it over")
         except Exception as err:
+            self._blind = True
             if time.monotonic() - renewed_at >= self.lease_s:
                 self._lost(name, f"not renewed for a whole lease: {err}")
         else:
-            self._held[name] = (new_revision, time.monotonic())
+            now = time.monotonic()
+            if now - began > self.lease_s / 3:
+                # Answered, but slowly: NATS was as good as out of reach meanwhile.
+                self._blind = True
+            self._held[name] = (new_revision, now)
 
     async def _renew_forever(self) -> None:
         while True:
@@ -248,3 +278,8 @@ class ConsumerLeases:
                 await self.renew()
             except Exception:
                 _log.exception("renewing consumer leases failed")
+            if self.on_renewed is not None and self._held:
+                try:
+                    await self.on_renewed(list(self._held))
+                except Exception:
+                    _log.exception("looking at the consumers served here failed")

@@ -19,9 +19,11 @@ JetStream's (router/bus/jetstream/pull_consumer.py):
   unacked (read ahead, held behind a key, in flight) is marked in progress (`+WPI`) every
   `touch_s`, so JetStream's `ack_wait` only runs out for a router that died: then another
   router, once it holds the consumer's lease, gets those events again.
-- Position: JetStream's ack floor, read at load and followed in memory from what this router
-  pulls and acks (no record written per ack); lag is JetStream's count of matching events not
-  yet delivered plus those unacked here.
+- Position: JetStream's ack floor, read at load and on each lease renewal tick, and followed
+  in memory from what this router pulls and acks (no record written per ack); lag is
+  JetStream's count of matching events not yet delivered plus those unacked here.
+- Each event is parsed once per router, not once per consumer: the consumers share its
+  envelope (shared_envelopes.py), as they share the tail cache's on SQLite.
 - Replayed dead letters are not JetStream messages: they stay queued in the replays bucket and
   go through the dispatcher as on SQLite.
 
@@ -40,7 +42,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from router.bus.consumer import Consumer, Outstanding, _tiebreak
-from router.bus.jetstream.records import envelope_from
+from router.bus.jetstream.pull_consumer import delivery_of
+from router.bus.jetstream.shared_envelopes import SharedEnvelopes
 from soulspot.router.v1 import router_pb2
 
 if TYPE_CHECKING:
@@ -84,6 +87,7 @@ class JetStreamConsumer(Consumer):
         page_size: int,
         max_attempts: int,
         metrics: BusMetrics | None = None,
+        envelopes: SharedEnvelopes | None = None,
     ) -> None:
         super().__init__(
             record,
@@ -101,6 +105,8 @@ class JetStreamConsumer(Consumer):
         self._park_event = park
         self._touch_s = touch_s
         self._arrived: list[Msg] = []
+        # The router's parsed events, shared with its other consumers.
+        self._envelopes = envelopes if envelopes is not None else SharedEnvelopes()
         self._acked_floor = ack_floor
         self._cursor = ack_floor
         # Below this, a previous holder may have left events unacked that JetStream has not
@@ -109,7 +115,8 @@ class JetStreamConsumer(Consumer):
         self._not_delivered = 0  # matching events JetStream has not delivered yet
         self._unacked_elsewhere = delivered_to > ack_floor
         self._toucher: asyncio.Task[None] | None = None
-        pull.on_idle = self._on_idle
+        pull.on_info = self._on_info
+        pull.wants_info = self._wants_info
         pull.start(self._pull_room, self._on_arrived)
 
     # -- position --------------------------------------------------------------------------
@@ -132,14 +139,23 @@ class JetStreamConsumer(Consumer):
     def _advance_floor(self) -> bool:
         return False
 
-    def _on_idle(self, info: Any) -> None:
-        """A pull came back empty: JetStream's own numbers, read just after, are current
-        (an ack floor a previous holder left behind catches up here)."""
+    def _wants_info(self) -> bool:
+        """Whether only JetStream can tell the position: a previous holder's unacked events
+        are below it (cleared by an info read while quiet here)."""
+        return self._unacked_elsewhere or self._cursor < self._delivered_at_load
+
+    def _on_info(self, info: Any) -> None:
+        """JetStream's own numbers, read on a lease renewal tick while it has no pull out
+        or wants them (an ack floor a previous holder left behind catches up here)."""
         self._not_delivered = int(info.num_pending or 0)
         if info.ack_floor is not None:
-            self._acked_floor = int(info.ack_floor.stream_seq)
+            self._acked_floor = max(self._acked_floor, int(info.ack_floor.stream_seq))
             self._cursor = max(self._cursor, self._acked_floor)
-        self._unacked_elsewhere = int(info.num_ack_pending or 0) > len(self._outstanding)
+        if not self._outstanding and not self._arrived:
+            # Quiet here: whatever JetStream counts unacked is another router's. While
+            # events are in flight, acks on their way would be counted as such: the last
+            # quiet reading stands.
+            self._unacked_elsewhere = int(info.num_ack_pending or 0) > 0
 
     # -- subscribers -----------------------------------------------------------------------
 
@@ -162,8 +178,8 @@ class JetStreamConsumer(Consumer):
         free = sum(s.capacity for s in self._subs) - len(self._ready) - len(self._arrived)
         return min(free, self._page_size - len(self._outstanding) - len(self._arrived))
 
-    def _on_arrived(self, msgs: list[Msg]) -> None:
-        self._arrived.extend(msgs)
+    def _on_arrived(self, msg: Msg) -> None:
+        self._arrived.append(msg)
         self._wake.set()
 
     async def _touch(self) -> None:
@@ -184,18 +200,16 @@ class JetStreamConsumer(Consumer):
         arrived, self._arrived = self._arrived, []
         matches = self.patterns.matches
         outstanding, ready = self._outstanding, self._ready
-        pull = self._pull
+        pull, envelopes = self._pull, self._envelopes
         for msg in arrived:
-            meta = msg.metadata
-            seq = meta.sequence.stream
-            self._not_delivered = meta.num_pending
+            seq, delivered, self._not_delivered = delivery_of(msg.reply)
             if seq > self._cursor:
                 self._cursor = seq
             known = outstanding.get(seq)
             if isinstance(known, Pulled):
                 # JetStream gives back one this router nacked (or held past ack_wait).
                 known.msg = msg
-                known.attempts = meta.num_delivered - 1
+                known.attempts = delivered - 1
                 if known.redelivery_due and known.sub is None:
                     known.redelivery_due = False
                     heapq.heappush(ready, (seq, next(_tiebreak), known))
@@ -204,13 +218,12 @@ class JetStreamConsumer(Consumer):
             if headers and PARKED_HEADER in headers:
                 pull.ack(msg)  # the cycle guard's: stored, never delivered
                 continue
-            env = envelope_from(msg.data)
-            env.sequence = seq
+            env = envelopes.envelope(seq, msg.data)
             if not matches(env.event_type):
                 pull.ack(msg)
                 continue
             o = Pulled(seq, env, key=env.ordering_key, msg=msg)
-            o.attempts = meta.num_delivered - 1
+            o.attempts = delivered - 1
             if o.attempts >= self.max_attempts:
                 # Its router died during its last attempt: parked, not delivered again.
                 outstanding[seq] = o

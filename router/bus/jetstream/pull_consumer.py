@@ -17,6 +17,15 @@ Names and filters:
   (JetStream refuses overlapping filters), take the broad filter `<stream>.>`: the router
   checks every pulled event against the patterns anyway and acks one that does not match at
   once, without a delivery.
+
+Looking at the consumer (a consumer-info request) is not part of pulling: an idle consumer
+costs one pull request per PULL_WAIT_S and nothing more. A consumer deleted (through another
+router) while a pull is out ends it with 409 "Consumer Deleted", and a pull sent after that
+finds nobody to answer (503): either makes the router look at the consumer and find it
+gone. On each lease renewal tick (`PullConsumers.look`) the router also looks at each
+consumer it serves that has no pull out (its subscribers saturated: a deletion then ends no
+pull), and at one whose position JetStream must tell (`wants_info`: a previous holder left
+events unacked); the info's numbers go to `on_info`.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from nats.js import api
 from nats.js.errors import NotFoundError
 
 from router.bus.jetstream.records import consumer_token
+from router.bus.jetstream.reply_writer import send_replies
 from services.kit.support.backoff import BackoffPolicy
 
 if TYPE_CHECKING:
@@ -49,6 +59,21 @@ TERM = b"+TERM"
 # The consumer's metadata keys (server >= 2.10): for people and for other routers' status.
 META_NAME = "soulspot-consumer"
 META_PATTERNS = "soulspot-patterns"
+
+
+def delivery_of(reply: str) -> tuple[int, int, int]:
+    """A pulled message's (stream sequence, deliveries so far, matching events not yet
+    delivered), read from its reply subject. nats-py's `Msg.metadata` reads the same and
+    builds dataclasses and a datetime on top: this runs for every event and every consumer.
+
+    `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`, or with
+    `<domain>.<account hash>` before the stream and a random token at the end; stream and
+    consumer names hold no dots."""
+    tokens = reply.split(".")
+    at = 4 if len(tokens) == 9 else 6
+    if len(tokens) < 9 or tokens[0] != "$JS" or tokens[1] != "ACK":
+        raise ValueError(f"not a JetStream message's reply subject: {reply!r}")
+    return int(tokens[at + 1]), int(tokens[at]), int(tokens[at + 4])
 
 
 def durable_name(consumer: str) -> str:
@@ -123,14 +148,18 @@ class PullConsumer:
         self.pull_wait_s = pull_wait_s
         # Told once the JetStream consumer is gone (deleted through another router).
         self.on_gone = on_gone
-        # Told the consumer's info when a pull came back empty.
-        self.on_idle: Callable[[api.ConsumerInfo], None] | None = None
+        # Told the consumer's info whenever the router reads it, and asked on each tick
+        # whether it needs it even while pulling (see `look`).
+        self.on_info: Callable[[api.ConsumerInfo], None] | None = None
+        self.wants_info: Callable[[], bool] | None = None
+        self._pulling = False  # a pull request is out (or about to go)
+        self._gone_told = False
         self._sub: Any = None
         self._inbox = ""
         self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{self.durable}"
         self._task: asyncio.Task[None] | None = None
         self._room = asyncio.Event()
-        self._arrived: Callable[[list[Msg]], None] | None = None
+        self._arrived: Callable[[Msg], None] | None = None
         # The pull request out now: how many it asked, how many came, and whether it ended
         # (all came, or the server's status ended it: expired, no messages, deleted).
         self._asked = 0
@@ -218,7 +247,12 @@ class PullConsumer:
 
     # -- pulling ---------------------------------------------------------------------------
 
-    def start(self, room: Callable[[], int], arrived: Callable[[list[Msg]], None]) -> None:
+    @property
+    def closed(self) -> bool:
+        """Closed, or told gone: nothing to look at any more."""
+        return self._sub is None or self._gone_told
+
+    def start(self, room: Callable[[], int], arrived: Callable[[Msg], None]) -> None:
         """Pull in the background: up to `room()` messages at a time, each handed to
         `arrived` as it comes; `wake()` when room may have grown."""
         self._arrived = arrived
@@ -240,7 +274,7 @@ class PullConsumer:
         if self._got >= self._asked:
             self._ended.set()
         if self._arrived is not None:
-            self._arrived([msg])
+            self._arrived(msg)
 
     async def _pull(self, room: Callable[[], int]) -> None:
         """One pull request at a time, each message handed over as the server sends it (not
@@ -251,9 +285,11 @@ class PullConsumer:
         while True:
             wanted = room()
             if wanted <= 0:
+                self._pulling = False
                 self._room.clear()
                 await self._room.wait()
                 continue
+            self._pulling = True
             self._asked, self._got, self._status = wanted, 0, ""
             self._ended.clear()
             request = json.dumps({"batch": wanted, "expires": expires}).encode()
@@ -272,19 +308,32 @@ class PullConsumer:
                 await asyncio.sleep(backoff.delay(failures))
                 failures += 1
                 continue
-            if self._got:
+            if self._status in ("", "404", "408"):
+                # All came, or the request expired: pull again (an idle consumer's only
+                # cost). Its info is read on the lease renewal tick, not here.
                 failures = 0
                 continue
-            # Nothing came: the moment to look at the consumer (deleted through another
-            # router? its numbers for status).
+            # Refused: the consumer deleted (409), no consumer to answer (503), leadership
+            # moving, too many waiting pulls: look at it, and not at full speed.
             if await self._gone():
                 return
-            if self._status not in ("", "404", "408"):
-                # Refused (leadership moving, too many waiting pulls): not at full speed.
-                await asyncio.sleep(backoff.delay(failures))
-                failures += 1
+            await asyncio.sleep(backoff.delay(failures))
+            failures += 1
+
+    async def look(self) -> None:
+        """On a lease renewal tick: unless a pull is out and nothing wants JetStream's
+        numbers, read the consumer's info: its numbers to `on_info`, or `on_gone` once it
+        is gone (deleted through another router); the pulling stops then."""
+        if self.closed:
+            return
+        if self._pulling and not (self.wants_info is not None and self.wants_info()):
+            return  # a deletion ends the pull that is out: noticed there
+        if await self._gone() and self._task is not None:
+            self._task.cancel()
 
     async def _gone(self) -> bool:
+        if self._gone_told:
+            return True
         try:
             info = await self.info()
         except NotFoundError:
@@ -292,9 +341,12 @@ class PullConsumer:
         except Exception:
             return False  # NATS away: not known to be gone
         else:
-            if self.on_idle is not None:
-                self.on_idle(info)
+            if self.on_info is not None:
+                self.on_info(info)
             return False
+        if self._gone_told:  # the pull loop and the tick both looked
+            return True
+        self._gone_told = True
         _log.info(
             "consumer %s was deleted (through another router): ending its subscribers' streams",
             self.name,
@@ -349,12 +401,13 @@ class PullConsumer:
     async def _send_queued(self) -> None:
         while self._settle:
             queued, self._settle = self._settle, []
-            for reply, payload in queued:
-                try:
-                    await self._nc.publish(reply, payload)
-                except Exception as err:
-                    # JetStream sends it again after ack_wait: at least once.
-                    _log.warning("settling a message of consumer %s failed: %s", self.name, err)
+            try:
+                await send_replies(self._nc, queued)
+            except Exception as err:
+                # JetStream sends them again after ack_wait: at least once.
+                _log.warning(
+                    "settling %d messages of consumer %s failed: %s", len(queued), self.name, err
+                )
 
     async def close(self) -> None:
         """Stop pulling; send what is settled; unsubscribe (the consumer stays)."""
@@ -373,3 +426,31 @@ class PullConsumer:
         if sub is not None:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+
+class PullConsumers:
+    """The pull consumers this router has open, by bus name: looked at on each lease
+    renewal tick (see `look`)."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, PullConsumer] = {}
+
+    def add(self, pull: PullConsumer) -> None:
+        self._open[pull.name] = pull
+
+    def get(self, name: str) -> PullConsumer | None:
+        return self._open.get(name)
+
+    async def look(self, names: Sequence[str]) -> None:
+        """Read the info of each named consumer open here (one request each): a deleted
+        one is told gone, the others' numbers are refreshed. Closed ones are dropped."""
+        for name in names:
+            pull = self._open.get(name)
+            if pull is None:
+                continue
+            if pull.closed:
+                del self._open[name]
+                continue
+            await pull.look()
+        for name in [n for n, p in self._open.items() if p.closed]:
+            del self._open[name]

@@ -2,7 +2,9 @@
 subjects are the patterns, JetStream counts its attempts across routers (a router that dies
 mid-delivery leaves its events to the next, attempts counted; one that died during the last
 attempt leaves the event to be parked on arrival), and a deletion or a replay through one
-router reaches the router that serves the consumer."""
+router reaches the router that serves the consumer (a deletion even while its subscribers
+are saturated). An idle consumer costs its router one pull request at a time and no
+consumer-info requests."""
 
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     import grpc
+    from nats.aio.msg import Msg
     from nats.js.client import JetStreamContext
 
     from router.bus import EventBus
@@ -67,6 +70,8 @@ class Node:
     async def start(self) -> None:
         await self.bus.start()
         await self.server.start()
+        # As the router names itself once bound (status's answered_by).
+        self.bus.store.served_as = self.server.address  # type: ignore[attr-defined]
         self.channel = open_channel(self.server.address)
 
     async def kill(self) -> None:
@@ -244,6 +249,61 @@ async def test_deleting_a_consumer_through_another_router_ends_its_streams(
     await sub.close()
 
 
+async def test_deleting_a_consumer_whose_subscribers_are_saturated_ends_their_streams(
+    nodes: list[Node],
+) -> None:
+    first, second = nodes
+    for n in range(4):
+        await first.publish(envelope(started(f"full{n}")))
+    # Two in flight, never acked: the router has no room, so no pull is out to be ended
+    # by the deletion; its lease renewal tick looks at the consumer instead.
+    sub = RawSubscriber(first.stub, "saturated", ["download.*"], max_in_flight=2, auto_ack=False)
+    sub._task = asyncio.create_task(sub._run())
+    try:
+        await sub.take(2)
+        response = await second.stub.DeleteConsumer(
+            event_bus_pb2.DeleteConsumerRequest(consumer="saturated"), timeout=10
+        )
+        assert response.deleted
+        # Within a lease (a tick is a third of one), long before any ack timeout.
+        async with asyncio.timeout(2 * LEASE_S):
+            await asyncio.shield(sub._task)
+        assert "saturated" not in first.bus.consumers
+    finally:
+        await sub.close()
+
+
+async def test_an_idle_consumer_costs_pull_requests_and_no_consumer_info_requests(
+    nodes: list[Node], nats_server: NatsServerProcess
+) -> None:
+    first = nodes[0]
+    durable = durable_name("idle")
+    spy = await nats.connect(nats_server.url)
+    pulls: list[float] = []
+    infos: list[float] = []
+
+    async def on_pull(_msg: Msg) -> None:
+        pulls.append(asyncio.get_running_loop().time())
+
+    async def on_info(_msg: Msg) -> None:
+        infos.append(asyncio.get_running_loop().time())
+
+    try:
+        # JetStream's API subjects are plain subjects: another client sees the requests.
+        await spy.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{durable}", cb=on_pull)
+        await spy.subscribe(f"$JS.API.CONSUMER.INFO.{STREAM}.{durable}", cb=on_info)
+        await spy.flush()
+        async with RawSubscriber(first.stub, "idle", ["download.*"]):
+            # Each pull waits for events for PULL_WAIT_S; over several, and several lease
+            # renewal ticks (a third of a lease each), nothing else is asked.
+            await wait_for(lambda: len(pulls) >= 4, within_s=15)
+            since_first_pull = [t for t in infos if t > pulls[0]]
+            assert since_first_pull == []
+            assert pulls[-1] - pulls[0] > 2 * LEASE_S
+    finally:
+        await spy.close()
+
+
 async def test_a_replay_queued_through_another_router_reaches_the_serving_one(
     nodes: list[Node],
 ) -> None:
@@ -278,7 +338,8 @@ async def test_status_from_any_router_lists_a_consumer_with_its_router_and_posit
     async with RawSubscriber(first.stub, "shown", ["download.*"]) as sub:
         published = await first.publish(envelope(started("s1")))
         await sub.next()
-        holder = first.bus.store.consumer_leases.owner  # type: ignore[attr-defined]
+        # Named as the serving router names itself in its status (answered_by).
+        holder = first.server.address
 
         def listed() -> bool:
             infos = {c.name: c for c in second.bus.consumers_info()}
@@ -286,7 +347,7 @@ async def test_status_from_any_router_lists_a_consumer_with_its_router_and_posit
             return (
                 info is not None
                 and info.acked_sequence == published.sequence
-                and holder in info.served_by
+                and info.served_by == holder
             )
 
         await wait_for(listed, within_s=10)
