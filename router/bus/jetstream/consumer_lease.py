@@ -8,8 +8,9 @@ So one router at a time holds the consumer's lease, a key of the KV bucket
 
 - claim: KV create (create-if-absent); of routers claiming at once, exactly one wins.
 - renew: every `lease_s / 3`, a compare-and-set on the revision this router last wrote
-  (then `on_renewed` is told the consumers held: the router looks at each JetStream
-  consumer, one request each, and so notices one deleted through another router). A
+  (then `on_renewed` is told the consumers held: the router reads the info of those of its
+  JetStream consumers that have no pull out, one request each, and so notices one deleted
+  through another router while its subscribers are saturated). A
   refused renewal (the key moved or went: another router took the consumer over) or no
   successful renewal for a whole `lease_s` (NATS out of reach: another router may take it
   now) means the lease is lost: `on_lost` is told, and the router stops serving the
