@@ -265,8 +265,9 @@ async def test_deleting_a_consumer_whose_subscribers_are_saturated_ends_their_st
             event_bus_pb2.DeleteConsumerRequest(consumer="saturated"), timeout=10
         )
         assert response.deleted
-        # Within a lease (a tick is a third of one), long before any ack timeout.
-        async with asyncio.timeout(2 * LEASE_S):
+        # Within a few lease renewal ticks (a third of a lease each), long before the
+        # subscriber's ack timeout (30 s) could end anything.
+        async with asyncio.timeout(5 * LEASE_S):
             await asyncio.shield(sub._task)
         assert "saturated" not in first.bus.consumers
     finally:
