@@ -13,6 +13,7 @@ import itertools
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
@@ -132,6 +133,45 @@ def _next_response(
         delivery = deliveries.add(delivery_id=item[0], attempt=item[1])
         delivery.event.CopyFrom(item[2])
     return response, False
+
+
+@dataclass(slots=True)
+class _Appending:
+    """An append on its way to the store: its future, and what counting it needs."""
+
+    bus: EventBus
+    future: asyncio.Future[list[AppendResult]]
+    parking: list[Parking | None]
+    started: float
+
+    async def results(self) -> list[AppendResult]:
+        return await self.bus._appended(self)
+
+
+@dataclass(slots=True)
+class _BatchAnswer:
+    """A published batch's answer: the results of its invalid events, and the append of its
+    valid ones (at `valid`) on its way."""
+
+    batch_id: int
+    results: list[router_pb2.PublishResult]
+    valid: list[int]
+    appending: _Appending | None
+
+    async def response(self) -> router_pb2.PublishStreamResponse:
+        results = self.results
+        if self.appending is not None:
+            try:
+                stored = await self.appending.results()
+            except MeshError as err:
+                for i in self.valid:
+                    results[i].error_code = err.code.value[0]
+                    results[i].error_message = err.message
+            else:
+                for i, result in zip(self.valid, stored, strict=True):
+                    results[i].sequence = result.sequence
+                    results[i].duplicate = result.duplicate
+        return router_pb2.PublishStreamResponse(batch_id=self.batch_id, results=results)
 
 
 class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
@@ -351,10 +391,24 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
         return parking
 
     async def _append(self, envelopes: Sequence[envelope_pb2.EventEnvelope]) -> list[AppendResult]:
+        return await self._append_soon(envelopes).results()
+
+    def _append_soon(self, envelopes: Sequence[envelope_pb2.EventEnvelope]) -> _Appending:
+        """The events' append, begun now (see _Appending)."""
         parking = [self._parking(e) for e in envelopes]
         started = time.perf_counter()
         try:
-            results = await self.store.append(envelopes, parking)
+            future = self.store.append_soon(envelopes, parking)
+        except Exception as err:
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(err)
+        return _Appending(self, future, parking, started)
+
+    async def _appended(self, appending: _Appending) -> list[AppendResult]:
+        """The results of an append begun by _append_soon, counted once it is answered."""
+        parking, started = appending.parking, appending.started
+        try:
+            results = await appending.future
         except MeshError:
             raise
         except Exception as err:
@@ -469,25 +523,24 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
             caller = self._caller(context)
         except MeshError as err:
             await abort_with(context, err)
-        # Batches are stored concurrently (group commit joins them) and answered in order.
-        answers: asyncio.Queue[asyncio.Task[router_pb2.PublishStreamResponse] | None] = (
-            asyncio.Queue(maxsize=64)
-        )
+        # Batches are validated and handed to the store as they are read (group commit joins
+        # them) and answered in order: one reader task per stream, no task per batch.
+        answers: asyncio.Queue[_BatchAnswer | None] = asyncio.Queue(maxsize=64)
 
         async def read() -> None:
             try:
                 async for batch in request_iterator:
-                    await answers.put(asyncio.create_task(self._publish_batch(batch, caller)))
+                    await answers.put(self._publish_batch_soon(batch, caller))
             finally:
                 await answers.put(None)
 
         reader = asyncio.create_task(read())
         try:
             while True:
-                task = await answers.get()
-                if task is None:
+                answer = await answers.get()
+                if answer is None:
                     break
-                yield await task
+                yield await answer.response()
             await reader
         finally:
             reader.cancel()
@@ -495,6 +548,12 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
     async def _publish_batch(
         self, batch: router_pb2.PublishStreamRequest, caller: Identity | None = None
     ) -> router_pb2.PublishStreamResponse:
+        return await self._publish_batch_soon(batch, caller).response()
+
+    def _publish_batch_soon(
+        self, batch: router_pb2.PublishStreamRequest, caller: Identity | None = None
+    ) -> _BatchAnswer:
+        """The batch validated and its valid events' append begun; the answer follows."""
         results: list[router_pb2.PublishResult] = [
             router_pb2.PublishResult(event_id=e.event_id) for e in batch.events
         ]
@@ -518,18 +577,8 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
                 results[i].error_message = denied.message
             else:
                 valid.append((i, env))
-        if valid:
-            try:
-                stored = await self._append([e for _, e in valid])
-            except MeshError as err:
-                for i, _ in valid:
-                    results[i].error_code = err.code.value[0]
-                    results[i].error_message = err.message
-            else:
-                for (i, _), result in zip(valid, stored, strict=True):
-                    results[i].sequence = result.sequence
-                    results[i].duplicate = result.duplicate
-        return router_pb2.PublishStreamResponse(batch_id=batch.batch_id, results=results)
+        appending = self._append_soon([e for _, e in valid]) if valid else None
+        return _BatchAnswer(batch.batch_id, results, [i for i, _ in valid], appending)
 
     # -- subscribing -----------------------------------------------------------------------
 

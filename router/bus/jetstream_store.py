@@ -108,7 +108,12 @@ from nats.js.errors import (
     NotFoundError,
 )
 
-from router.bus.jetstream.acks import AckedPublisher, PublishError
+from router.bus.jetstream.acks import (
+    AckedPublisher,
+    PublishError,
+    header_value,
+    publish_encoded,
+)
 from router.bus.jetstream.connection import connect_nats
 from router.bus.jetstream.consumer_lease import ConsumerLeases
 from router.bus.jetstream.direct import StoredMessage, rfc3339, stored_messages
@@ -174,6 +179,8 @@ SCAN_PAGE = 256
 ATOMIC_BATCH_MAX = 500
 # The header that marks an event parked by the cycle guard: stored, never delivered.
 PARKED_HEADER = "Soulspot-Parked"
+# The header of an ids-bucket write: create the key, or leave the one there as it is.
+_CREATE_ONLY = b"NATS/1.0\r\nNats-Expected-Last-Subject-Sequence: 0\r\n\r\n"
 # How long one pull of a durable consumer waits for events; an empty one is followed by a
 # look at the consumer (deleted through another router? its numbers for status).
 PULL_WAIT_S = 1.0
@@ -195,16 +202,33 @@ _Queued = tuple[
 
 @dataclass(slots=True)
 class _Outgoing:
-    """One event of an append on its way: as stored, its headers, its place in line."""
+    """One event of an append on its way: as stored, its ids-bucket key, its place in line.
+    Its headers are written as NATS header bytes here, once per message (see acks.py)."""
 
     stored: envelope_pb2.EventEnvelope
-    headers: dict[str, str]
+    key: str
     park: Parking | None
     entry: _InFlight
     data: bytes = b""
+    _own: str = ""
 
     def __post_init__(self) -> None:
         self.data = self.stored.SerializeToString()
+        # Its own headers: the id JetStream deduplicates on, and whether it is parked.
+        parked = f"{PARKED_HEADER}: 1\r\n" if self.park is not None else ""
+        self._own = f"Nats-Msg-Id: {header_value(self.stored.event_id)}\r\n{parked}"
+
+    def header(self) -> bytes:
+        """The headers of a publish of its own."""
+        return f"NATS/1.0\r\n{self._own}\r\n".encode()
+
+    def batch_header(self, batch_id: str, number: int, commit: bool) -> bytes:
+        """The headers of the `number`th message of atomic batch `batch_id`."""
+        last = "Nats-Batch-Commit: 1\r\n" if commit else ""
+        return (
+            f"NATS/1.0\r\n{self._own}Nats-Batch-Id: {batch_id}\r\n"
+            f"Nats-Batch-Sequence: {number}\r\n{last}\r\n"
+        ).encode()
 
 
 def _refused(err: Exception) -> asyncio.Future[tuple[int, bool]]:
@@ -304,7 +328,8 @@ class JetStreamEventStore:
         self._coalescing: list[_Queued] = []
         self._append_due = False
         self._appending = 0
-        # Stored events whose ids are still to be written to the ids bucket (_remember_id).
+        # Stored events whose ids are still to be written to the ids bucket (_remember_id):
+        # the event id's key there, the sequence.
         self._unremembered: list[tuple[str, int]] = []
         self._remember_timer: asyncio.TimerHandle | None = None
         self._ops: asyncio.Queue[
@@ -571,10 +596,17 @@ class JetStreamEventStore:
         # behind.
         # A publisher that goes away mid-append cancels only its answer: its events are
         # sent and accounted for all the same, or the listener would wait for them forever.
+        return await self.append_soon(envelopes, parking)
+
+    def append_soon(
+        self,
+        envelopes: Sequence[envelope_pb2.EventEnvelope],
+        parking: Sequence[Parking | None],
+    ) -> asyncio.Future[list[AppendResult]]:
         future: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
         self._coalescing.append((envelopes, parking, future))
         self._flush_appends()
-        return await future
+        return future
 
     def _flush_appends(self) -> None:
         """Send the queued appends at the end of this loop turn, unless some are on their
@@ -656,20 +688,19 @@ class JetStreamEventStore:
         # The ids bucket is asked and the events published back to back, one round trip in
         # all: an event the bucket knows (stored before, beyond JetStream's duplicate window)
         # has its new copy deleted before anyone here is told of it.
-        lookup = await self._lookup_ids([e.event_id for e in envelopes])
+        # Each event's key in the ids bucket, once: the lookup asks it, the write sets it.
+        keys = [event_id_key(e.event_id) for e in envelopes]
+        lookup = await self._lookup_ids(keys)
         outgoing: list[_Outgoing] = []
-        for env, park in zip(envelopes, parking, strict=True):
+        for env, park, key in zip(envelopes, parking, keys, strict=True):
             stored = envelope_pb2.EventEnvelope()
             stored.CopyFrom(env)
             stored.sequence = 0  # the stream's sequence, set on every read
             stored.stored_at.CopyFrom(timestamp_pb2.Timestamp())
             stored.stored_at.FromMicroseconds(_now_us())
-            headers = {"Nats-Msg-Id": env.event_id}
-            if park is not None:
-                headers[PARKED_HEADER] = "1"
             entry = _InFlight()
             self._in_flight.append(entry)
-            outgoing.append(_Outgoing(stored, headers, park, entry))
+            outgoing.append(_Outgoing(stored, key, park, entry))
         try:
             acks = await self._send(outgoing)
             earlier = await lookup
@@ -710,7 +741,7 @@ class JetStreamEventStore:
         out.stored.sequence = seq
         result = AppendResult(seq, False, out.stored, parked=out.park is not None)
         out.entry.result, out.entry.done = result, True
-        await self._remember_id(out.stored.event_id, seq)
+        await self._remember_id(out.key, seq)
         if out.park is not None:
             self._release()
             data = out.stored.SerializeToString()
@@ -730,24 +761,14 @@ class JetStreamEventStore:
             return [await self._send_one(o) for o in outgoing]
         batch_id = uuid.uuid4().hex
         last = len(outgoing)
+        client = self._client()
         try:
             for number, out in enumerate(outgoing[:-1], 1):
-                headers = {
-                    **out.headers,
-                    "Nats-Batch-Id": batch_id,
-                    "Nats-Batch-Sequence": str(number),
-                }
-                await self._client().publish(self._subject(out), out.data, headers=headers)
+                header = out.batch_header(batch_id, number, False)
+                await publish_encoded(client, self._subject(out), out.data, header)
             out = outgoing[-1]
             commit = await self._publisher().send(
-                self._subject(out),
-                out.data,
-                {
-                    **out.headers,
-                    "Nats-Batch-Id": batch_id,
-                    "Nats-Batch-Sequence": str(last),
-                    "Nats-Batch-Commit": "1",
-                },
+                self._subject(out), out.data, out.batch_header(batch_id, last, True)
             )
             last_seq, _ = await commit
         except (PublishError, NatsError):
@@ -756,7 +777,7 @@ class JetStreamEventStore:
 
     async def _send_one(self, out: _Outgoing) -> asyncio.Future[tuple[int, bool]]:
         try:
-            return await self._publisher().send(self._subject(out), out.data, out.headers)
+            return await self._publisher().send(self._subject(out), out.data, out.header())
         except NatsError as err:
             return _refused(err)
 
@@ -822,15 +843,16 @@ class JetStreamEventStore:
         self._hand_over(seq)
 
     async def _lookup_id(self, event_id: str) -> int | None:
-        (found,) = await (await self._lookup_ids([event_id]))
+        (found,) = await (await self._lookup_ids([event_id_key(event_id)]))
         return found
 
-    async def _lookup_ids(self, event_ids: Sequence[str]) -> Awaitable[list[int | None]]:
-        """Ask the ids bucket where each event_id was stored (None: not there), one direct
-        get for the lot; the request leaves now, the answer is awaited later."""
+    async def _lookup_ids(self, keys: Sequence[str]) -> Awaitable[list[int | None]]:
+        """Ask the ids bucket where each event was stored, by its key there (`event_id_key`;
+        None: not there), one direct get for the lot; the request leaves now, the answer is
+        awaited later."""
         # This store's ids still to be written go first, so the lookup sees them.
         await self._write_ids()
-        subjects = [f"$KV.{self._ids_bucket}.{event_id_key(i)}" for i in event_ids]
+        subjects = [f"$KV.{self._ids_bucket}.{key}" for key in keys]
         stream = f"KV_{self._ids_bucket}"
         if len(subjects) == 1:
             # The subject form of a direct get, on the shared inbox.
@@ -865,10 +887,10 @@ class JetStreamEventStore:
             raise RuntimeError(f"event {sequence} is gone from the log")
         return AppendResult(sequence, True, _envelope_of(msg))
 
-    async def _remember_id(self, event_id: str, sequence: int) -> None:
-        """Have the event's key created in the ids bucket, with the next append's messages or
-        within REMEMBER_DELAY_S (see _write_ids)."""
-        self._unremembered.append((event_id, sequence))
+    async def _remember_id(self, key: str, sequence: int) -> None:
+        """Have the event's key (`event_id_key`) created in the ids bucket, with the next
+        append's messages or within REMEMBER_DELAY_S (see _write_ids)."""
+        self._unremembered.append((key, sequence))
         if self._remember_timer is None:
             loop = asyncio.get_running_loop()
             self._remember_timer = loop.call_later(REMEMBER_DELAY_S, self._remember_soon)
@@ -886,12 +908,9 @@ class JetStreamEventStore:
         sequence)."""
         waiting, self._unremembered = self._unremembered, []
         client = self._client()
-        for event_id, sequence in waiting:
-            await client.publish(
-                f"$KV.{self._ids_bucket}.{event_id_key(event_id)}",
-                str(sequence).encode(),
-                headers={"Nats-Expected-Last-Subject-Sequence": "0"},
-            )
+        prefix = f"$KV.{self._ids_bucket}."
+        for key, sequence in waiting:
+            await publish_encoded(client, prefix + key, str(sequence).encode(), _CREATE_ONLY)
 
     async def _last_sequence(self, stream: str) -> int:
         info = await self._jetstream().stream_info(stream)

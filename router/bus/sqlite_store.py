@@ -436,12 +436,15 @@ class SqliteEventStore:
     # -- plumbing --------------------------------------------------------------------------
 
     async def _write(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
+        return await self._write_soon(op)
+
+    def _write_soon(self, op: Callable[[sqlite3.Connection], _T]) -> asyncio.Future[_T]:
         if self._writer is None:
             raise RuntimeError("event store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_T] = loop.create_future()
         self._writer.submit(op, loop, future)
-        return await future
+        return future
 
     def _write_lazily(self, op: Callable[[sqlite3.Connection], object]) -> None:
         if self._writer is None:
@@ -470,6 +473,13 @@ class SqliteEventStore:
         parking: Sequence[Parking | None],
     ) -> list[AppendResult]:
         return await self._write(_AppendOp(self, envelopes, parking))
+
+    def append_soon(
+        self,
+        envelopes: Sequence[envelope_pb2.EventEnvelope],
+        parking: Sequence[Parking | None],
+    ) -> asyncio.Future[list[AppendResult]]:
+        return self._write_soon(_AppendOp(self, envelopes, parking))
 
     @staticmethod
     def _stored_row(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    import asyncio
     import itertools
     from collections.abc import Callable, Collection, Sequence
 
@@ -120,6 +121,15 @@ class EventStore(Protocol):
     ) -> list[AppendResult]:
         """Store events durably, in order; an event_id already stored is not stored again.
         A parked event is stored and dead-lettered (consumer "") in the same commit."""
+        ...
+
+    def append_soon(
+        self,
+        envelopes: Sequence[envelope_pb2.EventEnvelope],
+        parking: Sequence[Parking | None],
+    ) -> asyncio.Future[list[AppendResult]]:
+        """`append`, begun now and answered by the future it hands back: a caller with many
+        appends on their way (a publish stream) needs no task per append."""
         ...
 
     async def last_sequence(self) -> int: ...

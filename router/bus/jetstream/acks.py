@@ -4,6 +4,11 @@ nats-py's `JetStreamContext.publish` makes a request per message (its own timeou
 futures): about half of the store's CPU per event. Here every publish replies to
 `<inbox>.<token>` under one subscription; the ack resolves a future, and one timer per
 publish (a cheap handle, not a task) fails it if no ack comes in time.
+
+Headers go as a header block built by the caller (`header_block`), once per message:
+nats-py's `publish(headers=...)` checks, cleans and encodes every header of every message,
+5-8% of the bus's CPU in its throughput scenario. `publish_encoded` is nats-py's
+`Client._send_publish` (nats-py 2.16) after that encoding, with `publish`'s checks.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ import itertools
 import json
 from typing import TYPE_CHECKING, Any
 
+from nats import errors as nats_errors
+from nats.protocol.command import hpub_cmd
+
 if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.aio.msg import Msg
@@ -21,6 +29,47 @@ if TYPE_CHECKING:
 
 class PublishError(Exception):
     """JetStream refused a publish, or did not answer in time."""
+
+
+# What nats-py does to a header value: no line breaks (they would end the header).
+_VALUE_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
+
+
+def header_value(value: str) -> str:
+    """A header value as nats-py would send it (stripped, line breaks as spaces)."""
+    return value.strip().translate(_VALUE_NEWLINES)
+
+
+def header_block(headers: dict[str, str]) -> bytes:
+    """The NATS header block of `headers`, whose keys are this code's own header names and
+    whose values went through `header_value` (or are this code's own)."""
+    lines = "".join(f"{key}: {value}\r\n" for key, value in headers.items())
+    return f"NATS/1.0\r\n{lines}\r\n".encode()
+
+
+async def publish_encoded(
+    nc: Client, subject: str, data: bytes, header: bytes, reply: str = ""
+) -> None:
+    """`nc.publish(subject, data, reply=reply, headers=...)` with the header block already
+    built: the same checks and errors, the same buffering and flushing."""
+    if nc.is_closed:
+        raise nats_errors.ConnectionClosedError
+    if nc.is_draining_pubs:
+        raise nats_errors.ConnectionDrainingError
+    size = len(data)
+    if not nc.is_connected and (
+        nc._max_pending_size <= 0 or size + nc._pending_data_size > nc._max_pending_size
+    ):
+        raise nats_errors.OutboundBufferLimitError
+    if size > nc._max_payload:
+        raise nats_errors.MaxPayloadError
+    if not subject:
+        raise nats_errors.BadSubjectError
+    nc.stats["out_msgs"] += 1
+    nc.stats["out_bytes"] += size
+    await nc._send_command(hpub_cmd(subject, reply, header, data))
+    if nc._flush_queue is not None and nc._flush_queue.empty():
+        await nc._flush_pending()
 
 
 class AckedPublisher:
@@ -90,9 +139,10 @@ class AckedPublisher:
         return future
 
     async def send(
-        self, subject: str, data: bytes, headers: dict[str, str]
+        self, subject: str, data: bytes, header: bytes
     ) -> asyncio.Future[tuple[int, bool]]:
-        """Send now (in call order); the future settles with the ack."""
+        """Send now (in call order) with the header block `header` (`header_block`); the
+        future settles with the ack."""
         loop = asyncio.get_running_loop()
         token = str(next(self._tokens))
         future: asyncio.Future[tuple[int, bool]] = loop.create_future()
@@ -100,7 +150,7 @@ class AckedPublisher:
         timer = loop.call_later(self._wait_s, self._expire, token)
         future.add_done_callback(lambda _f: timer.cancel())
         try:
-            await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
+            await publish_encoded(self._nc, subject, data, header, self._prefix + token)
         except BaseException:
             self._forget(token)
             raise
