@@ -1,6 +1,7 @@
 """Event bus benchmark: durable publish-to-deliver, this router's bus against NATS JetStream.
 
-Run: `.venv/bin/python -m bench.bus_bench [--events 5000] [--repeats 3]`.
+Run: `.venv/bin/python -m bench.bus_bench [--events 5000] [--repeats 3]` (`--skip-floor`,
+`--skip-relay` leave a floor out).
 
 Both systems run as local processes and are driven by the same Python process and event
 loop, with the same payload bytes (a serialised EventEnvelope carrying a DownloadCompleted),
@@ -13,12 +14,24 @@ Scenarios (medians over the repeats):
   there).
 - fan-out: the same with 10 durable subscribers: deliveries/s.
 - latency: 1,000 events/s paced publishes; p50/p99 of publish-to-deliver.
-- the gRPC floor: the same paced publishes through a grpc.aio server (the bus's event loop)
-  that stores, validates and tracks nothing: it hands each published message straight to
-  the subscriber's stream. No bus on grpc.aio in Python delivers faster than that.
+- the floors, measured in every scenario beside the bus, with the same publisher pipelining
+  (PublishStream batches of the same bytes; one message per event when paced) and the same
+  subscriber (each delivery message parsed, its events' latencies taken, one ack message
+  back), on the bus's event loop:
+  - the gRPC floor: a grpc.aio server that stores, validates and tracks nothing: it answers
+    each published message and streams it to every subscriber, reading and dropping their
+    acks. No bus on grpc.aio in Python delivers faster than that.
+  - the JetStream relay floor (bench/relay_floor.py, "relay floor"): a grpc.aio server that
+    does only what any router with its log on JetStream must: one JetStream publish per
+    event, group-committed as the bus's store commits (atomic batches, each publish answered
+    after JetStream's ack), and one JetStream pull consumer per subscriber, streamed to it
+    and acked on its acks; no validation, ids bucket, tail feed or dispatcher. It runs on
+    the nats-server of the raw JetStream rounds. Whether any Python router on that path can
+    meet a target is read from it.
 - server CPU per event in the latency scenario: the CPU time of the server process (the bus,
-  nats-server, the floor) over the paced round, per event: what each event costs at a
-  steady 1,000/s, where latency is won or lost on a shared two-core machine.
+  nats-server, the floor, the relay; for the relay and the bus on JetStream not counting
+  nats-server) over the paced round, per event: what each event costs at a steady 1,000/s,
+  where latency is won or lost on a shared two-core machine.
 
 Deliveries: the bus sends batches (max_batch=256) and takes one AckBatch per batch;
 JetStream uses a push consumer with AckPolicy.ALL, acking every 100th message.
@@ -61,8 +74,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+import grpc
+
+from bench.relay_floor import RELAY_SERVICE
 from services.kit.events.client import build_envelope
-from services.kit.rpc.channel import open_channel
+from services.kit.rpc.channel import SERVER_OPTIONS, open_channel
 from services.kit.security.nats_node import nats_server_binary
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import download_pb2, envelope_pb2
@@ -218,8 +234,8 @@ FLOOR_SERVICE = "soulspot.bench.v1.Floor"
 
 async def _serve_floor(port_file: Path) -> None:
     """Publish (a stream of messages, one empty answer each) hands every message to each
-    Subscribe stream as it arrives: the transport and nothing else."""
-    import grpc
+    Subscribe stream as it arrives; Subscribe's requests after the first (the subscriber's
+    acks) are read and dropped: the transport and nothing else."""
 
     subscribers: list[asyncio.Queue[bytes]] = []
 
@@ -229,22 +245,31 @@ async def _serve_floor(port_file: Path) -> None:
                 queue.put_nowait(message)
             yield b""
 
-    async def subscribe(_request: bytes, _context: Any) -> Any:
+    async def subscribe(requests: Any, _context: Any) -> Any:
+        iterator = requests.__aiter__()
+        await iterator.__anext__()  # the subscriber's name
         queue: asyncio.Queue[bytes] = asyncio.Queue()
         subscribers.append(queue)
+
+        async def drop_acks() -> None:
+            async for _ack in iterator:
+                pass
+
+        reader = asyncio.create_task(drop_acks())
         try:
             yield b""  # subscribed
             while True:
                 yield await queue.get()
         finally:
+            reader.cancel()
             subscribers.remove(queue)
 
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=SERVER_OPTIONS)
     server.add_registered_method_handlers(
         FLOOR_SERVICE,
         {
             "Publish": grpc.stream_stream_rpc_method_handler(publish),
-            "Subscribe": grpc.unary_stream_rpc_method_handler(subscribe),
+            "Subscribe": grpc.stream_stream_rpc_method_handler(subscribe),
         },
     )
     port = server.add_insecure_port("127.0.0.1:0")
@@ -255,37 +280,95 @@ async def _serve_floor(port_file: Path) -> None:
     await server.wait_for_termination()
 
 
-async def _floor_latency(address: str, n: int) -> list[float]:
-    """The bus's latency scenario against the floor server: the same bytes, the same pace."""
-    async with open_channel(address, interceptors=[]) as channel:
-        publish: Any = channel.stream_stream(f"/{FLOOR_SERVICE}/Publish")
-        subscribe: Any = channel.unary_stream(f"/{FLOOR_SERVICE}/Subscribe")
-        messages = [
-            router_pb2.PublishStreamRequest(batch_id=i, events=[_envelope(i)]).SerializeToString()
-            for i in range(n)
-        ]
-        sent: list[int] = []
-        latencies: list[float] = []
-        stream = subscribe(b"")
-        received = stream.__aiter__()
-        await received.__anext__()  # subscribed
+class RawSubscriber:
+    """A subscriber of a floor (the gRPC floor, the relay): Subscribe on raw bytes, its name
+    first; each message holds events as a PublishStreamRequest does, parsed here as the
+    bus's subscriber parses its deliveries, and answered with one empty ack message."""
 
-        async def receive() -> None:
-            for k in range(n):
-                await received.__anext__()
-                latencies.append((time.perf_counter_ns() - sent[k]) / 1e6)
+    def __init__(self, channel: Any, service: str, consumer: str, expected: int) -> None:
+        self.call = channel.stream_stream(f"/{service}/Subscribe")(self._requests())
+        self.consumer = consumer
+        self.expected = expected
+        self.count = 0
+        self.latencies_ms: list[float] = []
+        self.done = asyncio.Event()
+        self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self._outbox.put_nowait(consumer.encode())
+        self._task: asyncio.Task[None] | None = None
+
+    async def _requests(self) -> Any:
+        while True:
+            yield await self._outbox.get()
+
+    async def start(self) -> None:
+        await self.call.read()  # subscribed
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while (message := await self.call.read()) is not grpc.aio.EOF:
+            events = router_pb2.PublishStreamRequest.FromString(message).events
+            now = time.perf_counter_ns()
+            for env in events:
+                sent = int(env.attributes.get("sent_ns", "0"))
+                if sent:
+                    self.latencies_ms.append((now - sent) / 1e6)
+            self._outbox.put_nowait(b"")
+            self.count += len(events)
+            if self.count >= self.expected:
+                self.done.set()
+
+    async def stop(self) -> None:
+        self.call.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+async def _raw_round(address: str, service: str, n: int, subscribers: int, tag: str) -> float:
+    """_bus_round against a floor: the same publishes in BATCH-event messages."""
+    async with open_channel(address, interceptors=[]) as channel:
+        subs = [RawSubscriber(channel, service, f"{tag}-{k}", n) for k in range(subscribers)]
+        for s in subs:
+            await s.start()
+        envs = [_envelope(i) for i in range(n)]
+        publish: Any = channel.stream_stream(f"/{service}/Publish")
+
+        async def batches() -> Any:
+            for b in range(0, n, BATCH):
+                request = router_pb2.PublishStreamRequest(batch_id=b, events=envs[b : b + BATCH])
+                yield request.SerializeToString()
+
+        began = time.perf_counter()
+        async for _answer in publish(batches()):
+            pass
+        await asyncio.gather(*(s.done.wait() for s in subs))
+        elapsed = time.perf_counter() - began
+        for s in subs:
+            await s.stop()
+        return n * subscribers / elapsed
+
+
+async def _raw_latency(address: str, service: str, n: int, tag: str) -> list[float]:
+    """_bus_latency against a floor: the same bytes, the same pace."""
+    async with open_channel(address, interceptors=[]) as channel:
+        sub = RawSubscriber(channel, service, f"{tag}-lat", n)
+        await sub.start()
+        envs = [_envelope(i) for i in range(n)]
+        publish: Any = channel.stream_stream(f"/{service}/Publish")
 
         async def paced() -> Any:
-            async for i in _at_rate(len(messages)):
-                sent.append(time.perf_counter_ns())
-                yield messages[i]
+            async for i in _at_rate(n):
+                envs[i].attributes["sent_ns"] = str(time.perf_counter_ns())
+                yield router_pb2.PublishStreamRequest(
+                    batch_id=i, events=[envs[i]]
+                ).SerializeToString()
 
-        receiver = asyncio.create_task(receive())
         async for _answer in publish(paced()):
             pass
-        await receiver
-        stream.cancel()
-        return latencies
+        await sub.done.wait()
+        await sub.stop()
+        return sub.latencies_ms
 
 
 class FloorServer(_PortFileServer):
@@ -295,6 +378,20 @@ class FloorServer(_PortFileServer):
 
     def _command(self, port_file: Path) -> tuple[list[str], dict[str, str]]:
         argv = [sys.executable, "-m", "bench.bus_bench", "--serve-floor", str(port_file)]
+        return argv, _python_env()
+
+
+class RelayServer(_PortFileServer):
+    """The JetStream relay floor's process (bench/relay_floor.py) on the given nats-server."""
+
+    name = "relay floor"
+
+    def __init__(self, root: Path, nats_url: str) -> None:
+        super().__init__(root)
+        self.nats_url = nats_url
+
+    def _command(self, port_file: Path) -> tuple[list[str], dict[str, str]]:
+        argv = [sys.executable, "-m", "bench.relay_floor", str(port_file), self.nats_url]
         return argv, _python_env()
 
 
@@ -674,13 +771,13 @@ class _Samples:
 def _table(
     buses: list[tuple[str, Result]],
     js: Result | None,
-    floor: Latency | None,
+    floors: list[tuple[str, Result]],
     n: int,
     size: int,
 ) -> str:
-    """One column per system, then each bus against JetStream (>1: the bus is better)."""
+    """One column per system, then each bus and floor against JetStream (>1: better)."""
     nan = float("nan")
-    # label, the field of Result (and of Latency, for the floor), higher is better
+    # label, the field of Result, higher is better
     metrics = [
         ("throughput, 1 pub -> 1 sub (events/s)", "throughput", True),
         (f"fan-out to {FANOUT} subs (deliveries/s)", "fanout", True),
@@ -688,23 +785,14 @@ def _table(
         (f"p99 latency at {LATENCY_RATE}/s (ms)", "p99_ms", False),
         (f"server CPU per event at {LATENCY_RATE}/s (us)", "cpu_us", False),
     ]
-    rows: list[tuple[str, list[float], float, float, bool]] = [
-        (
-            label,
-            [getattr(r, attr) for _, r in buses],
-            getattr(js, attr) if js else nan,
-            getattr(floor, attr, nan) if floor else nan,
-            higher_better,
-        )
-        for label, attr, higher_better in metrics
-    ]
-    names = [name for name, _ in buses]
+    compared = [*buses, *floors]  # each against JetStream
+    columns = [*(name for name, _ in buses), "JetStream", *(name for name, _ in floors)]
+    results = [*(r for _, r in buses), js, *(r for _, r in floors)]
+    names = [name for name, _ in compared]
     # A column is as wide as its name needs ("bus JS direct" is wider than the rest).
-    widths = [max(12, len(name) + 2) for name in [*names, "JetStream", "gRPC floor"]]
+    widths = [max(12, len(name) + 2) for name in columns]
     ratio_widths = [max(16, len(name) + 7) for name in names]
-    header = "".join(
-        f"{name:>{w}}" for name, w in zip([*names, "JetStream", "gRPC floor"], widths, strict=True)
-    )
+    header = "".join(f"{name:>{w}}" for name, w in zip(columns, widths, strict=True))
     ratios = "".join(f"{name + ' / JS':>{w}}" for name, w in zip(names, ratio_widths, strict=True))
     lines = [
         f"events per round: {n}; payload: {size} bytes; medians of the repeats",
@@ -714,17 +802,21 @@ def _table(
     def cell(value: float, w: int) -> str:
         return f"{'-':>{w}}" if value != value else f"{value:{w}.1f}"  # nan: not measured
 
-    for name, ours, theirs, base, higher_better in rows:
-        values = [*ours, theirs, base]
-        line = f"{name:44}" + "".join(cell(v, w) for v, w in zip(values, widths, strict=True))
-        for value, w in zip(ours, ratio_widths, strict=True):
-            if theirs != theirs or not value:
+    for label, attr, higher_better in metrics:
+        values = [getattr(r, attr) if r is not None else nan for r in results]
+        theirs = getattr(js, attr) if js is not None else nan
+        line = f"{label:44}" + "".join(cell(v, w) for v, w in zip(values, widths, strict=True))
+        for (_, result), w in zip(compared, ratio_widths, strict=True):
+            value = getattr(result, attr)
+            if theirs != theirs or value != value or not value:
                 line += f"{'-':>{w}}"
             else:
                 ratio = value / theirs if higher_better else theirs / value
                 line += f"{ratio:{w - 1}.2f}x"
         lines.append(line)
-    lines.append("ratio > 1 means the bus is better (throughput: bus/JS; latency and CPU: JS/bus).")
+    lines.append(
+        "ratio > 1 means the bus (or floor) is better (throughput: it/JS; latency and CPU: JS/it)."
+    )
     lines.append(
         "durability: bus FULL syncs to disk before acking a publish (SQLite WAL, "
         "synchronous=FULL); bus NORMAL and JetStream (by default) ack before the sync; "
@@ -738,6 +830,12 @@ def _table(
             "server CPU is the bus process's plus nats-server's, the other buses' the bus "
             "process's alone."
         )
+    if any(name == "relay floor" for name, _ in floors):
+        lines.append(
+            "relay floor: one JetStream publish per event (group-committed as the bus's store "
+            "does) and one JetStream pull consumer per subscriber, streamed and acked, nothing "
+            "else; its CPU is its own process's, as the buses'."
+        )
     return "\n".join(lines)
 
 
@@ -747,6 +845,7 @@ async def run(
     *,
     jetstream: bool = True,
     floor: bool = True,
+    relay: bool = True,
     buses_wanted: tuple[str, ...] = ("FULL", "NORMAL", "JS", "JS-direct"),
 ) -> None:
     """Every system serves through the whole run and they take turns, round by round, in an
@@ -756,8 +855,7 @@ async def run(
     wanted = [b for b in buses_wanted if b not in ("JS", "JS-direct") or jetstream]
     buses = {label: _Samples() for label in wanted}
     js_samples = _Samples()
-    floor_runs: list[list[float]] = []
-    floor_cpu: list[float] = []
+    floors: dict[str, _Samples] = {}
     with tempfile.TemporaryDirectory(prefix="bus-bench-") as tmp:
         root = Path(tmp)
         async with contextlib.AsyncExitStack() as stack:
@@ -829,15 +927,30 @@ async def run(
                         js_samples.latency.append(await _js_round(js, paced, 1, f"l{r}", True))
 
                 steps.append(js_step)
+
+            def floor_step(
+                server: _PortFileServer, service: str, samples: _Samples
+            ) -> Callable[[int], Awaitable[None]]:
+                async def step(r: int) -> None:
+                    address = server.address
+                    samples.tp.append(await _raw_round(address, service, events, 1, f"tp{r}"))
+                    samples.fo.append(await _raw_round(address, service, events, FANOUT, f"fo{r}"))
+                    with _cpu_per_event([server.proc], paced, samples.cpu):
+                        samples.latency.append(await _raw_latency(address, service, paced, f"l{r}"))
+
+                return step
+
+            if relay and nats_server is not None:
+                nats_url = f"nats://127.0.0.1:{nats_server.port}"
+                relay_server = await stack.enter_async_context(RelayServer(root, nats_url))
+                await _raw_round(relay_server.address, RELAY_SERVICE, 500, 1, "warmup")
+                floors["relay floor"] = _Samples()
+                steps.append(floor_step(relay_server, RELAY_SERVICE, floors["relay floor"]))
             if floor:
                 floor_server = await stack.enter_async_context(FloorServer(root))
-                await _floor_latency(floor_server.address, 500)  # warm-up
-
-                async def floor_step(_r: int) -> None:
-                    with _cpu_per_event([floor_server.proc], paced, floor_cpu):
-                        floor_runs.append(await _floor_latency(floor_server.address, paced))
-
-                steps.append(floor_step)
+                await _raw_round(floor_server.address, FLOOR_SERVICE, 500, 1, "warmup")
+                floors["gRPC floor"] = _Samples()
+                steps.append(floor_step(floor_server, FLOOR_SERVICE, floors["gRPC floor"]))
             for r in range(repeats):
                 shift = r % len(steps)
                 for step in (*steps[shift:], *steps[:shift]):
@@ -849,7 +962,7 @@ async def run(
                 for label, samples in buses.items()
             ],
             js_samples.result() if js_samples.tp else None,
-            _paced_latency_summary(floor_runs, floor_cpu) if floor_runs else None,
+            [(name, samples.result()) for name, samples in floors.items()],
             events,
             len(_envelope(0).SerializeToString()),
         )
@@ -864,6 +977,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-jetstream", action="store_true")
     parser.add_argument("--skip-floor", action="store_true")
+    parser.add_argument("--skip-relay", action="store_true", help="skip the JetStream relay floor")
     parser.add_argument(
         "--buses",
         default="FULL,NORMAL,JS,JS-direct",
@@ -886,6 +1000,7 @@ def main(argv: list[str] | None = None) -> None:
             args.repeats,
             jetstream=not args.skip_jetstream,
             floor=not args.skip_floor,
+            relay=not args.skip_relay,
             buses_wanted=tuple(b.strip() for b in args.buses.split(",") if b.strip()),
         )
     )
