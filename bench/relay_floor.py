@@ -9,7 +9,8 @@ A grpc.aio server with two methods, the bytes of the bus's messages and nothing 
   event becomes one JetStream publish on `RELAY_BENCH.<event_type>` with `Nats-Msg-Id` set
   (a router must publish idempotently), grouped as the bus's store groups them: the
   requests that arrive while a group is on its way go together once it is answered, as one
-  JetStream atomic batch (one ack for the lot; a lone event goes as one publish). Each
+  JetStream atomic batch from 64 events on (one ack for the lot), fewer as separate
+  publishes sent back to back (see ATOMIC_BATCH_MIN in router/bus/jetstream_store.py). Each
   request is answered once JetStream acked its events.
 - Subscribe (first request: the consumer's name; then one empty request per delivery
   message, the subscriber's AckBatch): one durable JetStream pull consumer per subscriber
@@ -48,7 +49,8 @@ if TYPE_CHECKING:
 
 RELAY_SERVICE = "soulspot.bench.v1.Relay"
 STREAM = "RELAY_BENCH"
-ATOMIC_BATCH_MAX = 500  # the bus store's batch bound
+ATOMIC_BATCH_MAX = 500  # the bus store's batch bounds
+ATOMIC_BATCH_MIN = 64
 MAX_IN_FLIGHT = 1000  # what the bench's subscribers ask of the bus
 MAX_BATCH = 256  # the bench's subscribers' max_batch
 PULL_WAIT_S = 5.0
@@ -124,10 +126,12 @@ class GroupCommit:
 
     async def _send(self, chunk: list[_Event]) -> None:
         """One publish, or one atomic batch; the headers written as the store writes them."""
-        if len(chunk) == 1:
-            subject, data, event_id = chunk[0]
-            header = f"NATS/1.0\r\nNats-Msg-Id: {header_value(event_id)}\r\n\r\n".encode()
-            await (await self._publisher.send(subject, data, header))
+        if len(chunk) < ATOMIC_BATCH_MIN:
+            acks = []
+            for subject, data, event_id in chunk:
+                header = f"NATS/1.0\r\nNats-Msg-Id: {header_value(event_id)}\r\n\r\n".encode()
+                acks.append(await self._publisher.send(subject, data, header))
+            await asyncio.gather(*acks)
             return
         batch_id = uuid.uuid4().hex
         last = len(chunk)
