@@ -40,10 +40,9 @@ import uuid
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats.js.errors as js_errors
-from nats.js.api import KeyValueConfig, StorageType
 
-from router.bus.jetstream.connection import connect_nats
 from router.bus.jetstream.consumer_lease import new_owner_id
+from router.bus.jetstream.kv_bucket import key_token, open_kv_bucket, purge_keys
 from router.bus.jetstream.kv_listing import list_kv
 from router.pipeline import store as st
 from services.kit.support.tasks import cancel_and_wait
@@ -119,13 +118,8 @@ def _decode(value: bytes) -> tuple[st.RunRecord, str]:
     return record, str(raw["owner"])
 
 
-def _owner_token(owner: str) -> str:
-    """An owner name as one KV key token (base64url, no padding)."""
-    return base64.urlsafe_b64encode(owner.encode()).decode().rstrip("=")
-
-
 def _deferred_key(owner: str, run_id: str) -> str:
-    return f"{_DEFERRED}{_owner_token(owner)}.{run_id}"
+    return f"{_DEFERRED}{key_token(owner)}.{run_id}"
 
 
 def _deferred_steps(record: st.RunRecord) -> list[list[Any]]:
@@ -178,27 +172,13 @@ class KvRunStore:
     # --- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        # Mutual TLS as the router whenever the process has TLS, as the event store connects.
-        self._nc = await connect_nats(
+        self._nc, self._kv = await open_kv_bucket(
             self.servers,
-            name=f"soulspot-pipeline-{self.owner}",
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
+            client_name=f"soulspot-pipeline-{self.owner}",
+            bucket=self.bucket,
+            replicas=self.replicas,
+            description="SoulSpot pipeline runs and router leases",
         )
-        js = self._nc.jetstream()
-        try:
-            self._kv = await js.key_value(self.bucket)
-        except js_errors.BucketNotFoundError:
-            # Every router may try at once; creating an identical bucket is idempotent.
-            self._kv = await js.create_key_value(
-                KeyValueConfig(
-                    bucket=self.bucket,
-                    history=1,
-                    storage=StorageType.FILE,
-                    replicas=self.replicas,
-                    description="SoulSpot pipeline runs and router leases",
-                )
-            )
         await self._renew()
         self._heartbeat = asyncio.get_running_loop().create_task(
             self._heartbeat_forever(), name="pipeline-lease"
@@ -358,7 +338,7 @@ class KvRunStore:
         """Deferred steps of this router's runs, oldest run first: one listing of its index,
         not a read of every run. (An entry may be a moment stale: the engine reads the run
         before it runs the step, and that read drops a wrong entry.)"""
-        prefix = f"{_DEFERRED}{_owner_token(self.owner)}."
+        prefix = f"{_DEFERRED}{key_token(self.owner)}."
         entries = []
         for key, value in (await self._listing(prefix + "*")).items():
             raw = json.loads(value)
@@ -396,9 +376,7 @@ class KvRunStore:
     async def _purge_index(self, owner: str) -> None:
         """Forget every index entry of `owner` (a router gone or dead), in one request."""
         assert self._nc is not None
-        subject = f"$KV.{self.bucket}.{_DEFERRED}{_owner_token(owner)}.>"
-        with contextlib.suppress(js_errors.NotFoundError):
-            await self._nc.jetstream().purge_stream(f"KV_{self.bucket}", subject=subject)
+        await purge_keys(self._nc, self.bucket, f"{_DEFERRED}{key_token(owner)}.")
 
     async def take_over(self) -> list[str]:
         kv = self._require()

@@ -29,7 +29,6 @@ router adds a watch or makes one due sooner.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -39,10 +38,9 @@ from dataclasses import asdict, fields
 from typing import TYPE_CHECKING, Any
 
 import nats.js.errors as js_errors
-from nats.js.api import KeyValueConfig, StorageType
 
-from router.bus.jetstream.connection import connect_nats
 from router.bus.jetstream.consumer_lease import new_owner_id
+from router.bus.jetstream.kv_bucket import from_token, key_token, open_kv_bucket, purge_keys
 from router.bus.jetstream.kv_listing import list_kv
 from router.watches.kv_changes import WatchChangeFeed
 from router.watches.store import KnownTrack, WatchBusy, WatchLimitReached, WatchRecord
@@ -64,15 +62,6 @@ _WATCHES = "watches."
 _TRACKS = "tracks."
 # JetStream's error codes for a write whose expected last revision was not the key's.
 _WRONG_LAST_SEQUENCE = (10071, 10164)
-
-
-def key_token(text: str) -> str:
-    """`text` as one KV key token: base64url without padding (letters, digits, - and _)."""
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-
-
-def from_token(token: str) -> str:
-    return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
 
 
 def _watch_key(playlist_id: str) -> str:
@@ -143,27 +132,13 @@ class KvWatchStore:
     # --- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        # Mutual TLS as the router whenever the process has TLS, as the other stores connect.
-        self._nc = await connect_nats(
+        self._nc, self._kv = await open_kv_bucket(
             self.servers,
-            name=f"soulspot-watches-{self.owner}",
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
+            client_name=f"soulspot-watches-{self.owner}",
+            bucket=self.bucket,
+            replicas=self.replicas,
+            description="SoulSpot watched playlists and the tracks they requested",
         )
-        js = self._nc.jetstream()
-        try:
-            self._kv = await js.key_value(self.bucket)
-        except js_errors.BucketNotFoundError:
-            # Every router may try at once; creating an identical bucket is idempotent.
-            self._kv = await js.create_key_value(
-                KeyValueConfig(
-                    bucket=self.bucket,
-                    history=1,
-                    storage=StorageType.FILE,
-                    replicas=self.replicas,
-                    description="SoulSpot watched playlists and the tracks they requested",
-                )
-            )
         self._start_feed()
 
     def on_change(self, wake: Callable[[], None]) -> None:
@@ -303,10 +278,7 @@ class KvWatchStore:
         # Every generation's tracks, in one request: a late write of a run under way is left
         # under an old generation, which no watch reads.
         assert self._nc is not None
-        with contextlib.suppress(js_errors.NotFoundError):
-            await self._nc.jetstream().purge_stream(
-                f"KV_{self.bucket}", subject=f"$KV.{self.bucket}.{_tracks_prefix(playlist_id)}>"
-            )
+        await purge_keys(self._nc, self.bucket, _tracks_prefix(playlist_id))
         return record
 
     async def remember_tracks(
