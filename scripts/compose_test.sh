@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The compose test (opt-in, not part of `make test`): build the one image, run
 # docker-compose.yml with the `e2e` profile and pass when the client's `soulspot get`
-# succeeds against the containerised mesh.
+# succeeds against the containerised mesh (the `cluster` profile: see below).
 #
 # Where no Docker engine runs, it uses Debian's podman as root behind podman's Docker API,
 # as described in the project's notes on compose under podman: it installs the tools when
@@ -16,8 +16,14 @@
 #   SOULSPOT_COMPOSE_TIMEOUT  seconds for the `up` phase (default 600)
 #   SOULSPOT_KEEP=1         leave the stack running (no teardown) for inspection
 #   SOULSPOT_COMPOSE_CLUSTER=1  the `cluster` profile too: two routers on a three-node NATS
-#                           JetStream cluster, every module and the client given both routers
-#                           (slower; the NATS nodes run from the project's image)
+#                           JetStream cluster (replicas 3), every module and the client given
+#                           both routers (the NATS nodes run from the project's image). It
+#                           passes when every service is healthy (router-b and the NATS nodes
+#                           too), a `soulspot get` through router-b alone succeeds, and, after
+#                           the first router and nats-3 are killed, a `soulspot get` of another
+#                           track given both routers succeeds (router-b, two of three nodes).
+#
+# Every container's output and health-check results land in $SOULSPOT_COMPOSE_WORK/logs.
 set -euo pipefail
 
 START=$(date +%s)
@@ -115,6 +121,19 @@ fi
 teardown() {
     local rc=$?
     set +e
+    # Every container's output and health, kept in the work folder before teardown removes
+    # the containers (a failed health check's output is only in podman's state).
+    rm -rf "$W/logs"
+    mkdir -p "$W/logs"
+    local c name
+    for c in $(podman ps -aq --filter "label=com.docker.compose.project=$PROJECT" 2>/dev/null); do
+        name=$(podman inspect --format '{{.Name}}' "$c" 2>/dev/null) || continue
+        podman logs "$c" >"$W/logs/$name.log" 2>&1
+        podman inspect --format '{{.State.Status}} exit={{.State.ExitCode}} health={{.State.Health.Status}}' \
+            "$c" >"$W/logs/$name.state" 2>&1
+        podman inspect --format '{{range .State.Health.Log}}{{.ExitCode}} {{.Output}}{{println}}{{end}}' \
+            "$c" >>"$W/logs/$name.state" 2>&1
+    done
     if [[ ${SOULSPOT_KEEP:-0} != 1 ]]; then
         log "tearing down"
         "${COMPOSE[@]}" down -v --remove-orphans >"$W/down.log" 2>&1
@@ -172,19 +191,95 @@ print(len(make_sample_library(sys.argv[1], DEFAULT_SAMPLE_TRACKS)), "sample file
 chmod -R a+rX "$W/source"
 export SOULSPOT_SOURCE_DIR=$W/source
 # No MusicBrainz from a test; free host ports so nothing on the host collides.
-export SOULSPOT_METADATA__OFFLINE=true SOULSPOT_PUBLISH_GRPC= SOULSPOT_PUBLISH_HTTP=
+export SOULSPOT_METADATA__OFFLINE=true SOULSPOT_PUBLISH_GRPC= SOULSPOT_PUBLISH_HTTP= \
+    SOULSPOT_PUBLISH_GRPC_B= SOULSPOT_PUBLISH_HTTP_B=
 
 # -- run --------------------------------------------------------------------------------------
+# The stack up without the client, every service healthy (router-b too, which nothing depends
+# on), then the client in a one-off container. Not `up --exit-code-from client`: that aborts
+# the stack whenever docker-compose notices the one-shot `pki` service has exited, which under
+# load can be while the client still runs (it then ends with 143).
 "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
-log "starting the stack; the client runs once every service is healthy"
+# The services of the active profiles (docker-compose 1.29's `config --services` lists every
+# profile's), without the one-shot pki (a dependency) and the client (run below).
+PROFILES=(e2e)
+[[ ${SOULSPOT_COMPOSE_CLUSTER:-0} == 1 ]] && PROFILES+=(cluster)
+mapfile -t SERVICES < <("$PY" -c '
+import sys, yaml
+services = yaml.safe_load(open(sys.argv[1], encoding="utf-8"))["services"]
+for name, service in services.items():
+    profiles = service.get("profiles") or []
+    if name not in ("pki", "client") and (not profiles or set(profiles) & set(sys.argv[2:])):
+        print(name)
+' "$ROOT/docker-compose.yml" "${PROFILES[@]}")
+UP_DEADLINE=$(($(date +%s) + UP_TIMEOUT))
+
+# Waits until each named service's container is healthy; fails at UP_DEADLINE naming the rest.
+wait_healthy() {
+    local s status pending
+    while true; do
+        pending=()
+        for s in "$@"; do
+            status=$(podman inspect --format '{{.State.Health.Status}}' "${PROJECT}_${s}_1" 2>/dev/null) \
+                || status=absent
+            [[ $status == healthy ]] || pending+=("$s:$status")
+        done
+        ((${#pending[@]} == 0)) && return 0
+        if (($(date +%s) >= UP_DEADLINE)); then
+            log "not healthy after ${UP_TIMEOUT} s: ${pending[*]}"
+            return 1
+        fi
+        sleep 2
+    done
+}
+
+# `soulspot get` in a one-off client container (every service is already healthy): the
+# arguments before `--` go to `docker-compose run` (-e ...), those after it are the command
+# (none: the service's own). Its output is in $W/client-<n>.log.
+CLIENT_RUNS=0
+run_client() {
+    local opts=() rc
+    while (($#)) && [[ $1 != -- ]]; do opts+=("$1"); shift; done
+    shift
+    CLIENT_RUNS=$((CLIENT_RUNS + 1))
+    set +e
+    timeout 300 "${COMPOSE[@]}" run --rm --no-deps -T "${opts[@]}" client "$@" \
+        >"$W/client-$CLIENT_RUNS.log" 2>&1
+    rc=$?
+    set -e
+    grep -v '^Creating ' "$W/client-$CLIENT_RUNS.log" | tail -8
+    return "$rc"
+}
+
+log "starting the stack (${SERVICES[*]})"
 set +e
-timeout "$UP_TIMEOUT" "${COMPOSE[@]}" up --no-build --exit-code-from client >"$W/up.log" 2>&1
+timeout "$UP_TIMEOUT" "${COMPOSE[@]}" up -d --no-build "${SERVICES[@]}" >"$W/up.log" 2>&1
 rc=$?
 set -e
-grep -E '^client_1 +\|' "$W/up.log" | tail -20 || true
 if [[ $rc -ne 0 ]]; then
-    log "the stack or the client failed (exit $rc); last lines of $W/up.log:"
-    tail -60 "$W/up.log"
+    log "the stack failed to start (exit $rc); last lines of $W/up.log:"
+    tail -40 "$W/up.log"
     exit 1
 fi
-log "client's soulspot get succeeded"
+wait_healthy "${SERVICES[@]}" || exit 1
+log "every service healthy"
+
+if [[ ${SOULSPOT_COMPOSE_CLUSTER:-0} != 1 ]]; then
+    log "client: soulspot get"
+    run_client -- || { log "the client failed"; exit 1; }
+    log "client's soulspot get succeeded"
+    exit 0
+fi
+
+log "client through router-b alone"
+run_client -e SOULSPOT_ROUTER_ADDRESS=router-b:50051 -- || {
+    log "the client through router-b failed"
+    exit 1
+}
+log "killing the first router and nats-3; the client given both routers"
+podman kill "${PROJECT}_router_1" "${PROJECT}_nats-3_1" >/dev/null
+run_client -- soulspot get "Mira Okonkwo - Slow Orbit" || {
+    log "the client failed with the first router and nats-3 killed"
+    exit 1
+}
+log "client's soulspot get succeeded through router-b on two of three NATS nodes"

@@ -213,3 +213,15 @@ def test_docker_compose_accepts_the_file() -> None:
             cwd=ROOT,
         )
         assert result.returncode == 0, result.stderr
+
+
+def test_every_health_check_argument_is_one_word(compose: dict[str, Any]) -> None:
+    # podman's Docker API joins a CMD health check and splits it again on whitespace, so an
+    # argument with a space (`python -c "import x; ..."`) runs as several and always fails.
+    for name, service in compose["services"].items():
+        test = service.get("healthcheck", {}).get("test")
+        if not test:
+            continue
+        assert test[0] == "CMD", f"{name}: an exec-form CMD health check"
+        spaced = [arg for arg in test[1:] if re.search(r"\s", arg)]
+        assert not spaced, f"{name}: health check arguments with whitespace: {spaced}"
