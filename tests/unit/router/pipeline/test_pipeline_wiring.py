@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from router.bus.settings import BusSettings
 from router.pipeline import PIPELINE_FILE_ENV, create_pipeline
 from router.pipeline.kv_store import KvRunStore
 from router.pipeline.store import SqliteRunStore
 from router.settings import RouterSection, RouterSettings
 from services.kit.support.settings import KitSettings
+from tests.helpers.kv_stores import NATS_REPLICAS, NATS_SERVERS, jetstream_router_settings
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -45,18 +45,10 @@ def test_runs_live_in_sqlite_with_the_sqlite_bus(tmp_path: Path) -> None:
 
 
 def test_runs_live_in_the_shared_kv_with_the_jetstream_bus(tmp_path: Path) -> None:
-    settings = RouterSettings(
-        state_dir=tmp_path,
-        bus=BusSettings(
-            backend="jetstream",
-            nats_servers=["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"],
-            nats_replicas=3,
-        ),
-        router=RouterSection(pipeline_lease_s=4.0),
-    )
+    settings = jetstream_router_settings(tmp_path, RouterSection(pipeline_lease_s=4.0))
     pipeline = create_pipeline(settings)
     assert isinstance(pipeline.store, KvRunStore)
-    assert pipeline.store.servers == ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]
-    assert pipeline.store.replicas == 3
+    assert pipeline.store.servers == NATS_SERVERS
+    assert pipeline.store.replicas == NATS_REPLICAS
     assert pipeline.store.lease_s == 4.0
     assert pipeline.store.takeover_interval_s == 2.0

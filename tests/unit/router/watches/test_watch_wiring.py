@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from router.bus.settings import BusSettings
 from router.settings import RouterSection, RouterSettings
 from router.watches import create_watches
 from router.watches.kv_store import KvWatchStore
 from router.watches.store import SqliteWatchStore
+from tests.helpers.kv_stores import NATS_REPLICAS, NATS_SERVERS, jetstream_router_settings
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -21,17 +21,9 @@ def test_watches_live_in_sqlite_with_the_sqlite_bus(tmp_path: Path) -> None:
 
 
 def test_watches_live_in_the_shared_kv_with_the_jetstream_bus(tmp_path: Path) -> None:
-    settings = RouterSettings(
-        state_dir=tmp_path,
-        bus=BusSettings(
-            backend="jetstream",
-            nats_servers=["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"],
-            nats_replicas=3,
-        ),
-        router=RouterSection(watch_lease_s=45.0),
-    )
+    settings = jetstream_router_settings(tmp_path, RouterSection(watch_lease_s=45.0))
     watches = create_watches(settings)
     assert isinstance(watches.store, KvWatchStore)
-    assert watches.store.servers == ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]
-    assert watches.store.replicas == 3
+    assert watches.store.servers == NATS_SERVERS
+    assert watches.store.replicas == NATS_REPLICAS
     assert watches.store.lease_s == 45.0
