@@ -12,6 +12,7 @@ import pytest
 
 from router.pipeline import store as st
 from router.pipeline.kv_store import KvRunStore
+from tests.helpers.kv_stores import new_run, opened_stores
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -24,33 +25,16 @@ STEPS = [
 ]
 
 
-async def _run(store: KvRunStore, event_id: str) -> str:
-    run_id, created = await store.create_run(
-        event_id=event_id,
-        correlation_id="c",
-        description="A - B",
-        trigger=b"t",
-        context={"steps": {}},
-        steps=STEPS,
-    )
-    assert created
-    return run_id
-
-
 @pytest.fixture
 async def store(nats_server: NatsServerProcess) -> AsyncIterator[KvRunStore]:
-    the_store = KvRunStore([nats_server.url])
-    await the_store.open()
-    try:
+    async with opened_stores([KvRunStore([nats_server.url])]) as (the_store,):
         yield the_store
-    finally:
-        await the_store.close()
 
 
 async def test_a_sweep_lists_deferred_steps_oldest_first_without_reading_a_run(
     store: KvRunStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    runs = [await _run(store, f"ev-{i}") for i in range(4)]
+    runs = [await new_run(store, f"ev-{i}", STEPS) for i in range(4)]
     await store.step_finished(runs[2], 0, st.STEP_DEFERRED)
     await store.step_finished(runs[0], 0, st.STEP_DEFERRED)
     await store.step_finished(runs[0], 1, st.STEP_DEFERRED)
@@ -82,7 +66,7 @@ async def test_a_run_taken_over_moves_to_the_new_owners_index(
     await dead.open()
     await heir.open()
     try:
-        run_id = await _run(dead, "ev-heir")
+        run_id = await new_run(dead, "ev-heir", STEPS)
         await dead.step_finished(run_id, 0, st.STEP_DEFERRED)
         await dead.set_state(run_id, st.RUN_COMPLETED)
         assert await dead.deferred() == [(run_id, 0, "enrich.metadata")]
@@ -113,7 +97,7 @@ async def test_an_entry_for_a_run_that_moved_is_dropped_when_the_run_is_read(
     await stalled.open()
     await other.open()
     try:
-        run_id = await _run(stalled, "ev-stalled")
+        run_id = await new_run(stalled, "ev-stalled", STEPS)
         await stalled.step_finished(run_id, 0, st.STEP_DEFERRED)
         assert await stalled.deferred() == [(run_id, 0, "enrich.metadata")]
         # The other router finds the stalled one's lease standing still and takes the run.
@@ -150,7 +134,7 @@ async def test_a_router_restarted_under_its_owner_name_rebuilds_its_index(
 ) -> None:
     first = KvRunStore([nats_server.url], owner="router-a")
     await first.open()
-    run_id = await _run(first, "ev-restart")
+    run_id = await new_run(first, "ev-restart", STEPS)
     await first.step_finished(run_id, 1, st.STEP_DEFERRED)
     await first.close()  # its index goes with it
 

@@ -13,6 +13,7 @@ import pytest
 
 from router.pipeline import store as st
 from router.pipeline.kv_store import KvRunStore
+from tests.helpers.kv_stores import new_run, opened_stores
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -26,27 +27,10 @@ STEPS = [st.NewStep("import.track", "import.track", True)]
 async def two_stores(nats_server: NatsServerProcess) -> AsyncIterator[list[KvRunStore]]:
     """Two stores under one owner name (a router and the same router restarted), so each
     lists the other's deferred index."""
-    stores = [KvRunStore([nats_server.url], owner="router-a") for _ in range(2)]
-    for store in stores:
-        await store.open()
-    try:
+    async with opened_stores(
+        KvRunStore([nats_server.url], owner="router-a") for _ in range(2)
+    ) as stores:
         yield stores
-    finally:
-        for store in stores:
-            await store.close()
-
-
-async def _run(store: KvRunStore, event_id: str) -> str:
-    run_id, created = await store.create_run(
-        event_id=event_id,
-        correlation_id="c",
-        description="A - B",
-        trigger=b"t",
-        context={"steps": {}},
-        steps=STEPS,
-    )
-    assert created
-    return run_id
 
 
 async def test_a_step_just_deferred_through_one_store_is_listed_by_the_other(
@@ -55,7 +39,7 @@ async def test_a_step_just_deferred_through_one_store_is_listed_by_the_other(
     first, second = two_stores
     missed = []
     for i in range(300):
-        run_id = await _run(first, f"ev-{i}")
+        run_id = await new_run(first, f"ev-{i}", STEPS)
         await first.step_finished(run_id, 0, st.STEP_DEFERRED)
         listed = await second.deferred()
         if listed != [(run_id, 0, "import.track")]:
@@ -72,7 +56,7 @@ async def test_a_run_just_created_through_one_store_is_listed_by_the_other(
     created: list[str] = []
     missed = []
     for i in range(60):
-        created.append(await _run(first, f"ev-{i}"))
+        created.append(await new_run(first, f"ev-{i}", STEPS))
         listed = {r.run_id for r in await second.list_runs(limit=1000)}
         if listed != set(created):
             missed.append((i, sorted(set(created) - listed)))

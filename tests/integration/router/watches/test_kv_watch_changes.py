@@ -14,6 +14,7 @@ import pytest
 from router.watches.kv_store import KvWatchStore
 from router.watches.scheduler import MAX_SLEEP_S, WatchScheduler
 from router.watches.store import RunRecord, WatchRecord
+from tests.helpers.kv_stores import opened_stores
 from tests.helpers.module_checks import eventually
 from tests.helpers.nats_server import start_node
 
@@ -28,14 +29,10 @@ DONE = RunRecord("Mix", "0 new tracks requested", False, 0, 0)
 
 @pytest.fixture
 async def two_stores(nats_server: NatsServerProcess) -> AsyncIterator[list[KvWatchStore]]:
-    stores = [KvWatchStore([nats_server.url], lease_s=5.0) for _ in range(2)]
-    for store in stores:
-        await store.open()
-    try:
+    async with opened_stores(
+        KvWatchStore([nats_server.url], lease_s=5.0) for _ in range(2)
+    ) as stores:
         yield stores
-    finally:
-        for store in stores:
-            await store.close()
 
 
 class Runs:

@@ -13,6 +13,7 @@ import pytest
 from router.watches.kv_store import KvWatchStore
 from router.watches.scheduler import WatchScheduler
 from router.watches.store import RunRecord, WatchBusy, WatchLimitReached, WatchRecord
+from tests.helpers.kv_stores import opened_stores
 from tests.helpers.module_checks import eventually
 from tests.helpers.pipeline_standin import until
 
@@ -28,14 +29,10 @@ DONE = RunRecord("Mix", "1 new tracks requested", False, 5, 1)
 @pytest.fixture
 async def two_stores(nats_server: NatsServerProcess) -> AsyncIterator[list[KvWatchStore]]:
     """Two routers' stores on one bucket, with a short lease."""
-    stores = [KvWatchStore([nats_server.url], lease_s=1.5) for _ in range(2)]
-    for store in stores:
-        await store.open()
-    try:
+    async with opened_stores(
+        KvWatchStore([nats_server.url], lease_s=1.5) for _ in range(2)
+    ) as stores:
         yield stores
-    finally:
-        for store in stores:
-            await store.close()
 
 
 async def test_a_watch_added_through_one_router_is_listed_changed_and_removed_by_the_other(
