@@ -76,9 +76,10 @@ from typing import TYPE_CHECKING, Any, Self
 
 import grpc
 
+from bench.floor_server import start_floor_server
 from bench.relay_floor import RELAY_SERVICE
 from services.kit.events.client import build_envelope
-from services.kit.rpc.channel import SERVER_OPTIONS, open_channel
+from services.kit.rpc.channel import open_channel
 from services.kit.security.nats_node import nats_server_binary
 from soulspot.common.v1 import references_pb2
 from soulspot.events.v1 import download_pb2, envelope_pb2
@@ -264,19 +265,7 @@ async def _serve_floor(port_file: Path) -> None:
             reader.cancel()
             subscribers.remove(queue)
 
-    server = grpc.aio.server(options=SERVER_OPTIONS)
-    server.add_registered_method_handlers(
-        FLOOR_SERVICE,
-        {
-            "Publish": grpc.stream_stream_rpc_method_handler(publish),
-            "Subscribe": grpc.stream_stream_rpc_method_handler(subscribe),
-        },
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    tmp = port_file.with_name(port_file.name + ".tmp")
-    tmp.write_text(str(port))
-    tmp.replace(port_file)
+    server = await start_floor_server(FLOOR_SERVICE, publish, subscribe, port_file)
     await server.wait_for_termination()
 
 

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from router.bus.jetstream.acks import AckedPublisher, header_value, publish_encoded
-from services.kit.rpc.channel import SERVER_OPTIONS
 from soulspot.router.v1 import router_pb2
 
 if TYPE_CHECKING:
@@ -246,9 +245,10 @@ class PullRelay:
 
 async def serve(port_file: Path, nats_url: str) -> None:
     """Serve the relay until terminated; the port goes to `port_file` once it listens."""
-    import grpc
     import nats
     from nats.js.api import StorageType, StreamConfig
+
+    from bench.floor_server import start_floor_server
 
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
@@ -306,19 +306,7 @@ async def serve(port_file: Path, nats_url: str) -> None:
             reader.cancel()
             await relay.close()
 
-    server = grpc.aio.server(options=SERVER_OPTIONS)
-    server.add_registered_method_handlers(
-        RELAY_SERVICE,
-        {
-            "Publish": grpc.stream_stream_rpc_method_handler(publish),
-            "Subscribe": grpc.stream_stream_rpc_method_handler(subscribe),
-        },
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    tmp = port_file.with_name(port_file.name + ".tmp")
-    tmp.write_text(str(port))
-    tmp.replace(port_file)
+    server = await start_floor_server(RELAY_SERVICE, publish, subscribe, port_file)
     try:
         await server.wait_for_termination()
     finally:
