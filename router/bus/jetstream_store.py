@@ -100,7 +100,6 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from google.protobuf import timestamp_pb2
 from nats.errors import Error as NatsError
 from nats.js import api
 from nats.js.errors import (
@@ -113,7 +112,7 @@ from router.bus.jetstream.acks import (
     AckedPublisher,
     PublishError,
     header_value,
-    publish_encoded,
+    publish_many_encoded,
 )
 from router.bus.jetstream.connection import connect_nats
 from router.bus.jetstream.consumer_lease import ConsumerLeases
@@ -704,8 +703,7 @@ class JetStreamEventStore:
             stored = envelope_pb2.EventEnvelope()
             stored.CopyFrom(env)
             stored.sequence = 0  # the stream's sequence, set on every read
-            stored.stored_at.CopyFrom(timestamp_pb2.Timestamp())
-            stored.stored_at.FromMicroseconds(_now_us())
+            stored.stored_at.FromMicroseconds(_now_us())  # sets both its fields
             entry = _InFlight()
             self._in_flight.append(entry)
             outgoing.append(_Outgoing(stored, key, park, entry))
@@ -772,9 +770,14 @@ class JetStreamEventStore:
         last = len(outgoing)
         client = self._client()
         try:
-            for number, out in enumerate(outgoing[:-1], 1):
-                header = out.batch_header(batch_id, number, False)
-                await publish_encoded(client, self._subject(out), out.data, header)
+            # All but the commit in one write: the batch is one command to nats-py.
+            await publish_many_encoded(
+                client,
+                [
+                    (self._subject(out), out.data, out.batch_header(batch_id, number, False))
+                    for number, out in enumerate(outgoing[:-1], 1)
+                ],
+            )
             out = outgoing[-1]
             commit = await self._publisher().send(
                 self._subject(out), out.data, out.batch_header(batch_id, last, True)
@@ -916,10 +919,11 @@ class JetStreamEventStore:
         waiting for JetStream's answer (a key that exists stays as it is: the first copy's
         sequence)."""
         waiting, self._unremembered = self._unremembered, []
-        client = self._client()
         prefix = f"$KV.{self._ids_bucket}."
-        for key, sequence in waiting:
-            await publish_encoded(client, prefix + key, str(sequence).encode(), _CREATE_ONLY)
+        await publish_many_encoded(
+            self._client(),
+            [(prefix + key, str(sequence).encode(), _CREATE_ONLY) for key, sequence in waiting],
+        )
 
     async def _last_sequence(self, stream: str) -> int:
         info = await self._jetstream().stream_info(stream)

@@ -22,6 +22,8 @@ from nats import errors as nats_errors
 from nats.protocol.command import hpub_cmd
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from nats.aio.client import Client
     from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription
@@ -37,7 +39,11 @@ _VALUE_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
 
 def header_value(value: str) -> str:
     """A header value as nats-py would send it (stripped, line breaks as spaces)."""
-    return value.strip().translate(_VALUE_NEWLINES)
+    value = value.strip()
+    # A translate is a copy; ids almost never hold a line break.
+    if "\r" in value or "\n" in value:
+        return value.translate(_VALUE_NEWLINES)
+    return value
 
 
 def header_block(headers: dict[str, str]) -> bytes:
@@ -68,6 +74,34 @@ async def publish_encoded(
     nc.stats["out_msgs"] += 1
     nc.stats["out_bytes"] += size
     await nc._send_command(hpub_cmd(subject, reply, header, data))
+    if nc._flush_queue is not None and nc._flush_queue.empty():
+        await nc._flush_pending()
+
+
+async def publish_many_encoded(nc: Client, messages: Sequence[tuple[str, bytes, bytes]]) -> None:
+    """`publish_encoded` of each (subject, data, header) in order, as one command: the
+    checks first (none is sent if one is refused), then one write to nats-py's buffer and
+    one flush, not one per message (the store sends a group's events and ids this way)."""
+    if not messages:
+        return
+    if nc.is_closed:
+        raise nats_errors.ConnectionClosedError
+    if nc.is_draining_pubs:
+        raise nats_errors.ConnectionDrainingError
+    size = sum(len(data) for _, data, _ in messages)
+    if not nc.is_connected and (
+        nc._max_pending_size <= 0 or size + nc._pending_data_size > nc._max_pending_size
+    ):
+        raise nats_errors.OutboundBufferLimitError
+    max_payload = nc._max_payload
+    for subject, data, _ in messages:
+        if len(data) > max_payload:
+            raise nats_errors.MaxPayloadError
+        if not subject:
+            raise nats_errors.BadSubjectError
+    nc.stats["out_msgs"] += len(messages)
+    nc.stats["out_bytes"] += size
+    await nc._send_command(b"".join(hpub_cmd(s, "", h, d) for s, d, h in messages))
     if nc._flush_queue is not None and nc._flush_queue.empty():
         await nc._flush_pending()
 

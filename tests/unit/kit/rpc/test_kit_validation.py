@@ -132,3 +132,47 @@ async def test_another_interceptor_keeps_validation_and_the_call_context() -> No
     assert echo.calls == 1
     assert len(counting.seen) == 2
     assert metadata_value(trailing, CORRELATION_ID_KEY)
+
+
+def test_the_quick_check_agrees_with_the_walk_on_every_field_left_out() -> None:
+    # required_violations walks (and builds paths) only when the quick check finds a gap:
+    # the two must agree, or a missing field would pass unnamed.
+    from services.kit.rpc.validation import _complete, _walk
+
+    def complete() -> Any:
+        return Strict(
+            name="n",
+            blob=b"b",
+            item=Item(title="t"),
+            items=[Item(title="a")],
+            mood=1,
+            count=3,
+            limit=0,
+            group="g",
+        )
+
+    variants: list[Any] = [complete()]
+    for field, _value in complete().ListFields():
+        msg = complete()
+        msg.ClearField(field.name)
+        variants.append(msg)
+    for setting in ("extra", "by_key", "items", "item"):
+        msg = complete()
+        if setting == "by_key":
+            msg.by_key["k"].CopyFrom(Item())
+        elif setting == "items":
+            msg.items.add()
+        else:
+            getattr(msg, setting).Clear()
+            getattr(msg, setting).rank = 1  # set, but its required title is empty
+        variants.append(msg)
+    msg = complete()
+    msg.by_key["k"].CopyFrom(Item(title="t"))
+    variants.append(msg)
+    verdicts = []
+    for msg in variants:
+        found: list[object] = []
+        _walk(msg, "", found)
+        assert _complete(msg) == (not found), msg
+        verdicts.append(not found)
+    assert verdicts.count(True) == 2  # the complete one, and it with a complete map value
