@@ -745,6 +745,9 @@ class JetStreamEventStore:
             out.entry.done = True
             return await self._duplicate(first or seq)
         out.stored.sequence = seq
+        if out.park is None:
+            # The consumers' pulls bring these bytes back: they share this envelope.
+            self._envelopes.offer(seq, out.data, out.stored)
         result = AppendResult(seq, False, out.stored, parked=out.park is not None)
         out.entry.result, out.entry.done = result, True
         await self._remember_id(out.key, seq)

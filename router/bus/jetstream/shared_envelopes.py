@@ -47,12 +47,18 @@ class SharedEnvelopes:
         env = envelope_from(data)
         env.sequence = sequence
         self.parsed += 1
+        self.offer(sequence, data, env)
+        return env
+
+    def offer(self, sequence: int, data: bytes, envelope: envelope_pb2.EventEnvelope) -> None:
+        """Hold `envelope`, stored at `sequence` as `data` with its sequence set, for the
+        consumers to come (this router's own appends: they need no parse at all)."""
+        entries = self._entries
+        entry = entries.pop(sequence, None)
         if entry is not None:
             self.bytes -= len(entry[0])
-            del entries[sequence]
-        entries[sequence] = (data, env)
+        entries[sequence] = (data, envelope)
         self.bytes += len(data)
         while len(entries) > self._max_count or (self.bytes > self._max_bytes and len(entries) > 1):
             oldest = next(iter(entries))
             self.bytes -= len(entries.pop(oldest)[0])
-        return env

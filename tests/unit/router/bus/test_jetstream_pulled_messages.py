@@ -79,3 +79,17 @@ def test_the_bytes_held_stay_within_the_bound_and_the_newest_is_always_kept() ->
     env = lone.envelope(1, data)
     assert len(lone) == 1
     assert lone.envelope(1, data) is env
+
+
+def test_an_offered_envelope_is_handed_out_without_a_parse_for_its_own_bytes_only() -> None:
+    # The store offers each event it appended: the pulls that bring those bytes back share it.
+    shared = SharedEnvelopes()
+    data = _data(1)
+    own = build_envelope(download_pb2.DownloadStarted(download_id="d1"), source_module="x")
+    own.ParseFromString(data)
+    own.sequence = 7
+    shared.offer(7, data, own)
+    assert shared.envelope(7, bytes(bytearray(data))) is own
+    assert shared.parsed == 0
+    assert shared.envelope(7, _data(2)) is not own  # other bytes at that sequence: parsed
+    assert shared.parsed == 1
