@@ -41,7 +41,7 @@ from soulspot.options.v1 import options_pb2
 from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
     from google.protobuf.descriptor import Descriptor
     from google.protobuf.message import Message
@@ -472,15 +472,10 @@ class Subscriber:
         return router_pb2.SubscribeRequest(start=start)
 
     async def _session(self) -> None:
-        outbox: asyncio.Queue[router_pb2.SubscribeRequest] = asyncio.Queue()
-        outbox.put_nowait(self._start_request())
-
-        async def requests() -> AsyncIterator[router_pb2.SubscribeRequest]:
-            while True:
-                yield await outbox.get()
-
-        call = self._stub.Subscribe(requests())
-        acks = _AckSender(outbox)
+        requests = _RequestStream()
+        requests.put(self._start_request())
+        call = self._stub.Subscribe(requests)
+        acks = _AckSender(requests)
         tasks: set[asyncio.Task[None]] = set()
         slots = asyncio.Semaphore(self.max_in_flight)
         try:
@@ -506,6 +501,9 @@ class Subscriber:
             for task in list(tasks):
                 task.cancel()
             call.cancel()
+            # grpc.aio's reader of the requests outlives a call that ended under it: ending
+            # the stream lets it finish instead of being collected pending.
+            requests.close()
 
     async def _handle(self, delivery: router_pb2.Delivery, acks: _AckSender) -> None:
         envelope = delivery.event
@@ -514,7 +512,7 @@ class Subscriber:
             record_duplicate(envelope.event_type, self.handlers.metrics)
             acks.ack(delivery_id)
             return
-        keepalive = asyncio.create_task(self._keep_alive(delivery_id, acks.outbox))
+        keepalive = asyncio.create_task(self._keep_alive(delivery_id, acks.requests))
         try:
             await self.handlers.dispatch(envelope, consumer=self.consumer)
         except asyncio.CancelledError:
@@ -537,7 +535,7 @@ class Subscriber:
             nack = router_pb2.Nack(delivery_id=delivery_id, reason=repr(err)[:500])
             if self.nack_delay_s > 0:
                 nack.delay.CopyFrom(_duration(self.nack_delay_s))
-            acks.outbox.put_nowait(router_pb2.SubscribeRequest(nack=nack))
+            acks.requests.put(router_pb2.SubscribeRequest(nack=nack))
             return
         finally:
             keepalive.cancel()
@@ -545,25 +543,62 @@ class Subscriber:
         self.handled += 1
         acks.ack(delivery_id)
 
-    async def _keep_alive(
-        self, delivery_id: int, outbox: asyncio.Queue[router_pb2.SubscribeRequest]
-    ) -> None:
+    async def _keep_alive(self, delivery_id: int, requests: _RequestStream) -> None:
         """InProgress at a third of the ack timeout while a long handler runs."""
         interval = max(0.05, (self.ack_timeout_s or 30.0) / 3)
         while True:
             await asyncio.sleep(interval)
-            outbox.put_nowait(
+            requests.put(
                 router_pb2.SubscribeRequest(
                     in_progress=router_pb2.InProgress(delivery_id=delivery_id)
                 )
             )
 
 
+class _RequestStream:
+    """What one Subscribe stream sends, in order: an async iterator the session ends.
+
+    Not an async generator, and not left waiting: grpc.aio reads the requests in a task of
+    its own that nobody cancels when the call ends from the other side (the router going
+    away, a Subscribe refused), so a request iterator that only ended with its call would
+    leave that task pending and, were it a generator, closed twice when collected ("Task
+    was destroyed but it is pending", "aclose(): asynchronous generator is already running";
+    grpc/grpc#29518). Every kit channel has interceptors, and grpc.aio feeds `call.write()`
+    through a generator of its own there, so writing instead of iterating does not help.
+    """
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[router_pb2.SubscribeRequest | None] = asyncio.Queue()
+        self._closed = False
+
+    def put(self, request: router_pb2.SubscribeRequest) -> None:
+        """Send `request` after those before it (dropped once the stream is closed: the
+        router redelivers what was not acked on the next stream)."""
+        if not self._closed:
+            self._queue.put_nowait(request)
+
+    def close(self) -> None:
+        """End the iteration once what was put before is read."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put_nowait(None)
+
+    def __aiter__(self) -> _RequestStream:
+        return self
+
+    async def __anext__(self) -> router_pb2.SubscribeRequest:
+        request = await self._queue.get()
+        if request is None:
+            self._queue.put_nowait(None)  # ended for good, however often it is asked
+            raise StopAsyncIteration
+        return request
+
+
 class _AckSender:
     """Acks of one event-loop turn go out as one message (AckBatch when there are several)."""
 
-    def __init__(self, outbox: asyncio.Queue[router_pb2.SubscribeRequest]) -> None:
-        self.outbox = outbox
+    def __init__(self, requests: _RequestStream) -> None:
+        self.requests = requests
         self._ids: list[int] = []
 
     def ack(self, delivery_id: int) -> None:
@@ -577,7 +612,7 @@ class _AckSender:
             request = router_pb2.SubscribeRequest(ack=router_pb2.Ack(delivery_id=ids[0]))
         else:
             request = router_pb2.SubscribeRequest(ack_batch=router_pb2.AckBatch(delivery_ids=ids))
-        self.outbox.put_nowait(request)
+        self.requests.put(request)
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:
