@@ -26,7 +26,6 @@ pauses reading ahead until it moves (its owner is acked or, after its last attem
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import logging
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from router.bus.patterns import PatternSet
+from services.kit.support.tasks import cancel_within
 from soulspot.router.v1 import router_pb2
 
 if TYPE_CHECKING:
@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from soulspot.events.v1 import envelope_pb2
 
 _log = logging.getLogger(__name__)
+# How long a closing consumer waits for its dispatcher to end.
+DISPATCHER_STOP_S = 5.0
 _tiebreak = itertools.count()
 FLUSH_DELAY_S = 0.01
 
@@ -237,10 +239,12 @@ class Consumer:
         for sub in self._subs:
             sub.closed = True
             sub.end()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        # Asked again if it lost the cancellation in a read of the log (see cancel_within);
+        # the bus bounds the whole close as well.
+        if not await cancel_within(self._task, DISPATCHER_STOP_S):
+            _log.warning(
+                "consumer %s dispatcher did not stop within %gs", self.name, DISPATCHER_STOP_S
+            )
 
     def discard(self) -> None:
         """The consumer is being removed (idle too long): stop without writing anything."""

@@ -43,11 +43,12 @@ from services.kit.rpc.errors import (
     bad_request,
 )
 from services.kit.rpc.validation import required_violations
+from services.kit.support.tasks import cancel_within, finish_within
 from soulspot.events.v1 import envelope_pb2
 from soulspot.router.v1 import event_bus_pb2, event_bus_pb2_grpc, router_pb2
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Sequence
 
     from google.protobuf.descriptor import Descriptor
     from google.protobuf.message import Message
@@ -251,22 +252,35 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
         self._started = True
 
     async def stop(self) -> None:
+        """Stop dispatching and close the log, every step within a bound: a router whose
+        NATS is out of reach (or a task that lost its cancellation) still stops, and says
+        what it left undone. A cancellation of the stop itself is passed on."""
         if not self._started:
             return
         self._started = False
         if self._idle_timer is not None:
             self._idle_timer.cancel()
+        step_s = self.settings.nats_request_timeout_s
         for task in (self._retention_task, self._metrics_task, *self._background):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        for consumer in self._consumers.values():
-            await consumer.close()
-        await self.store.close()
+            if not await cancel_within(task, step_s):
+                _log.warning("stopping the bus: a background task did not end within %gs", step_s)
+        closing = [consumer.close() for consumer in self._consumers.values()]
+        await self._stop_step(
+            "closing the consumers", asyncio.gather(*closing, return_exceptions=True), step_s
+        )
+        # A JetStream store bounds its own steps (about two requests' worth in all); this
+        # bound is for a close that does not end all the same.
+        await self._stop_step("closing the event log", self.store.close(), 4 * step_s + 1.0)
+
+    async def _stop_step(self, what: str, step: Awaitable[Any], within_s: float) -> None:
+        try:
+            if not await finish_within(step, within_s):
+                _log.warning("stopping the bus: %s did not finish within %gs", what, within_s)
+        except Exception:
+            _log.exception("stopping the bus: %s failed", what)
 
     async def _retention_loop(self) -> None:
-        while True:
+        while self._started:
             await asyncio.sleep(self.settings.retention_interval_s)
             try:
                 deleted = await self.store.apply_retention(
@@ -342,7 +356,9 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
 
     async def _lag_loop(self) -> None:
         # Lag grows while nothing is acked, so it is sampled, not only updated on acks.
-        while True:
+        # Until the bus stops, not only until cancelled: a cancellation can be lost in a
+        # NATS request (see cancel_within).
+        while self._started:
             for consumer in list(self._consumers.values()):
                 consumer.info()  # sets the gauge
             if self._host is not None:

@@ -114,7 +114,7 @@ from router.bus.jetstream.acks import (
     header_value,
     publish_many_encoded,
 )
-from router.bus.jetstream.connection import connect_nats
+from router.bus.jetstream.connection import abort_connection, connect_nats
 from router.bus.jetstream.consumer_lease import ConsumerLeases
 from router.bus.jetstream.direct import StoredMessage, rfc3339, stored_messages
 from router.bus.jetstream.durable_consumer import JetStreamConsumer
@@ -148,6 +148,7 @@ from router.bus.store import (
     Parking,
     ReplayRecord,
 )
+from services.kit.support.tasks import cancel_within, finish_within
 from soulspot.events.v1 import envelope_pb2
 from soulspot.router.v1 import router_pb2
 
@@ -194,6 +195,11 @@ PULL_WAIT_S = 1.0
 # holds in progress once a lease, so only a router that died lets it run out, and the next
 # holder (after one lease) gets those events again within a few more.
 ACK_WAIT_LEASES = 3
+# A close takes at most this many request timeouts in all (and each of its steps at least
+# CLOSE_STEP_MIN_S): its steps are the last writes, the leases, the appends on their way,
+# the ids, the feed, the acks and the connection, each at most a round trip when NATS answers.
+CLOSE_REQUESTS = 2
+CLOSE_STEP_MIN_S = 0.5
 
 Synchronous = Literal["FULL", "NORMAL"]
 # One event's ack: in already (an event of a committed atomic batch), or to come.
@@ -465,38 +471,69 @@ class JetStreamEventStore:
             self._replays.setdefault(consumer_from_token(token), set()).add(int(seq))
 
     async def close(self) -> None:
-        watch, self._replay_watch = self._replay_watch, None
-        if watch is not None:
-            watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await watch
-        if self._worker is not None:
-            await self._run(self._flush)
-            self._ops.put_nowait(None)
-            await self._worker
+        """Write what is due, give the leases up and disconnect, each step within what is
+        left of CLOSE_REQUESTS request timeouts (at least CLOSE_STEP_MIN_S each): a router
+        whose NATS is out of reach still stops, logging what it could not do. What is lost
+        then is made up for: a lease not given up goes stale for the next router, a
+        position not written is the last one written (deliveries are at least once)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_REQUESTS * self.timeout
+
+        def left() -> float:
+            return max(CLOSE_STEP_MIN_S, deadline - loop.time())
+
+        async def step(what: str, work: Awaitable[Any]) -> bool:
+            within = left()
+            try:
+                if await finish_within(work, within):
+                    return True
+                _log.warning(
+                    "closing the event store: %s did not finish within %.1fs", what, within
+                )
+            except Exception as err:
+                _log.warning("closing the event store: %s failed: %s", what, err)
+            return False
+
+        await cancel_within(self._replay_watch, left())
+        self._replay_watch = None
+        worker = self._worker
+        if worker is not None:
+            if not worker.done():
+                await step("writing the consumers' state", self._run(self._flush))
+                self._ops.put_nowait(None)
+                await step("the state writer's last writes", worker)
             self._worker = None
         if self.consumer_leases is not None:
             # After the last write of every consumer's state: the next router reads it.
-            await self.consumer_leases.close()
+            await step("giving the consumer leases up", self.consumer_leases.close())
         if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+            await step(
+                "the appends on their way",
+                asyncio.gather(*self._background, return_exceptions=True),
+            )
         if self._remember_timer is not None:
             self._remember_timer.cancel()
             self._remember_timer = None
         if self._unremembered and self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._write_ids()
-                await self._nc.flush(max(1, round(self.timeout)))
+            await step("writing the event ids", self._write_ids_now())
         if self._feed is not None:
             feed, self._feed = self._feed, None
-            with contextlib.suppress(Exception):
-                await (await feed).unsubscribe()
+            await step("ending the stream's feed", self._end_feed(feed))
         if self._acks is not None:
-            await self._acks.stop()
-            self._acks = None
+            acks, self._acks = self._acks, None
+            await step("ending the acks subscription", acks.stop())
         if self._nc is not None:
-            await self._nc.close()
-            self._nc = None
+            nc, self._nc = self._nc, None
+            if not await step("closing the NATS connection", nc.close()):
+                abort_connection(nc)
+
+    async def _write_ids_now(self) -> None:
+        await self._write_ids()
+        await self._client().flush(max(1, round(self.timeout)))
+
+    @staticmethod
+    async def _end_feed(feed: Any) -> None:
+        await (await feed).unsubscribe()
 
     async def _disconnected(self) -> None:
         if self._acks is not None:  # not closing
@@ -530,28 +567,36 @@ class JetStreamEventStore:
     async def _work(self) -> None:
         # Consumer state changes one at a time, in the order they were queued (a replay's
         # park before its done record, a read of replays after the progress before it).
-        while (item := await self._ops.get()) is not None:
-            op, future = item
-            try:
-                value = await op()
-            except Exception as err:
-                if future is None:
-                    _log.exception("event store write failed")
-                elif not future.done():
-                    future.set_exception(err)
-                continue
-            if future is not None and not future.done():
-                future.set_result(value)
+        try:
+            while (item := await self._ops.get()) is not None:
+                op, future = item
+                try:
+                    value = await op()
+                except Exception as err:
+                    if future is None:
+                        _log.exception("event store write failed")
+                    elif not future.done():
+                        future.set_exception(err)
+                    continue
+                if future is not None and not future.done():
+                    future.set_result(value)
+        finally:
+            # Ended (closed, or cancelled at a close that ran out of time): nothing will run
+            # what is still queued, so nobody may wait for it.
+            while not self._ops.empty():
+                queued = self._ops.get_nowait()
+                if queued is not None and queued[1] is not None and not queued[1].done():
+                    queued[1].set_exception(RuntimeError("event store is not open"))
 
     async def _run(self, op: Callable[[], Awaitable[Any]]) -> Any:
-        if self._worker is None:
+        if self._worker is None or self._worker.done():
             raise RuntimeError("event store is not open")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._ops.put_nowait((op, future))
         return await future
 
     def _queue(self, op: Callable[[], Awaitable[Any]]) -> None:
-        if self._worker is None:
+        if self._worker is None or self._worker.done():
             raise RuntimeError("event store is not open")
         self._ops.put_nowait((op, None))
 

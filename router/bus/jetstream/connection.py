@@ -178,3 +178,14 @@ def _follow_link(options: dict[str, Any], servers: list[str]) -> list[Client]:
 async def _log_connection_error(err: Exception) -> None:
     # One line per failed try, without nats-py's default traceback for each.
     _log.warning("NATS connection: %s", err or type(err).__name__)
+
+
+def abort_connection(nc: Client) -> None:
+    """Drop the client's socket at once, unflushed: for a close that did not finish in time
+    (a server that stopped reading leaves nats-py waiting to flush to it), so no socket is
+    left open behind a router that stopped."""
+    transport = getattr(nc, "_transport", None)
+    for name in ("_io_writer", "_bare_io_writer"):
+        writer = getattr(transport, name, None)
+        if writer is not None:
+            writer.transport.abort()

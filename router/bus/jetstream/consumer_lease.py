@@ -55,7 +55,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from router.bus.consumer_ownership import Holder
 from router.bus.jetstream.records import consumer_token
-from services.kit.support.tasks import cancel_and_wait
+from services.kit.support.tasks import cancel_within
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -127,7 +127,9 @@ class ConsumerLeases:
     async def close(self) -> None:
         """Stop renewing and give every lease up (the consumers' state is written by now)."""
         task, self._task = self._task, None
-        await cancel_and_wait(task)
+        # Asked again if a renewal's request lost the cancellation (see cancel_within).
+        if not await cancel_within(task, self.lease_s):
+            _log.warning("consumer lease renewals did not stop within %gs", self.lease_s)
         for name in list(self._held):
             await self.release(name)
 

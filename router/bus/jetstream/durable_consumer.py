@@ -35,7 +35,6 @@ counts the next delivery as another.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import logging
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from router.bus.consumer import Consumer, Outstanding, _tiebreak
 from router.bus.jetstream.pull_consumer import delivery_of
 from router.bus.jetstream.shared_envelopes import SharedEnvelopes
+from services.kit.support.tasks import cancel_and_wait
 from soulspot.router.v1 import router_pb2
 
 if TYPE_CHECKING:
@@ -325,10 +325,7 @@ class JetStreamConsumer(Consumer):
 
     async def _stop_background(self) -> None:
         toucher, self._toucher = self._toucher, None
-        if toucher is not None:
-            toucher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await toucher
+        await cancel_and_wait(toucher)
         self._give_back()
         await self._pull.close()
 

@@ -42,6 +42,7 @@ from nats.js.errors import NotFoundError
 from router.bus.jetstream.records import consumer_token
 from router.bus.jetstream.reply_writer import send_replies
 from services.kit.support.backoff import BackoffPolicy
+from services.kit.support.tasks import cancel_within
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -412,10 +413,10 @@ class PullConsumer:
     async def close(self) -> None:
         """Stop pulling; send what is settled; unsubscribe (the consumer stays)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Asked again if a consumer-info request lost the cancellation (see cancel_within):
+        # a pull loop has nothing to clean up, and it ends by its pull's expiry at the latest.
+        if not await cancel_within(task, self.pull_wait_s + 1.0):
+            _log.warning("pulling consumer %s did not stop", self.name)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         if self._sender is not None:

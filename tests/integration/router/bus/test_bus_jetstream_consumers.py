@@ -170,9 +170,18 @@ async def test_a_later_subscriber_changes_the_filter_and_max_deliver_not_the_pos
 ) -> None:
     first = nodes[0]
     async with RawSubscriber(first.stub, "changing", ["download.*"], max_attempts=3) as sub:
-        await first.publish(envelope(started("before")))
+        published = await first.publish(envelope(started("before")))
         await sub.next()
+        # Acked by the time the stream ends (an ack still on its way then is a failure).
+        await wait_for(lambda: first.bus.consumers["changing"].in_flight == 0)
     await wait_for(lambda: "changing" not in first.bus.consumers)
+
+    async def acked_by_jetstream() -> bool:
+        # The router settles with JetStream without waiting for an answer.
+        info = await js.consumer_info(STREAM, durable_name("changing"))
+        return bool(info.ack_floor.stream_seq == published.sequence)
+
+    await wait_for(acked_by_jetstream, within_s=10)
     info = await js.consumer_info(STREAM, durable_name("changing"))
     acked = info.ack_floor.stream_seq
     assert info.config.max_deliver == 4
