@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 # Fixtures every folder may use, defined beside their helpers.
-pytest_plugins = ["tests.helpers.nats_server"]
+pytest_plugins = ["tests.helpers.nats_server", "tests.helpers.hang_backstop"]
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
