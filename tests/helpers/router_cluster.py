@@ -1,6 +1,7 @@
 """Start several router processes sharing one NATS (their event log and pipeline runs in
-JetStream) and one mesh CA, each with its own state folder, ready to serve; the address that
-names them all, and the handlers of a durable consumer that records what it was handed."""
+JetStream) and one mesh CA, each with its own state folder, ready to serve (or one router on
+JetStream, not waited for); the address that names them all, and the handlers of a durable
+consumer that records what it was handed, with a publish that waits until it was."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 import json
 from typing import TYPE_CHECKING
 
-from services.kit.events.client import EventHandlers
+from services.kit.events.client import EventHandlers, RouterPublisher
 from services.kit.rpc.channel import wait_for_ready
 from tests.helpers.processes import Process, free_port, start_router
 
@@ -16,9 +17,26 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
 
+    import grpc
+    from google.protobuf.message import Message
+
+    from services.kit.events.client import Subscriber
     from soulspot.events.v1 import download_pb2, envelope_pb2
 
 READY_DEADLINE_S = 30.0
+
+
+def start_jetstream_router(tmp: Path, nats_urls: Sequence[str], **env: str) -> Process:
+    """A router process on the NATS servers `nats_urls`, dashboard off, not waited for (its
+    NATS may not be up yet)."""
+    return start_router(
+        tmp,
+        free_port(),
+        SOULSPOT_ROUTER__HTTP_ADDRESS="off",
+        SOULSPOT_BUS__BACKEND="jetstream",
+        SOULSPOT_BUS__NATS_SERVERS=json.dumps(list(nats_urls)),
+        **env,
+    )
 
 
 def start_routers(
@@ -29,13 +47,10 @@ def start_routers(
     started: list[Process] = []
     try:
         for index in range(count):
-            router = start_router(
+            router = start_jetstream_router(
                 tmp,
-                free_port(),
+                nats_urls,
                 SOULSPOT_STATE_DIR=str(tmp / f"state-{index}"),
-                SOULSPOT_ROUTER__HTTP_ADDRESS="off",
-                SOULSPOT_BUS__BACKEND="jetstream",
-                SOULSPOT_BUS__NATS_SERVERS=json.dumps(list(nats_urls)),
                 SOULSPOT_BUS__NATS_REPLICAS=str(replicas),
                 **env,
             )
@@ -65,3 +80,20 @@ def recorded_progress() -> tuple[EventHandlers, set[str]]:
         delivered.add(envelope.event_id)
 
     return handlers, delivered
+
+
+async def publish_until_delivered(
+    channel: grpc.aio.Channel,
+    subscriber: Subscriber,
+    delivered: set[str],
+    payload: Message,
+    *,
+    deadline_s: float = 20.0,
+) -> None:
+    """Once `subscriber` is connected, publish `payload` through `channel` and wait until its
+    event is among `delivered` (the set `recorded_progress` fills)."""
+    await subscriber.wait_connected(deadline_s)
+    published = await RouterPublisher(channel, deadline_s=5.0).publish(payload)
+    async with asyncio.timeout(deadline_s):
+        while published.event_id not in delivered:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)

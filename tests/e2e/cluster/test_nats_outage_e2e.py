@@ -33,8 +33,12 @@ from soulspot.events.v1 import download_pb2
 from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2, status_pb2_grpc
 from tests.helpers.bus import envelope
 from tests.helpers.nats_server import node_config, start_nats_server, start_node
-from tests.helpers.processes import free_port, start_router
-from tests.helpers.router_cluster import recorded_progress, start_routers
+from tests.helpers.router_cluster import (
+    publish_until_delivered,
+    recorded_progress,
+    start_jetstream_router,
+    start_routers,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -72,13 +76,7 @@ async def _health(channel: grpc.aio.Channel, service: str = "") -> int | None:
 
 async def test_a_router_started_before_its_nats_serves_once_nats_is_up(tmp_path: Path) -> None:
     node = node_config(tmp_path / "nats")
-    router = start_router(
-        tmp_path,
-        free_port(),
-        SOULSPOT_ROUTER__HTTP_ADDRESS="off",
-        SOULSPOT_BUS__BACKEND="jetstream",
-        SOULSPOT_BUS__NATS_SERVERS=json.dumps([node.url]),
-    )
+    router = start_jetstream_router(tmp_path, [node.url])
     server: NatsServerProcess | None = None
     try:
         async with open_channel(router.address, transport=router.client) as channel:
@@ -112,11 +110,7 @@ async def test_a_router_started_before_its_nats_serves_once_nats_is_up(tmp_path:
             subscriber = Subscriber(channel, consumer="after-outage", handlers=handlers)
             await subscriber.start()
             try:
-                await subscriber.wait_connected(20)
-                published = await RouterPublisher(channel, deadline_s=5.0).publish(payload)
-                async with asyncio.timeout(20):
-                    while published.event_id not in delivered:  # noqa: ASYNC110
-                        await asyncio.sleep(0.05)
+                await publish_until_delivered(channel, subscriber, delivered, payload)
             finally:
                 await subscriber.stop()
     finally:
@@ -129,14 +123,7 @@ async def test_a_router_started_before_its_nats_serves_once_nats_is_up(tmp_path:
 
 def test_a_router_exits_with_the_reason_after_its_start_wait(tmp_path: Path) -> None:
     node = node_config(tmp_path / "nats")  # never started
-    router = start_router(
-        tmp_path,
-        free_port(),
-        SOULSPOT_ROUTER__HTTP_ADDRESS="off",
-        SOULSPOT_BUS__BACKEND="jetstream",
-        SOULSPOT_BUS__NATS_SERVERS=json.dumps([node.url]),
-        SOULSPOT_BUS__NATS_START_WAIT_S="1",
-    )
+    router = start_jetstream_router(tmp_path, [node.url], SOULSPOT_BUS__NATS_START_WAIT_S="1")
     try:
         code = router.popen.wait(30)
     finally:
@@ -150,13 +137,7 @@ async def test_a_router_whose_nats_goes_serves_its_bus_not_serving_until_it_is_b
 ) -> None:
     node = node_config(tmp_path / "nats")
     server = start_node(node)
-    router = start_router(
-        tmp_path,
-        free_port(),
-        SOULSPOT_ROUTER__HTTP_ADDRESS="off",
-        SOULSPOT_BUS__BACKEND="jetstream",
-        SOULSPOT_BUS__NATS_SERVERS=json.dumps([node.url]),
-    )
+    router = start_jetstream_router(tmp_path, [node.url])
     serving = health_pb2.HealthCheckResponse.SERVING
     needs_nats = [event_bus.SERVICE_NAME, engine.SERVICE_NAME, watches_service.SERVICE_NAME]
     try:

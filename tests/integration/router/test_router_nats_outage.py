@@ -30,7 +30,7 @@ from soulspot.events.v1 import download_pb2
 from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2, router_pb2_grpc, status_pb2_grpc
 from tests.helpers.bus import envelope
 from tests.helpers.nats_server import node_config, start_nats_server, start_node
-from tests.helpers.router_cluster import recorded_progress
+from tests.helpers.router_cluster import publish_until_delivered, recorded_progress
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -105,11 +105,7 @@ async def test_a_router_serves_its_bus_once_nats_comes_up(tmp_path: Path) -> Non
                 )
                 assert not [w for w in status.warnings if w.operation == "event bus"]
 
-                await subscriber.wait_connected(20)
-                published = await RouterPublisher(channel, deadline_s=5.0).publish(payload)
-                async with asyncio.timeout(20):
-                    while published.event_id not in delivered:  # noqa: ASYNC110
-                        await asyncio.sleep(0.05)
+                await publish_until_delivered(channel, subscriber, delivered, payload)
             finally:
                 await subscriber.stop()
     finally:
