@@ -769,6 +769,10 @@ class JetStreamEventStore:
                 # caught-up subscriber gets them in one delivery.
                 self._release()
             try:
+                if isinstance(ack, tuple) and first is None and not ack[1] and out.park is None:
+                    # The common case (acked, new, not parked): no coroutine per event.
+                    results.append(self._stored(out, ack[0]))
+                    continue
                 results.append(await self._settle(out, ack, first))
             except Exception as err:
                 # Its place in line is given up, so the events after it still reach the
@@ -789,17 +793,23 @@ class JetStreamEventStore:
         if duplicate:
             out.entry.done = True
             return await self._duplicate(first or seq)
+        result = self._stored(out, seq)
+        if out.park is not None:
+            self._release()
+            data = out.stored.SerializeToString()
+            await self._publish_dead_letter("", seq, out.park.reason, 0, out.park.detail, data)
+        return result
+
+    def _stored(self, out: _Outgoing, seq: int) -> AppendResult:
+        """A sent event's result once stored at `seq` as a new event: in line for the
+        listener, its id on its way to the ids bucket."""
         out.stored.sequence = seq
         if out.park is None:
             # The consumers' pulls bring these bytes back: they share this envelope.
             self._envelopes.offer(seq, out.data, out.stored)
         result = AppendResult(seq, False, out.stored, parked=out.park is not None)
         out.entry.result, out.entry.done = result, True
-        await self._remember_id(out.key, seq)
-        if out.park is not None:
-            self._release()
-            data = out.stored.SerializeToString()
-            await self._publish_dead_letter("", seq, out.park.reason, 0, out.park.detail, data)
+        self._remember_id(out.key, seq)
         return result
 
     async def _send(self, outgoing: list[_Outgoing]) -> list[_Ack]:
@@ -947,7 +957,7 @@ class JetStreamEventStore:
             raise RuntimeError(f"event {sequence} is gone from the log")
         return AppendResult(sequence, True, _envelope_of(msg))
 
-    async def _remember_id(self, key: str, sequence: int) -> None:
+    def _remember_id(self, key: str, sequence: int) -> None:
         """Have the event's key (`event_id_key`) created in the ids bucket, with the next
         append's messages or within REMEMBER_DELAY_S (see _write_ids)."""
         self._unremembered.append((key, sequence))
