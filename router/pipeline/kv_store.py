@@ -41,16 +41,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats.js.errors as js_errors
 
-from router.bus.jetstream.consumer_lease import new_owner_id
-from router.bus.jetstream.kv_bucket import key_token, open_kv_bucket, purge_keys
-from router.bus.jetstream.kv_listing import list_kv
+from router.bus.jetstream.kv_bucket import KvBucketStore, key_token, purge_keys
 from router.pipeline import store as st
 from services.kit.support.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from nats.aio.client import Client
     from nats.js.kv import KeyValue
 
 _log = logging.getLogger("router.pipeline.kv")
@@ -134,8 +131,10 @@ def _live(record: st.RunRecord) -> bool:
     )
 
 
-class KvRunStore:
+class KvRunStore(KvBucketStore):
     """Runs in a JetStream KV bucket, shared by the routers connected to the same NATS."""
+
+    what = "the run store"
 
     def __init__(
         self,
@@ -146,14 +145,8 @@ class KvRunStore:
         lease_s: float = 10.0,
         owner: str | None = None,
     ) -> None:
-        self.servers = list(servers)
-        self.bucket = bucket
-        self.replicas = replicas
-        self.lease_s = lease_s
-        self.owner = owner or new_owner_id()
+        super().__init__(servers, bucket=bucket, replicas=replicas, lease_s=lease_s, owner=owner)
         self.takeover_interval_s: float | None = lease_s / 2
-        self._nc: Client | None = None
-        self._kv: KeyValue | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         # owner -> (lease revision, when this router first saw that revision): a lease is
         # stale once its revision has stood still for lease_s on this router's clock.
@@ -172,12 +165,8 @@ class KvRunStore:
     # --- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self._nc, self._kv = await open_kv_bucket(
-            self.servers,
-            client_name=f"soulspot-pipeline-{self.owner}",
-            bucket=self.bucket,
-            replicas=self.replicas,
-            description="SoulSpot pipeline runs and router leases",
+        await self._open_bucket(
+            f"soulspot-pipeline-{self.owner}", "SoulSpot pipeline runs and router leases"
         )
         await self._renew()
         self._heartbeat = asyncio.get_running_loop().create_task(
@@ -194,15 +183,7 @@ class KvRunStore:
                 await self._kv.delete(_ROUTERS + self.owner)
             with contextlib.suppress(Exception):
                 await self._purge_index(self.owner)
-        if self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._nc.drain()
-        self._nc = self._kv = None
-
-    def _require(self) -> KeyValue:
-        if self._kv is None:
-            raise RuntimeError("the run store is not open")
-        return self._kv
+        await self._disconnect()
 
     @property
     def kv(self) -> KeyValue:
@@ -350,15 +331,6 @@ class KvRunStore:
             for _at, run_id, steps in entries
             for idx, capability in steps
         ]
-
-    async def _listing(self, pattern: str, *, values: bool = True) -> dict[str, bytes]:
-        """Every live key matching `pattern` with its value, in one consumer (the last
-        message of each key, deleted ones left out). Not nats-py's keys() or watch: their
-        first pass may end before a key just written arrives (see `list_kv`), and a lease or
-        index entry missed here would be taken for a router gone."""
-        self._require()
-        assert self._nc is not None
-        return await list_kv(self._nc.jetstream(), self.bucket, pattern, values=values)
 
     async def _index(self, record: st.RunRecord, owner: str, before: list[list[Any]]) -> None:
         """Bring `owner`'s index entry for the run in line with the run just written, whose

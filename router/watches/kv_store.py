@@ -39,18 +39,13 @@ from typing import TYPE_CHECKING, Any
 
 import nats.js.errors as js_errors
 
-from router.bus.jetstream.consumer_lease import new_owner_id
-from router.bus.jetstream.kv_bucket import from_token, key_token, open_kv_bucket, purge_keys
-from router.bus.jetstream.kv_listing import list_kv
+from router.bus.jetstream.kv_bucket import KvBucketStore, from_token, key_token, purge_keys
 from router.watches.kv_changes import WatchChangeFeed
 from router.watches.store import KnownTrack, WatchBusy, WatchLimitReached, WatchRecord
 from services.kit.support.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-
-    from nats.aio.client import Client
-    from nats.js.kv import KeyValue
 
     from router.watches.store import RunRecord
 
@@ -102,8 +97,10 @@ def _apply_run(record: WatchRecord, run: RunRecord, ended_at: float, next_run_at
     record.failures = record.failures + 1 if run.failed else 0
 
 
-class KvWatchStore:
+class KvWatchStore(KvBucketStore):
     """Watches in a JetStream KV bucket, shared by the routers connected to the same NATS."""
+
+    what = "the watch store"
 
     def __init__(
         self,
@@ -115,14 +112,8 @@ class KvWatchStore:
         owner: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.servers = list(servers)
-        self.bucket = bucket
-        self.replicas = replicas
-        self.lease_s = lease_s
-        self.owner = owner or new_owner_id()
+        super().__init__(servers, bucket=bucket, replicas=replicas, lease_s=lease_s, owner=owner)
         self._clock = clock
-        self._nc: Client | None = None
-        self._kv: KeyValue | None = None
         # playlist id -> the task renewing this router's claim on it while a run lasts.
         self._renewals: dict[str, asyncio.Task[None]] = {}
         # Other routers' changes, told to the scheduler (`on_change`); one feed per store.
@@ -132,12 +123,9 @@ class KvWatchStore:
     # --- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self._nc, self._kv = await open_kv_bucket(
-            self.servers,
-            client_name=f"soulspot-watches-{self.owner}",
-            bucket=self.bucket,
-            replicas=self.replicas,
-            description="SoulSpot watched playlists and the tracks they requested",
+        await self._open_bucket(
+            f"soulspot-watches-{self.owner}",
+            "SoulSpot watched playlists and the tracks they requested",
         )
         self._start_feed()
 
@@ -167,15 +155,7 @@ class KvWatchStore:
         for playlist_id in list(self._renewals):
             with contextlib.suppress(Exception):
                 await self.release(playlist_id)
-        if self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._nc.drain()
-        self._nc = self._kv = None
-
-    def _require(self) -> KeyValue:
-        if self._kv is None:
-            raise RuntimeError("the watch store is not open")
-        return self._kv
+        await self._disconnect()
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -189,14 +169,6 @@ class KvWatchStore:
         assert entry.revision is not None
         record, generation = _decode(entry.value)
         return record, generation, entry.revision
-
-    async def _listing(self, pattern: str, *, values: bool = True) -> dict[str, bytes]:
-        """Every live key matching `pattern` with its value, in one consumer (the last
-        message of each key, deleted ones left out), not one get per key. Not nats-py's
-        watch: its first pass may end before the first key arrives (see `list_kv`)."""
-        self._require()
-        assert self._nc is not None
-        return await list_kv(self._nc.jetstream(), self.bucket, pattern, values=values)
 
     async def get(self, playlist_id: str) -> WatchRecord | None:
         found = await self._read(playlist_id)

@@ -2,8 +2,9 @@
 the same NATS (the pipeline's runs and leases, the playlist watches): connect as the router,
 then find the bucket or create it.
 
-Also what those stores write alike: a text as one key token, and every key under a prefix
-deleted in one request.
+Also what those stores hold and do alike (`KvBucketStore`, their base): where NATS is, the
+bucket and this router's owner name, the connection once open, listings, a text as one key
+token, and every key under a prefix deleted in one request.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import nats.js.errors as js_errors
 from nats.js.api import KeyValueConfig, StorageType
 
 from router.bus.jetstream.connection import connect_nats
+from router.bus.jetstream.consumer_lease import new_owner_id
+from router.bus.jetstream.kv_listing import list_kv
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -81,3 +84,60 @@ async def purge_keys(nc: Client, bucket: str, prefix: str) -> None:
     """Delete every key of `bucket` under `prefix` (which ends in a dot), in one request."""
     with contextlib.suppress(js_errors.NotFoundError):
         await nc.jetstream().purge_stream(f"KV_{bucket}", subject=f"$KV.{bucket}.{prefix}>")
+
+
+class KvBucketStore:
+    """The base of a router store in a KV bucket shared by the routers on the same NATS: its
+    servers, bucket, copies (`replicas`), the lease of what this router claims and this
+    router's owner name; the connection and the bucket once `_open_bucket` made them."""
+
+    # Named in the error of a call made before the store is open.
+    what = "the store"
+
+    def __init__(
+        self,
+        servers: Sequence[str],
+        *,
+        bucket: str,
+        replicas: int,
+        lease_s: float,
+        owner: str | None,
+    ) -> None:
+        self.servers = list(servers)
+        self.bucket = bucket
+        self.replicas = replicas
+        self.lease_s = lease_s
+        self.owner = owner or new_owner_id()
+        self._nc: Client | None = None
+        self._kv: KeyValue | None = None
+
+    async def _open_bucket(self, client_name: str, description: str) -> None:
+        self._nc, self._kv = await open_kv_bucket(
+            self.servers,
+            client_name=client_name,
+            bucket=self.bucket,
+            replicas=self.replicas,
+            description=description,
+        )
+
+    async def _disconnect(self) -> None:
+        """Drain the connection and forget the bucket; idempotent."""
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.drain()
+        self._nc = self._kv = None
+
+    def _require(self) -> KeyValue:
+        if self._kv is None:
+            raise RuntimeError(f"{self.what} is not open")
+        return self._kv
+
+    async def _listing(self, pattern: str, *, values: bool = True) -> dict[str, bytes]:
+        """Every live key matching `pattern` with its value, in one consumer (the last
+        message of each key, deleted ones left out), not one get per key. Not nats-py's keys()
+        or watch: their first pass may end before a key just written arrives (see `list_kv`),
+        and a key missed here would be taken for one gone (a router's lease, a deferred step,
+        a watch)."""
+        self._require()
+        assert self._nc is not None
+        return await list_kv(self._nc.jetstream(), self.bucket, pattern, values=values)
