@@ -212,6 +212,30 @@ async def _record_floors(js: JetStreamContext, floors: list[int]) -> None:
         await asyncio.sleep(0.1)
 
 
+async def _publish_until_all_delivered(
+    channel: grpc.aio.Channel, tag: str, acked: list[str], delivered: set[str], deadline_s: float
+) -> None:
+    """Publish 40 events through `channel` (retrying), noting each acked one in `acked`, then
+    wait until every event in `acked` is among `delivered`."""
+    publish = RetryingPublisher(RouterPublisher(channel, deadline_s=3.0), max_backoff_s=0.5)
+    for n in range(40):
+        payload = download_pb2.DownloadProgress(download_id=f"{tag}-{n}", percent=1.0)
+        acked.append((await publish.publish(payload)).event_id)
+    async with asyncio.timeout(deadline_s):
+        while not delivered >= set(acked):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def _floor_at_stream_end(js: JetStreamContext, floors: list[int]) -> int:
+    """Wait until the recorded position reaches the stream's last event (the stream holds
+    only this test's events: every one of them acked); that event's sequence."""
+    last = (await js.stream_info(STREAM)).state.last_seq
+    async with asyncio.timeout(10):
+        while not floors or floors[-1] < last:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    return last
+
+
 async def _lease_owner(kv: KeyValue) -> str:
     entry = await kv.get(consumer_token(CONSUMER))
     return str(json.loads(entry.value or b"{}").get("owner", ""))
@@ -234,19 +258,9 @@ async def test_a_nats_stalled_longer_than_a_lease_moves_the_consumer_to_the_othe
             first = Subscriber(to_a, consumer=CONSUMER, handlers=handlers, max_backoff_s=0.5)
             await first.start()
             await first.wait_connected(20)
-            publish_a = RetryingPublisher(RouterPublisher(to_a, deadline_s=3.0), max_backoff_s=0.5)
-            for n in range(40):
-                payload = download_pb2.DownloadProgress(download_id=f"before-{n}", percent=1.0)
-                acked.append((await publish_a.publish(payload)).event_id)
-            async with asyncio.timeout(20):
-                while not delivered >= set(acked):  # noqa: ASYNC110
-                    await asyncio.sleep(0.05)
+            await _publish_until_all_delivered(to_a, "before", acked, delivered, 20)
             recording = asyncio.create_task(_record_floors(js, floors))
-            # The stream holds only this test's events: every one of them acked.
-            last = (await js.stream_info(STREAM)).state.last_seq
-            async with asyncio.timeout(10):
-                while not floors or floors[-1] < last:  # noqa: ASYNC110
-                    await asyncio.sleep(0.05)
+            await _floor_at_stream_end(js, floors)
             owner_before = await _lease_owner(leases)
             assert f"-{a.popen.pid}-" in owner_before
 
@@ -271,19 +285,8 @@ async def test_a_nats_stalled_longer_than_a_lease_moves_the_consumer_to_the_othe
             await second.start()
             try:
                 await second.wait_connected(LEASE_S * 10)
-                publish_b = RetryingPublisher(
-                    RouterPublisher(to_b, deadline_s=3.0), max_backoff_s=0.5
-                )
-                for n in range(40):
-                    payload = download_pb2.DownloadProgress(download_id=f"after-{n}", percent=1.0)
-                    acked.append((await publish_b.publish(payload)).event_id)
-                async with asyncio.timeout(30):
-                    while not delivered >= set(acked):  # noqa: ASYNC110
-                        await asyncio.sleep(0.05)
-                last = (await js.stream_info(STREAM)).state.last_seq
-                async with asyncio.timeout(10):
-                    while floors[-1] < last:  # noqa: ASYNC110
-                        await asyncio.sleep(0.05)
+                await _publish_until_all_delivered(to_b, "after", acked, delivered, 30)
+                last = await _floor_at_stream_end(js, floors)
                 owner_after = await _lease_owner(leases)
             finally:
                 await second.stop()
