@@ -650,7 +650,12 @@ class Pipeline(pipeline_runs_pb2_grpc.PipelineRunServiceServicer):
         async for serving in self._health.watch(service):
             if not serving:
                 continue
-            remaining = await self.run_deferred(service)
+            try:
+                remaining = await self.run_deferred(service)
+            except Exception:
+                # The store is out of reach: the next sweep watches the service again.
+                _log.warning("could not run the deferred steps of %s", service, exc_info=True)
+                return
             if remaining == 0:
                 return
 
@@ -668,14 +673,25 @@ class Pipeline(pipeline_runs_pb2_grpc.PipelineRunServiceServicer):
             for run_id in taken:
                 self._launch(run_id)
             if taken:
-                for _run_id, _idx, capability in await self.store.deferred():
-                    self._watch(self._catalog.by_capability[capability].service)
+                # Their deferred steps: watched now, else at the next sweep.
+                await self._watch_deferred()
 
     async def _sweep_forever(self) -> None:
         while True:
-            for _run_id, _idx, capability in await self.store.deferred():
-                self._watch(self._catalog.by_capability[capability].service)
+            await self._watch_deferred()
             await asyncio.sleep(self.config.deferred_sweep_s)
+
+    async def _watch_deferred(self) -> None:
+        """Watch the services of the deferred steps; a store out of reach (a listing that
+        still fails through a NATS failover) waits for the next round, not the end of the
+        loop that asked."""
+        try:
+            deferred = await self.store.deferred()
+        except Exception:
+            _log.warning("could not list the deferred pipeline steps", exc_info=True)
+            return
+        for _run_id, _idx, capability in deferred:
+            self._watch(self._catalog.by_capability[capability].service)
 
     async def run_deferred(self, service: str | None = None) -> int:
         """Try every deferred step (of `service`'s capabilities); returns how many remain."""

@@ -375,32 +375,44 @@ class KvRunStore(KvBucketStore):
             elif now - seen[1] >= self.lease_s:
                 stale.add(owner)
         gone = [owner for owner in self._seen if owner not in leases]
-        for owner in gone:
-            del self._seen[owner]
         if self._scanned and not stale and not gone:
             return []
-        first_scan, self._scanned = not self._scanned, True
+        first_scan = not self._scanned
         taken: list[str] = []
-        for record, owner, revision in await self._all():
-            if owner == self.owner and first_scan:
-                # A router restarted under its old owner name: its index as its runs say.
-                await self._index(record, owner, [])
-            if owner == self.owner or not _live(record):
-                continue
-            if owner not in stale and (owner in leases or await self._has_lease(owner)):
-                continue
-            try:
-                await kv.update(_RUNS + record.run_id, _encode(record, self.owner), last=revision)
-            except js_errors.KeyWrongLastSequenceError:
-                continue  # another router took it first, or its owner just wrote
-            await self._index(record, self.owner, [])
-            _log.warning(
-                "took over pipeline run %s from router %s, whose lease went stale",
-                record.run_id,
-                owner,
-                extra={"run_id": record.run_id, "correlation_id": record.correlation_id},
-            )
-            taken.append(record.run_id)
+        try:
+            for record, owner, revision in await self._all():
+                if owner == self.owner and first_scan:
+                    # A router restarted under its old owner name: its index as its runs say.
+                    await self._index(record, owner, [])
+                if owner == self.owner or not _live(record):
+                    continue
+                if owner not in stale and (owner in leases or await self._has_lease(owner)):
+                    continue
+                try:
+                    await kv.update(
+                        _RUNS + record.run_id, _encode(record, self.owner), last=revision
+                    )
+                except js_errors.KeyWrongLastSequenceError:
+                    continue  # another router took it first, or its owner just wrote
+                taken.append(record.run_id)
+                _log.warning(
+                    "took over pipeline run %s from router %s, whose lease went stale",
+                    record.run_id,
+                    owner,
+                    extra={"run_id": record.run_id, "correlation_id": record.correlation_id},
+                )
+                await self._index(record, self.owner, [])
+        except Exception:
+            # NATS out of reach mid-scan (a listing that still failed through a failover): the
+            # first scan, the gone and the stale leases stay to do at the next round; the runs
+            # already taken are this router's now, and go to the caller to resume.
+            if not taken:
+                raise
+            _log.warning("looking for pipeline runs to take over stopped short", exc_info=True)
+            return taken
+        self._scanned = True
+        for owner in gone:
+            del self._seen[owner]
         for owner in stale:
             # Forget the dead lease, so it does not pile up; a router that only stalled
             # writes it again and finds its runs gone (LeaseLost).

@@ -15,14 +15,25 @@ read is the `num_pending` of the consumer's creation answer, fixed before anythi
 delivered, and the pass is over at the message that says none follow it (or, should a purge
 take the rest meanwhile, when the consumer says none are pending). The consumer is deleted at
 the end rather than left to expire.
+
+A listing that meets a JetStream cluster mid-failover (a node down, a stream's leader moving:
+"no responders", a timeout, its consumer lost with the node that held it) starts over with a
+new consumer, under the mesh's one backoff, until `LIST_DEADLINE_S` has passed; only then does
+the error reach the caller, whose loop tries again at its next round.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from typing import TYPE_CHECKING
 
+import nats.errors as nats_errors
+import nats.js.errors as js_errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from services.kit.support.backoff import Backoff, BackoffPolicy, pause
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -34,10 +45,22 @@ BATCH = 256
 FETCH_WAIT_S = 2.0
 # A consumer this module failed to delete (the connection went) is removed by the server then.
 INACTIVE_S = 60.0
+# How long a consumer's deletion may hold the listing up: one not deleted expires (INACTIVE_S).
+DELETE_WAIT_S = 2.0
+# How long a listing goes on trying through a failover: a JetStream leader election takes
+# seconds, and a caller's loop tries again at its next round after this.
+LIST_DEADLINE_S = 30.0
+# The waits between tries: short at first (a moved leader answers within a second or two), full
+# jitter as the tries are bounded by LIST_DEADLINE_S (the routers' listings spread out).
+RETRY = BackoffPolicy(initial_s=0.1, multiplier=2.0, cap_s=2.0, jitter="full")
+# JetStream's error code for a consumer that is not there (here: lost with its node).
+CONSUMER_NOT_FOUND = 10014
 # The headers by which a KV message says its key is gone (a delete, a purge, a server marker).
 _KV_OPERATION = "KV-Operation"
 _GONE_OPERATIONS = ("DEL", "PURGE")
 _MARKER_REASON = "Nats-Marker-Reason"
+
+_log = logging.getLogger(__name__)
 
 
 def is_gone(msg: Msg) -> bool:
@@ -46,11 +69,71 @@ def is_gone(msg: Msg) -> bool:
     return headers.get(_KV_OPERATION) in _GONE_OPERATIONS or _MARKER_REASON in headers
 
 
+def is_transient(err: BaseException) -> bool:
+    """Whether `err` from a listing may pass once the cluster settles: no responders, a
+    timeout, a 503 or 500 from JetStream, the listing's consumer gone (lost with its node)."""
+    if isinstance(
+        err,
+        TimeoutError  # nats-py's own is one
+        | nats_errors.NoRespondersError
+        | nats_errors.ConnectionReconnectingError
+        | nats_errors.StaleConnectionError
+        | js_errors.ServiceUnavailableError
+        | js_errors.ServerError,
+    ):
+        return True
+    if isinstance(err, js_errors.NotFoundError):
+        # A stream (bucket) not found stays so: only the consumer's loss is tried again.
+        return err.err_code == CONSUMER_NOT_FOUND
+    if isinstance(err, js_errors.APIError):
+        # A status a pull answers with while the consumer's leader moves (nats-py raises it as
+        # a bare APIError with the status as its code).
+        return err.code == 503
+    return False
+
+
 async def list_kv(
-    js: JetStreamContext, bucket: str, pattern: str, *, values: bool = True
+    js: JetStreamContext,
+    bucket: str,
+    pattern: str,
+    *,
+    values: bool = True,
+    deadline_s: float = LIST_DEADLINE_S,
+    retry: BackoffPolicy = RETRY,
 ) -> dict[str, bytes]:
     """Every live key of `bucket` matching `pattern` with its value (b"" when not `values`):
-    the last message of each key, deleted keys left out, in one consumer."""
+    the last message of each key, deleted keys left out, in one consumer.
+
+    A transient JetStream error (`is_transient`) starts the listing over with a new consumer
+    after the backoff's next wait; it is raised once `deadline_s` has passed (TimeoutError
+    when the deadline cut a try short), as is any other error at once."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + deadline_s
+    backoff = Backoff(retry)
+    while True:
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await _list_once(js, bucket, pattern, values=values)
+        except Exception as err:
+            if not is_transient(err):
+                raise
+            delay = backoff.next_delay()
+            if loop.time() + delay >= deadline:
+                raise
+            _log.info(
+                "listing %s %s met %s; trying again in %.2fs",
+                bucket,
+                pattern,
+                err or type(err).__name__,
+                delay,
+            )
+            await pause(delay)
+
+
+async def _list_once(
+    js: JetStreamContext, bucket: str, pattern: str, *, values: bool
+) -> dict[str, bytes]:
+    """One try of `list_kv`: one consumer, deleted at the end."""
     prefix = f"$KV.{bucket}."
     stream = f"KV_{bucket}"
     info = await js.add_consumer(
@@ -92,5 +175,7 @@ async def list_kv(
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
     finally:
+        # Bounded: after a failed try the cluster may not answer, and the next try waits.
         with contextlib.suppress(Exception):
-            await js.delete_consumer(stream, info.name)
+            async with asyncio.timeout(DELETE_WAIT_S):
+                await js.delete_consumer(stream, info.name)
