@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import itertools
 import logging
 import time
@@ -43,7 +42,7 @@ from services.kit.rpc.errors import (
     bad_request,
 )
 from services.kit.rpc.validation import required_violations
-from services.kit.support.tasks import cancel_within, finish_within
+from services.kit.support.tasks import cancel_and_wait, cancel_within, finish_within
 from soulspot.events.v1 import envelope_pb2
 from soulspot.router.v1 import event_bus_pb2, event_bus_pb2_grpc, router_pb2
 
@@ -919,19 +918,25 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
                     break
         finally:
             self._subscribe_streams.release(caller)
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-            if self._started:
-                consumer.detach(sub)
-                if consumer.inactive_s > 0 and not consumer.attached:
-                    self._idle(consumer)
-                if isinstance(self.store, ConsumerOwnership) and not consumer.attached:
-                    task = asyncio.create_task(
-                        self._release_if_unattached(consumer), name="bus-release-consumer"
-                    )
-                    self._background.add(task)
-                    task.add_done_callback(self._background.discard)
+            try:
+                # A cancellation of this stream while it waits is passed on, after the rest.
+                await cancel_and_wait(reader)
+            finally:
+                self._subscription_ended(consumer, sub)
+
+    def _subscription_ended(self, consumer: Consumer, sub: Subscription) -> None:
+        """A Subscribe stream's subscription is over: detach it, and let the consumer go
+        idle or its lease go once nobody else is attached."""
+        if self._started:
+            consumer.detach(sub)
+            if consumer.inactive_s > 0 and not consumer.attached:
+                self._idle(consumer)
+            if isinstance(self.store, ConsumerOwnership) and not consumer.attached:
+                task = asyncio.create_task(
+                    self._release_if_unattached(consumer), name="bus-release-consumer"
+                )
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
 
     async def _read_acks(
         self,
