@@ -52,7 +52,7 @@ from services.kit.rpc.errors import (
     is_transient,
 )
 from services.kit.security.confinement import confined_file
-from services.kit.support.tasks import cancel_all
+from services.kit.support.tasks import cancel_within
 from soulspot.events.v1 import download_pb2 as download_events_pb2
 from soulspot.events.v1 import envelope_pb2
 from soulspot.events.v1 import pipeline_pb2 as pipeline_events_pb2
@@ -60,7 +60,7 @@ from soulspot.events.v1 import track_pb2 as track_events_pb2
 from soulspot.router.v1 import pipeline_runs_pb2, pipeline_runs_pb2_grpc, router_pb2
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
     import grpc
 
@@ -70,6 +70,25 @@ SERVICE_NAME = pipeline_runs_pb2.DESCRIPTOR.services_by_name["PipelineRunService
 CONSUMER = "pipeline"
 TRIGGER_EVENT = "download.completed"
 DB_FILE = "pipeline.sqlite3"
+# How long stopping waits for each task to end: about one NATS request (nats-py's JetStream
+# timeout), the longest a run's or loop's store call should take to give in.
+STOP_TASK_S = 5.0
+
+
+async def _end_all(tasks: Iterable[asyncio.Task[Any]], what: str) -> None:
+    """Cancel the tasks and wait for them at once, each within STOP_TASK_S and cancelled
+    again while it runs on: one in a NATS request may lose a cancellation (cancel_within).
+    What they end with is swallowed (work being given up); one that outlasts the bound is
+    logged and left to unwind."""
+    pending = list(tasks)
+    ended = await asyncio.gather(*(cancel_within(task, STOP_TASK_S) for task in pending))
+    if not all(ended):
+        _log.warning(
+            "stopping the pipeline: %d %s(s) did not end within %gs",
+            ended.count(False),
+            what,
+            STOP_TASK_S,
+        )
 
 
 def _describe(track: dict[str, Any]) -> str:
@@ -186,9 +205,11 @@ class Pipeline(pipeline_runs_pb2_grpc.PipelineRunServiceServicer):
             await self._subscription.wait_connected(timeout)
 
     async def stop(self) -> None:
-        """Stop working; unfinished runs stay RUNNING in the store and resume at next start."""
+        """Stop working; unfinished runs stay RUNNING in the store and resume at next start.
+        Every task ends within STOP_TASK_S, and the store bounds its own close: a router whose
+        NATS is out of reach, or a loop that lost its cancellation, still stops."""
         await self._quiesce()
-        await cancel_all(self._background)
+        await _end_all(self._background, "background task")
         if self._channel is not None:
             await self._channel.close()
         await self.store.close()
@@ -200,7 +221,8 @@ class Pipeline(pipeline_runs_pb2_grpc.PipelineRunServiceServicer):
             await self._subscription.stop()
         if self.albums is not None:
             await self.albums.stop()
-        await cancel_all([*self._runs.values(), *self._watchers.values()])
+        await _end_all(self._runs.values(), "run")
+        await _end_all(self._watchers.values(), "deferred-step watch")
 
     async def _quiesce_on_shutdown(self) -> None:
         """When the router starts its graceful shutdown (its health turns NOT_SERVING), let go

@@ -43,7 +43,6 @@ import nats.js.errors as js_errors
 
 from router.bus.jetstream.kv_bucket import KvBucketStore, key_token, purge_keys
 from router.pipeline import store as st
-from services.kit.support.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -174,15 +173,15 @@ class KvRunStore(KvBucketStore):
         )
 
     async def close(self) -> None:
+        """Stop renewing the lease, give it up and disconnect, each step within
+        `close_step_s`: with NATS out of reach the lease goes stale instead (lease_s)."""
         task, self._heartbeat = self._heartbeat, None
-        await cancel_and_wait(task)
+        await self._end_loop(task, "the lease renewal")
         if self._kv is not None:
             # Gone at once rather than stale after lease_s: another router takes the runs now
             # (and indexes their deferred steps as its own; this router's index goes).
-            with contextlib.suppress(Exception):
-                await self._kv.delete(_ROUTERS + self.owner)
-            with contextlib.suppress(Exception):
-                await self._purge_index(self.owner)
+            await self._close_step("giving the lease up", self._kv.delete(_ROUTERS + self.owner))
+            await self._close_step("dropping the index", self._purge_index(self.owner))
         await self._disconnect()
 
     @property

@@ -26,7 +26,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from router.bus.jetstream.kv_listing import BATCH, is_gone
 from services.kit.support.backoff import Backoff, BackoffPolicy
-from services.kit.support.tasks import cancel_and_wait
+from services.kit.support.tasks import cancel_within
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -43,6 +43,9 @@ POLL_S = 5.0
 INACTIVE_S = 60.0
 # How long stopping waits for the consumer's deletion.
 DELETE_WAIT_S = 1.0
+# How long stopping waits for the feed's loop to end (cancelled again meanwhile: a pull may
+# lose a cancellation, see cancel_within).
+STOP_WAIT_S = 5.0
 # Waits between tries to follow the bucket again after a failure.
 RETRY = BackoffPolicy(initial_s=0.5, multiplier=2.0, cap_s=10.0, jitter="equal")
 
@@ -71,6 +74,9 @@ class WatchChangeFeed:
         self._poll_s = poll_s
         self._retry = retry
         self._task: asyncio.Task[None] | None = None
+        # The consumer followed and not deleted yet: stopping deletes it when the loop, cut
+        # short, could not.
+        self._consumer: str | None = None
         # Consumers the feed has followed, counted: a test sees a restart here.
         self.consumers_made = 0
 
@@ -82,8 +88,25 @@ class WatchChangeFeed:
             )
 
     async def stop(self) -> None:
+        """End the loop within STOP_WAIT_S and delete its consumer (within DELETE_WAIT_S)."""
         task, self._task = self._task, None
-        await cancel_and_wait(task)
+        if task is None:
+            return
+        if not await cancel_within(task, STOP_WAIT_S):
+            _log.warning("the feed of watch changes did not end within %gs", STOP_WAIT_S)
+        await self._delete_consumer()
+
+    async def _delete_consumer(self) -> None:
+        """Delete the consumer followed, if any; bounded: with NATS away the server drops it
+        itself (INACTIVE_S)."""
+        name = self._consumer
+        if name is None:
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(DELETE_WAIT_S):
+                await self._js.delete_consumer(self._stream, name)
+            if self._consumer == name:
+                self._consumer = None
 
     async def _run(self) -> None:
         backoff = Backoff(self._retry)
@@ -107,6 +130,7 @@ class WatchChangeFeed:
             ),
         )
         self.consumers_made += 1
+        self._consumer = info.name
         due: dict[str, float] = {}
         try:
             sub = await self._js.pull_subscribe_bind(consumer=info.name, stream=self._stream)
@@ -125,10 +149,7 @@ class WatchChangeFeed:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
         finally:
-            # Bounded: with NATS away the server drops the consumer itself (INACTIVE_S).
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(DELETE_WAIT_S):
-                    await self._js.delete_consumer(self._stream, info.name)
+            await self._delete_consumer()
 
     def _note(self, due: dict[str, float], msgs: list[Msg]) -> None:
         """Note each message's watch; wake for each one new or due sooner than before."""

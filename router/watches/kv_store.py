@@ -29,7 +29,6 @@ router adds a watch or makes one due sooner.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -42,7 +41,6 @@ import nats.js.errors as js_errors
 from router.bus.jetstream.kv_bucket import KvBucketStore, from_token, key_token, purge_keys
 from router.watches.kv_changes import WatchChangeFeed
 from router.watches.store import KnownTrack, WatchBusy, WatchLimitReached, WatchRecord
-from services.kit.support.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -116,6 +114,9 @@ class KvWatchStore(KvBucketStore):
         self._clock = clock
         # playlist id -> the task renewing this router's claim on it while a run lasts.
         self._renewals: dict[str, asyncio.Task[None]] = {}
+        # Watches this router claimed and has not let go of yet: `close` lets go of them,
+        # those of runs cut short included.
+        self._claimed: set[str] = set()
         # Other routers' changes, told to the scheduler (`on_change`); one feed per store.
         self._wake: Callable[[], None] | None = None
         self._feed: WatchChangeFeed | None = None
@@ -148,13 +149,15 @@ class KvWatchStore(KvBucketStore):
 
     async def close(self) -> None:
         """Let go of this router's claims (another router may run those watches at once),
-        then disconnect; idempotent."""
+        then disconnect, each step within `close_step_s`; idempotent. With NATS out of reach
+        a claim not let go of runs out within its lease."""
         feed, self._feed = self._feed, None
         if feed is not None:
-            await feed.stop()
+            await feed.stop()  # bounded itself
         for playlist_id in list(self._renewals):
-            with contextlib.suppress(Exception):
-                await self.release(playlist_id)
+            await self._end_loop(self._renewals.pop(playlist_id), "a claim's renewal")
+        for playlist_id in list(self._claimed):
+            await self._close_step("letting a claim go", self.release(playlist_id))
         await self._disconnect()
 
     # --- reading ---------------------------------------------------------------------------
@@ -325,6 +328,7 @@ class KvWatchStore(KvBucketStore):
                     taken_from,
                     extra={"playlist_id": playlist_id},
                 )
+            self._claimed.add(playlist_id)
             self._renew_while_running(playlist_id)
             return record
 
@@ -360,18 +364,19 @@ class KvWatchStore(KvBucketStore):
                 return True
 
     async def _stop_renewing(self, playlist_id: str) -> None:
-        await cancel_and_wait(self._renewals.pop(playlist_id, None))
+        await self._end_loop(self._renewals.pop(playlist_id, None), "a claim's renewal")
 
     async def release(self, playlist_id: str) -> None:
         await self._stop_renewing(playlist_id)
         while True:
             found = await self._read(playlist_id)
             if found is None or found[0].claim_owner != self.owner:
-                return
+                break
             record, generation, revision = found
             record.claim_owner, record.claim_until = "", 0.0
             if await self._write(playlist_id, record, generation, revision):
-                return
+                break
+        self._claimed.discard(playlist_id)
 
     async def finish_run(
         self, playlist_id: str, run: RunRecord, *, ended_at: float, next_run_at: float
@@ -380,10 +385,12 @@ class KvWatchStore(KvBucketStore):
         while True:
             found = await self._read(playlist_id)
             if found is None:
+                self._claimed.discard(playlist_id)
                 return None
             record, generation, revision = found
             _apply_run(record, run, ended_at, next_run_at)
             if record.claim_owner == self.owner:
                 record.claim_owner, record.claim_until = "", 0.0
             if await self._write(playlist_id, record, generation, revision):
+                self._claimed.discard(playlist_id)
                 return record

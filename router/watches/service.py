@@ -23,7 +23,7 @@ from services.kit.rpc.channel import open_channel
 from services.kit.rpc.errors import InvalidArgument, NotFound, Unavailable, bad_request
 from services.kit.support.intervals import format_interval
 from services.kit.support.playlist_reference import canonical_playlist
-from services.kit.support.tasks import cancel_and_wait
+from services.kit.support.tasks import cancel_within
 from soulspot.router.v1 import watches_pb2, watches_pb2_grpc
 
 if TYPE_CHECKING:
@@ -37,6 +37,9 @@ _log = logging.getLogger("router.watches")
 Context = grpc.aio.ServicerContext[Any, Any]
 SERVICE_NAME = watches_pb2.DESCRIPTOR.services_by_name["PlaylistWatchService"].full_name
 
+# How long stopping waits for the scheduler to end: about one NATS request (nats-py's
+# JetStream timeout), the longest its store calls should take to give in.
+STOP_WAIT_S = 5.0
 MIN_EVERY_S = 300.0
 MAX_EVERY_S = 30 * 86400.0
 MAX_PLAYLIST_ID_CHARS = 512
@@ -106,9 +109,12 @@ class PlaylistWatches(watches_pb2_grpc.PlaylistWatchServiceServicer):
         self._task = asyncio.ensure_future(self.scheduler.serve())
 
     async def stop(self) -> None:
-        """Stop running watches (a run cut short runs again when next due); idempotent."""
+        """Stop running watches (a run cut short runs again when next due); idempotent. The
+        scheduler ends within STOP_WAIT_S, cancelled again meanwhile (a NATS request may lose
+        a cancellation, see cancel_within); the store bounds its own close."""
         task, self._task = self._task, None
-        await cancel_and_wait(task)
+        if not await cancel_within(task, STOP_WAIT_S):
+            _log.warning("the playlist watch scheduler did not end within %gs", STOP_WAIT_S)
         channel, self._channel = self._channel, None
         if channel is not None:
             await channel.close()

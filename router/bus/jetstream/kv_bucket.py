@@ -11,23 +11,32 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from typing import TYPE_CHECKING
+import logging
+from typing import TYPE_CHECKING, Any
 
 import nats.js.errors as js_errors
 from nats.js.api import KeyValueConfig, StorageType
 
-from router.bus.jetstream.connection import connect_nats
+from router.bus.jetstream.connection import abort_connection, connect_nats
 from router.bus.jetstream.consumer_lease import new_owner_id
 from router.bus.jetstream.kv_listing import list_kv
+from services.kit.support.tasks import cancel_within, finish_within
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    import asyncio
+    from collections.abc import Awaitable, Sequence
 
     from nats.aio.client import Client
     from nats.js.kv import KeyValue
 
+_log = logging.getLogger("router.bus.kv")
+
 # The wait between reconnection tries of a store's lost connection.
 RECONNECT_WAIT_S = 0.5
+# How long closing a store waits on each of its steps (a background loop ending, a last
+# write, the connection draining): nats-py's JetStream request timeout, which the stores'
+# requests use, so a step NATS answers finishes and one it does not cannot hold a stop.
+CLOSE_STEP_S = 5.0
 
 
 def key_token(text: str) -> str:
@@ -110,6 +119,7 @@ class KvBucketStore:
         self.owner = owner or new_owner_id()
         self._nc: Client | None = None
         self._kv: KeyValue | None = None
+        self.close_step_s = CLOSE_STEP_S
 
     async def _open_bucket(self, client_name: str, description: str) -> None:
         self._nc, self._kv = await open_kv_bucket(
@@ -121,11 +131,32 @@ class KvBucketStore:
         )
 
     async def _disconnect(self) -> None:
-        """Drain the connection and forget the bucket; idempotent."""
-        if self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._nc.drain()
-        self._nc = self._kv = None
+        """Drain the connection (within `close_step_s`, else drop its socket) and forget the
+        bucket; idempotent."""
+        nc, self._nc, self._kv = self._nc, None, None
+        if nc is not None and not await self._close_step("draining the connection", nc.drain()):
+            abort_connection(nc)
+
+    async def _end_loop(self, task: asyncio.Future[Any] | None, what: str) -> None:
+        """End a background loop of the store within `close_step_s`, cancelling it again
+        while it runs on: one making NATS requests may lose a cancellation (cancel_within)."""
+        if not await cancel_within(task, self.close_step_s):
+            _log.warning(
+                "closing %s: %s did not end within %gs", self.what, what, self.close_step_s
+            )
+
+    async def _close_step(self, what: str, step: Awaitable[Any]) -> bool:
+        """Await one step of closing within `close_step_s`: True once it finished; a step
+        that failed or ran out of time is logged and given up (a stop must end)."""
+        try:
+            if await finish_within(step, self.close_step_s):
+                return True
+            _log.warning(
+                "closing %s: %s did not finish within %gs", self.what, what, self.close_step_s
+            )
+        except Exception as err:
+            _log.warning("closing %s: %s failed: %s", self.what, what, err)
+        return False
 
     def _require(self) -> KeyValue:
         if self._kv is None:
