@@ -25,7 +25,7 @@ Scenarios (medians over the repeats):
     does only what any router with its log on JetStream must: one JetStream publish per
     event, group-committed as the bus's store commits (atomic batches, each publish answered
     after JetStream's ack), and one JetStream pull consumer per subscriber, streamed to it
-    and acked on its acks; no validation, ids bucket, tail feed or dispatcher. It runs on
+    and acked on its acks; no validation, ids bucket or dispatcher. It runs on
     the nats-server of the raw JetStream rounds. Whether any Python router on that path can
     meet a target is read from it.
 - server CPU per event in the latency scenario: the CPU time of the server process (the bus,

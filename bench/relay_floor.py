@@ -20,9 +20,9 @@ A grpc.aio server with two methods, the bytes of the bus's messages and nothing 
   field, up to 256), and JetStream acked on each AckBatch (one ack for the batch).
 
 What it leaves out, and the bus does: validation and stamping, the event-ids bucket, the
-tail feed and dispatcher, ordering keys, attempts and dead letters, consumer leases and
-records, metrics. So no router on grpc.aio in Python that keeps its log on JetStream and
-delivers through itself does better than this; the bench measures it beside the bus.
+dispatcher, ordering keys, attempts and dead letters, consumer leases and records, metrics.
+So no router on grpc.aio in Python that keeps its log on JetStream and delivers through
+itself does better than this; the bench measures it beside the bus.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 # succeeds against the containerised mesh (the `cluster` profile: see below).
 #
 # Where no Docker engine runs, it uses Debian's podman as root behind podman's Docker API,
-# as described in the project's notes on compose under podman: it installs the tools when
+# as the README's Containers section describes: it installs the tools when
 # missing, builds a base image with debootstrap when no registry is reachable, copies the
 # host's CA bundle into the build context for pip, and runs the health checks itself
 # (podman without systemd never does).

@@ -59,8 +59,8 @@ Where the promises differ from SQLite's, plainly:
   there being none.
 - A publish whose ack does not come within the request timeout fails the append
   (UNAVAILABLE), though JetStream may have stored the event: a retry finds it by its id,
-  but this router's subscribers that read from memory do not get that copy until they
-  next read from the log (a restart, or falling behind the tail cache).
+  and durable consumers get that copy as any other, since they pull from the stream, not
+  from this router's memory.
 - `stored_at` is the publishing router's clock just before the publish; replay by time
   (`first_sequence_at`) goes by JetStream's own timestamps, a fraction of a millisecond
   later.
@@ -78,8 +78,8 @@ Where the promises differ from SQLite's, plainly:
   still for a whole lease (SOULSPOT_BUS__CONSUMER_LEASE_S), and what the dead router held
   unacked comes again once JetStream's ack_wait runs out (at least once, attempts counted;
   the kit skips repeated event_ids).
-- A copy deleted as a late duplicate may reach subscribers through the feed before it is
-  deleted (delivery is at least once; repeated event_ids are skipped).
+- A copy deleted as a late duplicate may reach subscribers through their JetStream
+  consumers before it is deleted (delivery is at least once; repeated event_ids are skipped).
 - ListEvents and dead-letter listings scan the stream page by page (no secondary index):
   their cost grows with the part of the log scanned, which for a filter that matches little
   is most of it.
@@ -315,8 +315,9 @@ class JetStreamEventStore:
         # Consumers this router gave up or lost: another router may be writing them now.
         self._not_ours: set[str] = set()
         self._listener: Callable[[list[AppendResult]], None] | None = None
-        # The tail: the next sequence to hand the listener, events waiting for the ones
-        # before them, and the stream's own feed (every router's events, in order).
+        # The tail, only when a listener is set (the bus on JetStream sets none): the next
+        # sequence to hand it, events waiting for the ones before them, and the stream's
+        # own feed (every router's events, in order).
         self._next_release = 1
         self._held: dict[int, AppendResult] = {}
         self._last_reported = 0
@@ -474,8 +475,9 @@ class JetStreamEventStore:
         """Write what is due, give the leases up and disconnect, each step within what is
         left of CLOSE_REQUESTS request timeouts (at least CLOSE_STEP_MIN_S each): a router
         whose NATS is out of reach still stops, logging what it could not do. What is lost
-        then is made up for: a lease not given up goes stale for the next router, a
-        position not written is the last one written (deliveries are at least once)."""
+        then is made up for: a lease not given up goes stale for the next router, and an
+        ack not sent is delivered again by JetStream once its ack_wait runs out
+        (deliveries are at least once)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CLOSE_REQUESTS * self.timeout
 
@@ -881,8 +883,9 @@ class JetStreamEventStore:
 
     @append_listener.setter
     def append_listener(self, listener: Callable[[list[AppendResult]], None] | None) -> None:
-        # The bus asked last_sequence() for its tail cache just before: the tail (this
-        # router's appends and, through the feed, every other router's) goes on from there.
+        # Only for a caller that sets a listener: the bus on JetStream does not (its
+        # consumers pull from JetStream). The tail (this router's appends and, through the
+        # feed, every other router's) goes on from the last sequence reported.
         self._listener = listener
         if listener is not None and self._feed is None and self._nc is not None:
             self._next_release = self._last_reported + 1

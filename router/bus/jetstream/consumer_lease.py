@@ -1,10 +1,12 @@
 """Consumer leases: which router serves each durable consumer, when several share JetStream.
 
-A durable consumer's live state (its position, deliveries in flight, attempts, ordering keys
-in flight) is held in the memory of one router and written behind its acks; two routers
-serving it at once would deliver the same events twice and overwrite each other's position.
-So one router at a time holds the consumer's lease, a key of the KV bucket
-`<stream>_CONSUMER_LEASES` (one key per consumer, its value the holder's owner name):
+A durable consumer's delivery state (position, attempts, what is unacked) is JetStream's, and
+JetStream alone would let several routers pull from it. But ordering keys (one event of a key
+in flight), competing subscribers sharing the consumer and each Subscribe stream's in-flight
+bounds need one dispatcher that sees every delivery of the consumer; two routers serving it
+at once would each hand out events the other cannot see. So one router at a time holds the
+consumer's lease, a key of the KV bucket `<stream>_CONSUMER_LEASES` (one key per consumer,
+its value the holder's owner name):
 
 - claim: KV create (create-if-absent); of routers claiming at once, exactly one wins.
 - renew: every `lease_s / 3`, a compare-and-set on the revision this router last wrote
@@ -24,7 +26,8 @@ So one router at a time holds the consumer's lease, a key of the KV bucket
   "blind" then, and once it reads again every lease it saw starts standing still anew, so
   an outage longer than a lease does not make it take over from a live holder.
 - release: a compare-and-set delete, when the consumer's last subscriber on this router goes
-  and when the router stops, after its state is written: another router may claim it now.
+  and when the router stops (after its record, owner and idle timer, is written; what it
+  held unacked is nakked back to JetStream): another router may claim it now.
 
 Why a router that does not hold the lease refuses the Subscribe (UNAVAILABLE, naming the
 holder) rather than forwarding the stream to it: the kit's subscriber already reconnects on
@@ -34,10 +37,11 @@ delivery and ack, a second place where callers' identities are vouched for, and 
 that breaks when either router goes. The cost: a client given one router's address only,
 while another router holds its consumer, waits until that router lets go.
 
-Limits: a router that stalls (not dies) for longer than a lease, and comes back, may write
-its consumer record once more before its next renewal tells it the lease is gone; the record
-is the position and failure bookkeeping, so the cost is a position rewound or advanced by one
-flush, and deliveries are at least once whichever.
+Limits: a router that stalls (not dies) for longer than a lease, and comes back, may pull,
+dispatch and ack once more, and write its consumer record, before its next renewal tells it
+the lease is gone; for that while two dispatchers serve the consumer, so ordering keys and
+in-flight bounds may be exceeded, while JetStream still counts the acks and attempts, and
+deliveries are at least once whichever.
 """
 
 from __future__ import annotations
