@@ -175,8 +175,14 @@ class JetStreamConsumer(Consumer):
     def _pull_room(self) -> int:
         if not self._subs:
             return 0
-        free = sum(s.capacity for s in self._subs) - len(self._ready) - len(self._arrived)
-        return min(free, self._page_size - len(self._outstanding) - len(self._arrived))
+        arrived = len(self._arrived)
+        free = sum(s.capacity for s in self._subs) - len(self._ready) - arrived
+        # A nacked event stays outstanding while it waits for JetStream to give it back, and
+        # JetStream only redelivers to an open pull (serving redeliveries before its
+        # max_ack_pending check): a page of them must not close the pull, or nothing comes.
+        due = sum(1 for o in self._outstanding.values() if isinstance(o, Pulled) and o.msg is None)
+        room = max(self._page_size - len(self._outstanding) - arrived, due - arrived)
+        return min(free, room)
 
     def _on_arrived(self, msg: Msg) -> None:
         self._arrived.append(msg)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import nats
 import pytest
@@ -49,7 +49,7 @@ STREAM = "DURABLES"
 class Node:
     """One bus (a router's) on the shared nats-server, served on 127.0.0.1:0."""
 
-    def __init__(self, nats_url: str) -> None:
+    def __init__(self, nats_url: str, **overrides: Any) -> None:
         settings = bus_settings(
             backend="jetstream",
             nats_servers=[nats_url],
@@ -57,6 +57,7 @@ class Node:
             consumer_lease_s=LEASE_S,
             # Status looks at the other routers' consumers this often.
             metrics_interval_s=0.2,
+            **overrides,
         )
         self.bus: EventBus = create_bus(settings)
         self.server = KitServer("router", "127.0.0.1:0", grace_s=0.5)
@@ -238,6 +239,45 @@ async def test_an_event_whose_router_died_during_its_last_attempt_is_parked_on_a
         assert again.received == []
     finally:
         await again.close()
+
+
+async def test_a_page_of_nacked_events_keeps_being_redelivered_until_dead_lettered(
+    nats_server: NatsServerProcess,
+) -> None:
+    # Nacked events stay in memory until JetStream gives them back: with a page of them,
+    # the consumer must still ask for their redelivery.
+    node = Node(nats_server.url, page_size=4)
+    await node.start()
+    try:
+        async with RawSubscriber(
+            node.stub, "nacking", ["download.*"], max_attempts=3, auto_ack=False
+        ) as sub:
+            for n in range(10):
+                await node.publish(envelope(started(f"n{n}")))
+
+            async def nack_all() -> None:
+                while True:
+                    delivery = await sub.deliveries.get()
+                    sub.nack(delivery.delivery_id)
+
+            nacker = asyncio.create_task(nack_all())
+
+            async def all_parked() -> bool:
+                letters = await node.stub.ListDeadLetters(
+                    router_pb2.ListDeadLettersRequest(consumer="nacking"), timeout=5
+                )
+                return len(letters.dead_letters) == 10
+
+            try:
+                await wait_for(all_parked, within_s=30, step_s=0.1)
+            finally:
+                nacker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await nacker
+            assert len(sub.received) == 30
+            assert sorted(d.attempt for d in sub.received) == [1] * 10 + [2] * 10 + [3] * 10
+    finally:
+        await node.stop()
 
 
 async def test_deleting_a_consumer_through_another_router_ends_its_streams(
