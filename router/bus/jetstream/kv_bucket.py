@@ -131,10 +131,15 @@ class KvBucketStore:
         )
 
     async def _disconnect(self) -> None:
-        """Drain the connection (within `close_step_s`, else drop its socket) and forget the
-        bucket; idempotent."""
+        """Drain the connection (within `close_step_s`; else close it, else drop its socket)
+        and forget the bucket; idempotent."""
         nc, self._nc, self._kv = self._nc, None, None
-        if nc is not None and not await self._close_step("draining the connection", nc.drain()):
+        if nc is None or await self._close_step("draining the connection", nc.drain()):
+            return
+        # drain() fails at once while the client reconnects: only close() ends its reconnect
+        # loop (it retries forever), else the client would come back with NATS behind a store
+        # that closed; dropping the socket alone would leave that loop running.
+        if not await self._close_step("closing the connection", nc.close()):
             abort_connection(nc)
 
     async def _end_loop(self, task: asyncio.Future[Any] | None, what: str) -> None:
