@@ -794,7 +794,13 @@ class JetStreamEventStore:
             duplicate, seq = True, first
         if duplicate:
             out.entry.done = True
-            return await self._duplicate(first or seq)
+            result = await self._duplicate(first or seq)
+            if first is None:
+                # Stored by an earlier try whose answer never came (a batch's commit ack that
+                # timed out): only the duplicate window knows it, so the ids bucket learns it
+                # here, or a try after the window would store it again.
+                self._remember_id(out.key, seq)
+            return result
         result = self._stored(out, seq)
         if out.park is not None:
             self._release()

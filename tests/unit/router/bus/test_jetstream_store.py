@@ -8,6 +8,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
+import nats
 import pytest
 from pydantic import ValidationError
 
@@ -60,6 +61,36 @@ async def test_an_event_id_is_stored_once_after_the_duplicate_window_has_passed(
         page = await store.read_after(0, 10)
         assert [e.event_id for e in page.events] == [first.event_id, again.event_id]
     finally:
+        await store.close()
+
+
+async def test_an_event_jetstream_calls_a_duplicate_has_its_id_recorded(
+    nats_server: NatsServerProcess,
+) -> None:
+    # An earlier try stored it but its answer never came (as a batch's commit ack that timed
+    # out): only JetStream's duplicate window knows it until the retry records its id.
+    store = JetStreamEventStore([nats_server.url], duplicate_window_s=WINDOW_S * 5)
+    await store.open()
+    client = await nats.connect(nats_server.url)
+    try:
+        first = _event(1)
+        ack = await client.jetstream().publish(
+            f"{store.stream}.{first.event_type}",
+            first.SerializeToString(),
+            headers={"Nats-Msg-Id": first.event_id},
+        )
+        assert await store._lookup_id(first.event_id) is None
+        (retried,) = await store.append([first], [None])
+        assert (retried.duplicate, retried.sequence) == (True, ack.seq)
+        await _ids_recorded(store, first.event_id, 10)
+        # Past the window the ids bucket still knows it: no second copy.
+        await asyncio.sleep(WINDOW_S * 6)
+        (again,) = await store.append([first], [None])
+        assert (again.duplicate, again.sequence) == (True, ack.seq)
+        page = await store.read_after(0, 10)
+        assert [e.event_id for e in page.events] == [first.event_id]
+    finally:
+        await client.close()
         await store.close()
 
 
