@@ -259,7 +259,8 @@ class EventBus(event_bus_pb2_grpc.EventBusServiceServicer):
         self._started = False
         if self._idle_timer is not None:
             self._idle_timer.cancel()
-        step_s = self.settings.nats_request_timeout_s
+        # A tiny request timeout still leaves each step time to finish on a quiet server.
+        step_s = max(0.5, self.settings.nats_request_timeout_s)
         for task in (self._retention_task, self._metrics_task, *self._background):
             if not await cancel_within(task, step_s):
                 _log.warning("stopping the bus: a background task did not end within %gs", step_s)
