@@ -17,7 +17,10 @@ with a claim: the watch's key is rewritten with this router as `claim_owner` and
 the watch due at once exactly one wins; the winner renews the claim every third of the
 lease while the run lasts, and `finish_run` (or `release`) clears it. A router that dies
 mid-run leaves a claim that runs out within one lease, and the next scheduler to look takes
-the watch by the same compare-and-set. `claim_until` is a wall-clock time, as every watch's
+the watch by the same compare-and-set. A router whose claim ran out (NATS away longer than a
+lease) and was taken meanwhile writes nothing more of its run: `remember_tracks` and
+`finish_run` check the claim on the record they compare-and-set and raise WatchClaimLost.
+`claim_until` is a wall-clock time, as every watch's
 next run is: routers sharing a bucket need clocks within a small part of the lease (NTP).
 
 Listings read the last message of each key through router.bus.jetstream.kv_listing (nats-py's
@@ -40,7 +43,13 @@ import nats.js.errors as js_errors
 
 from router.bus.jetstream.kv_bucket import KvBucketStore, from_token, key_token, purge_keys
 from router.watches.kv_changes import WatchChangeFeed
-from router.watches.store import KnownTrack, WatchBusy, WatchLimitReached, WatchRecord
+from router.watches.store import (
+    KnownTrack,
+    WatchBusy,
+    WatchClaimLost,
+    WatchLimitReached,
+    WatchRecord,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -160,6 +169,16 @@ class KvWatchStore(KvBucketStore):
             await self._close_step("letting a claim go", self.release(playlist_id))
         await self._disconnect()
 
+    def _check_claim(self, playlist_id: str, record: WatchRecord) -> None:
+        """Raise WatchClaimLost when a run of this router may no longer write the watch: this
+        router claimed it and the claim is not its own any more, or another router holds a
+        live claim on it. Checked on the record the write compares-and-sets, so a claim
+        taken after the read makes the write fail and the check run again."""
+        if record.claim_owner == self.owner:
+            return
+        if playlist_id in self._claimed or record.claimed_at(self._clock()):
+            raise WatchClaimLost(playlist_id, record.claim_owner)
+
     # --- reading ---------------------------------------------------------------------------
 
     async def _read(self, playlist_id: str) -> tuple[WatchRecord, str, int] | None:
@@ -262,6 +281,7 @@ class KvWatchStore(KvBucketStore):
         found = await self._read(playlist_id) if keys else None
         if found is None:
             return
+        self._check_claim(playlist_id, found[0])
         prefix = _tracks_prefix(playlist_id, found[1])
         # A request counts one attempt; finding it in the library counts none.
         attempt = 0 if in_library else 1
@@ -299,6 +319,7 @@ class KvWatchStore(KvBucketStore):
             if found is None or found[1] != generation:
                 return  # removed (and perhaps added again) meanwhile
             record, _generation, revision = found
+            self._check_claim(playlist_id, record)
             record.tracks_known += new
             if await self._write(playlist_id, record, generation, revision):
                 return
@@ -388,6 +409,11 @@ class KvWatchStore(KvBucketStore):
                 self._claimed.discard(playlist_id)
                 return None
             record, generation, revision = found
+            try:
+                self._check_claim(playlist_id, record)
+            except WatchClaimLost:
+                self._claimed.discard(playlist_id)
+                raise
             _apply_run(record, run, ended_at, next_run_at)
             if record.claim_owner == self.owner:
                 record.claim_owner, record.claim_until = "", 0.0

@@ -9,6 +9,9 @@ and `next_wakeup` with a clock of their own and never sleep.
 Several routers sharing one store (KvWatchStore) each run a scheduler over the same watches:
 a run starts with the store's claim, so a due watch is run by the one router whose claim won;
 the others skip it (WatchBusy) and look again when its next run is due or the claim runs out.
+A run whose claim ran out and went to another router (WatchClaimLost) is over here: it is
+logged, nothing of it is written and no failure is counted; the router holding the claim
+records its own run.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from router.watches.store import RunRecord, WatchBusy
+from router.watches.store import RunRecord, WatchBusy, WatchClaimLost
 from services.kit.support.backoff import BackoffPolicy
 
 if TYPE_CHECKING:
@@ -75,7 +78,8 @@ class WatchScheduler:
 
     async def run_watch(self, playlist_id: str, *, only_if_due: bool = False) -> WatchRecord | None:
         """Run one watch now (after any run of it in progress); the watch as it then is, or
-        None when it is gone (or, with `only_if_due`, was not due any more)."""
+        None when it is gone (or, with `only_if_due`, was not due any more or another router
+        took the run over)."""
         lock = self._locks.setdefault(playlist_id, asyncio.Lock())
         async with lock:
             watch = await self._claim(playlist_id, only_if_due=only_if_due)
@@ -88,6 +92,8 @@ class WatchScheduler:
             try:
                 try:
                     run = await self._run_one(watch)
+                except WatchClaimLost:
+                    raise
                 except Exception as err:
                     # One watch's failure must not stop the others.
                     _log.exception("watch of %s failed", playlist_id)
@@ -101,6 +107,17 @@ class WatchScheduler:
                 )
                 finished = True
                 return record
+            except WatchClaimLost as lost:
+                # Not finished: `release` below stops the renewal and forgets the claim,
+                # leaving the record, whose claim is another router's, as it is.
+                _log.warning(
+                    "playlist watch %s: %s; its run here is over",
+                    playlist_id,
+                    lost,
+                    extra={"playlist_id": playlist_id},
+                )
+                # A manual run answers with the watch as the other router's run leaves it.
+                return None if only_if_due else await self._store.get(playlist_id)
             finally:
                 self.running.discard(playlist_id)
                 if not finished:

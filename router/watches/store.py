@@ -71,6 +71,19 @@ class WatchBusy(Exception):
         self.until = until
 
 
+class WatchClaimLost(Exception):
+    """This router's claim on the watch ran out and another router took it (or let it go):
+    the run is over here, and nothing of it is written."""
+
+    def __init__(self, playlist_id: str, owner: str) -> None:
+        super().__init__(
+            f"lost the claim on playlist watch {playlist_id}; it now belongs to"
+            f" {f'router {owner}' if owner else 'no router'}"
+        )
+        self.playlist_id = playlist_id
+        self.owner = owner
+
+
 class WatchLimitReached(Exception):
     """A new watch would exceed the number of watches allowed."""
 
@@ -191,7 +204,8 @@ class WatchStore(Protocol):
         self, playlist_id: str, keys: Sequence[str], now: float, *, in_library: bool = False
     ) -> None:
         """Record tracks as requested once more at `now` (their attempts count up), or, with
-        `in_library`, as held by the library; nothing for a watch removed meanwhile."""
+        `in_library`, as held by the library; nothing for a watch removed meanwhile. Raises
+        WatchClaimLost when this router's claim on the watch went to another router."""
         ...
 
     async def claim(
@@ -210,7 +224,8 @@ class WatchStore(Protocol):
         self, playlist_id: str, run: RunRecord, *, ended_at: float, next_run_at: float
     ) -> WatchRecord | None:
         """Record a run's result and the next run, and let go of the claim; None when the
-        watch is gone."""
+        watch is gone. Raises WatchClaimLost, writing nothing, when this router's claim went
+        to another router meanwhile."""
         ...
 
 

@@ -6,13 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import pytest
 
 from router.watches.kv_store import KvWatchStore
 from router.watches.scheduler import WatchScheduler
-from router.watches.store import RunRecord, WatchBusy, WatchLimitReached, WatchRecord
+from router.watches.store import (
+    RunRecord,
+    WatchBusy,
+    WatchClaimLost,
+    WatchLimitReached,
+    WatchRecord,
+)
 from tests.helpers.kv_stores import opened_stores
 from tests.helpers.module_checks import eventually
 from tests.helpers.pipeline_standin import until
@@ -200,3 +207,84 @@ async def test_closing_a_store_lets_go_of_its_claims(two_stores: list[KvWatchSto
         await staying.claim("pl", now=time.time())
     await leaving.close()
     assert await staying.claim("pl", now=time.time()) is not None
+
+
+async def test_a_run_whose_claim_was_taken_over_writes_nothing(
+    two_stores: list[KvWatchStore],
+) -> None:
+    stalled, taker = two_stores
+    await stalled.upsert("pl", HOUR, owner="", now=time.time() - 1, limit=5)
+    assert await stalled.claim("pl", now=time.time(), only_if_due=True) is not None
+    # NATS away longer than the lease: the claim is not renewed and runs out.
+    await stalled._stop_renewing("pl")
+
+    async def taken() -> bool:
+        try:
+            return await taker.claim("pl", now=time.time(), only_if_due=True) is not None
+        except WatchBusy:
+            return False
+
+    await eventually(taken, within_s=20, what="the lapsed claim to be taken")
+    taken_record = await taker.get("pl")
+    assert taken_record is not None
+    assert taken_record.claim_owner == taker.owner
+
+    # The stalled router comes back: its late writes are refused, the record left as it is.
+    with pytest.raises(WatchClaimLost) as lost:
+        await stalled.remember_tracks("pl", ["spotify:late"], time.time())
+    assert lost.value.owner == taker.owner
+    with pytest.raises(WatchClaimLost):
+        await stalled.finish_run(
+            "pl",
+            RunRecord("", "the run failed: late", True, 0, 0),
+            ended_at=time.time(),
+            next_run_at=time.time() + 60,
+        )
+    after = await taker.get("pl")
+    assert after is not None
+    # Only the taker's renewal moves its claim on.
+    assert replace(after, claim_until=0.0) == replace(taken_record, claim_until=0.0)
+    assert await taker.known_tracks("pl") == {}
+    assert "pl" not in stalled._claimed
+
+    # The run holding the claim records its own result.
+    finished = await taker.finish_run(
+        "pl", DONE, ended_at=time.time(), next_run_at=time.time() + HOUR
+    )
+    assert finished is not None
+    assert (finished.last_result, finished.failures, finished.claim_owner) == (DONE.result, 0, "")
+
+
+async def test_a_scheduler_whose_claim_was_taken_over_counts_no_failure(
+    two_stores: list[KvWatchStore],
+) -> None:
+    stalled, taker = two_stores
+    await stalled.upsert("pl", HOUR, owner="", now=time.time() - 1, limit=5)
+    taken_record: list[WatchRecord] = []
+
+    async def run_one(watch: WatchRecord) -> RunRecord:
+        # Mid-run the claim lapses (no renewal) and another router takes it.
+        await stalled._stop_renewing(watch.playlist_id)
+
+        async def taken() -> bool:
+            try:
+                claimed = await taker.claim(watch.playlist_id, now=time.time())
+            except WatchBusy:
+                return False
+            assert claimed is not None
+            taken_record.append(claimed)
+            return True
+
+        await eventually(taken, within_s=20, what="the lapsed claim to be taken")
+        await stalled.remember_tracks(watch.playlist_id, ["spotify:late"], time.time())
+        return DONE
+
+    scheduler = WatchScheduler(stalled, run_one)
+    assert await scheduler.run_due() == []
+    after = await taker.get("pl")
+    assert after is not None
+    assert (after.claim_owner, after.failures, after.last_result) == (taker.owner, 0, "")
+    assert after.next_run_at == taken_record[0].next_run_at
+    assert await taker.known_tracks("pl") == {}
+    assert "pl" not in stalled._claimed
+    assert "pl" not in scheduler.running
