@@ -4,23 +4,30 @@ its dead letters, runs in flight, watched playlists), and which router answered.
 
 The log's position and the dead letters are read from the bus's store, not from this
 router's memory: with several routers on one JetStream, each answers with the shared log's
-figures, not with how far its own tail has caught up.
+figures, not with how far its own tail has caught up. Each of those reads has
+`STATUS_READ_S` to answer; one that does not (JetStream stalled or out of reach) gives way to
+this router's own figure, or to none, and a warning says the reply is partly local.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
 from router.bus.store import ConsumerHost
 from router.routing.status import build_status
+from services.kit.support.tasks import finish_within
+from services.kit.support.timestamps import timestamp_at
 from soulspot.router.v1 import router_pb2, status_pb2, status_pb2_grpc
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from router.api.bus_gate import BusGate
     from router.bus.event_bus import EventBus
     from router.pipeline.engine import Pipeline
@@ -34,6 +41,12 @@ Context = grpc.aio.ServicerContext[Any, Any]
 SERVICE_NAME = status_pb2.DESCRIPTOR.services_by_name["StatusService"].full_name
 _EVERY_INTERFACE = frozenset({"", "0.0.0.0", "::", "[::]"})
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+# How long each read from the event log's store may take for one status reply. The reads run
+# side by side, so a stalled JetStream costs a reply this much, well within the CLI's 10 s
+# deadline (a watch listing alone retries for up to 30 s); healthy reads take milliseconds.
+STATUS_READ_S = 2.0
 
 
 def answering_name(address: str) -> str:
@@ -81,17 +94,81 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
         waiting = self.bus_gate is not None and not self.bus_gate.is_open
         if waiting and self.bus_gate is not None:
             response.warnings.append(self.bus_gate.warning())
-        if self.bus is not None and not waiting:
-            response.consumers.extend(await _consumers(self.bus))
-            response.last_sequence = await self.bus.store.last_sequence()
-            response.dead_letters = await self.bus.store.count_dead_letters()
+        if not waiting:
+            await self._fill_from_log(response)
         if self.pipeline is not None and not waiting:
             self.pipeline.fill_status(response)
-        if self.watches is not None and not waiting:
-            await self.watches.fill_status(response)
         if self.xds is not None:
             self.xds.fill_status(response)
         return response
+
+    async def _fill_from_log(self, response: router_pb2.GetStatusResponse) -> None:
+        """The figures read from the bus's store and the watches, each within
+        `STATUS_READ_S`: one that did not answer gives way to this router's own figure (the
+        consumers, the log's position) or is left out (dead letters, watched playlists), and
+        a warning names which."""
+        bus, watches = self.bus, self.watches
+        missing: list[str] = []
+        # Started first so that it runs beside the bus's reads: one bound for the whole reply.
+        listing = asyncio.ensure_future(
+            _read_within(watches.watches(), "the watched playlists") if watches else _none()
+        )
+        try:
+            if bus is not None:
+                consumers, last, dead = await asyncio.gather(
+                    _consumers(bus),
+                    _read_within(bus.store.last_sequence(), "the log's position"),
+                    _read_within(bus.store.count_dead_letters(), "the dead letters"),
+                )
+                response.consumers.extend(consumers)
+                if last is None:
+                    missing.append("the log's position is this router's")
+                    last = bus.last_sequence
+                response.last_sequence = last
+                if dead is None:
+                    missing.append("the dead-letter count is unknown")
+                else:
+                    response.dead_letters = dead
+            listed = await listing
+        finally:
+            listing.cancel()  # a reply cut short leaves no listing behind
+        if watches is not None:
+            if listed is None:
+                missing.append("the watched playlists are left out")
+            else:
+                response.watched_playlists.extend(listed)
+        if missing:
+            response.warnings.append(_partial_warning(missing))
+
+
+async def _read_within(read: Awaitable[_T], what: str) -> _T | None:
+    """What `read` returns within `STATUS_READ_S`; None (logged) when it failed or ran out of
+    time, so that a status reply does not wait on a stalled JetStream."""
+    task = asyncio.ensure_future(read)
+    try:
+        if await finish_within(task, STATUS_READ_S):
+            return task.result()
+        _log.warning("reading %s for status: no answer within %gs", what, STATUS_READ_S)
+    except Exception as err:
+        _log.warning("reading %s for status failed: %s", what, err)
+    return None
+
+
+async def _none() -> None:
+    return None
+
+
+def _partial_warning(missing: list[str]) -> router_pb2.Warning:
+    """The warning of a reply whose figures are partly this router's own: JetStream did not
+    answer in time (`missing` says what that changed)."""
+    return router_pb2.Warning(
+        module="router",
+        operation="status",
+        status=f"JetStream did not answer within {STATUS_READ_S:g}s: " + "; ".join(missing),
+        impact="these figures are this router's own, not the shared event log's",
+        action="ask again; if it persists, check NATS and the router's logs",
+        raised_at=timestamp_at(time.time()),
+    )
 
 
 async def _consumers(bus: EventBus) -> list[router_pb2.ConsumerInfo]:
@@ -102,10 +179,8 @@ async def _consumers(bus: EventBus) -> list[router_pb2.ConsumerInfo]:
     if not isinstance(store, ConsumerHost):
         return sorted(bus.consumers_info(), key=lambda c: c.name)
     here = {name: consumer.info() for name, consumer in bus.consumers.items()}
-    try:
-        listed = await store.consumer_statuses()
-    except Exception as err:  # NATS unreachable, say: this router's own view, not none
-        _log.warning("reading the log's consumers for status failed: %s", err)
+    listed = await _read_within(store.consumer_statuses(), "the log's consumers")
+    if listed is None:  # NATS unreachable, say: this router's own view, not none
         return sorted(bus.consumers_info(), key=lambda c: c.name)
     for info in listed:
         own = here.pop(info.name, None)
