@@ -6,7 +6,6 @@ subscribers given both routers' addresses get every event once, ordering keys on
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -15,21 +14,18 @@ import grpc
 import nats
 import pytest
 
-from router.bus import create_bus
-from router.bus.event_bus import SERVICE_NAME
 from router.bus.jetstream.records import consumer_token
 from services.kit.events.client import EventHandlers, Subscriber
 from services.kit.rpc.channel import open_channel
-from services.kit.rpc.server import KitServer
-from soulspot.router.v1 import event_bus_pb2_grpc, router_pb2
-from tests.helpers.bus import RawSubscriber, bus_settings, envelope, started, wait_for
+from soulspot.router.v1 import router_pb2
+from tests.helpers.bus import RawSubscriber, envelope, started, wait_for
+from tests.helpers.bus_nodes import Node, subscribed_once_free
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from nats.js.kv import KeyValue
 
-    from router.bus import EventBus
     from soulspot.events.v1 import download_pb2, envelope_pb2
     from tests.helpers.nats_server import NatsServerProcess
 
@@ -37,50 +33,12 @@ LEASE_S = 1.0
 STREAM = "LEASES"
 
 
-class Node:
-    """One bus (a router's) on the shared nats-server, served on 127.0.0.1:0."""
-
-    def __init__(self, nats_url: str) -> None:
-        settings = bus_settings(
-            backend="jetstream",
-            nats_servers=[nats_url],
-            nats_stream=STREAM,
-            consumer_lease_s=LEASE_S,
-        )
-        self.bus: EventBus = create_bus(settings)
-        self.server = KitServer("router", "127.0.0.1:0", grace_s=0.5)
-        self.server.add_service(
-            lambda s: event_bus_pb2_grpc.add_EventBusServiceServicer_to_server(self.bus, s),
-            SERVICE_NAME,
-        )
-        self.channel: grpc.aio.Channel | None = None
-
-    async def start(self) -> None:
-        await self.bus.start()
-        await self.server.start()
-        self.channel = open_channel(self.server.address)
-
-    async def stop(self) -> None:
-        if self.channel is not None:
-            await self.channel.close()
-        await self.server.stop(0.2)
-        await self.bus.stop()
-
-    @property
-    def stub(self) -> event_bus_pb2_grpc.EventBusServiceAsyncStub:
-        assert self.channel is not None
-        return event_bus_pb2_grpc.EventBusServiceStub(self.channel)
-
-    async def publish(self, env: envelope_pb2.EventEnvelope) -> router_pb2.PublishResponse:
-        return await self.stub.Publish(router_pb2.PublishRequest(event=env), timeout=10)
-
-
 @pytest.fixture
 async def nodes(nats_server: NatsServerProcess) -> AsyncIterator[list[Node]]:
     started: list[Node] = []
     try:
         for _ in range(2):
-            node = Node(nats_server.url)
+            node = Node(nats_server.url, stream=STREAM, lease_s=LEASE_S)
             await node.start()
             started.append(node)
         yield started
@@ -114,26 +72,6 @@ async def _refused_with(node: Node, consumer: str, within_s: float = 5.0) -> str
     return sub.error.details() or ""
 
 
-async def _subscribed_once_free(
-    node: Node, consumer: str, *, within_s: float = 10.0, pause_s: float = 0.05
-) -> RawSubscriber:
-    """A subscriber of `consumer` at `node`, asked again every `pause_s` until the router takes
-    it (the consumer is let go, or its lease taken over); the caller closes it."""
-    async with asyncio.timeout(within_s):
-        while True:
-            sub = RawSubscriber(node.stub, consumer, ["download.*"])
-            task = asyncio.create_task(sub._run())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2):
-                    await sub.subscribed.wait()
-            if sub.subscribed.is_set():
-                return sub
-            await sub.close()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await asyncio.sleep(pause_s)
-
-
 async def test_a_router_refuses_a_consumer_another_router_serves_and_names_it(
     nodes: list[Node],
 ) -> None:
@@ -162,7 +100,7 @@ async def test_a_consumer_moves_to_another_router_from_its_written_position(
     for n in range(5, 8):
         await second.publish(envelope(started(f"d{n}")))
     # The release is written right after the stream ends: asked again until it is.
-    moved = await _subscribed_once_free(second, "mover")
+    moved = await subscribed_once_free(second, "mover")
     try:
         assert moved.acked_sequence == last
         rest = await moved.take(3)
@@ -182,7 +120,7 @@ async def test_a_stale_lease_is_taken_over_once_it_stood_still_for_a_whole_lease
     await leases.create(consumer_token("orphan"), json.dumps(dead).encode())
     seen_at = asyncio.get_running_loop().time()
     assert "dead-router-1" in await _refused_with(first, "orphan")
-    sub = await _subscribed_once_free(first, "orphan", pause_s=0.1)
+    sub = await subscribed_once_free(first, "orphan", pause_s=0.1)
     try:
         # Not before the lease stood still for a whole lease on this router's clock.
         assert asyncio.get_running_loop().time() - seen_at >= LEASE_S

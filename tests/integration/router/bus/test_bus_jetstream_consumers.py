@@ -16,86 +16,39 @@ import nats
 import pytest
 from nats.js.errors import NotFoundError
 
-from router.bus import create_bus
-from router.bus.event_bus import SERVICE_NAME
 from router.bus.jetstream.pull_consumer import durable_name
-from services.kit.rpc.channel import open_channel
-from services.kit.rpc.server import KitServer
-from soulspot.router.v1 import event_bus_pb2, event_bus_pb2_grpc, router_pb2
+from soulspot.router.v1 import event_bus_pb2, router_pb2
 from tests.helpers.bus import (
     RawSubscriber,
-    bus_settings,
     completed,
     envelope,
     started,
     wait_for,
 )
+from tests.helpers.bus_nodes import Node, subscribed_once_free
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    import grpc
     from nats.aio.msg import Msg
     from nats.js.client import JetStreamContext
 
-    from router.bus import EventBus
-    from soulspot.events.v1 import envelope_pb2
     from tests.helpers.nats_server import NatsServerProcess
 
 LEASE_S = 1.0
 STREAM = "DURABLES"
 
 
-class Node:
-    """One bus (a router's) on the shared nats-server, served on 127.0.0.1:0."""
-
-    def __init__(self, nats_url: str, **overrides: Any) -> None:
-        settings = bus_settings(
-            backend="jetstream",
-            nats_servers=[nats_url],
-            nats_stream=STREAM,
-            consumer_lease_s=LEASE_S,
-            # Status looks at the other routers' consumers this often.
-            metrics_interval_s=0.2,
-            **overrides,
-        )
-        self.bus: EventBus = create_bus(settings)
-        self.server = KitServer("router", "127.0.0.1:0", grace_s=0.5)
-        self.server.add_service(
-            lambda s: event_bus_pb2_grpc.add_EventBusServiceServicer_to_server(self.bus, s),
-            SERVICE_NAME,
-        )
-        self.channel: grpc.aio.Channel | None = None
-        self.killed = False
-
-    async def start(self) -> None:
-        await self.bus.start()
-        await self.server.start()
-        # As the router names itself once bound (status's answered_by).
-        self.bus.store.served_as = self.server.address  # type: ignore[attr-defined]
-        self.channel = open_channel(self.server.address)
-
-    async def kill(self) -> None:
-        """Cut the router off from NATS at once, as a kill -9 would: nothing more of it
-        (acks, naks, lease renewals, records) reaches JetStream."""
-        self.killed = True
-        nc = self.bus.store._nc  # type: ignore[attr-defined]
-        await nc.close()
-
-    async def stop(self) -> None:
-        if self.channel is not None:
-            await self.channel.close()
-        await self.server.stop(0.2)
-        with contextlib.suppress(Exception):
-            await self.bus.stop()
-
-    @property
-    def stub(self) -> event_bus_pb2_grpc.EventBusServiceAsyncStub:
-        assert self.channel is not None
-        return event_bus_pb2_grpc.EventBusServiceStub(self.channel)
-
-    async def publish(self, env: envelope_pb2.EventEnvelope) -> router_pb2.PublishResponse:
-        return await self.stub.Publish(router_pb2.PublishRequest(event=env), timeout=10)
+def _node(nats_url: str, **overrides: Any) -> Node:
+    return Node(
+        nats_url,
+        stream=STREAM,
+        lease_s=LEASE_S,
+        name_as_served=True,
+        # Status looks at the other routers' consumers this often.
+        metrics_interval_s=0.2,
+        **overrides,
+    )
 
 
 @pytest.fixture
@@ -103,7 +56,7 @@ async def nodes(nats_server: NatsServerProcess) -> AsyncIterator[list[Node]]:
     started_nodes: list[Node] = []
     try:
         for _ in range(2):
-            node = Node(nats_server.url)
+            node = _node(nats_server.url)
             await node.start()
             started_nodes.append(node)
         yield started_nodes
@@ -121,26 +74,8 @@ async def js(nats_server: NatsServerProcess) -> AsyncIterator[JetStreamContext]:
         await client.close()
 
 
-async def _subscribed_once_free(
-    node: Node, consumer: str, *, max_attempts: int = 0, auto_ack: bool = True
-) -> RawSubscriber:
-    """A subscriber of `consumer` at `node`, asked again until the router takes it (its lease
-    is free or stale); the caller closes it."""
-    async with asyncio.timeout(15):
-        while True:
-            sub = RawSubscriber(
-                node.stub, consumer, ["download.*"], max_attempts=max_attempts, auto_ack=auto_ack
-            )
-            task = sub._task = asyncio.create_task(sub._run())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2):
-                    await sub.subscribed.wait()
-            if sub.subscribed.is_set():
-                return sub
-            await sub.close()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await asyncio.sleep(0.1)
+async def _subscribed_once_free(node: Node, consumer: str, **options: Any) -> RawSubscriber:
+    return await subscribed_once_free(node, consumer, within_s=15, pause_s=0.1, **options)
 
 
 async def test_the_jetstream_consumer_filters_by_the_patterns(
@@ -246,7 +181,7 @@ async def test_a_page_of_nacked_events_keeps_being_redelivered_until_dead_letter
 ) -> None:
     # Nacked events stay in memory until JetStream gives them back: with a page of them,
     # the consumer must still ask for their redelivery.
-    node = Node(nats_server.url, page_size=4)
+    node = _node(nats_server.url, page_size=4)
     await node.start()
     try:
         async with RawSubscriber(
