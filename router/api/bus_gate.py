@@ -1,5 +1,8 @@
 """The bus gate: while the router waits for its event log (NATS JetStream out of reach at
-start), or has lost it since, calls that need the log answer UNAVAILABLE saying why.
+start), or has lost it since, calls that need the log answer UNAVAILABLE saying so and since
+when. The detailed reason (the NATS servers, the connection's error) goes to the logs and the
+health's reasons only: callers, and GetStatus (which any caller may ask), get a generic one
+(`BusGate.public_reason`), as nothing of the deployment is theirs to know.
 
 The router serves before its log answers (see RouterApp.start_bus): registration, the
 capability proxy, xDS and status need no NATS. The event bus's, the pipeline's and the
@@ -9,8 +12,8 @@ kit's subscribers and publishers retry UNAVAILABLE) instead of reaching a store 
 open, or whose connection is down.
 
 After start, `OutageHealth` follows the process's NATS connections (nats_links in
-router/bus/jetstream/connection.py): while one is down the gate refuses with "JetStream at ...
-unreachable since ...", those services are NOT_SERVING with that reason and GetStatus warns;
+router/bus/jetstream/connection.py): while one is down the gate refuses, those services are
+NOT_SERVING with the reason "JetStream at ... unreachable since ..." and GetStatus warns;
 all of it ends when the connection is back. The overall health ("") stays SERVING: clients of
 the router (the pipeline among them) read NOT_SERVING there as the router going away.
 """
@@ -24,7 +27,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from router.bus.jetstream.connection import NatsLinks, nats_links
-from router.bus.jetstream.startup import unreachable_since
+from router.bus.jetstream.startup import unreachable_since, utc_text
 from services.kit.rpc.errors import Unavailable
 from services.kit.rpc.handler_wrapping import wrap_handler
 from services.kit.support.tasks import cancel_and_wait
@@ -81,25 +84,38 @@ class BusGate:
     def regained(self) -> None:
         self.unreachable = None
 
+    @property
+    def since(self) -> float:
+        """Since when (time.time()) gated calls are refused for `reason`."""
+        return self._closed_at if self.waiting_for else self._lost_at
+
+    def public_reason(self) -> str:
+        """Why gated calls are refused, as callers are told: since when, and nothing of the
+        servers or their errors (those are in the router's logs)."""
+        return (
+            "the event log (JetStream) is not reachable from this router since "
+            f"{utc_text(self.since)}; retry"
+        )
+
     def warning(self) -> router_pb2.Warning:
-        """The status warning while closed: what the router waits for and what it costs."""
+        """The status warning while closed: that the router waits for its log, since when,
+        and what it costs (any caller may ask for status: no servers, no errors)."""
         return router_pb2.Warning(
             module="router",
             operation="event bus",
-            status=self.reason or "ready",
+            status=self.public_reason() if self.reason else "ready",
             impact=(
                 "publishes, subscriptions, event listings, the pipeline and playlist watches "
                 "answer UNAVAILABLE until it answers; capability calls, registration and xDS go on"
             ),
             action="start NATS or check SOULSPOT_BUS__NATS_SERVERS and the router's logs",
-            raised_at=timestamp_at(self._closed_at if self.waiting_for else self._lost_at),
+            raised_at=timestamp_at(self.since),
         )
 
     @contextlib.asynccontextmanager
     async def _around(self, context: Any, request: object | None) -> AsyncIterator[None]:
-        reason = self.reason
-        if reason is not None:
-            raise Unavailable(f"the event bus is not ready: {reason}")
+        if self.reason is not None:
+            raise Unavailable(self.public_reason())
         yield
 
     def wrapper(self, methods: Collection[str] | None = None) -> Wrap:

@@ -34,10 +34,14 @@ def waiting_for(servers: Sequence[str]) -> str:
     return f"waiting for JetStream at {', '.join(servers)}"
 
 
+def utc_text(at: float) -> str:
+    """A time.time() as its reasons write it: UTC to the second, e.g. 2026-01-01T00:00:00Z."""
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def unreachable_since(servers: Sequence[str], since: float) -> str:
     """What a router that lost these servers after start says (`since`: time.time())."""
-    at = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return f"JetStream at {', '.join(servers)} unreachable since {at}"
+    return f"JetStream at {', '.join(servers)} unreachable since {utc_text(since)}"
 
 
 async def start_when_reachable(

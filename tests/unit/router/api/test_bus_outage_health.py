@@ -49,7 +49,12 @@ async def test_a_lost_connection_closes_the_gate_and_its_services_until_it_is_ba
         assert reason.startswith("JetStream at nats://n1:4222, nats://n2:4222 unreachable since ")
         assert reason.endswith("Z")
         assert health.statuses == dict.fromkeys(SERVICES, (False, reason))
-        assert gate.warning().status == reason
+        # Callers and status get since when, not the servers (anyone may ask for status).
+        public = gate.public_reason()
+        assert public.startswith("the event log (JetStream) is not reachable from this router")
+        assert public.endswith(f"since {reason.rsplit(' ', 1)[-1]}; retry")
+        assert "nats://" not in public
+        assert gate.warning().status == public
 
         # A second connection down later changes nothing: the first says since when.
         links.went_down(2, SERVERS)
