@@ -387,25 +387,32 @@ class Consumer:
             self._done_before = {s for s in self._done_before if s > new_floor}
         return True
 
+    def _count_parked(self, o: Outstanding, reason: str) -> None:
+        """`o` is parked after its last attempt: the stats, the log line and the metric (the
+        store write is the caller's: each store parks its own way)."""
+        self.stats.dead_lettered += 1
+        _log.warning(
+            "event %s parked for consumer %s after %d attempts: %s",
+            o.envelope.event_id,
+            self.name,
+            o.attempts,
+            reason,
+            extra={
+                "consumer": self.name,
+                "event_id": o.envelope.event_id,
+                "event_type": o.envelope.event_type,
+                "sequence": o.seq,
+                "attempts": o.attempts,
+            },
+        )
+        if self._metrics is not None:
+            self._metrics.dead_lettered(o.envelope.event_type, self.name, "max_attempts")
+
     def _fail(self, o: Outstanding, reason: str, delay_s: float) -> None:
         o.sub = None
         o.last_error = reason
         if o.attempts >= self.max_attempts:
-            self.stats.dead_lettered += 1
-            _log.warning(
-                "event %s parked for consumer %s after %d attempts: %s",
-                o.envelope.event_id,
-                self.name,
-                o.attempts,
-                reason,
-                extra={
-                    "consumer": self.name,
-                    "event_id": o.envelope.event_id,
-                    "event_type": o.envelope.event_type,
-                    "sequence": o.seq,
-                    "attempts": o.attempts,
-                },
-            )
+            self._count_parked(o, reason)
             # Queued before the done record, so both land in the same or consecutive commits.
             self._store.park(
                 self.name,
@@ -414,8 +421,6 @@ class Consumer:
                 o.attempts,
                 reason,
             )
-            if self._metrics is not None:
-                self._metrics.dead_lettered(o.envelope.event_type, self.name, "max_attempts")
             self._finish(o)
             self.flush()
         else:

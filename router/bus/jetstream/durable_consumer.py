@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +56,6 @@ if TYPE_CHECKING:
     from router.bus.store import ConsumerRecord, EventStore
     from router.bus.tail import TailCache
 
-_log = logging.getLogger(__name__)
 PARKED_HEADER = "Soulspot-Parked"
 
 
@@ -267,23 +265,7 @@ class JetStreamConsumer(Consumer):
         self.notify()
 
     def _park(self, o: Pulled, reason: str) -> None:
-        self.stats.dead_lettered += 1
-        _log.warning(
-            "event %s parked for consumer %s after %d attempts: %s",
-            o.envelope.event_id,
-            self.name,
-            o.attempts,
-            reason,
-            extra={
-                "consumer": self.name,
-                "event_id": o.envelope.event_id,
-                "event_type": o.envelope.event_type,
-                "sequence": o.seq,
-                "attempts": o.attempts,
-            },
-        )
-        if self._metrics is not None:
-            self._metrics.dead_lettered(o.envelope.event_type, self.name, "max_attempts")
+        self._count_parked(o, reason)
         msg, o.msg = o.msg, None
         if o.key:
             self._release_key(o)
